@@ -1,0 +1,48 @@
+/* Who may send what: the single place where a request type meets the
+ * parties allowed to send it. Services add their request types here; the
+ * server checks every request against this table before its handler runs. */
+#include "acl.h"
+
+#include <stddef.h>
+#include <string.h>
+
+/* Those who keep the register of units and conventions: the Métropole and
+ * the operators it mandates, and operations. */
+#define REGISTER_KEEPERS (PARTY_METROPOLE | PARTY_OPERATOR | PARTY_ADMIN)
+/* Those who read it: the keepers, Action Logement, and the other services. */
+#define REGISTER_READERS (REGISTER_KEEPERS | PARTY_ACTION_LOGEMENT | PARTY_SERVICE)
+
+static const struct {
+    const char *type;
+    unsigned parties;
+} acl_table[] = {
+    /* every service */
+    {"health", PARTY_ANY},
+    {"event.list", REGISTER_READERS},
+
+    /* reservations: units and ANAH conventions */
+    {"unit.register", REGISTER_KEEPERS},
+    {"unit.get", REGISTER_READERS},
+    {"unit.list", REGISTER_READERS},
+    {"convention.envisage", REGISTER_KEEPERS},
+    {"convention.sign", REGISTER_KEEPERS},
+    {"convention.in_force", REGISTER_KEEPERS},
+    {"convention.end", REGISTER_KEEPERS},
+    {"convention.abandon", REGISTER_KEEPERS},
+    {"convention.get", REGISTER_READERS},
+};
+
+unsigned acl_parties(const char *request_type)
+{
+    if (!request_type)
+        return 0;
+    for (size_t i = 0; i < sizeof acl_table / sizeof acl_table[0]; i++)
+        if (strcmp(acl_table[i].type, request_type) == 0)
+            return acl_table[i].parties;
+    return 0;
+}
+
+bool acl_allows(const char *request_type, party_t party)
+{
+    return party != PARTY_NONE && (acl_parties(request_type) & (unsigned)party) != 0;
+}

@@ -1,0 +1,46 @@
+/* The request client: one DEALER socket to a service, with a timeout and
+ * retries (the zguide's Lazy Pirate pattern): if no reply comes within
+ * timeout_ms, the socket is closed and reopened and the same request, with
+ * the same request id and idempotency key, is sent again, at most retries
+ * times. A reply saying UNAVAILABLE is retried the same way after a short
+ * pause. This is safe because every write is idempotent. Replies to earlier
+ * attempts are recognised by request id and dropped. */
+#ifndef PASSERELLE_CLIENT_H
+#define PASSERELLE_CLIENT_H
+
+#include "envelope.pb-c.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    const char *endpoint;           /* "tcp://127.0.0.1:7401" */
+    const char *server_public_path; /* server.key (public certificate) */
+    const char *client_cert_path;   /* the caller's .key_secret */
+    bool insecure;                  /* plain text, no certificates */
+    int timeout_ms;                 /* per attempt, default 3000 */
+    int retries;                    /* after the first attempt, default 2 */
+} client_config_t;
+
+typedef struct client_t client_t;
+
+/* Loads the certificates and connects (lazily, as ZeroMQ does). NULL with a
+ * message in err if a certificate cannot be read. */
+client_t *client_new(const client_config_t *cfg, char *err, size_t err_size);
+void client_destroy(client_t **self_p);
+
+/* Sends one request and waits for its reply. idempotency_key may be NULL: a
+ * fresh one is made and kept across the retries of this call. body may be
+ * NULL for an empty request. Returns 0 with *reply_p set (free with
+ * passerelle__reply__free_unpacked(reply, NULL)), or -1 if no reply came
+ * after all attempts (unreachable). */
+int client_call(client_t *self, const char *type, const ProtobufCMessage *body,
+                const char *idempotency_key, Passerelle__Reply **reply_p);
+
+/* Sends raw bytes as a request frame and waits for one reply frame, without
+ * retries (tests of malformed and oversized frames). Returns 0 with *reply_p,
+ * or -1 on timeout. */
+int client_call_raw(client_t *self, const void *frame, size_t len, Passerelle__Reply **reply_p);
+
+#endif

@@ -1,0 +1,66 @@
+/* Reading event streams with a consumer group.
+ *
+ * Each producing service appends its events to one stream (txn_event). A
+ * consumer reads with a group, so every group sees every event and, within
+ * a group, each event goes to one consumer. The reader:
+ *   - on start, first re-reads this consumer's own pending entries;
+ *   - takes over entries another consumer left pending longer than
+ *     claim_idle_ms (it died), with XAUTOCLAIM;
+ *   - then waits for new entries (XREADGROUP BLOCK);
+ *   - skips an event whose "done" marker exists (already processed, e.g.
+ *     processed then crashed before XACK), and acknowledges it;
+ *   - after the handler returns 0, sets the done marker and XACKs.
+ * An effect that lives in Redis should set the done marker in its own atomic
+ * write (the key is handed to the handler): then even a crash between the
+ * effect and the XACK cannot double it.
+ * An entry delivered more than max_deliveries times without success is moved
+ * to the dead-letter stream "<stream>:dead:<group>", logged and acknowledged,
+ * so one poison event cannot stall the group. */
+#ifndef PASSERELLE_EVENTLOG_H
+#define PASSERELLE_EVENTLOG_H
+
+#include "envelope.pb-c.h"
+#include "store.h"
+
+typedef struct {
+    const char *stream;   /* "reservations:events" */
+    const char *group;    /* "indicators" */
+    const char *consumer; /* unique per process, e.g. host:pid */
+    int claim_idle_ms;    /* default 30000 */
+    int max_deliveries;   /* default 10 */
+    int batch;            /* entries per read, default 64 */
+    int done_ttl_s;       /* lifetime of done markers, default 7 days */
+} consumer_config_t;
+
+typedef struct consumer_t consumer_t;
+
+/* The handler: called once per entry not yet processed by the group.
+ * position is the stream entry id; done_key the Redis key of the event's
+ * done marker (set it in your own atomic write if you can). Return 0 when
+ * the effect is durable, -1 to leave the entry pending (it comes back). */
+typedef int(consumer_fn)(void *arg, const char *position, const Passerelle__Event *event,
+                         const char *done_key);
+
+/* Creates the group if needed (from the start of the stream, MKSTREAM) at
+ * the first poll. store is borrowed and must be this consumer's own. */
+consumer_t *consumer_new(store_t *store, const consumer_config_t *cfg);
+void consumer_destroy(consumer_t **self_p);
+
+/* Processes what is available (own pending, then abandoned, then new,
+ * waiting up to block_ms for new ones; block_ms must be below the store's
+ * command timeout). Returns the number of entries handled (skipped ones
+ * included), or -1 if Redis is unavailable (the caller waits and polls
+ * again). An entry that does not decode as an Event is dead-lettered. */
+int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg);
+
+/* The done-marker key of an event id for this group (written into out). */
+void consumer_done_key(const consumer_t *self, const char *event_id, char *out, size_t out_size);
+
+/* Reads up to limit entries after position (exclusive; "0" or "" for the
+ * start) without a group: for the event.list request. Fills reply's events
+ * (caller frees with eventlog_list_free). */
+store_result_t eventlog_list(store_t *store, const char *stream, const char *after,
+                             unsigned limit, Passerelle__EventListReply *reply);
+void eventlog_list_free(Passerelle__EventListReply *reply);
+
+#endif

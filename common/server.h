@@ -1,0 +1,118 @@
+/* The request server: an actor (CZMQ style) owning one ROUTER socket and a
+ * poller. For each request it: decodes the envelope (envelope.h), finds the
+ * route, names the caller from its CURVE key (identity.h), checks the party
+ * against the ACL (acl.h), for writes returns the stored reply if the
+ * idempotency key was seen, unpacks the body with the route's descriptor,
+ * runs the handler, and sends the reply. A malformed request gets a reply,
+ * never a crash or silence.
+ *
+ * Handlers are `void handle_x(void *ctx, const call_t *call, const
+ * ProtobufCMessage *request, reply_t *reply)`: validate, read, decide, build
+ * the reply body, and commit with reply_commit(). If the commit finds its
+ * reads were stale (someone wrote in between) the server runs the handler
+ * again, a bounded number of times, on fresh state.
+ *
+ * Every server also answers "health" (HealthRequest -> HealthReply) and, if
+ * it has an event stream, "event.list" (EventListRequest ->
+ * EventListReply). */
+#ifndef PASSERELLE_SERVER_H
+#define PASSERELLE_SERVER_H
+
+#include "identity.h"
+#include "status.h"
+#include "store.h"
+#include "txn.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const caller_t *caller;
+    const char *type;
+    const char *request_id;
+    /* Writes only (NULL for reads): the Redis key of this request's
+     * idempotency record (scoped by service, caller key and the client's
+     * idempotency key) and the request's fingerprint (SHA-256 of type and
+     * body, hex). Pass both to txn_new(). */
+    const char *idempotency_key;
+    const char *fingerprint;
+    uint32_t idempotency_ttl_s;
+} call_t;
+
+typedef struct {
+    status_t status;
+    char message[512];
+    char field[64];
+    uint8_t *body; /* packed reply message, owned (malloc) */
+    size_t body_len;
+    /* Set by reply_commit: a whole stored envelope to send as is (a
+     * duplicate), or the request to run again (stale reads). */
+    uint8_t *stored;
+    size_t stored_len;
+    bool retry;
+} reply_t;
+
+/* Sets an error status with the field at fault (NULL if none) and a
+ * printf-style message. */
+void reply_error(reply_t *reply, status_t status, const char *field, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Packs msg as the reply body (status stays OK). */
+void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);
+
+/* Commits txn for this write with the reply built so far (stored under the
+ * idempotency key). Maps the outcome onto the reply: committed -> as is;
+ * duplicate -> the first reply; stale -> retry; lost -> UNAVAILABLE;
+ * refused -> INTERNAL. Returns true if the reply should now be sent as it
+ * stands (committed or duplicate). */
+bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn);
+
+typedef void(handler_fn)(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply);
+
+typedef struct {
+    const char *type;                           /* "unit.register" */
+    const ProtobufCMessageDescriptor *request;  /* body type */
+    handler_fn *handler;
+    bool write; /* needs an idempotency key */
+} route_t;
+
+typedef struct {
+    const char *service;   /* "reservations": logs, health, key scoping */
+    const char *endpoint;  /* "tcp://127.0.0.1:7401"; ":*" picks a port */
+    const char *keys_dir;  /* key directory (identity.h) */
+    bool insecure;         /* no CURVE: every caller is PARTY_ADMIN "insecure" */
+    size_t max_request_bytes;     /* default 1 MiB; socket hard limit is 4x */
+    uint32_t idempotency_ttl_s;   /* default 86400 */
+    const route_t *routes;
+    size_t route_count;
+    void *ctx;          /* handed to every handler */
+    store_t *store;     /* borrowed; used by the server thread only */
+    const char *stream; /* the service's event stream, or NULL */
+} server_config_t;
+
+typedef struct server_t server_t;
+
+/* Reads PASSERELLE_INSECURE, PASSERELLE_KEYS_DIR, PASSERELLE_MAX_REQUEST_BYTES
+ * and PASSERELLE_IDEMPOTENCY_TTL_S into cfg. False (logged) on a bad value. */
+bool server_config_from_env(server_config_t *cfg);
+
+/* Starts the server actor: binds, and with CURVE starts zauth on the
+ * key directory first. Returns NULL (logged) if it cannot bind or the server
+ * certificate is missing. The configuration is copied, except the routes,
+ * ctx and store, which must outlive the server. */
+server_t *server_new(const server_config_t *cfg);
+
+/* Stops taking requests, answers what it holds, and joins the actor. */
+void server_destroy(server_t **self_p);
+
+/* The bound TCP port and endpoint ("tcp://127.0.0.1:41234"). */
+int server_port(const server_t *self);
+const char *server_endpoint(const server_t *self);
+
+/* Runs until SIGINT/SIGTERM (zsys_interrupted), for a service's main. */
+void server_wait_for_signal(server_t *self);
+
+#endif

@@ -1,0 +1,85 @@
+/* The Redis store: one hiredis connection with timeouts, reconnected by
+ * itself, and Lua scripts loaded at connect and reloaded on NOSCRIPT.
+ *
+ * Every call tells apart the two ways a command can fail:
+ *   STORE_REFUSED  Redis answered with an error (wrong type, script error,
+ *                  NOAUTH...): the connection is fine, retrying won't help;
+ *   STORE_LOST     no answer (Redis down, timeout, connection reset): the
+ *                  connection is dropped and the next call reconnects. The
+ *                  caller answers UNAVAILABLE; the client may retry.
+ * A store_t is not thread-safe: one per thread (a blocking consumer needs its
+ * own, since XREADGROUP BLOCK holds the connection). */
+#ifndef PASSERELLE_STORE_H
+#define PASSERELLE_STORE_H
+
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    STORE_OK      = 0,
+    STORE_REFUSED = 1,
+    STORE_LOST    = 2,
+} store_result_t;
+
+typedef struct {
+    const char *host;       /* default "127.0.0.1" */
+    int port;               /* default 6379 */
+    const char *password;   /* NULL or "" for none */
+    int connect_timeout_ms; /* default 500 */
+    int command_timeout_ms; /* default 2000; XREADGROUP BLOCK must be shorter */
+} store_config_t;
+
+typedef struct store_t store_t;
+
+/* Reads PASSERELLE_REDIS_HOST, _PORT, _PASSWORD, _CONNECT_TIMEOUT_MS,
+ * _COMMAND_TIMEOUT_MS into cfg (strings not owned). Returns false and logs
+ * if one does not parse. */
+bool store_config_from_env(store_config_t *cfg);
+
+/* A store that connects on first use: it can be made while Redis is down.
+ * Copies what it needs of cfg. */
+store_t *store_new(const store_config_t *cfg);
+void store_destroy(store_t **self_p);
+
+/* Runs one command given as argv (binary-safe). On STORE_OK and
+ * STORE_REFUSED, *reply_p is the reply (an error reply for REFUSED) and the
+ * caller frees it with freeReplyObject; on STORE_LOST *reply_p is NULL.
+ * reply_p may be NULL when the reply is not wanted. */
+store_result_t store_command_argv(store_t *self, redisReply **reply_p, int argc,
+                                  const char **argv, const size_t *argv_len);
+
+/* The same with a hiredis format string ("GET %s", "%b" for binary). */
+store_result_t store_command(store_t *self, redisReply **reply_p, const char *format, ...);
+
+/* Registers a script, loaded (SCRIPT LOAD) at every connect, and run by
+ * EVALSHA, reloaded and run again once on NOSCRIPT. Returns its handle, or
+ * -1 if the table is full. Register before the first command. */
+int store_script_add(store_t *self, const char *source);
+
+/* EVALSHA of a registered script with nkeys keys among argv. Results as for
+ * store_command_argv. */
+store_result_t store_script_run(store_t *self, int script, redisReply **reply_p, int nkeys,
+                                int argc, const char **argv, const size_t *argv_len);
+
+/* True if a PING gets PONG (connecting first if needed). */
+bool store_ping(store_t *self);
+
+/* The last error, for logs and replies ("connection refused",
+ * "NOSCRIPT ..."). Static storage in self; valid until the next call. */
+const char *store_last_error(const store_t *self);
+
+/* How many times the connection was re-established after a loss. */
+uint64_t store_reconnects(const store_t *self);
+
+/* --- records ---------------------------------------------------------
+ * A record is a Redis hash {v: version, pb: packed protobuf}. Versions
+ * start at 1; version 0 means "absent". txn.h writes them atomically. */
+
+/* Reads a record. On STORE_OK: *version is 0 and *data NULL if absent,
+ * else *data is a malloc'd copy of the bytes (caller frees) of *len bytes. */
+store_result_t store_record_get(store_t *self, const char *key, uint64_t *version, uint8_t **data,
+                                size_t *len);
+
+#endif

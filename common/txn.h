@@ -1,0 +1,76 @@
+/* Atomic writes: a transaction gathers, in C, everything one request changes
+ * - records, index entries, the event - and commits it with one Lua script
+ * (commit.lua), so the state change and its event are written together or
+ * not at all.
+ *
+ * Preconditions are version guards: the handler reads what it needs, decides
+ * with the pure domain rules, and the script applies the writes only if every
+ * guarded record is still at the version that was read (0 = must not exist).
+ * If not, the commit reports TXN_STALE and the request is run again on fresh
+ * state. This keeps every rule in C, testable without Redis, while Redis
+ * still decides atomically who wins a race.
+ *
+ * The same script records the reply under the request's idempotency key: a
+ * second commit with that key changes nothing and returns the first reply. */
+#ifndef PASSERELLE_TXN_H
+#define PASSERELLE_TXN_H
+
+#include "store.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct txn_t txn_t;
+
+typedef enum {
+    TXN_COMMITTED = 0, /* applied; the event is in the stream */
+    TXN_DUPLICATE,     /* the idempotency key was used: nothing changed */
+    TXN_STALE,         /* a guard failed: reread and run again */
+    TXN_REFUSED,       /* Redis refused the script (a bug: logged) */
+    TXN_LOST,          /* connection lost: outcome unknown, retry is safe */
+} txn_result_t;
+
+/* A new, empty transaction. idempotency_key is the full Redis key of the
+ * idempotency record, or NULL for none; fingerprint (NULL allowed) is kept
+ * with it so a reused key with a different request can be told apart;
+ * ttl_s is how long the record is kept. Strings are copied. */
+txn_t *txn_new(const char *idempotency_key, const char *fingerprint, uint32_t ttl_s);
+void txn_destroy(txn_t **self_p);
+
+/* The commit fails (TXN_STALE) unless key's record is at version
+ * (0: absent). */
+void txn_guard(txn_t *self, const char *key, uint64_t version);
+
+/* Writes the record key = {v: version, pb: data}; guarded at version - 1,
+ * so a put of version 1 creates and fails if the record exists. data is
+ * copied. */
+void txn_put(txn_t *self, const char *key, uint64_t version, const void *data, size_t len);
+
+/* Packs msg and puts it (the same as txn_put with its packed bytes). */
+void txn_put_message(txn_t *self, const char *key, uint64_t version, const ProtobufCMessage *msg);
+
+/* Index entries: members of a sorted set, all with score 0 so that they sort
+ * by member (ids are ULIDs: creation order). */
+void txn_index_add(txn_t *self, const char *zset_key, const char *member);
+void txn_index_remove(txn_t *self, const char *zset_key, const char *member);
+
+/* Appends an event to stream_key, built here: a new event id (ULID, prefix
+ * 'E'), the current time, the given source ("/passerelle/reservations"),
+ * type, subject, and data = the packed msg with dataschema = its full type
+ * name. The stream entry has the fields "type" and "event". */
+void txn_event(txn_t *self, const char *stream_key, const char *source, const char *type,
+               const char *subject, const ProtobufCMessage *data);
+
+/* Runs the commit script. reply/reply_len are stored under the idempotency
+ * key when committed. On TXN_DUPLICATE, *stored_p (if not NULL) receives a
+ * malloc'd copy of the reply stored by the first commit and *stored_len its
+ * length. On TXN_COMMITTED, position (if not NULL, at least 32 bytes) gets
+ * the stream entry id of the event ("" if no event). */
+txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t reply_len,
+                        uint8_t **stored_p, size_t *stored_len, char *position);
+
+/* The event id made by txn_event, for logs; "" if none. */
+const char *txn_event_id(const txn_t *self);
+
+#endif
