@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define PASSERELLE_VERSION "0.1.0"
+
 typedef struct {
     const caller_t *caller;
     const char *type;
@@ -65,7 +67,7 @@ void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);
 /* Commits txn for this write with the reply built so far (stored under the
  * idempotency key). Maps the outcome onto the reply: committed -> as is;
  * duplicate -> the first reply; stale -> retry; lost -> UNAVAILABLE;
- * refused -> INTERNAL. Returns true if the reply should now be sent as it
+ * refused -> INTERNAL; key reused -> INVALID_ARGUMENT (idempotency_key). Returns true if the reply should now be sent as it
  * stands (committed or duplicate). */
 bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn);
 

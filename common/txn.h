@@ -11,7 +11,9 @@
  * still decides atomically who wins a race.
  *
  * The same script records the reply under the request's idempotency key: a
- * second commit with that key changes nothing and returns the first reply. */
+ * second commit with that key changes nothing and returns the first reply; a
+ * commit with that key but another fingerprint changes nothing and says
+ * TXN_KEY_REUSED. */
 #ifndef PASSERELLE_TXN_H
 #define PASSERELLE_TXN_H
 
@@ -29,6 +31,8 @@ typedef enum {
     TXN_STALE,         /* a guard failed: reread and run again */
     TXN_REFUSED,       /* Redis refused the script (a bug: logged) */
     TXN_LOST,          /* connection lost: outcome unknown, retry is safe */
+    TXN_KEY_REUSED,    /* the idempotency key was used for another request */
+    TXN_NEW,           /* txn_lookup only: the key was never used */
 } txn_result_t;
 
 /* A new, empty transaction. idempotency_key is the full Redis key of the
@@ -69,6 +73,14 @@ void txn_event(txn_t *self, const char *stream_key, const char *source, const ch
  * the stream entry id of the event ("" if no event). */
 txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t reply_len,
                         uint8_t **stored_p, size_t *stored_len, char *position);
+
+/* Looks the idempotency record up before any work is done (the commit
+ * checks again, atomically): TXN_NEW if the key was never used,
+ * TXN_DUPLICATE with the stored reply (as in txn_commit) if it was used for
+ * the same fingerprint, TXN_KEY_REUSED if for another, TXN_LOST/TXN_REFUSED
+ * on store errors. */
+txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char *fingerprint,
+                        uint8_t **stored_p, size_t *stored_len);
 
 /* The event id made by txn_event, for logs; "" if none. */
 const char *txn_event_id(const txn_t *self);
