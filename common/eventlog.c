@@ -1,1 +1,506 @@
-/* placeholder: being written */
+/* Reading event streams with a consumer group; see eventlog.h.
+ *
+ * A poll works through three sources, in this order, and stops at the first
+ * that had something, so that recovery work is never starved by new events
+ * and a poll never blocks while there is work at hand:
+ *   1. this consumer's own pending entries (only until they are all seen
+ *      once after start: later failures come back through 2);
+ *   2. entries idle longer than claim_idle_ms, taken with XAUTOCLAIM, which
+ *      are also how an entry whose handler failed comes back;
+ *   3. new entries, with XREADGROUP ... BLOCK.
+ * Entries from 1 and 2 have been delivered before, so their delivery count
+ * is read (XPENDING, one round trip each: these paths are rare) and checked
+ * against max_deliveries; new entries are at their first delivery. */
+#define _GNU_SOURCE
+#include "eventlog.h"
+#include "log.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STREAM_ID_LEN 48 /* "<ms>-<seq>": two 20-digit numbers and a dash */
+
+struct consumer_t {
+    store_t *store; /* borrowed */
+    char *stream;
+    char *group;
+    char *consumer;
+    char *dead_stream;
+    int claim_idle_ms;
+    int max_deliveries;
+    int batch;
+    int done_ttl_s;
+
+    bool group_ready;
+    bool own_pending_seen;
+    char own_cursor[STREAM_ID_LEN];   /* where the own-pending pass is */
+    char claim_cursor[STREAM_ID_LEN]; /* where XAUTOCLAIM resumes */
+};
+
+typedef enum {
+    SOURCE_OWN,
+    SOURCE_CLAIMED,
+    SOURCE_NEW,
+} entry_source_t;
+
+/* ======================== life cycle =================================== */
+
+consumer_t *consumer_new(store_t *store, const consumer_config_t *cfg)
+{
+    if (!store || !cfg->stream || !cfg->group || !cfg->consumer)
+        return NULL;
+    consumer_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->store = store;
+    self->stream = strdup(cfg->stream);
+    self->group = strdup(cfg->group);
+    self->consumer = strdup(cfg->consumer);
+    if (asprintf(&self->dead_stream, "%s:dead:%s", cfg->stream, cfg->group) == -1)
+        self->dead_stream = NULL;
+    if (!self->stream || !self->group || !self->consumer || !self->dead_stream) {
+        consumer_destroy(&self);
+        return NULL;
+    }
+    self->claim_idle_ms = cfg->claim_idle_ms > 0 ? cfg->claim_idle_ms : 30000;
+    self->max_deliveries = cfg->max_deliveries > 0 ? cfg->max_deliveries : 10;
+    self->batch = cfg->batch > 0 ? cfg->batch : 64;
+    self->done_ttl_s = cfg->done_ttl_s > 0 ? cfg->done_ttl_s : 7 * 24 * 3600;
+    strcpy(self->own_cursor, "0");
+    strcpy(self->claim_cursor, "0-0");
+    return self;
+}
+
+void consumer_destroy(consumer_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    consumer_t *self = *self_p;
+    free(self->stream);
+    free(self->group);
+    free(self->consumer);
+    free(self->dead_stream);
+    free(self);
+    *self_p = NULL;
+}
+
+void consumer_done_key(const consumer_t *self, const char *event_id, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s:done:%s:%s", self->stream, self->group, event_id);
+}
+
+/* ======================== group ======================================== */
+
+static bool is_error(const redisReply *reply, const char *code)
+{
+    return reply && reply->type == REDIS_REPLY_ERROR &&
+           strncmp(reply->str, code, strlen(code)) == 0;
+}
+
+/* Creates the group from the start of the stream; an existing one is fine.
+ * Returns 0, or -1 when Redis is unavailable or refuses. */
+static int ensure_group(consumer_t *self)
+{
+    if (self->group_ready)
+        return 0;
+    redisReply *reply = NULL;
+    store_result_t result = store_command(self->store, &reply, "XGROUP CREATE %s %s 0 MKSTREAM",
+                                          self->stream, self->group);
+    int ok = result == STORE_OK || is_error(reply, "BUSYGROUP") ? 0 : -1;
+    if (result == STORE_REFUSED && ok != 0)
+        log_error("cannot create the consumer group", "{s:s, s:s, s:s}", "stream", self->stream,
+                  "group", self->group, "error", reply->str);
+    if (reply)
+        freeReplyObject(reply);
+    if (ok == 0) {
+        self->group_ready = true;
+        /* A group made afresh (it may have been deleted) has no pending
+         * entries of ours: start the scans over. */
+        self->own_pending_seen = false;
+        strcpy(self->own_cursor, "0");
+        strcpy(self->claim_cursor, "0-0");
+    }
+    return ok;
+}
+
+/* Interprets a failed group command: NOGROUP means the stream or the group
+ * was deleted under us, to be created again at the next poll. */
+static void group_command_failed(consumer_t *self, const redisReply *reply, const char *what)
+{
+    if (is_error(reply, "NOGROUP")) {
+        log_warn("consumer group vanished, creating it again", "{s:s, s:s}", "stream", self->stream,
+                 "group", self->group);
+        self->group_ready = false;
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        log_error("redis refused a consumer command", "{s:s, s:s, s:s}", "command", what, "stream",
+                  self->stream, "error", reply->str);
+    }
+}
+
+/* ======================== one entry ==================================== */
+
+static int ack(consumer_t *self, const char *id)
+{
+    store_result_t result =
+        store_command(self->store, NULL, "XACK %s %s %s", self->stream, self->group, id);
+    return result == STORE_LOST ? -1 : 0;
+}
+
+/* How many times the group delivered id (0 if no longer pending), or -1
+ * when Redis is unavailable. */
+static long long delivery_count(consumer_t *self, const char *id)
+{
+    redisReply *reply = NULL;
+    store_result_t result = store_command(self->store, &reply, "XPENDING %s %s %s %s 1",
+                                          self->stream, self->group, id, id);
+    long long count = 0;
+    if (result == STORE_LOST)
+        count = -1;
+    else if (result == STORE_OK && reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
+        const redisReply *row = reply->element[0];
+        if (row->type == REDIS_REPLY_ARRAY && row->elements == 4 &&
+            row->element[3]->type == REDIS_REPLY_INTEGER)
+            count = row->element[3]->integer;
+    }
+    if (reply)
+        freeReplyObject(reply);
+    return count;
+}
+
+/* Copies the entry to the dead-letter stream with the reason, then XACKs
+ * it. Two commands, not one script: a crash between them dead-letters the
+ * entry twice, which is harmless for a stream read by people. */
+static int dead_letter(consumer_t *self, const char *id, const redisReply *fields,
+                       const char *reason, long long deliveries)
+{
+    size_t field_count = fields && fields->type == REDIS_REPLY_ARRAY ? fields->elements : 0;
+    size_t argc = 11 + field_count;
+    const char **argv = malloc(sizeof *argv * argc);
+    size_t *lens = malloc(sizeof *lens * argc);
+    if (!argv || !lens) {
+        free(argv);
+        free(lens);
+        return -1;
+    }
+    char deliveries_text[24];
+    snprintf(deliveries_text, sizeof deliveries_text, "%lld", deliveries);
+    const char *head[] = {
+        "XADD",     self->dead_stream, "*",          "position",     id, "reason", reason,
+        "consumer", self->consumer,    "deliveries", deliveries_text};
+    size_t n = 0;
+    for (; n < 11; n++) {
+        argv[n] = head[n];
+        lens[n] = strlen(head[n]);
+    }
+    for (size_t i = 0; i < field_count; i++, n++) {
+        const redisReply *field = fields->element[i];
+        bool text = field->type == REDIS_REPLY_STRING;
+        argv[n] = text ? field->str : "";
+        lens[n] = text ? field->len : 0;
+    }
+    /* Stream fields come in pairs; an odd count would make XADD fail. */
+    if ((n - 11) % 2)
+        n--;
+    store_result_t result = store_command_argv(self->store, NULL, (int)n, argv, lens);
+    free(argv);
+    free(lens);
+    if (result == STORE_LOST)
+        return -1;
+    if (result == STORE_REFUSED) {
+        log_error("cannot write to the dead-letter stream", "{s:s, s:s}", "stream",
+                  self->dead_stream, "error", store_last_error(self->store));
+        return 0; /* left pending: it will be tried again */
+    }
+    log_error("event dead-lettered", "{s:s, s:s, s:s, s:s, s:I}", "stream", self->stream, "group",
+              self->group, "position", id, "reason", reason, "deliveries", (json_int_t)deliveries);
+    return ack(self, id);
+}
+
+/* The value of field name in a stream entry's field list, or NULL. */
+static const redisReply *entry_field(const redisReply *fields, const char *name)
+{
+    if (!fields || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *key = fields->element[i];
+        if (key->type == REDIS_REPLY_STRING && strcmp(key->str, name) == 0 &&
+            fields->element[i + 1]->type == REDIS_REPLY_STRING)
+            return fields->element[i + 1];
+    }
+    return NULL;
+}
+
+/* Handles one stream entry [id, fields]. Returns 0 (done, skipped, left
+ * pending by the handler, or dead-lettered) or -1 when Redis went away. */
+static int handle_entry(consumer_t *self, const redisReply *entry, entry_source_t source,
+                        consumer_fn *fn, void *arg)
+{
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+        entry->element[0]->type != REDIS_REPLY_STRING)
+        return 0;
+    const char *id = entry->element[0]->str;
+    const redisReply *fields = entry->element[1];
+
+    /* Deleted from the stream while pending: nothing left to process. */
+    if (fields->type != REDIS_REPLY_ARRAY)
+        return ack(self, id);
+
+    if (source != SOURCE_NEW) {
+        long long deliveries = delivery_count(self, id);
+        if (deliveries < 0)
+            return -1;
+        if (deliveries > self->max_deliveries)
+            return dead_letter(self, id, fields, "too many deliveries", deliveries);
+    }
+
+    const redisReply *packed = entry_field(fields, "event");
+    Passerelle__Event *event =
+        packed ? passerelle__event__unpack(NULL, packed->len, (const uint8_t *)packed->str) : NULL;
+    if (!event || !event->id || !*event->id) {
+        log_warn("stream entry is not an event", "{s:s, s:s, s:i}", "stream", self->stream,
+                 "position", id, "length", packed ? (int)packed->len : -1);
+        if (event)
+            passerelle__event__free_unpacked(event, NULL);
+        return dead_letter(self, id, fields, "not an event", 1);
+    }
+
+    char done_key[512];
+    consumer_done_key(self, event->id, done_key, sizeof done_key);
+    redisReply *exists = NULL;
+    store_result_t result = store_command(self->store, &exists, "EXISTS %s", done_key);
+    bool already_done =
+        result == STORE_OK && exists->type == REDIS_REPLY_INTEGER && exists->integer == 1;
+    if (exists)
+        freeReplyObject(exists);
+    if (result == STORE_LOST) {
+        passerelle__event__free_unpacked(event, NULL);
+        return -1;
+    }
+    if (already_done) {
+        passerelle__event__free_unpacked(event, NULL);
+        return ack(self, id);
+    }
+
+    int handled = fn(arg, id, event, done_key);
+    passerelle__event__free_unpacked(event, NULL);
+    if (handled != 0)
+        return 0; /* left pending: XAUTOCLAIM brings it back after claim_idle_ms */
+
+    result = store_command(self->store, NULL, "SET %s 1 EX %d", done_key, self->done_ttl_s);
+    if (result == STORE_LOST)
+        return -1;
+    return ack(self, id);
+}
+
+/* Handles every entry of an array of [id, fields]; *count is increased by
+ * the number read, *last gets the last id. 0 or -1 as handle_entry. */
+static int handle_entries(consumer_t *self, const redisReply *entries, entry_source_t source,
+                          consumer_fn *fn, void *arg, int *count, char *last)
+{
+    if (!entries || entries->type != REDIS_REPLY_ARRAY)
+        return 0;
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *entry = entries->element[i];
+        if (handle_entry(self, entry, source, fn, arg) != 0)
+            return -1;
+        (*count)++;
+        if (last && entry->type == REDIS_REPLY_ARRAY && entry->elements >= 1 &&
+            entry->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(last, STREAM_ID_LEN, "%s", entry->element[0]->str);
+    }
+    return 0;
+}
+
+/* ======================== reading ====================================== */
+
+/* XREADGROUP from start ("0"-style id for own pending, ">" for new).
+ * Returns the number of entries read, or -1 when Redis is unavailable or
+ * refused. */
+static int read_group(consumer_t *self, const char *start, int block_ms, entry_source_t source,
+                      consumer_fn *fn, void *arg, char *last)
+{
+    char count_text[16], block_text[16];
+    snprintf(count_text, sizeof count_text, "%d", self->batch);
+    snprintf(block_text, sizeof block_text, "%d", block_ms);
+    const char *argv[12];
+    int argc = 0;
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = self->group;
+    argv[argc++] = self->consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = count_text;
+    if (block_ms > 0) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block_text;
+    }
+    argv[argc++] = "STREAMS";
+    argv[argc++] = self->stream;
+    argv[argc++] = start;
+
+    redisReply *reply = NULL;
+    store_result_t result = store_command_argv(self->store, &reply, argc, argv, NULL);
+    if (result != STORE_OK) {
+        group_command_failed(self, reply, "XREADGROUP");
+        if (reply)
+            freeReplyObject(reply);
+        return -1;
+    }
+    int count = 0, rc = 0;
+    /* [[stream, [[id, fields], ...]]], or nil when BLOCK timed out. */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1) {
+        const redisReply *stream = reply->element[0];
+        if (stream->type == REDIS_REPLY_ARRAY && stream->elements == 2)
+            rc = handle_entries(self, stream->element[1], source, fn, arg, &count, last);
+    }
+    freeReplyObject(reply);
+    return rc == 0 ? count : -1;
+}
+
+/* One XAUTOCLAIM step from claim_cursor. Returns entries read or -1. */
+static int claim_abandoned(consumer_t *self, consumer_fn *fn, void *arg)
+{
+    char idle_text[16], count_text[16];
+    snprintf(idle_text, sizeof idle_text, "%d", self->claim_idle_ms);
+    snprintf(count_text, sizeof count_text, "%d", self->batch);
+    const char *argv[] = {"XAUTOCLAIM", self->stream,       self->group, self->consumer,
+                          idle_text,    self->claim_cursor, "COUNT",     count_text};
+    redisReply *reply = NULL;
+    store_result_t result = store_command_argv(self->store, &reply, 8, argv, NULL);
+    if (result != STORE_OK) {
+        group_command_failed(self, reply, "XAUTOCLAIM");
+        if (reply)
+            freeReplyObject(reply);
+        return -1;
+    }
+    int count = 0, rc = 0;
+    /* Redis 7: [next cursor, [[id, fields], ...], [deleted ids]]. Deleted
+     * ids are dropped from the pending list by Redis itself. */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
+        const redisReply *cursor = reply->element[0];
+        if (cursor->type == REDIS_REPLY_STRING)
+            snprintf(self->claim_cursor, sizeof self->claim_cursor, "%s", cursor->str);
+        rc = handle_entries(self, reply->element[1], SOURCE_CLAIMED, fn, arg, &count, NULL);
+    }
+    freeReplyObject(reply);
+    return rc == 0 ? count : -1;
+}
+
+int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg)
+{
+    if (ensure_group(self) != 0)
+        return -1;
+
+    if (!self->own_pending_seen) {
+        char last[STREAM_ID_LEN] = "";
+        int read = read_group(self, self->own_cursor, 0, SOURCE_OWN, fn, arg, last);
+        if (read < 0)
+            return -1;
+        if (read > 0) {
+            /* Entries left pending by the handler stay in the list: move
+             * past them rather than read them again at once. */
+            snprintf(self->own_cursor, sizeof self->own_cursor, "%s", last);
+            return read;
+        }
+        self->own_pending_seen = true;
+    }
+
+    int claimed = claim_abandoned(self, fn, arg);
+    if (claimed != 0)
+        return claimed;
+
+    return read_group(self, ">", block_ms, SOURCE_NEW, fn, arg, NULL);
+}
+
+/* ======================== listing ====================================== */
+
+store_result_t eventlog_list(store_t *store, const char *stream, const char *after, unsigned limit,
+                             Passerelle__EventListReply *reply)
+{
+    reply->n_events = 0;
+    reply->events = NULL;
+    reply->last_position = NULL;
+    if (limit == 0)
+        limit = 100;
+    if (limit > 1000)
+        limit = 1000;
+
+    char start[STREAM_ID_LEN + 1], count_text[16];
+    bool from_start = !after || !*after || strcmp(after, "0") == 0;
+    if (from_start)
+        snprintf(start, sizeof start, "-");
+    else
+        snprintf(start, sizeof start, "(%s", after);
+    snprintf(count_text, sizeof count_text, "%u", limit);
+    const char *argv[] = {"XRANGE", stream, start, "+", "COUNT", count_text};
+    redisReply *range = NULL;
+    store_result_t result = store_command_argv(store, &range, 6, argv, NULL);
+    if (result != STORE_OK) {
+        if (range)
+            freeReplyObject(range);
+        return result;
+    }
+    if (range->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(range);
+        return STORE_REFUSED;
+    }
+
+    const char *last = from_start ? "" : after;
+    if (range->elements)
+        reply->events = calloc(range->elements, sizeof *reply->events);
+    if (range->elements && !reply->events) {
+        freeReplyObject(range);
+        return STORE_REFUSED;
+    }
+    for (size_t i = 0; i < range->elements; i++) {
+        const redisReply *entry = range->element[i];
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+            entry->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        last = entry->element[0]->str;
+        const redisReply *packed = entry_field(entry->element[1], "event");
+        Passerelle__Event *event =
+            packed ? passerelle__event__unpack(NULL, packed->len, (const uint8_t *)packed->str)
+                   : NULL;
+        if (!event) {
+            /* Not an event (the consumers dead-letter it): left out, but
+             * the position still moves past it. */
+            log_warn("stream entry is not an event", "{s:s, s:s}", "stream", stream, "position",
+                     last);
+            continue;
+        }
+        Passerelle__StreamEvent *item = malloc(sizeof *item);
+        char *position = strdup(last);
+        if (!item || !position) {
+            free(item);
+            free(position);
+            passerelle__event__free_unpacked(event, NULL);
+            break;
+        }
+        passerelle__stream_event__init(item);
+        item->position = position;
+        item->event = event;
+        reply->events[reply->n_events++] = item;
+    }
+    reply->last_position = strdup(last);
+    freeReplyObject(range);
+    return STORE_OK;
+}
+
+void eventlog_list_free(Passerelle__EventListReply *reply)
+{
+    for (size_t i = 0; i < reply->n_events; i++) {
+        Passerelle__StreamEvent *item = reply->events[i];
+        free(item->position);
+        if (item->event)
+            passerelle__event__free_unpacked(item->event, NULL);
+        free(item);
+    }
+    free(reply->events);
+    free(reply->last_position);
+    reply->events = NULL;
+    reply->n_events = 0;
+    reply->last_position = NULL;
+}

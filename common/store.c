@@ -1,1 +1,406 @@
-/* placeholder: being written */
+/* The Redis store: one hiredis connection, reconnected lazily, with the
+ * project's Lua scripts; see store.h.
+ *
+ * The connection is made on the first call and dropped as soon as a command
+ * gets no answer (hiredis returns NULL and the context is unusable after
+ * that); the next call connects again. Nothing waits or retries inside a
+ * call: a call either gets an answer within the command timeout or reports
+ * STORE_LOST at once, so the caller can answer UNAVAILABLE within its own
+ * deadline.
+ *
+ * Scripts are kept as source and loaded at every connect, because a Redis
+ * restart (or SCRIPT FLUSH, or a failover to a replica) forgets them; a
+ * NOSCRIPT answer in between is repaired by one reload and retry. */
+#include "store.h"
+#include "config.h"
+#include "log.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define STORE_MAX_SCRIPTS 16
+#define STORE_SHA_LEN     40
+
+typedef struct {
+    char *source;
+    char sha[STORE_SHA_LEN + 1]; /* "" until loaded on this connection */
+} store_script_t;
+
+struct store_t {
+    char *host;
+    int port;
+    char *password; /* NULL for none */
+    int connect_timeout_ms;
+    int command_timeout_ms;
+
+    redisContext *ctx;   /* NULL while disconnected */
+    bool ever_connected; /* a later connect counts as a reconnect */
+    bool down_logged;    /* one log line per outage, not one per call */
+    uint64_t reconnects;
+    char last_error[256];
+
+    store_script_t scripts[STORE_MAX_SCRIPTS];
+    int script_count;
+};
+
+/* ======================== configuration ================================ */
+
+bool store_config_from_env(store_config_t *cfg)
+{
+    long port, connect_ms, command_ms;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->host = config_str("PASSERELLE_REDIS_HOST", "127.0.0.1");
+    cfg->password = config_str("PASSERELLE_REDIS_PASSWORD", NULL);
+    if (!config_int("PASSERELLE_REDIS_PORT", 6379, 1, 65535, &port) ||
+        !config_int("PASSERELLE_REDIS_CONNECT_TIMEOUT_MS", 500, 1, 600000, &connect_ms) ||
+        !config_int("PASSERELLE_REDIS_COMMAND_TIMEOUT_MS", 2000, 1, 600000, &command_ms))
+        return false;
+    cfg->port = (int)port;
+    cfg->connect_timeout_ms = (int)connect_ms;
+    cfg->command_timeout_ms = (int)command_ms;
+    return true;
+}
+
+/* ======================== life cycle =================================== */
+
+store_t *store_new(const store_config_t *cfg)
+{
+    store_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->host = strdup(cfg->host && *cfg->host ? cfg->host : "127.0.0.1");
+    self->port = cfg->port > 0 ? cfg->port : 6379;
+    self->password = cfg->password && *cfg->password ? strdup(cfg->password) : NULL;
+    self->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 500;
+    self->command_timeout_ms = cfg->command_timeout_ms > 0 ? cfg->command_timeout_ms : 2000;
+    if (!self->host || (cfg->password && *cfg->password && !self->password)) {
+        store_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void store_destroy(store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    store_t *self = *self_p;
+    if (self->ctx)
+        redisFree(self->ctx);
+    for (int i = 0; i < self->script_count; i++)
+        free(self->scripts[i].source);
+    free(self->host);
+    free(self->password);
+    free(self);
+    *self_p = NULL;
+}
+
+/* ======================== connection =================================== */
+
+static struct timeval timeval_ms(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static void set_error(store_t *self, const char *prefix, const char *detail)
+{
+    bool both = *prefix && detail && *detail;
+    snprintf(self->last_error, sizeof self->last_error, "%s%s%s", prefix, both ? ": " : "",
+             detail ? detail : "");
+}
+
+/* Forgets the connection after a command got no answer. */
+static void drop_connection(store_t *self)
+{
+    if (!self->ctx)
+        return;
+    set_error(self, "connection lost", self->ctx->errstr);
+    log_warn("redis connection lost", "{s:s, s:i, s:s}", "host", self->host, "port", self->port,
+             "error", self->last_error);
+    self->down_logged = true;
+    redisFree(self->ctx);
+    self->ctx = NULL;
+}
+
+/* Loads one script on the current connection. */
+static store_result_t load_script(store_t *self, store_script_t *script)
+{
+    redisReply *reply = redisCommand(self->ctx, "SCRIPT LOAD %s", script->source);
+    if (!reply) {
+        drop_connection(self);
+        return STORE_LOST;
+    }
+    store_result_t result = STORE_OK;
+    if (reply->type == REDIS_REPLY_STRING && reply->len == STORE_SHA_LEN) {
+        memcpy(script->sha, reply->str, STORE_SHA_LEN + 1);
+    } else {
+        set_error(self, "SCRIPT LOAD failed",
+                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        log_error("redis refused a script", "{s:s}", "error", self->last_error);
+        result = STORE_REFUSED;
+    }
+    freeReplyObject(reply);
+    return result;
+}
+
+/* Connects, authenticates and loads the scripts. STORE_REFUSED when Redis
+ * answers but will not have us (wrong password): the connection is dropped
+ * all the same, so the next call tries again from scratch. */
+static store_result_t connect_now(store_t *self)
+{
+    redisContext *ctx =
+        redisConnectWithTimeout(self->host, self->port, timeval_ms(self->connect_timeout_ms));
+    if (!ctx || ctx->err) {
+        set_error(self, "cannot connect", ctx ? ctx->errstr : "out of memory");
+        if (!self->down_logged)
+            log_warn("redis unavailable", "{s:s, s:i, s:s}", "host", self->host, "port", self->port,
+                     "error", self->last_error);
+        self->down_logged = true;
+        if (ctx)
+            redisFree(ctx);
+        return STORE_LOST;
+    }
+    redisSetTimeout(ctx, timeval_ms(self->command_timeout_ms));
+    redisEnableKeepAlive(ctx);
+    self->ctx = ctx;
+
+    if (self->password) {
+        redisReply *reply = redisCommand(ctx, "AUTH %s", self->password);
+        if (!reply) {
+            drop_connection(self);
+            return STORE_LOST;
+        }
+        if (reply->type == REDIS_REPLY_ERROR) {
+            set_error(self, "authentication refused", reply->str);
+            log_error("redis refused the password", "{s:s, s:i, s:s}", "host", self->host, "port",
+                      self->port, "error", reply->str);
+            freeReplyObject(reply);
+            redisFree(self->ctx);
+            self->ctx = NULL;
+            return STORE_REFUSED;
+        }
+        freeReplyObject(reply);
+    }
+    /* A script Redis will not load is reported when it is run; the other
+     * scripts and plain commands keep working. */
+    for (int i = 0; i < self->script_count; i++) {
+        self->scripts[i].sha[0] = '\0';
+        if (load_script(self, &self->scripts[i]) == STORE_LOST)
+            return STORE_LOST;
+    }
+
+    if (self->ever_connected) {
+        self->reconnects++;
+        log_info("redis reconnected", "{s:s, s:i, s:I}", "host", self->host, "port", self->port,
+                 "reconnects", (json_int_t)self->reconnects);
+    } else if (self->down_logged) {
+        log_info("redis connected", "{s:s, s:i}", "host", self->host, "port", self->port);
+    }
+    self->ever_connected = true;
+    self->down_logged = false;
+    return STORE_OK;
+}
+
+static store_result_t ensure_connected(store_t *self)
+{
+    return self->ctx ? STORE_OK : connect_now(self);
+}
+
+/* Sorts a reply into the three outcomes, keeping or freeing it as the
+ * caller asked. */
+static store_result_t finish(store_t *self, redisReply *reply, redisReply **reply_p)
+{
+    if (!reply) {
+        drop_connection(self);
+        return STORE_LOST;
+    }
+    store_result_t result = STORE_OK;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(self, "", reply->str);
+        result = STORE_REFUSED;
+    }
+    if (reply_p)
+        *reply_p = reply;
+    else
+        freeReplyObject(reply);
+    return result;
+}
+
+/* ======================== commands ===================================== */
+
+store_result_t store_command_argv(store_t *self, redisReply **reply_p, int argc, const char **argv,
+                                  const size_t *argv_len)
+{
+    if (reply_p)
+        *reply_p = NULL;
+    store_result_t connected = ensure_connected(self);
+    if (connected != STORE_OK)
+        return connected;
+    redisReply *reply = redisCommandArgv(self->ctx, argc, argv, argv_len);
+    return finish(self, reply, reply_p);
+}
+
+store_result_t store_command(store_t *self, redisReply **reply_p, const char *format, ...)
+{
+    if (reply_p)
+        *reply_p = NULL;
+    store_result_t connected = ensure_connected(self);
+    if (connected != STORE_OK)
+        return connected;
+    va_list ap;
+    va_start(ap, format);
+    redisReply *reply = redisvCommand(self->ctx, format, ap);
+    va_end(ap);
+    return finish(self, reply, reply_p);
+}
+
+/* ======================== scripts ====================================== */
+
+int store_script_add(store_t *self, const char *source)
+{
+    /* Registering the same source again gives back its handle, so a module
+     * can make sure of its script on each use without a setup step. */
+    for (int i = 0; i < self->script_count; i++)
+        if (self->scripts[i].source == source || strcmp(self->scripts[i].source, source) == 0)
+            return i;
+    if (self->script_count == STORE_MAX_SCRIPTS)
+        return -1;
+    char *copy = strdup(source);
+    if (!copy)
+        return -1;
+    store_script_t *script = &self->scripts[self->script_count];
+    script->source = copy;
+    script->sha[0] = '\0';
+    return self->script_count++;
+}
+
+static redisReply *evalsha(store_t *self, const store_script_t *script, int nkeys, int argc,
+                           const char **argv, const size_t *argv_len)
+{
+    int total = argc + 3;
+    const char **args = malloc(sizeof *args * (size_t)total);
+    size_t *lens = malloc(sizeof *lens * (size_t)total);
+    redisReply *reply = NULL;
+    if (args && lens) {
+        char nkeys_text[16];
+        snprintf(nkeys_text, sizeof nkeys_text, "%d", nkeys);
+        args[0] = "EVALSHA";
+        args[1] = script->sha;
+        args[2] = nkeys_text;
+        lens[0] = 7;
+        lens[1] = strlen(script->sha);
+        lens[2] = strlen(nkeys_text);
+        for (int i = 0; i < argc; i++) {
+            args[i + 3] = argv[i];
+            lens[i + 3] = argv_len ? argv_len[i] : strlen(argv[i]);
+        }
+        reply = redisCommandArgv(self->ctx, total, args, lens);
+    }
+    free(args);
+    free(lens);
+    return reply;
+}
+
+store_result_t store_script_run(store_t *self, int script, redisReply **reply_p, int nkeys,
+                                int argc, const char **argv, const size_t *argv_len)
+{
+    if (reply_p)
+        *reply_p = NULL;
+    if (script < 0 || script >= self->script_count || nkeys < 0 || nkeys > argc) {
+        set_error(self, "bad script call", NULL);
+        return STORE_REFUSED;
+    }
+    store_result_t connected = ensure_connected(self);
+    if (connected != STORE_OK)
+        return connected;
+    store_script_t *entry = &self->scripts[script];
+    if (!entry->sha[0]) {
+        store_result_t loaded = load_script(self, entry);
+        if (loaded != STORE_OK)
+            return loaded;
+    }
+    redisReply *reply = evalsha(self, entry, nkeys, argc, argv, argv_len);
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        log_info("redis forgot a script, loading it again", "{s:s}", "sha", entry->sha);
+        freeReplyObject(reply);
+        store_result_t loaded = load_script(self, entry);
+        if (loaded != STORE_OK)
+            return loaded;
+        reply = evalsha(self, entry, nkeys, argc, argv, argv_len);
+    }
+    return finish(self, reply, reply_p);
+}
+
+/* ======================== helpers ====================================== */
+
+bool store_ping(store_t *self)
+{
+    redisReply *reply = NULL;
+    store_result_t result = store_command(self, &reply, "PING");
+    bool pong =
+        result == STORE_OK && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0;
+    if (reply)
+        freeReplyObject(reply);
+    return pong;
+}
+
+const char *store_last_error(const store_t *self)
+{
+    return self->last_error;
+}
+
+uint64_t store_reconnects(const store_t *self)
+{
+    return self->reconnects;
+}
+
+store_result_t store_record_get(store_t *self, const char *key, uint64_t *version, uint8_t **data,
+                                size_t *len)
+{
+    *version = 0;
+    *data = NULL;
+    *len = 0;
+    redisReply *reply;
+    store_result_t result = store_command(self, &reply, "HMGET %s v pb", key);
+    if (result != STORE_OK) {
+        if (reply)
+            freeReplyObject(reply);
+        return result;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        set_error(self, "unexpected reply to HMGET", key);
+        freeReplyObject(reply);
+        return STORE_REFUSED;
+    }
+    redisReply *v = reply->element[0], *pb = reply->element[1];
+    if (v->type == REDIS_REPLY_STRING) {
+        char *end;
+        unsigned long long parsed = strtoull(v->str, &end, 10);
+        if (*end || end == v->str || parsed == 0) {
+            set_error(self, "record with a bad version", key);
+            freeReplyObject(reply);
+            return STORE_REFUSED;
+        }
+        /* One byte more than needed so that an empty record still gets a
+         * non-NULL pointer: NULL means absent. */
+        size_t size = pb->type == REDIS_REPLY_STRING ? pb->len : 0;
+        uint8_t *copy = malloc(size + 1);
+        if (!copy) {
+            freeReplyObject(reply);
+            set_error(self, "out of memory", NULL);
+            return STORE_REFUSED;
+        }
+        if (size)
+            memcpy(copy, pb->str, size);
+        *version = parsed;
+        *data = copy;
+        *len = size;
+    }
+    freeReplyObject(reply);
+    return STORE_OK;
+}

@@ -1,1 +1,443 @@
-/* placeholder: being written */
+/* Atomic writes through commit.lua; see txn.h.
+ *
+ * A transaction is only a list of operations kept in C until txn_commit
+ * turns it into one EVALSHA (the encoding is documented at the top of
+ * commit.lua). Nothing touches Redis before the commit, so a handler can
+ * build a transaction, find a reason to refuse, and drop it at no cost. */
+#include "txn.h"
+#include "envelope.pb-c.h"
+#include "ids.h"
+#include "log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The script's bytes, embedded by the build (cmake/embed.cmake), with a
+ * terminating NUL. */
+extern const unsigned char store_commit_lua[];
+extern const size_t store_commit_lua_len;
+
+#define VERSION_TEXT_LEN 24
+
+typedef struct {
+    char *key;
+    char version[VERSION_TEXT_LEN];
+    uint8_t *data; /* puts only */
+    size_t len;
+} txn_write_t;
+
+typedef struct {
+    char *key;
+    char *member;
+} txn_index_t;
+
+/* A growable array of fixed-size items. */
+typedef struct {
+    void *items;
+    size_t count, capacity;
+} txn_list_t;
+
+struct txn_t {
+    char *idempotency_key;
+    char *fingerprint;
+    uint32_t ttl_s;
+
+    txn_list_t guards;  /* txn_write_t, no data */
+    txn_list_t puts;    /* txn_write_t */
+    txn_list_t adds;    /* txn_index_t */
+    txn_list_t removes; /* txn_index_t */
+
+    char *stream_key; /* NULL when there is no event */
+    char *event_type;
+    uint8_t *event_bytes;
+    size_t event_len;
+    char event_id[ID_LEN];
+
+    /* Set when a step could not be recorded (out of memory, two events):
+     * committing half a transaction would be worse than refusing it. */
+    bool broken;
+};
+
+/* ======================== building ===================================== */
+
+static void *list_push(txn_list_t *list, size_t item_size)
+{
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity ? list->capacity * 2 : 4;
+        void *grown = realloc(list->items, capacity * item_size);
+        if (!grown)
+            return NULL;
+        list->items = grown;
+        list->capacity = capacity;
+    }
+    void *item = (char *)list->items + list->count * item_size;
+    list->count++;
+    memset(item, 0, item_size);
+    return item;
+}
+
+txn_t *txn_new(const char *idempotency_key, const char *fingerprint, uint32_t ttl_s)
+{
+    txn_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->ttl_s = ttl_s;
+    if (idempotency_key && *idempotency_key) {
+        self->idempotency_key = strdup(idempotency_key);
+        self->fingerprint = strdup(fingerprint ? fingerprint : "");
+        if (!self->idempotency_key || !self->fingerprint)
+            txn_destroy(&self);
+    }
+    return self;
+}
+
+void txn_destroy(txn_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    txn_t *self = *self_p;
+    txn_write_t *writes = self->guards.items;
+    for (size_t i = 0; i < self->guards.count; i++)
+        free(writes[i].key);
+    writes = self->puts.items;
+    for (size_t i = 0; i < self->puts.count; i++) {
+        free(writes[i].key);
+        free(writes[i].data);
+    }
+    txn_list_t *index_lists[] = {&self->adds, &self->removes};
+    for (size_t l = 0; l < 2; l++) {
+        txn_index_t *entries = index_lists[l]->items;
+        for (size_t i = 0; i < index_lists[l]->count; i++) {
+            free(entries[i].key);
+            free(entries[i].member);
+        }
+        free(index_lists[l]->items);
+    }
+    free(self->guards.items);
+    free(self->puts.items);
+    free(self->stream_key);
+    free(self->event_type);
+    free(self->event_bytes);
+    free(self->idempotency_key);
+    free(self->fingerprint);
+    free(self);
+    *self_p = NULL;
+}
+
+void txn_guard(txn_t *self, const char *key, uint64_t version)
+{
+    txn_write_t *guard = list_push(&self->guards, sizeof *guard);
+    if (!guard || !(guard->key = strdup(key))) {
+        self->broken = true;
+        return;
+    }
+    snprintf(guard->version, sizeof guard->version, "%" PRIu64, version);
+}
+
+void txn_put(txn_t *self, const char *key, uint64_t version, const void *data, size_t len)
+{
+    if (version == 0) {
+        log_error("txn_put of version 0", "{s:s}", "key", key);
+        self->broken = true;
+        return;
+    }
+    txn_write_t *put = list_push(&self->puts, sizeof *put);
+    if (!put) {
+        self->broken = true;
+        return;
+    }
+    put->key = strdup(key);
+    put->data = malloc(len ? len : 1);
+    if (!put->key || !put->data) {
+        self->broken = true;
+        return;
+    }
+    if (len)
+        memcpy(put->data, data, len);
+    put->len = len;
+    snprintf(put->version, sizeof put->version, "%" PRIu64, version);
+}
+
+void txn_put_message(txn_t *self, const char *key, uint64_t version, const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *packed = malloc(len ? len : 1);
+    if (!packed) {
+        self->broken = true;
+        return;
+    }
+    protobuf_c_message_pack(msg, packed);
+    txn_put(self, key, version, packed, len);
+    free(packed);
+}
+
+static void index_push(txn_t *self, txn_list_t *list, const char *zset_key, const char *member)
+{
+    txn_index_t *entry = list_push(list, sizeof *entry);
+    if (!entry) {
+        self->broken = true;
+        return;
+    }
+    entry->key = strdup(zset_key);
+    entry->member = strdup(member);
+    if (!entry->key || !entry->member)
+        self->broken = true;
+}
+
+void txn_index_add(txn_t *self, const char *zset_key, const char *member)
+{
+    index_push(self, &self->adds, zset_key, member);
+}
+
+void txn_index_remove(txn_t *self, const char *zset_key, const char *member)
+{
+    index_push(self, &self->removes, zset_key, member);
+}
+
+void txn_event(txn_t *self, const char *stream_key, const char *source, const char *type,
+               const char *subject, const ProtobufCMessage *data)
+{
+    if (self->stream_key) {
+        log_error("a transaction carries at most one event", "{s:s, s:s}", "type", type, "first",
+                  self->event_type ? self->event_type : "");
+        self->broken = true;
+        return;
+    }
+    char event_time[TIME_RFC3339_LEN];
+    id_new('E', self->event_id);
+    time_now_rfc3339(event_time);
+
+    size_t data_len = protobuf_c_message_get_packed_size(data);
+    uint8_t *data_bytes = malloc(data_len ? data_len : 1);
+    if (!data_bytes) {
+        self->broken = true;
+        return;
+    }
+    protobuf_c_message_pack(data, data_bytes);
+
+    Passerelle__Event event = PASSERELLE__EVENT__INIT;
+    event.id = self->event_id;
+    event.source = (char *)source;
+    event.type = (char *)type;
+    event.subject = (char *)subject;
+    event.time = event_time;
+    event.datacontenttype = "application/protobuf";
+    event.dataschema = (char *)data->descriptor->name;
+    event.specversion = "1.0";
+    event.has_data = true;
+    event.data.data = data_bytes;
+    event.data.len = data_len;
+
+    self->event_len = passerelle__event__get_packed_size(&event);
+    self->event_bytes = malloc(self->event_len ? self->event_len : 1);
+    self->stream_key = strdup(stream_key);
+    self->event_type = strdup(type);
+    if (!self->event_bytes || !self->stream_key || !self->event_type)
+        self->broken = true;
+    else
+        passerelle__event__pack(&event, self->event_bytes);
+    free(data_bytes);
+}
+
+const char *txn_event_id(const txn_t *self)
+{
+    return self->stream_key ? self->event_id : "";
+}
+
+/* ======================== committing =================================== */
+
+static uint8_t *copy_bytes(const char *bytes, size_t len)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (copy && len)
+        memcpy(copy, bytes, len);
+    return copy;
+}
+
+/* Hands the stored reply of a duplicate to the caller. */
+static void give_stored(const redisReply *stored, uint8_t **stored_p, size_t *stored_len)
+{
+    if (stored_p) {
+        *stored_p = copy_bytes(stored ? stored->str : NULL, stored ? stored->len : 0);
+        if (stored_len)
+            *stored_len = *stored_p && stored ? stored->len : 0;
+    } else if (stored_len) {
+        *stored_len = stored ? stored->len : 0;
+    }
+}
+
+static txn_result_t from_store(store_t *store, store_result_t result, const char *what)
+{
+    if (result == STORE_LOST)
+        return TXN_LOST;
+    log_error("redis refused the commit script", "{s:s, s:s}", "operation", what, "error",
+              store_last_error(store));
+    return TXN_REFUSED;
+}
+
+txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t reply_len,
+                        uint8_t **stored_p, size_t *stored_len, char *position)
+{
+    if (stored_p)
+        *stored_p = NULL;
+    if (stored_len)
+        *stored_len = 0;
+    if (position)
+        position[0] = '\0';
+    if (self->broken) {
+        log_error("transaction not committed: it could not be built", NULL);
+        return TXN_REFUSED;
+    }
+    int script = store_script_add(store, (const char *)store_commit_lua);
+    if (script < 0) {
+        log_error("no room for the commit script", NULL);
+        return TXN_REFUSED;
+    }
+
+    bool has_idem = self->idempotency_key != NULL;
+    bool has_event = self->stream_key != NULL;
+    size_t nkeys = (has_idem ? 1 : 0) + self->guards.count + self->puts.count + self->adds.count +
+                   self->removes.count + (has_event ? 1 : 0);
+    size_t nargs = 9 + self->guards.count + 2 * self->puts.count + self->adds.count +
+                   self->removes.count + (has_event ? 2 : 0);
+    size_t argc = nkeys + nargs;
+    const char **argv = malloc(sizeof *argv * argc);
+    size_t *lens = malloc(sizeof *lens * argc);
+    if (!argv || !lens) {
+        free(argv);
+        free(lens);
+        return TXN_REFUSED;
+    }
+
+    size_t k = 0, a = nkeys;
+#define ARG(at, ptr, size)                                                                         \
+    do {                                                                                           \
+        argv[at] = (const char *)(ptr);                                                            \
+        lens[at] = (size);                                                                         \
+        at++;                                                                                      \
+    } while (0)
+#define ARG_TEXT(at, text) ARG(at, text, strlen(text))
+
+    char counts[5][24], ttl_text[24];
+    snprintf(ttl_text, sizeof ttl_text, "%" PRIu32, self->ttl_s);
+    snprintf(counts[0], sizeof counts[0], "%zu", self->guards.count);
+    snprintf(counts[1], sizeof counts[1], "%zu", self->puts.count);
+    snprintf(counts[2], sizeof counts[2], "%zu", self->adds.count);
+    snprintf(counts[3], sizeof counts[3], "%zu", self->removes.count);
+
+    if (has_idem)
+        ARG_TEXT(k, self->idempotency_key);
+    ARG_TEXT(a, has_idem ? "1" : "0");
+    ARG_TEXT(a, has_idem ? self->fingerprint : "");
+    ARG_TEXT(a, ttl_text);
+    for (int i = 0; i < 4; i++)
+        ARG_TEXT(a, counts[i]);
+    ARG_TEXT(a, has_event ? "1" : "0");
+    ARG(a, reply ? (const char *)reply : "", reply ? reply_len : 0);
+
+    const txn_write_t *guards = self->guards.items;
+    for (size_t i = 0; i < self->guards.count; i++) {
+        ARG_TEXT(k, guards[i].key);
+        ARG_TEXT(a, guards[i].version);
+    }
+    const txn_write_t *puts = self->puts.items;
+    for (size_t i = 0; i < self->puts.count; i++) {
+        ARG_TEXT(k, puts[i].key);
+        ARG_TEXT(a, puts[i].version);
+        ARG(a, puts[i].data, puts[i].len);
+    }
+    const txn_index_t *adds = self->adds.items;
+    for (size_t i = 0; i < self->adds.count; i++) {
+        ARG_TEXT(k, adds[i].key);
+        ARG_TEXT(a, adds[i].member);
+    }
+    const txn_index_t *removes = self->removes.items;
+    for (size_t i = 0; i < self->removes.count; i++) {
+        ARG_TEXT(k, removes[i].key);
+        ARG_TEXT(a, removes[i].member);
+    }
+    if (has_event) {
+        ARG_TEXT(k, self->stream_key);
+        ARG_TEXT(a, self->event_type);
+        ARG(a, self->event_bytes, self->event_len);
+    }
+#undef ARG
+#undef ARG_TEXT
+
+    redisReply *answer = NULL;
+    store_result_t result =
+        store_script_run(store, script, &answer, (int)nkeys, (int)argc, argv, lens);
+    free(argv);
+    free(lens);
+    if (result != STORE_OK) {
+        if (answer)
+            freeReplyObject(answer);
+        return from_store(store, result, "commit");
+    }
+
+    txn_result_t outcome = TXN_REFUSED;
+    const char *kind = answer->type == REDIS_REPLY_ARRAY && answer->elements >= 1 &&
+                               answer->element[0]->type == REDIS_REPLY_STRING
+                           ? answer->element[0]->str
+                           : "";
+    const redisReply *second = answer->type == REDIS_REPLY_ARRAY && answer->elements >= 2 &&
+                                       answer->element[1]->type == REDIS_REPLY_STRING
+                                   ? answer->element[1]
+                                   : NULL;
+    if (strcmp(kind, "COMMITTED") == 0) {
+        outcome = TXN_COMMITTED;
+        if (position && second)
+            snprintf(position, 32, "%s", second->str);
+    } else if (strcmp(kind, "DUPLICATE") == 0) {
+        outcome = TXN_DUPLICATE;
+        give_stored(second, stored_p, stored_len);
+    } else if (strcmp(kind, "KEY_REUSED") == 0) {
+        outcome = TXN_KEY_REUSED;
+    } else if (strcmp(kind, "STALE") == 0) {
+        outcome = TXN_STALE;
+        log_debug("transaction stale", "{s:s}", "key", second ? second->str : "");
+    } else {
+        log_error("unexpected answer from the commit script", NULL);
+    }
+    freeReplyObject(answer);
+    return outcome;
+}
+
+txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char *fingerprint,
+                        uint8_t **stored_p, size_t *stored_len)
+{
+    if (stored_p)
+        *stored_p = NULL;
+    if (stored_len)
+        *stored_len = 0;
+    if (!idempotency_key || !*idempotency_key)
+        return TXN_NEW;
+    redisReply *answer = NULL;
+    store_result_t result = store_command(store, &answer, "HMGET %s req reply", idempotency_key);
+    if (result != STORE_OK) {
+        if (answer)
+            freeReplyObject(answer);
+        return from_store(store, result, "lookup");
+    }
+    txn_result_t outcome;
+    if (answer->type != REDIS_REPLY_ARRAY || answer->elements != 2) {
+        log_error("unexpected answer to an idempotency lookup", "{s:s}", "key", idempotency_key);
+        outcome = TXN_REFUSED;
+    } else {
+        const redisReply *req = answer->element[0], *stored = answer->element[1];
+        bool has_req = req->type == REDIS_REPLY_STRING;
+        bool has_stored = stored->type == REDIS_REPLY_STRING;
+        if (!has_req && !has_stored) {
+            outcome = TXN_NEW;
+        } else if (strcmp(has_req ? req->str : "", fingerprint ? fingerprint : "") == 0) {
+            outcome = TXN_DUPLICATE;
+            give_stored(has_stored ? stored : NULL, stored_p, stored_len);
+        } else {
+            outcome = TXN_KEY_REUSED;
+        }
+    }
+    freeReplyObject(answer);
+    return outcome;
+}

@@ -1,0 +1,275 @@
+/* The Redis store against a real redis-server: the REFUSED/LOST split,
+ * reconnection after a crash, authentication, timeouts, scripts surviving
+ * SCRIPT FLUSH, and records. */
+#include "harness.h"
+#include "log.h"
+#include "store.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static harness_redis_t redis;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    log_set_level(LOG_LEVEL_ERROR);
+    return harness_redis_start(&redis);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    harness_redis_stop(&redis);
+    return 0;
+}
+
+static store_t *new_store(void)
+{
+    store_config_t cfg;
+    harness_redis_config(&redis, &cfg);
+    store_t *store = store_new(&cfg);
+    assert_non_null(store);
+    return store;
+}
+
+static void test_commands_and_refusals(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    assert_true(store_ping(store));
+
+    /* Binary values go through argv untouched, NUL bytes included. */
+    const char value[] = {'a', '\0', 'b', '\xff'};
+    const char *set_argv[] = {"SET", "store:binary", value};
+    size_t set_len[] = {3, 12, sizeof value};
+    assert_int_equal(store_command_argv(store, NULL, 3, set_argv, set_len), STORE_OK);
+    redisReply *reply = NULL;
+    assert_int_equal(store_command(store, &reply, "GET %s", "store:binary"), STORE_OK);
+    assert_int_equal(reply->type, REDIS_REPLY_STRING);
+    assert_int_equal(reply->len, sizeof value);
+    assert_memory_equal(reply->str, value, sizeof value);
+    freeReplyObject(reply);
+
+    /* An error reply is a refusal, and the connection stays up. */
+    assert_int_equal(store_command(store, &reply, "INCR %s", "store:binary"), STORE_REFUSED);
+    assert_non_null(reply);
+    assert_int_equal(reply->type, REDIS_REPLY_ERROR);
+    freeReplyObject(reply);
+    assert_non_null(strstr(store_last_error(store), "not an integer"));
+    assert_int_equal(store_command(store, NULL, "NOSUCHCOMMAND"), STORE_REFUSED);
+    assert_true(store_ping(store));
+    assert_int_equal(store_reconnects(store), 0);
+    store_destroy(&store);
+    assert_null(store);
+}
+
+static void test_lost_then_reconnected(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    assert_int_equal(store_command(store, NULL, "SET %s %s", "store:durable", "kept"), STORE_OK);
+
+    harness_redis_kill(&redis);
+    redisReply *reply = (redisReply *)1;
+    assert_int_equal(store_command(store, &reply, "GET %s", "store:durable"), STORE_LOST);
+    assert_null(reply);
+    assert_false(store_ping(store));
+    assert_true(strlen(store_last_error(store)) > 0);
+
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    /* The write acknowledged before the crash is still there (AOF). */
+    assert_int_equal(store_command(store, &reply, "GET %s", "store:durable"), STORE_OK);
+    assert_int_equal(reply->type, REDIS_REPLY_STRING);
+    assert_string_equal(reply->str, "kept");
+    freeReplyObject(reply);
+    assert_int_equal(store_reconnects(store), 1);
+    store_destroy(&store);
+}
+
+static void test_made_while_redis_is_down(void **state)
+{
+    (void)state;
+    store_config_t cfg;
+    harness_redis_config(&redis, &cfg);
+    cfg.port = harness_free_port(); /* nobody listens there */
+    store_t *store = store_new(&cfg);
+    assert_non_null(store);
+    assert_int_equal(store_command(store, NULL, "PING"), STORE_LOST);
+    assert_int_equal(store_command(store, NULL, "PING"), STORE_LOST);
+    assert_int_equal(store_reconnects(store), 0);
+    store_destroy(&store);
+}
+
+static void test_authentication(void **state)
+{
+    (void)state;
+    store_config_t cfg;
+    harness_redis_config(&redis, &cfg);
+    cfg.password = "not-the-password";
+    store_t *store = store_new(&cfg);
+    assert_int_equal(store_command(store, NULL, "PING"), STORE_REFUSED);
+    assert_non_null(strstr(store_last_error(store), "WRONGPASS"));
+    assert_false(store_ping(store));
+    store_destroy(&store);
+
+    /* Without a password every command is refused by Redis (NOAUTH). */
+    cfg.password = NULL;
+    store = store_new(&cfg);
+    redisReply *reply = NULL;
+    assert_int_equal(store_command(store, &reply, "GET %s", "x"), STORE_REFUSED);
+    assert_non_null(reply);
+    assert_non_null(strstr(reply->str, "NOAUTH"));
+    freeReplyObject(reply);
+    store_destroy(&store);
+}
+
+static void test_command_timeout_is_lost(void **state)
+{
+    (void)state;
+    store_config_t cfg;
+    harness_redis_config(&redis, &cfg);
+    cfg.command_timeout_ms = 100;
+    store_t *store = store_new(&cfg);
+    assert_true(store_ping(store));
+    /* Blocks longer than the command timeout: no answer in time. */
+    assert_int_equal(store_command(store, NULL, "BLPOP %s 1", "store:never"), STORE_LOST);
+    /* The next call makes a new connection. */
+    assert_true(store_ping(store));
+    assert_int_equal(store_reconnects(store), 1);
+    store_destroy(&store);
+}
+
+static void test_scripts_survive_flush(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    static const char echo_source[] = "return ARGV[1] .. ':' .. KEYS[1]";
+    int echo = store_script_add(store, echo_source);
+    assert_true(echo >= 0);
+    /* The same source again is the same script. */
+    assert_int_equal(store_script_add(store, echo_source), echo);
+    int failing = store_script_add(store, "return redis.error_reply('BROKEN on purpose')");
+    assert_true(failing >= 0 && failing != echo);
+
+    const char *argv[] = {"k", "hello"};
+    redisReply *reply = NULL;
+    assert_int_equal(store_script_run(store, echo, &reply, 1, 2, argv, NULL), STORE_OK);
+    assert_string_equal(reply->str, "hello:k");
+    freeReplyObject(reply);
+
+    assert_int_equal(store_command(store, NULL, "SCRIPT FLUSH"), STORE_OK);
+    assert_int_equal(store_script_run(store, echo, &reply, 1, 2, argv, NULL), STORE_OK);
+    assert_string_equal(reply->str, "hello:k");
+    freeReplyObject(reply);
+
+    assert_int_equal(store_script_run(store, failing, &reply, 0, 0, NULL, NULL), STORE_REFUSED);
+    assert_non_null(strstr(reply->str, "BROKEN"));
+    freeReplyObject(reply);
+    assert_int_equal(store_script_run(store, 99, NULL, 0, 0, NULL, NULL), STORE_REFUSED);
+    assert_int_equal(store_reconnects(store), 0);
+    store_destroy(&store);
+}
+
+static void test_bad_script_is_contained(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    int bad = store_script_add(store, "this is not lua");
+    int good = store_script_add(store, "return 7");
+    assert_true(bad >= 0 && good >= 0);
+    /* Registered before the connection: loading it fails at connect, yet
+     * commands and the other script still work. */
+    assert_true(store_ping(store));
+    redisReply *reply = NULL;
+    assert_int_equal(store_script_run(store, good, &reply, 0, 0, NULL, NULL), STORE_OK);
+    assert_int_equal(reply->integer, 7);
+    freeReplyObject(reply);
+    assert_int_equal(store_script_run(store, bad, &reply, 0, 0, NULL, NULL), STORE_REFUSED);
+    assert_null(reply);
+    assert_non_null(strstr(store_last_error(store), "SCRIPT LOAD"));
+    store_destroy(&store);
+}
+
+static void test_records(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    uint64_t version = 99;
+    uint8_t *data = (uint8_t *)1;
+    size_t len = 99;
+    assert_int_equal(store_record_get(store, "store:record", &version, &data, &len), STORE_OK);
+    assert_int_equal(version, 0);
+    assert_null(data);
+    assert_int_equal(len, 0);
+
+    const char pb[] = {0x0a, 0x00, 0x12};
+    assert_int_equal(store_command(store, NULL, "HSET %s v 3 pb %b", "store:record", pb, sizeof pb),
+                     STORE_OK);
+    assert_int_equal(store_record_get(store, "store:record", &version, &data, &len), STORE_OK);
+    assert_int_equal(version, 3);
+    assert_int_equal(len, sizeof pb);
+    assert_memory_equal(data, pb, sizeof pb);
+    free(data);
+
+    assert_int_equal(store_command(store, NULL, "SET %s %s", "store:plain", "x"), STORE_OK);
+    assert_int_equal(store_record_get(store, "store:plain", &version, &data, &len), STORE_REFUSED);
+    assert_null(data);
+    store_destroy(&store);
+}
+
+static void test_config_from_env(void **state)
+{
+    (void)state;
+    store_config_t cfg;
+    unsetenv("PASSERELLE_REDIS_HOST");
+    unsetenv("PASSERELLE_REDIS_PORT");
+    unsetenv("PASSERELLE_REDIS_PASSWORD");
+    unsetenv("PASSERELLE_REDIS_CONNECT_TIMEOUT_MS");
+    unsetenv("PASSERELLE_REDIS_COMMAND_TIMEOUT_MS");
+    assert_true(store_config_from_env(&cfg));
+    assert_string_equal(cfg.host, "127.0.0.1");
+    assert_int_equal(cfg.port, 6379);
+    assert_null(cfg.password);
+    assert_int_equal(cfg.connect_timeout_ms, 500);
+    assert_int_equal(cfg.command_timeout_ms, 2000);
+
+    harness_redis_setenv(&redis);
+    setenv("PASSERELLE_REDIS_COMMAND_TIMEOUT_MS", "1500", 1);
+    assert_true(store_config_from_env(&cfg));
+    assert_int_equal(cfg.port, redis.port);
+    assert_string_equal(cfg.password, redis.password);
+    assert_int_equal(cfg.command_timeout_ms, 1500);
+    store_t *store = store_new(&cfg);
+    assert_true(store_ping(store));
+    store_destroy(&store);
+
+    setenv("PASSERELLE_REDIS_PORT", "not-a-port", 1);
+    assert_false(store_config_from_env(&cfg));
+    setenv("PASSERELLE_REDIS_PORT", "70000", 1);
+    assert_false(store_config_from_env(&cfg));
+    unsetenv("PASSERELLE_REDIS_PORT");
+    unsetenv("PASSERELLE_REDIS_COMMAND_TIMEOUT_MS");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_commands_and_refusals),
+        cmocka_unit_test(test_lost_then_reconnected),
+        cmocka_unit_test(test_made_while_redis_is_down),
+        cmocka_unit_test(test_authentication),
+        cmocka_unit_test(test_command_timeout_is_lost),
+        cmocka_unit_test(test_scripts_survive_flush),
+        cmocka_unit_test(test_bad_script_is_contained),
+        cmocka_unit_test(test_records),
+        cmocka_unit_test(test_config_from_env),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,337 @@
+/* Atomic commits through commit.lua against a real redis-server: creation,
+ * version guards, idempotency (duplicate, reused key), all-or-nothing, and
+ * the event written with the state. */
+#include "envelope.pb-c.h"
+#include "harness.h"
+#include "ids.h"
+#include "log.h"
+#include "txn.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static harness_redis_t redis;
+static store_t *store;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    log_set_level(LOG_LEVEL_ERROR);
+    if (harness_redis_start(&redis) != 0)
+        return -1;
+    store_config_t cfg;
+    harness_redis_config(&redis, &cfg);
+    store = store_new(&cfg);
+    return store ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    store_destroy(&store);
+    harness_redis_stop(&redis);
+    return 0;
+}
+
+static long long integer_of(const char *format, const char *key)
+{
+    redisReply *reply = NULL;
+    assert_int_equal(store_command(store, &reply, format, key), STORE_OK);
+    assert_int_equal(reply->type, REDIS_REPLY_INTEGER);
+    long long value = reply->integer;
+    freeReplyObject(reply);
+    return value;
+}
+
+static bool exists(const char *key)
+{
+    return integer_of("EXISTS %s", key) == 1;
+}
+
+static bool indexed(const char *zset, const char *member)
+{
+    redisReply *reply = NULL;
+    assert_int_equal(store_command(store, &reply, "ZSCORE %s %s", zset, member), STORE_OK);
+    bool found = reply->type == REDIS_REPLY_STRING && strcmp(reply->str, "0") == 0;
+    freeReplyObject(reply);
+    return found;
+}
+
+/* A message to store: any protobuf type does. */
+static Passerelle__HealthReply sample(const char *service)
+{
+    Passerelle__HealthReply msg = PASSERELLE__HEALTH_REPLY__INIT;
+    msg.service = (char *)service;
+    msg.version = "1";
+    msg.has_uptime_s = true;
+    msg.uptime_s = 42;
+    return msg;
+}
+
+static void assert_record(const char *key, uint64_t expected_version, const char *service)
+{
+    uint64_t version;
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(store_record_get(store, key, &version, &data, &len), STORE_OK);
+    assert_int_equal(version, expected_version);
+    assert_non_null(data);
+    Passerelle__HealthReply *msg = passerelle__health_reply__unpack(NULL, len, data);
+    assert_non_null(msg);
+    assert_string_equal(msg->service, service);
+    passerelle__health_reply__free_unpacked(msg, NULL);
+    free(data);
+}
+
+static void test_create_with_event(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("first");
+    txn_t *txn = txn_new("idem:create", "fp-create", 60);
+    assert_non_null(txn);
+    txn_put_message(txn, "rec:create", 1, &msg.base);
+    txn_index_add(txn, "idx:create", "U1");
+    txn_event(txn, "stream:create", "/passerelle/test", "unit.registered", "units/U1", &msg.base);
+    char event_id[ID_LEN];
+    strcpy(event_id, txn_event_id(txn));
+    assert_true(id_valid('E', event_id));
+
+    char position[32] = "unset";
+    assert_int_equal(txn_commit(txn, store, "R1", 2, NULL, NULL, position), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_null(txn);
+    assert_non_null(strchr(position, '-'));
+
+    assert_record("rec:create", 1, "first");
+    assert_true(indexed("idx:create", "U1"));
+    assert_int_equal(integer_of("XLEN %s", "stream:create"), 1);
+    long long ttl = integer_of("TTL %s", "idem:create");
+    assert_true(ttl > 0 && ttl <= 60);
+
+    /* The stream entry: type and the packed CloudEvent. */
+    redisReply *range = NULL;
+    assert_int_equal(store_command(store, &range, "XRANGE %s - +", "stream:create"), STORE_OK);
+    assert_int_equal(range->elements, 1);
+    redisReply *entry = range->element[0];
+    assert_string_equal(entry->element[0]->str, position);
+    redisReply *fields = entry->element[1];
+    assert_int_equal(fields->elements, 4);
+    assert_string_equal(fields->element[0]->str, "type");
+    assert_string_equal(fields->element[1]->str, "unit.registered");
+    assert_string_equal(fields->element[2]->str, "event");
+    Passerelle__Event *event = passerelle__event__unpack(NULL, fields->element[3]->len,
+                                                         (const uint8_t *)fields->element[3]->str);
+    assert_non_null(event);
+    assert_string_equal(event->id, event_id);
+    assert_string_equal(event->source, "/passerelle/test");
+    assert_string_equal(event->type, "unit.registered");
+    assert_string_equal(event->subject, "units/U1");
+    assert_string_equal(event->specversion, "1.0");
+    assert_string_equal(event->datacontenttype, "application/protobuf");
+    assert_string_equal(event->dataschema, "passerelle.HealthReply");
+    assert_int_equal(strlen(event->time), TIME_RFC3339_LEN - 1);
+    assert_int_equal(event->time[TIME_RFC3339_LEN - 2], 'Z');
+    assert_true(event->has_data);
+    Passerelle__HealthReply *data =
+        passerelle__health_reply__unpack(NULL, event->data.len, event->data.data);
+    assert_non_null(data);
+    assert_string_equal(data->service, "first");
+    assert_int_equal(data->uptime_s, 42);
+    passerelle__health_reply__free_unpacked(data, NULL);
+    passerelle__event__free_unpacked(event, NULL);
+    freeReplyObject(range);
+}
+
+static void test_duplicate_and_reused_key(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("dup");
+    txn_t *txn = txn_new("idem:dup", "fp-dup", 60);
+    txn_put_message(txn, "rec:dup", 1, &msg.base);
+    txn_event(txn, "stream:dup", "/passerelle/test", "unit.registered", NULL, &msg.base);
+    assert_int_equal(txn_commit(txn, store, "first reply", 11, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+
+    /* The same request again (a client retry): built afresh, as a handler
+     * would, yet nothing is written and the first reply comes back. */
+    txn = txn_new("idem:dup", "fp-dup", 60);
+    txn_put_message(txn, "rec:dup-other", 1, &msg.base);
+    txn_index_add(txn, "idx:dup", "X");
+    txn_event(txn, "stream:dup", "/passerelle/test", "unit.registered", NULL, &msg.base);
+    uint8_t *stored = NULL;
+    size_t stored_len = 0;
+    char position[32] = "unset";
+    assert_int_equal(txn_commit(txn, store, "second reply", 12, &stored, &stored_len, position),
+                     TXN_DUPLICATE);
+    txn_destroy(&txn);
+    assert_int_equal(stored_len, 11);
+    assert_memory_equal(stored, "first reply", 11);
+    free(stored);
+    assert_false(exists("rec:dup-other"));
+    assert_false(exists("idx:dup"));
+    assert_int_equal(integer_of("XLEN %s", "stream:dup"), 1);
+
+    /* The same key for another request. */
+    txn = txn_new("idem:dup", "fp-something-else", 60);
+    txn_put_message(txn, "rec:dup-other", 1, &msg.base);
+    stored = (uint8_t *)1;
+    assert_int_equal(txn_commit(txn, store, "third", 5, &stored, &stored_len, NULL),
+                     TXN_KEY_REUSED);
+    assert_null(stored);
+    txn_destroy(&txn);
+    assert_false(exists("rec:dup-other"));
+
+    /* The lookup that runs before any work says the same. */
+    assert_int_equal(txn_lookup(store, "idem:dup", "fp-dup", &stored, &stored_len), TXN_DUPLICATE);
+    assert_int_equal(stored_len, 11);
+    assert_memory_equal(stored, "first reply", 11);
+    free(stored);
+    assert_int_equal(txn_lookup(store, "idem:dup", "other", NULL, NULL), TXN_KEY_REUSED);
+    assert_int_equal(txn_lookup(store, "idem:never", "fp", &stored, &stored_len), TXN_NEW);
+    assert_null(stored);
+}
+
+static void test_guards(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply v1 = sample("v1"), v2 = sample("v2");
+    txn_t *txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:guard", 1, &v1.base);
+    char position[32] = "unset";
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, position), TXN_COMMITTED);
+    assert_string_equal(position, "");
+    txn_destroy(&txn);
+
+    /* Creating it again: it exists, so the implicit guard at 0 fails. */
+    txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:guard", 1, &v2.base);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+    assert_record("rec:guard", 1, "v1");
+
+    /* An update from the version read. */
+    txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:guard", 2, &v2.base);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_record("rec:guard", 2, "v2");
+
+    /* Explicit guards on records that are not written. */
+    txn = txn_new(NULL, NULL, 0);
+    txn_guard(txn, "rec:guard", 2);
+    txn_guard(txn, "rec:absent", 0);
+    txn_index_add(txn, "idx:guard", "A");
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_true(indexed("idx:guard", "A"));
+
+    txn = txn_new(NULL, NULL, 0);
+    txn_guard(txn, "rec:guard", 1); /* was read before the update */
+    txn_index_remove(txn, "idx:guard", "A");
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+    assert_true(indexed("idx:guard", "A"));
+
+    txn = txn_new(NULL, NULL, 0);
+    txn_guard(txn, "rec:guard", 2);
+    txn_index_remove(txn, "idx:guard", "A");
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_false(indexed("idx:guard", "A"));
+}
+
+static void test_stale_writes_nothing(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("atomic");
+    /* The last check fails after several that pass: still nothing at all
+     * is written, not even the idempotency record. */
+    txn_t *txn = txn_new("idem:atomic", "fp", 60);
+    txn_guard(txn, "rec:atomic-absent", 0);
+    txn_put_message(txn, "rec:atomic-new", 1, &msg.base);
+    txn_put_message(txn, "rec:guard", 3, &msg.base);          /* it is at 2: fine */
+    txn_put_message(txn, "rec:atomic-missing", 2, &msg.base); /* absent, not at 1 */
+    txn_index_add(txn, "idx:atomic", "M");
+    txn_event(txn, "stream:atomic", "/passerelle/test", "unit.registered", NULL, &msg.base);
+    assert_int_equal(txn_commit(txn, store, "reply", 5, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+
+    assert_false(exists("rec:atomic-new"));
+    assert_false(exists("rec:atomic-missing"));
+    assert_record("rec:guard", 2, "v2");
+    assert_false(exists("idx:atomic"));
+    assert_false(exists("stream:atomic"));
+    assert_false(exists("idem:atomic"));
+    /* Being stale did not burn the key: the retry on fresh state works. */
+    assert_int_equal(txn_lookup(store, "idem:atomic", "fp", NULL, NULL), TXN_NEW);
+}
+
+static void test_broken_transaction_refused(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("two events");
+    txn_t *txn = txn_new("idem:two", "fp", 60);
+    txn_put_message(txn, "rec:two", 1, &msg.base);
+    txn_event(txn, "stream:two", "/passerelle/test", "a", NULL, &msg.base);
+    txn_event(txn, "stream:two", "/passerelle/test", "b", NULL, &msg.base);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_REFUSED);
+    txn_destroy(&txn);
+    assert_false(exists("rec:two"));
+
+    /* A key that is not a record makes Redis refuse the script. */
+    assert_int_equal(store_command(store, NULL, "SET %s %s", "rec:string", "x"), STORE_OK);
+    txn = txn_new(NULL, NULL, 0);
+    txn_guard(txn, "rec:string", 0);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_REFUSED);
+    txn_destroy(&txn);
+}
+
+static void test_lost_and_back(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("lost");
+    txn_t *txn = txn_new("idem:lost", "fp", 60);
+    txn_put_message(txn, "rec:lost", 1, &msg.base);
+    txn_event(txn, "stream:lost", "/passerelle/test", "unit.registered", NULL, &msg.base);
+
+    harness_redis_kill(&redis);
+    assert_int_equal(txn_commit(txn, store, "r", 1, NULL, NULL, NULL), TXN_LOST);
+    assert_int_equal(txn_lookup(store, "idem:lost", "fp", NULL, NULL), TXN_LOST);
+    assert_int_equal(harness_redis_restart(&redis), 0);
+
+    /* The restarted Redis has no scripts: the reconnect loads them. */
+    char position[32];
+    assert_int_equal(txn_commit(txn, store, "r", 1, NULL, NULL, position), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_true(position[0] != '\0');
+    assert_record("rec:lost", 1, "lost");
+    /* Earlier commits survived the crash. */
+    assert_record("rec:create", 1, "first");
+
+    /* And a flush between two commits is repaired by NOSCRIPT handling. */
+    assert_int_equal(store_command(store, NULL, "SCRIPT FLUSH"), STORE_OK);
+    txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:lost", 2, &msg.base);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_record("rec:lost", 2, "lost");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_with_event),
+        cmocka_unit_test(test_duplicate_and_reused_key),
+        cmocka_unit_test(test_guards),
+        cmocka_unit_test(test_stale_writes_nothing),
+        cmocka_unit_test(test_broken_transaction_refused),
+        cmocka_unit_test(test_lost_and_back),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
