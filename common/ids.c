@@ -75,6 +75,8 @@ int64_t time_now_ms(void)
 
 void time_rfc3339(int64_t epoch_ms, char out[TIME_RFC3339_LEN])
 {
+    if (epoch_ms < 0) /* before 1970: not a time this system records */
+        epoch_ms = 0;
     time_t secs = (time_t)(epoch_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);

@@ -50,17 +50,21 @@ void log_emit(log_level_t level, const char *msg, const char *fields, ...)
     json_object_set_new(line, "time", json_string(now));
     json_object_set_new(line, "level", json_string(level_names[level]));
     json_object_set_new(line, "service", json_string(log_service));
-    json_object_set_new(line, "msg", json_string(msg ? msg : ""));
+    /* json_string refuses bytes that are not UTF-8: keep the line anyway. */
+    json_t *text_msg = json_string(msg ? msg : "");
+    json_object_set_new(line, "msg", text_msg ? text_msg : json_string("(message not UTF-8)"));
     if (fields) {
         va_list ap;
         va_start(ap, fields);
         json_error_t error;
         json_t *extra = json_vpack_ex(&error, 0, fields, ap);
         va_end(ap);
+        /* The caller's fields never replace time, level, service or msg. */
         if (extra && json_is_object(extra))
-            json_object_update(line, extra);
+            json_object_update_missing(line, extra);
         else
-            json_object_set_new(line, "log_format_error", json_string(error.text));
+            json_object_set_new(line, "log_format_error",
+                                json_string(extra ? "fields are not an object" : error.text));
         json_decref(extra);
     }
     char *text = json_dumps(line, JSON_COMPACT | JSON_ENSURE_ASCII);

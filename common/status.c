@@ -31,6 +31,8 @@ const char *status_name(int status)
 
 int status_parse(const char *name)
 {
+    if (!name)
+        return -1;
     for (size_t i = 0; i < sizeof status_names / sizeof status_names[0]; i++)
         if (strcasecmp(status_names[i].name, name) == 0)
             return (int)status_names[i].status;
