@@ -19,8 +19,8 @@ typedef struct {
     const char *server_public_path; /* server.key (public certificate) */
     const char *client_cert_path;   /* the caller's .key_secret */
     bool insecure;                  /* plain text, no certificates */
-    int timeout_ms;                 /* per attempt, default 3000 */
-    int retries;                    /* after the first attempt, default 2 */
+    int timeout_ms;                 /* per attempt; <=0 default 3000 */
+    int retries;                    /* after the first attempt: 0 none, <0 default 2 */
 } client_config_t;
 
 typedef struct client_t client_t;

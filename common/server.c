@@ -1,1 +1,782 @@
-/* placeholder: being written */
+/* The request server: one ROUTER socket in an actor, and the pipeline every
+ * request goes through before and after its handler (see server.h).
+ *
+ * Everything a request can get wrong is answered here, in one place, with
+ * the field at fault: a frame of the wrong shape or size, an envelope that
+ * does not decode, an unknown type, a party the ACL refuses, a write without
+ * an idempotency key, a body that does not decode. Handlers therefore only
+ * ever see a known caller allowed to send a well-formed request.
+ *
+ * The server is single-threaded by design: the actor owns the socket and
+ * runs handlers inline. The store is used from the actor thread only. */
+#include "server.h"
+#include "acl.h"
+#include "config.h"
+#include "envelope.h"
+#include "eventlog.h"
+#include "ids.h"
+#include "log.h"
+
+#include <czmq.h>
+#include <jansson.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A handler whose commit finds stale reads runs again at most this many
+ * times: beyond that the record is too hot and the client should back off. */
+#define SERVER_MAX_RETRIES  5
+#define SERVER_IDEM_KEY_MAX 128
+#define EVENT_LIST_DEFAULT  100
+#define EVENT_LIST_MAX      1000
+/* Replies still queued when the server stops get this long to leave. */
+#define SERVER_LINGER_MS 500
+
+struct server_t {
+    server_config_t cfg; /* strings below are our own copies */
+    char *service;
+    char *endpoint_cfg;
+    char *keys_dir;
+    char *stream;
+    zactor_t *actor;
+    keydir_t *keydir;
+    zcert_t *cert;
+    bool uses_auth;
+    /* Written by the actor before it signals, read after zactor_new. */
+    bool bound;
+    int port;
+    char endpoint[256];
+    int64_t started_ms;
+};
+
+/* ------------------------------------------------------------------------
+ * One zauth per process.
+ *
+ * ZAP is per ZeroMQ context and CZMQ has one context per process, so a
+ * second zauth would fight the first over inproc://zeromq.zap.01. Servers in
+ * the same process share it; it stops with the last of them. */
+
+static pthread_mutex_t auth_lock = PTHREAD_MUTEX_INITIALIZER;
+static zactor_t *auth_actor;
+static int auth_users;
+static char auth_dir[PATH_MAX];
+
+static bool server_auth_acquire(const char *authorized_dir)
+{
+    pthread_mutex_lock(&auth_lock);
+    if (!auth_actor) {
+        auth_actor = zactor_new(zauth, NULL);
+        if (!auth_actor) {
+            pthread_mutex_unlock(&auth_lock);
+            return false;
+        }
+        auth_dir[0] = '\0';
+    }
+    if (strcmp(auth_dir, authorized_dir) != 0) {
+        if (auth_dir[0])
+            log_warn("key folder of this process changed: every server now uses the new one",
+                     "{s:s, s:s}", "previous", auth_dir, "authorized", authorized_dir);
+        zstr_sendx(auth_actor, "CURVE", authorized_dir, NULL);
+        zsock_wait(auth_actor);
+        snprintf(auth_dir, sizeof auth_dir, "%s", authorized_dir);
+    }
+    auth_users++;
+    pthread_mutex_unlock(&auth_lock);
+    return true;
+}
+
+static void server_auth_release(void)
+{
+    pthread_mutex_lock(&auth_lock);
+    if (auth_users > 0 && --auth_users == 0) {
+        zactor_destroy(&auth_actor);
+        auth_dir[0] = '\0';
+    }
+    pthread_mutex_unlock(&auth_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Replies */
+
+static void reply_reset(reply_t *reply)
+{
+    free(reply->body);
+    free(reply->stored);
+    memset(reply, 0, sizeof *reply);
+}
+
+void reply_error(reply_t *reply, status_t status, const char *field, const char *format, ...)
+{
+    reply->status = status;
+    snprintf(reply->field, sizeof reply->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(reply->message, sizeof reply->message, format, ap);
+    va_end(ap);
+    /* an error carries no body: a half-built one would only mislead */
+    free(reply->body);
+    reply->body = NULL;
+    reply->body_len = 0;
+}
+
+void reply_set_body(reply_t *reply, const ProtobufCMessage *msg)
+{
+    free(reply->body);
+    reply->body = NULL;
+    reply->body_len = 0;
+    if (!msg)
+        return;
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    reply->body = malloc(len ? len : 1);
+    if (!reply->body) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory packing the reply");
+        return;
+    }
+    protobuf_c_message_pack(msg, reply->body);
+    reply->body_len = len;
+}
+
+bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn)
+{
+    size_t env_len = 0;
+    uint8_t *env = envelope_encode_reply(call->request_id, reply->status, reply->message,
+                                         reply->field, reply->body, reply->body_len, &env_len);
+    if (!env) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory packing the reply");
+        return false;
+    }
+    uint8_t *stored = NULL;
+    size_t stored_len = 0;
+    char position[64] = "";
+    txn_result_t result = txn_commit(txn, store, env, env_len, &stored, &stored_len, position);
+    free(env);
+    switch (result) {
+    case TXN_COMMITTED:
+        free(stored);
+        return true;
+    case TXN_DUPLICATE:
+        free(reply->stored);
+        reply->stored = stored;
+        reply->stored_len = stored_len;
+        return true;
+    case TXN_STALE:
+        free(stored);
+        reply->retry = true;
+        return false;
+    case TXN_LOST:
+        free(stored);
+        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
+                    store_last_error(store));
+        return false;
+    case TXN_KEY_REUSED:
+        free(stored);
+        reply_error(reply, ST_INVALID_ARGUMENT, "idempotency_key",
+                    "idempotency key already used for another request");
+        return false;
+    case TXN_REFUSED:
+    case TXN_NEW:
+    default:
+        free(stored);
+        reply_error(reply, ST_INTERNAL, NULL, "store refused the write");
+        return false;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Built-in routes. Their ctx is the server itself, not the service's. */
+
+static void handle_health(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply)
+{
+    (void)request;
+    server_t *self = ctx;
+    Passerelle__HealthReply health = PASSERELLE__HEALTH_REPLY__INIT;
+    health.service = self->service;
+    health.version = (char *)PASSERELLE_VERSION;
+    health.has_redis_ok = true;
+    health.redis_ok = self->cfg.store ? store_ping(self->cfg.store) : false;
+    health.has_uptime_s = true;
+    health.uptime_s = (uint64_t)((time_now_ms() - self->started_ms) / 1000);
+    health.caller_party = (char *)party_name(call->caller->party);
+    health.caller_name = (char *)call->caller->name;
+    reply_set_body(reply, &health.base);
+}
+
+/* Redis stream ids: "ms" or "ms-seq". Checked here so that a bad position is
+ * the client's INVALID_ARGUMENT and not Redis's refusal. */
+static bool stream_position_valid(const char *s)
+{
+    size_t i = 0, digits = 0;
+    while (s[i] >= '0' && s[i] <= '9')
+        i++, digits++;
+    if (digits == 0 || digits > 20)
+        return false;
+    if (s[i] == '\0')
+        return true;
+    if (s[i++] != '-')
+        return false;
+    digits = 0;
+    while (s[i] >= '0' && s[i] <= '9')
+        i++, digits++;
+    return digits > 0 && digits <= 20 && s[i] == '\0';
+}
+
+static void handle_event_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                              reply_t *reply)
+{
+    (void)call;
+    server_t *self = ctx;
+    const Passerelle__EventListRequest *req = (const Passerelle__EventListRequest *)request;
+    const char *after = req->after && *req->after ? req->after : "0";
+    if (!stream_position_valid(after)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "after",
+                    "after must be a stream position such as 1700000000000-0");
+        return;
+    }
+    unsigned limit = req->has_limit && req->limit ? req->limit : EVENT_LIST_DEFAULT;
+    if (limit > EVENT_LIST_MAX)
+        limit = EVENT_LIST_MAX;
+    if (!self->cfg.store) {
+        reply_error(reply, ST_UNAVAILABLE, NULL, "no store configured");
+        return;
+    }
+    Passerelle__EventListReply list = PASSERELLE__EVENT_LIST_REPLY__INIT;
+    store_result_t rc = eventlog_list(self->cfg.store, self->stream, after, limit, &list);
+    if (rc == STORE_OK)
+        reply_set_body(reply, &list.base);
+    else if (rc == STORE_LOST)
+        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
+                    store_last_error(self->cfg.store));
+    else
+        reply_error(reply, ST_INTERNAL, NULL, "store refused to read the event stream");
+    eventlog_list_free(&list);
+}
+
+static const route_t builtin_health = {"health", &passerelle__health_request__descriptor,
+                                       handle_health, false};
+static const route_t builtin_event_list = {
+    "event.list", &passerelle__event_list_request__descriptor, handle_event_list, false};
+
+/* The service's own routes win over the built-ins of the same name. Linear:
+ * route tables are a few dozen entries, and a hash would cost more to set
+ * up than it saves. */
+static const route_t *server_route_find(const server_t *self, const char *type, void **ctx_p)
+{
+    for (size_t i = 0; i < self->cfg.route_count; i++)
+        if (strcmp(self->cfg.routes[i].type, type) == 0) {
+            *ctx_p = self->cfg.ctx;
+            return &self->cfg.routes[i];
+        }
+    *ctx_p = (void *)self;
+    if (strcmp(type, "health") == 0)
+        return &builtin_health;
+    if (self->stream && strcmp(type, "event.list") == 0)
+        return &builtin_event_list;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The request pipeline */
+
+/* What a request turned into, for the log line and the reply. */
+typedef struct {
+    const char *request_id;
+    const char *type;
+    caller_t caller;
+    bool caller_known;
+    reply_t reply;
+} outcome_t;
+
+static void outcome_error(outcome_t *out, status_t status, const char *field, const char *format,
+                          ...) __attribute__((format(printf, 4, 5)));
+
+static void outcome_error(outcome_t *out, status_t status, const char *field, const char *format,
+                          ...)
+{
+    out->reply.status = status;
+    snprintf(out->reply.field, sizeof out->reply.field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(out->reply.message, sizeof out->reply.message, format, ap);
+    va_end(ap);
+}
+
+/* SHA-256 of type, a NUL, and the body, in hex: the same key sent with
+ * another request is then told apart from a retry. */
+static void server_fingerprint(const char *type, const uint8_t *body, size_t body_len,
+                               char out[crypto_hash_sha256_BYTES * 2 + 1])
+{
+    crypto_hash_sha256_state state;
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_init(&state);
+    crypto_hash_sha256_update(&state, (const unsigned char *)type, strlen(type) + 1);
+    if (body_len)
+        crypto_hash_sha256_update(&state, body, body_len);
+    crypto_hash_sha256_final(&state, digest);
+    sodium_bin2hex(out, crypto_hash_sha256_BYTES * 2 + 1, digest, sizeof digest);
+}
+
+static bool idempotency_key_valid(const char *key)
+{
+    size_t len = strlen(key);
+    if (len == 0 || len > SERVER_IDEM_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (key[i] <= 0x20 || key[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static bool server_identify(server_t *self, const char *user_id, caller_t *caller)
+{
+    memset(caller, 0, sizeof *caller);
+    if (self->cfg.insecure) {
+        caller->party = PARTY_ADMIN;
+        snprintf(caller->name, sizeof caller->name, "insecure");
+        return true;
+    }
+    return user_id && keydir_lookup(self->keydir, user_id, caller);
+}
+
+/* Runs the handler, again on stale reads. */
+static void server_run_handler(const route_t *route, void *ctx, const call_t *call,
+                               const ProtobufCMessage *request, outcome_t *out)
+{
+    for (int attempt = 0;; attempt++) {
+        reply_reset(&out->reply);
+        route->handler(ctx, call, request, &out->reply);
+        if (!out->reply.retry)
+            return;
+        if (attempt == SERVER_MAX_RETRIES) {
+            reply_reset(&out->reply);
+            outcome_error(out, ST_UNAVAILABLE, NULL, "too much contention, retry");
+            return;
+        }
+    }
+}
+
+static void server_process(server_t *self, const uint8_t *data, size_t len, const char *user_id,
+                           outcome_t *out, Passerelle__Request **req_p)
+{
+    status_t status;
+    char field[32], message[256];
+    Passerelle__Request *req =
+        envelope_decode_request(data, len, self->cfg.max_request_bytes, &status, field, message);
+    if (!req) {
+        outcome_error(out, status, field, "%s", message);
+        return;
+    }
+    *req_p = req;
+    out->request_id = req->request_id;
+    out->type = req->type;
+
+    if (!server_identify(self, user_id, &out->caller)) {
+        outcome_error(out, ST_UNAUTHENTICATED, NULL, "this key is not known to the service");
+        return;
+    }
+    out->caller_known = true;
+
+    void *ctx = NULL;
+    const route_t *route = server_route_find(self, req->type, &ctx);
+    if (!route) {
+        outcome_error(out, ST_INVALID_ARGUMENT, "type", "unknown request type \"%s\"", req->type);
+        return;
+    }
+    if (!acl_allows(req->type, out->caller.party)) {
+        outcome_error(out, ST_PERMISSION_DENIED, NULL, "party %s may not send %s",
+                      party_name(out->caller.party), req->type);
+        return;
+    }
+
+    call_t call = {.caller = &out->caller,
+                   .type = req->type,
+                   .request_id = req->request_id ? req->request_id : "",
+                   .idempotency_ttl_s = self->cfg.idempotency_ttl_s};
+    const uint8_t *body = req->has_body ? req->body.data : NULL;
+    size_t body_len = req->has_body ? req->body.len : 0;
+    char idem_key[512];
+    char fingerprint[crypto_hash_sha256_BYTES * 2 + 1];
+    if (route->write) {
+        if (!req->idempotency_key || !*req->idempotency_key) {
+            outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
+                          "%s is a write and needs an idempotency key", req->type);
+            return;
+        }
+        if (!idempotency_key_valid(req->idempotency_key)) {
+            outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
+                          "idempotency key must be 1 to %d printable characters",
+                          SERVER_IDEM_KEY_MAX);
+            return;
+        }
+        if (!self->cfg.store) {
+            outcome_error(out, ST_INTERNAL, NULL, "no store configured for writes");
+            return;
+        }
+        /* Scoped by caller so that two callers choosing the same key never
+         * see each other's replies. */
+        snprintf(idem_key, sizeof idem_key, "%s:idem:%s:%s", self->service,
+                 out->caller.key[0] ? out->caller.key : out->caller.name, req->idempotency_key);
+        server_fingerprint(req->type, body, body_len, fingerprint);
+        call.idempotency_key = idem_key;
+        call.fingerprint = fingerprint;
+
+        uint8_t *stored = NULL;
+        size_t stored_len = 0;
+        txn_result_t seen =
+            txn_lookup(self->cfg.store, idem_key, fingerprint, &stored, &stored_len);
+        switch (seen) {
+        case TXN_NEW:
+            free(stored);
+            break;
+        case TXN_DUPLICATE:
+            out->reply.stored = stored;
+            out->reply.stored_len = stored_len;
+            return;
+        case TXN_KEY_REUSED:
+            free(stored);
+            outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
+                          "idempotency key already used for another request");
+            return;
+        case TXN_LOST:
+            free(stored);
+            outcome_error(out, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
+                          store_last_error(self->cfg.store));
+            return;
+        default:
+            free(stored);
+            outcome_error(out, ST_INTERNAL, NULL, "store refused the idempotency lookup");
+            return;
+        }
+    }
+
+    ProtobufCMessage *request = protobuf_c_message_unpack(route->request, NULL, body_len, body);
+    if (!request) {
+        log_debug("body does not decode", "{s:s, s:s, s:I}", "type", req->type, "expected",
+                  route->request->name, "bytes", (json_int_t)body_len);
+        outcome_error(out, ST_INVALID_ARGUMENT, "body", "body is not a %s",
+                      route->request->short_name);
+        return;
+    }
+    server_run_handler(route, ctx, &call, request, out);
+    protobuf_c_message_free_unpacked(request, NULL);
+}
+
+/* The reply envelope for an outcome; a stored reply keeps everything but
+ * takes this request's id. NULL only when out of memory. */
+static uint8_t *server_encode(const outcome_t *out, size_t *len_p)
+{
+    if (out->reply.stored) {
+        uint8_t *rebranded = envelope_rebrand_reply(out->reply.stored, out->reply.stored_len,
+                                                    out->request_id, len_p);
+        if (rebranded)
+            return rebranded;
+        log_error("stored reply does not decode", "{s:s, s:I}", "type", out->type ? out->type : "",
+                  "bytes", (json_int_t)out->reply.stored_len);
+        return envelope_encode_reply(out->request_id, ST_INTERNAL,
+                                     "the stored reply for this idempotency key is unreadable",
+                                     NULL, NULL, 0, len_p);
+    }
+    return envelope_encode_reply(out->request_id, out->reply.status, out->reply.message,
+                                 out->reply.field, out->reply.body, out->reply.body_len, len_p);
+}
+
+static status_t outcome_status(const outcome_t *out)
+{
+    if (!out->reply.stored)
+        return out->reply.status;
+    Passerelle__Reply *stored =
+        passerelle__reply__unpack(NULL, out->reply.stored_len, out->reply.stored);
+    status_t status = stored && stored->has_status ? (status_t)stored->status : ST_OK;
+    passerelle__reply__free_unpacked(stored, NULL);
+    return status;
+}
+
+static void server_log(const server_t *self, const outcome_t *out, int64_t duration_us)
+{
+    status_t status = out->reply.stored ? ST_OK : out->reply.status;
+    if (out->reply.stored && log_enabled(LOG_LEVEL_DEBUG))
+        status = outcome_status(out);
+    const char *party = out->caller_known ? party_name(out->caller.party) : "NONE";
+    const char *type = out->type ? out->type : "";
+    (void)self;
+    if (status != ST_OK && !out->reply.stored)
+        log_info("request failed", "{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "status",
+                 status_name(status), "message", out->reply.message, "field", out->reply.field,
+                 "party", party, "caller", out->caller.name, "request_id",
+                 out->request_id ? out->request_id : "");
+    log_debug("request", "{s:s, s:s, s:I, s:s, s:b}", "type", type, "status", status_name(status),
+              "duration_us", (json_int_t)duration_us, "party", party, "replayed",
+              out->reply.stored != NULL);
+}
+
+/* One message from the ROUTER: [routing id][empty][payload], or without the
+ * delimiter from a peer that does not send one. Any other shape is answered
+ * INVALID_ARGUMENT, in the same framing the peer used. */
+static void server_handle_message(server_t *self, zsock_t *router, zmsg_t *msg)
+{
+    int64_t start_us = zclock_usecs();
+    zframe_t *routing = zmsg_pop(msg);
+    if (!routing)
+        return;
+    size_t frames = zmsg_size(msg);
+    bool delimited = false;
+    zframe_t *payload = NULL;
+    zframe_t *first = zmsg_first(msg);
+    if (first && zframe_size(first) == 0 && frames >= 1) {
+        delimited = true;
+        payload = frames == 2 ? zmsg_next(msg) : NULL;
+    } else if (frames == 1) {
+        payload = first;
+    }
+
+    outcome_t out;
+    memset(&out, 0, sizeof out);
+    Passerelle__Request *req = NULL;
+    if (!payload) {
+        outcome_error(&out, ST_INVALID_ARGUMENT, "frame",
+                      "a request is one frame after an empty delimiter, got %zu frames", frames);
+    } else {
+        /* The routing frame is made by the ROUTER and has no metadata: the
+         * peer's authenticated key is on the frames it sent. */
+        const char *user_id = self->cfg.insecure ? NULL : zframe_meta(payload, "User-Id");
+        server_process(self, zframe_data(payload), zframe_size(payload), user_id, &out, &req);
+    }
+
+    size_t len = 0;
+    uint8_t *bytes = server_encode(&out, &len);
+    if (bytes) {
+        zmsg_t *reply = zmsg_new();
+        zmsg_append(reply, &routing);
+        if (delimited)
+            zmsg_addmem(reply, NULL, 0);
+        zmsg_addmem(reply, bytes, len);
+        free(bytes);
+        /* ROUTER drops what it cannot route (peer gone): never blocks */
+        zmsg_send(&reply, router);
+    }
+    server_log(self, &out, zclock_usecs() - start_us);
+    reply_reset(&out.reply);
+    zframe_destroy(&routing);
+    if (req)
+        passerelle__request__free_unpacked(req, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * The actor */
+
+/* The address a local client can connect to: a wildcard bind is reachable
+ * on loopback. */
+static void server_connectable(const char *bound, int port, char *out, size_t out_size)
+{
+    if (strncmp(bound, "tcp://0.0.0.0:", 14) == 0 || strncmp(bound, "tcp://[::]:", 11) == 0 ||
+        strncmp(bound, "tcp://*:", 8) == 0)
+        snprintf(out, out_size, "tcp://127.0.0.1:%d", port);
+    else
+        snprintf(out, out_size, "%s", bound);
+}
+
+static zsock_t *server_bind(server_t *self)
+{
+    zsock_t *router = zsock_new(ZMQ_ROUTER);
+    if (!router)
+        return NULL;
+    size_t hard = self->cfg.max_request_bytes * 4 + 4096;
+    zsock_set_maxmsgsize(router, hard > INT_MAX ? INT_MAX : (int)hard);
+    zsock_set_linger(router, SERVER_LINGER_MS);
+    if (!self->cfg.insecure) {
+        zcert_apply(self->cert, router);
+        zsock_set_curve_server(router, 1);
+        zsock_set_zap_domain(router, self->service);
+    }
+    int port = zsock_bind(router, "%s", self->endpoint_cfg);
+    if (port < 0) {
+        log_error("cannot bind", "{s:s, s:s}", "endpoint", self->endpoint_cfg, "error",
+                  zmq_strerror(zmq_errno()));
+        zsock_destroy(&router);
+        return NULL;
+    }
+    self->port = port;
+    const char *bound = zsock_endpoint(router);
+    server_connectable(bound ? bound : self->endpoint_cfg, port, self->endpoint,
+                       sizeof self->endpoint);
+    return router;
+}
+
+static void server_actor(zsock_t *pipe, void *args)
+{
+    server_t *self = args;
+    zsock_t *router = server_bind(self);
+    self->bound = router != NULL;
+    zsock_signal(pipe, 0);
+    if (!router) {
+        /* wait for $TERM so that zactor_destroy finds us */
+        char *command = zstr_recv(pipe);
+        zstr_free(&command);
+        return;
+    }
+    zpoller_t *poller = zpoller_new(pipe, router, NULL);
+    /* A signal ends the service through main (server_wait_for_signal and
+     * server_destroy), never by the actor quitting on its own. */
+    zpoller_set_nonstop(poller, true);
+    bool running = true;
+    while (running) {
+        void *which = zpoller_wait(poller, -1);
+        if (which == router) {
+            zmsg_t *msg = zmsg_recv(router);
+            if (msg) {
+                server_handle_message(self, router, msg);
+                zmsg_destroy(&msg);
+            }
+        } else if (which == pipe) {
+            zmsg_t *msg = zmsg_recv(pipe);
+            char *command = msg ? zmsg_popstr(msg) : NULL;
+            if (!command || streq(command, "$TERM"))
+                running = false;
+            zstr_free(&command);
+            zmsg_destroy(&msg);
+        } else if (zmq_errno() == ETERM) {
+            running = false;
+        }
+    }
+    /* Answer what already arrived before closing, then let linger flush. */
+    while (zsock_events(router) & ZMQ_POLLIN) {
+        zmsg_t *msg = zmsg_recv(router);
+        if (!msg)
+            break;
+        server_handle_message(self, router, msg);
+        zmsg_destroy(&msg);
+    }
+    zpoller_destroy(&poller);
+    zsock_destroy(&router);
+}
+
+/* ------------------------------------------------------------------------
+ * Public API */
+
+bool server_config_from_env(server_config_t *cfg)
+{
+    bool ok = true;
+    bool insecure = false;
+    ok &= config_bool("PASSERELLE_INSECURE", false, &insecure);
+    cfg->insecure = insecure;
+    cfg->keys_dir = config_str("PASSERELLE_KEYS_DIR", "./var/keys");
+    long max_bytes = 0, ttl_s = 0;
+    ok &= config_int("PASSERELLE_MAX_REQUEST_BYTES", 1048576, 1024, 256L * 1024 * 1024, &max_bytes);
+    ok &= config_int("PASSERELLE_IDEMPOTENCY_TTL_S", 86400, 1, 365L * 86400, &ttl_s);
+    cfg->max_request_bytes = (size_t)max_bytes;
+    cfg->idempotency_ttl_s = (uint32_t)ttl_s;
+    return ok;
+}
+
+static char *server_strdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void server_free(server_t *self)
+{
+    keydir_destroy(&self->keydir);
+    zcert_destroy(&self->cert);
+    free(self->service);
+    free(self->endpoint_cfg);
+    free(self->keys_dir);
+    free(self->stream);
+    free(self);
+}
+
+server_t *server_new(const server_config_t *cfg)
+{
+    server_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cfg = *cfg;
+    self->service = server_strdup(cfg->service ? cfg->service : "passerelle");
+    self->endpoint_cfg = server_strdup(cfg->endpoint ? cfg->endpoint : "tcp://127.0.0.1:*");
+    self->keys_dir = server_strdup(cfg->keys_dir ? cfg->keys_dir : "./var/keys");
+    self->stream = server_strdup(cfg->stream);
+    if (!self->service || !self->endpoint_cfg || !self->keys_dir ||
+        (cfg->stream && !self->stream)) {
+        server_free(self);
+        return NULL;
+    }
+    self->cfg.service = self->service;
+    self->cfg.endpoint = self->endpoint_cfg;
+    self->cfg.keys_dir = self->keys_dir;
+    self->cfg.stream = self->stream;
+    if (!self->cfg.max_request_bytes)
+        self->cfg.max_request_bytes = 1048576;
+    if (!self->cfg.idempotency_ttl_s)
+        self->cfg.idempotency_ttl_s = 86400;
+    self->started_ms = time_now_ms();
+
+    if (self->cfg.insecure) {
+        log_warn("INSECURE MODE: no encryption, no authentication, every caller is ADMIN; "
+                 "never run this outside a developer machine",
+                 "{s:s, s:b}", "endpoint", self->endpoint_cfg, "insecure", 1);
+    } else {
+        char path[PATH_MAX];
+        keydir_server_cert_path(self->keys_dir, path, sizeof path);
+        self->cert = zcert_load(path);
+        if (!self->cert ||
+            streq(zcert_secret_txt(self->cert), "0000000000000000000000000000000000000000")) {
+            log_error("server certificate missing or without its secret key", "{s:s}", "path",
+                      path);
+            server_free(self);
+            return NULL;
+        }
+        self->keydir = keydir_new(self->keys_dir);
+        char authorized[PATH_MAX];
+        keydir_authorized_dir(self->keys_dir, authorized, sizeof authorized);
+        if (!self->keydir || !server_auth_acquire(authorized)) {
+            log_error("cannot start authentication", "{s:s}", "authorized", authorized);
+            server_free(self);
+            return NULL;
+        }
+        self->uses_auth = true;
+    }
+
+    self->actor = zactor_new(server_actor, self);
+    if (!self->actor || !self->bound) {
+        zactor_destroy(&self->actor);
+        if (self->uses_auth)
+            server_auth_release();
+        server_free(self);
+        return NULL;
+    }
+    log_info("listening", "{s:s, s:b}", "endpoint", self->endpoint, "curve", !self->cfg.insecure);
+    return self;
+}
+
+void server_destroy(server_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    server_t *self = *self_p;
+    zactor_destroy(&self->actor);
+    if (self->uses_auth)
+        server_auth_release();
+    server_free(self);
+    *self_p = NULL;
+}
+
+int server_port(const server_t *self)
+{
+    return self ? self->port : -1;
+}
+
+const char *server_endpoint(const server_t *self)
+{
+    return self ? self->endpoint : "";
+}
+
+void server_wait_for_signal(server_t *self)
+{
+    (void)self;
+    while (!zsys_interrupted)
+        zclock_sleep(100);
+    log_info("stopping on signal", NULL);
+}

@@ -1,0 +1,833 @@
+/* The request server in process, over CURVE on loopback, with a real Redis
+ * and a small route table: the pipeline around the handlers, and every
+ * error the server answers by itself. */
+#include "envelope.h"
+#include "harness.h"
+#include "identity.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+#include "txn.h"
+
+#include <czmq.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define MAX_REQUEST   (64 * 1024)
+#define TIMEOUT_MS    2000
+#define SHORT_TIMEOUT 400
+
+typedef struct {
+    store_t *store;
+    int put_runs;
+    int contended_runs;
+    int stale_once_runs;
+} handlers_t;
+
+typedef struct {
+    char *dir;
+    char keys[512];
+    harness_redis_t redis;
+    bool redis_up;
+    store_t *store;
+    handlers_t handlers;
+    server_t *server;
+} fixture_t;
+
+static fixture_t fx;
+
+/* ------------------------------------------------------------------------
+ * Test handlers: a record written through txn, and read back. The request
+ * and reply types are borrowed from envelope.proto. */
+
+static void record_key(const char *subject, char *out, size_t size)
+{
+    snprintf(out, size, "svctest:rec:%s", subject);
+}
+
+static void handle_put(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                       reply_t *reply)
+{
+    handlers_t *h = ctx;
+    h->put_runs++;
+    const Passerelle__Event *ev = (const Passerelle__Event *)request;
+    if (!ev->subject || !*ev->subject) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "subject", "subject is required");
+        return;
+    }
+    char key[256];
+    record_key(ev->subject, key, sizeof key);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (store_record_get(h->store, key, &version, &data, &len) != STORE_OK) {
+        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable");
+        return;
+    }
+    free(data);
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    txn_put(txn, key, version + 1, ev->data.data, ev->data.len);
+    txn_event(txn, "svctest:events", "/passerelle/svctest", "record.put", key, request);
+    Passerelle__HealthReply out = PASSERELLE__HEALTH_REPLY__INIT;
+    out.service = ev->subject;
+    out.has_uptime_s = 1;
+    out.uptime_s = version + 1;
+    reply_set_body(reply, &out.base);
+    reply_commit(reply, call, h->store, txn);
+    txn_destroy(&txn);
+}
+
+static void handle_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                       reply_t *reply)
+{
+    (void)call;
+    handlers_t *h = ctx;
+    const Passerelle__Event *ev = (const Passerelle__Event *)request;
+    char key[256];
+    record_key(ev->subject ? ev->subject : "", key, sizeof key);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (store_record_get(h->store, key, &version, &data, &len) != STORE_OK) {
+        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable");
+        return;
+    }
+    if (version == 0) {
+        reply_error(reply, ST_NOT_FOUND, "subject", "no record %s", key);
+        return;
+    }
+    char *text = calloc(1, len + 1);
+    if (len)
+        memcpy(text, data, len);
+    Passerelle__HealthReply out = PASSERELLE__HEALTH_REPLY__INIT;
+    out.service = ev->subject;
+    out.version = text;
+    out.has_uptime_s = 1;
+    out.uptime_s = version;
+    reply_set_body(reply, &out.base);
+    free(text);
+    free(data);
+}
+
+/* Always loses the race: its guard can never hold. */
+static void handle_contended(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                             reply_t *reply)
+{
+    (void)request;
+    handlers_t *h = ctx;
+    h->contended_runs++;
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    txn_guard(txn, "svctest:never", 99);
+    txn_put(txn, "svctest:contended", 1, "x", 1);
+    reply_commit(reply, call, h->store, txn);
+    txn_destroy(&txn);
+}
+
+/* Loses the race once, then wins on fresh state. */
+static void handle_stale_once(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                              reply_t *reply)
+{
+    (void)request;
+    handlers_t *h = ctx;
+    bool first = h->stale_once_runs++ == 0;
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    if (first)
+        txn_guard(txn, "svctest:never", 77);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    store_record_get(h->store, "svctest:once", &version, &data, &len);
+    free(data);
+    txn_put(txn, "svctest:once", version + 1, "y", 1);
+    reply_commit(reply, call, h->store, txn);
+    txn_destroy(&txn);
+}
+
+static const route_t routes[] = {
+    {"unit.register", &passerelle__event__descriptor, handle_put, true},
+    {"unit.get", &passerelle__event__descriptor, handle_get, false},
+    {"convention.sign", &passerelle__health_request__descriptor, handle_contended, true},
+    {"convention.end", &passerelle__health_request__descriptor, handle_stale_once, true},
+    /* a write the ACL table does not list: no party may send it */
+    {"svctest.unlisted", &passerelle__health_request__descriptor, handle_contended, true},
+};
+
+static server_config_t server_config(bool insecure, store_t *store)
+{
+    server_config_t cfg = {
+        .service = "svctest",
+        .endpoint = "tcp://127.0.0.1:*",
+        .keys_dir = fx.keys,
+        .insecure = insecure,
+        .max_request_bytes = MAX_REQUEST,
+        .idempotency_ttl_s = 600,
+        .routes = routes,
+        .route_count = sizeof routes / sizeof routes[0],
+        .ctx = &fx.handlers,
+        .store = store,
+        .stream = "svctest:events",
+    };
+    return cfg;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    log_set_level(LOG_LEVEL_WARN);
+    fx.dir = harness_tempdir("server");
+    if (!fx.dir)
+        return -1;
+    snprintf(fx.keys, sizeof fx.keys, "%s/keys", fx.dir);
+    if (harness_keys_make(fx.keys) != 0)
+        return -1;
+    if (harness_redis_start(&fx.redis) != 0)
+        return -1;
+    fx.redis_up = true;
+    store_config_t scfg;
+    harness_redis_config(&fx.redis, &scfg);
+    fx.store = store_new(&scfg);
+    fx.handlers.store = fx.store;
+    server_config_t cfg = server_config(false, fx.store);
+    fx.server = server_new(&cfg);
+    return fx.server ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    server_destroy(&fx.server);
+    store_destroy(&fx.store);
+    if (fx.redis_up)
+        harness_redis_stop(&fx.redis);
+    if (fx.dir) {
+        harness_rmtree(fx.dir);
+        free(fx.dir);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Calling the server */
+
+static client_t *client_as(const char *name, int timeout_ms, int retries)
+{
+    client_t *client =
+        harness_client(server_endpoint(fx.server), fx.keys, name, timeout_ms, retries);
+    assert_non_null(client);
+    return client;
+}
+
+static Passerelle__Reply *call_ok(client_t *client, const char *type, const ProtobufCMessage *body,
+                                  const char *key)
+{
+    Passerelle__Reply *reply = NULL;
+    assert_int_equal(client_call(client, type, body, key, &reply), 0);
+    assert_non_null(reply);
+    return reply;
+}
+
+static void assert_status(const Passerelle__Reply *reply, status_t status, const char *field)
+{
+    if (!reply->has_status || (status_t)reply->status != status)
+        fail_msg("expected %s, got %s: %s", status_name(status),
+                 reply->has_status ? status_name(reply->status) : "no status",
+                 reply->message ? reply->message : "");
+    if (field) {
+        assert_non_null(reply->field);
+        assert_string_equal(reply->field, field);
+    }
+}
+
+static Passerelle__HealthReply *health_of(const Passerelle__Reply *reply)
+{
+    Passerelle__HealthReply *health =
+        passerelle__health_reply__unpack(NULL, reply->body.len, reply->body.data);
+    assert_non_null(health);
+    return health;
+}
+
+static void assert_health_ok(client_t *client, const char *party, const char *name)
+{
+    Passerelle__Reply *reply = call_ok(client, "health", NULL, NULL);
+    assert_status(reply, ST_OK, NULL);
+    Passerelle__HealthReply *health = health_of(reply);
+    assert_string_equal(health->caller_party, party);
+    assert_string_equal(health->caller_name, name);
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+static Passerelle__Reply *call_raw(client_t *client, const void *frame, size_t len)
+{
+    Passerelle__Reply *reply = NULL;
+    assert_int_equal(client_call_raw(client, frame, len, &reply), 0);
+    return reply;
+}
+
+/* A bare DEALER with a client's certificate, to send frames the client
+ * library never would. */
+static zsock_t *dealer_as(const char *name)
+{
+    char path[600];
+    keydir_client_cert_path(fx.keys, name, path, sizeof path);
+    zcert_t *cert = zcert_load(path);
+    assert_non_null(cert);
+    keydir_server_public_path(fx.keys, path, sizeof path);
+    zcert_t *server = zcert_load(path);
+    assert_non_null(server);
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    zsock_set_linger(dealer, 0);
+    zsock_set_rcvtimeo(dealer, TIMEOUT_MS);
+    zcert_apply(cert, dealer);
+    zsock_set_curve_serverkey(dealer, zcert_public_txt(server));
+    assert_int_equal(zsock_connect(dealer, "%s", server_endpoint(fx.server)), 0);
+    zcert_destroy(&cert);
+    zcert_destroy(&server);
+    return dealer;
+}
+
+/* ------------------------------------------------------------------------
+ * Tests */
+
+static void test_listening(void **state)
+{
+    (void)state;
+    assert_true(server_port(fx.server) > 0);
+    char expected[64];
+    snprintf(expected, sizeof expected, "tcp://127.0.0.1:%d", server_port(fx.server));
+    assert_string_equal(server_endpoint(fx.server), expected);
+}
+
+static void test_happy_path(void **state)
+{
+    (void)state;
+    client_t *admin = client_as("admin", TIMEOUT_MS, 1);
+    Passerelle__Reply *reply = call_ok(admin, "health", NULL, NULL);
+    assert_status(reply, ST_OK, NULL);
+    Passerelle__HealthReply *health = health_of(reply);
+    assert_string_equal(health->service, "svctest");
+    assert_string_equal(health->version, PASSERELLE_VERSION);
+    assert_true(health->redis_ok);
+    assert_string_equal(health->caller_party, "ADMIN");
+    assert_string_equal(health->caller_name, "admin");
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    client_t *metropole = client_as("metropole", TIMEOUT_MS, 1);
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "happy";
+    put.has_data = 1;
+    put.data.data = (uint8_t *)"v1";
+    put.data.len = 2;
+    reply = call_ok(metropole, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_OK, NULL);
+    assert_true(reply->request_id && reply->request_id[0] == 'Q');
+    health = health_of(reply);
+    assert_int_equal(health->uptime_s, 1); /* the record's version */
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    client_t *al = client_as("action_logement", TIMEOUT_MS, 1);
+    Passerelle__Event get = PASSERELLE__EVENT__INIT;
+    get.subject = "happy";
+    reply = call_ok(al, "unit.get", &get.base, NULL);
+    assert_status(reply, ST_OK, NULL);
+    health = health_of(reply);
+    assert_int_equal(health->uptime_s, 1);
+    assert_string_equal(health->version, "v1");
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* a handler's own error goes through as it is */
+    get.subject = "missing";
+    reply = call_ok(al, "unit.get", &get.base, NULL);
+    assert_status(reply, ST_NOT_FOUND, "subject");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    client_destroy(&admin);
+    client_destroy(&metropole);
+    client_destroy(&al);
+}
+
+static void test_event_list(void **state)
+{
+    (void)state;
+    client_t *metropole = client_as("metropole", TIMEOUT_MS, 1);
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "listed";
+    Passerelle__Reply *reply = call_ok(metropole, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    Passerelle__EventListRequest list = PASSERELLE__EVENT_LIST_REQUEST__INIT;
+    reply = call_ok(metropole, "event.list", &list.base, NULL);
+    assert_status(reply, ST_OK, NULL);
+    Passerelle__EventListReply *events =
+        passerelle__event_list_reply__unpack(NULL, reply->body.len, reply->body.data);
+    assert_non_null(events);
+    assert_true(events->n_events >= 1);
+    bool found = false;
+    for (size_t i = 0; i < events->n_events; i++)
+        if (events->events[i]->event && events->events[i]->event->subject &&
+            strcmp(events->events[i]->event->subject, "svctest:rec:listed") == 0)
+            found = true;
+    assert_true(found);
+    passerelle__event_list_reply__free_unpacked(events, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    list.after = "not-a-position";
+    reply = call_ok(metropole, "event.list", &list.base, NULL);
+    assert_status(reply, ST_INVALID_ARGUMENT, "after");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* partners read feeds through notifications, not the raw stream */
+    client_t *partner = client_as("partner", TIMEOUT_MS, 1);
+    list.after = NULL;
+    reply = call_ok(partner, "event.list", &list.base, NULL);
+    assert_status(reply, ST_PERMISSION_DENIED, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&partner);
+    client_destroy(&metropole);
+}
+
+static void test_invalid_arguments(void **state)
+{
+    (void)state;
+    client_t *metropole = client_as("metropole", TIMEOUT_MS, 1);
+
+    Passerelle__Reply *reply = call_ok(metropole, "no.such.type", NULL, NULL);
+    assert_status(reply, ST_INVALID_ARGUMENT, "type");
+    assert_non_null(strstr(reply->message, "no.such.type"));
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* a write without an idempotency key */
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "nokey";
+    size_t len = 0;
+    uint8_t *frame = envelope_encode_request("Q-nokey", "unit.register", NULL, &put.base, &len);
+    reply = call_raw(metropole, frame, len);
+    assert_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
+    assert_string_equal(reply->request_id, "Q-nokey");
+    passerelle__reply__free_unpacked(reply, NULL);
+    free(frame);
+
+    /* a body that is not the route's message */
+    Passerelle__Request raw = PASSERELLE__REQUEST__INIT;
+    raw.request_id = "Q-body";
+    raw.type = "unit.register";
+    raw.idempotency_key = "K-body";
+    raw.has_body = 1;
+    uint8_t bad_body[] = {0xff, 0xff, 0xff};
+    raw.body.data = bad_body;
+    raw.body.len = sizeof bad_body;
+    uint8_t buf[256];
+    len = passerelle__request__pack(&raw, buf);
+    reply = call_raw(metropole, buf, len);
+    assert_status(reply, ST_INVALID_ARGUMENT, "body");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* no type */
+    raw.type = NULL;
+    len = passerelle__request__pack(&raw, buf);
+    reply = call_raw(metropole, buf, len);
+    assert_status(reply, ST_INVALID_ARGUMENT, "type");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* not an envelope at all */
+    const char garbage[] = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
+    reply = call_raw(metropole, garbage, sizeof garbage - 1);
+    assert_status(reply, ST_INVALID_ARGUMENT, "frame");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* the handler's own validation */
+    put.subject = NULL;
+    reply = call_ok(metropole, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_INVALID_ARGUMENT, "subject");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    assert_health_ok(metropole, "METROPOLE", "metropole");
+    client_destroy(&metropole);
+}
+
+static void test_oversized_frames(void **state)
+{
+    (void)state;
+    client_t *admin = client_as("admin", SHORT_TIMEOUT * 2, 0);
+    /* over the request limit, under the socket's: a clear refusal */
+    size_t big = MAX_REQUEST + 1000;
+    uint8_t *frame = calloc(1, big);
+    Passerelle__Reply *reply = call_raw(admin, frame, big);
+    assert_status(reply, ST_INVALID_ARGUMENT, "frame");
+    assert_non_null(strstr(reply->message, "limit"));
+    passerelle__reply__free_unpacked(reply, NULL);
+    free(frame);
+    assert_health_ok(admin, "ADMIN", "admin");
+
+    /* over the socket's hard limit: ZeroMQ drops it and the peer */
+    size_t huge = MAX_REQUEST * 4 + 4096 + 1;
+    frame = calloc(1, huge);
+    reply = NULL;
+    assert_int_equal(client_call_raw(admin, frame, huge, &reply), -1);
+    assert_null(reply);
+    free(frame);
+    /* the client reopened its socket; the server still serves everyone */
+    assert_health_ok(admin, "ADMIN", "admin");
+    client_t *al = client_as("action_logement", TIMEOUT_MS, 0);
+    assert_health_ok(al, "ACTION_LOGEMENT", "action_logement");
+    client_destroy(&al);
+    client_destroy(&admin);
+}
+
+static void test_frame_shapes(void **state)
+{
+    (void)state;
+    zsock_t *dealer = dealer_as("operator");
+    size_t len = 0;
+    uint8_t *frame = envelope_encode_request("Q-shape", "health", NULL, NULL, &len);
+
+    /* extra frames after the payload */
+    zmsg_t *msg = zmsg_new();
+    zmsg_addmem(msg, NULL, 0);
+    zmsg_addmem(msg, frame, len);
+    zmsg_addstr(msg, "extra");
+    assert_int_equal(zmsg_send(&msg, dealer), 0);
+    msg = zmsg_recv(dealer);
+    assert_non_null(msg);
+    assert_int_equal(zmsg_size(msg), 2);
+    zframe_t *last = zmsg_last(msg);
+    Passerelle__Reply *reply =
+        passerelle__reply__unpack(NULL, zframe_size(last), zframe_data(last));
+    assert_non_null(reply);
+    assert_status(reply, ST_INVALID_ARGUMENT, "frame");
+    passerelle__reply__free_unpacked(reply, NULL);
+    zmsg_destroy(&msg);
+
+    /* only the delimiter */
+    msg = zmsg_new();
+    zmsg_addmem(msg, NULL, 0);
+    assert_int_equal(zmsg_send(&msg, dealer), 0);
+    msg = zmsg_recv(dealer);
+    assert_non_null(msg);
+    last = zmsg_last(msg);
+    reply = passerelle__reply__unpack(NULL, zframe_size(last), zframe_data(last));
+    assert_non_null(reply);
+    assert_status(reply, ST_INVALID_ARGUMENT, "frame");
+    passerelle__reply__free_unpacked(reply, NULL);
+    zmsg_destroy(&msg);
+
+    /* no delimiter: tolerated, and answered the same way */
+    assert_int_equal(zsock_send(dealer, "b", frame, len), 0);
+    msg = zmsg_recv(dealer);
+    assert_non_null(msg);
+    assert_int_equal(zmsg_size(msg), 1);
+    last = zmsg_last(msg);
+    reply = passerelle__reply__unpack(NULL, zframe_size(last), zframe_data(last));
+    assert_non_null(reply);
+    assert_status(reply, ST_OK, NULL);
+    assert_string_equal(reply->request_id, "Q-shape");
+    passerelle__reply__free_unpacked(reply, NULL);
+    zmsg_destroy(&msg);
+
+    free(frame);
+    zsock_destroy(&dealer);
+}
+
+static void test_permission_denied(void **state)
+{
+    (void)state;
+    client_t *partner = client_as("partner", TIMEOUT_MS, 0);
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "denied";
+    Passerelle__Reply *reply = call_ok(partner, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_PERMISSION_DENIED, NULL);
+    assert_non_null(strstr(reply->message, "PARTNER"));
+    assert_non_null(strstr(reply->message, "unit.register"));
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* a route the ACL table does not list is refused even to admin */
+    client_t *admin = client_as("admin", TIMEOUT_MS, 0);
+    reply = call_ok(admin, "svctest.unlisted", NULL, NULL);
+    assert_status(reply, ST_PERMISSION_DENIED, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_int_equal(fx.handlers.contended_runs, 0);
+
+    /* nothing was written by the refused request */
+    client_t *al = client_as("action_logement", TIMEOUT_MS, 0);
+    reply = call_ok(al, "unit.get", &put.base, NULL);
+    assert_status(reply, ST_NOT_FOUND, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&al);
+    client_destroy(&admin);
+    client_destroy(&partner);
+}
+
+static void test_unauthenticated(void **state)
+{
+    (void)state;
+    /* zauth lets this key in (it is in authorized/), but its certificate
+     * names no party we know */
+    char path[600];
+    zcert_t *cert = zcert_new();
+    zcert_set_meta(cert, "name", "rogue");
+    zcert_set_meta(cert, "party", "ROOT");
+    snprintf(path, sizeof path, "%s/clients/rogue.key", fx.keys);
+    assert_int_equal(zcert_save(cert, path), 0);
+    snprintf(path, sizeof path, "%s/authorized/rogue.key", fx.keys);
+    assert_int_equal(zcert_save_public(cert, path), 0);
+    zcert_destroy(&cert);
+
+    client_t *rogue = client_as("rogue", TIMEOUT_MS, 0);
+    Passerelle__Reply *reply = call_ok(rogue, "health", NULL, NULL);
+    assert_status(reply, ST_UNAUTHENTICATED, NULL);
+    assert_false(reply->has_body);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&rogue);
+}
+
+static void test_unknown_key_gets_no_answer(void **state)
+{
+    (void)state;
+    /* a key pair of its own, not in authorized/ */
+    char path[600];
+    zcert_t *cert = zcert_new();
+    zcert_set_meta(cert, "name", "stranger");
+    zcert_set_meta(cert, "party", "ADMIN");
+    snprintf(path, sizeof path, "%s/stranger.key", fx.dir);
+    assert_int_equal(zcert_save(cert, path), 0);
+    zcert_destroy(&cert);
+    char server_public[600];
+    keydir_server_public_path(fx.keys, server_public, sizeof server_public);
+    char secret[620];
+    snprintf(secret, sizeof secret, "%s_secret", path);
+    client_config_t cfg = {.endpoint = server_endpoint(fx.server),
+                           .server_public_path = server_public,
+                           .client_cert_path = secret,
+                           .timeout_ms = SHORT_TIMEOUT,
+                           .retries = 1};
+    char err[256];
+    client_t *stranger = client_new(&cfg, err, sizeof err);
+    assert_non_null(stranger);
+    Passerelle__Reply *reply = NULL;
+    assert_int_equal(client_call(stranger, "health", NULL, NULL, &reply), -1);
+    assert_null(reply);
+    client_destroy(&stranger);
+
+    client_t *admin = client_as("admin", TIMEOUT_MS, 0);
+    assert_health_ok(admin, "ADMIN", "admin");
+    client_destroy(&admin);
+}
+
+static void test_idempotent_retry(void **state)
+{
+    (void)state;
+    client_t *metropole = client_as("metropole", TIMEOUT_MS, 0);
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "idem";
+    put.has_data = 1;
+    put.data.data = (uint8_t *)"first";
+    put.data.len = 5;
+    int runs = fx.handlers.put_runs;
+    Passerelle__Reply *first = call_ok(metropole, "unit.register", &put.base, "K-idem-1");
+    assert_status(first, ST_OK, NULL);
+    Passerelle__Reply *second = call_ok(metropole, "unit.register", &put.base, "K-idem-1");
+    assert_status(second, ST_OK, NULL);
+    /* the first reply, under the second request's id */
+    assert_string_not_equal(first->request_id, second->request_id);
+    assert_int_equal(first->body.len, second->body.len);
+    assert_memory_equal(first->body.data, second->body.data, first->body.len);
+    assert_int_equal(fx.handlers.put_runs, runs + 1);
+    passerelle__reply__free_unpacked(first, NULL);
+    passerelle__reply__free_unpacked(second, NULL);
+
+    /* written once */
+    Passerelle__Event get = PASSERELLE__EVENT__INIT;
+    get.subject = "idem";
+    Passerelle__Reply *reply = call_ok(metropole, "unit.get", &get.base, NULL);
+    assert_status(reply, ST_OK, NULL);
+    Passerelle__HealthReply *health = health_of(reply);
+    assert_int_equal(health->uptime_s, 1);
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* the same key for another request */
+    put.data.data = (uint8_t *)"other";
+    reply = call_ok(metropole, "unit.register", &put.base, "K-idem-1");
+    assert_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* the same key from another caller is another key */
+    client_t *op = client_as("operator", TIMEOUT_MS, 0);
+    reply = call_ok(op, "unit.register", &put.base, "K-idem-1");
+    assert_status(reply, ST_OK, NULL);
+    health = health_of(reply);
+    assert_int_equal(health->uptime_s, 2);
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&op);
+    client_destroy(&metropole);
+}
+
+static void test_stale_retry_loop(void **state)
+{
+    (void)state;
+    client_t *admin = client_as("admin", TIMEOUT_MS * 2, 0);
+    fx.handlers.contended_runs = 0;
+    Passerelle__Reply *reply = call_ok(admin, "convention.sign", NULL, NULL);
+    assert_status(reply, ST_UNAVAILABLE, NULL);
+    assert_non_null(strstr(reply->message, "contention"));
+    assert_int_equal(fx.handlers.contended_runs, 6); /* first run and 5 more */
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    fx.handlers.stale_once_runs = 0;
+    reply = call_ok(admin, "convention.end", NULL, NULL);
+    assert_status(reply, ST_OK, NULL);
+    assert_int_equal(fx.handlers.stale_once_runs, 2);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&admin);
+}
+
+static void test_insecure_mode(void **state)
+{
+    (void)state;
+    server_config_t cfg = server_config(true, NULL);
+    server_t *plain = server_new(&cfg);
+    assert_non_null(plain);
+    client_config_t ccfg = {.endpoint = server_endpoint(plain),
+                            .insecure = true,
+                            .timeout_ms = TIMEOUT_MS,
+                            .retries = 0};
+    char err[256];
+    client_t *client = client_new(&ccfg, err, sizeof err);
+    assert_non_null(client);
+    Passerelle__Reply *reply = call_ok(client, "health", NULL, NULL);
+    assert_status(reply, ST_OK, NULL);
+    Passerelle__HealthReply *health = health_of(reply);
+    assert_string_equal(health->caller_party, "ADMIN");
+    assert_string_equal(health->caller_name, "insecure");
+    assert_false(health->redis_ok); /* this one has no store */
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* a write without a store is the server's own INTERNAL error */
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "plain";
+    reply = call_ok(client, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_INTERNAL, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&client);
+
+    /* a CURVE client cannot talk to it, nor a plain client to the CURVE one */
+    client_t *curve = harness_client(server_endpoint(plain), fx.keys, "admin", SHORT_TIMEOUT, 0);
+    assert_non_null(curve);
+    assert_int_equal(client_call(curve, "health", NULL, NULL, &reply), -1);
+    client_destroy(&curve);
+    ccfg.endpoint = server_endpoint(fx.server);
+    ccfg.timeout_ms = SHORT_TIMEOUT;
+    client = client_new(&ccfg, err, sizeof err);
+    assert_int_equal(client_call(client, "health", NULL, NULL, &reply), -1);
+    client_destroy(&client);
+    server_destroy(&plain);
+    assert_null(plain);
+}
+
+static void test_redis_down(void **state)
+{
+    (void)state;
+    client_t *metropole = client_as("metropole", TIMEOUT_MS * 2, 1);
+    harness_redis_kill(&fx.redis);
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "down";
+    Passerelle__Reply *reply = call_ok(metropole, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_UNAVAILABLE, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    reply = call_ok(metropole, "health", NULL, NULL);
+    assert_status(reply, ST_OK, NULL);
+    Passerelle__HealthReply *health = health_of(reply);
+    assert_false(health->redis_ok);
+    passerelle__health_reply__free_unpacked(health, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    assert_int_equal(harness_redis_restart(&fx.redis), 0);
+    reply = call_ok(metropole, "unit.register", &put.base, NULL);
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&metropole);
+}
+
+static void test_config_from_env(void **state)
+{
+    (void)state;
+    server_config_t cfg = {0};
+    unsetenv("PASSERELLE_INSECURE");
+    unsetenv("PASSERELLE_KEYS_DIR");
+    unsetenv("PASSERELLE_MAX_REQUEST_BYTES");
+    unsetenv("PASSERELLE_IDEMPOTENCY_TTL_S");
+    assert_true(server_config_from_env(&cfg));
+    assert_false(cfg.insecure);
+    assert_string_equal(cfg.keys_dir, "./var/keys");
+    assert_int_equal(cfg.max_request_bytes, 1048576);
+    assert_int_equal(cfg.idempotency_ttl_s, 86400);
+
+    setenv("PASSERELLE_INSECURE", "1", 1);
+    setenv("PASSERELLE_KEYS_DIR", "/etc/passerelle/keys", 1);
+    setenv("PASSERELLE_MAX_REQUEST_BYTES", "2048", 1);
+    setenv("PASSERELLE_IDEMPOTENCY_TTL_S", "60", 1);
+    assert_true(server_config_from_env(&cfg));
+    assert_true(cfg.insecure);
+    assert_string_equal(cfg.keys_dir, "/etc/passerelle/keys");
+    assert_int_equal(cfg.max_request_bytes, 2048);
+    assert_int_equal(cfg.idempotency_ttl_s, 60);
+
+    setenv("PASSERELLE_MAX_REQUEST_BYTES", "lots", 1);
+    assert_false(server_config_from_env(&cfg));
+    setenv("PASSERELLE_MAX_REQUEST_BYTES", "2048", 1);
+    setenv("PASSERELLE_INSECURE", "maybe", 1);
+    assert_false(server_config_from_env(&cfg));
+    unsetenv("PASSERELLE_INSECURE");
+    unsetenv("PASSERELLE_KEYS_DIR");
+    unsetenv("PASSERELLE_MAX_REQUEST_BYTES");
+    unsetenv("PASSERELLE_IDEMPOTENCY_TTL_S");
+}
+
+static void test_missing_server_cert(void **state)
+{
+    (void)state;
+    server_config_t cfg = server_config(false, NULL);
+    char empty[600];
+    snprintf(empty, sizeof empty, "%s/nokeys", fx.dir);
+    cfg.keys_dir = empty;
+    assert_null(server_new(&cfg));
+    /* and a bind that cannot work */
+    cfg = server_config(true, NULL);
+    cfg.endpoint = "tcp://256.0.0.1:1";
+    assert_null(server_new(&cfg));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_listening),
+        cmocka_unit_test(test_happy_path),
+        cmocka_unit_test(test_event_list),
+        cmocka_unit_test(test_invalid_arguments),
+        cmocka_unit_test(test_oversized_frames),
+        cmocka_unit_test(test_frame_shapes),
+        cmocka_unit_test(test_permission_denied),
+        cmocka_unit_test(test_unauthenticated),
+        cmocka_unit_test(test_unknown_key_gets_no_answer),
+        cmocka_unit_test(test_idempotent_retry),
+        cmocka_unit_test(test_stale_retry_loop),
+        cmocka_unit_test(test_insecure_mode),
+        cmocka_unit_test(test_config_from_env),
+        cmocka_unit_test(test_missing_server_cert),
+        cmocka_unit_test(test_redis_down),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
