@@ -1,1 +1,653 @@
-/* placeholder: being written */
+/* Reservations request handlers: units and ANAH conventions.
+ *
+ * Every handler has the same shape: validate the request, read the records
+ * it needs, let the domain rules (domain.c) decide, build the reply body,
+ * and commit one transaction holding the records, their index entries and
+ * the event. The transaction guards every record it rewrites at the version
+ * that was read, so a concurrent writer makes the commit stale and the
+ * server runs the handler again on fresh state: the rules live in C, the
+ * race is still decided atomically by Redis.
+ *
+ * Records read from Redis are unpacked messages owned by the handler that
+ * read them. To change one, a handler edits a shallow copy whose new string
+ * fields point at its own buffers, and frees only the unpacked original. */
+#include "handlers.h"
+
+#include "log.h"
+#include "txn.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 160
+
+/* ====================================================================== */
+/* Reading records                                                        */
+/* ====================================================================== */
+
+typedef enum {
+    READ_FOUND,
+    READ_ABSENT,
+    READ_FAILED, /* the reply says why */
+} read_result_t;
+
+static void reply_store_failure(reply_t *reply, store_t *store, store_result_t result)
+{
+    if (result == STORE_LOST)
+        reply_error(reply, ST_UNAVAILABLE, NULL, "the store is unavailable (%s); retry",
+                    store_last_error(store));
+    else
+        reply_error(reply, ST_INTERNAL, NULL, "the store refused a read (%s)",
+                    store_last_error(store));
+}
+
+static void reply_domain_error(reply_t *reply, const domain_error_t *err)
+{
+    reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);
+}
+
+static bool blank(const char *s)
+{
+    return s == NULL || *s == '\0';
+}
+
+/* Reads and unpacks the record at key. On READ_FOUND the caller owns *msg_p
+ * (protobuf_c_message_free_unpacked) and *version is its version. */
+static read_result_t record_read(store_t *store, const char *key,
+                                 const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg_p,
+                                 uint64_t *version, reply_t *reply)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    *msg_p = NULL;
+    store_result_t result = store_record_get(store, key, version, &data, &len);
+    if (result != STORE_OK) {
+        reply_store_failure(reply, store, result);
+        return READ_FAILED;
+    }
+    if (*version == 0) {
+        free(data);
+        return READ_ABSENT;
+    }
+    *msg_p = protobuf_c_message_unpack(desc, NULL, len, data);
+    free(data);
+    if (!*msg_p) {
+        log_error("record does not decode", "{s:s, s:s, s:I}", "key", key, "type", desc->name,
+                  "length", (json_int_t)len);
+        reply_error(reply, ST_INTERNAL, NULL, "record %s does not decode", key);
+        return READ_FAILED;
+    }
+    return READ_FOUND;
+}
+
+static read_result_t unit_read(store_t *store, const char *id, Passerelle__Unit **unit_p,
+                               uint64_t *version, reply_t *reply)
+{
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "reservations:unit:%s", id);
+    return record_read(store, key, &passerelle__unit__descriptor, (ProtobufCMessage **)unit_p,
+                       version, reply);
+}
+
+static read_result_t convention_read(store_t *store, const char *id,
+                                     Passerelle__Convention **conv_p, uint64_t *version,
+                                     reply_t *reply)
+{
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "reservations:convention:%s", id);
+    return record_read(store, key, &passerelle__convention__descriptor, (ProtobufCMessage **)conv_p,
+                       version, reply);
+}
+
+/* The unit id an external reference points to, written into id. */
+static read_result_t unit_ref_read(store_t *store, const char *external_ref, char id[ID_LEN],
+                                   reply_t *reply)
+{
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "reservations:unit-ref:%s", external_ref);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    uint64_t version = 0;
+    store_result_t result = store_record_get(store, key, &version, &data, &len);
+    if (result != STORE_OK) {
+        reply_store_failure(reply, store, result);
+        return READ_FAILED;
+    }
+    if (version == 0) {
+        free(data);
+        return READ_ABSENT;
+    }
+    bool ok = len < ID_LEN;
+    if (ok) {
+        memcpy(id, data, len);
+        id[len] = '\0';
+        ok = id_valid('U', id);
+    }
+    free(data);
+    if (!ok) {
+        reply_error(reply, ST_INTERNAL, NULL, "record %s does not hold a unit id", key);
+        return READ_FAILED;
+    }
+    return READ_FOUND;
+}
+
+/* A unit by id, or else by external reference. */
+static read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit **unit_p,
+                               uint64_t *version, reply_t *reply)
+{
+    *unit_p = NULL;
+    if (id_valid('U', id_or_ref))
+        return unit_read(store, id_or_ref, unit_p, version, reply);
+    if (!unit_external_ref_valid(id_or_ref))
+        return READ_ABSENT;
+    char id[ID_LEN];
+    read_result_t found = unit_ref_read(store, id_or_ref, id, reply);
+    if (found != READ_FOUND)
+        return found;
+    return unit_read(store, id, unit_p, version, reply);
+}
+
+/* ====================================================================== */
+/* Writing                                                                */
+/* ====================================================================== */
+
+static txn_t *txn_for(const call_t *call)
+{
+    return txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+}
+
+static void subject_of(const char *unit_id, char out[KEY_MAX])
+{
+    snprintf(out, KEY_MAX, "units/%s", unit_id);
+}
+
+/* Commits and logs what was written. */
+static void commit(reservations_t *self, const call_t *call, txn_t *txn, reply_t *reply,
+                   const char *event_type, const char *subject)
+{
+    if (reply_commit(reply, call, self->store, txn) && reply->status == ST_OK && !reply->stored)
+        log_info(event_type, "{s:s, s:s, s:s}", "subject", subject, "event", txn_event_id(txn),
+                 "request_id", call->request_id ? call->request_id : "");
+}
+
+/* ====================================================================== */
+/* Units                                                                  */
+/* ====================================================================== */
+
+void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply)
+{
+    reservations_t *self = ctx;
+    const Passerelle__UnitRegisterRequest *req = (const Passerelle__UnitRegisterRequest *)request;
+    Passerelle__Unit unit = PASSERELLE__UNIT__INIT;
+    domain_error_t err;
+    if (!unit_validate(req, &unit, &err)) {
+        reply_domain_error(reply, &err);
+        return;
+    }
+
+    /* A known reference is a repeat (answer the unit, write nothing) or a
+     * clash (another unit under the same reference). */
+    char existing_id[ID_LEN];
+    read_result_t found = unit_ref_read(self->store, unit.external_ref, existing_id, reply);
+    if (found == READ_FAILED)
+        return;
+    if (found == READ_FOUND) {
+        Passerelle__Unit *existing = NULL;
+        uint64_t version = 0;
+        found = unit_read(self->store, existing_id, &existing, &version, reply);
+        if (found == READ_ABSENT)
+            reply_error(reply, ST_INTERNAL, "external_ref",
+                        "external_ref %s points to unit %s, which is missing", unit.external_ref,
+                        existing_id);
+        if (found != READ_FOUND)
+            return;
+        const char *differs = unit_registration_differs(existing, &unit);
+        if (differs)
+            reply_error(reply, ST_ALREADY_EXISTS, "external_ref",
+                        "external_ref %s is already unit %s, registered with another %s",
+                        unit.external_ref, existing_id, differs);
+        else
+            reply_set_body(reply, &existing->base);
+        protobuf_c_message_free_unpacked(&existing->base, NULL);
+        return;
+    }
+
+    char id[ID_LEN], now[TIME_RFC3339_LEN], key[KEY_MAX], ref_key[KEY_MAX], subject[KEY_MAX];
+    id_new('U', id);
+    time_now_rfc3339(now);
+    unit.id = id;
+    unit.created_at = now;
+    unit.updated_at = now;
+    unit.has_version = true;
+    unit.version = 1;
+    unit.has_convention_state = true;
+    unit.convention_state = PASSERELLE__CONVENTION_STATE__CONVENTION_NONE;
+
+    snprintf(key, sizeof key, "reservations:unit:%s", id);
+    snprintf(ref_key, sizeof ref_key, "reservations:unit-ref:%s", unit.external_ref);
+    subject_of(id, subject);
+
+    txn_t *txn = txn_for(call);
+    txn_put_message(txn, key, 1, &unit.base);
+    /* Version 1 guards absence: of two concurrent registrations of one
+     * reference, the second goes stale and, run again, finds the first. */
+    txn_put(txn, ref_key, 1, id, strlen(id));
+    char indexes[UNIT_INDEX_CANDIDATES][UNIT_INDEX_KEY_MAX];
+    unit_index_keys(&unit, indexes);
+    for (size_t i = 0; i < UNIT_INDEX_CANDIDATES; i++)
+        if (indexes[i][0])
+            txn_index_add(txn, indexes[i], id);
+    txn_event(txn, RESERVATIONS_STREAM, RESERVATIONS_SOURCE, "unit.registered", subject,
+              &unit.base);
+    reply_set_body(reply, &unit.base);
+    commit(self, call, txn, reply, "unit.registered", subject);
+    txn_destroy(&txn);
+}
+
+void handle_unit_get(void *ctx, const call_t *call, const ProtobufCMessage *request, reply_t *reply)
+{
+    (void)call;
+    reservations_t *self = ctx;
+    const Passerelle__UnitGetRequest *req = (const Passerelle__UnitGetRequest *)request;
+    Passerelle__Unit *unit = NULL;
+    uint64_t version = 0;
+    read_result_t found;
+    if (!blank(req->id)) {
+        if (!id_valid('U', req->id)) {
+            reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a unit id", req->id);
+            return;
+        }
+        found = unit_read(self->store, req->id, &unit, &version, reply);
+        if (found == READ_ABSENT)
+            reply_error(reply, ST_NOT_FOUND, "id", "unit %s not found", req->id);
+    } else if (!blank(req->external_ref)) {
+        found = unit_find(self->store, req->external_ref, &unit, &version, reply);
+        if (found == READ_ABSENT)
+            reply_error(reply, ST_NOT_FOUND, "external_ref", "no unit has external_ref %.64s",
+                        req->external_ref);
+    } else {
+        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id or external_ref is required");
+        return;
+    }
+    if (found != READ_FOUND)
+        return;
+    reply_set_body(reply, &unit->base);
+    protobuf_c_message_free_unpacked(&unit->base, NULL);
+}
+
+/* The index to walk: the smallest of those the filter names, measured with
+ * ZCARD (O(1) each), so that the walk reads as few records as it can. */
+static bool list_choose_index(reservations_t *self, const unit_filter_t *filter, char *out,
+                              size_t out_size, reply_t *reply)
+{
+    char keys[UNIT_INDEX_CANDIDATES][UNIT_INDEX_KEY_MAX];
+    size_t n = unit_filter_indexes(filter, keys);
+    size_t best = n - 1; /* the catch-all, if nothing narrower is named */
+    long long best_size = -1;
+    for (size_t i = 0; i + 1 < n; i++) {
+        redisReply *r = NULL;
+        store_result_t result = store_command(self->store, &r, "ZCARD %s", keys[i]);
+        if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
+            if (r)
+                freeReplyObject(r);
+            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+            return false;
+        }
+        if (best_size < 0 || r->integer < best_size) {
+            best_size = r->integer;
+            best = i;
+        }
+        freeReplyObject(r);
+    }
+    snprintf(out, out_size, "%s", keys[best]);
+    return true;
+}
+
+/* Walks the chosen index in id order from the page token, reading each
+ * member's record and keeping those that pass the other filters.
+ *
+ * Cost: one ZRANGEBYLEX per batch plus one record read per member walked.
+ * Members the other filters reject are walked too, so a page costs
+ * O(members walked), at worst the rest of the smallest named index. That is
+ * fine for the thousands of units of the partnership; a combined filter
+ * used at scale would deserve its own index. */
+void handle_unit_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                      reply_t *reply)
+{
+    (void)call;
+    reservations_t *self = ctx;
+    const Passerelle__UnitListRequest *req = (const Passerelle__UnitListRequest *)request;
+    unit_filter_t filter;
+    domain_error_t err;
+    if (!unit_filter_parse(req, &filter, &err)) {
+        reply_domain_error(reply, &err);
+        return;
+    }
+    char index[UNIT_INDEX_KEY_MAX];
+    if (!list_choose_index(self, &filter, index, sizeof index, reply))
+        return;
+
+    Passerelle__Unit **units = calloc(filter.page_size, sizeof *units);
+    if (!units) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+        return;
+    }
+    size_t count = 0;
+    bool more = false, failed = false;
+    char start[ID_LEN + 1];
+    if (filter.after[0])
+        snprintf(start, sizeof start, "(%s", filter.after);
+    else
+        snprintf(start, sizeof start, "-");
+    /* A batch one larger than the page lets a full page see whether any
+     * member follows without a second round trip. */
+    long batch = (long)filter.page_size + 1;
+
+    while (!more && !failed) {
+        redisReply *r = NULL;
+        store_result_t result =
+            store_command(self->store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
+        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+            failed = true;
+            break;
+        }
+        for (size_t i = 0; i < r->elements && !failed; i++) {
+            const char *member = r->element[i]->str;
+            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('U', member))
+                continue;
+            if (count == filter.page_size) {
+                more = true;
+                break;
+            }
+            Passerelle__Unit *unit = NULL;
+            uint64_t version = 0;
+            read_result_t found = unit_read(self->store, member, &unit, &version, reply);
+            if (found == READ_FAILED)
+                failed = true;
+            else if (found == READ_FOUND && unit_filter_match(&filter, unit))
+                units[count++] = unit;
+            else if (unit)
+                protobuf_c_message_free_unpacked(&unit->base, NULL);
+        }
+        bool last_batch = r->elements < (size_t)batch;
+        if (r->elements > 0 && r->element[r->elements - 1]->type == REDIS_REPLY_STRING)
+            snprintf(start, sizeof start, "(%s", r->element[r->elements - 1]->str);
+        freeReplyObject(r);
+        if (last_batch)
+            break;
+    }
+
+    if (!failed) {
+        Passerelle__UnitList list = PASSERELLE__UNIT_LIST__INIT;
+        list.units = units;
+        list.n_units = count;
+        /* The token is the last id returned; the next page starts after
+         * it. It is given when some member follows in the index, even if
+         * that member may then fail the filters (a last page can be empty:
+         * the price of not reading ahead). */
+        if (more && count > 0)
+            list.next_page_token = units[count - 1]->id;
+        reply_set_body(reply, &list.base);
+    }
+    for (size_t i = 0; i < count; i++)
+        protobuf_c_message_free_unpacked(&units[i]->base, NULL);
+    free(units);
+}
+
+/* ====================================================================== */
+/* Conventions                                                            */
+/* ====================================================================== */
+
+/* The unit's index entry under its convention state moves with it. */
+static void txn_move_state_index(txn_t *txn, const char *unit_id, int from, int to)
+{
+    char key[UNIT_INDEX_KEY_MAX];
+    if (from == to)
+        return;
+    unit_state_index_key(from, key);
+    txn_index_remove(txn, key, unit_id);
+    unit_state_index_key(to, key);
+    txn_index_add(txn, key, unit_id);
+}
+
+void handle_convention_envisage(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                                reply_t *reply)
+{
+    reservations_t *self = ctx;
+    const Passerelle__ConventionEnvisageRequest *req =
+        (const Passerelle__ConventionEnvisageRequest *)request;
+    domain_error_t err;
+    date_t envisaged_on;
+    if (!convention_envisage_validate(req, date_today_paris(), &envisaged_on, &err)) {
+        reply_domain_error(reply, &err);
+        return;
+    }
+    Passerelle__Unit *unit = NULL;
+    uint64_t unit_version = 0;
+    read_result_t found = unit_find(self->store, req->unit, &unit, &unit_version, reply);
+    if (found == READ_ABSENT)
+        reply_error(reply, ST_NOT_FOUND, "unit", "unit %.64s not found", req->unit);
+    if (found != READ_FOUND)
+        return;
+    if (!convention_may_envisage(unit, &err)) {
+        reply_domain_error(reply, &err);
+        protobuf_c_message_free_unpacked(&unit->base, NULL);
+        return;
+    }
+
+    char id[ID_LEN], now[TIME_RFC3339_LEN], date[DATE_LEN];
+    char conv_key[KEY_MAX], unit_key[KEY_MAX], subject[KEY_MAX];
+    id_new('C', id);
+    time_now_rfc3339(now);
+    date_format(envisaged_on, date);
+
+    Passerelle__Convention conv = PASSERELLE__CONVENTION__INIT;
+    conv.id = id;
+    conv.unit_id = unit->id;
+    conv.has_level = true;
+    conv.level = req->level;
+    conv.has_with_works = true;
+    conv.with_works = req->has_with_works && req->with_works;
+    conv.has_intermediation = true;
+    conv.intermediation = req->has_intermediation ? req->intermediation
+                                                  : PASSERELLE__INTERMEDIATION__INTERMEDIATION_NONE;
+    conv.has_rent_ceiling_eur_m2 = req->has_rent_ceiling_eur_m2;
+    conv.rent_ceiling_eur_m2 = req->rent_ceiling_eur_m2;
+    conv.has_state = true;
+    conv.state = PASSERELLE__CONVENTION_STATE__CONVENTION_ENVISAGED;
+    conv.envisaged_on = date;
+    conv.created_at = now;
+    conv.updated_at = now;
+    conv.has_version = true;
+    conv.version = 1;
+
+    Passerelle__Unit changed = *unit;
+    changed.convention_id = id;
+    changed.has_convention_state = true;
+    changed.convention_state = PASSERELLE__CONVENTION_STATE__CONVENTION_ENVISAGED;
+    changed.updated_at = now;
+    changed.has_version = true;
+    changed.version = unit_version + 1;
+
+    snprintf(conv_key, sizeof conv_key, "reservations:convention:%s", id);
+    snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit->id);
+    subject_of(unit->id, subject);
+
+    txn_t *txn = txn_for(call);
+    txn_put_message(txn, conv_key, 1, &conv.base);
+    txn_put_message(txn, unit_key, changed.version, &changed.base);
+    txn_move_state_index(txn, unit->id, unit->convention_state, changed.convention_state);
+    conv.unit = &changed; /* replies and events carry the unit; records don't */
+    txn_event(txn, RESERVATIONS_STREAM, RESERVATIONS_SOURCE, "convention.envisaged", subject,
+              &conv.base);
+    reply_set_body(reply, &conv.base);
+    commit(self, call, txn, reply, "convention.envisaged", subject);
+    txn_destroy(&txn);
+    protobuf_c_message_free_unpacked(&unit->base, NULL);
+}
+
+/* Reads a convention named by a request's id, and its unit. On success the
+ * caller frees both. */
+static bool convention_and_unit_read(reservations_t *self, const char *id,
+                                     Passerelle__Convention **conv_p, uint64_t *conv_version,
+                                     Passerelle__Unit **unit_p, uint64_t *unit_version,
+                                     reply_t *reply)
+{
+    *conv_p = NULL;
+    *unit_p = NULL;
+    if (blank(id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id is required (a convention id)");
+        return false;
+    }
+    if (!id_valid('C', id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a convention id", id);
+        return false;
+    }
+    read_result_t found = convention_read(self->store, id, conv_p, conv_version, reply);
+    if (found == READ_ABSENT)
+        reply_error(reply, ST_NOT_FOUND, "id", "convention %s not found", id);
+    if (found != READ_FOUND)
+        return false;
+    found = blank((*conv_p)->unit_id)
+                ? READ_ABSENT
+                : unit_read(self->store, (*conv_p)->unit_id, unit_p, unit_version, reply);
+    if (found == READ_ABSENT)
+        reply_error(reply, ST_INTERNAL, "id", "the unit of convention %s is missing", id);
+    if (found != READ_FOUND) {
+        protobuf_c_message_free_unpacked(&(*conv_p)->base, NULL);
+        *conv_p = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* The later steps of the lifecycle share everything but the rule. */
+static void convention_step(reservations_t *self, const call_t *call,
+                            const ProtobufCMessage *request, convention_step_t step, reply_t *reply)
+{
+    const Passerelle__ConventionStepRequest *req =
+        (const Passerelle__ConventionStepRequest *)request;
+    Passerelle__Convention *conv = NULL;
+    Passerelle__Unit *unit = NULL;
+    uint64_t conv_version = 0, unit_version = 0;
+    if (!convention_and_unit_read(self, req->id, &conv, &conv_version, &unit, &unit_version, reply))
+        return;
+
+    domain_error_t err;
+    convention_step_result_t decided;
+    if (!convention_step_decide(conv, unit, step, req, date_today_paris(), &self->energy_rules,
+                                &decided, &err)) {
+        reply_domain_error(reply, &err);
+    } else if (blank(unit->convention_id) || strcmp(unit->convention_id, conv->id) != 0) {
+        /* A live convention is always its unit's latest; anything else is
+         * a damaged store, not a request to honour. */
+        reply_error(reply, ST_INTERNAL, "id", "unit %s does not point back to convention %s",
+                    unit->id, conv->id);
+    } else {
+        char now[TIME_RFC3339_LEN], conv_key[KEY_MAX], unit_key[KEY_MAX], subject[KEY_MAX];
+        time_now_rfc3339(now);
+
+        Passerelle__Convention changed_conv = *conv;
+        convention_step_apply(&changed_conv, step, &decided);
+        changed_conv.updated_at = now;
+        changed_conv.has_version = true;
+        changed_conv.version = conv_version + 1;
+        changed_conv.unit = NULL;
+
+        Passerelle__Unit changed_unit = *unit;
+        changed_unit.has_convention_state = true;
+        changed_unit.convention_state = decided.state;
+        changed_unit.updated_at = now;
+        changed_unit.has_version = true;
+        changed_unit.version = unit_version + 1;
+
+        snprintf(conv_key, sizeof conv_key, "reservations:convention:%s", conv->id);
+        snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit->id);
+        subject_of(unit->id, subject);
+
+        txn_t *txn = txn_for(call);
+        txn_put_message(txn, conv_key, changed_conv.version, &changed_conv.base);
+        txn_put_message(txn, unit_key, changed_unit.version, &changed_unit.base);
+        txn_move_state_index(txn, unit->id, unit->convention_state, decided.state);
+        changed_conv.unit = &changed_unit;
+        txn_event(txn, RESERVATIONS_STREAM, RESERVATIONS_SOURCE, convention_step_event(step),
+                  subject, &changed_conv.base);
+        reply_set_body(reply, &changed_conv.base);
+        commit(self, call, txn, reply, convention_step_event(step), subject);
+        txn_destroy(&txn);
+    }
+    protobuf_c_message_free_unpacked(&conv->base, NULL);
+    protobuf_c_message_free_unpacked(&unit->base, NULL);
+}
+
+void handle_convention_sign(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                            reply_t *reply)
+{
+    convention_step(ctx, call, request, STEP_SIGN, reply);
+}
+
+void handle_convention_in_force(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                                reply_t *reply)
+{
+    convention_step(ctx, call, request, STEP_IN_FORCE, reply);
+}
+
+void handle_convention_end(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                           reply_t *reply)
+{
+    convention_step(ctx, call, request, STEP_END, reply);
+}
+
+void handle_convention_abandon(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                               reply_t *reply)
+{
+    convention_step(ctx, call, request, STEP_ABANDON, reply);
+}
+
+void handle_convention_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                           reply_t *reply)
+{
+    (void)call;
+    reservations_t *self = ctx;
+    const Passerelle__ConventionGetRequest *req = (const Passerelle__ConventionGetRequest *)request;
+    Passerelle__Convention *conv = NULL;
+    Passerelle__Unit *unit = NULL;
+    uint64_t conv_version = 0, unit_version = 0;
+    if (!convention_and_unit_read(self, req->id, &conv, &conv_version, &unit, &unit_version, reply))
+        return;
+    Passerelle__Convention filled = *conv;
+    filled.unit = unit;
+    reply_set_body(reply, &filled.base);
+    protobuf_c_message_free_unpacked(&conv->base, NULL);
+    protobuf_c_message_free_unpacked(&unit->base, NULL);
+}
+
+/* ====================================================================== */
+/* Route table                                                            */
+/* ====================================================================== */
+
+const route_t reservations_routes[] = {
+    {"unit.register", &passerelle__unit_register_request__descriptor, handle_unit_register, true},
+    {"unit.get", &passerelle__unit_get_request__descriptor, handle_unit_get, false},
+    {"unit.list", &passerelle__unit_list_request__descriptor, handle_unit_list, false},
+    {"convention.envisage", &passerelle__convention_envisage_request__descriptor,
+     handle_convention_envisage, true},
+    {"convention.sign", &passerelle__convention_step_request__descriptor, handle_convention_sign,
+     true},
+    {"convention.in_force", &passerelle__convention_step_request__descriptor,
+     handle_convention_in_force, true},
+    {"convention.end", &passerelle__convention_step_request__descriptor, handle_convention_end,
+     true},
+    {"convention.abandon", &passerelle__convention_step_request__descriptor,
+     handle_convention_abandon, true},
+    {"convention.get", &passerelle__convention_get_request__descriptor, handle_convention_get,
+     false},
+};
+
+const size_t reservations_route_count = sizeof reservations_routes / sizeof reservations_routes[0];

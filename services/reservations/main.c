@@ -1,1 +1,69 @@
-int main(void) { return 1; }
+/* passerelle-reservations: the register of housing units and their ANAH
+ * conventions. Reads its configuration from the environment, connects the
+ * store lazily (it may start while Redis is down), serves requests until
+ * SIGINT/SIGTERM, and tears down in reverse order.
+ *
+ * Configuration (besides the store's and the server's common variables):
+ *   PASSERELLE_RESERVATIONS_ENDPOINT   where to bind (tcp://127.0.0.1:7401)
+ *   PASSERELLE_CONVENTION_ENERGY_RULES the worst energy class a unit may
+ *       have for a convention to be signed, over time (E,2028-01-01:D) */
+#include "config.h"
+#include "handlers.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int main(void)
+{
+    log_init("reservations");
+
+    reservations_t reservations;
+    memset(&reservations, 0, sizeof reservations);
+    const char *rules_text = config_str("PASSERELLE_CONVENTION_ENERGY_RULES", ENERGY_RULES_DEFAULT);
+    char err[256];
+    if (!energy_rules_parse(rules_text, &reservations.energy_rules, err, sizeof err)) {
+        log_error("bad configuration", "{s:s, s:s, s:s}", "variable",
+                  "PASSERELLE_CONVENTION_ENERGY_RULES", "value", rules_text, "error", err);
+        return 1;
+    }
+
+    store_config_t store_cfg;
+    memset(&store_cfg, 0, sizeof store_cfg);
+    server_config_t server_cfg;
+    memset(&server_cfg, 0, sizeof server_cfg);
+    if (!store_config_from_env(&store_cfg) || !server_config_from_env(&server_cfg)) {
+        log_error("bad configuration: see the variable logged above", NULL);
+        return 1;
+    }
+
+    store_t *store = store_new(&store_cfg);
+    if (!store) {
+        log_error("cannot create the store", NULL);
+        return 1;
+    }
+    reservations.store = store;
+
+    server_cfg.service = "reservations";
+    server_cfg.endpoint = config_str("PASSERELLE_RESERVATIONS_ENDPOINT", "tcp://127.0.0.1:7401");
+    server_cfg.routes = reservations_routes;
+    server_cfg.route_count = reservations_route_count;
+    server_cfg.ctx = &reservations;
+    server_cfg.store = store;
+    server_cfg.stream = RESERVATIONS_STREAM;
+
+    server_t *server = server_new(&server_cfg);
+    if (!server) {
+        /* server_new has logged why (bind, certificate, authentication). */
+        log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
+        store_destroy(&store);
+        return 1;
+    }
+    server_wait_for_signal(server);
+    server_destroy(&server);
+    store_destroy(&store);
+    log_info("stopped", NULL);
+    return 0;
+}

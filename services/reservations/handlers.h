@@ -1,0 +1,59 @@
+/* The reservations request handlers and their route table (server.h).
+ *
+ * Each handler validates, reads what it needs from Redis, asks the domain
+ * rules (domain.h) for a decision, builds the reply body and commits one
+ * transaction (txn.h): records, index entries and the event together.
+ *
+ * Redis keys:
+ *   reservations:unit:<id>                 Unit record
+ *   reservations:unit-ref:<external_ref>   record whose bytes are the unit id
+ *   reservations:convention:<id>           Convention record (unit not filled)
+ *   reservations:units                     index of every unit (zset, score 0)
+ *   reservations:units:territory:<CTn>     index by territory
+ *   reservations:units:commune:<insee>     index by commune (Marseille: 13055)
+ *   reservations:units:stock:<PRIVATE|SOCIAL>
+ *   reservations:units:convention:<state>  index by the latest convention's state
+ *   reservations:events                    the event stream */
+#ifndef RESERVATIONS_HANDLERS_H
+#define RESERVATIONS_HANDLERS_H
+
+#include "domain.h"
+#include "server.h"
+#include "store.h"
+
+#include <stddef.h>
+
+#define RESERVATIONS_STREAM "reservations:events"
+#define RESERVATIONS_SOURCE "/passerelle/reservations"
+
+/* What every handler is handed as ctx. store is borrowed. */
+typedef struct {
+    store_t *store;
+    energy_rules_t energy_rules;
+} reservations_t;
+
+/* The route table: every request type this service answers besides the
+ * built-in health and event.list. */
+extern const route_t reservations_routes[];
+extern const size_t reservations_route_count;
+
+void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply);
+void handle_unit_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                     reply_t *reply);
+void handle_unit_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                      reply_t *reply);
+void handle_convention_envisage(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                                reply_t *reply);
+void handle_convention_sign(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                            reply_t *reply);
+void handle_convention_in_force(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                                reply_t *reply);
+void handle_convention_end(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                           reply_t *reply);
+void handle_convention_abandon(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                               reply_t *reply);
+void handle_convention_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                           reply_t *reply);
+
+#endif
