@@ -1,1 +1,929 @@
-int main(void) { return 1; }
+/* passerelle: the command-line client of the Passerelle services.
+ *
+ * Every service command is one row of the command table below: the words
+ * that name it, the request type, the request and reply descriptors, and the
+ * field a positional argument fills. Flags are not declared anywhere: a flag
+ * --some-name is the request field some_name, the flags are gathered into a
+ * JSON object, and pbjson turns that object into the request with the same
+ * lenient rules it applies to any JSON input. A new request is therefore one
+ * new row, and `passerelle help` describes it from its descriptor.
+ *
+ * Exit codes are part of the interface for scripts: 0 OK, 1 the service
+ * answered with an error (or keygen refused), 2 usage or configuration
+ * error, 3 no reply after the retries. */
+#include "cli_print.h"
+#include "client.h"
+#include "config.h"
+#include "envelope.pb-c.h"
+#include "identity.h"
+#include "ids.h"
+#include "log.h"
+#include "pbjson.h"
+#include "reservations.pb-c.h"
+#include "status.h"
+
+#include <ctype.h>
+#include <czmq.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum {
+    EXIT_REPLY_ERROR = 1,
+    EXIT_USAGE = 2,
+    EXIT_UNREACHABLE = 3,
+};
+
+/* ==========================================================================
+ * The command table
+ * ======================================================================== */
+
+#define CMD_PAGED  (1u << 0) /* --all follows next_page_token to the end */
+#define CMD_EVENTS (1u << 1) /* one line per event; --json decodes the data */
+
+typedef struct {
+    const char *words;                         /* "unit register" */
+    const char *type;                          /* "unit.register"; NULL: local */
+    const ProtobufCMessageDescriptor *request; /* body sent */
+    const ProtobufCMessageDescriptor *reply;   /* body expected back */
+    /* A positional argument fills this field, or positional_alt when it is
+     * not an identifier with id_prefix (ids.h): "unit get U01.." vs
+     * "unit get ANAH-13-0042". */
+    const char *positional;
+    const char *positional_alt;
+    char id_prefix;
+    const char *argument; /* how help shows the positional argument */
+    unsigned flags;
+    const char *summary;
+} command_t;
+
+static const command_t commands[] = {
+    {"health", "health", &passerelle__health_request__descriptor,
+     &passerelle__health_reply__descriptor, NULL, NULL, 0, NULL, 0,
+     "Ask the service whether it is up, and who it takes you for."},
+    {"keygen", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0,
+     "Make a client key pair (--name NAME --party PARTY), authorized at once,\n"
+     "or the services' certificate if there is none (--server)."},
+    {"unit register", "unit.register", &passerelle__unit_register_request__descriptor,
+     &passerelle__unit__descriptor, NULL, NULL, 0, NULL, 0,
+     "Register a housing unit (logement). Registering the same --external-ref\n"
+     "again returns the unit already registered."},
+    {"unit get", "unit.get", &passerelle__unit_get_request__descriptor,
+     &passerelle__unit__descriptor, "id", "external_ref", 'U', "<id-or-ref>", 0,
+     "Show a unit, by id or by external reference."},
+    {"unit list", "unit.list", &passerelle__unit_list_request__descriptor,
+     &passerelle__unit_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
+     "List units, one page at a time; --all follows the pages to the end."},
+    {"convention envisage", "convention.envisage",
+     &passerelle__convention_envisage_request__descriptor, &passerelle__convention__descriptor,
+     "unit", NULL, 0, "<unit>", 0,
+     "Record that an ANAH convention is envisaged on a private unit (by id or\n"
+     "external reference); Action Logement's correspondent is told."},
+    {"convention sign", "convention.sign", &passerelle__convention_step_request__descriptor,
+     &passerelle__convention__descriptor, "id", NULL, 0, "<id>", 0,
+     "Sign an envisaged convention (the unit needs energy class E or better)."},
+    {"convention in-force", "convention.in_force", &passerelle__convention_step_request__descriptor,
+     &passerelle__convention__descriptor, "id", NULL, 0, "<id>", 0,
+     "Put a signed convention in force (its first lease)."},
+    {"convention end", "convention.end", &passerelle__convention_step_request__descriptor,
+     &passerelle__convention__descriptor, "id", NULL, 0, "<id>", 0,
+     "End a convention: --reason expired or terminated."},
+    {"convention abandon", "convention.abandon", &passerelle__convention_step_request__descriptor,
+     &passerelle__convention__descriptor, "id", NULL, 0, "<id>", 0,
+     "Abandon an envisaged convention."},
+    {"convention get", "convention.get", &passerelle__convention_get_request__descriptor,
+     &passerelle__convention__descriptor, "id", NULL, 0, "<id>", 0,
+     "Show a convention, with its unit."},
+    {"events", "event.list", &passerelle__event_list_request__descriptor,
+     &passerelle__event_list_reply__descriptor, NULL, NULL, 0, NULL, CMD_EVENTS,
+     "List the service's events after a stream position (--after), one line\n"
+     "each: position, time, type, subject. --json decodes each event's data."},
+};
+
+#define COMMAND_COUNT (sizeof commands / sizeof commands[0])
+
+/* ==========================================================================
+ * Global options
+ * ======================================================================== */
+
+typedef struct {
+    const char *endpoint;
+    const char *keys_dir;
+    const char *as;
+    const char *idempotency_key;
+    long timeout_ms;
+    long retries;
+    bool insecure;
+    bool json;
+    bool help;
+} options_t;
+
+typedef enum {
+    OPT_ENDPOINT,
+    OPT_KEYS,
+    OPT_AS,
+    OPT_TIMEOUT_MS,
+    OPT_RETRIES,
+    OPT_IDEMPOTENCY_KEY,
+    OPT_JSON,
+    OPT_HELP,
+} option_id_t;
+
+static const struct {
+    option_id_t id;
+    const char *name;
+    const char *value; /* NULL: takes no value */
+    const char *env;
+    const char *help;
+} global_options[] = {
+    {OPT_ENDPOINT, "endpoint", "URL", "PASSERELLE_RESERVATIONS_ENDPOINT",
+     "the service to ask (default tcp://127.0.0.1:7401)"},
+    {OPT_KEYS, "keys", "DIR", "PASSERELLE_KEYS_DIR", "the key directory (default ./var/keys)"},
+    {OPT_AS, "as", "NAME", "PASSERELLE_CLIENT",
+     "whose key to use: <keys>/clients/NAME.key_secret (default admin)"},
+    {OPT_TIMEOUT_MS, "timeout-ms", "MS", "PASSERELLE_TIMEOUT_MS",
+     "how long to wait for each attempt (default 3000)"},
+    {OPT_RETRIES, "retries", "N", "PASSERELLE_RETRIES",
+     "attempts after the first before giving up (default 2)"},
+    {OPT_IDEMPOTENCY_KEY, "idempotency-key", "KEY", NULL,
+     "makes a scripted write safe to repeat: the same key returns the\n"
+     "first reply and changes nothing (default: a fresh key per run)"},
+    {OPT_JSON, "json", NULL, NULL, "print the reply body as JSON"},
+    {OPT_HELP, "help", NULL, NULL, "show help (for a command, after its words)"},
+};
+
+#define GLOBAL_OPTION_COUNT (sizeof global_options / sizeof global_options[0])
+
+static int usage_error(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/* The command being parsed, so that a usage error can point at its help. */
+static const command_t *current_command;
+
+static int usage_error(const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    fputs("error: ", stderr);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fprintf(stderr, "\n(see 'passerelle help%s%s')\n", current_command ? " " : "",
+            current_command ? current_command->words : "");
+    return EXIT_USAGE;
+}
+
+/* Reads an integer option value; false if it is not one in [min, max]. */
+static bool parse_long(const char *text, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end || value < min || value > max)
+        return false;
+    *out = value;
+    return true;
+}
+
+/* Defaults from the environment. Returns 0 or EXIT_USAGE. */
+static int options_from_env(options_t *opts)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->endpoint = config_str("PASSERELLE_RESERVATIONS_ENDPOINT", "tcp://127.0.0.1:7401");
+    opts->keys_dir = config_str("PASSERELLE_KEYS_DIR", "./var/keys");
+    opts->as = config_str("PASSERELLE_CLIENT", "admin");
+    if (!config_int("PASSERELLE_TIMEOUT_MS", 3000, 1, 3600000, &opts->timeout_ms))
+        return usage_error("PASSERELLE_TIMEOUT_MS must be milliseconds in 1..3600000");
+    if (!config_int("PASSERELLE_RETRIES", 2, 0, 100, &opts->retries))
+        return usage_error("PASSERELLE_RETRIES must be an integer in 0..100");
+    if (!config_bool("PASSERELLE_INSECURE", false, &opts->insecure))
+        return usage_error("PASSERELLE_INSECURE must be true or false");
+    return 0;
+}
+
+static int option_set(options_t *opts, option_id_t id, const char *value)
+{
+    switch (id) {
+    case OPT_ENDPOINT:
+        opts->endpoint = value;
+        break;
+    case OPT_KEYS:
+        opts->keys_dir = value;
+        break;
+    case OPT_AS:
+        opts->as = value;
+        break;
+    case OPT_TIMEOUT_MS:
+        if (!parse_long(value, 1, 3600000, &opts->timeout_ms))
+            return usage_error("--timeout-ms: '%s' is not milliseconds in 1..3600000", value);
+        break;
+    case OPT_RETRIES:
+        if (!parse_long(value, 0, 100, &opts->retries))
+            return usage_error("--retries: '%s' is not an integer in 0..100", value);
+        break;
+    case OPT_IDEMPOTENCY_KEY:
+        opts->idempotency_key = value;
+        break;
+    case OPT_JSON:
+        opts->json = true;
+        break;
+    case OPT_HELP:
+        opts->help = true;
+        break;
+    }
+    return 0;
+}
+
+/* Takes the global options out of argv, wherever they are, and leaves the
+ * rest (command words, positional arguments, command flags) in order in
+ * rest. Returns 0 or EXIT_USAGE. */
+static int options_parse(options_t *opts, int argc, char **argv, char **rest, int *rest_count)
+{
+    *rest_count = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0) {
+            opts->help = true;
+            continue;
+        }
+        size_t name_len = 0;
+        const char *inline_value = NULL;
+        if (strncmp(arg, "--", 2) == 0) {
+            const char *eq = strchr(arg + 2, '=');
+            name_len = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
+            inline_value = eq ? eq + 1 : NULL;
+        }
+        size_t k = GLOBAL_OPTION_COUNT;
+        if (name_len)
+            for (k = 0; k < GLOBAL_OPTION_COUNT; k++)
+                if (strlen(global_options[k].name) == name_len &&
+                    strncmp(global_options[k].name, arg + 2, name_len) == 0)
+                    break;
+        if (k == GLOBAL_OPTION_COUNT) {
+            rest[(*rest_count)++] = argv[i];
+            continue;
+        }
+        const char *value = NULL;
+        if (global_options[k].value) {
+            if (inline_value)
+                value = inline_value;
+            else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0)
+                value = argv[++i];
+            else
+                return usage_error("--%s needs a value (%s)", global_options[k].name,
+                                   global_options[k].value);
+        } else if (inline_value) {
+            return usage_error("--%s takes no value", global_options[k].name);
+        }
+        int rc = option_set(opts, global_options[k].id, value);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The command whose words begin tokens (the longest such), with the number
+ * of tokens its words took; NULL if none. */
+static const command_t *command_match(char **tokens, int count, int *used)
+{
+    const command_t *best = NULL;
+    int best_words = 0;
+    for (size_t c = 0; c < COMMAND_COUNT; c++) {
+        const char *words = commands[c].words;
+        int n = 0;
+        bool match = true;
+        while (*words) {
+            size_t len = strcspn(words, " ");
+            if (n >= count || strlen(tokens[n]) != len || strncmp(tokens[n], words, len) != 0) {
+                match = false;
+                break;
+            }
+            n++;
+            words += len;
+            while (*words == ' ')
+                words++;
+        }
+        if (match && n > best_words) {
+            best = &commands[c];
+            best_words = n;
+        }
+    }
+    *used = best_words;
+    return best;
+}
+
+/* ==========================================================================
+ * Help, generated from the descriptors
+ * ======================================================================== */
+
+static void flag_name(const char *field_name, char *out, size_t out_size)
+{
+    size_t i = 0;
+    for (; field_name[i] && i + 1 < out_size; i++)
+        out[i] = field_name[i] == '_' ? '-' : field_name[i];
+    out[i] = '\0';
+}
+
+/* What a flag's value looks like: "TEXT", "NUMBER", or an enum's values. */
+static void flag_hint(const ProtobufCFieldDescriptor *field, char *out, size_t out_size)
+{
+    out[0] = '\0';
+    switch (field->type) {
+    case PROTOBUF_C_TYPE_BOOL:
+        return; /* a flag alone means true */
+    case PROTOBUF_C_TYPE_STRING:
+        snprintf(out, out_size, " TEXT");
+        return;
+    case PROTOBUF_C_TYPE_FLOAT:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        snprintf(out, out_size, " NUMBER");
+        return;
+    case PROTOBUF_C_TYPE_BYTES:
+        snprintf(out, out_size, " BASE64");
+        return;
+    case PROTOBUF_C_TYPE_MESSAGE:
+        snprintf(out, out_size, " JSON");
+        return;
+    case PROTOBUF_C_TYPE_ENUM: {
+        const ProtobufCEnumDescriptor *desc = field->descriptor;
+        size_t len = 0;
+        for (unsigned i = 0; i < desc->n_values && len + 1 < out_size; i++) {
+            const char *name = pbjson_enum_name(desc, desc->values[i].value);
+            if (!name || strcasecmp(name, "UNSPECIFIED") == 0)
+                continue;
+            out[len] = len == 0 ? ' ' : '|';
+            len++;
+            for (const char *p = name; *p && len + 1 < out_size; p++)
+                out[len++] = (char)tolower((unsigned char)*p);
+        }
+        out[len] = '\0';
+        return;
+    }
+    default:
+        snprintf(out, out_size, " N");
+        return;
+    }
+}
+
+static void print_command_help(FILE *out, const command_t *cmd)
+{
+    fprintf(out, "  %s%s%s%s\n", cmd->words, cmd->argument ? " " : "",
+            cmd->argument ? cmd->argument : "",
+            cmd->request && cmd->request->n_fields ? " [flags]" : "");
+    for (const char *line = cmd->summary; *line;) {
+        size_t len = strcspn(line, "\n");
+        fprintf(out, "      %.*s\n", (int)len, line);
+        line += len;
+        if (*line == '\n')
+            line++;
+    }
+    if (!cmd->type) {
+        fprintf(out, "      --name NAME  --party "
+                     "metropole|action_logement|operator|partner|admin|service\n"
+                     "      --server\n");
+        return;
+    }
+    for (unsigned i = 0; i < cmd->request->n_fields; i++) {
+        const ProtobufCFieldDescriptor *field = &cmd->request->fields[i];
+        char name[64], hint[256];
+        flag_name(field->name, name, sizeof name);
+        flag_hint(field, hint, sizeof hint);
+        bool positional = (cmd->positional && strcmp(cmd->positional, field->name) == 0) ||
+                          (cmd->positional_alt && strcmp(cmd->positional_alt, field->name) == 0);
+        fprintf(out, "      --%s%s%s%s\n", name, hint,
+                field->label == PROTOBUF_C_LABEL_REPEATED ? " (repeatable)" : "",
+                positional
+                    ? (cmd->positional_alt ? "  (or as the argument)" : "  (or the argument)")
+                    : "");
+    }
+    if (cmd->flags & CMD_PAGED)
+        fprintf(out, "      --all  (every page)\n");
+}
+
+static void print_help(FILE *out)
+{
+    fprintf(out, "passerelle - the command-line client of the Passerelle services\n"
+                 "\n"
+                 "usage: passerelle [options] <command> [argument] [flags] [options]\n"
+                 "       passerelle help [<command>]\n"
+                 "\n"
+                 "A flag --some-name sets the request field some_name; a flag without a\n"
+                 "value sets a yes/no field to yes. Enum values are case-insensitive.\n"
+                 "\n"
+                 "Commands:\n");
+    for (size_t c = 0; c < COMMAND_COUNT; c++) {
+        print_command_help(out, &commands[c]);
+        fputc('\n', out);
+    }
+    fprintf(out, "Options (before or after the command):\n");
+    for (size_t k = 0; k < GLOBAL_OPTION_COUNT; k++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", global_options[k].name,
+                 global_options[k].value ? " " : "",
+                 global_options[k].value ? global_options[k].value : "");
+        const char *help = global_options[k].help;
+        size_t len = strcspn(help, "\n");
+        fprintf(out, "  %-24s %.*s\n", left, (int)len, help);
+        for (help += len; *help == '\n';) {
+            help++;
+            len = strcspn(help, "\n");
+            fprintf(out, "  %-24s %.*s\n", "", (int)len, help);
+            help += len;
+        }
+        if (global_options[k].env)
+            fprintf(out, "  %-24s (environment: %s)\n", "", global_options[k].env);
+    }
+    fprintf(out, "\n"
+                 "Environment:\n"
+                 "  PASSERELLE_INSECURE=1    plain text, no CURVE keys (local development only)\n"
+                 "\n"
+                 "Exit codes:\n"
+                 "  0  OK\n"
+                 "  1  the service answered with an error (or keygen refused):\n"
+                 "     \"error: <STATUS>: <message> (field: <field>)\" on stderr\n"
+                 "  2  usage or configuration error (bad flag or value, missing key files)\n"
+                 "  3  the service did not answer after the retries (unreachable)\n");
+}
+
+/* ==========================================================================
+ * Command line to request
+ * ======================================================================== */
+
+static bool bool_word(const char *text, bool *out)
+{
+    static const char *yes[] = {"true", "yes", "on", "1"};
+    static const char *no[] = {"false", "no", "off", "0"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(text, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(text, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Adds one field value to the request object. Returns 0 or EXIT_USAGE. */
+static int set_field(json_t *request, const ProtobufCFieldDescriptor *field, json_t *value,
+                     const char *shown_as)
+{
+    if (field->label == PROTOBUF_C_LABEL_REPEATED) {
+        json_t *array = json_object_get(request, field->name);
+        if (!array) {
+            array = json_array();
+            json_object_set_new(request, field->name, array);
+        }
+        json_array_append_new(array, value);
+        return 0;
+    }
+    if (json_object_get(request, field->name)) {
+        json_decref(value);
+        return usage_error("%s: field %s given twice", shown_as, field->name);
+    }
+    json_object_set_new(request, field->name, value);
+    return 0;
+}
+
+typedef struct {
+    bool all; /* --all on a paged command */
+} command_flags_t;
+
+/* Turns the command's arguments into the request object. Returns 0 or
+ * EXIT_USAGE. */
+static int request_from_args(const command_t *cmd, char **args, int count, json_t *request,
+                             command_flags_t *extra)
+{
+    const ProtobufCMessageDescriptor *desc = cmd->request;
+    bool positional_taken = false;
+
+    for (int i = 0; i < count; i++) {
+        const char *arg = args[i];
+        if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
+            if (!cmd->positional || positional_taken)
+                return usage_error("unexpected argument '%s' for '%s'", arg, cmd->words);
+            positional_taken = true;
+            const char *name = cmd->positional;
+            if (cmd->positional_alt && !id_valid(cmd->id_prefix, arg))
+                name = cmd->positional_alt;
+            const ProtobufCFieldDescriptor *field =
+                protobuf_c_message_descriptor_get_field_by_name(desc, name);
+            json_t *value = json_string(arg);
+            if (!value)
+                return usage_error("'%s' is not UTF-8 text", arg);
+            int rc = set_field(request, field, value, arg);
+            if (rc)
+                return rc;
+            continue;
+        }
+
+        const char *eq = strchr(arg + 2, '=');
+        char name[128];
+        size_t name_len = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
+        if (name_len >= sizeof name)
+            return usage_error("unknown flag %.40s... for '%s'", arg, cmd->words);
+        for (size_t k = 0; k < name_len; k++)
+            name[k] = arg[2 + k] == '-' ? '_' : arg[2 + k];
+        name[name_len] = '\0';
+
+        if ((cmd->flags & CMD_PAGED) && strcmp(name, "all") == 0 && !eq) {
+            extra->all = true;
+            continue;
+        }
+        const ProtobufCFieldDescriptor *field =
+            protobuf_c_message_descriptor_get_field_by_name(desc, name);
+        if (!field)
+            return usage_error("unknown flag --%.*s for '%s'", (int)name_len, arg + 2, cmd->words);
+
+        const char *text = eq ? eq + 1 : NULL;
+        json_t *value = NULL;
+        if (field->type == PROTOBUF_C_TYPE_BOOL) {
+            bool flag = true;
+            if (text) {
+                if (!bool_word(text, &flag))
+                    return usage_error("--%.*s: '%s' is not yes or no", (int)name_len, arg + 2,
+                                       text);
+            } else if (i + 1 < count && bool_word(args[i + 1], &flag)) {
+                i++;
+            }
+            value = json_boolean(flag);
+        } else {
+            if (!text) {
+                if (i + 1 >= count || strncmp(args[i + 1], "--", 2) == 0)
+                    return usage_error("--%.*s needs a value", (int)name_len, arg + 2);
+                text = args[++i];
+            }
+            if (field->type == PROTOBUF_C_TYPE_MESSAGE) {
+                json_error_t error;
+                value = json_loads(text, JSON_DECODE_ANY, &error);
+                if (!value)
+                    return usage_error("--%.*s: not JSON: %s", (int)name_len, arg + 2, error.text);
+            } else {
+                value = json_string(text);
+                if (!value)
+                    return usage_error("--%.*s: '%s' is not UTF-8 text", (int)name_len, arg + 2,
+                                       text);
+            }
+        }
+        int rc = set_field(request, field, value, arg);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ==========================================================================
+ * Calling the service
+ * ======================================================================== */
+
+static void print_reply_error(const Passerelle__Reply *reply)
+{
+    fprintf(stderr, "error: %s: %s", status_name(reply->status),
+            reply->message && *reply->message ? reply->message : "(no message)");
+    if (reply->field && *reply->field)
+        fprintf(stderr, " (field: %s)", reply->field);
+    fputc('\n', stderr);
+}
+
+/* One call. Returns 0 with *result_p (the unpacked reply body; free with
+ * protobuf_c_message_free_unpacked), or the exit code to end with. */
+static int call_service(client_t *client, const options_t *opts, const command_t *cmd,
+                        const ProtobufCMessage *request, ProtobufCMessage **result_p)
+{
+    Passerelle__Reply *reply = NULL;
+    if (client_call(client, cmd->type, request, opts->idempotency_key, &reply) != 0) {
+        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n",
+                opts->endpoint, opts->retries + 1, opts->retries ? "s" : "");
+        return EXIT_UNREACHABLE;
+    }
+    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        print_reply_error(reply);
+        passerelle__reply__free_unpacked(reply, NULL);
+        return EXIT_REPLY_ERROR;
+    }
+    ProtobufCMessage *result = protobuf_c_message_unpack(
+        cmd->reply, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    if (!result) {
+        fprintf(stderr, "error: INTERNAL: the reply body does not decode as %s\n",
+                cmd->reply->name);
+        return EXIT_REPLY_ERROR;
+    }
+    *result_p = result;
+    return 0;
+}
+
+static void print_json(json_t *json)
+{
+    if (!json) {
+        fprintf(stderr, "error: out of memory\n");
+        return;
+    }
+    json_dumpf(json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+}
+
+static void print_result(const options_t *opts, const command_t *cmd, const ProtobufCMessage *msg)
+{
+    if (opts->json) {
+        json_t *json = (cmd->flags & CMD_EVENTS)
+                           ? cli_events_to_json((const Passerelle__EventListReply *)msg)
+                           : pbjson_from_message(msg);
+        print_json(json);
+        json_decref(json);
+    } else if (cmd->flags & CMD_EVENTS) {
+        cli_print_events(stdout, (const Passerelle__EventListReply *)msg);
+    } else {
+        cli_print_message(stdout, msg, 0, NULL);
+    }
+}
+
+/* The string value of a singular string field of msg ("" if unset). */
+static const char *string_field(const ProtobufCMessage *msg, const char *name)
+{
+    const ProtobufCFieldDescriptor *field =
+        protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, name);
+    if (!field || field->type != PROTOBUF_C_TYPE_STRING)
+        return "";
+    const char *value = *(const char *const *)((const char *)msg + field->offset);
+    return value ? value : "";
+}
+
+/* The first repeated message field of a list reply: the items. */
+static const ProtobufCFieldDescriptor *list_field(const ProtobufCMessageDescriptor *desc)
+{
+    for (unsigned i = 0; i < desc->n_fields; i++)
+        if (desc->fields[i].label == PROTOBUF_C_LABEL_REPEATED &&
+            desc->fields[i].type == PROTOBUF_C_TYPE_MESSAGE)
+            return &desc->fields[i];
+    return NULL;
+}
+
+static ProtobufCMessage *make_request(const command_t *cmd, const json_t *json, int *rc)
+{
+    char err[256] = "", field[64] = "";
+    ProtobufCMessage *request =
+        pbjson_to_message(cmd->request, json, err, sizeof err, field, sizeof field);
+    if (!request) {
+        fprintf(stderr, "error: %s: %s", status_name(ST_INVALID_ARGUMENT),
+                *err ? err : "the flags do not make a request");
+        if (*field)
+            fprintf(stderr, " (field: %s)", field);
+        fputc('\n', stderr);
+        *rc = EXIT_USAGE;
+    }
+    return request;
+}
+
+/* Sends the request, following next_page_token to the end when all is set:
+ * pages are printed as they come, or gathered into one JSON list. */
+static int run_request(client_t *client, const options_t *opts, const command_t *cmd,
+                       json_t *request_json, bool all)
+{
+    const ProtobufCFieldDescriptor *items = all ? list_field(cmd->reply) : NULL;
+    json_t *gathered = items ? json_array() : NULL;
+    char *previous_token = NULL;
+    int rc = 0;
+
+    for (;;) {
+        ProtobufCMessage *request = make_request(cmd, request_json, &rc);
+        if (!request)
+            break;
+        ProtobufCMessage *result = NULL;
+        rc = call_service(client, opts, cmd, request, &result);
+        protobuf_c_message_free_unpacked(request, NULL);
+        if (rc)
+            break;
+        if (!items) {
+            print_result(opts, cmd, result);
+            protobuf_c_message_free_unpacked(result, NULL);
+            break;
+        }
+        if (opts->json) {
+            json_t *page = pbjson_from_message(result);
+            json_t *page_items = json_object_get(page, items->name);
+            if (page_items)
+                json_array_extend(gathered, page_items);
+            json_decref(page);
+        } else {
+            cli_print_message(stdout, result, 0, "next_page_token");
+        }
+        const char *token = string_field(result, "next_page_token");
+        /* A service handing back the token it was given would loop us
+         * forever; stop rather than trust it. */
+        bool done = !*token || (previous_token && strcmp(previous_token, token) == 0);
+        free(previous_token);
+        previous_token = done ? NULL : strdup(token);
+        if (!done)
+            json_object_set_new(request_json, "page_token", json_string(token));
+        protobuf_c_message_free_unpacked(result, NULL);
+        if (done)
+            break;
+    }
+    free(previous_token);
+    if (gathered && rc == 0 && opts->json) {
+        json_t *out = json_object();
+        json_object_set(out, items->name, gathered);
+        print_json(out);
+        json_decref(out);
+    }
+    json_decref(gathered);
+    return rc;
+}
+
+static int run_service_command(const options_t *opts, const command_t *cmd, char **args, int count)
+{
+    json_t *request_json = json_object();
+    command_flags_t extra = {false};
+    int rc = request_from_args(cmd, args, count, request_json, &extra);
+    if (rc) {
+        json_decref(request_json);
+        return rc;
+    }
+    /* Fail on the command line before touching the network. */
+    ProtobufCMessage *check = make_request(cmd, request_json, &rc);
+    if (!check) {
+        json_decref(request_json);
+        return rc;
+    }
+    protobuf_c_message_free_unpacked(check, NULL);
+
+    if (!opts->insecure && !identity_name_valid(opts->as)) {
+        json_decref(request_json);
+        return usage_error("--as: '%s' is not a key name", opts->as);
+    }
+    char server_public[1024], client_cert[1024], err[512] = "";
+    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
+    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
+    client_config_t cfg = {
+        .endpoint = opts->endpoint,
+        .server_public_path = server_public,
+        .client_cert_path = client_cert,
+        .insecure = opts->insecure,
+        .timeout_ms = (int)opts->timeout_ms,
+        .retries = (int)opts->retries,
+    };
+    client_t *client = client_new(&cfg, err, sizeof err);
+    if (!client) {
+        json_decref(request_json);
+        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
+                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
+        return EXIT_USAGE;
+    }
+    rc = run_request(client, opts, cmd, request_json, extra.all);
+    client_destroy(&client);
+    json_decref(request_json);
+    return rc;
+}
+
+/* ==========================================================================
+ * keygen
+ * ======================================================================== */
+
+/* Prints the public key of a certificate file (its public half). */
+static void print_public_key(const char *public_path)
+{
+    zcert_t *cert = zcert_load(public_path);
+    if (cert) {
+        printf("public key: %s\n", zcert_public_txt(cert));
+        zcert_destroy(&cert);
+    }
+}
+
+static int run_keygen(const options_t *opts, char **args, int count)
+{
+    const char *name = NULL, *party_text = NULL;
+    bool server = false;
+    for (int i = 0; i < count; i++) {
+        const char **target = NULL;
+        if (strcmp(args[i], "--server") == 0) {
+            server = true;
+            continue;
+        }
+        if (strcmp(args[i], "--name") == 0)
+            target = &name;
+        else if (strcmp(args[i], "--party") == 0)
+            target = &party_text;
+        else if (strncmp(args[i], "--", 2) == 0)
+            return usage_error("unknown flag %s for 'keygen'", args[i]);
+        else
+            return usage_error("unexpected argument '%s' for 'keygen'", args[i]);
+        if (i + 1 >= count || strncmp(args[i + 1], "--", 2) == 0)
+            return usage_error("%s needs a value", args[i]);
+        *target = args[++i];
+    }
+
+    char err[512] = "", path[1024];
+    if (server) {
+        if (name || party_text)
+            return usage_error("keygen --server takes neither --name nor --party");
+        if (identity_keygen_server(opts->keys_dir, err, sizeof err) != 0) {
+            fprintf(stderr, "error: %s\n", err);
+            return EXIT_REPLY_ERROR;
+        }
+        keydir_server_cert_path(opts->keys_dir, path, sizeof path);
+        printf("server certificate: %s\n", path);
+        keydir_server_public_path(opts->keys_dir, path, sizeof path);
+        printf("server public certificate: %s\n", path);
+        print_public_key(path);
+        return 0;
+    }
+
+    if (!name || !party_text)
+        return usage_error("keygen needs --name NAME and --party PARTY (or --server)");
+    if (!identity_name_valid(name))
+        return usage_error("--name: '%s' is not a key name ([A-Za-z0-9._-], at most 63)", name);
+    party_t party = party_parse(party_text);
+    if (party == PARTY_NONE)
+        return usage_error("--party: '%s' is not one of metropole, action_logement, operator, "
+                           "partner, admin, service",
+                           party_text);
+    if (identity_keygen_client(opts->keys_dir, name, party, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return EXIT_REPLY_ERROR;
+    }
+    keydir_client_cert_path(opts->keys_dir, name, path, sizeof path);
+    printf("client key: %s\n", path);
+    char authorized[900];
+    keydir_authorized_dir(opts->keys_dir, authorized, sizeof authorized);
+    snprintf(path, sizeof path, "%s/%s.key", authorized, name);
+    printf("authorized: %s\n", path);
+    printf("party: %s\n", party_name(party));
+    print_public_key(path);
+    return 0;
+}
+
+/* ==========================================================================
+ * main
+ * ======================================================================== */
+
+int main(int argc, char **argv)
+{
+    /* A command-line tool should die on Ctrl-C, not finish its retries. */
+    zsys_handler_set(NULL);
+    log_init("passerelle");
+    if (!getenv("PASSERELLE_LOG_LEVEL"))
+        log_set_level(LOG_LEVEL_WARN);
+
+    options_t opts;
+    int rc = options_from_env(&opts);
+    if (rc)
+        return rc;
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest)
+        return EXIT_USAGE;
+    int rest_count = 0;
+    rc = options_parse(&opts, argc, argv, rest, &rest_count);
+    if (rc)
+        goto done;
+
+    bool help_command = rest_count > 0 && strcmp(rest[0], "help") == 0;
+    char **words = help_command ? rest + 1 : rest;
+    int word_count = help_command ? rest_count - 1 : rest_count;
+    if (word_count == 0) {
+        if (help_command || opts.help) {
+            print_help(stdout);
+            rc = 0;
+        } else {
+            print_help(stderr);
+            rc = EXIT_USAGE;
+        }
+        goto done;
+    }
+
+    int used = 0;
+    const command_t *cmd = command_match(words, word_count, &used);
+    if (!cmd) {
+        /* "passerelle unit" alone: say which commands begin that way. */
+        char known[512] = "";
+        size_t first_len = strlen(words[0]);
+        for (size_t c = 0; c < COMMAND_COUNT; c++) {
+            if (strncmp(commands[c].words, words[0], first_len) != 0 ||
+                commands[c].words[first_len] != ' ')
+                continue;
+            size_t len = strlen(known);
+            snprintf(known + len, sizeof known - len, "%s'%s'", len ? ", " : "; try ",
+                     commands[c].words);
+        }
+        rc = usage_error("unknown command '%s'%s", words[0], known);
+        goto done;
+    }
+    current_command = cmd;
+    if (help_command || opts.help) {
+        print_command_help(stdout, cmd);
+        rc = 0;
+        goto done;
+    }
+    if (!cmd->type)
+        rc = run_keygen(&opts, words + used, word_count - used);
+    else
+        rc = run_service_command(&opts, cmd, words + used, word_count - used);
+done:
+    free(rest);
+    return rc;
+}

@@ -1,0 +1,694 @@
+/* The passerelle CLI as a user runs it: the real binary against a real Redis
+ * and reservations service, judged by its stdout, stderr and exit code. The
+ * tests without a service (help, usage errors, keygen, an unreachable
+ * endpoint) come first; the tour follows the README's walk-through. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define CLI_DEADLINE_MS 30000
+#define MAX_ARGS        48
+
+typedef struct {
+    char *tmp;      /* everything this test file makes */
+    char *keys;     /* key directory shared with the service */
+    char cli[1024]; /* path of the binary */
+    harness_redis_t redis;
+    harness_service_t service;
+    bool service_up;
+} fixture_t;
+
+static fixture_t fx;
+
+typedef struct {
+    int exit_code; /* -1 if it did not exit normally */
+    char *out;
+    char *err;
+} run_t;
+
+static void run_free(run_t *run)
+{
+    free(run->out);
+    free(run->err);
+    memset(run, 0, sizeof *run);
+}
+
+static char *slurp(const char *path)
+{
+    FILE *file = fopen(path, "rb");
+    if (!file)
+        return strdup("");
+    fseek(file, 0, SEEK_END);
+    long size = ftell(file);
+    fseek(file, 0, SEEK_SET);
+    char *text = calloc(1, (size_t)size + 1);
+    if (size > 0 && fread(text, 1, (size_t)size, file) != (size_t)size)
+        text[0] = '\0';
+    fclose(file);
+    return text;
+}
+
+/* Runs the CLI with the NULL-terminated arguments, each "NAME=value" of env
+ * (NULL-terminated, may be NULL) set in its environment. The child's output
+ * goes to files, so neither pipe can fill and block it. */
+static run_t run_cli_env(const char *const *env, const char *first, ...)
+{
+    const char *argv[MAX_ARGS + 2];
+    int argc = 0;
+    argv[argc++] = fx.cli;
+    va_list args;
+    va_start(args, first);
+    for (const char *arg = first; arg && argc < MAX_ARGS; arg = va_arg(args, const char *))
+        argv[argc++] = arg;
+    va_end(args);
+    argv[argc] = NULL;
+
+    char out_path[1024], err_path[1024];
+    snprintf(out_path, sizeof out_path, "%s/cli.out", fx.tmp);
+    snprintf(err_path, sizeof err_path, "%s/cli.err", fx.tmp);
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out < 0 || err < 0)
+            _exit(127);
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        close(out);
+        close(err);
+        /* The caller's environment must not leak into what is tested. */
+        unsetenv("PASSERELLE_RESERVATIONS_ENDPOINT");
+        unsetenv("PASSERELLE_KEYS_DIR");
+        unsetenv("PASSERELLE_CLIENT");
+        unsetenv("PASSERELLE_INSECURE");
+        for (int i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    run_t run = {-1, NULL, NULL};
+    assert_true(pid > 0);
+    int status = 0;
+    for (int waited = 0;; waited += 10) {
+        pid_t done = waitpid(pid, &status, WNOHANG);
+        if (done == pid)
+            break;
+        if (waited >= CLI_DEADLINE_MS) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.out = slurp(out_path);
+    run.err = slurp(err_path);
+    if (getenv("PASSERELLE_TEST_VERBOSE"))
+        fprintf(stderr, "[cli %s ...] exit %d\n--- stdout\n%s--- stderr\n%s", first ? first : "",
+                run.exit_code, run.out, run.err);
+    return run;
+}
+
+#define run_cli(...) run_cli_env(NULL, __VA_ARGS__, NULL)
+
+/* Runs the CLI against the test's service with the named key. */
+#define run_as(name, ...)                                                                          \
+    run_cli_env(NULL, "--endpoint", fx.service.endpoint, "--keys", fx.keys, "--as", name,          \
+                __VA_ARGS__, NULL)
+
+static json_t *parse_json(const char *text)
+{
+    json_error_t error;
+    json_t *json = json_loads(text, 0, &error);
+    if (!json)
+        fprintf(stderr, "not JSON (%s): %s\n", error.text, text);
+    assert_non_null(json);
+    return json;
+}
+
+static const char *json_str(const json_t *object, const char *key)
+{
+    const char *value = json_string_value(json_object_get(object, key));
+    return value ? value : "";
+}
+
+static void assert_contains(const char *haystack, const char *needle)
+{
+    if (!strstr(haystack, needle)) {
+        fprintf(stderr, "expected to find \"%s\" in:\n%s\n", needle, haystack);
+        fail();
+    }
+}
+
+static bool file_exists(const char *dir, const char *relative)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, relative);
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void need_service(void)
+{
+    if (!fx.service_up)
+        fail_msg("the reservations service did not start (see its log in %s)", fx.tmp);
+}
+
+/* ==========================================================================
+ * Without a service
+ * ======================================================================== */
+
+static void test_help_lists_commands_and_flags(void **state)
+{
+    (void)state;
+    run_t run = run_cli("--help");
+    assert_int_equal(run.exit_code, 0);
+    const char *expected[] = {
+        "health",
+        "keygen",
+        "unit register",
+        "unit get <id-or-ref>",
+        "unit list",
+        "--all",
+        "convention envisage",
+        "convention sign",
+        "convention in-force",
+        "convention end",
+        "convention abandon",
+        "convention get",
+        "events",
+        "--external-ref TEXT",
+        "--surface-m2 NUMBER",
+        "private|social",
+        "loc1|loc2|loc3",
+        "--with-works",
+        "--after TEXT",
+        "--endpoint URL",
+        "PASSERELLE_RESERVATIONS_ENDPOINT",
+        "--timeout-ms",
+        "--idempotency-key",
+        "PASSERELLE_INSECURE",
+        "Exit codes",
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
+        assert_contains(run.out, expected[i]);
+    run_free(&run);
+
+    /* help for one command, both ways */
+    run = run_cli("help", "convention", "envisage");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "convention envisage <unit>");
+    assert_contains(run.out, "--intermediation none|management_mandate|sublease");
+    assert_null(strstr(run.out, "unit register"));
+    run_free(&run);
+
+    run = run_cli("unit", "get", "--help");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "unit get <id-or-ref>");
+    run_free(&run);
+}
+
+static void test_usage_errors_exit_2(void **state)
+{
+    (void)state;
+    run_t run = run_cli("unit", "register", "--colour", "blue");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "--colour");
+    assert_string_equal(run.out, "");
+    run_free(&run);
+
+    run = run_cli("unit", "demolish");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "'unit register'");
+    run_free(&run);
+
+    run = run_cli("frobnicate");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "frobnicate");
+    run_free(&run);
+
+    run = run_cli("unit", "register", "--commune");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "--commune");
+    run_free(&run);
+
+    run = run_cli("unit", "register", "--stock", "castle");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "stock");
+    run_free(&run);
+
+    run = run_cli("convention", "sign", "C1", "C2");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "C2");
+    run_free(&run);
+
+    run = run_cli("--timeout-ms", "soon", "health");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "--timeout-ms");
+    run_free(&run);
+
+    run = run_cli("keygen", "--name", "x", "--party", "landlord");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "landlord");
+    run_free(&run);
+
+    /* no command at all: the help, on stderr, as a usage error */
+    run = run_cli_env(NULL, NULL);
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "Commands:");
+    run_free(&run);
+}
+
+static void test_keygen_makes_files(void **state)
+{
+    (void)state;
+    char keys[1024];
+    snprintf(keys, sizeof keys, "%s/fresh-keys", fx.tmp);
+
+    run_t run = run_cli("keygen", "--server", "--keys", keys);
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "public key: ");
+    assert_true(file_exists(keys, "server.key"));
+    assert_true(file_exists(keys, "server.key_secret"));
+    run_free(&run);
+
+    run = run_cli("--keys", keys, "keygen", "--name", "alice", "--party", "action_logement");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "ACTION_LOGEMENT");
+    const char *line = strstr(run.out, "public key: ");
+    assert_non_null(line);
+    /* A Z85 CURVE public key is 40 characters. */
+    assert_int_equal(strcspn(line + strlen("public key: "), "\n"), 40);
+    assert_true(file_exists(keys, "authorized/alice.key"));
+    assert_true(file_exists(keys, "clients/alice.key_secret"));
+    run_free(&run);
+
+    /* a name is made once */
+    run = run_cli("--keys", keys, "keygen", "--name", "alice", "--party", "operator");
+    assert_int_equal(run.exit_code, 1);
+    assert_contains(run.err, "error: ");
+    run_free(&run);
+
+    run = run_cli("--keys", keys, "keygen", "--name", "../escape", "--party", "operator");
+    assert_int_equal(run.exit_code, 2);
+    run_free(&run);
+}
+
+static void test_unreachable_exits_3(void **state)
+{
+    (void)state;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", harness_free_port());
+    run_t run = run_cli("--endpoint", endpoint, "--keys", fx.keys, "--timeout-ms", "200",
+                        "--retries", "1", "health");
+    assert_int_equal(run.exit_code, 3);
+    assert_contains(run.err, "error: ");
+    assert_contains(run.err, endpoint);
+    run_free(&run);
+
+    /* the same through the environment */
+    char env_endpoint[128], env_keys[1200];
+    snprintf(env_endpoint, sizeof env_endpoint, "PASSERELLE_RESERVATIONS_ENDPOINT=%s", endpoint);
+    snprintf(env_keys, sizeof env_keys, "PASSERELLE_KEYS_DIR=%s", fx.keys);
+    const char *env[] = {env_endpoint, env_keys, "PASSERELLE_TIMEOUT_MS=150",
+                         "PASSERELLE_RETRIES=0", NULL};
+    run = run_cli_env(env, "unit", "list", NULL);
+    assert_int_equal(run.exit_code, 3);
+    run_free(&run);
+
+    /* a missing client key is a configuration error, not an outage */
+    run = run_cli("--endpoint", endpoint, "--keys", fx.keys, "--as", "nobody", "health");
+    assert_int_equal(run.exit_code, 2);
+    run_free(&run);
+}
+
+/* ==========================================================================
+ * Against the service
+ * ======================================================================== */
+
+static void test_health(void **state)
+{
+    (void)state;
+    need_service();
+    run_t run = run_as("operator", "health", "--json");
+    assert_int_equal(run.exit_code, 0);
+    json_t *json = parse_json(run.out);
+    assert_string_equal(json_str(json, "service"), "reservations");
+    assert_string_equal(json_str(json, "caller_party"), "OPERATOR");
+    json_decref(json);
+    run_free(&run);
+
+    run = run_as("admin", "health");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "service: reservations");
+    run_free(&run);
+}
+
+/* The README's tour: a unit in Pertuis, a LOC2 convention envisaged and
+ * signed, and the events that say so. */
+static void test_tour(void **state)
+{
+    (void)state;
+    need_service();
+
+    run_t run = run_as("operator", "unit", "register", "--external-ref", "ANAH-84-TOUR-1",
+                       "--address", "3 rue Voltaire", "--commune", "pertuis", "--stock", "private",
+                       "--typology", "t3", "--surface-m2", "61.5", "--energy-class", "d",
+                       "--landlord", "OWNER-7F3A", "--adapted-disability", "--json");
+    assert_int_equal(run.exit_code, 0);
+    json_t *unit = parse_json(run.out);
+    char unit_id[64];
+    snprintf(unit_id, sizeof unit_id, "%s", json_str(unit, "id"));
+    assert_int_equal(unit_id[0], 'U');
+    assert_string_equal(json_str(unit, "external_ref"), "ANAH-84-TOUR-1");
+    assert_string_equal(json_str(unit, "commune_insee"), "84089");
+    assert_string_equal(json_str(unit, "commune_name"), "Pertuis");
+    assert_string_equal(json_str(unit, "territory"), "CT2");
+    assert_string_equal(json_str(unit, "stock"), "PRIVATE");
+    assert_string_equal(json_str(unit, "typology"), "T3");
+    assert_true(json_is_true(json_object_get(unit, "adapted_disability")));
+    assert_true(json_real_value(json_object_get(unit, "surface_m2")) == 61.5);
+    json_decref(unit);
+    run_free(&run);
+
+    /* readable, by id and by external reference */
+    run = run_as("operator", "unit", "get", unit_id);
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, unit_id);
+    assert_contains(run.out, "Pertuis");
+    assert_contains(run.out, "commune_insee: 84089");
+    run_free(&run);
+    run = run_as("action_logement", "unit", "get", "ANAH-84-TOUR-1", "--json");
+    assert_int_equal(run.exit_code, 0);
+    unit = parse_json(run.out);
+    assert_string_equal(json_str(unit, "id"), unit_id);
+    json_decref(unit);
+    run_free(&run);
+
+    /* by the unit's external reference, as the README does */
+    run = run_as("operator", "convention", "envisage", "--unit", "ANAH-84-TOUR-1", "--level",
+                 "loc2", "--rent-ceiling-eur-m2", "9.5", "--json");
+    assert_int_equal(run.exit_code, 0);
+    json_t *conv = parse_json(run.out);
+    char conv_id[64];
+    snprintf(conv_id, sizeof conv_id, "%s", json_str(conv, "id"));
+    assert_true(conv_id[0] != '\0');
+    assert_string_equal(json_str(conv, "unit_id"), unit_id);
+    assert_string_equal(json_str(conv, "level"), "LOC2");
+    assert_string_equal(json_str(conv, "state"), "ENVISAGED");
+    assert_true(json_real_value(json_object_get(conv, "rent_ceiling_eur_m2")) == 9.5);
+    json_decref(conv);
+    run_free(&run);
+
+    run = run_as("operator", "convention", "sign", conv_id);
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, conv_id);
+    assert_contains(run.out, "state: SIGNED");
+    assert_contains(run.out, "LOC2");
+    run_free(&run);
+
+    /* abandoning a signed convention: the state forbids it, and is named */
+    run = run_as("operator", "convention", "abandon", conv_id);
+    assert_int_equal(run.exit_code, 1);
+    assert_contains(run.err, "error: FAILED_PRECONDITION: ");
+    assert_non_null(strcasestr(run.err, "signed"));
+    assert_string_equal(run.out, "");
+    run_free(&run);
+
+    /* six years without works */
+    run = run_as("action_logement", "convention", "get", conv_id, "--json");
+    assert_int_equal(run.exit_code, 0);
+    conv = parse_json(run.out);
+    assert_string_equal(json_str(conv, "state"), "SIGNED");
+    const char *signed_on = json_str(conv, "signed_on");
+    const char *end_date = json_str(conv, "end_date");
+    assert_int_equal(strlen(signed_on), 10);
+    assert_int_equal(strlen(end_date), 10);
+    assert_int_equal(atoi(end_date), atoi(signed_on) + 6);
+    assert_string_equal(json_str(json_object_get(conv, "unit"), "commune_name"), "Pertuis");
+    json_decref(conv);
+    run_free(&run);
+
+    /* the events: one line each, and decoded data in JSON */
+    run = run_as("action_logement", "events");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "unit.registered");
+    assert_contains(run.out, "convention.envisaged");
+    assert_contains(run.out, "convention.signed");
+    run_free(&run);
+
+    run = run_as("action_logement", "events", "--json", "--limit", "1000");
+    assert_int_equal(run.exit_code, 0);
+    json_t *json = parse_json(run.out);
+    json_t *events = json_object_get(json, "events");
+    assert_true(json_array_size(events) >= 3);
+    bool envisaged = false, signed_seen = false;
+    size_t i;
+    json_t *entry;
+    json_array_foreach(events, i, entry)
+    {
+        json_t *event = json_object_get(entry, "event");
+        assert_true(json_str(entry, "position")[0] != '\0');
+        json_t *data = json_object_get(event, "data");
+        if (strcmp(json_str(event, "type"), "convention.envisaged") == 0 &&
+            strcmp(json_str(data, "id"), conv_id) == 0) {
+            assert_true(json_is_object(data));
+            assert_string_equal(json_str(data, "level"), "LOC2");
+            assert_string_equal(json_str(data, "state"), "ENVISAGED");
+            envisaged = true;
+        }
+        if (strcmp(json_str(event, "type"), "convention.signed") == 0 &&
+            strcmp(json_str(data, "id"), conv_id) == 0)
+            signed_seen = true;
+    }
+    assert_true(envisaged);
+    assert_true(signed_seen);
+    char last[64];
+    snprintf(last, sizeof last, "%s", json_str(json, "last_position"));
+    assert_true(last[0] != '\0');
+    json_decref(json);
+    run_free(&run);
+
+    /* nothing after the last position */
+    run = run_as("action_logement", "events", "--after", last, "--json");
+    assert_int_equal(run.exit_code, 0);
+    json = parse_json(run.out);
+    assert_int_equal(json_array_size(json_object_get(json, "events")), 0);
+    json_decref(json);
+    run_free(&run);
+}
+
+static void test_error_reply_names_the_field(void **state)
+{
+    (void)state;
+    need_service();
+    run_t run =
+        run_as("operator", "unit", "register", "--external-ref", "ANAH-ATLANTIS", "--address",
+               "1 quai des Abysses", "--commune", "Atlantis", "--stock", "private", "--typology",
+               "t2", "--surface-m2", "40", "--landlord", "OWNER-1");
+    assert_int_equal(run.exit_code, 1);
+    assert_contains(run.err, "error: INVALID_ARGUMENT: ");
+    assert_contains(run.err, "(field: commune)");
+    assert_string_equal(run.out, "");
+    run_free(&run);
+
+    run = run_as("operator", "convention", "get", "C01JAAAAAAAAAAAAAAAAAAAAAA");
+    assert_true(run.exit_code == 1);
+    assert_contains(run.err, "error: ");
+    run_free(&run);
+}
+
+static void test_list_all_follows_pages(void **state)
+{
+    (void)state;
+    need_service();
+    char ref[64];
+    for (int i = 0; i < 5; i++) {
+        snprintf(ref, sizeof ref, "ANAH-13-PAGE-%d", i);
+        run_t run = run_as("metropole", "unit", "register", "--external-ref", ref, "--address",
+                           "5 cours Mirabeau", "--surface-m2", "48", "--commune", "13001",
+                           "--stock", "social", "--typology", "t2", "--financing", "plus",
+                           "--landlord", "Pays d'Aix Habitat", "--in-qpv");
+        assert_int_equal(run.exit_code, 0);
+        run_free(&run);
+    }
+    run_t run = run_as("metropole", "unit", "list", "--territory", "CT2", "--stock", "social",
+                       "--page-size", "2", "--all", "--json");
+    assert_int_equal(run.exit_code, 0);
+    json_t *json = parse_json(run.out);
+    json_t *units = json_object_get(json, "units");
+    int found = 0;
+    size_t i;
+    json_t *unit;
+    json_array_foreach(units, i, unit)
+    {
+        if (strncmp(json_str(unit, "external_ref"), "ANAH-13-PAGE-", 13) == 0)
+            found++;
+        assert_string_equal(json_str(unit, "stock"), "SOCIAL");
+    }
+    assert_int_equal(found, 5);
+    json_decref(json);
+    run_free(&run);
+
+    /* readable: one block per unit */
+    run = run_as("metropole", "unit", "list", "--territory", "ct2", "--stock", "social", "--all");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "ANAH-13-PAGE-0");
+    assert_contains(run.out, "ANAH-13-PAGE-4");
+    assert_null(strstr(run.out, "next_page_token"));
+    run_free(&run);
+}
+
+static void test_idempotency_key_repeats_safely(void **state)
+{
+    (void)state;
+    need_service();
+    char ids[2][64];
+    for (int i = 0; i < 2; i++) {
+        run_t run =
+            run_as("operator", "--idempotency-key", "script-42", "unit", "register",
+                   "--external-ref", "ANAH-IDEM-1", "--address", "20 rue Sainte", "--commune",
+                   "Marseille", "--arrondissement", "7", "--stock", "private", "--typology", "t1",
+                   "--surface-m2", "22", "--landlord", "OWNER-2", "--json");
+        assert_int_equal(run.exit_code, 0);
+        json_t *json = parse_json(run.out);
+        snprintf(ids[i], sizeof ids[i], "%s", json_str(json, "id"));
+        assert_string_equal(json_str(json, "arrondissement_insee"), "13207");
+        json_decref(json);
+        run_free(&run);
+    }
+    assert_string_equal(ids[0], ids[1]);
+}
+
+static void test_new_keys_and_roles(void **state)
+{
+    (void)state;
+    need_service();
+    run_t run = run_cli("--keys", fx.keys, "keygen", "--name", "opah-ct2", "--party", "operator");
+    assert_int_equal(run.exit_code, 0);
+    run_free(&run);
+    run = run_cli("--keys", fx.keys, "keygen", "--name", "adil", "--party", "partner");
+    assert_int_equal(run.exit_code, 0);
+    run_free(&run);
+
+    run = run_as("opah-ct2", "unit", "register", "--external-ref", "ANAH-NEWKEY-1", "--address",
+                 "8 place Crousillat", "--commune", "Salon-de-Provence", "--stock", "private",
+                 "--typology", "t4", "--surface-m2", "85", "--landlord", "OWNER-3", "--json");
+    assert_int_equal(run.exit_code, 0);
+    json_t *json = parse_json(run.out);
+    assert_string_equal(json_str(json, "territory"), "CT3");
+    json_decref(json);
+    run_free(&run);
+
+    run = run_as("adil", "unit", "register", "--external-ref", "ANAH-NEWKEY-2", "--address",
+                 "9 place Crousillat", "--commune", "Salon-de-Provence", "--stock", "private",
+                 "--typology", "t4", "--surface-m2", "85", "--landlord", "OWNER-3");
+    assert_int_equal(run.exit_code, 1);
+    assert_contains(run.err, "error: PERMISSION_DENIED");
+    run_free(&run);
+}
+
+/* PASSERELLE_INSECURE=1 on both sides: no keys at all, and the caller is
+ * the admin the service makes of everyone. */
+static void test_insecure_mode(void **state)
+{
+    (void)state;
+    need_service();
+    char log_dir[1100];
+    snprintf(log_dir, sizeof log_dir, "%s/insecure", fx.tmp);
+    assert_int_equal(mkdir(log_dir, 0700), 0);
+    char *const service_env[] = {"PASSERELLE_INSECURE=1", NULL};
+    harness_service_t plain;
+    assert_int_equal(harness_service_start(&plain, "reservations", log_dir, service_env), 0);
+
+    const char *env[] = {"PASSERELLE_INSECURE=1", NULL};
+    run_t run = run_cli_env(env, "--endpoint", plain.endpoint, "--keys", "/nonexistent", "health",
+                            "--json", NULL);
+    harness_service_stop(&plain, SIGTERM);
+    assert_int_equal(run.exit_code, 0);
+    json_t *json = parse_json(run.out);
+    assert_string_equal(json_str(json, "caller_party"), "ADMIN");
+    json_decref(json);
+    run_free(&run);
+}
+
+/* ==========================================================================
+ * Setup
+ * ======================================================================== */
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&fx, 0, sizeof fx);
+    snprintf(fx.cli, sizeof fx.cli, "%s", harness_bin("tools/passerelle"));
+    fx.tmp = harness_tempdir("cli");
+    if (!fx.tmp)
+        return -1;
+    if (asprintf(&fx.keys, "%s/keys", fx.tmp) < 0)
+        return -1;
+    if (harness_keys_make(fx.keys) != 0)
+        return -1;
+    if (harness_redis_start(&fx.redis) != 0) {
+        fprintf(stderr, "redis did not start: the tests that need the service fail\n");
+        return 0;
+    }
+    harness_redis_setenv(&fx.redis);
+    char keys_env[1200];
+    snprintf(keys_env, sizeof keys_env, "PASSERELLE_KEYS_DIR=%s", fx.keys);
+    char *const env[] = {keys_env, NULL};
+    if (harness_service_start(&fx.service, "reservations", fx.tmp, env) == 0)
+        fx.service_up = true;
+    else
+        fprintf(stderr, "the reservations service did not start\n");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (fx.service_up)
+        harness_service_stop(&fx.service, SIGTERM);
+    if (fx.redis.pid > 0)
+        harness_redis_stop(&fx.redis);
+    if (fx.tmp)
+        harness_rmtree(fx.tmp);
+    free(fx.tmp);
+    free(fx.keys);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_help_lists_commands_and_flags),
+        cmocka_unit_test(test_usage_errors_exit_2),
+        cmocka_unit_test(test_keygen_makes_files),
+        cmocka_unit_test(test_unreachable_exits_3),
+        cmocka_unit_test(test_health),
+        cmocka_unit_test(test_tour),
+        cmocka_unit_test(test_error_reply_names_the_field),
+        cmocka_unit_test(test_list_all_follows_pages),
+        cmocka_unit_test(test_idempotency_key_repeats_safely),
+        cmocka_unit_test(test_new_keys_and_roles),
+        cmocka_unit_test(test_insecure_mode),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
