@@ -492,17 +492,51 @@ void handle_convention_envisage(void *ctx, const call_t *call, const ProtobufCMe
     protobuf_c_message_free_unpacked(&unit->base, NULL);
 }
 
-/* Reads a convention named by a request's id, and its unit. On success the
- * caller frees both. */
-static bool convention_and_unit_read(reservations_t *self, const char *id,
+/* Resolves a request naming a unit instead of a convention id: writes the
+ * unit's latest convention id into id_out. False with the reply set if the
+ * unit is unknown or has never had a convention. */
+static bool convention_id_of_unit(reservations_t *self, const char *unit_ref, char id_out[ID_LEN],
+                                  reply_t *reply)
+{
+    Passerelle__Unit *unit = NULL;
+    uint64_t version = 0;
+    read_result_t found = unit_find(self->store, unit_ref, &unit, &version, reply);
+    if (found == READ_ABSENT)
+        reply_error(reply, ST_NOT_FOUND, "unit", "unit '%.64s' not found", unit_ref);
+    if (found != READ_FOUND)
+        return false;
+    bool has = !blank(unit->convention_id) && id_valid('C', unit->convention_id);
+    if (has)
+        snprintf(id_out, ID_LEN, "%s", unit->convention_id);
+    else
+        reply_error(reply, ST_NOT_FOUND, "unit", "unit %s has no convention", unit->id);
+    protobuf_c_message_free_unpacked(&unit->base, NULL);
+    return has;
+}
+
+/* Reads a convention named by a request's id (or, when unit_ref is given
+ * instead, its unit's latest), and its unit. On success the caller frees
+ * both. */
+static bool convention_and_unit_read(reservations_t *self, const char *id, const char *unit_ref,
                                      Passerelle__Convention **conv_p, uint64_t *conv_version,
                                      Passerelle__Unit **unit_p, uint64_t *unit_version,
                                      reply_t *reply)
 {
     *conv_p = NULL;
     *unit_p = NULL;
+    char resolved[ID_LEN];
+    if (!blank(id) && !blank(unit_ref)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "unit", "give a convention id or a unit, not both");
+        return false;
+    }
+    if (blank(id) && !blank(unit_ref)) {
+        if (!convention_id_of_unit(self, unit_ref, resolved, reply))
+            return false;
+        id = resolved;
+    }
     if (blank(id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id is required (a convention id)");
+        reply_error(reply, ST_INVALID_ARGUMENT, "id",
+                    "id is required (a convention id), or unit (its unit)");
         return false;
     }
     if (!id_valid('C', id)) {
@@ -536,7 +570,8 @@ static void convention_step(reservations_t *self, const call_t *call,
     Passerelle__Convention *conv = NULL;
     Passerelle__Unit *unit = NULL;
     uint64_t conv_version = 0, unit_version = 0;
-    if (!convention_and_unit_read(self, req->id, &conv, &conv_version, &unit, &unit_version, reply))
+    if (!convention_and_unit_read(self, req->id, req->unit, &conv, &conv_version, &unit,
+                                  &unit_version, reply))
         return;
 
     domain_error_t err;
@@ -619,7 +654,8 @@ void handle_convention_get(void *ctx, const call_t *call, const ProtobufCMessage
     Passerelle__Convention *conv = NULL;
     Passerelle__Unit *unit = NULL;
     uint64_t conv_version = 0, unit_version = 0;
-    if (!convention_and_unit_read(self, req->id, &conv, &conv_version, &unit, &unit_version, reply))
+    if (!convention_and_unit_read(self, req->id, req->unit, &conv, &conv_version, &unit,
+                                  &unit_version, reply))
         return;
     Passerelle__Convention filled = *conv;
     filled.unit = unit;

@@ -457,6 +457,30 @@ static void test_get_and_list(void **state)
     passerelle__convention__free_unpacked(conv, NULL);
     passerelle__unit__free_unpacked(unit, NULL);
 
+    /* Named by its unit instead: the unit's latest convention. */
+    req.id = NULL;
+    req.unit = f->marseille;
+    conv =
+        reply_convention(call(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
+    assert_int_equal(conv->state, SIGNED);
+    assert_string_equal(conv->unit_id, f->marseille);
+    passerelle__convention__free_unpacked(conv, NULL);
+    req.unit = f->social; /* never had one */
+    call_error(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit");
+    req.unit = "NO-SUCH-REF";
+    call_error(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit");
+    req.id = "C123";
+    req.unit = f->marseille;
+    call_error(f, "convention.get", &req.base, IA, "unit");
+    req.unit = NULL;
+    Passerelle__ConventionStepRequest by_unit = PASSERELLE__CONVENTION_STEP_REQUEST__INIT;
+    by_unit.unit = f->marseille;
+    reply = call(f, "convention.abandon", &by_unit.base,
+                 PASSERELLE__STATUS__STATUS_FAILED_PRECONDITION, "id");
+    assert_non_null(strstr(reply->message, "SIGNED"));
+    passerelle__reply__free_unpacked(reply, NULL);
+    expect_event(f, NULL, NULL, 0);
+
     char missing[ID_LEN];
     id_new('C', missing);
     req.id = missing;
