@@ -709,7 +709,9 @@ static bool repeated_from_json(ProtobufCMessage *msg, const ProtobufCFieldDescri
     *count = 0;
     for (size_t k = 0; k < n; k++) {
         char element_path[PBJSON_PATH_MAX];
-        snprintf(element_path, sizeof element_path, "%s[%zu]", path, k);
+        /* A path too long for the buffer is cut: it only names the field. */
+        if (snprintf(element_path, sizeof element_path, "%s[%zu]", path, k) < 0)
+            element_path[0] = '\0';
         if (!value_from_json(f, json_array_get(array, k), items + k * size, element_path, depth, e))
             return false;
         *count = k + 1;
