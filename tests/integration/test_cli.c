@@ -161,9 +161,9 @@ static void assert_contains(const char *haystack, const char *needle)
 static bool file_exists(const char *dir, const char *relative)
 {
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, relative);
+    int n = snprintf(path, sizeof path, "%s/%s", dir, relative);
     struct stat st;
-    return stat(path, &st) == 0;
+    return n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0;
 }
 
 static void need_service(void)

@@ -441,7 +441,7 @@ static void test_list_pages(void **state)
         assert_true(n > 0);
         for (size_t i = 0; i < n; i++) {
             assert_true(total < 32);
-            snprintf(all[total++], ID_LEN, "%s", ids[i]);
+            snprintf(all[total++], ID_LEN, "%.*s", ID_LEN - 1, ids[i]);
         }
         if (token[0])
             assert_string_equal(token, ids[n - 1]);
