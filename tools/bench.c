@@ -1,0 +1,1065 @@
+/* passerelle-bench: how far Passerelle is from the limits it is built on.
+ *
+ * Absolute times on a small shared machine are noise, so every figure is
+ * set against limits measured in the same run, on the same processes:
+ *   - the bare ZeroMQ round trip: a DEALER and a ROUTER echo server with
+ *     CURVE, the service's own certificates, the client's framing;
+ *   - bare Redis calls on the redis-server the service uses (AOF,
+ *     appendfsync always): a read shaped like the service's record read,
+ *     an HSET and an XADD that each pay one fsync, and HSETs from K
+ *     connections at once, which share fsyncs;
+ *   - unit.get and unit.register through the real service binary;
+ *   - unit.register from K clients at once, against one client and
+ *     against the K bare connections.
+ * Then it prints a table and one JSON line (the last line of stdout).
+ *
+ * Pinning. On this 2-vCPU machine a loopback round trip costs 2-4x more
+ * across vCPUs than on one, so each process is pinned and every limit is
+ * measured across the same vCPU boundary as the path it bounds: the echo
+ * server runs on the service's vCPU, and the bare Redis calls are made from
+ * the service's vCPU, where the service makes its own. Children inherit the
+ * affinity of the thread that forks them, which is how redis-server and the
+ * service, started by the test harness, get theirs.
+ *
+ * The echo server is a child process forked before this process touches
+ * CZMQ, so that it has a ZeroMQ context (and I/O thread) of its own, on its
+ * own vCPU, as the service does. */
+#define _GNU_SOURCE
+#include "harness.h"
+
+#include "envelope.pb-c.h"
+#include "identity.h"
+#include "ids.h"
+#include "log.h"
+#include "reservations.pb-c.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef PASSERELLE_BENCH_BIN_DIR
+#define PASSERELLE_BENCH_BIN_DIR "."
+#endif
+
+#define BENCH_DEFAULT_ITERATIONS 2000
+#define BENCH_DEFAULT_CLIENTS    8
+#define BENCH_MAX_CLIENTS        256
+#define BENCH_ZMQ_FRAME_BYTES    200
+#define BENCH_REDIS_VALUE_BYTES  300
+/* Generous, so that a run under valgrind does not time out; a bench call
+ * that gets no reply is a failure, never a silent retry. */
+#define BENCH_CALL_TIMEOUT_MS 20000
+
+/* ====================================================================== */
+/* Options and pinning                                                    */
+/* ====================================================================== */
+
+typedef struct {
+    int iterations;
+    int clients;
+    int warmup; /* per measurement, derived from iterations */
+    bool pin;
+    int cpu_bench, cpu_redis, cpu_service;
+} options_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: passerelle-bench [--iterations N] [--clients K] [--cpus B,R,S | --no-pin]\n"
+            "  --iterations N  measured calls per figure (default %d)\n"
+            "  --clients K     concurrent clients of the write test (default %d)\n"
+            "  --cpus B,R,S    vCPUs of the bench, redis-server and the service\n"
+            "                  (default: first allowed vCPU, second, second)\n"
+            "  --no-pin        leave scheduling to the kernel\n"
+            "The service binary is looked for under $PASSERELLE_TEST_BIN_DIR\n"
+            "(default: the build tree this was built in).\n",
+            BENCH_DEFAULT_ITERATIONS, BENCH_DEFAULT_CLIENTS);
+}
+
+static bool parse_int(const char *text, int min, int max, int *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end || value < min || value > max)
+        return false;
+    *out = (int)value;
+    return true;
+}
+
+/* The default layout: the bench on the first allowed vCPU, the service and
+ * redis-server on the second, so that the bench's calls cross vCPUs and
+ * the service's Redis calls do not, for the limits as for Passerelle.
+ * redis-server on the bench's vCPU was tried: about 1% of its calls, reads
+ * included, then stalled for 4-8 ms, which drowned every p99. */
+static void default_cpus(options_t *opt)
+{
+    cpu_set_t set;
+    int found[2] = {0, 0}, count = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE && count < 2; cpu++)
+            if (CPU_ISSET(cpu, &set))
+                found[count++] = cpu;
+    opt->cpu_bench = found[0];
+    opt->cpu_service = count > 1 ? found[1] : found[0];
+    opt->cpu_redis = opt->cpu_service;
+}
+
+static int parse_options(int argc, char *argv[], options_t *opt)
+{
+    opt->iterations = BENCH_DEFAULT_ITERATIONS;
+    opt->clients = BENCH_DEFAULT_CLIENTS;
+    opt->pin = true;
+    default_cpus(opt);
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(arg, "--no-pin") == 0) {
+            opt->pin = false;
+        } else if (strcmp(arg, "--iterations") == 0 && value) {
+            if (!parse_int(value, 1, 1000000, &opt->iterations))
+                return -1;
+            i++;
+        } else if (strcmp(arg, "--clients") == 0 && value) {
+            if (!parse_int(value, 1, BENCH_MAX_CLIENTS, &opt->clients))
+                return -1;
+            i++;
+        } else if (strcmp(arg, "--cpus") == 0 && value) {
+            if (sscanf(value, "%d,%d,%d", &opt->cpu_bench, &opt->cpu_redis, &opt->cpu_service) !=
+                    3 ||
+                opt->cpu_bench < 0 || opt->cpu_redis < 0 || opt->cpu_service < 0 ||
+                opt->cpu_bench >= CPU_SETSIZE || opt->cpu_redis >= CPU_SETSIZE ||
+                opt->cpu_service >= CPU_SETSIZE)
+                return -1;
+            i++;
+        } else {
+            return -1;
+        }
+    }
+    /* Enough to open connections, finish CURVE handshakes and fill caches,
+     * without doubling the run. */
+    opt->warmup = opt->iterations / 10;
+    if (opt->warmup < 20)
+        opt->warmup = 20;
+    if (opt->warmup > 500)
+        opt->warmup = 500;
+    return 0;
+}
+
+/* Pins the calling thread (and what it forks or creates later). */
+static int pin_thread(const options_t *opt, int cpu)
+{
+    if (!opt->pin)
+        return 0;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        fprintf(stderr, "passerelle-bench: cannot pin to vCPU %d: %s\n", cpu, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ====================================================================== */
+/* Samples                                                                */
+/* ====================================================================== */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* One measured figure: latencies in µs, and the wall time they took. */
+typedef struct {
+    const char *name;  /* JSON key */
+    const char *label; /* table row */
+    double *us;        /* owned */
+    size_t count;
+    double wall_s;
+    double median_us, p99_us, ops_per_s;
+} figure_t;
+
+static int figure_init(figure_t *fig, const char *name, const char *label, size_t count)
+{
+    memset(fig, 0, sizeof *fig);
+    fig->name = name;
+    fig->label = label;
+    fig->count = count;
+    fig->us = calloc(count ? count : 1, sizeof *fig->us);
+    return fig->us ? 0 : -1;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts the samples in place (their order is not needed afterwards). The
+ * p99 is the smallest sample at or above 99% of them (nearest rank). */
+static void figure_summarise(figure_t *fig)
+{
+    if (fig->count == 0)
+        return;
+    qsort(fig->us, fig->count, sizeof *fig->us, compare_double);
+    size_t n = fig->count;
+    fig->median_us = n % 2 ? fig->us[n / 2] : (fig->us[n / 2 - 1] + fig->us[n / 2]) / 2;
+    size_t rank = (n * 99 + 99) / 100;
+    fig->p99_us = fig->us[rank > 0 ? rank - 1 : 0];
+    fig->ops_per_s = fig->wall_s > 0 ? (double)n / fig->wall_s : 0;
+}
+
+static void figure_free(figure_t *fig)
+{
+    free(fig->us);
+    fig->us = NULL;
+}
+
+/* ====================================================================== */
+/* The bare ZeroMQ limit: an echo server in a child process               */
+/* ====================================================================== */
+
+typedef struct {
+    pid_t pid;
+    int go_fd;    /* parent writes one byte once the keys exist */
+    int ready_fd; /* child writes its port (int), or -1 */
+} echo_t;
+
+/* The child: a ROUTER bound with the service's certificate, behind a zauth
+ * that accepts the same authorized keys, echoing every message back. Runs
+ * until SIGTERM. Returns the process exit code. */
+static int echo_serve(const char *keys_dir, int go_fd, int ready_fd)
+{
+    char go;
+    if (read(go_fd, &go, 1) != 1)
+        return 1;
+    char authorized[512], server_cert[512];
+    keydir_authorized_dir(keys_dir, authorized, sizeof authorized);
+    keydir_server_cert_path(keys_dir, server_cert, sizeof server_cert);
+
+    int port = -1, rc = 1;
+    zcert_t *cert = zcert_load(server_cert);
+    zactor_t *auth = zactor_new(zauth, NULL);
+    zsock_t *router = NULL;
+    if (cert && auth) {
+        zstr_sendx(auth, "CURVE", authorized, NULL);
+        zsock_wait(auth);
+        router = zsock_new(ZMQ_ROUTER);
+    }
+    if (router) {
+        zsock_set_linger(router, 0);
+        zcert_apply(cert, router);
+        zsock_set_curve_server(router, 1);
+        zsock_set_zap_domain(router, "bench");
+        /* Wakes the loop now and then so that SIGTERM is noticed. */
+        zsock_set_rcvtimeo(router, 200);
+        port = zsock_bind(router, "tcp://127.0.0.1:*");
+    }
+    if (write(ready_fd, &port, sizeof port) != (ssize_t)sizeof port)
+        port = -1;
+    if (port > 0) {
+        rc = 0;
+        while (!zsys_interrupted) {
+            zmsg_t *msg = zmsg_recv(router);
+            if (!msg)
+                continue;
+            if (zmsg_send(&msg, router) != 0)
+                zmsg_destroy(&msg);
+        }
+    }
+    zsock_destroy(&router);
+    zactor_destroy(&auth);
+    zcert_destroy(&cert);
+    return rc;
+}
+
+/* Forks the echo server, pinned to cpu; it waits for echo_go. 0 or -1. */
+static int echo_fork(echo_t *echo, const char *keys_dir, const options_t *opt, int cpu)
+{
+    int go[2], ready[2];
+    if (pipe(go) != 0)
+        return -1;
+    if (pipe(ready) != 0) {
+        close(go[0]);
+        close(go[1]);
+        return -1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == -1) {
+        close(go[0]);
+        close(go[1]);
+        close(ready[0]);
+        close(ready[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        close(ready[0]);
+        int rc = pin_thread(opt, cpu) == 0 ? echo_serve(keys_dir, go[0], ready[1]) : 1;
+        close(go[0]);
+        close(ready[1]);
+        /* exit (not _exit) runs CZMQ's own shutdown; the parent had not
+         * started CZMQ when it forked, so nothing of its runs here. */
+        exit(rc);
+    }
+    close(go[0]);
+    close(ready[1]);
+    echo->pid = pid;
+    echo->go_fd = go[1];
+    echo->ready_fd = ready[0];
+    return 0;
+}
+
+/* Lets the echo server load the keys and bind; returns its port or -1. */
+static int echo_go(echo_t *echo)
+{
+    char go = 'g';
+    int port = -1;
+    if (write(echo->go_fd, &go, 1) != 1)
+        return -1;
+    if (read(echo->ready_fd, &port, sizeof port) != (ssize_t)sizeof port)
+        return -1;
+    return port;
+}
+
+/* Stops the echo server; returns its exit code (non-zero: it failed, or
+ * valgrind found something in it). */
+static int echo_stop(echo_t *echo)
+{
+    if (echo->pid <= 0)
+        return 0;
+    close(echo->go_fd);
+    close(echo->ready_fd);
+    kill(echo->pid, SIGTERM);
+    int status = 0;
+    while (waitpid(echo->pid, &status, 0) == -1 && errno == EINTR)
+        ;
+    echo->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* A DEALER with the given client's certificate, framed as client.c frames
+ * requests ([empty][payload]), so that the only difference left with a
+ * Passerelle call is what the service does. */
+typedef struct {
+    zcert_t *server;
+    zcert_t *cert;
+    zsock_t *dealer;
+    int sent;
+} echo_client_t;
+
+static void echo_client_close(echo_client_t *ec)
+{
+    zsock_destroy(&ec->dealer);
+    zcert_destroy(&ec->cert);
+    zcert_destroy(&ec->server);
+}
+
+static int echo_client_open(echo_client_t *ec, const char *keys_dir, int port)
+{
+    char server_public[512], client_cert[512];
+    memset(ec, 0, sizeof *ec);
+    keydir_server_public_path(keys_dir, server_public, sizeof server_public);
+    keydir_client_cert_path(keys_dir, "operator", client_cert, sizeof client_cert);
+    ec->server = zcert_load(server_public);
+    ec->cert = zcert_load(client_cert);
+    if (!ec->server || !ec->cert) {
+        fprintf(stderr, "passerelle-bench: cannot load certificates from %s\n", keys_dir);
+        echo_client_close(ec);
+        return -1;
+    }
+    ec->dealer = zsock_new(ZMQ_DEALER);
+    if (!ec->dealer) {
+        echo_client_close(ec);
+        return -1;
+    }
+    zsock_set_linger(ec->dealer, 0);
+    zsock_set_rcvtimeo(ec->dealer, BENCH_CALL_TIMEOUT_MS);
+    zcert_apply(ec->cert, ec->dealer);
+    zsock_set_curve_serverkey(ec->dealer, zcert_public_txt(ec->server));
+    if (zsock_connect(ec->dealer, "tcp://127.0.0.1:%d", port) != 0) {
+        echo_client_close(ec);
+        return -1;
+    }
+    return 0;
+}
+
+/* count round trips, each checked to come back intact; latencies into us
+ * and the time taken added to *wall_s, unless us is NULL (warm-up). */
+static int echo_round_trips(echo_client_t *ec, int count, double *us, double *wall_s)
+{
+    void *socket = zsock_resolve(ec->dealer);
+    uint8_t payload[BENCH_ZMQ_FRAME_BYTES];
+    int64_t started = now_ns();
+    for (int i = 0; i < count; i++) {
+        /* A different payload each time, so that a stale echo shows. */
+        memset(payload, 'a' + ec->sent++ % 26, sizeof payload);
+        int64_t t0 = now_ns();
+        if (zmq_send(socket, "", 0, ZMQ_SNDMORE) != 0 ||
+            zmq_send(socket, payload, sizeof payload, 0) != (int)sizeof payload)
+            return -1;
+        zmsg_t *msg = zmsg_recv(ec->dealer);
+        int64_t t1 = now_ns();
+        zframe_t *last = msg ? zmsg_last(msg) : NULL;
+        bool echoed = last && zframe_size(last) == sizeof payload &&
+                      memcmp(zframe_data(last), payload, sizeof payload) == 0;
+        zmsg_destroy(&msg);
+        if (!echoed) {
+            fprintf(stderr, "passerelle-bench: echo round trip %d failed\n", ec->sent);
+            return -1;
+        }
+        if (us)
+            us[i] = (double)(t1 - t0) / 1000.0;
+    }
+    if (us)
+        *wall_s += (double)(now_ns() - started) / 1e9;
+    return 0;
+}
+
+/* ====================================================================== */
+/* The bare Redis limits                                                  */
+/* ====================================================================== */
+
+static redisContext *redis_open(const harness_redis_t *redis)
+{
+    struct timeval timeout = {BENCH_CALL_TIMEOUT_MS / 1000, 0};
+    redisContext *ctx = redisConnectWithTimeout("127.0.0.1", redis->port, timeout);
+    if (!ctx || ctx->err) {
+        fprintf(stderr, "passerelle-bench: cannot connect to redis: %s\n",
+                ctx ? ctx->errstr : "out of memory");
+        if (ctx)
+            redisFree(ctx);
+        return NULL;
+    }
+    redisSetTimeout(ctx, timeout);
+    redisReply *auth = redisCommand(ctx, "AUTH %s", redis->password);
+    bool ok = auth && auth->type == REDIS_REPLY_STATUS;
+    if (auth)
+        freeReplyObject(auth);
+    if (!ok) {
+        fprintf(stderr, "passerelle-bench: redis refused the password\n");
+        redisFree(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+typedef enum {
+    REDIS_OP_HSET,  /* a record write, shaped like the store's: v and pb */
+    REDIS_OP_HMGET, /* the store's record read */
+    REDIS_OP_XADD,  /* an event append */
+} redis_op_t;
+
+/* Runs one command; true if Redis answered it as expected. Records are
+ * keyed by n so that reads find what the writes wrote. */
+static bool redis_op(redisContext *ctx, redis_op_t op, const char *prefix, int n,
+                     const uint8_t *value)
+{
+    redisReply *r = NULL;
+    bool ok = false;
+    switch (op) {
+    case REDIS_OP_HSET:
+        r = redisCommand(ctx, "HSET bench:%s:%d v 1 pb %b", prefix, n, value,
+                         (size_t)BENCH_REDIS_VALUE_BYTES);
+        ok = r && r->type == REDIS_REPLY_INTEGER;
+        break;
+    case REDIS_OP_HMGET:
+        r = redisCommand(ctx, "HMGET bench:%s:%d v pb", prefix, n);
+        ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[1]->type == REDIS_REPLY_STRING &&
+             r->element[1]->len == BENCH_REDIS_VALUE_BYTES;
+        break;
+    case REDIS_OP_XADD:
+        r = redisCommand(ctx, "XADD bench:%s:events * type unit.registered data %b", prefix, value,
+                         (size_t)BENCH_REDIS_VALUE_BYTES);
+        ok = r && r->type == REDIS_REPLY_STRING;
+        break;
+    }
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* count calls of op on records from..from+count-1 under prefix; latencies
+ * into us and the time taken added to *wall_s, unless us is NULL. -1 on
+ * the first failure. */
+static int redis_ops(redisContext *ctx, redis_op_t op, const char *prefix, int from, int count,
+                     double *us, double *wall_s)
+{
+    uint8_t value[BENCH_REDIS_VALUE_BYTES];
+    memset(value, 'v', sizeof value);
+    int64_t started = now_ns();
+    for (int i = 0; i < count; i++) {
+        int64_t t0 = now_ns();
+        bool ok = redis_op(ctx, op, prefix, from + i, value);
+        if (!ok) {
+            fprintf(stderr, "passerelle-bench: redis call failed: %s\n",
+                    ctx->err ? ctx->errstr : "unexpected reply");
+            return -1;
+        }
+        if (us)
+            us[i] = (double)(now_ns() - t0) / 1000.0;
+    }
+    if (us)
+        *wall_s += (double)(now_ns() - started) / 1e9;
+    return 0;
+}
+
+/* ====================================================================== */
+/* Concurrency                                                            */
+/* ====================================================================== */
+
+typedef struct {
+    const char *endpoint;
+    const char *keys_dir;
+} target_t;
+
+/* A crew of workers started together from a barrier, each with its own
+ * connection and its own slice of the samples, so that the wall time from
+ * the first start to the last finish measures the server under as many
+ * outstanding calls as there are workers. */
+typedef struct {
+    const harness_redis_t *redis; /* bare Redis workers */
+    const target_t *target;       /* Passerelle workers */
+    pthread_barrier_t *barrier;
+    int round; /* with index, makes keys and references unique */
+    int index;
+    int warmup;
+    double *us; /* this worker's slice */
+    int count;
+    int64_t started_ns, finished_ns;
+    int rc;
+} worker_t;
+
+/* Runs fn on k threads that make count calls between them (the first
+ * take the remainder), after warmup calls each on their new connections;
+ * latencies into us, and the time from the first start to the last finish
+ * added to *wall_s. */
+static int run_crew(void *(*fn)(void *), const harness_redis_t *redis, const target_t *target,
+                    int round, int k, int warmup, int count, double *us, double *wall_s)
+{
+    worker_t *workers = calloc((size_t)k, sizeof *workers);
+    pthread_t *threads = calloc((size_t)k, sizeof *threads);
+    pthread_barrier_t barrier;
+    if (!workers || !threads || pthread_barrier_init(&barrier, NULL, (unsigned)k) != 0) {
+        free(workers);
+        free(threads);
+        return -1;
+    }
+    int offset = 0;
+    for (int i = 0; i < k; i++) {
+        workers[i].redis = redis;
+        workers[i].target = target;
+        workers[i].barrier = &barrier;
+        workers[i].round = round;
+        workers[i].index = i;
+        workers[i].warmup = warmup;
+        workers[i].count = count / k + (i < count % k ? 1 : 0);
+        workers[i].us = us + offset;
+        offset += workers[i].count;
+    }
+    for (int i = 0; i < k; i++)
+        if (pthread_create(&threads[i], NULL, fn, &workers[i]) != 0) {
+            /* The barrier would never open for the others. */
+            fprintf(stderr, "passerelle-bench: cannot start %d threads\n", k);
+            exit(1);
+        }
+    for (int i = 0; i < k; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&barrier);
+
+    int rc = 0;
+    int64_t first = 0, last = 0;
+    for (int i = 0; i < k; i++) {
+        if (workers[i].rc != 0)
+            rc = -1;
+        if (workers[i].count == 0)
+            continue;
+        if (!first || workers[i].started_ns < first)
+            first = workers[i].started_ns;
+        if (workers[i].finished_ns > last)
+            last = workers[i].finished_ns;
+    }
+    *wall_s += (double)(last - first) / 1e9;
+    free(workers);
+    free(threads);
+    return rc;
+}
+
+/* The write limit under concurrency: one HSET at a time on each
+ * connection. Redis fsyncs once per event-loop pass, so writes that arrive
+ * in the same pass share one fsync: this is how far concurrent writers can
+ * scale when nothing else serialises them. */
+static void *redis_worker_run(void *arg)
+{
+    worker_t *w = arg;
+    uint8_t value[BENCH_REDIS_VALUE_BYTES];
+    char prefix[32];
+    memset(value, 'c', sizeof value);
+    w->rc = -1;
+    redisContext *ctx = redis_open(w->redis);
+    bool ready = ctx != NULL;
+    snprintf(prefix, sizeof prefix, "warm%d-%d", w->round, w->index);
+    for (int i = 0; ready && i < w->warmup; i++)
+        ready = redis_op(ctx, REDIS_OP_HSET, prefix, i, value);
+    /* Every worker reaches the barrier, even a failed one, or the others
+     * would wait for it for ever. */
+    pthread_barrier_wait(w->barrier);
+    if (ready) {
+        snprintf(prefix, sizeof prefix, "conc%d-%d", w->round, w->index);
+        w->started_ns = now_ns();
+        int i = 0;
+        for (; i < w->count; i++) {
+            int64_t t0 = now_ns();
+            if (!redis_op(ctx, REDIS_OP_HSET, prefix, i, value))
+                break;
+            w->us[i] = (double)(now_ns() - t0) / 1000.0;
+        }
+        w->finished_ns = now_ns();
+        w->rc = i == w->count ? 0 : -1;
+    }
+    if (ctx)
+        redisFree(ctx);
+    return NULL;
+}
+
+/* ====================================================================== */
+/* Passerelle                                                             */
+/* ====================================================================== */
+
+/* Registers one unit with a reference unique to (tag, n); the new unit's
+ * id goes into id_out (ID_LEN) if not NULL. 0, or -1 with a message. */
+static int unit_register(client_t *client, const char *tag, int n, char *id_out)
+{
+    char ref[64], address[64], landlord[32];
+    snprintf(ref, sizeof ref, "BENCH-%s-%07d", tag, n);
+    snprintf(address, sizeof address, "%d rue Voltaire", 1 + n % 200);
+    snprintf(landlord, sizeof landlord, "OWNER-%s-%d", tag, n);
+    Passerelle__UnitRegisterRequest req = PASSERELLE__UNIT_REGISTER_REQUEST__INIT;
+    req.external_ref = ref;
+    req.address = address;
+    req.commune = "84089"; /* Pertuis */
+    req.has_stock = true;
+    req.stock = PASSERELLE__STOCK__STOCK_PRIVATE;
+    req.has_typology = true;
+    req.typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T3;
+    req.has_surface_m2 = true;
+    req.surface_m2 = 64.5;
+    req.landlord = landlord;
+    req.has_energy_class = true;
+    req.energy_class = PASSERELLE__ENERGY_CLASS__ENERGY_D;
+
+    Passerelle__Reply *reply = NULL;
+    if (client_call(client, "unit.register", &req.base, NULL, &reply) != 0) {
+        fprintf(stderr, "passerelle-bench: unit.register %s: no reply\n", ref);
+        return -1;
+    }
+    int rc = -1;
+    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        fprintf(stderr, "passerelle-bench: unit.register %s: status %d %s\n", ref, reply->status,
+                reply->message ? reply->message : "");
+    } else if (id_out) {
+        Passerelle__Unit *unit =
+            reply->has_body ? passerelle__unit__unpack(NULL, reply->body.len, reply->body.data)
+                            : NULL;
+        if (unit && unit->id && id_valid('U', unit->id)) {
+            snprintf(id_out, ID_LEN, "%s", unit->id);
+            rc = 0;
+        } else {
+            fprintf(stderr, "passerelle-bench: unit.register %s: reply without a unit\n", ref);
+        }
+        if (unit)
+            passerelle__unit__free_unpacked(unit, NULL);
+    } else {
+        rc = 0;
+    }
+    passerelle__reply__free_unpacked(reply, NULL);
+    return rc;
+}
+
+static int unit_get(client_t *client, const char *id)
+{
+    Passerelle__UnitGetRequest req = PASSERELLE__UNIT_GET_REQUEST__INIT;
+    req.id = (char *)id;
+    Passerelle__Reply *reply = NULL;
+    if (client_call(client, "unit.get", &req.base, NULL, &reply) != 0) {
+        fprintf(stderr, "passerelle-bench: unit.get %s: no reply\n", id);
+        return -1;
+    }
+    int rc = 0;
+    if (reply->status != PASSERELLE__STATUS__STATUS_OK || !reply->has_body ||
+        reply->body.len == 0) {
+        fprintf(stderr, "passerelle-bench: unit.get %s: status %d %s\n", id, reply->status,
+                reply->message ? reply->message : "");
+        rc = -1;
+    }
+    passerelle__reply__free_unpacked(reply, NULL);
+    return rc;
+}
+
+static client_t *target_client(const target_t *target)
+{
+    return harness_client(target->endpoint, target->keys_dir, "operator", BENCH_CALL_TIMEOUT_MS, 0);
+}
+
+/* One client, one call at a time: count registrations of new units
+ * (references unique to tag and n), their ids into ids; latencies into us
+ * and the time taken added to *wall_s, unless us is NULL. */
+static int service_registers(client_t *client, const char *tag, int from, int count,
+                             char (*ids)[ID_LEN], double *us, double *wall_s)
+{
+    int64_t started = now_ns();
+    for (int i = 0; i < count; i++) {
+        int64_t t0 = now_ns();
+        if (zsys_interrupted || unit_register(client, tag, from + i, ids[i]) != 0)
+            return -1;
+        if (us)
+            us[i] = (double)(now_ns() - t0) / 1000.0;
+    }
+    if (us)
+        *wall_s += (double)(now_ns() - started) / 1e9;
+    return 0;
+}
+
+/* Reads back units registered before, so that every read finds a real
+ * record; as service_registers otherwise. */
+static int service_gets(client_t *client, char (*ids)[ID_LEN], int count, double *us,
+                        double *wall_s)
+{
+    int64_t started = now_ns();
+    for (int i = 0; i < count; i++) {
+        int64_t t0 = now_ns();
+        if (zsys_interrupted || unit_get(client, ids[i]) != 0)
+            return -1;
+        if (us)
+            us[i] = (double)(now_ns() - t0) / 1000.0;
+    }
+    if (us)
+        *wall_s += (double)(now_ns() - started) / 1e9;
+    return 0;
+}
+
+/* One of the K concurrent writers through the service. */
+static void *register_worker_run(void *arg)
+{
+    worker_t *w = arg;
+    char tag[32];
+    w->rc = -1;
+    client_t *client = target_client(w->target);
+    /* Every worker reaches the barrier, even a failed one, or the others
+     * would wait for it for ever. */
+    bool ready = client != NULL;
+    snprintf(tag, sizeof tag, "WC%d-%d", w->round, w->index);
+    for (int i = 0; ready && i < w->warmup; i++)
+        ready = unit_register(client, tag, i, NULL) == 0;
+    pthread_barrier_wait(w->barrier);
+    if (ready) {
+        snprintf(tag, sizeof tag, "C%d-%d", w->round, w->index);
+        w->started_ns = now_ns();
+        int i = 0;
+        for (; i < w->count && !zsys_interrupted; i++) {
+            int64_t t0 = now_ns();
+            if (unit_register(client, tag, i, NULL) != 0)
+                break;
+            w->us[i] = (double)(now_ns() - t0) / 1000.0;
+        }
+        w->finished_ns = now_ns();
+        w->rc = i == w->count ? 0 : -1;
+    }
+    client_destroy(&client);
+    return NULL;
+}
+
+/* ====================================================================== */
+/* Report                                                                 */
+/* ====================================================================== */
+
+enum {
+    FIG_ZMQ,
+    FIG_REDIS_READ,
+    FIG_REDIS_HSET,
+    FIG_REDIS_XADD,
+    FIG_REDIS_HSET_K,
+    FIG_GET,
+    FIG_REGISTER,
+    FIG_REGISTER_K,
+    FIG_COUNT,
+};
+
+static double ratio(double a, double b)
+{
+    return b > 0 ? a / b : 0;
+}
+
+static void report(const options_t *opt, figure_t figs[FIG_COUNT])
+{
+    double get_median =
+        ratio(figs[FIG_GET].median_us, figs[FIG_ZMQ].median_us + figs[FIG_REDIS_READ].median_us);
+    double get_p99 =
+        ratio(figs[FIG_GET].p99_us, figs[FIG_ZMQ].p99_us + figs[FIG_REDIS_READ].p99_us);
+    double reg_median = ratio(figs[FIG_REGISTER].median_us,
+                              figs[FIG_ZMQ].median_us + figs[FIG_REDIS_HSET].median_us);
+    double reg_p99 =
+        ratio(figs[FIG_REGISTER].p99_us, figs[FIG_ZMQ].p99_us + figs[FIG_REDIS_HSET].p99_us);
+    double scaling = ratio(figs[FIG_REGISTER_K].ops_per_s, figs[FIG_REGISTER].ops_per_s);
+    double redis_scaling = ratio(figs[FIG_REDIS_HSET_K].ops_per_s, figs[FIG_REDIS_HSET].ops_per_s);
+    double concurrent_vs_limit =
+        ratio(figs[FIG_REGISTER_K].ops_per_s, figs[FIG_REDIS_HSET_K].ops_per_s);
+
+    if (opt->pin)
+        printf("passerelle-bench: %d iterations, %d clients; vCPUs: bench %d, redis-server %d, "
+               "service %d (echo server and bare redis calls on the service's)\n",
+               opt->iterations, opt->clients, opt->cpu_bench, opt->cpu_redis, opt->cpu_service);
+    else
+        printf("passerelle-bench: %d iterations, %d clients; not pinned\n", opt->iterations,
+               opt->clients);
+    printf("%-36s %10s %10s %10s\n", "", "median us", "p99 us", "ops/s");
+    for (int i = 0; i < FIG_COUNT; i++)
+        printf("%-36s %10.1f %10.1f %10.0f\n", figs[i].label, figs[i].median_us, figs[i].p99_us,
+               figs[i].ops_per_s);
+    printf("unit.get      / (zmq rtt + redis read):       %.2f median, %.2f p99\n", get_median,
+           get_p99);
+    printf("unit.register / (zmq rtt + redis hset+fsync): %.2f median, %.2f p99\n", reg_median,
+           reg_p99);
+    printf("unit.register throughput, %d clients / 1 client: %.2f (bare HSET: %.2f)\n",
+           opt->clients, scaling, redis_scaling);
+    printf("unit.register throughput / bare HSET throughput, %d at once: %.2f\n", opt->clients,
+           concurrent_vs_limit);
+
+    json_t *results = json_object();
+    for (int i = 0; i < FIG_COUNT; i++)
+        json_object_set_new(results, figs[i].name,
+                            json_pack("{s:f, s:f, s:f, s:I}", "median_us", figs[i].median_us,
+                                      "p99_us", figs[i].p99_us, "ops_per_s", figs[i].ops_per_s,
+                                      "count", (json_int_t)figs[i].count));
+    json_t *ratios = json_object();
+    json_object_set_new(ratios, "get_median", json_real(get_median));
+    json_object_set_new(ratios, "get_p99", json_real(get_p99));
+    json_object_set_new(ratios, "register_median", json_real(reg_median));
+    json_object_set_new(ratios, "register_p99", json_real(reg_p99));
+    json_object_set_new(ratios, "register_concurrent_scaling", json_real(scaling));
+    json_object_set_new(ratios, "redis_hset_concurrent_scaling", json_real(redis_scaling));
+    json_object_set_new(ratios, "register_concurrent_vs_hset", json_real(concurrent_vs_limit));
+    /* "o" hands results and ratios over to root, even if packing fails. */
+    json_t *root =
+        json_pack("{s:s, s:i, s:i, s:b, s:{s:i, s:i, s:i}, s:o, s:o}", "bench", "passerelle",
+                  "iterations", opt->iterations, "clients", opt->clients, "pinned", opt->pin,
+                  "cpus", "bench", opt->cpu_bench, "redis", opt->cpu_redis, "service",
+                  opt->cpu_service, "results", results, "ratios", ratios);
+    char *line = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    if (line)
+        printf("%s\n", line);
+    else
+        fprintf(stderr, "passerelle-bench: cannot format the JSON line\n");
+    free(line);
+    json_decref(root);
+    fflush(stdout);
+}
+
+/* ====================================================================== */
+/* Measuring                                                              */
+/* ====================================================================== */
+
+/* The load of this shared machine drifts (fsync times most of all, with
+ * other processes writing to the same disk), so the figures are measured
+ * in interleaved rounds: each round takes its share of every figure, and a
+ * drift weighs on the limits and on Passerelle alike. */
+#define BENCH_ROUNDS 10
+/* Calls each new connection of a crew makes before the measured ones:
+ * enough to connect and finish the CURVE handshake. */
+#define BENCH_CREW_WARMUP 3
+
+/* Runs every measurement into figs. Long-lived connections are opened
+ * first, on the bench's vCPU, so that the ZeroMQ I/O thread the first
+ * socket starts runs there too. */
+static int measure(const options_t *opt, const harness_redis_t *redis, const char *keys_dir,
+                   int echo_port, const target_t *target, figure_t figs[FIG_COUNT])
+{
+    int rc = -1, n = opt->iterations, k = opt->clients;
+    echo_client_t echo;
+    bool echo_open = false;
+    client_t *client = NULL;
+    redisContext *ctx = NULL;
+    char(*ids)[ID_LEN] = calloc((size_t)n, ID_LEN);
+    char(*warm_ids)[ID_LEN] = calloc((size_t)opt->warmup, ID_LEN);
+    if (!ids || !warm_ids || pin_thread(opt, opt->cpu_bench) != 0)
+        goto done;
+    echo_open = echo_client_open(&echo, keys_dir, echo_port) == 0;
+    client = target_client(target);
+    ctx = redis_open(redis);
+    if (!echo_open || !client || !ctx)
+        goto done;
+
+    /* Bare Redis from the service's vCPU, where the service calls it; the
+     * writes before the reads, so that the reads find the records. */
+    if (pin_thread(opt, opt->cpu_service) != 0 ||
+        redis_ops(ctx, REDIS_OP_HSET, "warm", 0, opt->warmup, NULL, NULL) != 0 ||
+        redis_ops(ctx, REDIS_OP_HMGET, "warm", 0, opt->warmup, NULL, NULL) != 0 ||
+        redis_ops(ctx, REDIS_OP_XADD, "warm", 0, opt->warmup, NULL, NULL) != 0)
+        goto done;
+    if (pin_thread(opt, opt->cpu_bench) != 0 ||
+        echo_round_trips(&echo, opt->warmup, NULL, NULL) != 0 ||
+        service_registers(client, "W", 0, opt->warmup, warm_ids, NULL, NULL) != 0 ||
+        service_gets(client, warm_ids, opt->warmup, NULL, NULL) != 0)
+        goto done;
+
+    int rounds = n < BENCH_ROUNDS ? n : BENCH_ROUNDS;
+    for (int r = 0; r < rounds; r++) {
+        int from = (int)((int64_t)n * r / rounds);
+        int count = (int)((int64_t)n * (r + 1) / rounds) - from;
+        figure_t *f = figs;
+        if (pin_thread(opt, opt->cpu_service) != 0 ||
+            redis_ops(ctx, REDIS_OP_HSET, "record", from, count, f[FIG_REDIS_HSET].us + from,
+                      &f[FIG_REDIS_HSET].wall_s) != 0 ||
+            redis_ops(ctx, REDIS_OP_HMGET, "record", from, count, f[FIG_REDIS_READ].us + from,
+                      &f[FIG_REDIS_READ].wall_s) != 0 ||
+            redis_ops(ctx, REDIS_OP_XADD, "record", from, count, f[FIG_REDIS_XADD].us + from,
+                      &f[FIG_REDIS_XADD].wall_s) != 0 ||
+            run_crew(redis_worker_run, redis, NULL, r, k, BENCH_CREW_WARMUP, count,
+                     f[FIG_REDIS_HSET_K].us + from, &f[FIG_REDIS_HSET_K].wall_s) != 0)
+            goto done;
+        if (pin_thread(opt, opt->cpu_bench) != 0 ||
+            echo_round_trips(&echo, count, f[FIG_ZMQ].us + from, &f[FIG_ZMQ].wall_s) != 0 ||
+            service_registers(client, "S", from, count, ids + from, f[FIG_REGISTER].us + from,
+                              &f[FIG_REGISTER].wall_s) != 0 ||
+            service_gets(client, ids + from, count, f[FIG_GET].us + from, &f[FIG_GET].wall_s) !=
+                0 ||
+            run_crew(register_worker_run, NULL, target, r, k, BENCH_CREW_WARMUP, count,
+                     f[FIG_REGISTER_K].us + from, &f[FIG_REGISTER_K].wall_s) != 0)
+            goto done;
+    }
+    rc = zsys_interrupted ? -1 : 0;
+done:
+    if (ctx)
+        redisFree(ctx);
+    client_destroy(&client);
+    if (echo_open)
+        echo_client_close(&echo);
+    free(warm_ids);
+    free(ids);
+    return rc;
+}
+
+/* ====================================================================== */
+/* main                                                                   */
+/* ====================================================================== */
+
+int main(int argc, char *argv[])
+{
+    options_t opt;
+    if (parse_options(argc, argv, &opt) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    /* The client library logs retries at debug and errors at error: only
+     * the errors belong in a benchmark's output. */
+    log_init("bench");
+    log_set_level(LOG_LEVEL_WARN);
+    if (!getenv("PASSERELLE_TEST_BIN_DIR"))
+        setenv("PASSERELLE_TEST_BIN_DIR", PASSERELLE_BENCH_BIN_DIR, 1);
+
+    figure_t figs[FIG_COUNT];
+    memset(figs, 0, sizeof figs);
+    int rc = 1;
+    char *dir = harness_tempdir("bench");
+    if (!dir)
+        return 1;
+    char keys[512];
+    snprintf(keys, sizeof keys, "%s/keys", dir);
+
+    echo_t echo = {.pid = 0};
+    harness_redis_t redis;
+    bool redis_up = false;
+    harness_service_t service;
+    bool service_up = false;
+
+    /* Before anything here starts CZMQ: see the file comment. */
+    if (echo_fork(&echo, keys, &opt, opt.cpu_service) != 0) {
+        fprintf(stderr, "passerelle-bench: cannot fork the echo server\n");
+        goto done;
+    }
+    if (harness_keys_make(keys) != 0)
+        goto done;
+    int echo_port = echo_go(&echo);
+    if (echo_port <= 0) {
+        fprintf(stderr, "passerelle-bench: the echo server did not start\n");
+        goto done;
+    }
+
+    if (pin_thread(&opt, opt.cpu_redis) != 0 || harness_redis_start(&redis) != 0)
+        goto done;
+    redis_up = true;
+    harness_redis_setenv(&redis);
+    setenv("PASSERELLE_KEYS_DIR", keys, 1);
+    if (pin_thread(&opt, opt.cpu_service) != 0 ||
+        harness_service_start(&service, "reservations", dir, NULL) != 0)
+        goto done;
+    service_up = true;
+
+    const struct {
+        const char *name, *label;
+    } names[FIG_COUNT] = {
+        [FIG_ZMQ] = {"zmq_rtt", "zmq round trip (curve, 200 B)"},
+        [FIG_REDIS_READ] = {"redis_read", "redis read (HMGET)"},
+        [FIG_REDIS_HSET] = {"redis_hset", "redis HSET 300 B (fsync)"},
+        [FIG_REDIS_XADD] = {"redis_xadd", "redis XADD 300 B (fsync)"},
+        [FIG_REDIS_HSET_K] = {"redis_hset_concurrent", "redis HSET (fsync), K connections"},
+        [FIG_GET] = {"unit_get", "passerelle unit.get"},
+        [FIG_REGISTER] = {"unit_register", "passerelle unit.register"},
+        [FIG_REGISTER_K] = {"unit_register_concurrent", "passerelle unit.register, K clients"},
+    };
+    for (int i = 0; i < FIG_COUNT; i++)
+        if (figure_init(&figs[i], names[i].name, names[i].label, (size_t)opt.iterations) != 0)
+            goto done;
+
+    target_t target = {.endpoint = service.endpoint, .keys_dir = keys};
+    if (measure(&opt, &redis, keys, echo_port, &target, figs) != 0)
+        goto done;
+
+    for (int i = 0; i < FIG_COUNT; i++)
+        figure_summarise(&figs[i]);
+    report(&opt, figs);
+    rc = 0;
+done:
+    if (service_up) {
+        int status = harness_service_stop(&service, SIGTERM);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "passerelle-bench: the service stopped with wait status %d (see %s)\n",
+                    status, service.log_path);
+            rc = 1;
+        }
+    }
+    if (echo_stop(&echo) != 0) {
+        fprintf(stderr, "passerelle-bench: the echo server exited with an error\n");
+        rc = 1;
+    }
+    if (redis_up)
+        harness_redis_stop(&redis);
+    for (int i = 0; i < FIG_COUNT; i++)
+        figure_free(&figs[i]);
+    harness_rmtree(dir);
+    free(dir);
+    return rc;
+}
