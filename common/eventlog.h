@@ -59,8 +59,8 @@ void consumer_done_key(const consumer_t *self, const char *event_id, char *out, 
 /* Reads up to limit entries after position (exclusive; "0" or "" for the
  * start) without a group: for the event.list request. Fills reply's events
  * (caller frees with eventlog_list_free). */
-store_result_t eventlog_list(store_t *store, const char *stream, const char *after,
-                             unsigned limit, Passerelle__EventListReply *reply);
+store_result_t eventlog_list(store_t *store, const char *stream, const char *after, unsigned limit,
+                             Passerelle__EventListReply *reply);
 void eventlog_list_free(Passerelle__EventListReply *reply);
 
 #endif

@@ -16,17 +16,17 @@
 #include <stddef.h>
 
 typedef enum {
-    PARTY_NONE            = 0,
-    PARTY_METROPOLE       = 1 << 0, /* Métropole housing staff */
+    PARTY_NONE = 0,
+    PARTY_METROPOLE = 1 << 0,       /* Métropole housing staff */
     PARTY_ACTION_LOGEMENT = 1 << 1, /* AL's correspondents */
-    PARTY_OPERATOR        = 1 << 2, /* PIG/OPAH operators mandated by the Métropole */
-    PARTY_PARTNER         = 1 << 3, /* partner systems (ADIL, ARHLM, ...) */
-    PARTY_ADMIN           = 1 << 4, /* operations */
-    PARTY_SERVICE         = 1 << 5, /* another Passerelle service */
+    PARTY_OPERATOR = 1 << 2,        /* PIG/OPAH operators mandated by the Métropole */
+    PARTY_PARTNER = 1 << 3,         /* partner systems (ADIL, ARHLM, ...) */
+    PARTY_ADMIN = 1 << 4,           /* operations */
+    PARTY_SERVICE = 1 << 5,         /* another Passerelle service */
 } party_t;
 
 #define PARTY_ANY                                                                                  \
-    (PARTY_METROPOLE | PARTY_ACTION_LOGEMENT | PARTY_OPERATOR | PARTY_PARTNER | PARTY_ADMIN |     \
+    (PARTY_METROPOLE | PARTY_ACTION_LOGEMENT | PARTY_OPERATOR | PARTY_PARTNER | PARTY_ADMIN |      \
      PARTY_SERVICE)
 
 /* "ACTION_LOGEMENT" etc.; "NONE" for anything else. */
@@ -38,8 +38,8 @@ party_t party_parse(const char *name);
 
 typedef struct {
     party_t party;
-    char name[64];               /* certificate's "name" metadata */
-    char key[KEY_Z85_LEN + 1];   /* public key, Z85; "" in insecure mode */
+    char name[64];             /* certificate's "name" metadata */
+    char key[KEY_Z85_LEN + 1]; /* public key, Z85; "" in insecure mode */
 } caller_t;
 
 typedef struct keydir_t keydir_t;
@@ -54,7 +54,7 @@ void keydir_destroy(keydir_t **self_p);
 bool keydir_lookup(keydir_t *self, const char *public_key_z85, caller_t *out);
 
 /* Paths inside the directory, written into out. */
-void keydir_server_cert_path(const char *dir, char *out, size_t out_size);      /* secret */
+void keydir_server_cert_path(const char *dir, char *out, size_t out_size); /* secret */
 void keydir_server_public_path(const char *dir, char *out, size_t out_size);
 void keydir_authorized_dir(const char *dir, char *out, size_t out_size);
 void keydir_client_cert_path(const char *dir, const char *name, char *out, size_t out_size);

@@ -82,8 +82,7 @@ void time_rfc3339(int64_t epoch_ms, char out[TIME_RFC3339_LEN])
     gmtime_r(&secs, &tm);
     char text[64]; /* roomy enough for any int, which the compiler cannot rule out */
     snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             (int)(epoch_ms % 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(epoch_ms % 1000));
     memcpy(out, text, TIME_RFC3339_LEN - 1);
     out[TIME_RFC3339_LEN - 1] = '\0';
 }
@@ -124,10 +123,10 @@ int time_paris_offset_s(time_t utc)
     struct tm tm;
     gmtime_r(&utc, &tm);
     int year = tm.tm_year + 1900;
-    struct tm start = {.tm_year = year - 1900, .tm_mon = 2, .tm_mday = last_sunday(year, 3),
-                       .tm_hour = 1};
-    struct tm end = {.tm_year = year - 1900, .tm_mon = 9, .tm_mday = last_sunday(year, 10),
-                     .tm_hour = 1};
+    struct tm start = {
+        .tm_year = year - 1900, .tm_mon = 2, .tm_mday = last_sunday(year, 3), .tm_hour = 1};
+    struct tm end = {
+        .tm_year = year - 1900, .tm_mon = 9, .tm_mday = last_sunday(year, 10), .tm_hour = 1};
     time_t summer_from = timegm(&start), summer_until = timegm(&end);
     return utc >= summer_from && utc < summer_until ? 7200 : 3600;
 }

@@ -11,8 +11,8 @@
 
 typedef enum {
     LOG_LEVEL_DEBUG = 0,
-    LOG_LEVEL_INFO  = 1,
-    LOG_LEVEL_WARN  = 2,
+    LOG_LEVEL_INFO = 1,
+    LOG_LEVEL_WARN = 2,
     LOG_LEVEL_ERROR = 3,
 } log_level_t;
 

@@ -67,27 +67,27 @@ void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);
 /* Commits txn for this write with the reply built so far (stored under the
  * idempotency key). Maps the outcome onto the reply: committed -> as is;
  * duplicate -> the first reply; stale -> retry; lost -> UNAVAILABLE;
- * refused -> INTERNAL; key reused -> INVALID_ARGUMENT (idempotency_key). Returns true if the reply should now be sent as it
- * stands (committed or duplicate). */
+ * refused -> INTERNAL; key reused -> INVALID_ARGUMENT (idempotency_key). Returns true if the reply
+ * should now be sent as it stands (committed or duplicate). */
 bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn);
 
 typedef void(handler_fn)(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply);
 
 typedef struct {
-    const char *type;                           /* "unit.register" */
-    const ProtobufCMessageDescriptor *request;  /* body type */
+    const char *type;                          /* "unit.register" */
+    const ProtobufCMessageDescriptor *request; /* body type */
     handler_fn *handler;
     bool write; /* needs an idempotency key */
 } route_t;
 
 typedef struct {
-    const char *service;   /* "reservations": logs, health, key scoping */
-    const char *endpoint;  /* "tcp://127.0.0.1:7401"; ":*" picks a port */
-    const char *keys_dir;  /* key directory (identity.h) */
-    bool insecure;         /* no CURVE: every caller is PARTY_ADMIN "insecure" */
-    size_t max_request_bytes;     /* default 1 MiB; socket hard limit is 4x */
-    uint32_t idempotency_ttl_s;   /* default 86400 */
+    const char *service;        /* "reservations": logs, health, key scoping */
+    const char *endpoint;       /* "tcp://127.0.0.1:7401"; ":*" picks a port */
+    const char *keys_dir;       /* key directory (identity.h) */
+    bool insecure;              /* no CURVE: every caller is PARTY_ADMIN "insecure" */
+    size_t max_request_bytes;   /* default 1 MiB; socket hard limit is 4x */
+    uint32_t idempotency_ttl_s; /* default 86400 */
     const route_t *routes;
     size_t route_count;
     void *ctx;          /* handed to every handler */

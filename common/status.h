@@ -4,17 +4,17 @@
 #define PASSERELLE_STATUS_H
 
 typedef enum {
-    ST_OK                  = 0,
-    ST_INVALID_ARGUMENT    = 3,
-    ST_NOT_FOUND           = 5,
-    ST_ALREADY_EXISTS      = 6,
-    ST_PERMISSION_DENIED   = 7,
-    ST_RESOURCE_EXHAUSTED  = 8,
+    ST_OK = 0,
+    ST_INVALID_ARGUMENT = 3,
+    ST_NOT_FOUND = 5,
+    ST_ALREADY_EXISTS = 6,
+    ST_PERMISSION_DENIED = 7,
+    ST_RESOURCE_EXHAUSTED = 8,
     ST_FAILED_PRECONDITION = 9,
-    ST_CONFLICT            = 10,
-    ST_INTERNAL            = 13,
-    ST_UNAVAILABLE         = 14,
-    ST_UNAUTHENTICATED     = 16,
+    ST_CONFLICT = 10,
+    ST_INTERNAL = 13,
+    ST_UNAVAILABLE = 14,
+    ST_UNAUTHENTICATED = 16,
 } status_t;
 
 /* "INVALID_ARGUMENT" for ST_INVALID_ARGUMENT; "UNKNOWN" for anything else.

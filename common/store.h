@@ -18,9 +18,9 @@
 #include <stdint.h>
 
 typedef enum {
-    STORE_OK      = 0,
+    STORE_OK = 0,
     STORE_REFUSED = 1,
-    STORE_LOST    = 2,
+    STORE_LOST = 2,
 } store_result_t;
 
 typedef struct {
@@ -47,8 +47,8 @@ void store_destroy(store_t **self_p);
  * STORE_REFUSED, *reply_p is the reply (an error reply for REFUSED) and the
  * caller frees it with freeReplyObject; on STORE_LOST *reply_p is NULL.
  * reply_p may be NULL when the reply is not wanted. */
-store_result_t store_command_argv(store_t *self, redisReply **reply_p, int argc,
-                                  const char **argv, const size_t *argv_len);
+store_result_t store_command_argv(store_t *self, redisReply **reply_p, int argc, const char **argv,
+                                  const size_t *argv_len);
 
 /* The same with a hiredis format string ("GET %s", "%b" for binary). */
 store_result_t store_command(store_t *self, redisReply **reply_p, const char *format, ...);

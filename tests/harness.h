@@ -27,7 +27,7 @@ void harness_rmtree(const char *path);
 typedef struct {
     pid_t pid;
     int port;
-    char dir[256];     /* data folder (AOF) */
+    char dir[256]; /* data folder (AOF) */
     char password[33];
 } harness_redis_t;
 
@@ -62,9 +62,9 @@ client_t *harness_client(const char *endpoint, const char *keys_dir, const char 
 
 typedef struct {
     pid_t pid;
-    char name[32];       /* "reservations" */
-    char log_path[512];  /* its stderr, JSON lines */
-    char endpoint[64];   /* "tcp://127.0.0.1:41234", read from its log */
+    char name[32];      /* "reservations" */
+    char log_path[512]; /* its stderr, JSON lines */
+    char endpoint[64];  /* "tcp://127.0.0.1:41234", read from its log */
     int port;
 } harness_service_t;
 

@@ -31,8 +31,8 @@ static void json_round_trip(const ProtobufCMessage *msg)
     if (!json)
         return;
     char err[256], field[64];
-    ProtobufCMessage *back = pbjson_to_message(msg->descriptor, json, err, sizeof err, field,
-                                               sizeof field);
+    ProtobufCMessage *back =
+        pbjson_to_message(msg->descriptor, json, err, sizeof err, field, sizeof field);
     if (back)
         protobuf_c_message_free_unpacked(back, NULL);
     json_decref(json);
@@ -50,8 +50,8 @@ static void validate(const ProtobufCMessage *msg)
         unit_filter_parse((const Passerelle__UnitListRequest *)msg, &filter, &err);
     } else if (msg->descriptor == &passerelle__convention_envisage_request__descriptor) {
         date_t on;
-        convention_envisage_validate((const Passerelle__ConventionEnvisageRequest *)msg, today,
-                                     &on, &err);
+        convention_envisage_validate((const Passerelle__ConventionEnvisageRequest *)msg, today, &on,
+                                     &err);
     }
 }
 
