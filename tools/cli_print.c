@@ -1,320 +1,253 @@
 /* Readable output of the passerelle CLI (see cli_print.h).
  *
- * Everything is driven by the message descriptors, like pbjson, so that a
- * field added to a .proto shows up here without a change. The two summary
- * lines are the only per-type code: a unit or a convention should be
- * recognisable at a glance, before its details. */
+ * The printer walks the JSON object pbjson makes of a reply rather than the
+ * message itself: pbjson already knows which fields are set and how each
+ * value reads (enum short names, 64-bit integers), and jansson keeps the
+ * fields in the descriptor's order. The descriptor is consulted only for
+ * what JSON does not say: which nested object is a unit or a convention, and
+ * which strings are base64 bytes. The two summary lines are the only
+ * per-type code: a unit or a convention should be recognisable at a glance,
+ * before its details. */
 #include "cli_print.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
 
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* --------------------------------------------------------------------------
- * Field access
- * ------------------------------------------------------------------------ */
-
-/* How many values the field holds in msg: the length of a repeated field,
- * else 1 if it is set, 0 if not. Empty strings count as unset: for a
- * reader, "next_page_token: " says nothing. */
-static size_t field_count(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field)
+/* One scalar as a reader wants it: yes/no for booleans, and bytes by their
+ * size, which the length of pbjson's padded base64 gives. */
+static void print_scalar(FILE *out, const json_t *value, bool is_bytes)
 {
-    const char *base = (const char *)msg;
-    const void *member = base + field->offset;
-
-    if (field->label == PROTOBUF_C_LABEL_REPEATED)
-        return *(const size_t *)(base + field->quantifier_offset);
-    if (field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-        if (*(const uint32_t *)(base + field->quantifier_offset) != field->id)
-            return 0;
-    } else if (field->label == PROTOBUF_C_LABEL_OPTIONAL && field->type != PROTOBUF_C_TYPE_STRING &&
-               field->type != PROTOBUF_C_TYPE_MESSAGE) {
-        if (!*(const protobuf_c_boolean *)(base + field->quantifier_offset))
-            return 0;
-    }
-    if (field->type == PROTOBUF_C_TYPE_STRING) {
-        const char *text = *(const char *const *)member;
-        return text && *text ? 1 : 0;
-    }
-    if (field->type == PROTOBUF_C_TYPE_MESSAGE)
-        return *(const void *const *)member ? 1 : 0;
-    return 1;
-}
-
-static size_t value_size(ProtobufCType type)
-{
-    switch (type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        return 4;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
-    case PROTOBUF_C_TYPE_FLOAT:
-        return sizeof(float);
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_ENUM:
-        return sizeof(int);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    }
-    return 0;
-}
-
-/* The address of value `index` of the field (0 for a singular field). */
-static const void *field_value(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *field,
-                               size_t index)
-{
-    const char *member = (const char *)msg + field->offset;
-    if (field->label != PROTOBUF_C_LABEL_REPEATED)
-        return member;
-    const char *array = *(const char *const *)member;
-    return array + index * value_size(field->type);
-}
-
-/* Formats one scalar value (anything but a message) for a reader. */
-static void format_scalar(const ProtobufCFieldDescriptor *field, const void *value, char *out,
-                          size_t out_size)
-{
-    switch (field->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        snprintf(out, out_size, "%" PRId32, *(const int32_t *)value);
-        break;
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32:
-        snprintf(out, out_size, "%" PRIu32, *(const uint32_t *)value);
-        break;
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-        snprintf(out, out_size, "%" PRId64, *(const int64_t *)value);
-        break;
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        snprintf(out, out_size, "%" PRIu64, *(const uint64_t *)value);
-        break;
-    case PROTOBUF_C_TYPE_FLOAT:
-        snprintf(out, out_size, "%g", (double)*(const float *)value);
-        break;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        snprintf(out, out_size, "%g", *(const double *)value);
-        break;
-    case PROTOBUF_C_TYPE_BOOL:
-        snprintf(out, out_size, "%s", *(const protobuf_c_boolean *)value ? "yes" : "no");
-        break;
-    case PROTOBUF_C_TYPE_ENUM: {
-        int number = *(const int *)value;
-        const char *name = pbjson_enum_name(field->descriptor, number);
-        if (name)
-            snprintf(out, out_size, "%s", name);
-        else
-            snprintf(out, out_size, "%d", number);
-        break;
-    }
-    case PROTOBUF_C_TYPE_STRING:
-        snprintf(out, out_size, "%s", *(const char *const *)value);
-        break;
-    case PROTOBUF_C_TYPE_BYTES:
-        snprintf(out, out_size, "<%zu bytes>", ((const ProtobufCBinaryData *)value)->len);
-        break;
-    case PROTOBUF_C_TYPE_MESSAGE:
-        snprintf(out, out_size, "<message>");
-        break;
-    }
+    if (json_is_boolean(value))
+        fputs(json_is_true(value) ? "yes" : "no", out);
+    else if (json_is_integer(value))
+        fprintf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+    else if (json_is_real(value))
+        fprintf(out, "%g", json_real_value(value));
+    else if (is_bytes) {
+        const char *b64 = json_string_value(value);
+        size_t len = strlen(b64), padding = 0;
+        while (padding < len && padding < 2 && b64[len - 1 - padding] == '=')
+            padding++;
+        fprintf(out, "<%zu bytes>", len / 4 * 3 - padding);
+    } else
+        fputs(json_string_value(value), out);
 }
 
 /* --------------------------------------------------------------------------
  * Summaries
  * ------------------------------------------------------------------------ */
 
-typedef struct {
-    char *buf;
-    size_t size;
-    size_t len;
-} strbuf_t;
-
-static void strbuf_add(strbuf_t *sb, const char *format, ...) __attribute__((format(printf, 2, 3)));
-
-static void strbuf_add(strbuf_t *sb, const char *format, ...)
+/* The string member key of obj, NULL if absent or not a string. */
+static const char *text(const json_t *obj, const char *key)
 {
-    if (sb->len + 1 >= sb->size)
-        return;
-    va_list args;
-    va_start(args, format);
-    int n = vsnprintf(sb->buf + sb->len, sb->size - sb->len, format, args);
-    va_end(args);
-    if (n > 0)
-        sb->len = sb->len + (size_t)n < sb->size ? sb->len + (size_t)n : sb->size - 1;
+    return json_string_value(json_object_get(obj, key));
 }
 
-static const char *enum_text(const ProtobufCEnumDescriptor *desc, int value)
+/* The same, NULL also when empty: an empty string says nothing to a reader. */
+static const char *nonempty(const json_t *obj, const char *key)
 {
-    const char *name = pbjson_enum_name(desc, value);
-    return name ? name : "?";
+    const char *value = text(obj, key);
+    return value && *value ? value : NULL;
+}
+
+/* An enum member by its short name; pbjson writes a value the enum does not
+ * know as a number, which reads "?" here. NULL if the field is unset. */
+static const char *enum_word(const json_t *obj, const char *key)
+{
+    const json_t *value = json_object_get(obj, key);
+    if (!value)
+        return NULL;
+    return json_is_string(value) ? json_string_value(value) : "?";
 }
 
 /* "Pertuis 13075 (CT2)", or "Marseille 13207 (CT1)" with the arrondissement. */
-static void add_place(strbuf_t *sb, const Passerelle__Unit *unit)
+static void print_place(FILE *out, const json_t *unit)
 {
-    const char *name = unit->commune_name ? unit->commune_name : "";
-    const char *insee = unit->arrondissement_insee && *unit->arrondissement_insee
-                            ? unit->arrondissement_insee
-                            : unit->commune_insee;
-    strbuf_add(sb, "%s", name);
-    if (insee && *insee)
-        strbuf_add(sb, "%s%s", *name ? " " : "", insee);
-    if (unit->territory && *unit->territory)
-        strbuf_add(sb, " (%s)", unit->territory);
+    const char *name = nonempty(unit, "commune_name"), *insee, *territory;
+    fputs(name ? name : "", out);
+    if ((insee = nonempty(unit, "arrondissement_insee")) ||
+        (insee = nonempty(unit, "commune_insee")))
+        fprintf(out, "%s%s", name ? " " : "", insee);
+    if ((territory = nonempty(unit, "territory")))
+        fprintf(out, " (%s)", territory);
 }
 
-static void summarize_unit(strbuf_t *sb, const Passerelle__Unit *unit)
+static void print_unit_summary(FILE *out, const json_t *unit)
 {
-    strbuf_add(sb, "unit %s", unit->id ? unit->id : "?");
-    if (unit->external_ref && *unit->external_ref)
-        strbuf_add(sb, " [%s]", unit->external_ref);
-    if (unit->has_typology)
-        strbuf_add(sb, " %s", enum_text(&passerelle__typology__descriptor, unit->typology));
-    if (unit->has_stock)
-        strbuf_add(sb, " %s", enum_text(&passerelle__stock__descriptor, unit->stock));
-    if (unit->has_surface_m2)
-        strbuf_add(sb, " %g m2", unit->surface_m2);
-    strbuf_add(sb, ", ");
-    add_place(sb, unit);
-    if (unit->has_convention_state &&
-        unit->convention_state != PASSERELLE__CONVENTION_STATE__CONVENTION_NONE)
-        strbuf_add(sb, ", convention %s",
-                   enum_text(&passerelle__convention_state__descriptor, unit->convention_state));
-}
-
-static void summarize_convention(strbuf_t *sb, const Passerelle__Convention *conv)
-{
-    strbuf_add(sb, "convention %s", conv->id ? conv->id : "?");
-    if (conv->has_level)
-        strbuf_add(sb, " %s", enum_text(&passerelle__convention_level__descriptor, conv->level));
-    if (conv->has_state)
-        strbuf_add(sb, " %s", enum_text(&passerelle__convention_state__descriptor, conv->state));
-    if (conv->has_with_works && conv->with_works)
-        strbuf_add(sb, " with works");
-    strbuf_add(sb, ", unit %s", conv->unit_id ? conv->unit_id : "?");
-    if (conv->unit) {
-        strbuf_add(sb, " ");
-        add_place(sb, conv->unit);
+    const char *id = text(unit, "id"), *value;
+    fprintf(out, "unit %s", id ? id : "?");
+    if ((value = nonempty(unit, "external_ref")))
+        fprintf(out, " [%s]", value);
+    if ((value = enum_word(unit, "typology")))
+        fprintf(out, " %s", value);
+    if ((value = enum_word(unit, "stock")))
+        fprintf(out, " %s", value);
+    const json_t *surface = json_object_get(unit, "surface_m2");
+    if (surface) {
+        fputc(' ', out);
+        print_scalar(out, surface, false);
+        fputs(" m2", out);
     }
-    if (conv->signed_on && *conv->signed_on)
-        strbuf_add(sb, ", signed %s", conv->signed_on);
-    else if (conv->envisaged_on && *conv->envisaged_on)
-        strbuf_add(sb, ", envisaged %s", conv->envisaged_on);
-    if (conv->end_date && *conv->end_date)
-        strbuf_add(sb, ", until %s", conv->end_date);
+    fputs(", ", out);
+    print_place(out, unit);
+    const char *none = pbjson_enum_name(&passerelle__convention_state__descriptor,
+                                        PASSERELLE__CONVENTION_STATE__CONVENTION_NONE);
+    if ((value = enum_word(unit, "convention_state")) && strcmp(value, none) != 0)
+        fprintf(out, ", convention %s", value);
+}
+
+static void print_convention_summary(FILE *out, const json_t *conv)
+{
+    const char *id = text(conv, "id"), *unit_id = text(conv, "unit_id"), *value;
+    fprintf(out, "convention %s", id ? id : "?");
+    if ((value = enum_word(conv, "level")))
+        fprintf(out, " %s", value);
+    if ((value = enum_word(conv, "state")))
+        fprintf(out, " %s", value);
+    if (json_is_true(json_object_get(conv, "with_works")))
+        fputs(" with works", out);
+    fprintf(out, ", unit %s", unit_id ? unit_id : "?");
+    const json_t *unit = json_object_get(conv, "unit");
+    if (unit) {
+        fputc(' ', out);
+        print_place(out, unit);
+    }
+    if ((value = nonempty(conv, "signed_on")))
+        fprintf(out, ", signed %s", value);
+    else if ((value = nonempty(conv, "envisaged_on")))
+        fprintf(out, ", envisaged %s", value);
+    if ((value = nonempty(conv, "end_date")))
+        fprintf(out, ", until %s", value);
+}
+
+typedef void summary_fn(FILE *out, const json_t *obj);
+
+/* The summary line of a message type, NULL for the types that have none. */
+static summary_fn *summary_for(const ProtobufCMessageDescriptor *desc)
+{
+    if (desc == &passerelle__unit__descriptor)
+        return print_unit_summary;
+    if (desc == &passerelle__convention__descriptor)
+        return print_convention_summary;
+    return NULL;
 }
 
 bool cli_summary(const ProtobufCMessage *msg, char *out, size_t out_size)
 {
-    if (!msg || out_size == 0)
+    summary_fn *summarize = msg ? summary_for(msg->descriptor) : NULL;
+    if (!summarize || out_size == 0)
         return false;
-    strbuf_t sb = {out, out_size, 0};
-    out[0] = '\0';
-    if (msg->descriptor == &passerelle__unit__descriptor)
-        summarize_unit(&sb, (const Passerelle__Unit *)msg);
-    else if (msg->descriptor == &passerelle__convention__descriptor)
-        summarize_convention(&sb, (const Passerelle__Convention *)msg);
-    else
-        return false;
-    return true;
+    char *summary = NULL;
+    size_t length = 0;
+    json_t *json = pbjson_from_message(msg);
+    FILE *mem = json ? open_memstream(&summary, &length) : NULL;
+    if (mem) {
+        summarize(mem, json);
+        fclose(mem);
+    }
+    bool done = summary != NULL;
+    snprintf(out, out_size, "%s", done ? summary : "");
+    free(summary);
+    json_decref(json);
+    return done;
 }
 
 /* --------------------------------------------------------------------------
  * Generic printer
  * ------------------------------------------------------------------------ */
 
-static void print_fields(FILE *out, const ProtobufCMessage *msg, int indent,
-                         const char *skip_field);
+static void print_object(FILE *out, const ProtobufCMessageDescriptor *desc, const json_t *obj,
+                         int indent, const char *skip_field);
 
-static void print_field(FILE *out, const ProtobufCMessage *msg,
-                        const ProtobufCFieldDescriptor *field, size_t count, int indent)
+/* A message field: one block, or a block per item for a repeated field,
+ * each headed by the item's summary when its type has one. */
+static void print_nested(FILE *out, const ProtobufCFieldDescriptor *field, const json_t *value,
+                         int indent)
 {
-    char text[1024];
-
-    if (field->type == PROTOBUF_C_TYPE_MESSAGE) {
-        if (field->label == PROTOBUF_C_LABEL_REPEATED) {
-            fprintf(out, "%*s%s (%zu):\n", indent, "", field->name, count);
-            for (size_t i = 0; i < count; i++) {
-                const ProtobufCMessage *item =
-                    *(const ProtobufCMessage *const *)field_value(msg, field, i);
-                if (cli_summary(item, text, sizeof text))
-                    fprintf(out, "%*s- %s\n", indent + 2, "", text);
-                else
-                    fprintf(out, "%*s- #%zu\n", indent + 2, "", i + 1);
-                print_fields(out, item, indent + 4, NULL);
-            }
-        } else {
-            const ProtobufCMessage *item =
-                *(const ProtobufCMessage *const *)field_value(msg, field, 0);
-            if (cli_summary(item, text, sizeof text))
-                fprintf(out, "%*s%s: %s\n", indent, "", field->name, text);
-            else
-                fprintf(out, "%*s%s:\n", indent, "", field->name);
-            print_fields(out, item, indent + 2, NULL);
-        }
+    const ProtobufCMessageDescriptor *desc = field->descriptor;
+    summary_fn *summarize = summary_for(desc);
+    if (!json_is_array(value)) {
+        fprintf(out, "%*s%s:%s", indent, "", field->name, summarize ? " " : "");
+        if (summarize)
+            summarize(out, value);
+        fputc('\n', out);
+        print_object(out, desc, value, indent + 2, NULL);
         return;
     }
-
-    fprintf(out, "%*s%s: ", indent, "", field->name);
-    for (size_t i = 0; i < count; i++) {
-        format_scalar(field, field_value(msg, field, i), text, sizeof text);
-        fprintf(out, "%s%s", i ? ", " : "", text);
+    fprintf(out, "%*s%s (%zu):\n", indent, "", field->name, json_array_size(value));
+    size_t i;
+    const json_t *item;
+    json_array_foreach(value, i, item)
+    {
+        fprintf(out, "%*s- ", indent + 2, "");
+        if (summarize)
+            summarize(out, item);
+        else
+            fprintf(out, "#%zu", i + 1);
+        fputc('\n', out);
+        print_object(out, desc, item, indent + 4, NULL);
     }
-    fputc('\n', out);
 }
 
-static void print_fields(FILE *out, const ProtobufCMessage *msg, int indent, const char *skip_field)
+/* pbjson leaves unset fields out; an empty string is left out here too. */
+static void print_object(FILE *out, const ProtobufCMessageDescriptor *desc, const json_t *obj,
+                         int indent, const char *skip_field)
 {
-    const ProtobufCMessageDescriptor *desc = msg->descriptor;
-    /* desc->fields is sorted by field number, which is the .proto order
-     * the authors chose to read in. */
-    for (unsigned i = 0; i < desc->n_fields; i++) {
-        const ProtobufCFieldDescriptor *field = &desc->fields[i];
-        if (skip_field && strcmp(field->name, skip_field) == 0)
+    const char *name;
+    const json_t *value;
+    json_object_foreach((json_t *)obj, name, value)
+    {
+        const ProtobufCFieldDescriptor *field =
+            protobuf_c_message_descriptor_get_field_by_name(desc, name);
+        if (!field || (skip_field && strcmp(name, skip_field) == 0) ||
+            (field->type == PROTOBUF_C_TYPE_STRING && json_is_string(value) &&
+             json_string_length(value) == 0))
             continue;
-        size_t count = field_count(msg, field);
-        if (count)
-            print_field(out, msg, field, count, indent);
+        if (field->type == PROTOBUF_C_TYPE_MESSAGE) {
+            print_nested(out, field, value, indent);
+            continue;
+        }
+        fprintf(out, "%*s%s: ", indent, "", name);
+        if (json_is_array(value)) {
+            size_t i;
+            const json_t *item;
+            json_array_foreach(value, i, item)
+            {
+                fputs(i ? ", " : "", out);
+                print_scalar(out, item, field->type == PROTOBUF_C_TYPE_BYTES);
+            }
+        } else
+            print_scalar(out, value, field->type == PROTOBUF_C_TYPE_BYTES);
+        fputc('\n', out);
     }
 }
 
 void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const char *skip_field)
 {
-    char summary[1024];
-    if (cli_summary(msg, summary, sizeof summary))
-        fprintf(out, "%*s%s\n", indent, "", summary);
-    print_fields(out, msg, indent, skip_field);
+    json_t *json = pbjson_from_message(msg);
+    if (!json) {
+        fprintf(stderr, "error: out of memory\n");
+        return;
+    }
+    summary_fn *summarize = summary_for(msg->descriptor);
+    if (summarize) {
+        fprintf(out, "%*s", indent, "");
+        summarize(out, json);
+        fputc('\n', out);
+    }
+    print_object(out, msg->descriptor, json, indent, skip_field);
+    json_decref(json);
 }
 
 /* --------------------------------------------------------------------------
  * Events
  * ------------------------------------------------------------------------ */
 
-static const char *or_dash(const char *text)
+static const char *or_dash(const char *value)
 {
-    return text && *text ? text : "-";
+    return value && *value ? value : "-";
 }
 
 void cli_print_events(FILE *out, const Passerelle__EventListReply *reply)

@@ -1,7 +1,8 @@
 /* Readable output of the passerelle CLI: any reply message as "key: value"
- * lines, driven by its descriptor, with a one-line summary on top of the
- * records people look at most (units and conventions), and the event list
- * as one line per event. The --json output does not go through here: it is
+ * lines, printed from pbjson's JSON form of it (so the fields and values
+ * are the ones --json shows), with a one-line summary on top of the records
+ * people look at most (units and conventions), and the event list as one
+ * line per event. The --json output does not go through the printer: it is
  * pbjson's mapping, printed as is. */
 #ifndef PASSERELLE_CLI_PRINT_H
 #define PASSERELLE_CLI_PRINT_H
