@@ -1,11 +1,14 @@
 /* Test harness: starts and stops real redis-server and service processes on
- * ports chosen at run time, and makes key directories; see harness.h.
+ * ports chosen at run time, makes key directories, and holds the fixture and
+ * the checked calls the integration tests share; see harness.h.
  *
  * Children get PR_SET_PDEATHSIG so that a test that crashes or is killed by
  * ctest's timeout does not leave a Redis or a service running behind it. */
 #define _GNU_SOURCE
 #include "harness.h"
 #include "identity.h"
+#include "log.h"
+#include "status.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -25,6 +28,12 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
 
 #define HARNESS_START_WAIT_MS 10000
 #define HARNESS_POLL_MS       20
@@ -57,6 +66,18 @@ static int wait_for_exit(pid_t pid, int timeout_ms)
             return -1;
         sleep_ms(10);
     }
+}
+
+/* fork() for a child that must not outlive this process; -1 with a
+ * message. */
+static pid_t fork_child(void)
+{
+    pid_t pid = fork();
+    if (pid == -1)
+        fprintf(stderr, "harness: fork: %s\n", strerror(errno));
+    else if (pid == 0)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+    return pid;
 }
 
 int harness_free_port(void)
@@ -162,13 +183,10 @@ static int redis_spawn(harness_redis_t *redis)
                     "--logfile",
                     logfile,
                     NULL};
-    pid_t pid = fork();
-    if (pid == -1) {
-        fprintf(stderr, "harness: fork: %s\n", strerror(errno));
+    pid_t pid = fork_child();
+    if (pid == -1)
         return -1;
-    }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int null = open("/dev/null", O_RDWR);
         if (null != -1) {
             dup2(null, STDIN_FILENO);
@@ -411,13 +429,10 @@ static int service_spawn(harness_service_t *service, const char *log_dir, char *
     service->endpoint[0] = '\0';
     service->port = 0;
 
-    pid_t pid = fork();
-    if (pid == -1) {
-        fprintf(stderr, "harness: fork: %s\n", strerror(errno));
+    pid_t pid = fork_child();
+    if (pid == -1)
         return -1;
-    }
     if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
         setenv(variable, "tcp://127.0.0.1:*", 1);
         for (size_t i = 0; extra_env && extra_env[i]; i++)
             putenv(extra_env[i]);
@@ -500,4 +515,314 @@ int harness_service_restart(harness_service_t *service, const char *log_dir,
         sleep_ms(100);
     }
     return -1;
+}
+
+bool harness_service_stop_clean(harness_service_t *service)
+{
+    int status = harness_service_stop(service, SIGTERM);
+    if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return true;
+    fprintf(stderr, "harness: %s stopped with wait status %d\n", service->name, status);
+    return false;
+}
+
+/* --- a Redis with a store -------------------------------------------------- */
+
+int harness_store_start(harness_redis_t *redis, store_t **store_p)
+{
+    *store_p = NULL;
+    if (harness_redis_start(redis) != 0)
+        return -1;
+    store_config_t cfg;
+    harness_redis_config(redis, &cfg);
+    *store_p = store_new(&cfg);
+    return *store_p ? 0 : -1;
+}
+
+void harness_store_stop(harness_redis_t *redis, store_t **store_p)
+{
+    store_destroy(store_p);
+    harness_redis_stop(redis);
+}
+
+/* cmocka's group setup takes no argument of ours: the run's Redis and store
+ * wait here, one group at a time. */
+static harness_redis_t *store_group_redis;
+static store_t **store_group_store;
+
+static int store_group_setup(void **state)
+{
+    (void)state;
+    return harness_store_start(store_group_redis, store_group_store);
+}
+
+static int store_group_teardown(void **state)
+{
+    (void)state;
+    harness_store_stop(store_group_redis, store_group_store);
+    return 0;
+}
+
+int harness_run_store_tests(const char *group, const struct CMUnitTest *tests, size_t count,
+                            harness_redis_t *redis, store_t **store_p)
+{
+    log_set_level(LOG_LEVEL_ERROR);
+    store_group_redis = redis;
+    store_group_store = store_p;
+    return _cmocka_run_group_tests(group, tests, count, store_group_setup, store_group_teardown);
+}
+
+/* --- a whole stack ----------------------------------------------------------- */
+
+/* A NULL-terminated copy of env (NULL stays NULL). */
+static char **env_copy(char *const env[])
+{
+    if (!env)
+        return NULL;
+    size_t count = 0;
+    while (env[count])
+        count++;
+    char **copy = calloc(count + 1, sizeof *copy);
+    if (!copy)
+        return NULL;
+    for (size_t i = 0; i < count; i++)
+        if (!(copy[i] = strdup(env[i])))
+            return copy; /* truncated, still terminated */
+    return copy;
+}
+
+static void env_free(char ***env_p)
+{
+    if (!*env_p)
+        return;
+    for (char **entry = *env_p; *entry; entry++)
+        free(*entry);
+    free(*env_p);
+    *env_p = NULL;
+}
+
+int harness_stack_start(harness_stack_t *stack, const char *tag, const char *client_name,
+                        char *const extra_env[])
+{
+    memset(stack, 0, sizeof *stack);
+    stack->dir = harness_tempdir(tag);
+    if (!stack->dir)
+        return -1;
+    int n = snprintf(stack->keys, sizeof stack->keys, "%s/keys", stack->dir);
+    if (n < 0 || (size_t)n >= sizeof stack->keys) {
+        fprintf(stderr, "harness: folder name too long: %s\n", stack->dir);
+        return -1;
+    }
+    if (harness_keys_make(stack->keys) != 0 || harness_redis_start(&stack->redis) != 0)
+        return -1;
+    harness_redis_setenv(&stack->redis);
+    setenv("PASSERELLE_KEYS_DIR", stack->keys, 1);
+    stack->env = env_copy(extra_env);
+    if (harness_service_start(&stack->service, "reservations", stack->dir, stack->env) != 0)
+        return -1;
+    if (!client_name)
+        return 0;
+    stack->client = harness_stack_client(stack, client_name, HARNESS_STACK_CLIENT_TIMEOUT_MS,
+                                         HARNESS_STACK_CLIENT_RETRIES);
+    return stack->client ? 0 : -1;
+}
+
+bool harness_stack_stop(harness_stack_t *stack)
+{
+    client_destroy(&stack->client);
+    bool clean = true;
+    if (stack->service.pid > 0)
+        clean = harness_service_stop_clean(&stack->service);
+    harness_redis_stop(&stack->redis);
+    env_free(&stack->env);
+    if (stack->dir) {
+        harness_rmtree(stack->dir);
+        free(stack->dir);
+        stack->dir = NULL;
+    }
+    return clean;
+}
+
+int harness_fixture_setup(void **state, size_t size, const char *tag, const char *client_name)
+{
+    harness_stack_t *stack = calloc(1, size < sizeof *stack ? sizeof *stack : size);
+    *state = stack;
+    return stack ? harness_stack_start(stack, tag, client_name, NULL) : -1;
+}
+
+int harness_stack_teardown(void **state)
+{
+    harness_stack_t *stack = *state;
+    return !stack || harness_stack_stop(stack) ? 0 : -1;
+}
+
+int harness_fixture_teardown(void **state)
+{
+    int rc = harness_stack_teardown(state);
+    free(*state);
+    *state = NULL;
+    return rc;
+}
+
+client_t *harness_stack_client(const harness_stack_t *stack, const char *name, int timeout_ms,
+                               int retries)
+{
+    return harness_client(stack->service.endpoint, stack->keys, name, timeout_ms, retries);
+}
+
+int harness_stack_restart(harness_stack_t *stack)
+{
+    return harness_service_restart(&stack->service, stack->dir, stack->env);
+}
+
+int harness_stack_service_start(const harness_stack_t *stack, harness_service_t *service,
+                                const char *subdir, char *const extra_env[])
+{
+    char log_dir[1024];
+    int n = snprintf(log_dir, sizeof log_dir, "%s/%s", stack->dir, subdir);
+    if (n < 0 || (size_t)n >= sizeof log_dir || mkdir(log_dir, 0700) != 0) {
+        fprintf(stderr, "harness: cannot make %s/%s\n", stack->dir, subdir);
+        memset(service, 0, sizeof *service);
+        return -1;
+    }
+    return harness_service_start(service, "reservations", log_dir, extra_env);
+}
+
+/* --- calls ------------------------------------------------------------------- */
+
+static const char *str_or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+void harness_expect_status(const Passerelle__Reply *reply, int status, const char *field)
+{
+    assert_non_null(reply);
+    if ((int)reply->status != status || (field && strcmp(str_or_empty(reply->field), field) != 0))
+        fprintf(stderr, "expected %s field '%s', got %s field '%s': %s\n", status_name(status),
+                field ? field : "(any)", status_name((int)reply->status),
+                str_or_empty(reply->field), str_or_empty(reply->message));
+    assert_int_equal(reply->status, status);
+    if (field)
+        assert_string_equal(str_or_empty(reply->field), field);
+}
+
+Passerelle__Reply *harness_call_keyed(client_t *client, const char *type,
+                                      const ProtobufCMessage *body, const char *idempotency_key,
+                                      int status, const char *field)
+{
+    Passerelle__Reply *reply = NULL;
+    assert_int_equal(client_call(client, type, body, idempotency_key, &reply), 0);
+    harness_expect_status(reply, status, field);
+    return reply;
+}
+
+Passerelle__Reply *harness_call(client_t *client, const char *type, const ProtobufCMessage *body,
+                                int status, const char *field)
+{
+    return harness_call_keyed(client, type, body, NULL, status, field);
+}
+
+void harness_call_refused(client_t *client, const char *type, const ProtobufCMessage *body,
+                          int status, const char *field)
+{
+    Passerelle__Reply *reply = harness_call(client, type, body, status, field);
+    assert_non_null(reply->message);
+    assert_true(strlen(reply->message) > 0);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+void harness_unit_request(Passerelle__UnitRegisterRequest *req, const char *external_ref)
+{
+    passerelle__unit_register_request__init(req);
+    req->external_ref = (char *)external_ref;
+    req->address = "12 rue de la Republique";
+    req->commune = "Pertuis";
+    req->has_stock = true;
+    req->stock = PASSERELLE__STOCK__STOCK_PRIVATE;
+    req->has_typology = true;
+    req->typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T3;
+    req->has_surface_m2 = true;
+    req->surface_m2 = 62.5;
+    req->landlord = "owner-7f3a";
+    req->has_energy_class = true;
+    req->energy_class = PASSERELLE__ENERGY_CLASS__ENERGY_D;
+}
+
+/* --- the event stream -------------------------------------------------------- */
+
+/* The most event.list returns at once. */
+#define HARNESS_EVENT_PAGE 1000
+/* A stream that never ends is a bug of the service, not a long test. */
+#define HARNESS_EVENT_MAX_PAGES 1000
+
+void harness_events_read(client_t *client, const char *after, harness_events_t *events)
+{
+    memset(events, 0, sizeof *events);
+    snprintf(events->last_position, sizeof events->last_position, "%s",
+             after && *after ? after : "0");
+    for (;;) {
+        if (events->n_pages == HARNESS_EVENT_MAX_PAGES)
+            fail_msg("event.list never reached the end of the stream");
+        Passerelle__EventListRequest req = PASSERELLE__EVENT_LIST_REQUEST__INIT;
+        req.after = events->last_position;
+        req.has_limit = true;
+        req.limit = HARNESS_EVENT_PAGE;
+        Passerelle__Reply *reply =
+            harness_call(client, "event.list", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
+        Passerelle__EventListReply *page = passerelle__event_list_reply__unpack(
+            NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
+        passerelle__reply__free_unpacked(reply, NULL);
+        assert_non_null(page);
+        if (page->n_events == 0) {
+            passerelle__event_list_reply__free_unpacked(page, NULL);
+            return;
+        }
+        Passerelle__EventListReply **pages =
+            realloc(events->pages, (events->n_pages + 1) * sizeof *pages);
+        Passerelle__StreamEvent **entries =
+            pages ? realloc(events->entries, (events->count + page->n_events) * sizeof *entries)
+                  : NULL;
+        if (pages)
+            events->pages = pages;
+        if (!entries)
+            passerelle__event_list_reply__free_unpacked(page, NULL);
+        assert_non_null(entries);
+        events->entries = entries;
+        events->pages[events->n_pages++] = page;
+        for (size_t i = 0; i < page->n_events; i++) {
+            assert_non_null(page->events[i]->event);
+            assert_non_null(page->events[i]->position);
+            events->entries[events->count++] = page->events[i];
+        }
+        assert_non_null(page->last_position);
+        snprintf(events->last_position, sizeof events->last_position, "%s", page->last_position);
+    }
+}
+
+void harness_events_free(harness_events_t *events)
+{
+    for (size_t i = 0; i < events->n_pages; i++)
+        passerelle__event_list_reply__free_unpacked(events->pages[i], NULL);
+    free(events->pages);
+    free(events->entries);
+    memset(events, 0, sizeof *events);
+}
+
+int harness_events_count_units(const harness_events_t *events, const char *type,
+                               const char *external_ref)
+{
+    int count = 0;
+    for (size_t i = 0; i < events->count; i++) {
+        const Passerelle__Event *event = events->entries[i]->event;
+        if (strcmp(str_or_empty(event->type), type) != 0)
+            continue;
+        assert_string_equal(str_or_empty(event->dataschema), "passerelle.Unit");
+        Passerelle__Unit *unit = passerelle__unit__unpack(NULL, event->data.len, event->data.data);
+        assert_non_null(unit);
+        if (!external_ref || strcmp(str_or_empty(unit->external_ref), external_ref) == 0)
+            count++;
+        passerelle__unit__free_unpacked(unit, NULL);
+    }
+    return count;
 }

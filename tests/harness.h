@@ -4,11 +4,18 @@
  * fresh temporary folder), the real service binaries from the build tree
  * (PASSERELLE_TEST_BIN_DIR), and makes key directories with one client per
  * party. Everything a test starts it stops; temporary folders are removed
- * unless PASSERELLE_TEST_KEEP=1. */
+ * unless PASSERELLE_TEST_KEEP=1.
+ *
+ * On top of these pieces, the fixture most integration tests share (a
+ * stack: folder, keys, Redis, the reservations service, a client), calls
+ * that check the reply's status, and the event stream read to its end. Those
+ * run inside a cmocka test and fail it on an unexpected answer. */
 #ifndef PASSERELLE_HARNESS_H
 #define PASSERELLE_HARNESS_H
 
 #include "client.h"
+#include "envelope.pb-c.h"
+#include "reservations.pb-c.h"
 #include "store.h"
 
 #include <stdbool.h>
@@ -85,5 +92,131 @@ int harness_service_restart(harness_service_t *service, const char *log_dir,
 /* Path of a binary of the build tree, e.g. "tools/passerelle" (static
  * buffer). */
 const char *harness_bin(const char *relative);
+
+/* SIGTERM, and true if the service exited with status 0, as every service
+ * must on SIGTERM; otherwise says how it ended on stderr. */
+bool harness_service_stop_clean(harness_service_t *service);
+
+/* --- a Redis with a store ------------------------------------------------ */
+
+/* Starts Redis and opens *store_p on it. 0 or -1; harness_store_stop
+ * undoes either outcome. */
+int harness_store_start(harness_redis_t *redis, store_t **store_p);
+void harness_store_stop(harness_redis_t *redis, store_t **store_p);
+
+struct CMUnitTest;
+
+/* Runs a cmocka group of tests of the store layer with *redis and
+ * *store_p started before the first test and stopped after the last. Logs
+ * at error level only: these tests provoke the failures the store warns
+ * about. Returns cmocka's result. */
+int harness_run_store_tests(const char *group, const struct CMUnitTest *tests, size_t count,
+                            harness_redis_t *redis, store_t **store_p);
+#define harness_store_tests(tests, redis, store_p)                                                 \
+    harness_run_store_tests(#tests, tests, sizeof(tests) / sizeof((tests)[0]), redis, store_p)
+
+/* --- a whole stack --------------------------------------------------------- */
+
+/* The timeout and retries of the client harness_stack_start makes. */
+#define HARNESS_STACK_CLIENT_TIMEOUT_MS 5000
+#define HARNESS_STACK_CLIENT_RETRIES    1
+
+typedef struct {
+    char *dir;      /* temporary folder: keys, logs (malloc'd) */
+    char keys[512]; /* dir/keys, one client per party */
+    harness_redis_t redis;
+    harness_service_t service; /* reservations, logging into dir */
+    client_t *client;          /* the stack's client, or NULL */
+    char **env;                /* a copy of extra_env, for restarts */
+} harness_stack_t;
+
+/* Makes a temporary folder tagged `tag` with a key directory in it, starts
+ * Redis and the reservations service (with extra_env as in
+ * harness_service_start), and, when client_name is not NULL, a client of it
+ * with that party's key. The Redis variables and PASSERELLE_KEYS_DIR are set
+ * in this process's environment, so that a service the test starts later
+ * (another replica, a misconfigured one) finds the same Redis and keys.
+ * Returns 0, or -1 with whatever started left for harness_stack_stop: the
+ * steps run in the order above, so the folder and keys exist if Redis did
+ * not start. */
+int harness_stack_start(harness_stack_t *stack, const char *tag, const char *client_name,
+                        char *const extra_env[]);
+
+/* Stops everything the stack runs and removes its folder; returns true if
+ * the service (when still running) exited cleanly on SIGTERM. */
+bool harness_stack_stop(harness_stack_t *stack);
+
+/* cmocka setup and teardown of a fixture: a zeroed struct of `size` bytes
+ * whose first member is a harness_stack_t, started as harness_stack_start
+ * does (no extra environment), in *state. The teardown fails when the
+ * service did not stop cleanly, since a clean stop on SIGTERM is part of
+ * every service's contract. */
+int harness_fixture_setup(void **state, size_t size, const char *tag, const char *client_name);
+int harness_fixture_teardown(void **state);
+
+/* cmocka teardown of a stack a setup left in *state, and not allocated by
+ * harness_fixture_setup: harness_stack_stop, failing as above. */
+int harness_stack_teardown(void **state);
+
+/* A new client of the stack's service with the named key (caller
+ * destroys); NULL on failure. */
+client_t *harness_stack_client(const harness_stack_t *stack, const char *name, int timeout_ms,
+                               int retries);
+
+/* Restarts the stack's service on its port after a stop, with the same
+ * extra environment; 0 or -1. */
+int harness_stack_restart(harness_stack_t *stack);
+
+/* Starts another reservations service beside the stack's: its log in the
+ * stack's folder under subdir (made here), this process's environment plus
+ * extra_env. 0 or -1; the caller stops it. */
+int harness_stack_service_start(const harness_stack_t *stack, harness_service_t *service,
+                                const char *subdir, char *const extra_env[]);
+
+/* --- calls ------------------------------------------------------------------ */
+
+/* Fails the test unless reply is there with this status and, when field is
+ * not NULL, names that field (NULL counts as ""). The reply is printed
+ * first, so that a failure explains itself. */
+void harness_expect_status(const Passerelle__Reply *reply, int status, const char *field);
+
+/* Sends one request, which must get a reply of this status and field (as
+ * harness_expect_status). Returns the reply; the caller frees it. */
+Passerelle__Reply *harness_call(client_t *client, const char *type, const ProtobufCMessage *body,
+                                int status, const char *field);
+/* The same with an idempotency key (NULL: the client makes one). */
+Passerelle__Reply *harness_call_keyed(client_t *client, const char *type,
+                                      const ProtobufCMessage *body, const char *idempotency_key,
+                                      int status, const char *field);
+
+/* A refusal: harness_call's checks, then a message that says why. Frees
+ * the reply. */
+void harness_call_refused(client_t *client, const char *type, const ProtobufCMessage *body,
+                          int status, const char *field);
+
+/* A valid private T3 unit in Pertuis with this reference (borrowed); a test
+ * changes what it is about. */
+void harness_unit_request(Passerelle__UnitRegisterRequest *req, const char *external_ref);
+
+/* --- the event stream ------------------------------------------------------ */
+
+typedef struct {
+    size_t count;
+    Passerelle__StreamEvent **entries;  /* in stream order, each with its event */
+    char last_position[64];             /* of the last entry; `after` if none */
+    Passerelle__EventListReply **pages; /* own the entries */
+    size_t n_pages;
+} harness_events_t;
+
+/* Every event after the position `after` ("0", "" or NULL: all), read through
+ * event.list page by page until a page comes back empty. Each page must be
+ * OK and every entry carry an event. harness_events_free releases them. */
+void harness_events_read(client_t *client, const char *after, harness_events_t *events);
+void harness_events_free(harness_events_t *events);
+
+/* How many events of this type carry a passerelle.Unit (which they must)
+ * with this external reference; any reference when it is NULL. */
+int harness_events_count_units(const harness_events_t *events, const char *type,
+                               const char *external_ref);
 
 #endif

@@ -5,7 +5,6 @@
 #include "eventlog.h"
 #include "harness.h"
 #include "ids.h"
-#include "log.h"
 #include "txn.h"
 
 #include <setjmp.h>
@@ -43,26 +42,6 @@ static int record_event(void *arg, const char *position, const Passerelle__Event
     }
     seen->calls++;
     return seen->fail ? -1 : 0;
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    log_set_level(LOG_LEVEL_ERROR);
-    if (harness_redis_start(&redis) != 0)
-        return -1;
-    store_config_t cfg;
-    harness_redis_config(&redis, &cfg);
-    store = store_new(&cfg);
-    return store ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    store_destroy(&store);
-    harness_redis_stop(&redis);
-    return 0;
 }
 
 /* Appends an event as a producer does; its id goes to id_out. */
@@ -443,5 +422,5 @@ int main(void)
         cmocka_unit_test(test_group_deleted_and_redis_down),
         cmocka_unit_test(test_list_pages),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return harness_store_tests(tests, &redis, &store);
 }

@@ -4,7 +4,6 @@
 #include "envelope.pb-c.h"
 #include "harness.h"
 #include "ids.h"
-#include "log.h"
 #include "txn.h"
 
 #include <setjmp.h>
@@ -18,26 +17,6 @@
 
 static harness_redis_t redis;
 static store_t *store;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    log_set_level(LOG_LEVEL_ERROR);
-    if (harness_redis_start(&redis) != 0)
-        return -1;
-    store_config_t cfg;
-    harness_redis_config(&redis, &cfg);
-    store = store_new(&cfg);
-    return store ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    store_destroy(&store);
-    harness_redis_stop(&redis);
-    return 0;
-}
 
 static long long integer_of(const char *format, const char *key)
 {
@@ -333,5 +312,5 @@ int main(void)
         cmocka_unit_test(test_broken_transaction_refused),
         cmocka_unit_test(test_lost_and_back),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return harness_store_tests(tests, &redis, &store);
 }

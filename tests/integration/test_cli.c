@@ -26,12 +26,8 @@
 #define MAX_ARGS        48
 
 typedef struct {
-    char *tmp;      /* everything this test file makes */
-    char *keys;     /* key directory shared with the service */
-    char cli[1024]; /* path of the binary */
-    harness_redis_t redis;
-    harness_service_t service;
-    bool service_up;
+    harness_stack_t stack; /* no client: the CLI is the client */
+    char cli[1024];        /* path of the binary */
 } fixture_t;
 
 static fixture_t fx;
@@ -80,8 +76,8 @@ static run_t run_cli_env(const char *const *env, const char *first, ...)
     argv[argc] = NULL;
 
     char out_path[1024], err_path[1024];
-    snprintf(out_path, sizeof out_path, "%s/cli.out", fx.tmp);
-    snprintf(err_path, sizeof err_path, "%s/cli.err", fx.tmp);
+    snprintf(out_path, sizeof out_path, "%s/cli.out", fx.stack.dir);
+    snprintf(err_path, sizeof err_path, "%s/cli.err", fx.stack.dir);
 
     pid_t pid = fork();
     if (pid == 0) {
@@ -131,8 +127,8 @@ static run_t run_cli_env(const char *const *env, const char *first, ...)
 
 /* Runs the CLI against the test's service with the named key. */
 #define run_as(name, ...)                                                                          \
-    run_cli_env(NULL, "--endpoint", fx.service.endpoint, "--keys", fx.keys, "--as", name,          \
-                __VA_ARGS__, NULL)
+    run_cli_env(NULL, "--endpoint", fx.stack.service.endpoint, "--keys", fx.stack.keys, "--as",    \
+                name, __VA_ARGS__, NULL)
 
 static json_t *parse_json(const char *text)
 {
@@ -168,8 +164,8 @@ static bool file_exists(const char *dir, const char *relative)
 
 static void need_service(void)
 {
-    if (!fx.service_up)
-        fail_msg("the reservations service did not start (see its log in %s)", fx.tmp);
+    if (fx.stack.service.pid <= 0)
+        fail_msg("the reservations service did not start (see its log in %s)", fx.stack.dir);
 }
 
 /* ==========================================================================
@@ -281,7 +277,7 @@ static void test_keygen_makes_files(void **state)
 {
     (void)state;
     char keys[1024];
-    snprintf(keys, sizeof keys, "%s/fresh-keys", fx.tmp);
+    snprintf(keys, sizeof keys, "%s/fresh-keys", fx.stack.dir);
 
     run_t run = run_cli("keygen", "--server", "--keys", keys);
     assert_int_equal(run.exit_code, 0);
@@ -317,7 +313,7 @@ static void test_unreachable_exits_3(void **state)
     (void)state;
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", harness_free_port());
-    run_t run = run_cli("--endpoint", endpoint, "--keys", fx.keys, "--timeout-ms", "200",
+    run_t run = run_cli("--endpoint", endpoint, "--keys", fx.stack.keys, "--timeout-ms", "200",
                         "--retries", "1", "health");
     assert_int_equal(run.exit_code, 3);
     assert_contains(run.err, "error: ");
@@ -327,7 +323,7 @@ static void test_unreachable_exits_3(void **state)
     /* the same through the environment */
     char env_endpoint[128], env_keys[1200];
     snprintf(env_endpoint, sizeof env_endpoint, "PASSERELLE_RESERVATIONS_ENDPOINT=%s", endpoint);
-    snprintf(env_keys, sizeof env_keys, "PASSERELLE_KEYS_DIR=%s", fx.keys);
+    snprintf(env_keys, sizeof env_keys, "PASSERELLE_KEYS_DIR=%s", fx.stack.keys);
     const char *env[] = {env_endpoint, env_keys, "PASSERELLE_TIMEOUT_MS=150",
                          "PASSERELLE_RETRIES=0", NULL};
     run = run_cli_env(env, "unit", "list", NULL);
@@ -335,7 +331,7 @@ static void test_unreachable_exits_3(void **state)
     run_free(&run);
 
     /* a missing client key is a configuration error, not an outage */
-    run = run_cli("--endpoint", endpoint, "--keys", fx.keys, "--as", "nobody", "health");
+    run = run_cli("--endpoint", endpoint, "--keys", fx.stack.keys, "--as", "nobody", "health");
     assert_int_equal(run.exit_code, 2);
     run_free(&run);
 }
@@ -582,10 +578,11 @@ static void test_new_keys_and_roles(void **state)
 {
     (void)state;
     need_service();
-    run_t run = run_cli("--keys", fx.keys, "keygen", "--name", "opah-ct2", "--party", "operator");
+    run_t run =
+        run_cli("--keys", fx.stack.keys, "keygen", "--name", "opah-ct2", "--party", "operator");
     assert_int_equal(run.exit_code, 0);
     run_free(&run);
-    run = run_cli("--keys", fx.keys, "keygen", "--name", "adil", "--party", "partner");
+    run = run_cli("--keys", fx.stack.keys, "keygen", "--name", "adil", "--party", "partner");
     assert_int_equal(run.exit_code, 0);
     run_free(&run);
 
@@ -612,12 +609,9 @@ static void test_insecure_mode(void **state)
 {
     (void)state;
     need_service();
-    char log_dir[1100];
-    snprintf(log_dir, sizeof log_dir, "%s/insecure", fx.tmp);
-    assert_int_equal(mkdir(log_dir, 0700), 0);
     char *const service_env[] = {"PASSERELLE_INSECURE=1", NULL};
     harness_service_t plain;
-    assert_int_equal(harness_service_start(&plain, "reservations", log_dir, service_env), 0);
+    assert_int_equal(harness_stack_service_start(&fx.stack, &plain, "insecure", service_env), 0);
 
     const char *env[] = {"PASSERELLE_INSECURE=1", NULL};
     run_t run = run_cli_env(env, "--endpoint", plain.endpoint, "--keys", "/nonexistent", "health",
@@ -636,42 +630,15 @@ static void test_insecure_mode(void **state)
 
 static int setup(void **state)
 {
-    (void)state;
-    memset(&fx, 0, sizeof fx);
+    *state = &fx.stack;
     snprintf(fx.cli, sizeof fx.cli, "%s", harness_bin("tools/passerelle"));
-    fx.tmp = harness_tempdir("cli");
-    if (!fx.tmp)
-        return -1;
-    if (asprintf(&fx.keys, "%s/keys", fx.tmp) < 0)
-        return -1;
-    if (harness_keys_make(fx.keys) != 0)
-        return -1;
-    if (harness_redis_start(&fx.redis) != 0) {
-        fprintf(stderr, "redis did not start: the tests that need the service fail\n");
-        return 0;
-    }
-    harness_redis_setenv(&fx.redis);
-    char keys_env[1200];
-    snprintf(keys_env, sizeof keys_env, "PASSERELLE_KEYS_DIR=%s", fx.keys);
-    char *const env[] = {keys_env, NULL};
-    if (harness_service_start(&fx.service, "reservations", fx.tmp, env) == 0)
-        fx.service_up = true;
-    else
+    /* The tests without a service still run when it does not start: those
+     * that need it fail on their own. */
+    if (harness_stack_start(&fx.stack, "cli", NULL, NULL) != 0) {
+        if (!fx.stack.dir || !file_exists(fx.stack.keys, "server.key"))
+            return -1;
         fprintf(stderr, "the reservations service did not start\n");
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    if (fx.service_up)
-        harness_service_stop(&fx.service, SIGTERM);
-    if (fx.redis.pid > 0)
-        harness_redis_stop(&fx.redis);
-    if (fx.tmp)
-        harness_rmtree(fx.tmp);
-    free(fx.tmp);
-    free(fx.keys);
+    }
     return 0;
 }
 
@@ -690,5 +657,5 @@ int main(void)
         cmocka_unit_test(test_new_keys_and_roles),
         cmocka_unit_test(test_insecure_mode),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, harness_stack_teardown);
 }

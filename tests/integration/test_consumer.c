@@ -289,13 +289,10 @@ static int setup(void **state)
 {
     (void)state;
     memset(&fx, 0, sizeof fx);
-    if (harness_redis_start(&fx.redis) != 0)
+    if (harness_store_start(&fx.redis, &fx.store) != 0)
         return -1;
-    store_config_t cfg;
-    harness_redis_config(&fx.redis, &cfg);
-    fx.store = store_new(&cfg);
     consumer_config_t ccfg = {.stream = STREAM, .group = GROUP, .consumer = "probe"};
-    fx.keys = fx.store ? consumer_new(fx.store, &ccfg) : NULL;
+    fx.keys = consumer_new(fx.store, &ccfg);
     return fx.keys ? 0 : -1;
 }
 
@@ -303,9 +300,7 @@ static int teardown(void **state)
 {
     (void)state;
     consumer_destroy(&fx.keys);
-    store_destroy(&fx.store);
-    if (fx.redis.pid > 0)
-        harness_redis_stop(&fx.redis);
+    harness_store_stop(&fx.redis, &fx.store);
     return 0;
 }
 

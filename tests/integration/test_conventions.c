@@ -12,100 +12,24 @@
 #include "reservations.pb-c.h"
 
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
+/* The stack comes first: harness_fixture_setup makes and starts it. */
 typedef struct {
-    char *dir;
-    char keys[512];
-    harness_redis_t redis;
-    bool redis_up;
-    harness_service_t service;
-    bool service_up;
-    client_t *client;
+    harness_stack_t stack;
     char last_position[64]; /* stream position of the last event seen */
     char pertuis[ID_LEN], marseille[ID_LEN], social[ID_LEN], unknown[ID_LEN];
 } fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    *state = f;
-    f->dir = harness_tempdir("conventions");
-    if (!f->dir)
-        return -1;
-    snprintf(f->keys, sizeof f->keys, "%s/keys", f->dir);
-    if (harness_keys_make(f->keys) != 0 || harness_redis_start(&f->redis) != 0)
-        return -1;
-    f->redis_up = true;
-    harness_redis_setenv(&f->redis);
-    setenv("PASSERELLE_KEYS_DIR", f->keys, 1);
-    if (harness_service_start(&f->service, "reservations", f->dir, NULL) != 0)
-        return -1;
-    f->service_up = true;
-    f->client = harness_client(f->service.endpoint, f->keys, "operator", 5000, 1);
-    snprintf(f->last_position, sizeof f->last_position, "0");
-    return f->client ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    if (!f)
-        return 0;
-    client_destroy(&f->client);
-    int rc = 0;
-    /* A clean stop on SIGTERM is part of the contract. */
-    if (f->service_up) {
-        int status = harness_service_stop(&f->service, SIGTERM);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "reservations stopped with wait status %d\n", status);
-            rc = -1;
-        }
-    }
-    if (f->redis_up)
-        harness_redis_stop(&f->redis);
-    if (f->dir) {
-        harness_rmtree(f->dir);
-        free(f->dir);
-    }
-    free(f);
-    return rc;
-}
-
-/* Sends one request; the reply's status must be `status` and, for an
- * error, its field `field`. Returns the reply (caller frees). */
-static Passerelle__Reply *call(fixture_t *f, const char *type, const ProtobufCMessage *body,
-                               int status, const char *field)
-{
-    Passerelle__Reply *reply = NULL;
-    assert_int_equal(client_call(f->client, type, body, NULL, &reply), 0);
-    assert_non_null(reply);
-    if ((int)reply->status != status)
-        fprintf(stderr, "%s: %d %s (%s)\n", type, reply->status,
-                reply->message ? reply->message : "", reply->field ? reply->field : "");
-    assert_int_equal(reply->status, status);
-    if (field)
-        assert_string_equal(reply->field ? reply->field : "", field);
-    return reply;
-}
-
-static void call_error(fixture_t *f, const char *type, const ProtobufCMessage *body, int status,
-                       const char *field)
-{
-    Passerelle__Reply *reply = call(f, type, body, status, field);
-    assert_non_null(reply->message);
-    assert_true(strlen(reply->message) > 0);
-    passerelle__reply__free_unpacked(reply, NULL);
+    return harness_fixture_setup(state, sizeof(fixture_t), "conventions", "operator");
 }
 
 /* The events appended since the last look: exactly one, of this type, on
@@ -113,18 +37,11 @@ static void call_error(fixture_t *f, const char *type, const ProtobufCMessage *b
  * (unit.registered carries the unit); or none when type is NULL. */
 static void expect_event(fixture_t *f, const char *type, const char *unit_id, int state)
 {
-    Passerelle__EventListRequest req = PASSERELLE__EVENT_LIST_REQUEST__INIT;
-    req.after = f->last_position;
-    Passerelle__Reply *reply =
-        call(f, "event.list", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
-    Passerelle__EventListReply *list =
-        passerelle__event_list_reply__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(list);
-    assert_int_equal(list->n_events, type ? 1 : 0);
+    harness_events_t events;
+    harness_events_read(f->stack.client, f->last_position, &events);
+    assert_int_equal(events.count, type ? 1 : 0);
     if (type) {
-        const Passerelle__Event *event = list->events[0]->event;
-        assert_non_null(event);
+        const Passerelle__Event *event = events.entries[0]->event;
         assert_string_equal(event->type, type);
         assert_string_equal(event->source, "/passerelle/reservations");
         char subject[64];
@@ -145,30 +62,24 @@ static void expect_event(fixture_t *f, const char *type, const char *unit_id, in
             assert_non_null(conv->unit->territory);
             passerelle__convention__free_unpacked(conv, NULL);
         }
-        snprintf(f->last_position, sizeof f->last_position, "%s", list->events[0]->position);
     }
-    passerelle__event_list_reply__free_unpacked(list, NULL);
+    snprintf(f->last_position, sizeof f->last_position, "%s", events.last_position);
+    harness_events_free(&events);
 }
 
 static void register_unit(fixture_t *f, const char *ref, const char *commune,
                           const char *arrondissement, int stock, int energy_class, char id[ID_LEN])
 {
-    Passerelle__UnitRegisterRequest req = PASSERELLE__UNIT_REGISTER_REQUEST__INIT;
-    req.external_ref = (char *)ref;
-    req.address = "1 place de la Mairie";
+    Passerelle__UnitRegisterRequest req;
+    harness_unit_request(&req, ref);
     req.commune = (char *)commune;
     req.arrondissement = (char *)arrondissement;
-    req.has_stock = true;
     req.stock = stock;
-    req.has_typology = true;
-    req.typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T2;
-    req.has_surface_m2 = true;
-    req.surface_m2 = 45;
     req.landlord = stock == PASSERELLE__STOCK__STOCK_SOCIAL ? "13 Habitat" : "OWNER-REF-9";
     req.has_energy_class = energy_class != 0;
     req.energy_class = energy_class;
-    Passerelle__Reply *reply =
-        call(f, "unit.register", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
+    Passerelle__Reply *reply = harness_call(f->stack.client, "unit.register", &req.base,
+                                            PASSERELLE__STATUS__STATUS_OK, NULL);
     Passerelle__Unit *unit = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
     passerelle__reply__free_unpacked(reply, NULL);
     assert_non_null(unit);
@@ -202,8 +113,8 @@ static Passerelle__Convention *envisage(fixture_t *f, const char *unit, bool wit
     req.has_rent_ceiling_eur_m2 = true;
     req.rent_ceiling_eur_m2 = 10.5;
     req.envisaged_on = (char *)date;
-    return reply_convention(
-        call(f, "convention.envisage", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
+    return reply_convention(harness_call(f->stack.client, "convention.envisage", &req.base,
+                                         PASSERELLE__STATUS__STATUS_OK, NULL));
 }
 
 static void envisage_refused(fixture_t *f, const char *unit, int status, const char *field,
@@ -213,7 +124,8 @@ static void envisage_refused(fixture_t *f, const char *unit, int status, const c
     req.unit = (char *)unit;
     req.has_level = true;
     req.level = PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC1;
-    Passerelle__Reply *reply = call(f, "convention.envisage", &req.base, status, field);
+    Passerelle__Reply *reply =
+        harness_call(f->stack.client, "convention.envisage", &req.base, status, field);
     if (needle)
         assert_non_null(strstr(reply->message, needle));
     passerelle__reply__free_unpacked(reply, NULL);
@@ -227,7 +139,8 @@ static Passerelle__Convention *step(fixture_t *f, const char *type, const char *
     req.id = (char *)id;
     req.date = (char *)date;
     req.reason = (char *)reason;
-    return reply_convention(call(f, type, &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
+    return reply_convention(
+        harness_call(f->stack.client, type, &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
 }
 
 /* A refused step: its status and field, a message containing needle, and
@@ -239,7 +152,7 @@ static void step_refused(fixture_t *f, const char *type, const char *id, const c
     req.id = (char *)id;
     req.date = (char *)date;
     req.reason = (char *)reason;
-    Passerelle__Reply *reply = call(f, type, &req.base, status, field);
+    Passerelle__Reply *reply = harness_call(f->stack.client, type, &req.base, status, field);
     if (needle) {
         if (!strstr(reply->message, needle))
             fprintf(stderr, "message '%s' lacks '%s'\n", reply->message, needle);
@@ -253,7 +166,8 @@ static int unit_state(fixture_t *f, const char *id)
 {
     Passerelle__UnitGetRequest req = PASSERELLE__UNIT_GET_REQUEST__INIT;
     req.id = (char *)id;
-    Passerelle__Reply *reply = call(f, "unit.get", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
+    Passerelle__Reply *reply =
+        harness_call(f->stack.client, "unit.get", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
     Passerelle__Unit *unit = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
     passerelle__reply__free_unpacked(reply, NULL);
     assert_non_null(unit);
@@ -295,11 +209,11 @@ static void test_envisage_refusals(void **state)
     envisage_refused(f, "NO-SUCH-REF", PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit", "NO-SUCH-REF");
     Passerelle__ConventionEnvisageRequest req = PASSERELLE__CONVENTION_ENVISAGE_REQUEST__INIT;
     req.unit = f->pertuis;
-    call_error(f, "convention.envisage", &req.base, IA, "level");
+    harness_call_refused(f->stack.client, "convention.envisage", &req.base, IA, "level");
     req.has_level = true;
     req.level = PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC3;
     req.envisaged_on = "2026-02-30";
-    call_error(f, "convention.envisage", &req.base, IA, "envisaged_on");
+    harness_call_refused(f->stack.client, "convention.envisage", &req.base, IA, "envisaged_on");
     expect_event(f, NULL, NULL, 0);
 }
 
@@ -436,8 +350,8 @@ static void test_get_and_list(void **state)
     /* The Marseille unit's current convention, with its unit. */
     Passerelle__UnitGetRequest unit_req = PASSERELLE__UNIT_GET_REQUEST__INIT;
     unit_req.id = f->marseille;
-    Passerelle__Reply *reply =
-        call(f, "unit.get", &unit_req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
+    Passerelle__Reply *reply = harness_call(f->stack.client, "unit.get", &unit_req.base,
+                                            PASSERELLE__STATUS__STATUS_OK, NULL);
     Passerelle__Unit *unit = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
     passerelle__reply__free_unpacked(reply, NULL);
     assert_non_null(unit);
@@ -445,8 +359,8 @@ static void test_get_and_list(void **state)
 
     Passerelle__ConventionGetRequest req = PASSERELLE__CONVENTION_GET_REQUEST__INIT;
     req.id = unit->convention_id;
-    Passerelle__Convention *conv =
-        reply_convention(call(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
+    Passerelle__Convention *conv = reply_convention(harness_call(
+        f->stack.client, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
     assert_int_equal(conv->state, SIGNED);
     assert_string_equal(conv->unit->id, f->marseille);
     assert_string_equal(conv->unit->arrondissement_insee, "13203");
@@ -460,23 +374,25 @@ static void test_get_and_list(void **state)
     /* Named by its unit instead: the unit's latest convention. */
     req.id = NULL;
     req.unit = f->marseille;
-    conv =
-        reply_convention(call(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL));
+    conv = reply_convention(harness_call(f->stack.client, "convention.get", &req.base,
+                                         PASSERELLE__STATUS__STATUS_OK, NULL));
     assert_int_equal(conv->state, SIGNED);
     assert_string_equal(conv->unit_id, f->marseille);
     passerelle__convention__free_unpacked(conv, NULL);
     req.unit = f->social; /* never had one */
-    call_error(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit");
+    harness_call_refused(f->stack.client, "convention.get", &req.base,
+                         PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit");
     req.unit = "NO-SUCH-REF";
-    call_error(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit");
+    harness_call_refused(f->stack.client, "convention.get", &req.base,
+                         PASSERELLE__STATUS__STATUS_NOT_FOUND, "unit");
     req.id = "C123";
     req.unit = f->marseille;
-    call_error(f, "convention.get", &req.base, IA, "unit");
+    harness_call_refused(f->stack.client, "convention.get", &req.base, IA, "unit");
     req.unit = NULL;
     Passerelle__ConventionStepRequest by_unit = PASSERELLE__CONVENTION_STEP_REQUEST__INIT;
     by_unit.unit = f->marseille;
-    reply = call(f, "convention.abandon", &by_unit.base,
-                 PASSERELLE__STATUS__STATUS_FAILED_PRECONDITION, "id");
+    reply = harness_call(f->stack.client, "convention.abandon", &by_unit.base,
+                         PASSERELLE__STATUS__STATUS_FAILED_PRECONDITION, "id");
     assert_non_null(strstr(reply->message, "SIGNED"));
     passerelle__reply__free_unpacked(reply, NULL);
     expect_event(f, NULL, NULL, 0);
@@ -484,9 +400,10 @@ static void test_get_and_list(void **state)
     char missing[ID_LEN];
     id_new('C', missing);
     req.id = missing;
-    call_error(f, "convention.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "id");
+    harness_call_refused(f->stack.client, "convention.get", &req.base,
+                         PASSERELLE__STATUS__STATUS_NOT_FOUND, "id");
     req.id = "C123";
-    call_error(f, "convention.get", &req.base, IA, "id");
+    harness_call_refused(f->stack.client, "convention.get", &req.base, IA, "id");
     step_refused(f, "convention.sign", missing, NULL, NULL, PASSERELLE__STATUS__STATUS_NOT_FOUND,
                  "id", missing);
 
@@ -504,7 +421,8 @@ static void test_get_and_list(void **state)
         Passerelle__UnitListRequest list_req = PASSERELLE__UNIT_LIST_REQUEST__INIT;
         list_req.has_convention_state = true;
         list_req.convention_state = expected[i].state;
-        reply = call(f, "unit.list", &list_req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
+        reply = harness_call(f->stack.client, "unit.list", &list_req.base,
+                             PASSERELLE__STATUS__STATUS_OK, NULL);
         Passerelle__UnitList *list =
             passerelle__unit_list__unpack(NULL, reply->body.len, reply->body.data);
         passerelle__reply__free_unpacked(reply, NULL);
@@ -526,5 +444,5 @@ int main(void)
         cmocka_unit_test(test_energy_and_abandon),
         cmocka_unit_test(test_get_and_list),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, harness_fixture_teardown);
 }

@@ -16,7 +16,6 @@
 #include "status.h"
 
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,53 +29,17 @@
 #define MAX_REQUEST_BYTES 4096
 
 typedef struct {
-    harness_redis_t redis;
-    harness_service_t service;
-    char *tmp;       /* everything this test writes */
-    char keys[512];  /* the service's key directory */
-    char other[512]; /* another key directory, unknown to the service */
-    client_t *operator_client;
+    harness_stack_t stack; /* its client is the operator's */
+    char other[600];       /* another key directory, unknown to the service */
 } fixture_t;
 
 static fixture_t fx;
 
 /* --- requests and checks ---------------------------------------------- */
 
-/* A valid private unit in Pertuis; the caller changes what it tests. */
-static void unit_request_init(Passerelle__UnitRegisterRequest *req, const char *external_ref)
-{
-    passerelle__unit_register_request__init(req);
-    req->external_ref = (char *)external_ref;
-    req->address = (char *)"12 rue de la Republique";
-    req->commune = (char *)"Pertuis";
-    req->has_stock = 1;
-    req->stock = PASSERELLE__STOCK__STOCK_PRIVATE;
-    req->has_typology = 1;
-    req->typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T3;
-    req->has_surface_m2 = 1;
-    req->surface_m2 = 62.5;
-    req->landlord = (char *)"owner-7f3a";
-    req->has_energy_class = 1;
-    req->energy_class = PASSERELLE__ENERGY_CLASS__ENERGY_D;
-}
-
 static const char *str_or_empty(const char *s)
 {
     return s ? s : "";
-}
-
-/* Fails the test unless reply carries status and (when field is not NULL)
- * names that field; prints the reply first so a failure explains itself. */
-static void expect_status(const Passerelle__Reply *reply, int status, const char *field)
-{
-    assert_non_null(reply);
-    if ((int)reply->status != status || (field && strcmp(str_or_empty(reply->field), field) != 0))
-        fprintf(stderr, "expected %s field '%s', got %s field '%s': %s\n", status_name(status),
-                field ? field : "(any)", status_name((int)reply->status),
-                str_or_empty(reply->field), str_or_empty(reply->message));
-    assert_int_equal(reply->status, status);
-    if (field)
-        assert_string_equal(str_or_empty(reply->field), field);
 }
 
 /* unit.register; returns the reply (caller frees). */
@@ -92,7 +55,7 @@ static Passerelle__Reply *register_unit(client_t *client,
 /* The unit in an OK reply (caller frees). */
 static Passerelle__Unit *reply_unit(const Passerelle__Reply *reply)
 {
-    expect_status(reply, ST_OK, NULL);
+    harness_expect_status(reply, ST_OK, NULL);
     assert_true(reply->has_body);
     Passerelle__Unit *unit = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
     assert_non_null(unit);
@@ -101,7 +64,7 @@ static Passerelle__Unit *reply_unit(const Passerelle__Reply *reply)
 
 static Passerelle__Convention *reply_convention(const Passerelle__Reply *reply)
 {
-    expect_status(reply, ST_OK, NULL);
+    harness_expect_status(reply, ST_OK, NULL);
     assert_true(reply->has_body);
     Passerelle__Convention *convention =
         passerelle__convention__unpack(NULL, reply->body.len, reply->body.data);
@@ -120,47 +83,14 @@ static Passerelle__Reply *get_unit_by_ref(client_t *client, const char *external
 }
 
 /* How many events of this type in the whole stream describe a unit with
- * this external reference (read through event.list, page by page). */
+ * this external reference. */
 static int count_unit_events(client_t *client, const char *type, const char *external_ref)
 {
-    int count = 0;
-    char after[64] = "0";
-    for (int pages = 0; pages < 1000; pages++) {
-        Passerelle__EventListRequest req = PASSERELLE__EVENT_LIST_REQUEST__INIT;
-        req.after = after;
-        req.has_limit = 1;
-        req.limit = 1000;
-        Passerelle__Reply *reply = NULL;
-        assert_int_equal(client_call(client, "event.list", &req.base, NULL, &reply), 0);
-        expect_status(reply, ST_OK, NULL);
-        Passerelle__EventListReply *list = passerelle__event_list_reply__unpack(
-            NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-        assert_non_null(list);
-        for (size_t i = 0; i < list->n_events; i++) {
-            const Passerelle__Event *event = list->events[i]->event;
-            assert_non_null(event);
-            if (strcmp(str_or_empty(event->type), type) != 0)
-                continue;
-            assert_string_equal(str_or_empty(event->dataschema), "passerelle.Unit");
-            Passerelle__Unit *unit =
-                passerelle__unit__unpack(NULL, event->data.len, event->data.data);
-            assert_non_null(unit);
-            if (strcmp(str_or_empty(unit->external_ref), external_ref) == 0)
-                count++;
-            passerelle__unit__free_unpacked(unit, NULL);
-        }
-        bool last = list->n_events == 0;
-        if (!last) {
-            assert_non_null(list->last_position);
-            snprintf(after, sizeof after, "%s", list->last_position);
-        }
-        passerelle__event_list_reply__free_unpacked(list, NULL);
-        passerelle__reply__free_unpacked(reply, NULL);
-        if (last)
-            return count;
-    }
-    fail_msg("event.list never reached the end of the stream");
-    return -1;
+    harness_events_t events;
+    harness_events_read(client, "0", &events);
+    int count = harness_events_count_units(&events, type, external_ref);
+    harness_events_free(&events);
+    return count;
 }
 
 /* How many units unit.list returns with this external reference, over
@@ -176,7 +106,7 @@ static int count_listed_units(client_t *client, const char *external_ref)
         req.page_token = token;
         Passerelle__Reply *reply = NULL;
         assert_int_equal(client_call(client, "unit.list", &req.base, NULL, &reply), 0);
-        expect_status(reply, ST_OK, NULL);
+        harness_expect_status(reply, ST_OK, NULL);
         Passerelle__UnitList *list = passerelle__unit_list__unpack(
             NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
         assert_non_null(list);
@@ -198,8 +128,8 @@ static void expect_still_serving(void)
 {
     Passerelle__HealthRequest req = PASSERELLE__HEALTH_REQUEST__INIT;
     Passerelle__Reply *reply = NULL;
-    assert_int_equal(client_call(fx.operator_client, "health", &req.base, NULL, &reply), 0);
-    expect_status(reply, ST_OK, NULL);
+    assert_int_equal(client_call(fx.stack.client, "health", &req.base, NULL, &reply), 0);
+    harness_expect_status(reply, ST_OK, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 }
 
@@ -207,8 +137,8 @@ static void expect_still_serving(void)
 static void expect_raw_refused(const void *frame, size_t len, const char *field)
 {
     Passerelle__Reply *reply = NULL;
-    assert_int_equal(client_call_raw(fx.operator_client, frame, len, &reply), 0);
-    expect_status(reply, ST_INVALID_ARGUMENT, field);
+    assert_int_equal(client_call_raw(fx.stack.client, frame, len, &reply), 0);
+    harness_expect_status(reply, ST_INVALID_ARGUMENT, field);
     passerelle__reply__free_unpacked(reply, NULL);
 }
 
@@ -216,42 +146,17 @@ static void expect_raw_refused(const void *frame, size_t len, const char *field)
 
 static int group_setup(void **state)
 {
-    (void)state;
-    memset(&fx, 0, sizeof fx);
-    fx.tmp = harness_tempdir("errors");
-    if (!fx.tmp)
-        return -1;
-    snprintf(fx.keys, sizeof fx.keys, "%s/keys", fx.tmp);
-    snprintf(fx.other, sizeof fx.other, "%s/other-keys", fx.tmp);
-    if (harness_keys_make(fx.keys) != 0 || harness_keys_make(fx.other) != 0)
-        return -1;
-    if (harness_redis_start(&fx.redis) != 0)
-        return -1;
-    harness_redis_setenv(&fx.redis);
-
-    char keys_env[600], max_env[64];
-    snprintf(keys_env, sizeof keys_env, "PASSERELLE_KEYS_DIR=%s", fx.keys);
+    *state = &fx.stack;
+    char max_env[64];
     snprintf(max_env, sizeof max_env, "PASSERELLE_MAX_REQUEST_BYTES=%d", MAX_REQUEST_BYTES);
-    char *const env[] = {keys_env, max_env, NULL};
-    if (harness_service_start(&fx.service, "reservations", fx.tmp, env) != 0)
+    char *const env[] = {max_env, NULL};
+    if (harness_stack_start(&fx.stack, "errors", NULL, env) != 0)
         return -1;
-    fx.operator_client = harness_client(fx.service.endpoint, fx.keys, "operator", 3000, 2);
-    return fx.operator_client ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    client_destroy(&fx.operator_client);
-    if (fx.service.pid > 0)
-        harness_service_stop(&fx.service, SIGTERM);
-    if (fx.redis.pid > 0)
-        harness_redis_stop(&fx.redis);
-    if (fx.tmp) {
-        harness_rmtree(fx.tmp);
-        free(fx.tmp);
-    }
-    return 0;
+    snprintf(fx.other, sizeof fx.other, "%s/other-keys", fx.stack.dir);
+    if (harness_keys_make(fx.other) != 0)
+        return -1;
+    fx.stack.client = harness_stack_client(&fx.stack, "operator", 3000, 2);
+    return fx.stack.client ? 0 : -1;
 }
 
 /* --- validation -------------------------------------------------------- */
@@ -262,14 +167,14 @@ static void test_unknown_commune(void **state)
     const char *communes[] = {"Paris", "75056", "Marseile", "13000"};
     for (size_t i = 0; i < sizeof communes / sizeof communes[0]; i++) {
         Passerelle__UnitRegisterRequest req;
-        unit_request_init(&req, "ERR-COMMUNE-1");
+        harness_unit_request(&req, "ERR-COMMUNE-1");
         req.commune = (char *)communes[i];
-        Passerelle__Reply *reply = register_unit(fx.operator_client, &req, NULL);
-        expect_status(reply, ST_INVALID_ARGUMENT, "commune");
+        Passerelle__Reply *reply = register_unit(fx.stack.client, &req, NULL);
+        harness_expect_status(reply, ST_INVALID_ARGUMENT, "commune");
         passerelle__reply__free_unpacked(reply, NULL);
     }
-    Passerelle__Reply *reply = get_unit_by_ref(fx.operator_client, "ERR-COMMUNE-1");
-    expect_status(reply, ST_NOT_FOUND, NULL);
+    Passerelle__Reply *reply = get_unit_by_ref(fx.stack.client, "ERR-COMMUNE-1");
+    harness_expect_status(reply, ST_NOT_FOUND, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 }
 
@@ -279,20 +184,20 @@ static void test_marseille_needs_arrondissement(void **state)
     const char *spellings[] = {"Marseille", "13055", "MARSEILLE"};
     for (size_t i = 0; i < sizeof spellings / sizeof spellings[0]; i++) {
         Passerelle__UnitRegisterRequest req;
-        unit_request_init(&req, "ERR-MRS-1");
+        harness_unit_request(&req, "ERR-MRS-1");
         req.commune = (char *)spellings[i];
-        Passerelle__Reply *reply = register_unit(fx.operator_client, &req, NULL);
-        expect_status(reply, ST_INVALID_ARGUMENT, "arrondissement");
+        Passerelle__Reply *reply = register_unit(fx.stack.client, &req, NULL);
+        harness_expect_status(reply, ST_INVALID_ARGUMENT, "arrondissement");
         passerelle__reply__free_unpacked(reply, NULL);
     }
 
     /* The same unit with its arrondissement is accepted, so the refusal
      * above was about the arrondissement and nothing else. */
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-MRS-1");
+    harness_unit_request(&req, "ERR-MRS-1");
     req.commune = (char *)"Marseille";
     req.arrondissement = (char *)"13207";
-    Passerelle__Reply *reply = register_unit(fx.operator_client, &req, NULL);
+    Passerelle__Reply *reply = register_unit(fx.stack.client, &req, NULL);
     Passerelle__Unit *unit = reply_unit(reply);
     assert_string_equal(str_or_empty(unit->arrondissement_insee), "13207");
     assert_string_equal(str_or_empty(unit->territory), "CT1");
@@ -311,14 +216,14 @@ static Passerelle__Reply *convention_step(const char *type, const char *id)
     if (strcmp(type, "convention.end") == 0)
         req.reason = (char *)"terminated";
     Passerelle__Reply *reply = NULL;
-    assert_int_equal(client_call(fx.operator_client, type, &req.base, NULL, &reply), 0);
+    assert_int_equal(client_call(fx.stack.client, type, &req.base, NULL, &reply), 0);
     return reply;
 }
 
 static void expect_forbidden_step(const char *type, const char *id, const char *state_name)
 {
     Passerelle__Reply *reply = convention_step(type, id);
-    expect_status(reply, ST_FAILED_PRECONDITION, NULL);
+    harness_expect_status(reply, ST_FAILED_PRECONDITION, NULL);
     if (!strstr(str_or_empty(reply->message), state_name))
         fail_msg("%s refused without naming state %s: '%s'", type, state_name,
                  str_or_empty(reply->message));
@@ -329,8 +234,8 @@ static void test_forbidden_transition(void **state)
 {
     (void)state;
     Passerelle__UnitRegisterRequest unit_req;
-    unit_request_init(&unit_req, "ERR-STATE-1");
-    Passerelle__Reply *reply = register_unit(fx.operator_client, &unit_req, NULL);
+    harness_unit_request(&unit_req, "ERR-STATE-1");
+    Passerelle__Reply *reply = register_unit(fx.stack.client, &unit_req, NULL);
     Passerelle__Unit *unit = reply_unit(reply);
     passerelle__reply__free_unpacked(reply, NULL);
 
@@ -339,7 +244,7 @@ static void test_forbidden_transition(void **state)
     envisage.has_level = 1;
     envisage.level = PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC2;
     assert_int_equal(
-        client_call(fx.operator_client, "convention.envisage", &envisage.base, NULL, &reply), 0);
+        client_call(fx.stack.client, "convention.envisage", &envisage.base, NULL, &reply), 0);
     Passerelle__Convention *convention = reply_convention(reply);
     passerelle__reply__free_unpacked(reply, NULL);
     char id[ID_LEN + 8];
@@ -354,8 +259,8 @@ static void test_forbidden_transition(void **state)
 
     /* A second live convention on the same unit is refused as well. */
     assert_int_equal(
-        client_call(fx.operator_client, "convention.envisage", &envisage.base, NULL, &reply), 0);
-    expect_status(reply, ST_FAILED_PRECONDITION, NULL);
+        client_call(fx.stack.client, "convention.envisage", &envisage.base, NULL, &reply), 0);
+    harness_expect_status(reply, ST_FAILED_PRECONDITION, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 
     reply = convention_step("convention.abandon", id);
@@ -371,7 +276,7 @@ static void test_forbidden_transition(void **state)
     /* Nothing the refusals touched changed the record. */
     Passerelle__ConventionGetRequest get = PASSERELLE__CONVENTION_GET_REQUEST__INIT;
     get.id = id;
-    assert_int_equal(client_call(fx.operator_client, "convention.get", &get.base, NULL, &reply), 0);
+    assert_int_equal(client_call(fx.stack.client, "convention.get", &get.base, NULL, &reply), 0);
     convention = reply_convention(reply);
     assert_int_equal(convention->state, PASSERELLE__CONVENTION_STATE__CONVENTION_ABANDONED);
     assert_null(convention->signed_on);
@@ -388,10 +293,10 @@ static void test_unknown_curve_key(void **state)
     /* The service's real public key, but a client certificate made in
      * another key directory: the handshake itself must fail. */
     char server_public[600], stranger_cert[600];
-    keydir_server_public_path(fx.keys, server_public, sizeof server_public);
+    keydir_server_public_path(fx.stack.keys, server_public, sizeof server_public);
     keydir_client_cert_path(fx.other, "metropole", stranger_cert, sizeof stranger_cert);
     client_config_t cfg = {
-        .endpoint = fx.service.endpoint,
+        .endpoint = fx.stack.service.endpoint,
         .server_public_path = server_public,
         .client_cert_path = stranger_cert,
         .timeout_ms = 500,
@@ -408,7 +313,7 @@ static void test_unknown_curve_key(void **state)
     assert_null(reply);
 
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-STRANGER-1");
+    harness_unit_request(&req, "ERR-STRANGER-1");
     assert_int_equal(client_call(stranger, "unit.register", &req.base, NULL, &reply), -1);
     assert_null(reply);
     assert_int_equal(client_call_raw(stranger, "x", 1, &reply), -1);
@@ -417,31 +322,31 @@ static void test_unknown_curve_key(void **state)
     assert_null(stranger);
 
     expect_still_serving();
-    reply = get_unit_by_ref(fx.operator_client, "ERR-STRANGER-1");
-    expect_status(reply, ST_NOT_FOUND, NULL);
+    reply = get_unit_by_ref(fx.stack.client, "ERR-STRANGER-1");
+    harness_expect_status(reply, ST_NOT_FOUND, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 }
 
 static void test_wrong_role(void **state)
 {
     (void)state;
-    client_t *partner = harness_client(fx.service.endpoint, fx.keys, "partner", 3000, 0);
+    client_t *partner = harness_stack_client(&fx.stack, "partner", 3000, 0);
     assert_non_null(partner);
 
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-ROLE-1");
+    harness_unit_request(&req, "ERR-ROLE-1");
     Passerelle__Reply *reply = register_unit(partner, &req, NULL);
-    expect_status(reply, ST_PERMISSION_DENIED, NULL);
+    harness_expect_status(reply, ST_PERMISSION_DENIED, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 
     /* Partners do not read the register either, but may ask for health,
      * which proves the key itself is known. */
     reply = get_unit_by_ref(partner, "ERR-ROLE-1");
-    expect_status(reply, ST_PERMISSION_DENIED, NULL);
+    harness_expect_status(reply, ST_PERMISSION_DENIED, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
     Passerelle__HealthRequest health = PASSERELLE__HEALTH_REQUEST__INIT;
     assert_int_equal(client_call(partner, "health", &health.base, NULL, &reply), 0);
-    expect_status(reply, ST_OK, NULL);
+    harness_expect_status(reply, ST_OK, NULL);
     Passerelle__HealthReply *who = passerelle__health_reply__unpack(
         NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
     assert_non_null(who);
@@ -451,13 +356,13 @@ static void test_wrong_role(void **state)
     client_destroy(&partner);
 
     /* Action Logement reads the register but does not keep it. */
-    client_t *al = harness_client(fx.service.endpoint, fx.keys, "action_logement", 3000, 0);
+    client_t *al = harness_stack_client(&fx.stack, "action_logement", 3000, 0);
     assert_non_null(al);
     reply = register_unit(al, &req, NULL);
-    expect_status(reply, ST_PERMISSION_DENIED, NULL);
+    harness_expect_status(reply, ST_PERMISSION_DENIED, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
     reply = get_unit_by_ref(al, "ERR-ROLE-1");
-    expect_status(reply, ST_NOT_FOUND, NULL);
+    harness_expect_status(reply, ST_NOT_FOUND, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
     client_destroy(&al);
 }
@@ -472,7 +377,7 @@ static void test_oversized_frame(void **state)
     memset(address, 'a', sizeof address - 1);
     address[sizeof address - 1] = '\0';
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-BIG-1");
+    harness_unit_request(&req, "ERR-BIG-1");
     req.address = address;
     char key[ID_LEN];
     id_new('K', key);
@@ -491,11 +396,11 @@ static void test_oversized_frame(void **state)
     free(junk);
 
     /* Nothing was written, and an ordinary request still works. */
-    Passerelle__Reply *reply = get_unit_by_ref(fx.operator_client, "ERR-BIG-1");
-    expect_status(reply, ST_NOT_FOUND, NULL);
+    Passerelle__Reply *reply = get_unit_by_ref(fx.stack.client, "ERR-BIG-1");
+    harness_expect_status(reply, ST_NOT_FOUND, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
-    unit_request_init(&req, "ERR-BIG-2");
-    reply = register_unit(fx.operator_client, &req, NULL);
+    harness_unit_request(&req, "ERR-BIG-2");
+    reply = register_unit(fx.stack.client, &req, NULL);
     Passerelle__Unit *unit = reply_unit(reply);
     assert_string_equal(str_or_empty(unit->external_ref), "ERR-BIG-2");
     passerelle__unit__free_unpacked(unit, NULL);
@@ -545,8 +450,8 @@ static void test_unknown_request_type(void **state)
     const char *types[] = {"unit.delete", "UNIT.REGISTER", "unit.register.", "$TERM"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         Passerelle__Reply *reply = NULL;
-        assert_int_equal(client_call(fx.operator_client, types[i], NULL, NULL, &reply), 0);
-        expect_status(reply, ST_INVALID_ARGUMENT, "type");
+        assert_int_equal(client_call(fx.stack.client, types[i], NULL, NULL, &reply), 0);
+        harness_expect_status(reply, ST_INVALID_ARGUMENT, "type");
         passerelle__reply__free_unpacked(reply, NULL);
     }
     expect_still_serving();
@@ -558,7 +463,7 @@ static void test_write_without_idempotency_key(void **state)
 {
     (void)state;
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-NOKEY-1");
+    harness_unit_request(&req, "ERR-NOKEY-1");
     size_t len = 0;
     uint8_t *frame = envelope_encode_request("Q-no-key", "unit.register", NULL, &req.base, &len);
     assert_non_null(frame);
@@ -571,10 +476,10 @@ static void test_write_without_idempotency_key(void **state)
     expect_raw_refused(frame, len, "idempotency_key");
     free(frame);
 
-    Passerelle__Reply *reply = get_unit_by_ref(fx.operator_client, "ERR-NOKEY-1");
-    expect_status(reply, ST_NOT_FOUND, NULL);
+    Passerelle__Reply *reply = get_unit_by_ref(fx.stack.client, "ERR-NOKEY-1");
+    harness_expect_status(reply, ST_NOT_FOUND, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
-    assert_int_equal(count_unit_events(fx.operator_client, "unit.registered", "ERR-NOKEY-1"), 0);
+    assert_int_equal(count_unit_events(fx.stack.client, "unit.registered", "ERR-NOKEY-1"), 0);
 }
 
 static void test_idempotent_retry(void **state)
@@ -583,9 +488,9 @@ static void test_idempotent_retry(void **state)
     char key[ID_LEN];
     id_new('K', key);
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-IDEM-1");
+    harness_unit_request(&req, "ERR-IDEM-1");
 
-    Passerelle__Reply *first = register_unit(fx.operator_client, &req, key);
+    Passerelle__Reply *first = register_unit(fx.stack.client, &req, key);
     Passerelle__Unit *unit = reply_unit(first);
     char id[ID_LEN + 8];
     snprintf(id, sizeof id, "%s", str_or_empty(unit->id));
@@ -594,10 +499,10 @@ static void test_idempotent_retry(void **state)
 
     /* The retry comes from a fresh client with the same certificate, as
      * when a CLI run is repeated. */
-    client_t *again = harness_client(fx.service.endpoint, fx.keys, "operator", 3000, 0);
+    client_t *again = harness_stack_client(&fx.stack, "operator", 3000, 0);
     assert_non_null(again);
     for (int i = 0; i < 3; i++) {
-        Passerelle__Reply *retry = register_unit(i == 0 ? again : fx.operator_client, &req, key);
+        Passerelle__Reply *retry = register_unit(i == 0 ? again : fx.stack.client, &req, key);
         unit = reply_unit(retry);
         assert_string_equal(str_or_empty(unit->id), id);
         assert_string_equal(str_or_empty(unit->external_ref), "ERR-IDEM-1");
@@ -610,9 +515,9 @@ static void test_idempotent_retry(void **state)
     client_destroy(&again);
     passerelle__reply__free_unpacked(first, NULL);
 
-    assert_int_equal(count_unit_events(fx.operator_client, "unit.registered", "ERR-IDEM-1"), 1);
-    assert_int_equal(count_listed_units(fx.operator_client, "ERR-IDEM-1"), 1);
-    Passerelle__Reply *reply = get_unit_by_ref(fx.operator_client, "ERR-IDEM-1");
+    assert_int_equal(count_unit_events(fx.stack.client, "unit.registered", "ERR-IDEM-1"), 1);
+    assert_int_equal(count_listed_units(fx.stack.client, "ERR-IDEM-1"), 1);
+    Passerelle__Reply *reply = get_unit_by_ref(fx.stack.client, "ERR-IDEM-1");
     unit = reply_unit(reply);
     assert_string_equal(str_or_empty(unit->id), id);
     assert_int_equal(unit->version, 1);
@@ -626,43 +531,43 @@ static void test_idempotency_key_reused(void **state)
     char key[ID_LEN];
     id_new('K', key);
     Passerelle__UnitRegisterRequest req;
-    unit_request_init(&req, "ERR-REUSE-1");
-    Passerelle__Reply *reply = register_unit(fx.operator_client, &req, key);
+    harness_unit_request(&req, "ERR-REUSE-1");
+    Passerelle__Reply *reply = register_unit(fx.stack.client, &req, key);
     Passerelle__Unit *unit = reply_unit(reply);
     passerelle__unit__free_unpacked(unit, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 
     /* The same key with another body: another unit, and a changed field
      * of the same unit. */
-    unit_request_init(&req, "ERR-REUSE-2");
-    reply = register_unit(fx.operator_client, &req, key);
-    expect_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
+    harness_unit_request(&req, "ERR-REUSE-2");
+    reply = register_unit(fx.stack.client, &req, key);
+    harness_expect_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
     passerelle__reply__free_unpacked(reply, NULL);
-    unit_request_init(&req, "ERR-REUSE-1");
+    harness_unit_request(&req, "ERR-REUSE-1");
     req.surface_m2 = 80;
-    reply = register_unit(fx.operator_client, &req, key);
-    expect_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
+    reply = register_unit(fx.stack.client, &req, key);
+    harness_expect_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
     passerelle__reply__free_unpacked(reply, NULL);
 
     /* The same key for another request type. */
     Passerelle__ConventionStepRequest step = PASSERELLE__CONVENTION_STEP_REQUEST__INIT;
     step.id = (char *)"C01JDV0000000000000000000";
-    assert_int_equal(client_call(fx.operator_client, "convention.abandon", &step.base, key, &reply),
+    assert_int_equal(client_call(fx.stack.client, "convention.abandon", &step.base, key, &reply),
                      0);
-    expect_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
+    harness_expect_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
     passerelle__reply__free_unpacked(reply, NULL);
 
-    reply = get_unit_by_ref(fx.operator_client, "ERR-REUSE-2");
-    expect_status(reply, ST_NOT_FOUND, NULL);
+    reply = get_unit_by_ref(fx.stack.client, "ERR-REUSE-2");
+    harness_expect_status(reply, ST_NOT_FOUND, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
-    reply = get_unit_by_ref(fx.operator_client, "ERR-REUSE-1");
+    reply = get_unit_by_ref(fx.stack.client, "ERR-REUSE-1");
     unit = reply_unit(reply);
     assert_true(unit->surface_m2 == 62.5);
     assert_int_equal(unit->version, 1);
     passerelle__unit__free_unpacked(unit, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
-    assert_int_equal(count_unit_events(fx.operator_client, "unit.registered", "ERR-REUSE-1"), 1);
-    assert_int_equal(count_unit_events(fx.operator_client, "unit.registered", "ERR-REUSE-2"), 0);
+    assert_int_equal(count_unit_events(fx.stack.client, "unit.registered", "ERR-REUSE-1"), 1);
+    assert_int_equal(count_unit_events(fx.stack.client, "unit.registered", "ERR-REUSE-2"), 0);
 }
 
 int main(void)
@@ -680,5 +585,5 @@ int main(void)
         cmocka_unit_test(test_idempotent_retry),
         cmocka_unit_test(test_idempotency_key_reused),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, group_setup, harness_stack_teardown);
 }

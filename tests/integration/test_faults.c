@@ -35,13 +35,7 @@
 #define NO_REPLY         (-1)
 
 typedef struct {
-    harness_redis_t redis;
-    harness_service_t service;
-    char *tmp;
-    char keys[512];
-    char keys_env[600];
-    char *env[2];
-    client_t *reader; /* the main thread's client, for the checks */
+    harness_stack_t stack; /* its client reads, for the checks */
 } fixture_t;
 
 static fixture_t fx;
@@ -50,37 +44,11 @@ static fixture_t fx;
 
 static int fault_setup(void **state)
 {
-    (void)state;
-    memset(&fx, 0, sizeof fx);
-    fx.tmp = harness_tempdir("faults");
-    if (!fx.tmp)
+    *state = &fx.stack;
+    if (harness_stack_start(&fx.stack, "faults", NULL, NULL) != 0)
         return -1;
-    snprintf(fx.keys, sizeof fx.keys, "%s/keys", fx.tmp);
-    if (harness_keys_make(fx.keys) != 0 || harness_redis_start(&fx.redis) != 0)
-        return -1;
-    harness_redis_setenv(&fx.redis);
-    snprintf(fx.keys_env, sizeof fx.keys_env, "PASSERELLE_KEYS_DIR=%s", fx.keys);
-    fx.env[0] = fx.keys_env;
-    fx.env[1] = NULL;
-    if (harness_service_start(&fx.service, "reservations", fx.tmp, fx.env) != 0)
-        return -1;
-    fx.reader = harness_client(fx.service.endpoint, fx.keys, "metropole", 3000, 5);
-    return fx.reader ? 0 : -1;
-}
-
-static int fault_teardown(void **state)
-{
-    (void)state;
-    client_destroy(&fx.reader);
-    if (fx.service.pid > 0)
-        harness_service_stop(&fx.service, SIGTERM);
-    if (fx.redis.pid > 0)
-        harness_redis_stop(&fx.redis);
-    if (fx.tmp) {
-        harness_rmtree(fx.tmp);
-        free(fx.tmp);
-    }
-    return 0;
+    fx.stack.client = harness_stack_client(&fx.stack, "metropole", 3000, 5);
+    return fx.stack.client ? 0 : -1;
 }
 
 /* --- requests and checks ---------------------------------------------- */
@@ -88,21 +56,6 @@ static int fault_teardown(void **state)
 static const char *str_or_empty(const char *s)
 {
     return s ? s : "";
-}
-
-static void unit_request_init(Passerelle__UnitRegisterRequest *req, const char *external_ref)
-{
-    passerelle__unit_register_request__init(req);
-    req->external_ref = (char *)external_ref;
-    req->address = (char *)"3 avenue Gambetta";
-    req->commune = (char *)"13001"; /* Aix-en-Provence */
-    req->has_stock = 1;
-    req->stock = PASSERELLE__STOCK__STOCK_PRIVATE;
-    req->has_typology = 1;
-    req->typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T2;
-    req->has_surface_m2 = 1;
-    req->surface_m2 = 41;
-    req->landlord = (char *)"owner-b21c";
 }
 
 /* The unit id in an OK unit.register/unit.get reply, copied into id;
@@ -117,69 +70,6 @@ static bool reply_unit_id(const Passerelle__Reply *reply, char *id, size_t id_si
     snprintf(id, id_size, "%s", str_or_empty(unit->id));
     passerelle__unit__free_unpacked(unit, NULL);
     return true;
-}
-
-/* Every external reference carried by a unit.registered event, in stream
- * order, read through event.list (caller frees each and the array). */
-static char **registered_refs(size_t *count_p)
-{
-    size_t count = 0, cap = 256;
-    char **refs = malloc(cap * sizeof *refs);
-    assert_non_null(refs);
-    char after[64] = "0";
-    for (;;) {
-        Passerelle__EventListRequest req = PASSERELLE__EVENT_LIST_REQUEST__INIT;
-        req.after = after;
-        req.has_limit = 1;
-        req.limit = 1000;
-        Passerelle__Reply *reply = NULL;
-        assert_int_equal(client_call(fx.reader, "event.list", &req.base, NULL, &reply), 0);
-        assert_int_equal(reply->status, ST_OK);
-        Passerelle__EventListReply *list = passerelle__event_list_reply__unpack(
-            NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-        assert_non_null(list);
-        for (size_t i = 0; i < list->n_events; i++) {
-            const Passerelle__Event *event = list->events[i]->event;
-            assert_non_null(event);
-            if (strcmp(str_or_empty(event->type), "unit.registered") != 0)
-                continue;
-            Passerelle__Unit *unit =
-                passerelle__unit__unpack(NULL, event->data.len, event->data.data);
-            assert_non_null(unit);
-            if (count == cap) {
-                cap *= 2;
-                refs = realloc(refs, cap * sizeof *refs);
-                assert_non_null(refs);
-            }
-            refs[count++] = strdup(str_or_empty(unit->external_ref));
-            passerelle__unit__free_unpacked(unit, NULL);
-        }
-        bool done = list->n_events == 0;
-        if (!done)
-            snprintf(after, sizeof after, "%s", str_or_empty(list->last_position));
-        passerelle__event_list_reply__free_unpacked(list, NULL);
-        passerelle__reply__free_unpacked(reply, NULL);
-        if (done)
-            break;
-    }
-    *count_p = count;
-    return refs;
-}
-
-static void refs_free(char **refs, size_t count)
-{
-    for (size_t i = 0; i < count; i++)
-        free(refs[i]);
-    free(refs);
-}
-
-static int refs_count(char *const *refs, size_t count, const char *ref)
-{
-    int n = 0;
-    for (size_t i = 0; i < count; i++)
-        if (strcmp(refs[i], ref) == 0)
-            n++;
-    return n;
 }
 
 static bool process_alive(pid_t pid)
@@ -213,7 +103,7 @@ static void *writer_run(void *arg)
         char ref[64];
         burst_ref(ref, sizeof ref, self->prefix, self->thread, i);
         Passerelle__UnitRegisterRequest req;
-        unit_request_init(&req, ref);
+        harness_unit_request(&req, ref);
         Passerelle__Reply *reply = NULL;
         /* No key given: the client makes one and keeps it across its own
          * retries, which is what makes them safe. */
@@ -244,8 +134,7 @@ static writer_t *burst_run(const char *prefix, int timeout_ms, int retries, faul
     for (int t = 0; t < BURST_THREADS; t++) {
         writers[t].thread = t;
         snprintf(writers[t].prefix, sizeof writers[t].prefix, "%s", prefix);
-        writers[t].client =
-            harness_client(fx.service.endpoint, fx.keys, "operator", timeout_ms, retries);
+        writers[t].client = harness_stack_client(&fx.stack, "operator", timeout_ms, retries);
         assert_non_null(writers[t].client);
     }
     for (int t = 0; t < BURST_THREADS; t++)
@@ -276,29 +165,29 @@ static writer_t *burst_run(const char *prefix, int timeout_ms, int retries, faul
  * have happened, but never twice. Returns how many were acknowledged. */
 static int burst_verify(const writer_t *writers)
 {
-    size_t event_count = 0;
-    char **refs = registered_refs(&event_count);
+    harness_events_t events;
+    harness_events_read(fx.stack.client, "0", &events);
     int acked = 0;
     for (int t = 0; t < BURST_THREADS; t++) {
         for (int i = 0; i < BURST_PER_THREAD; i++) {
             char ref[64];
             burst_ref(ref, sizeof ref, writers[t].prefix, t, i);
-            int events = refs_count(refs, event_count, ref);
+            int registered = harness_events_count_units(&events, "unit.registered", ref);
             if (writers[t].ids[i][0] == '\0') {
                 fprintf(stderr, "%s not acknowledged: %s\n", ref,
                         writers[t].status[i] == NO_REPLY ? "no reply"
                                                          : status_name(writers[t].status[i]));
-                assert_in_range(events, 0, 1);
+                assert_in_range(registered, 0, 1);
                 continue;
             }
             acked++;
-            if (events != 1)
-                fail_msg("%s: %d unit.registered events", ref, events);
+            if (registered != 1)
+                fail_msg("%s: %d unit.registered events", ref, registered);
 
             Passerelle__UnitGetRequest req = PASSERELLE__UNIT_GET_REQUEST__INIT;
             req.external_ref = ref;
             Passerelle__Reply *reply = NULL;
-            assert_int_equal(client_call(fx.reader, "unit.get", &req.base, NULL, &reply), 0);
+            assert_int_equal(client_call(fx.stack.client, "unit.get", &req.base, NULL, &reply), 0);
             char id[ID_LEN + 8];
             if (!reply_unit_id(reply, id, sizeof id))
                 fail_msg("%s acknowledged as %s but unit.get says %s: %s", ref, writers[t].ids[i],
@@ -307,7 +196,7 @@ static int burst_verify(const writer_t *writers)
             passerelle__reply__free_unpacked(reply, NULL);
         }
     }
-    refs_free(refs, event_count);
+    harness_events_free(&events);
     return acked;
 }
 
@@ -315,31 +204,31 @@ static int burst_verify(const writer_t *writers)
 
 static int kill_and_restart_service(void)
 {
-    int status = harness_service_stop(&fx.service, SIGKILL);
+    int status = harness_service_stop(&fx.stack.service, SIGKILL);
     if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
         return -1;
-    return harness_service_restart(&fx.service, fx.tmp, fx.env);
+    return harness_stack_restart(&fx.stack);
 }
 
 static void test_service_killed_during_writes(void **state)
 {
     (void)state;
-    int port_before = fx.service.port;
+    int port_before = fx.stack.service.port;
     int fault_rc = -1, acked_at_fault = 0;
     writer_t *writers =
         burst_run("KILL", 500, 20, kill_and_restart_service, &fault_rc, &acked_at_fault);
     assert_int_equal(fault_rc, 0);
-    assert_int_equal(fx.service.port, port_before);
+    assert_int_equal(fx.stack.service.port, port_before);
     /* The kill fell in the middle of the burst, or nothing was tested. */
     assert_true(acked_at_fault < BURST_TOTAL);
 
     /* Twenty retries of half a second outlast a restart: every writer got
      * its answer, and every answer holds. */
     assert_int_equal(burst_verify(writers), BURST_TOTAL);
-    size_t event_count = 0;
-    char **refs = registered_refs(&event_count);
-    assert_int_equal(event_count, BURST_TOTAL);
-    refs_free(refs, event_count);
+    harness_events_t events;
+    harness_events_read(fx.stack.client, "0", &events);
+    assert_int_equal(harness_events_count_units(&events, "unit.registered", NULL), BURST_TOTAL);
+    harness_events_free(&events);
     free(writers);
 }
 
@@ -349,23 +238,23 @@ static void test_redis_down_unavailable_then_recovers(void **state)
 {
     (void)state;
     /* No retries: the first answer is the one under test. */
-    client_t *client = harness_client(fx.service.endpoint, fx.keys, "operator", 3000, 0);
+    client_t *client = harness_stack_client(&fx.stack, "operator", 3000, 0);
     assert_non_null(client);
     Passerelle__UnitRegisterRequest req;
     Passerelle__Reply *reply = NULL;
     char id_before[ID_LEN + 8], id[ID_LEN + 8];
 
-    unit_request_init(&req, "DOWN-0");
+    harness_unit_request(&req, "DOWN-0");
     assert_int_equal(client_call(client, "unit.register", &req.base, NULL, &reply), 0);
     assert_true(reply_unit_id(reply, id_before, sizeof id_before));
     passerelle__reply__free_unpacked(reply, NULL);
 
-    pid_t service_pid = fx.service.pid;
-    harness_redis_kill(&fx.redis);
+    pid_t service_pid = fx.stack.service.pid;
+    harness_redis_kill(&fx.stack.redis);
 
     char key[ID_LEN];
     id_new('K', key);
-    unit_request_init(&req, "DOWN-1");
+    harness_unit_request(&req, "DOWN-1");
     assert_int_equal(client_call(client, "unit.register", &req.base, key, &reply), 0);
     if (reply->status != PASSERELLE__STATUS__STATUS_UNAVAILABLE)
         fail_msg("write with Redis down: %s %s", status_name((int)reply->status),
@@ -392,7 +281,7 @@ static void test_redis_down_unavailable_then_recovers(void **state)
     }
     passerelle__reply__free_unpacked(reply, NULL);
 
-    assert_int_equal(harness_redis_restart(&fx.redis), 0);
+    assert_int_equal(harness_redis_restart(&fx.stack.redis), 0);
 
     /* The same process, untouched, answers again once it has reconnected;
      * the key of the refused write is still free to use. */
@@ -408,7 +297,7 @@ static void test_redis_down_unavailable_then_recovers(void **state)
         usleep(200 * 1000);
     }
     assert_int_equal(status, ST_OK);
-    assert_int_equal(fx.service.pid, service_pid);
+    assert_int_equal(fx.stack.service.pid, service_pid);
     assert_true(process_alive(service_pid));
 
     /* What was written before the crash survived it (AOF). */
@@ -427,11 +316,11 @@ static void test_redis_down_unavailable_then_recovers(void **state)
     passerelle__health_reply__free_unpacked(h, NULL);
     passerelle__reply__free_unpacked(reply, NULL);
 
-    size_t event_count = 0;
-    char **refs = registered_refs(&event_count);
-    assert_int_equal(refs_count(refs, event_count, "DOWN-0"), 1);
-    assert_int_equal(refs_count(refs, event_count, "DOWN-1"), 1);
-    refs_free(refs, event_count);
+    harness_events_t events;
+    harness_events_read(fx.stack.client, "0", &events);
+    assert_int_equal(harness_events_count_units(&events, "unit.registered", "DOWN-0"), 1);
+    assert_int_equal(harness_events_count_units(&events, "unit.registered", "DOWN-1"), 1);
+    harness_events_free(&events);
     client_destroy(&client);
 }
 
@@ -439,17 +328,17 @@ static void test_redis_down_unavailable_then_recovers(void **state)
 
 static int kill_and_restart_redis(void)
 {
-    harness_redis_kill(&fx.redis);
+    harness_redis_kill(&fx.stack.redis);
     /* Long enough for writers to meet the outage, not to run out of
      * retries. */
     usleep(300 * 1000);
-    return harness_redis_restart(&fx.redis);
+    return harness_redis_restart(&fx.stack.redis);
 }
 
 static void test_redis_killed_during_writes(void **state)
 {
     (void)state;
-    pid_t service_pid = fx.service.pid;
+    pid_t service_pid = fx.stack.service.pid;
     int fault_rc = -1, acked_at_fault = 0;
     writer_t *writers =
         burst_run("REDIS", 1000, 30, kill_and_restart_redis, &fault_rc, &acked_at_fault);
@@ -469,11 +358,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_service_killed_during_writes, fault_setup,
-                                        fault_teardown),
+                                        harness_stack_teardown),
         cmocka_unit_test_setup_teardown(test_redis_down_unavailable_then_recovers, fault_setup,
-                                        fault_teardown),
+                                        harness_stack_teardown),
         cmocka_unit_test_setup_teardown(test_redis_killed_during_writes, fault_setup,
-                                        fault_teardown),
+                                        harness_stack_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

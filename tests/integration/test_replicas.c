@@ -20,13 +20,11 @@
 
 #include <pthread.h>
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -34,11 +32,9 @@
 #define WRITERS 4
 
 typedef struct {
-    char *dir;
-    char keys[512];
-    harness_redis_t redis;
-    harness_service_t replica[2];
-    bool replica_up[2];
+    harness_stack_t stack; /* its service is the first replica */
+    harness_service_t second;
+    const harness_service_t *replica[2];
 } fixture_t;
 
 static fixture_t fx;
@@ -57,36 +53,21 @@ typedef struct {
 static int setup(void **state)
 {
     (void)state;
-    fx.dir = harness_tempdir("replicas");
-    if (!fx.dir)
+    if (harness_stack_start(&fx.stack, "replicas", NULL, NULL) != 0)
         return -1;
-    snprintf(fx.keys, sizeof fx.keys, "%s/keys", fx.dir);
-    if (harness_keys_make(fx.keys) != 0 || harness_redis_start(&fx.redis) != 0)
+    /* Its own folder, for its own log: the log names the port. */
+    if (harness_stack_service_start(&fx.stack, &fx.second, "replica1", NULL) != 0)
         return -1;
-    harness_redis_setenv(&fx.redis);
-    setenv("PASSERELLE_KEYS_DIR", fx.keys, 1);
-    for (int i = 0; i < 2; i++) {
-        /* Each replica logs into its own folder: the log names the port. */
-        char log_dir[600];
-        snprintf(log_dir, sizeof log_dir, "%s/replica%d", fx.dir, i);
-        if (mkdir(log_dir, 0700) != 0 ||
-            harness_service_start(&fx.replica[i], "reservations", log_dir, NULL) != 0)
-            return -1;
-        fx.replica_up[i] = true;
-    }
+    fx.replica[0] = &fx.stack.service;
+    fx.replica[1] = &fx.second;
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++)
-        if (fx.replica_up[i])
-            harness_service_stop(&fx.replica[i], SIGTERM);
-    harness_redis_stop(&fx.redis);
-    harness_rmtree(fx.dir);
-    free(fx.dir);
-    return 0;
+    bool clean = fx.second.pid <= 0 || harness_service_stop_clean(&fx.second);
+    return harness_stack_stop(&fx.stack) && clean ? 0 : -1;
 }
 
 static void *writer_run(void *arg)
@@ -96,17 +77,9 @@ static void *writer_run(void *arg)
         char ref[64], address[64];
         snprintf(ref, sizeof ref, "%s-%03d", w->prefix, r);
         snprintf(address, sizeof address, "%d rue de la Course", w->same_content ? 1 : w->writer);
-        Passerelle__UnitRegisterRequest req = PASSERELLE__UNIT_REGISTER_REQUEST__INIT;
-        req.external_ref = ref;
+        Passerelle__UnitRegisterRequest req;
+        harness_unit_request(&req, ref);
         req.address = address;
-        req.commune = "13001";
-        req.has_stock = true;
-        req.stock = PASSERELLE__STOCK__STOCK_PRIVATE;
-        req.has_typology = true;
-        req.typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T2;
-        req.has_surface_m2 = true;
-        req.surface_m2 = 40;
-        req.landlord = "OWNER-RACE";
         /* Start each reference together, so the four requests meet. */
         pthread_barrier_wait(w->barrier);
         Passerelle__Reply *reply = NULL;
@@ -131,43 +104,6 @@ static void *writer_run(void *arg)
     return NULL;
 }
 
-/* How many unit.registered events carry this external reference. */
-static int events_for(client_t *client, const char *ref)
-{
-    int count = 0;
-    char after[64] = "0";
-    for (;;) {
-        Passerelle__EventListRequest req = PASSERELLE__EVENT_LIST_REQUEST__INIT;
-        req.after = after;
-        req.has_limit = true;
-        req.limit = 1000;
-        Passerelle__Reply *reply = NULL;
-        assert_int_equal(client_call(client, "event.list", &req.base, NULL, &reply), 0);
-        assert_int_equal(reply->status, ST_OK);
-        Passerelle__EventListReply *list =
-            passerelle__event_list_reply__unpack(NULL, reply->body.len, reply->body.data);
-        passerelle__reply__free_unpacked(reply, NULL);
-        assert_non_null(list);
-        for (size_t i = 0; i < list->n_events; i++) {
-            const Passerelle__Event *event = list->events[i]->event;
-            if (strcmp(event->type, "unit.registered") != 0)
-                continue;
-            Passerelle__Unit *unit =
-                passerelle__unit__unpack(NULL, event->data.len, event->data.data);
-            assert_non_null(unit);
-            if (strcmp(unit->external_ref, ref) == 0)
-                count++;
-            passerelle__unit__free_unpacked(unit, NULL);
-        }
-        bool done = list->n_events == 0;
-        if (!done)
-            snprintf(after, sizeof after, "%s", list->last_position);
-        passerelle__event_list_reply__free_unpacked(list, NULL);
-        if (done)
-            return count;
-    }
-}
-
 static void race(const char *prefix, bool same_content)
 {
     pthread_barrier_t barrier;
@@ -177,7 +113,7 @@ static void race(const char *prefix, bool same_content)
     pthread_t threads[WRITERS];
     for (int i = 0; i < WRITERS; i++) {
         writers[i].client =
-            harness_client(fx.replica[i % 2].endpoint, fx.keys, "operator", 5000, 2);
+            harness_client(fx.replica[i % 2]->endpoint, fx.stack.keys, "operator", 5000, 2);
         assert_non_null(writers[i].client);
         writers[i].prefix = prefix;
         writers[i].same_content = same_content;
@@ -189,8 +125,10 @@ static void race(const char *prefix, bool same_content)
         pthread_join(threads[i], NULL);
     pthread_barrier_destroy(&barrier);
 
-    client_t *reader = harness_client(fx.replica[0].endpoint, fx.keys, "admin", 5000, 2);
+    client_t *reader = harness_stack_client(&fx.stack, "admin", 5000, 2);
     assert_non_null(reader);
+    harness_events_t events;
+    harness_events_read(reader, "0", &events);
     for (int r = 0; r < REFS; r++) {
         const char *winner = NULL;
         int ok = 0;
@@ -210,8 +148,9 @@ static void race(const char *prefix, bool same_content)
         assert_true(ok >= 1);
         char ref[64];
         snprintf(ref, sizeof ref, "%s-%03d", prefix, r);
-        assert_int_equal(events_for(reader, ref), 1);
+        assert_int_equal(harness_events_count_units(&events, "unit.registered", ref), 1);
     }
+    harness_events_free(&events);
     client_destroy(&reader);
     for (int i = 0; i < WRITERS; i++)
         client_destroy(&writers[i].client);

@@ -11,105 +11,30 @@
 #include "reservations.pb-c.h"
 
 #include <setjmp.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
+/* The stack comes first: harness_fixture_setup makes and starts it. */
 typedef struct {
-    char *dir;
-    char keys[512];
-    harness_redis_t redis;
-    bool redis_up;
-    harness_service_t service;
-    bool service_up;
-    client_t *client;
+    harness_stack_t stack;
     char last_position[64]; /* stream position of the last event seen */
     char pertuis[ID_LEN], marseille[ID_LEN], social[ID_LEN];
 } fixture_t;
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    if (!f)
-        return -1;
-    *state = f;
-    f->dir = harness_tempdir("units");
-    if (!f->dir)
-        return -1;
-    snprintf(f->keys, sizeof f->keys, "%s/keys", f->dir);
-    if (harness_keys_make(f->keys) != 0 || harness_redis_start(&f->redis) != 0)
-        return -1;
-    f->redis_up = true;
-    harness_redis_setenv(&f->redis);
-    setenv("PASSERELLE_KEYS_DIR", f->keys, 1);
-    if (harness_service_start(&f->service, "reservations", f->dir, NULL) != 0)
-        return -1;
-    f->service_up = true;
-    f->client = harness_client(f->service.endpoint, f->keys, "operator", 5000, 1);
-    snprintf(f->last_position, sizeof f->last_position, "0");
-    return f->client ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    if (!f)
-        return 0;
-    client_destroy(&f->client);
-    int rc = 0;
-    /* A clean stop on SIGTERM is part of the contract. */
-    if (f->service_up) {
-        int status = harness_service_stop(&f->service, SIGTERM);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "reservations stopped with wait status %d\n", status);
-            rc = -1;
-        }
-    }
-    if (f->redis_up)
-        harness_redis_stop(&f->redis);
-    if (f->dir) {
-        harness_rmtree(f->dir);
-        free(f->dir);
-    }
-    free(f);
-    return rc;
-}
-
-/* Sends one request; the reply's status must be `status` and, for an
- * error, its field `field`. Returns the reply (caller frees). */
-static Passerelle__Reply *call(fixture_t *f, const char *type, const ProtobufCMessage *body,
-                               int status, const char *field)
-{
-    Passerelle__Reply *reply = NULL;
-    assert_int_equal(client_call(f->client, type, body, NULL, &reply), 0);
-    assert_non_null(reply);
-    if ((int)reply->status != status)
-        fprintf(stderr, "%s: %d %s (%s)\n", type, reply->status,
-                reply->message ? reply->message : "", reply->field ? reply->field : "");
-    assert_int_equal(reply->status, status);
-    if (field)
-        assert_string_equal(reply->field ? reply->field : "", field);
-    return reply;
-}
-
-static void call_error(fixture_t *f, const char *type, const ProtobufCMessage *body, int status,
-                       const char *field)
-{
-    Passerelle__Reply *reply = call(f, type, body, status, field);
-    assert_non_null(reply->message);
-    assert_true(strlen(reply->message) > 0);
-    passerelle__reply__free_unpacked(reply, NULL);
+    return harness_fixture_setup(state, sizeof(fixture_t), "units", "operator");
 }
 
 static Passerelle__Unit *call_unit(fixture_t *f, const char *type, const ProtobufCMessage *body)
 {
-    Passerelle__Reply *reply = call(f, type, body, PASSERELLE__STATUS__STATUS_OK, NULL);
+    Passerelle__Reply *reply =
+        harness_call(f->stack.client, type, body, PASSERELLE__STATUS__STATUS_OK, NULL);
     assert_true(reply->has_body);
     Passerelle__Unit *unit = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
     passerelle__reply__free_unpacked(reply, NULL);
@@ -122,18 +47,11 @@ static Passerelle__Unit *call_unit(fixture_t *f, const char *type, const Protobu
  * ids (if not NULL) gets the units' ids. */
 static void expect_unit_events(fixture_t *f, size_t count, char ids[][ID_LEN])
 {
-    Passerelle__EventListRequest req = PASSERELLE__EVENT_LIST_REQUEST__INIT;
-    req.after = f->last_position;
-    Passerelle__Reply *reply =
-        call(f, "event.list", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
-    Passerelle__EventListReply *list =
-        passerelle__event_list_reply__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(list);
-    assert_int_equal(list->n_events, count);
-    for (size_t i = 0; i < list->n_events; i++) {
-        const Passerelle__Event *event = list->events[i]->event;
-        assert_non_null(event);
+    harness_events_t events;
+    harness_events_read(f->stack.client, f->last_position, &events);
+    assert_int_equal(events.count, count);
+    for (size_t i = 0; i < events.count; i++) {
+        const Passerelle__Event *event = events.entries[i]->event;
         assert_string_equal(event->type, "unit.registered");
         assert_string_equal(event->source, "/passerelle/reservations");
         assert_string_equal(event->dataschema, "passerelle.Unit");
@@ -145,26 +63,15 @@ static void expect_unit_events(fixture_t *f, size_t count, char ids[][ID_LEN])
         if (ids)
             snprintf(ids[i], ID_LEN, "%s", unit->id);
         passerelle__unit__free_unpacked(unit, NULL);
-        snprintf(f->last_position, sizeof f->last_position, "%s", list->events[i]->position);
     }
-    passerelle__event_list_reply__free_unpacked(list, NULL);
+    snprintf(f->last_position, sizeof f->last_position, "%s", events.last_position);
+    harness_events_free(&events);
 }
 
 static Passerelle__UnitRegisterRequest pertuis_request(void)
 {
-    Passerelle__UnitRegisterRequest req = PASSERELLE__UNIT_REGISTER_REQUEST__INIT;
-    req.external_ref = "ANAH-84089-0001";
-    req.address = "12 rue Voltaire";
-    req.commune = "Pertuis";
-    req.has_stock = true;
-    req.stock = PASSERELLE__STOCK__STOCK_PRIVATE;
-    req.has_typology = true;
-    req.typology = PASSERELLE__TYPOLOGY__TYPOLOGY_T3;
-    req.has_surface_m2 = true;
-    req.surface_m2 = 64.5;
-    req.landlord = "OWNER-7F3A";
-    req.has_energy_class = true;
-    req.energy_class = PASSERELLE__ENERGY_CLASS__ENERGY_D;
+    Passerelle__UnitRegisterRequest req;
+    harness_unit_request(&req, "ANAH-84089-0001");
     return req;
 }
 
@@ -235,25 +142,25 @@ static void test_register_invalid(void **state)
     Passerelle__UnitRegisterRequest req = pertuis_request();
     req.external_ref = "ANAH-X-1";
     req.commune = "13055";
-    call_error(f, "unit.register", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT,
-               "arrondissement");
+    harness_call_refused(f->stack.client, "unit.register", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "arrondissement");
     req.commune = "Pertuis";
     req.arrondissement = "13201";
-    call_error(f, "unit.register", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT,
-               "arrondissement");
+    harness_call_refused(f->stack.client, "unit.register", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "arrondissement");
     req.arrondissement = NULL;
     req.has_financing = true;
     req.financing = PASSERELLE__FINANCING__FINANCING_PLS;
-    call_error(f, "unit.register", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT,
-               "financing");
+    harness_call_refused(f->stack.client, "unit.register", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "financing");
     req.has_financing = false;
     req.surface_m2 = 0;
-    call_error(f, "unit.register", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT,
-               "surface_m2");
+    harness_call_refused(f->stack.client, "unit.register", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "surface_m2");
     req.surface_m2 = 30;
     req.commune = "Lyon";
-    call_error(f, "unit.register", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT,
-               "commune");
+    harness_call_refused(f->stack.client, "unit.register", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "commune");
     expect_unit_events(f, 0, NULL);
 }
 
@@ -275,8 +182,8 @@ static void test_get(void **state)
     passerelle__unit__free_unpacked(unit, NULL);
 
     req.external_ref = "NO-SUCH-REF";
-    Passerelle__Reply *reply =
-        call(f, "unit.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "external_ref");
+    Passerelle__Reply *reply = harness_call(f->stack.client, "unit.get", &req.base,
+                                            PASSERELLE__STATUS__STATUS_NOT_FOUND, "external_ref");
     assert_non_null(strstr(reply->message, "NO-SUCH-REF"));
     passerelle__reply__free_unpacked(reply, NULL);
 
@@ -284,14 +191,17 @@ static void test_get(void **state)
     id_new('U', missing);
     req.external_ref = NULL;
     req.id = missing;
-    reply = call(f, "unit.get", &req.base, PASSERELLE__STATUS__STATUS_NOT_FOUND, "id");
+    reply = harness_call(f->stack.client, "unit.get", &req.base,
+                         PASSERELLE__STATUS__STATUS_NOT_FOUND, "id");
     assert_non_null(strstr(reply->message, missing));
     passerelle__reply__free_unpacked(reply, NULL);
 
     req.id = "U-not-an-id";
-    call_error(f, "unit.get", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "id");
+    harness_call_refused(f->stack.client, "unit.get", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "id");
     req.id = NULL;
-    call_error(f, "unit.get", &req.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "id");
+    harness_call_refused(f->stack.client, "unit.get", &req.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "id");
 }
 
 static void test_register_again(void **state)
@@ -309,8 +219,9 @@ static void test_register_again(void **state)
 
     /* Another content: refused, naming the unit that holds the reference. */
     req.surface_m2 = 70;
-    Passerelle__Reply *reply = call(f, "unit.register", &req.base,
-                                    PASSERELLE__STATUS__STATUS_ALREADY_EXISTS, "external_ref");
+    Passerelle__Reply *reply =
+        harness_call(f->stack.client, "unit.register", &req.base,
+                     PASSERELLE__STATUS__STATUS_ALREADY_EXISTS, "external_ref");
     assert_non_null(strstr(reply->message, f->pertuis));
     assert_non_null(strstr(reply->message, "surface_m2"));
     passerelle__reply__free_unpacked(reply, NULL);
@@ -320,9 +231,10 @@ static void test_register_again(void **state)
     Passerelle__UnitRegisterRequest fresh = pertuis_request();
     fresh.external_ref = "ANAH-IDEM-1";
     Passerelle__Reply *first = NULL, *second = NULL;
-    assert_int_equal(client_call(f->client, "unit.register", &fresh.base, "idem-key-1", &first), 0);
-    assert_int_equal(client_call(f->client, "unit.register", &fresh.base, "idem-key-1", &second),
-                     0);
+    assert_int_equal(
+        client_call(f->stack.client, "unit.register", &fresh.base, "idem-key-1", &first), 0);
+    assert_int_equal(
+        client_call(f->stack.client, "unit.register", &fresh.base, "idem-key-1", &second), 0);
     assert_int_equal(first->status, PASSERELLE__STATUS__STATUS_OK);
     assert_int_equal(second->status, PASSERELLE__STATUS__STATUS_OK);
     assert_int_equal(first->body.len, second->body.len);
@@ -337,7 +249,7 @@ static size_t list_ids(fixture_t *f, Passerelle__UnitListRequest *req, char ids[
                        size_t max, char *next_token, size_t token_size)
 {
     Passerelle__Reply *reply =
-        call(f, "unit.list", &req->base, PASSERELLE__STATUS__STATUS_OK, NULL);
+        harness_call(f->stack.client, "unit.list", &req->base, PASSERELLE__STATUS__STATUS_OK, NULL);
     Passerelle__UnitList *list =
         passerelle__unit_list__unpack(NULL, reply->body.len, reply->body.data);
     passerelle__reply__free_unpacked(reply, NULL);
@@ -401,15 +313,17 @@ static void test_list_filters(void **state)
 
     Passerelle__UnitListRequest bad = PASSERELLE__UNIT_LIST_REQUEST__INIT;
     bad.territory = "CT9";
-    call_error(f, "unit.list", &bad.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "territory");
+    harness_call_refused(f->stack.client, "unit.list", &bad.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "territory");
     bad.territory = NULL;
     bad.has_page_size = true;
     bad.page_size = 501;
-    call_error(f, "unit.list", &bad.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "page_size");
+    harness_call_refused(f->stack.client, "unit.list", &bad.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "page_size");
     bad.page_size = 10;
     bad.page_token = "garbage";
-    call_error(f, "unit.list", &bad.base, PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT,
-               "page_token");
+    harness_call_refused(f->stack.client, "unit.list", &bad.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "page_token");
 }
 
 static void test_list_pages(void **state)
@@ -483,7 +397,7 @@ static void test_bad_configuration(void **state)
     fixture_t *f = *state;
     char *env[] = {"PASSERELLE_CONVENTION_ENERGY_RULES=E,2028-01-01:F", NULL};
     harness_service_t bad;
-    assert_int_not_equal(harness_service_start(&bad, "reservations", f->dir, env), 0);
+    assert_int_not_equal(harness_service_start(&bad, "reservations", f->stack.dir, env), 0);
 }
 
 int main(void)
@@ -497,5 +411,5 @@ int main(void)
         cmocka_unit_test(test_list_pages),
         cmocka_unit_test(test_bad_configuration),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, harness_fixture_teardown);
 }
