@@ -11,6 +11,15 @@
 #define REGISTER_KEEPERS (PARTY_METROPOLE | PARTY_OPERATOR | PARTY_ADMIN)
 /* Those who read it: the keepers, Action Logement, and the other services. */
 #define REGISTER_READERS (REGISTER_KEEPERS | PARTY_ACTION_LOGEMENT | PARTY_SERVICE)
+/* The Métropole sets programmes and objectives. */
+#define PROGRAMME_KEEPERS (PARTY_METROPOLE | PARTY_ADMIN)
+/* Reservations are Action Logement's, and the Métropole records those of
+ * the other reservataires (the handler checks which one a party may name). */
+#define RESERVATION_KEEPERS (PARTY_ACTION_LOGEMENT | PARTY_METROPOLE | PARTY_ADMIN)
+/* Decisions come from the allocation committees, recorded by the Métropole
+ * or the operator; Action Logement may only withdraw its candidate (the
+ * handler checks). */
+#define DECISION_MAKERS (PARTY_METROPOLE | PARTY_OPERATOR | PARTY_ACTION_LOGEMENT | PARTY_ADMIN)
 
 static const struct {
     const char *type;
@@ -30,6 +39,24 @@ static const struct {
     {"convention.end", REGISTER_KEEPERS},
     {"convention.abandon", REGISTER_KEEPERS},
     {"convention.get", REGISTER_READERS},
+
+    /* reservations: programmes, objectives, reservations, proposals */
+    {"programme.create", PROGRAMME_KEEPERS},
+    {"programme.get", REGISTER_READERS},
+    {"programme.list", REGISTER_READERS},
+    {"programme.attach_unit", REGISTER_KEEPERS},
+    {"objective.set", PROGRAMME_KEEPERS},
+    {"progress.get", REGISTER_READERS},
+    {"reservation.create", RESERVATION_KEEPERS},
+    {"reservation.release", RESERVATION_KEEPERS},
+    {"reservation.cancel", RESERVATION_KEEPERS},
+    {"reservation.vacancy", RESERVATION_KEEPERS},
+    {"reservation.get", REGISTER_READERS},
+    {"reservation.list", REGISTER_READERS},
+    {"proposal.record", PARTY_ACTION_LOGEMENT | PARTY_ADMIN},
+    {"proposal.get", REGISTER_READERS},
+    {"proposal.list", REGISTER_READERS},
+    {"attribution.decide", DECISION_MAKERS},
 };
 
 unsigned acl_parties(const char *request_type)
