@@ -13,6 +13,7 @@
 --   put keys                   ARGV[5]
 --   index-add sorted sets      ARGV[6]
 --   index-remove sorted sets   ARGV[7]
+--   counter hashes             ARGV[10]
 --   [stream key]               if ARGV[8] == "1"
 -- ARGV:
 --   1 "1" if there is an idempotency key, else "0"
@@ -22,9 +23,11 @@
 --   6 index-add count A   7 index-remove count R
 --   8 "1" if there is an event, else "0"
 --   9 the reply to store under the idempotency key
+--   10 counter count C
 --   then G versions (decimal; "0" = must not exist),
 --   then P pairs: version, packed protobuf,
 --   then A members, then R members,
+--   then C pairs: hash field, integer delta (HINCRBY),
 --   then, with an event: its type and its packed Event.
 -- A put of version n is also guarded at n - 1 (checked with the guards).
 --
@@ -43,9 +46,10 @@ local add_count = tonumber(ARGV[6])
 local remove_count = tonumber(ARGV[7])
 local has_event = ARGV[8] == "1"
 local reply = ARGV[9]
+local counter_count = tonumber(ARGV[10])
 
 local k = 1
-local a = 10
+local a = 11
 
 local idem_key = nil
 if has_idem then
@@ -100,6 +104,12 @@ for i = 1, remove_count do
   redis.call("ZREM", KEYS[k], ARGV[a])
   k = k + 1
   a = a + 1
+end
+
+for i = 1, counter_count do
+  redis.call("HINCRBY", KEYS[k], ARGV[a], ARGV[a + 1])
+  k = k + 1
+  a = a + 2
 end
 
 local position = ""

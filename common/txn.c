@@ -33,6 +33,12 @@ typedef struct {
     char *member;
 } txn_index_t;
 
+typedef struct {
+    char *key;
+    char *field;
+    char delta[VERSION_TEXT_LEN];
+} txn_counter_t;
+
 /* A growable array of fixed-size items. */
 typedef struct {
     void *items;
@@ -44,10 +50,11 @@ struct txn_t {
     char *fingerprint;
     uint32_t ttl_s;
 
-    txn_list_t guards;  /* txn_write_t, no data */
-    txn_list_t puts;    /* txn_write_t */
-    txn_list_t adds;    /* txn_index_t */
-    txn_list_t removes; /* txn_index_t */
+    txn_list_t guards;   /* txn_write_t, no data */
+    txn_list_t puts;     /* txn_write_t */
+    txn_list_t adds;     /* txn_index_t */
+    txn_list_t removes;  /* txn_index_t */
+    txn_list_t counters; /* txn_counter_t */
 
     char *stream_key; /* NULL when there is no event */
     char *event_type;
@@ -115,6 +122,12 @@ void txn_destroy(txn_t **self_p)
         }
         free(index_lists[l]->items);
     }
+    txn_counter_t *counters = self->counters.items;
+    for (size_t i = 0; i < self->counters.count; i++) {
+        free(counters[i].key);
+        free(counters[i].field);
+    }
+    free(self->counters.items);
     free(self->guards.items);
     free(self->puts.items);
     free(self->stream_key);
@@ -194,6 +207,20 @@ void txn_index_add(txn_t *self, const char *zset_key, const char *member)
 void txn_index_remove(txn_t *self, const char *zset_key, const char *member)
 {
     index_push(self, &self->removes, zset_key, member);
+}
+
+void txn_counter_add(txn_t *self, const char *hash_key, const char *field, int64_t delta)
+{
+    txn_counter_t *counter = list_push(&self->counters, sizeof *counter);
+    if (!counter) {
+        self->broken = true;
+        return;
+    }
+    counter->key = strdup(hash_key);
+    counter->field = strdup(field);
+    snprintf(counter->delta, sizeof counter->delta, "%" PRId64, delta);
+    if (!counter->key || !counter->field)
+        self->broken = true;
 }
 
 void txn_event(txn_t *self, const char *stream_key, const char *source, const char *type,
@@ -299,9 +326,9 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
     bool has_idem = self->idempotency_key != NULL;
     bool has_event = self->stream_key != NULL;
     size_t nkeys = (has_idem ? 1 : 0) + self->guards.count + self->puts.count + self->adds.count +
-                   self->removes.count + (has_event ? 1 : 0);
-    size_t nargs = 9 + self->guards.count + 2 * self->puts.count + self->adds.count +
-                   self->removes.count + (has_event ? 2 : 0);
+                   self->removes.count + self->counters.count + (has_event ? 1 : 0);
+    size_t nargs = 10 + self->guards.count + 2 * self->puts.count + self->adds.count +
+                   self->removes.count + 2 * self->counters.count + (has_event ? 2 : 0);
     size_t argc = nkeys + nargs;
     const char **argv = malloc(sizeof *argv * argc);
     size_t *lens = malloc(sizeof *lens * argc);
@@ -326,6 +353,7 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
     snprintf(counts[1], sizeof counts[1], "%zu", self->puts.count);
     snprintf(counts[2], sizeof counts[2], "%zu", self->adds.count);
     snprintf(counts[3], sizeof counts[3], "%zu", self->removes.count);
+    snprintf(counts[4], sizeof counts[4], "%zu", self->counters.count);
 
     if (has_idem)
         ARG_TEXT(k, self->idempotency_key);
@@ -336,6 +364,7 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
         ARG_TEXT(a, counts[i]);
     ARG_TEXT(a, has_event ? "1" : "0");
     ARG(a, reply ? (const char *)reply : "", reply ? reply_len : 0);
+    ARG_TEXT(a, counts[4]);
 
     const txn_write_t *guards = self->guards.items;
     for (size_t i = 0; i < self->guards.count; i++) {
@@ -357,6 +386,12 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
     for (size_t i = 0; i < self->removes.count; i++) {
         ARG_TEXT(k, removes[i].key);
         ARG_TEXT(a, removes[i].member);
+    }
+    const txn_counter_t *counters = self->counters.items;
+    for (size_t i = 0; i < self->counters.count; i++) {
+        ARG_TEXT(k, counters[i].key);
+        ARG_TEXT(a, counters[i].field);
+        ARG_TEXT(a, counters[i].delta);
     }
     if (has_event) {
         ARG_TEXT(k, self->stream_key);

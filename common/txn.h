@@ -59,6 +59,11 @@ void txn_put_message(txn_t *self, const char *key, uint64_t version, const Proto
 void txn_index_add(txn_t *self, const char *zset_key, const char *member);
 void txn_index_remove(txn_t *self, const char *zset_key, const char *member);
 
+/* Adds delta to the integer field of a hash (HINCRBY): counters that must
+ * stay equal to what the records say, such as progress against objectives,
+ * change in the same transaction as the records. */
+void txn_counter_add(txn_t *self, const char *hash_key, const char *field, int64_t delta);
+
 /* Appends an event to stream_key, built here: a new event id (ULID, prefix
  * 'E'), the current time, the given source ("/passerelle/reservations"),
  * type, subject, and data = the packed msg with dataschema = its full type

@@ -251,6 +251,40 @@ static void test_stale_writes_nothing(void **state)
     assert_int_equal(txn_lookup(store, "idem:atomic", "fp", NULL, NULL), TXN_NEW);
 }
 
+/* Counters move with the records: once per commit, never on a duplicate
+ * or a stale commit. */
+static void test_counters(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("counted");
+    txn_t *txn = txn_new("idem:count", "fp-count", 60);
+    txn_put_message(txn, "rec:count", 1, &msg.base);
+    txn_counter_add(txn, "progress:count", "all", 3);
+    txn_counter_add(txn, "progress:count", "level:LOC2", 1);
+    txn_counter_add(txn, "progress:other", "all", -2);
+    assert_int_equal(txn_commit(txn, store, "r", 1, NULL, NULL, NULL), TXN_COMMITTED);
+    /* The same request again: nothing counted twice. */
+    assert_int_equal(txn_commit(txn, store, "r", 1, NULL, NULL, NULL), TXN_DUPLICATE);
+    txn_destroy(&txn);
+
+    /* Stale (the record exists now): nothing counted. */
+    txn = txn_new("idem:count-stale", "fp", 60);
+    txn_put_message(txn, "rec:count", 1, &msg.base);
+    txn_counter_add(txn, "progress:count", "all", 100);
+    assert_int_equal(txn_commit(txn, store, "r", 1, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+
+    redisReply *reply = NULL;
+    assert_int_equal(store_command(store, &reply, "HMGET progress:count all level:LOC2"), STORE_OK);
+    assert_int_equal(reply->elements, 2);
+    assert_string_equal(reply->element[0]->str, "3");
+    assert_string_equal(reply->element[1]->str, "1");
+    freeReplyObject(reply);
+    assert_int_equal(store_command(store, &reply, "HGET progress:other all"), STORE_OK);
+    assert_string_equal(reply->str, "-2");
+    freeReplyObject(reply);
+}
+
 static void test_broken_transaction_refused(void **state)
 {
     (void)state;
@@ -309,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_and_reused_key),
         cmocka_unit_test(test_guards),
         cmocka_unit_test(test_stale_writes_nothing),
+        cmocka_unit_test(test_counters),
         cmocka_unit_test(test_broken_transaction_refused),
         cmocka_unit_test(test_lost_and_back),
     };
