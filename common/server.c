@@ -8,7 +8,16 @@
  * ever see a known caller allowed to send a well-formed request.
  *
  * The server is single-threaded by design: the actor owns the socket and
- * runs handlers inline. The store is used from the actor thread only. */
+ * runs handlers inline. The store is used from the actor thread only.
+ *
+ * Writes are committed in groups (server.h): the actor drains the requests
+ * waiting on its socket, runs their handlers, which hand their transactions
+ * over instead of committing, then commits them all in one Redis pipeline
+ * and only then sends their replies. With Redis fsyncing every write
+ * (appendfsync always), one pipeline costs one fsync however many requests
+ * it carries, which is how concurrent writers get more than one fsync's
+ * worth of throughput from a single-threaded server. Reads and refusals are
+ * answered as soon as their handler returns: they wait for nothing. */
 #include "server.h"
 #include "acl.h"
 #include "config.h"
@@ -35,6 +44,10 @@
 #define EVENT_LIST_MAX      1000
 /* Replies still queued when the server stops get this long to leave. */
 #define SERVER_LINGER_MS 500
+/* Requests one batch drains from the socket: enough for every client of a
+ * busy service to share one fsync, few enough that the first request of a
+ * batch does not wait long for the handlers of the others. */
+#define SERVER_BATCH_MAX 64
 
 struct server_t {
     server_config_t cfg; /* strings below are our own copies */
@@ -51,6 +64,10 @@ struct server_t {
     int port;
     char endpoint[256];
     int64_t started_ms;
+    /* Group commit: the requests of the batch in flight and their commits,
+     * used by the actor only. */
+    struct slot_t *slots;
+    txn_batch_item_t *items;
 };
 
 /* ------------------------------------------------------------------------
@@ -106,6 +123,8 @@ static void reply_reset(reply_t *reply)
 {
     free(reply->body);
     free(reply->stored);
+    free(reply->envelope);
+    txn_destroy(&reply->txn);
     memset(reply, 0, sizeof *reply);
 }
 
@@ -140,20 +159,17 @@ void reply_set_body(reply_t *reply, const ProtobufCMessage *msg)
     reply->body_len = len;
 }
 
-bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn)
+void reply_log_commit(reply_t *reply, const char *what, const char *subject)
 {
-    size_t env_len = 0;
-    uint8_t *env = envelope_encode_reply(call->request_id, reply->status, reply->message,
-                                         reply->field, reply->body, reply->body_len, &env_len);
-    if (!env) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory packing the reply");
-        return false;
-    }
-    uint8_t *stored = NULL;
-    size_t stored_len = 0;
-    char position[64] = "";
-    txn_result_t result = txn_commit(txn, store, env, env_len, &stored, &stored_len, position);
-    free(env);
+    snprintf(reply->log_what, sizeof reply->log_what, "%s", what ? what : "");
+    snprintf(reply->log_subject, sizeof reply->log_subject, "%s", subject ? subject : "");
+}
+
+/* Maps a commit's outcome onto the reply; takes stored. True if the reply
+ * is final as it stands (committed or duplicate). */
+static bool reply_apply(reply_t *reply, txn_result_t result, uint8_t *stored, size_t stored_len,
+                        store_t *store)
+{
     switch (result) {
     case TXN_COMMITTED:
         free(stored);
@@ -184,6 +200,54 @@ bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn
         reply_error(reply, ST_INTERNAL, NULL, "store refused the write");
         return false;
     }
+}
+
+/* The write is durable: say so in the log, under the handler's label. */
+static void reply_log_committed(const reply_t *reply, const call_t *call, const txn_t *txn)
+{
+    if (!reply->log_what[0] || reply->status != ST_OK || reply->stored)
+        return;
+    log_info(reply->log_what, "{s:s, s:s, s:s}", "subject", reply->log_subject, "event",
+             txn ? txn_event_id(txn) : "", "request_id", call->request_id ? call->request_id : "");
+}
+
+bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn)
+{
+    if (reply->txn) {
+        log_error("a request commits one transaction", "{s:s}", "type", call->type);
+        reply_error(reply, ST_INTERNAL, NULL, "the handler committed twice");
+        return false;
+    }
+    size_t env_len = 0;
+    uint8_t *env = envelope_encode_reply(call->request_id, reply->status, reply->message,
+                                         reply->field, reply->body, reply->body_len, &env_len);
+    if (!env) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory packing the reply");
+        return false;
+    }
+    if (reply->group_store && reply->group_store == store) {
+        /* Group commit: the server commits it with the rest of the batch. */
+        txn_t *taken = txn_take(txn);
+        if (!taken) {
+            free(env);
+            reply_error(reply, ST_INTERNAL, NULL, "out of memory taking the transaction");
+            return false;
+        }
+        reply->txn = taken;
+        free(reply->envelope);
+        reply->envelope = env;
+        reply->envelope_len = env_len;
+        return true;
+    }
+    uint8_t *stored = NULL;
+    size_t stored_len = 0;
+    char position[64] = "";
+    txn_result_t result = txn_commit(txn, store, env, env_len, &stored, &stored_len, position);
+    free(env);
+    bool final = reply_apply(reply, result, stored, stored_len, store);
+    if (result == TXN_COMMITTED)
+        reply_log_committed(reply, call, txn);
+    return final;
 }
 
 /* ------------------------------------------------------------------------
@@ -342,41 +406,73 @@ static bool server_identify(server_t *self, const char *user_id, caller_t *calle
     return user_id && keydir_lookup(self->keydir, user_id, caller);
 }
 
-/* Runs the handler, again on stale reads. */
-static void server_run_handler(const route_t *route, void *ctx, const call_t *call,
-                               const ProtobufCMessage *request, outcome_t *out)
+/* One request of a batch, from its frames to its reply. call points into
+ * the slot (caller, idempotency key, fingerprint), so a slot never moves
+ * while its request is in flight. */
+typedef struct slot_t {
+    zframe_t *routing;
+    bool delimited;
+    int64_t start_us;
+    outcome_t out;
+    Passerelle__Request *req;
+    const route_t *route; /* set once the request may run its handler */
+    void *ctx;
+    call_t call;
+    char idem_key[512];
+    char fingerprint[crypto_hash_sha256_BYTES * 2 + 1];
+    ProtobufCMessage *request; /* the unpacked body, kept for re-runs */
+    int stale_runs;            /* stale commits not caused by its own batch */
+} slot_t;
+
+/* Counts one stale commit of the slot. False once there were too many: the
+ * record is too hot and the client should back off (the reply says so). */
+static bool server_count_stale(slot_t *slot)
 {
-    for (int attempt = 0;; attempt++) {
-        reply_reset(&out->reply);
-        route->handler(ctx, call, request, &out->reply);
-        if (!out->reply.retry)
-            return;
-        if (attempt == SERVER_MAX_RETRIES) {
-            reply_reset(&out->reply);
-            outcome_error(out, ST_UNAVAILABLE, NULL, "too much contention, retry");
-            return;
-        }
+    if (slot->stale_runs++ < SERVER_MAX_RETRIES)
+        return true;
+    reply_reset(&slot->out.reply);
+    outcome_error(&slot->out, ST_UNAVAILABLE, NULL, "too much contention, retry");
+    return false;
+}
+
+/* Runs the handler. True if it handed a transaction over (reply_commit):
+ * the reply waits for the batch's commit. A handler that committed by
+ * itself on another store and went stale runs again here. */
+static bool server_run(server_t *self, slot_t *slot)
+{
+    for (;;) {
+        reply_reset(&slot->out.reply);
+        slot->out.reply.group_store = self->cfg.store;
+        slot->route->handler(slot->ctx, &slot->call, slot->request, &slot->out.reply);
+        if (slot->out.reply.txn)
+            return true;
+        if (!slot->out.reply.retry || !server_count_stale(slot))
+            return false;
     }
 }
 
-static void server_process(server_t *self, const uint8_t *data, size_t len, const char *user_id,
-                           outcome_t *out, Passerelle__Request **req_p)
+/* Everything before the handler: decoding, caller, route, ACL, the
+ * idempotency lookup, the body. True if the handler should run; else the
+ * outcome holds the reply. */
+static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, size_t len,
+                           const char *user_id)
 {
+    outcome_t *out = &slot->out;
     status_t status;
     char field[32], message[256];
     Passerelle__Request *req =
         envelope_decode_request(data, len, self->cfg.max_request_bytes, &status, field, message);
     if (!req) {
         outcome_error(out, status, field, "%s", message);
-        return;
+        return false;
     }
-    *req_p = req;
+    slot->req = req;
     out->request_id = req->request_id;
     out->type = req->type;
 
     if (!server_identify(self, user_id, &out->caller)) {
         outcome_error(out, ST_UNAUTHENTICATED, NULL, "this key is not known to the service");
-        return;
+        return false;
     }
     out->caller_known = true;
 
@@ -384,12 +480,12 @@ static void server_process(server_t *self, const uint8_t *data, size_t len, cons
     const route_t *route = server_route_find(self, req->type, &ctx);
     if (!route) {
         outcome_error(out, ST_INVALID_ARGUMENT, "type", "unknown request type \"%s\"", req->type);
-        return;
+        return false;
     }
     if (!acl_allows(req->type, out->caller.party)) {
         outcome_error(out, ST_PERMISSION_DENIED, NULL, "party %s may not send %s",
                       party_name(out->caller.party), req->type);
-        return;
+        return false;
     }
 
     call_t call = {.caller = &out->caller,
@@ -398,27 +494,27 @@ static void server_process(server_t *self, const uint8_t *data, size_t len, cons
                    .idempotency_ttl_s = self->cfg.idempotency_ttl_s};
     const uint8_t *body = req->has_body ? req->body.data : NULL;
     size_t body_len = req->has_body ? req->body.len : 0;
-    char idem_key[512];
-    char fingerprint[crypto_hash_sha256_BYTES * 2 + 1];
+    char *idem_key = slot->idem_key;
+    char *fingerprint = slot->fingerprint;
     if (route->write) {
         if (!req->idempotency_key || !*req->idempotency_key) {
             outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
                           "%s is a write and needs an idempotency key", req->type);
-            return;
+            return false;
         }
         if (!idempotency_key_valid(req->idempotency_key)) {
             outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
                           "idempotency key must be 1 to %d printable characters",
                           SERVER_IDEM_KEY_MAX);
-            return;
+            return false;
         }
         if (!self->cfg.store) {
             outcome_error(out, ST_INTERNAL, NULL, "no store configured for writes");
-            return;
+            return false;
         }
         /* Scoped by caller so that two callers choosing the same key never
          * see each other's replies. */
-        snprintf(idem_key, sizeof idem_key, "%s:idem:%s:%s", self->service,
+        snprintf(idem_key, sizeof slot->idem_key, "%s:idem:%s:%s", self->service,
                  out->caller.key[0] ? out->caller.key : out->caller.name, req->idempotency_key);
         server_fingerprint(req->type, body, body_len, fingerprint);
         call.idempotency_key = idem_key;
@@ -435,21 +531,21 @@ static void server_process(server_t *self, const uint8_t *data, size_t len, cons
         case TXN_DUPLICATE:
             out->reply.stored = stored;
             out->reply.stored_len = stored_len;
-            return;
+            return false;
         case TXN_KEY_REUSED:
             free(stored);
             outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
                           "idempotency key already used for another request");
-            return;
+            return false;
         case TXN_LOST:
             free(stored);
             outcome_error(out, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
                           store_last_error(self->cfg.store));
-            return;
+            return false;
         default:
             free(stored);
             outcome_error(out, ST_INTERNAL, NULL, "store refused the idempotency lookup");
-            return;
+            return false;
         }
     }
 
@@ -459,10 +555,13 @@ static void server_process(server_t *self, const uint8_t *data, size_t len, cons
                   route->request->name, "bytes", (json_int_t)body_len);
         outcome_error(out, ST_INVALID_ARGUMENT, "body", "body is not a %s",
                       route->request->short_name);
-        return;
+        return false;
     }
-    server_run_handler(route, ctx, &call, request, out);
-    protobuf_c_message_free_unpacked(request, NULL);
+    slot->call = call;
+    slot->route = route;
+    slot->ctx = ctx;
+    slot->request = request;
+    return true;
 }
 
 /* The reply envelope for an outcome; a stored reply keeps everything but
@@ -515,54 +614,128 @@ static void server_log(const server_t *self, const outcome_t *out, int64_t durat
 
 /* One message from the ROUTER: [routing id][empty][payload], or without the
  * delimiter from a peer that does not send one. Any other shape is answered
- * INVALID_ARGUMENT, in the same framing the peer used. */
-static void server_handle_message(server_t *self, zsock_t *router, zmsg_t *msg)
+ * INVALID_ARGUMENT, in the same framing the peer used. Fills the slot; true
+ * if its handler should run. */
+static bool server_begin(server_t *self, slot_t *slot, zmsg_t *msg)
 {
-    int64_t start_us = zclock_usecs();
-    zframe_t *routing = zmsg_pop(msg);
-    if (!routing)
-        return;
+    memset(slot, 0, sizeof *slot);
+    slot->start_us = zclock_usecs();
+    slot->routing = zmsg_pop(msg);
+    if (!slot->routing)
+        return false;
     size_t frames = zmsg_size(msg);
-    bool delimited = false;
     zframe_t *payload = NULL;
     zframe_t *first = zmsg_first(msg);
     if (first && zframe_size(first) == 0 && frames >= 1) {
-        delimited = true;
+        slot->delimited = true;
         payload = frames == 2 ? zmsg_next(msg) : NULL;
     } else if (frames == 1) {
         payload = first;
     }
-
-    outcome_t out;
-    memset(&out, 0, sizeof out);
-    Passerelle__Request *req = NULL;
     if (!payload) {
-        outcome_error(&out, ST_INVALID_ARGUMENT, "frame",
+        outcome_error(&slot->out, ST_INVALID_ARGUMENT, "frame",
                       "a request is one frame after an empty delimiter, got %zu frames", frames);
-    } else {
-        /* The routing frame is made by the ROUTER and has no metadata: the
-         * peer's authenticated key is on the frames it sent. */
-        const char *user_id = self->cfg.insecure ? NULL : zframe_meta(payload, "User-Id");
-        server_process(self, zframe_data(payload), zframe_size(payload), user_id, &out, &req);
+        return false;
     }
+    /* The routing frame is made by the ROUTER and has no metadata: the
+     * peer's authenticated key is on the frames it sent. */
+    const char *user_id = self->cfg.insecure ? NULL : zframe_meta(payload, "User-Id");
+    return server_process(self, slot, zframe_data(payload), zframe_size(payload), user_id);
+}
 
+/* Sends the slot's reply, logs it, and frees the slot. */
+static void server_finish(server_t *self, zsock_t *router, slot_t *slot)
+{
+    if (!slot->routing)
+        return;
     size_t len = 0;
-    uint8_t *bytes = server_encode(&out, &len);
+    uint8_t *bytes = server_encode(&slot->out, &len);
     if (bytes) {
         zmsg_t *reply = zmsg_new();
-        zmsg_append(reply, &routing);
-        if (delimited)
+        zmsg_append(reply, &slot->routing);
+        if (slot->delimited)
             zmsg_addmem(reply, NULL, 0);
         zmsg_addmem(reply, bytes, len);
         free(bytes);
         /* ROUTER drops what it cannot route (peer gone): never blocks */
         zmsg_send(&reply, router);
     }
-    server_log(self, &out, zclock_usecs() - start_us);
-    reply_reset(&out.reply);
-    zframe_destroy(&routing);
-    if (req)
-        passerelle__request__free_unpacked(req, NULL);
+    server_log(self, &slot->out, zclock_usecs() - slot->start_us);
+    reply_reset(&slot->out.reply);
+    zframe_destroy(&slot->routing);
+    if (slot->request)
+        protobuf_c_message_free_unpacked(slot->request, NULL);
+    if (slot->req)
+        passerelle__request__free_unpacked(slot->req, NULL);
+    memset(slot, 0, sizeof *slot);
+}
+
+/* Commits the transactions of the pending slots in rounds, one pipeline
+ * each (see server.h), sending every reply once its outcome is known. */
+static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pending, size_t count)
+{
+    txn_batch_item_t *items = self->items;
+    while (count > 0) {
+        for (size_t i = 0; i < count; i++) {
+            memset(&items[i], 0, sizeof items[i]);
+            items[i].txn = pending[i]->out.reply.txn;
+            items[i].reply = pending[i]->out.reply.envelope;
+            items[i].reply_len = pending[i]->out.reply.envelope_len;
+        }
+        txn_commit_batch(items, count, self->cfg.store);
+
+        /* Outcomes first: what is final leaves now, being durable. */
+        size_t stale = 0;
+        for (size_t i = 0; i < count; i++) {
+            slot_t *slot = pending[i];
+            reply_t *reply = &slot->out.reply;
+            const txn_batch_item_t *item = &items[i];
+            if (item->result == TXN_STALE) {
+                free(item->stored);
+                if (item->stale_in_batch || server_count_stale(slot)) {
+                    pending[stale++] = slot;
+                    continue;
+                }
+            } else {
+                if (item->result == TXN_COMMITTED)
+                    reply_log_committed(reply, &slot->call, reply->txn);
+                reply_apply(reply, item->result, item->stored, item->stored_len, self->cfg.store);
+            }
+            server_finish(self, router, slot);
+        }
+        /* Then the stale ones run again, on what this round wrote. */
+        count = 0;
+        for (size_t i = 0; i < stale; i++) {
+            if (server_run(self, pending[i]))
+                pending[count++] = pending[i];
+            else
+                server_finish(self, router, pending[i]);
+        }
+    }
+}
+
+/* One batch: drains what waits on the ROUTER (the first message is known
+ * to be there), answers reads and refusals at once, and commits the writes
+ * together. */
+static void server_serve_batch(server_t *self, zsock_t *router)
+{
+    slot_t *pending[SERVER_BATCH_MAX];
+    size_t count = 0;
+    for (size_t drained = 0; drained < SERVER_BATCH_MAX; drained++) {
+        if (drained > 0 && !(zsock_events(router) & ZMQ_POLLIN))
+            break;
+        zmsg_t *msg = zmsg_recv(router);
+        if (!msg)
+            break;
+        slot_t *slot = &self->slots[drained];
+        bool run = server_begin(self, slot, msg);
+        zmsg_destroy(&msg);
+        if (run && server_run(self, slot))
+            pending[count++] = slot;
+        else
+            server_finish(self, router, slot);
+    }
+    server_commit_rounds(self, router, pending, count);
 }
 
 /* ------------------------------------------------------------------------
@@ -626,11 +799,7 @@ static void server_actor(zsock_t *pipe, void *args)
     while (running) {
         void *which = zpoller_wait(poller, -1);
         if (which == router) {
-            zmsg_t *msg = zmsg_recv(router);
-            if (msg) {
-                server_handle_message(self, router, msg);
-                zmsg_destroy(&msg);
-            }
+            server_serve_batch(self, router);
         } else if (which == pipe) {
             zmsg_t *msg = zmsg_recv(pipe);
             char *command = msg ? zmsg_popstr(msg) : NULL;
@@ -643,13 +812,8 @@ static void server_actor(zsock_t *pipe, void *args)
         }
     }
     /* Answer what already arrived before closing, then let linger flush. */
-    while (zsock_events(router) & ZMQ_POLLIN) {
-        zmsg_t *msg = zmsg_recv(router);
-        if (!msg)
-            break;
-        server_handle_message(self, router, msg);
-        zmsg_destroy(&msg);
-    }
+    while (zsock_events(router) & ZMQ_POLLIN)
+        server_serve_batch(self, router);
     zpoller_destroy(&poller);
     zsock_destroy(&router);
 }
@@ -679,6 +843,8 @@ static char *server_strdup(const char *s)
 
 static void server_free(server_t *self)
 {
+    free(self->slots);
+    free(self->items);
     keydir_destroy(&self->keydir);
     zcert_destroy(&self->cert);
     free(self->service);
@@ -712,6 +878,12 @@ server_t *server_new(const server_config_t *cfg)
     if (!self->cfg.idempotency_ttl_s)
         self->cfg.idempotency_ttl_s = 86400;
     self->started_ms = time_now_ms();
+    self->slots = calloc(SERVER_BATCH_MAX, sizeof *self->slots);
+    self->items = calloc(SERVER_BATCH_MAX, sizeof *self->items);
+    if (!self->slots || !self->items) {
+        server_free(self);
+        return NULL;
+    }
 
     if (self->cfg.insecure) {
         log_warn("INSECURE MODE: no encryption, no authentication, every caller is ADMIN; "

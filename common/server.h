@@ -12,6 +12,31 @@
  * reads were stale (someone wrote in between) the server runs the handler
  * again, a bounded number of times, on fresh state.
  *
+ * Group commit. Redis runs with appendfsync always, so a write costs an
+ * fsync; committing each request on its own would make every writer wait
+ * for its own, whatever the number of clients. Instead, the server works in
+ * batches:
+ *   1. it drains the requests already waiting on its socket (at most
+ *      SERVER_BATCH_MAX, without blocking) and runs each one's pipeline up
+ *      to and including its handler; reply_commit() does not commit but
+ *      hands the transaction and the reply to store with it to the server
+ *      (txn_take). A request without a transaction (a read, a refusal, a
+ *      repeat answered from state) is answered at once;
+ *   2. it commits every pending transaction as one Redis pipeline
+ *      (txn_commit_batch): one event-loop pass, one fsync for all;
+ *   3. it maps each outcome onto its reply (committed, duplicate -> the
+ *      stored reply, key reused, lost -> UNAVAILABLE, refused -> INTERNAL),
+ *      sends the replies whose write is now durable, and runs again the
+ *      handlers whose commit was stale, on fresh state, to commit them in a
+ *      following round. A stale commit caused by an earlier request of the
+ *      same batch (same record) is not counted against the request's
+ *      retries: every round commits or counts something, so rounds end.
+ * A reply to a write never leaves before its write is durable. Requests of
+ * one batch that touch one record are ordered by the pipeline: the later
+ * one goes stale and is run again on what the earlier one wrote; two
+ * requests with one idempotency key in one batch commit once, the second
+ * getting the first's stored reply.
+ *
  * Every server also answers "health" (HealthRequest -> HealthReply) and, if
  * it has an event stream, "event.list" (EventListRequest ->
  * EventListReply). */
@@ -54,6 +79,16 @@ typedef struct {
     uint8_t *stored;
     size_t stored_len;
     bool retry;
+    /* Group commit, managed by the server (handlers leave these alone): the
+     * store whose commits the server groups (NULL outside a server: then
+     * reply_commit commits at once), the transaction reply_commit took, the
+     * reply envelope to store with it, and what to log once it is durable. */
+    store_t *group_store;
+    txn_t *txn;
+    uint8_t *envelope;
+    size_t envelope_len;
+    char log_what[64];
+    char log_subject[192];
 } reply_t;
 
 /* Sets an error status with the field at fault (NULL if none) and a
@@ -67,9 +102,21 @@ void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);
 /* Commits txn for this write with the reply built so far (stored under the
  * idempotency key). Maps the outcome onto the reply: committed -> as is;
  * duplicate -> the first reply; stale -> retry; lost -> UNAVAILABLE;
- * refused -> INTERNAL; key reused -> INVALID_ARGUMENT (idempotency_key). Returns true if the reply
- * should now be sent as it stands (committed or duplicate). */
+ * refused -> INTERNAL; key reused -> INVALID_ARGUMENT (idempotency_key).
+ *
+ * Inside a server (group commit, above) the transaction's contents are
+ * taken (txn is left empty: the handler still txn_destroy()s it) and
+ * committed by the server with the rest of the batch, which then maps the
+ * outcome the same way; returns true (the reply is sent once the write is
+ * durable). One transaction per handler run. Outside a server, commits at
+ * once and returns true if the reply should now be sent as it stands
+ * (committed or duplicate). */
 bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn);
+
+/* What to log (at info, with the subject, the event id and the request id)
+ * once this request's write is committed: the log line of a write says it
+ * is durable. Call before reply_commit; strings are copied. */
+void reply_log_commit(reply_t *reply, const char *what, const char *subject);
 
 typedef void(handler_fn)(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply);

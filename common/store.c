@@ -279,13 +279,17 @@ int store_script_add(store_t *self, const char *source)
     return self->script_count++;
 }
 
-static redisReply *evalsha(store_t *self, const store_script_t *script, int nkeys, int argc,
-                           const char **argv, const size_t *argv_len)
+/* Sends (append) or runs an EVALSHA. Appending only queues it in hiredis's
+ * output buffer; the first redisGetReply writes the whole pipeline. */
+static int evalsha_append(store_t *self, const store_script_t *script, int nkeys, int argc,
+                          const char **argv, const size_t *argv_len, redisReply **run_reply)
 {
     int total = argc + 3;
     const char **args = malloc(sizeof *args * (size_t)total);
     size_t *lens = malloc(sizeof *lens * (size_t)total);
-    redisReply *reply = NULL;
+    int rc = REDIS_ERR;
+    if (run_reply)
+        *run_reply = NULL;
     if (args && lens) {
         char nkeys_text[16];
         snprintf(nkeys_text, sizeof nkeys_text, "%d", nkeys);
@@ -299,10 +303,23 @@ static redisReply *evalsha(store_t *self, const store_script_t *script, int nkey
             args[i + 3] = argv[i];
             lens[i + 3] = argv_len ? argv_len[i] : strlen(argv[i]);
         }
-        reply = redisCommandArgv(self->ctx, total, args, lens);
+        if (run_reply) {
+            *run_reply = redisCommandArgv(self->ctx, total, args, lens);
+            rc = *run_reply ? REDIS_OK : REDIS_ERR;
+        } else {
+            rc = redisAppendCommandArgv(self->ctx, total, args, lens);
+        }
     }
     free(args);
     free(lens);
+    return rc;
+}
+
+static redisReply *evalsha(store_t *self, const store_script_t *script, int nkeys, int argc,
+                           const char **argv, const size_t *argv_len)
+{
+    redisReply *reply = NULL;
+    evalsha_append(self, script, nkeys, argc, argv, argv_len, &reply);
     return reply;
 }
 
@@ -334,6 +351,113 @@ store_result_t store_script_run(store_t *self, int script, redisReply **reply_p,
         reply = evalsha(self, entry, nkeys, argc, argv, argv_len);
     }
     return finish(self, reply, reply_p);
+}
+
+/* One pass of a pipeline: appends the calls listed in todo, reads their
+ * replies, and leaves in todo (count in *todo_count) those that answered
+ * NOSCRIPT. False if the connection was lost (the unanswered calls are
+ * STORE_LOST, the connection dropped). */
+static bool pipeline_pass(store_t *self, store_script_t *entry, const store_call_t *calls,
+                          size_t *todo, size_t *todo_count, redisReply **replies,
+                          store_result_t *results)
+{
+    size_t appended = 0;
+    for (; appended < *todo_count; appended++) {
+        const store_call_t *call = &calls[todo[appended]];
+        if (evalsha_append(self, entry, call->nkeys, call->argc, call->argv, call->argv_len,
+                           NULL) != REDIS_OK)
+            break;
+    }
+    /* A call hiredis could not queue (out of memory) was never sent. */
+    for (size_t j = appended; j < *todo_count; j++) {
+        results[todo[j]] = STORE_REFUSED;
+        set_error(self, "out of memory queueing a pipeline", NULL);
+    }
+    size_t noscript = 0;
+    for (size_t j = 0; j < appended; j++) {
+        size_t i = todo[j];
+        void *answer = NULL;
+        if (redisGetReply(self->ctx, &answer) != REDIS_OK || !answer) {
+            /* Every reply from here on is lost with the connection. */
+            for (size_t rest = j; rest < appended; rest++)
+                results[todo[rest]] = STORE_LOST;
+            drop_connection(self);
+            *todo_count = 0;
+            return false;
+        }
+        redisReply *reply = answer;
+        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+            freeReplyObject(reply);
+            todo[noscript++] = i;
+            continue;
+        }
+        results[i] = finish(self, reply, &replies[i]);
+    }
+    *todo_count = noscript;
+    return true;
+}
+
+void store_script_run_many(store_t *self, int script, const store_call_t *calls, size_t count,
+                           redisReply **replies, store_result_t *results)
+{
+    for (size_t i = 0; i < count; i++) {
+        replies[i] = NULL;
+        results[i] = STORE_LOST;
+    }
+    if (count == 0)
+        return;
+    store_result_t ready = STORE_OK;
+    if (script < 0 || script >= self->script_count) {
+        set_error(self, "bad script call", NULL);
+        ready = STORE_REFUSED;
+    }
+    for (size_t i = 0; ready == STORE_OK && i < count; i++)
+        if (calls[i].nkeys < 0 || calls[i].nkeys > calls[i].argc) {
+            set_error(self, "bad script call", NULL);
+            ready = STORE_REFUSED;
+        }
+    if (ready == STORE_OK)
+        ready = ensure_connected(self);
+    store_script_t *entry = ready == STORE_OK ? &self->scripts[script] : NULL;
+    if (ready == STORE_OK && !entry->sha[0])
+        ready = load_script(self, entry);
+    size_t *todo = ready == STORE_OK ? malloc(sizeof *todo * count) : NULL;
+    if (ready == STORE_OK && !todo) {
+        set_error(self, "out of memory", NULL);
+        ready = STORE_REFUSED;
+    }
+    if (ready != STORE_OK) {
+        for (size_t i = 0; i < count; i++)
+            results[i] = ready;
+        return;
+    }
+    size_t todo_count = count;
+    for (size_t i = 0; i < count; i++)
+        todo[i] = i;
+    /* A NOSCRIPT (Redis restarted between our connect and this pipeline, or
+     * SCRIPT FLUSH) means those calls did not run: load and send them once
+     * more. */
+    for (int pass = 0; pass < 2 && todo_count > 0; pass++) {
+        if (pass > 0) {
+            log_info("redis forgot a script, loading it again", "{s:s, s:I}", "sha", entry->sha,
+                     "calls", (json_int_t)todo_count);
+            store_result_t loaded = load_script(self, entry);
+            if (loaded != STORE_OK) {
+                for (size_t j = 0; j < todo_count; j++)
+                    results[todo[j]] = loaded;
+                todo_count = 0;
+                break;
+            }
+        }
+        if (!pipeline_pass(self, entry, calls, todo, &todo_count, replies, results))
+            break;
+    }
+    /* Still NOSCRIPT after a reload: Redis will not keep the script. */
+    for (size_t j = 0; j < todo_count; j++) {
+        set_error(self, "NOSCRIPT after reloading the script", NULL);
+        results[todo[j]] = STORE_REFUSED;
+    }
+    free(todo);
 }
 
 /* ======================== helpers ====================================== */

@@ -63,6 +63,28 @@ int store_script_add(store_t *self, const char *source);
 store_result_t store_script_run(store_t *self, int script, redisReply **reply_p, int nkeys,
                                 int argc, const char **argv, const size_t *argv_len);
 
+/* One call of a script in a pipeline (store_script_run_many). */
+typedef struct {
+    int nkeys;
+    int argc;
+    const char **argv;
+    const size_t *argv_len; /* NULL: every argument is a C string */
+} store_call_t;
+
+/* Group commit: runs count calls of a registered script as one pipeline.
+ * Every EVALSHA is written before the first reply is read, so Redis runs
+ * them in one pass of its event loop and, with appendfsync always, one
+ * fsync makes all of them durable before any reply is sent.
+ *
+ * results[i] and replies[i] are per call, as for store_script_run (the
+ * caller frees each non-NULL replies[i] with freeReplyObject). A NOSCRIPT
+ * answer means that call did not run: the script is loaded again and those
+ * calls are sent again, once. If the connection is lost partway, the calls
+ * whose replies arrived keep them and the others are STORE_LOST (their
+ * outcome is unknown; a retry with the same idempotency key is safe). */
+void store_script_run_many(store_t *self, int script, const store_call_t *calls, size_t count,
+                           redisReply **replies, store_result_t *results);
+
 /* True if a PING gets PONG (connecting first if needed). */
 bool store_ping(store_t *self);
 

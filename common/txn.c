@@ -273,6 +273,16 @@ const char *txn_event_id(const txn_t *self)
     return self->stream_key ? self->event_id : "";
 }
 
+txn_t *txn_take(txn_t *self)
+{
+    txn_t *taken = malloc(sizeof *taken);
+    if (!taken)
+        return NULL;
+    *taken = *self;
+    memset(self, 0, sizeof *self);
+    return taken;
+}
+
 /* ======================== committing =================================== */
 
 static uint8_t *copy_bytes(const char *bytes, size_t len)
@@ -304,25 +314,27 @@ static txn_result_t from_store(store_t *store, store_result_t result, const char
     return TXN_REFUSED;
 }
 
-txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t reply_len,
-                        uint8_t **stored_p, size_t *stored_len, char *position)
-{
-    if (stored_p)
-        *stored_p = NULL;
-    if (stored_len)
-        *stored_len = 0;
-    if (position)
-        position[0] = '\0';
-    if (self->broken) {
-        log_error("transaction not committed: it could not be built", NULL);
-        return TXN_REFUSED;
-    }
-    int script = store_script_add(store, (const char *)store_commit_lua);
-    if (script < 0) {
-        log_error("no room for the commit script", NULL);
-        return TXN_REFUSED;
-    }
+/* The EVALSHA arguments of one transaction (the encoding is documented at
+ * the top of commit.lua). argv points into the transaction and into the
+ * texts below, so neither may move or change until the call is made. */
+typedef struct {
+    const char **argv;
+    size_t *lens;
+    size_t nkeys, argc;
+    char counts[5][24];
+    char ttl_text[24];
+} txn_args_t;
 
+static void txn_args_free(txn_args_t *args)
+{
+    free(args->argv);
+    free(args->lens);
+    args->argv = NULL;
+    args->lens = NULL;
+}
+
+static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_len, txn_args_t *args)
+{
     bool has_idem = self->idempotency_key != NULL;
     bool has_event = self->stream_key != NULL;
     size_t nkeys = (has_idem ? 1 : 0) + self->guards.count + self->puts.count + self->adds.count +
@@ -335,8 +347,12 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
     if (!argv || !lens) {
         free(argv);
         free(lens);
-        return TXN_REFUSED;
+        return false;
     }
+    args->argv = argv;
+    args->lens = lens;
+    args->nkeys = nkeys;
+    args->argc = argc;
 
     size_t k = 0, a = nkeys;
 #define ARG(at, ptr, size)                                                                         \
@@ -347,24 +363,23 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
     } while (0)
 #define ARG_TEXT(at, text) ARG(at, text, strlen(text))
 
-    char counts[5][24], ttl_text[24];
-    snprintf(ttl_text, sizeof ttl_text, "%" PRIu32, self->ttl_s);
-    snprintf(counts[0], sizeof counts[0], "%zu", self->guards.count);
-    snprintf(counts[1], sizeof counts[1], "%zu", self->puts.count);
-    snprintf(counts[2], sizeof counts[2], "%zu", self->adds.count);
-    snprintf(counts[3], sizeof counts[3], "%zu", self->removes.count);
-    snprintf(counts[4], sizeof counts[4], "%zu", self->counters.count);
+    snprintf(args->ttl_text, sizeof args->ttl_text, "%" PRIu32, self->ttl_s);
+    snprintf(args->counts[0], sizeof args->counts[0], "%zu", self->guards.count);
+    snprintf(args->counts[1], sizeof args->counts[1], "%zu", self->puts.count);
+    snprintf(args->counts[2], sizeof args->counts[2], "%zu", self->adds.count);
+    snprintf(args->counts[3], sizeof args->counts[3], "%zu", self->removes.count);
+    snprintf(args->counts[4], sizeof args->counts[4], "%zu", self->counters.count);
 
     if (has_idem)
         ARG_TEXT(k, self->idempotency_key);
     ARG_TEXT(a, has_idem ? "1" : "0");
     ARG_TEXT(a, has_idem ? self->fingerprint : "");
-    ARG_TEXT(a, ttl_text);
+    ARG_TEXT(a, args->ttl_text);
     for (int i = 0; i < 4; i++)
-        ARG_TEXT(a, counts[i]);
+        ARG_TEXT(a, args->counts[i]);
     ARG_TEXT(a, has_event ? "1" : "0");
     ARG(a, reply ? (const char *)reply : "", reply ? reply_len : 0);
-    ARG_TEXT(a, counts[4]);
+    ARG_TEXT(a, args->counts[4]);
 
     const txn_write_t *guards = self->guards.items;
     for (size_t i = 0; i < self->guards.count; i++) {
@@ -400,18 +415,14 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
     }
 #undef ARG
 #undef ARG_TEXT
+    return true;
+}
 
-    redisReply *answer = NULL;
-    store_result_t result =
-        store_script_run(store, script, &answer, (int)nkeys, (int)argc, argv, lens);
-    free(argv);
-    free(lens);
-    if (result != STORE_OK) {
-        if (answer)
-            freeReplyObject(answer);
-        return from_store(store, result, "commit");
-    }
-
+/* Reads the script's answer. stale_key (may be NULL, TXN_STALE_KEY_MAX
+ * bytes) gets the key whose guard failed. */
+static txn_result_t txn_answer(const redisReply *answer, uint8_t **stored_p, size_t *stored_len,
+                               char *position, char *stale_key)
+{
     txn_result_t outcome = TXN_REFUSED;
     const char *kind = answer->type == REDIS_REPLY_ARRAY && answer->elements >= 1 &&
                                answer->element[0]->type == REDIS_REPLY_STRING
@@ -432,12 +443,126 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
         outcome = TXN_KEY_REUSED;
     } else if (strcmp(kind, "STALE") == 0) {
         outcome = TXN_STALE;
+        if (stale_key)
+            snprintf(stale_key, TXN_STALE_KEY_MAX, "%s", second ? second->str : "");
         log_debug("transaction stale", "{s:s}", "key", second ? second->str : "");
     } else {
         log_error("unexpected answer from the commit script", NULL);
     }
+    return outcome;
+}
+
+txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t reply_len,
+                        uint8_t **stored_p, size_t *stored_len, char *position)
+{
+    if (stored_p)
+        *stored_p = NULL;
+    if (stored_len)
+        *stored_len = 0;
+    if (position)
+        position[0] = '\0';
+    if (self->broken) {
+        log_error("transaction not committed: it could not be built", NULL);
+        return TXN_REFUSED;
+    }
+    int script = store_script_add(store, (const char *)store_commit_lua);
+    if (script < 0) {
+        log_error("no room for the commit script", NULL);
+        return TXN_REFUSED;
+    }
+    txn_args_t args;
+    if (!txn_args_build(self, reply, reply_len, &args))
+        return TXN_REFUSED;
+    redisReply *answer = NULL;
+    store_result_t result = store_script_run(store, script, &answer, (int)args.nkeys,
+                                             (int)args.argc, args.argv, args.lens);
+    txn_args_free(&args);
+    if (result != STORE_OK) {
+        if (answer)
+            freeReplyObject(answer);
+        return from_store(store, result, "commit");
+    }
+    txn_result_t outcome = txn_answer(answer, stored_p, stored_len, position, NULL);
     freeReplyObject(answer);
     return outcome;
+}
+
+/* ======================== group commit ================================= */
+
+bool txn_writes(const txn_t *self, const char *key)
+{
+    const txn_write_t *puts = self->puts.items;
+    for (size_t i = 0; i < self->puts.count; i++)
+        if (strcmp(puts[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+/* A stale commit caused by an earlier commit of the same pipeline (two
+ * requests of one batch on one record) is the batch's doing, not a race
+ * with another writer. O(N^2) in the batch size in the worst case, which
+ * is bounded (a few dozen) and only paid on stale answers. */
+static bool stale_in_batch(const txn_batch_item_t *items, size_t upto, const char *key)
+{
+    for (size_t j = 0; j < upto; j++)
+        if (items[j].result == TXN_COMMITTED && items[j].txn && txn_writes(items[j].txn, key))
+            return true;
+    return false;
+}
+
+void txn_commit_batch(txn_batch_item_t *items, size_t count, store_t *store)
+{
+    if (count == 0)
+        return;
+    txn_args_t *args = calloc(count, sizeof *args);
+    store_call_t *calls = calloc(count, sizeof *calls);
+    redisReply **answers = calloc(count, sizeof *answers);
+    store_result_t *results = calloc(count, sizeof *results);
+    size_t *sent = calloc(count, sizeof *sent); /* item index of each call */
+    int script = store_script_add(store, (const char *)store_commit_lua);
+    size_t ncalls = 0;
+    for (size_t i = 0; i < count; i++) {
+        txn_batch_item_t *item = &items[i];
+        item->result = TXN_REFUSED;
+        item->stored = NULL;
+        item->stored_len = 0;
+        item->position[0] = '\0';
+        item->stale_key[0] = '\0';
+        item->stale_in_batch = false;
+        if (!args || !calls || !answers || !results || !sent || script < 0 || !item->txn)
+            continue;
+        if (item->txn->broken) {
+            log_error("transaction not committed: it could not be built", NULL);
+            continue;
+        }
+        if (!txn_args_build(item->txn, item->reply, item->reply_len, &args[ncalls]))
+            continue;
+        calls[ncalls].nkeys = (int)args[ncalls].nkeys;
+        calls[ncalls].argc = (int)args[ncalls].argc;
+        calls[ncalls].argv = args[ncalls].argv;
+        calls[ncalls].argv_len = args[ncalls].lens;
+        sent[ncalls++] = i;
+    }
+    if (ncalls > 0)
+        store_script_run_many(store, script, calls, ncalls, answers, results);
+    for (size_t c = 0; c < ncalls; c++) {
+        txn_batch_item_t *item = &items[sent[c]];
+        if (results[c] != STORE_OK)
+            item->result = from_store(store, results[c], "commit");
+        else
+            item->result = txn_answer(answers[c], &item->stored, &item->stored_len, item->position,
+                                      item->stale_key);
+        if (item->result == TXN_STALE)
+            item->stale_in_batch = stale_in_batch(items, sent[c], item->stale_key);
+        if (answers[c])
+            freeReplyObject(answers[c]);
+        txn_args_free(&args[c]);
+    }
+    free(args);
+    free(calls);
+    free(answers);
+    free(results);
+    free(sent);
 }
 
 txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char *fingerprint,

@@ -20,6 +20,7 @@
 #include "store.h"
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,5 +90,42 @@ txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char 
 
 /* The event id made by txn_event, for logs; "" if none. */
 const char *txn_event_id(const txn_t *self);
+
+/* ------------------------------------------------------------------------
+ * Group commit (server.h): a handler's transaction is handed to the server,
+ * which commits the transactions of every request waiting on it in one
+ * pipeline. */
+
+/* Moves every operation of self into a new transaction and leaves self
+ * empty (its txn_destroy then frees only the shell). The caller owns the
+ * result; NULL when out of memory (self is then unchanged). */
+txn_t *txn_take(txn_t *self);
+
+/* True if the transaction puts key. */
+bool txn_writes(const txn_t *self, const char *key);
+
+#define TXN_STALE_KEY_MAX 256
+
+typedef struct {
+    /* in (borrowed) */
+    txn_t *txn;
+    const void *reply; /* stored under the idempotency key when committed */
+    size_t reply_len;
+    /* out */
+    txn_result_t result;
+    uint8_t *stored; /* TXN_DUPLICATE: the first reply, malloc'd, caller frees */
+    size_t stored_len;
+    char position[32];                 /* TXN_COMMITTED: the event's stream id */
+    char stale_key[TXN_STALE_KEY_MAX]; /* TXN_STALE: the key whose guard failed */
+    bool stale_in_batch; /* TXN_STALE because an earlier item of this batch wrote it */
+} txn_batch_item_t;
+
+/* Commits count transactions, in order, as one pipeline of commit.lua calls
+ * (store_script_run_many): each is still all or nothing and guarded on its
+ * own, and a later one sees what the earlier ones wrote, so two items on one
+ * record make the later one TXN_STALE with stale_in_batch set. Results per
+ * item as for txn_commit; if the connection is lost partway, items answered
+ * before the loss keep their outcome and the rest are TXN_LOST. */
+void txn_commit_batch(txn_batch_item_t *items, size_t count, store_t *store);
 
 #endif

@@ -10,6 +10,7 @@
 #include "txn.h"
 
 #include <czmq.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +30,12 @@ typedef struct {
     int put_runs;
     int contended_runs;
     int stale_once_runs;
+    /* The gate (a read) holds the server while requests queue up, so that
+     * the next batch is made of all of them. Shared with the test thread. */
+    int gate_entered;
+    int gate_open;
+    /* Redis to kill from inside a batch (the killer write). */
+    harness_redis_t *redis;
 } handlers_t;
 
 typedef struct {
@@ -150,7 +157,39 @@ static void handle_stale_once(void *ctx, const call_t *call, const ProtobufCMess
     txn_destroy(&txn);
 }
 
+/* Holds the server (up to 10 s) until the test opens the gate. */
+static void handle_gate(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                        reply_t *reply)
+{
+    (void)call;
+    (void)request;
+    handlers_t *h = ctx;
+    __atomic_store_n(&h->gate_entered, 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < 1000 && !__atomic_load_n(&h->gate_open, __ATOMIC_SEQ_CST); i++)
+        zclock_sleep(10);
+    Passerelle__HealthReply out = PASSERELLE__HEALTH_REPLY__INIT;
+    out.service = "gate";
+    reply_set_body(reply, &out.base);
+}
+
+/* A write whose handler kills Redis after the handlers before it in its
+ * batch have handed over their transactions: the batch's pipeline then
+ * finds the connection dead. */
+static void handle_killer(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply)
+{
+    (void)request;
+    handlers_t *h = ctx;
+    harness_redis_kill(h->redis);
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    txn_put(txn, "svctest:killer", 1, "k", 1);
+    reply_commit(reply, call, h->store, txn);
+    txn_destroy(&txn);
+}
+
 static const route_t routes[] = {
+    {"unit.list", &passerelle__health_request__descriptor, handle_gate, false},
+    {"convention.envisage", &passerelle__health_request__descriptor, handle_killer, true},
     {"unit.register", &passerelle__event__descriptor, handle_put, true},
     {"unit.get", &passerelle__event__descriptor, handle_get, false},
     {"convention.sign", &passerelle__health_request__descriptor, handle_contended, true},
@@ -194,6 +233,7 @@ static int group_setup(void **state)
     harness_redis_config(&fx.redis, &scfg);
     fx.store = store_new(&scfg);
     fx.handlers.store = fx.store;
+    fx.handlers.redis = &fx.redis;
     server_config_t cfg = server_config(false, fx.store);
     fx.server = server_new(&cfg);
     return fx.server ? 0 : -1;
@@ -761,6 +801,254 @@ static void test_redis_down(void **state)
     client_destroy(&metropole);
 }
 
+/* ------------------------------------------------------------------------
+ * Group commit */
+
+/* One call from its own thread and client; the main thread asserts. */
+typedef struct {
+    pthread_t thread;
+    client_t *client;
+    const char *type;
+    Passerelle__Event body;
+    char subject[64];
+    const char *key; /* NULL: a fresh one */
+    Passerelle__Reply *reply;
+    int rc;
+} async_call_t;
+
+static void *async_call_run(void *arg)
+{
+    async_call_t *c = arg;
+    c->rc = client_call(c->client, c->type, &c->body.base, c->key, &c->reply);
+    return NULL;
+}
+
+static void async_call_start(async_call_t *c, const char *type, const char *subject,
+                             const char *key)
+{
+    memset(c, 0, sizeof *c);
+    c->client = client_as("admin", TIMEOUT_MS * 5, 0);
+    c->type = type;
+    Passerelle__Event init = PASSERELLE__EVENT__INIT;
+    c->body = init;
+    snprintf(c->subject, sizeof c->subject, "%s", subject);
+    c->body.subject = c->subject;
+    c->key = key;
+    assert_int_equal(pthread_create(&c->thread, NULL, async_call_run, c), 0);
+}
+
+static Passerelle__Reply *async_call_join(async_call_t *c)
+{
+    pthread_join(c->thread, NULL);
+    client_destroy(&c->client);
+    assert_int_equal(c->rc, 0);
+    assert_non_null(c->reply);
+    return c->reply;
+}
+
+/* Closes the gate and waits until the server is held in it: what is sent
+ * from now on queues up on the socket. */
+static void gate_hold(async_call_t *gate)
+{
+    __atomic_store_n(&fx.handlers.gate_open, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fx.handlers.gate_entered, 0, __ATOMIC_SEQ_CST);
+    async_call_start(gate, "unit.list", "gate", NULL);
+    for (int i = 0; i < 500 && !__atomic_load_n(&fx.handlers.gate_entered, __ATOMIC_SEQ_CST); i++)
+        zclock_sleep(10);
+    assert_true(__atomic_load_n(&fx.handlers.gate_entered, __ATOMIC_SEQ_CST));
+}
+
+/* Lets the queued requests reach the server's socket (the clients connect
+ * and finish CURVE first), then opens the gate: they make one batch. */
+static void gate_release(async_call_t *gate)
+{
+    zclock_sleep(400);
+    __atomic_store_n(&fx.handlers.gate_open, 1, __ATOMIC_SEQ_CST);
+    Passerelle__Reply *reply = async_call_join(gate);
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+static uint64_t record_version(const char *subject)
+{
+    char key[256];
+    record_key(subject, key, sizeof key);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(store_record_get(fx.store, key, &version, &data, &len), STORE_OK);
+    free(data);
+    return version;
+}
+
+/* Events in the test stream whose subject is the record of subject. */
+static int events_about(const char *subject)
+{
+    char key[256];
+    record_key(subject, key, sizeof key);
+    redisReply *all = NULL;
+    assert_int_equal(store_command(fx.store, &all, "XRANGE svctest:events - +"), STORE_OK);
+    int count = 0;
+    for (size_t i = 0; i < all->elements; i++) {
+        const redisReply *fields = all->element[i]->element[1];
+        for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+            if (strcmp(fields->element[f]->str, "event") != 0)
+                continue;
+            Passerelle__Event *ev = passerelle__event__unpack(
+                NULL, fields->element[f + 1]->len, (const uint8_t *)fields->element[f + 1]->str);
+            assert_non_null(ev);
+            if (ev->subject && strcmp(ev->subject, key) == 0)
+                count++;
+            passerelle__event__free_unpacked(ev, NULL);
+        }
+    }
+    freeReplyObject(all);
+    return count;
+}
+
+#define WRITERS           8
+#define WRITES_PER_WRITER 30
+
+typedef struct {
+    pthread_t thread;
+    int index;
+    int ok, failed;
+} writer_t;
+
+/* Each writer alternates a record of its own and one record they all
+ * share: the shared one goes stale whenever two writes to it meet in a
+ * batch, and must still count every acknowledged write exactly once. */
+static void *writer_run(void *arg)
+{
+    writer_t *w = arg;
+    client_t *client =
+        harness_client(server_endpoint(fx.server), fx.keys, "metropole", TIMEOUT_MS * 5, 0);
+    for (int i = 0; client && i < WRITES_PER_WRITER; i++) {
+        char subject[64];
+        if (i % 2)
+            snprintf(subject, sizeof subject, "shared");
+        else
+            snprintf(subject, sizeof subject, "writer-%d-%d", w->index, i);
+        Passerelle__Event put = PASSERELLE__EVENT__INIT;
+        put.subject = subject;
+        Passerelle__Reply *reply = NULL;
+        if (client_call(client, "unit.register", &put.base, NULL, &reply) == 0 && reply &&
+            reply->has_status && (status_t)reply->status == ST_OK)
+            w->ok++;
+        else
+            w->failed++;
+        if (reply)
+            passerelle__reply__free_unpacked(reply, NULL);
+    }
+    client_destroy(&client);
+    return NULL;
+}
+
+static void test_concurrent_writers(void **state)
+{
+    (void)state;
+    uint64_t shared_before = record_version("shared");
+    writer_t writers[WRITERS];
+    memset(writers, 0, sizeof writers);
+    for (int i = 0; i < WRITERS; i++) {
+        writers[i].index = i;
+        assert_int_equal(pthread_create(&writers[i].thread, NULL, writer_run, &writers[i]), 0);
+    }
+    int ok = 0, failed = 0;
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(writers[i].thread, NULL);
+        ok += writers[i].ok;
+        failed += writers[i].failed;
+    }
+    assert_int_equal(failed, 0);
+    assert_int_equal(ok, WRITERS * WRITES_PER_WRITER);
+    /* Every acknowledged write is there once: one version per shared write,
+     * each own record at version 1 with its one event. */
+    assert_int_equal(record_version("shared") - shared_before, WRITERS * (WRITES_PER_WRITER / 2));
+    for (int w = 0; w < WRITERS; w++)
+        for (int i = 0; i < WRITES_PER_WRITER; i += 2) {
+            char subject[64];
+            snprintf(subject, sizeof subject, "writer-%d-%d", w, i);
+            assert_int_equal(record_version(subject), 1);
+            assert_int_equal(events_about(subject), 1);
+        }
+}
+
+static void test_batch_same_record_and_duplicates(void **state)
+{
+    (void)state;
+    int runs_before = fx.handlers.put_runs;
+    async_call_t gate, first, second, dup_a, dup_b;
+    gate_hold(&gate);
+    /* two writes to one record, and one write sent twice with one key */
+    async_call_start(&first, "unit.register", "batched", NULL);
+    async_call_start(&second, "unit.register", "batched", NULL);
+    async_call_start(&dup_a, "unit.register", "batched-dup", "same-key-in-one-batch");
+    async_call_start(&dup_b, "unit.register", "batched-dup", "same-key-in-one-batch");
+    gate_release(&gate);
+
+    Passerelle__Reply *replies[4] = {async_call_join(&first), async_call_join(&second),
+                                     async_call_join(&dup_a), async_call_join(&dup_b)};
+    uint64_t versions[4];
+    for (int i = 0; i < 4; i++) {
+        assert_status(replies[i], ST_OK, NULL);
+        Passerelle__HealthReply *h = health_of(replies[i]);
+        versions[i] = h->uptime_s;
+        passerelle__health_reply__free_unpacked(h, NULL);
+    }
+    /* One of the two writes went stale on the other's commit and ran
+     * again on it: versions 1 and 2, both present. */
+    assert_true((versions[0] == 1 && versions[1] == 2) || (versions[0] == 2 && versions[1] == 1));
+    assert_int_equal(record_version("batched"), 2);
+    assert_int_equal(events_about("batched"), 2);
+    /* The duplicate committed once; both got the first's reply. */
+    assert_int_equal(versions[2], 1);
+    assert_int_equal(versions[3], 1);
+    assert_int_equal(record_version("batched-dup"), 1);
+    assert_int_equal(events_about("batched-dup"), 1);
+    /* All four ran in one batch: 4 runs and one re-run. (Apart, the
+     * duplicate would have been answered by the lookup, and nothing would
+     * have gone stale: 3 runs.) */
+    assert_int_equal(fx.handlers.put_runs - runs_before, 5);
+    for (int i = 0; i < 4; i++)
+        passerelle__reply__free_unpacked(replies[i], NULL);
+}
+
+static void test_redis_lost_mid_batch(void **state)
+{
+    (void)state;
+    async_call_t gate, first, second, killer;
+    gate_hold(&gate);
+    async_call_start(&first, "unit.register", "lost-1", "lost-key-1");
+    async_call_start(&second, "unit.register", "lost-2", "lost-key-2");
+    /* after the two writes, so that their handlers have run when it kills */
+    zclock_sleep(200);
+    async_call_start(&killer, "convention.envisage", "killer", "lost-key-3");
+    gate_release(&gate);
+    Passerelle__Reply *replies[3] = {async_call_join(&first), async_call_join(&second),
+                                     async_call_join(&killer)};
+    for (int i = 0; i < 3; i++) {
+        assert_status(replies[i], ST_UNAVAILABLE, NULL);
+        passerelle__reply__free_unpacked(replies[i], NULL);
+    }
+
+    /* Back: the same requests, retried with their keys, commit once. */
+    assert_int_equal(harness_redis_restart(&fx.redis), 0);
+    client_t *admin = client_as("admin", TIMEOUT_MS, 0);
+    Passerelle__Event put = PASSERELLE__EVENT__INIT;
+    put.subject = "lost-1";
+    Passerelle__Reply *reply = call_ok(admin, "unit.register", &put.base, "lost-key-1");
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    reply = call_ok(admin, "unit.register", &put.base, "lost-key-1");
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    client_destroy(&admin);
+    assert_int_equal(record_version("lost-1"), 1);
+    assert_int_equal(events_about("lost-1"), 1);
+    assert_int_equal(record_version("lost-2"), 0);
+}
+
 static void test_config_from_env(void **state)
 {
     (void)state;
@@ -828,6 +1116,9 @@ int main(void)
         cmocka_unit_test(test_config_from_env),
         cmocka_unit_test(test_missing_server_cert),
         cmocka_unit_test(test_redis_down),
+        cmocka_unit_test(test_concurrent_writers),
+        cmocka_unit_test(test_batch_same_record_and_duplicates),
+        cmocka_unit_test(test_redis_lost_mid_batch),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -336,6 +336,95 @@ static void test_lost_and_back(void **state)
     assert_record("rec:lost", 2, "lost");
 }
 
+static void test_batch(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("batch");
+    txn_t *txns[5];
+    txns[0] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[0], "rec:batch1", 1, &msg.base);
+    txn_event(txns[0], "stream:batch", "/passerelle/test", "unit.registered", "b", &msg.base);
+    /* the same record again: stale because of the first */
+    txns[1] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[1], "rec:batch1", 1, &msg.base);
+    /* one idempotency key twice: the second is a duplicate of the first */
+    txns[2] = txn_new("idem:batch", "fp-batch", 60);
+    txn_put_message(txns[2], "rec:batch2", 1, &msg.base);
+    txns[3] = txn_new("idem:batch", "fp-batch", 60);
+    txn_put_message(txns[3], "rec:batch3", 1, &msg.base);
+    /* stale on its own: nobody in the batch wrote that key */
+    txns[4] = txn_new(NULL, NULL, 0);
+    txn_guard(txns[4], "rec:batch-never", 5);
+    txn_put_message(txns[4], "rec:batch4", 1, &msg.base);
+
+    /* moved out: the emptied original is still safe to destroy */
+    txn_t *taken = txn_take(txns[0]);
+    assert_non_null(taken);
+    assert_false(txn_writes(txns[0], "rec:batch1"));
+    assert_true(txn_writes(taken, "rec:batch1"));
+    txn_destroy(&txns[0]);
+    txns[0] = taken;
+
+    txn_batch_item_t items[5];
+    memset(items, 0, sizeof items);
+    for (int i = 0; i < 5; i++) {
+        items[i].txn = txns[i];
+        items[i].reply = i == 2 ? "reply two" : "other";
+        items[i].reply_len = strlen(items[i].reply);
+    }
+    txn_commit_batch(items, 5, store);
+    assert_int_equal(items[0].result, TXN_COMMITTED);
+    assert_true(items[0].position[0] != '\0');
+    assert_int_equal(items[1].result, TXN_STALE);
+    assert_string_equal(items[1].stale_key, "rec:batch1");
+    assert_true(items[1].stale_in_batch);
+    assert_int_equal(items[2].result, TXN_COMMITTED);
+    assert_int_equal(items[3].result, TXN_DUPLICATE);
+    assert_int_equal(items[3].stored_len, 9);
+    assert_memory_equal(items[3].stored, "reply two", 9);
+    assert_int_equal(items[4].result, TXN_STALE);
+    assert_false(items[4].stale_in_batch);
+    free(items[3].stored);
+    assert_record("rec:batch1", 1, "batch");
+    assert_record("rec:batch2", 1, "batch");
+    assert_false(exists("rec:batch3"));
+    assert_false(exists("rec:batch4"));
+
+    /* A flushed script: the whole pipeline answers NOSCRIPT, is loaded
+     * again and sent again. */
+    assert_int_equal(store_command(store, NULL, "SCRIPT FLUSH"), STORE_OK);
+    for (int i = 0; i < 5; i++)
+        txn_destroy(&txns[i]);
+    txns[0] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[0], "rec:batch1", 2, &msg.base);
+    txns[1] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[1], "rec:batch4", 1, &msg.base);
+    memset(items, 0, sizeof items);
+    items[0].txn = txns[0];
+    items[1].txn = txns[1];
+    txn_commit_batch(items, 2, store);
+    assert_int_equal(items[0].result, TXN_COMMITTED);
+    assert_int_equal(items[1].result, TXN_COMMITTED);
+    assert_record("rec:batch1", 2, "batch");
+    assert_record("rec:batch4", 1, "batch");
+
+    /* Redis gone: every item is lost, none committed. */
+    harness_redis_kill(&redis);
+    txn_destroy(&txns[0]);
+    txns[0] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[0], "rec:batch1", 3, &msg.base);
+    memset(items, 0, sizeof items);
+    items[0].txn = txns[0];
+    items[1].txn = txns[1];
+    txn_commit_batch(items, 2, store);
+    assert_int_equal(items[0].result, TXN_LOST);
+    assert_int_equal(items[1].result, TXN_LOST);
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    assert_record("rec:batch1", 2, "batch");
+    txn_destroy(&txns[0]);
+    txn_destroy(&txns[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_broken_transaction_refused),
         cmocka_unit_test(test_lost_and_back),
+        cmocka_unit_test(test_batch),
     };
     return harness_store_tests(tests, &redis, &store);
 }

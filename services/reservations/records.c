@@ -141,11 +141,12 @@ void subject_of(const char *unit_id, char out[KEY_MAX])
     snprintf(out, KEY_MAX, "units/%s", unit_id);
 }
 
-/* Commits and logs what was written. */
+/* Commits and logs what was written. The server commits the transaction
+ * with the other requests of its batch (group commit, server.h), so the log
+ * line is written by the server once the write is durable, not here. */
 void commit(reservations_t *self, const call_t *call, txn_t *txn, reply_t *reply,
             const char *event_type, const char *subject)
 {
-    if (reply_commit(reply, call, self->store, txn) && reply->status == ST_OK && !reply->stored)
-        log_info(event_type, "{s:s, s:s, s:s}", "subject", subject, "event", txn_event_id(txn),
-                 "request_id", call->request_id ? call->request_id : "");
+    reply_log_commit(reply, event_type, subject);
+    reply_commit(reply, call, self->store, txn);
 }
