@@ -375,7 +375,9 @@ const char *unit_registration_differs(const Passerelle__Unit *a, const Passerell
         return "energy_class";
     if ((a->has_in_qpv && a->in_qpv) != (b->has_in_qpv && b->in_qpv))
         return "in_qpv";
-    if (!same_text(a->programme_id, b->programme_id))
+    /* A unit may be attached to a programme after it was registered: a
+     * repeat that does not name a programme is still the same registration. */
+    if (!is_blank(b->programme_id) && !same_text(a->programme_id, b->programme_id))
         return "programme_id";
     return NULL;
 }

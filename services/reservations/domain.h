@@ -94,7 +94,8 @@ bool unit_validate(const Passerelle__UnitRegisterRequest *req, Passerelle__Unit 
 /* The first registered field in which two units differ (by the request's
  * field names: "address", "commune"...), or NULL if they carry the same
  * registration. Decides whether registering an external_ref again is an
- * idempotent repeat or a clash. */
+ * idempotent repeat or a clash. a is the registered unit, b the repeat; a
+ * repeat without a programme_id matches a unit attached since. */
 const char *unit_registration_differs(const Passerelle__Unit *a, const Passerelle__Unit *b);
 
 /* True if text is a usable external reference: 1-64 printable ASCII

@@ -12,6 +12,9 @@
  * read them. To change one, a handler edits a shallow copy whose new string
  * fields point at its own buffers, and frees only the unpacked original. */
 #include "handlers.h"
+#include "bookings.h"
+#include "programmes.h"
+#include "proposals.h"
 #include "records.h"
 
 #include "log.h"
@@ -65,6 +68,11 @@ void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage 
         return;
     }
 
+    /* A unit registered in a programme joins it as programme.attach_unit
+     * would have it: the programme must exist and cover its commune. */
+    if (!blank(unit.programme_id) && !programme_check_new_unit(self, &unit, reply))
+        return;
+
     char id[ID_LEN], now[TIME_RFC3339_LEN], key[KEY_MAX], ref_key[KEY_MAX], subject[KEY_MAX];
     id_new('U', id);
     time_now_rfc3339(now);
@@ -90,6 +98,8 @@ void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage 
     for (size_t i = 0; i < UNIT_INDEX_CANDIDATES; i++)
         if (indexes[i][0])
             txn_index_add(txn, indexes[i], id);
+    if (!blank(unit.programme_id))
+        programme_txn_attach(txn, unit.programme_id, id);
     txn_event(txn, RESERVATIONS_STREAM, RESERVATIONS_SOURCE, "unit.registered", subject,
               &unit.base);
     reply_set_body(reply, &unit.base);
@@ -429,6 +439,12 @@ static void convention_step(reservations_t *self, const call_t *call,
     if (!convention_step_decide(conv, unit, step, req, date_today_paris(), &self->energy_rules,
                                 &decided, &err)) {
         reply_domain_error(reply, &err);
+    } else if (step == STEP_END && !blank(unit->reservation_id)) {
+        /* A reservation on a conventioned unit lives within its convention:
+         * it is released first, explicitly, so progress and partners see it. */
+        reply_error(reply, ST_FAILED_PRECONDITION, "id",
+                    "unit %s has the active reservation %s; release it before ending convention %s",
+                    unit->id, unit->reservation_id, conv->id);
     } else if (blank(unit->convention_id) || strcmp(unit->convention_id, conv->id) != 0) {
         /* A live convention is always its unit's latest; anything else is
          * a damaged store, not a request to honour. */
@@ -534,6 +550,36 @@ const route_t reservations_routes[] = {
      handle_convention_abandon, true},
     {"convention.get", &passerelle__convention_get_request__descriptor, handle_convention_get,
      false},
+
+    {"programme.create", &passerelle__programme_create_request__descriptor, handle_programme_create,
+     true},
+    {"programme.get", &passerelle__programme_get_request__descriptor, handle_programme_get, false},
+    {"programme.list", &passerelle__programme_list_request__descriptor, handle_programme_list,
+     false},
+    {"programme.attach_unit", &passerelle__programme_attach_request__descriptor,
+     handle_programme_attach_unit, true},
+    {"objective.set", &passerelle__objective_set_request__descriptor, handle_objective_set, true},
+    {"progress.get", &passerelle__progress_request__descriptor, handle_progress_get, false},
+
+    {"reservation.create", &passerelle__reservation_create_request__descriptor,
+     handle_reservation_create, true},
+    {"reservation.release", &passerelle__reservation_step_request__descriptor,
+     handle_reservation_release, true},
+    {"reservation.cancel", &passerelle__reservation_step_request__descriptor,
+     handle_reservation_cancel, true},
+    {"reservation.vacancy", &passerelle__reservation_step_request__descriptor,
+     handle_reservation_vacancy, true},
+    {"reservation.get", &passerelle__reservation_get_request__descriptor, handle_reservation_get,
+     false},
+    {"reservation.list", &passerelle__reservation_list_request__descriptor, handle_reservation_list,
+     false},
+
+    {"proposal.record", &passerelle__proposal_record_request__descriptor, handle_proposal_record,
+     true},
+    {"attribution.decide", &passerelle__attribution_decide_request__descriptor,
+     handle_attribution_decide, true},
+    {"proposal.get", &passerelle__proposal_get_request__descriptor, handle_proposal_get, false},
+    {"proposal.list", &passerelle__proposal_list_request__descriptor, handle_proposal_list, false},
 };
 
 const size_t reservations_route_count = sizeof reservations_routes / sizeof reservations_routes[0];

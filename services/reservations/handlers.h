@@ -30,6 +30,10 @@
 typedef struct {
     store_t *store;
     energy_rules_t energy_rules;
+    /* Eligibility of candidates (proposals.c): headcount thresholds, in
+     * employees; 0 means the convention's default. */
+    unsigned eligibility_min_headcount_private;
+    unsigned eligibility_min_headcount_agricultural;
 } reservations_t;
 
 /* The route table: every request type this service answers besides the

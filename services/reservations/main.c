@@ -6,10 +6,16 @@
  * Configuration (besides the store's and the server's common variables):
  *   PASSERELLE_RESERVATIONS_ENDPOINT   where to bind (tcp://127.0.0.1:7401)
  *   PASSERELLE_CONVENTION_ENERGY_RULES the worst energy class a unit may
- *       have for a convention to be signed, over time (E,2028-01-01:D) */
+ *       have for a convention to be signed, over time (E,2028-01-01:D)
+ *   PASSERELLE_ELIGIBILITY_MIN_HEADCOUNT_PRIVATE      the fewest employees a
+ *       private non-agricultural employer may have for its employees to be
+ *       eligible candidates (10)
+ *   PASSERELLE_ELIGIBILITY_MIN_HEADCOUNT_AGRICULTURAL the same for
+ *       agricultural employers (50) */
 #include "config.h"
 #include "handlers.h"
 #include "log.h"
+#include "proposal_rules.h"
 #include "server.h"
 #include "store.h"
 
@@ -29,6 +35,19 @@ int main(void)
                   "PASSERELLE_CONVENTION_ENERGY_RULES", "value", rules_text, "error", err);
         return 1;
     }
+
+    /* The convention's thresholds: a value out of range stops the start,
+     * since candidates judged on a guess would be judged wrongly. */
+    long min_private = 0, min_agricultural = 0;
+    if (!config_int("PASSERELLE_ELIGIBILITY_MIN_HEADCOUNT_PRIVATE",
+                    ELIGIBILITY_MIN_HEADCOUNT_PRIVATE_DEFAULT, 1, ELIGIBILITY_MIN_HEADCOUNT_LIMIT,
+                    &min_private) ||
+        !config_int("PASSERELLE_ELIGIBILITY_MIN_HEADCOUNT_AGRICULTURAL",
+                    ELIGIBILITY_MIN_HEADCOUNT_AGRICULTURAL_DEFAULT, 1,
+                    ELIGIBILITY_MIN_HEADCOUNT_LIMIT, &min_agricultural))
+        return 1;
+    reservations.eligibility_min_headcount_private = (unsigned)min_private;
+    reservations.eligibility_min_headcount_agricultural = (unsigned)min_agricultural;
 
     store_config_t store_cfg;
     memset(&store_cfg, 0, sizeof store_cfg);

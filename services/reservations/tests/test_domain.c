@@ -274,6 +274,14 @@ static void test_unit_registration_differs(void **state)
     req.surface_m2 = 64.6;
     assert_true(unit_validate(&req, &b, &err));
     assert_string_equal(unit_registration_differs(&a, &b), "surface_m2");
+    /* Attached to a programme since: a repeat naming none is the same, one
+     * naming another programme is not. */
+    req = pertuis_request();
+    assert_true(unit_validate(&req, &b, &err));
+    a.programme_id = "P01";
+    assert_null(unit_registration_differs(&a, &b));
+    b.programme_id = "P02";
+    assert_string_equal(unit_registration_differs(&a, &b), "programme_id");
 }
 
 /* --- energy rule ------------------------------------------------------ */
