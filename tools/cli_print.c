@@ -5,9 +5,11 @@
  * value reads (enum short names, 64-bit integers), and jansson keeps the
  * fields in the descriptor's order. The descriptor is consulted only for
  * what JSON does not say: which nested object is a unit or a convention, and
- * which strings are base64 bytes. The two summary lines are the only
- * per-type code: a unit or a convention should be recognisable at a glance,
- * before its details. */
+ * which strings are base64 bytes. The summary lines are the only per-type
+ * code: a unit, a convention, a programme, an objective, a reservation or a
+ * proposal should be recognisable at a glance, before its details. Progress
+ * is the exception: its rows are figures meant to be compared, so they are
+ * a table. */
 #include "cli_print.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
@@ -122,6 +124,169 @@ static void print_convention_summary(FILE *out, const json_t *conv)
         fprintf(out, ", until %s", value);
 }
 
+/* A JSON integer member, or fallback when it is absent. */
+static json_int_t integer(const json_t *obj, const char *key, json_int_t fallback)
+{
+    const json_t *value = json_object_get(obj, key);
+    return json_is_integer(value) ? json_integer_value(value) : fallback;
+}
+
+/* ", a, b, c" for the items of a JSON array of strings; nothing if empty. */
+static void print_string_list(FILE *out, const json_t *array, const char *lead)
+{
+    size_t i;
+    const json_t *item;
+    json_array_foreach(array, i, item)
+    {
+        fputs(i ? ", " : lead, out);
+        print_scalar(out, item, false);
+    }
+}
+
+/* "programme P01.. PIG 'PIG Pays d'Aix', CT2 (84089, 84074), 2025-01-01 to
+ * 2027-12-31, operator X, 3 units attached". */
+static void print_programme_summary(FILE *out, const json_t *prog)
+{
+    const char *id = text(prog, "id"), *value;
+    fprintf(out, "programme %s", id ? id : "?");
+    if ((value = enum_word(prog, "kind")))
+        fprintf(out, " %s", value);
+    if ((value = enum_word(prog, "ownership_scheme")))
+        fprintf(out, " %s", value);
+    if ((value = nonempty(prog, "name")))
+        fprintf(out, " '%s'", value);
+    if ((value = nonempty(prog, "territory")))
+        fprintf(out, ", %s", value);
+    const json_t *communes = json_object_get(prog, "communes");
+    if (json_array_size(communes)) {
+        print_string_list(out, communes, " (");
+        fputc(')', out);
+    }
+    const char *start = nonempty(prog, "start_date"), *end = nonempty(prog, "end_date");
+    if (start || end)
+        fprintf(out, ", %s to %s", start ? start : "?", end ? end : "?");
+    if ((value = nonempty(prog, "operator")))
+        fprintf(out, ", operator %s", value);
+    json_int_t attached = integer(prog, "units_attached", -1);
+    if (attached >= 0)
+        fprintf(out, ", %" JSON_INTEGER_FORMAT " unit%s attached", attached,
+                attached == 1 ? "" : "s");
+}
+
+/* "level LOC2" or "financing PLUS", or nothing for the whole programme. */
+static void print_scope(FILE *out, const json_t *obj)
+{
+    const char *value;
+    if ((value = enum_word(obj, "level")))
+        fprintf(out, " %s", value);
+    if ((value = enum_word(obj, "financing")))
+        fprintf(out, " %s", value);
+}
+
+/* "objective P01.. 2025: 12 units for Action Logement (CT2)". */
+static void print_objective_summary(FILE *out, const json_t *obj)
+{
+    const char *programme = text(obj, "programme_id"), *territory = nonempty(obj, "territory");
+    fprintf(out, "objective %s %" JSON_INTEGER_FORMAT ":", programme ? programme : "?",
+            integer(obj, "year", 0));
+    print_scope(out, obj);
+    json_int_t units = integer(obj, "units", 0);
+    fprintf(out, " %" JSON_INTEGER_FORMAT " unit%s for Action Logement", units,
+            units == 1 ? "" : "s");
+    if (territory)
+        fprintf(out, " (%s)", territory);
+}
+
+/* STOCK: "reservation R01.. STOCK ACTIVE for ACTION_LOGEMENT, unit U01..
+ * [ANAH-84-0001] Pertuis 84089 (CT2), LOC2, 2025-03-01 to 2031-03-01,
+ * vacancy 1 not attributed"; FLOW: "reservation R01.. FLOW ACTIVE for
+ * ACTION_LOGEMENT, 5 units of programme P01.. in 2025 (CT2), 2 attributed". */
+static void print_reservation_summary(FILE *out, const json_t *res)
+{
+    const char *id = text(res, "id"), *value;
+    fprintf(out, "reservation %s", id ? id : "?");
+    const char *mode = enum_word(res, "mode");
+    if (mode)
+        fprintf(out, " %s", mode);
+    if ((value = enum_word(res, "state")))
+        fprintf(out, " %s", value);
+    if ((value = enum_word(res, "reservataire")))
+        fprintf(out, " for %s", value);
+    const char *unit_id = nonempty(res, "unit_id");
+    const json_t *unit = json_object_get(res, "unit");
+    if (unit_id) {
+        fprintf(out, ", unit %s", unit_id);
+        if (unit && (value = nonempty(unit, "external_ref")))
+            fprintf(out, " [%s]", value);
+        if (unit) {
+            fputc(' ', out);
+            print_place(out, unit);
+        } else if ((value = nonempty(res, "territory")))
+            fprintf(out, " (%s)", value);
+    } else {
+        json_int_t units = integer(res, "units", 0);
+        fprintf(out, ", %" JSON_INTEGER_FORMAT " unit%s", units, units == 1 ? "" : "s");
+        if ((value = nonempty(res, "programme_id")))
+            fprintf(out, " of programme %s", value);
+        else if ((value = nonempty(res, "landlord")))
+            fprintf(out, " of landlord %s", value);
+        json_int_t year = integer(res, "year", 0);
+        if (year)
+            fprintf(out, " in %" JSON_INTEGER_FORMAT, year);
+        if ((value = nonempty(res, "territory")))
+            fprintf(out, " (%s)", value);
+    }
+    if ((value = enum_word(res, "level")))
+        fprintf(out, ", %s", value);
+    if ((value = enum_word(res, "financing")))
+        fprintf(out, ", %s", value);
+    const char *start = nonempty(res, "start_date"), *end = nonempty(res, "end_date");
+    if (start || end)
+        fprintf(out, ", %s to %s", start ? start : "?", end ? end : "?");
+    json_int_t attributed = integer(res, "attributed", 0);
+    if (unit_id) {
+        json_int_t vacancy = integer(res, "vacancy", 0);
+        if (vacancy)
+            fprintf(out, ", vacancy %" JSON_INTEGER_FORMAT " %s", vacancy,
+                    attributed ? "attributed" : "not attributed");
+    } else if (attributed) {
+        fprintf(out, ", %" JSON_INTEGER_FORMAT " attributed", attributed);
+    }
+}
+
+/* "proposal D01.. candidate CAND-1, employer 732829320
+ * PRIVATE_NON_AGRICULTURAL 250 employees, eligible, ATTRIBUTED", or "not
+ * eligible: <reason>". */
+static void print_proposal_summary(FILE *out, const json_t *prop)
+{
+    const char *id = text(prop, "id"), *value;
+    fprintf(out, "proposal %s", id ? id : "?");
+    if ((value = nonempty(prop, "candidate_ref")))
+        fprintf(out, " candidate %s", value);
+    if ((value = nonempty(prop, "employer_siren")))
+        fprintf(out, ", employer %s", value);
+    if ((value = enum_word(prop, "employer_sector")))
+        fprintf(out, " %s", value);
+    json_int_t headcount = integer(prop, "employer_headcount", -1);
+    if (headcount >= 0)
+        fprintf(out, " %" JSON_INTEGER_FORMAT " employee%s", headcount, headcount == 1 ? "" : "s");
+    if (json_is_true(json_object_get(prop, "eligible")))
+        fputs(", eligible", out);
+    else if ((value = nonempty(prop, "ineligibility_reason")))
+        fprintf(out, ", not eligible: %s", value);
+    else
+        fputs(", not eligible", out);
+    /* pbjson leaves a decision at its zero value (PENDING) out. */
+    const char *decision = enum_word(prop, "decision");
+    if (!decision)
+        decision = pbjson_enum_name(&passerelle__decision__descriptor,
+                                    PASSERELLE__DECISION__DECISION_PENDING);
+    fprintf(out, ", %s", decision);
+    json_int_t rank = integer(prop, "rank", 0);
+    if (rank)
+        fprintf(out, " %" JSON_INTEGER_FORMAT, rank);
+}
+
 typedef void summary_fn(FILE *out, const json_t *obj);
 
 /* The summary line of a message type, NULL for the types that have none. */
@@ -131,6 +296,14 @@ static summary_fn *summary_for(const ProtobufCMessageDescriptor *desc)
         return print_unit_summary;
     if (desc == &passerelle__convention__descriptor)
         return print_convention_summary;
+    if (desc == &passerelle__programme__descriptor)
+        return print_programme_summary;
+    if (desc == &passerelle__objective__descriptor)
+        return print_objective_summary;
+    if (desc == &passerelle__reservation__descriptor)
+        return print_reservation_summary;
+    if (desc == &passerelle__proposal__descriptor)
+        return print_proposal_summary;
     return NULL;
 }
 
@@ -224,8 +397,53 @@ static void print_object(FILE *out, const ProtobufCMessageDescriptor *desc, cons
     }
 }
 
+/* --------------------------------------------------------------------------
+ * Progress table
+ * ------------------------------------------------------------------------ */
+
+#define PROGRESS_PROGRAMME_WIDTH 27 /* "P" + a 26-character ULID */
+
+void cli_print_progress(FILE *out, const Passerelle__Progress *progress, int indent)
+{
+    if (progress->n_rows == 0) {
+        fprintf(out, "%*s(no objective and no reservation)\n", indent, "");
+        return;
+    }
+    fprintf(out, "%*s%-*s  %-9s  %-4s  %-15s  %9s  %8s  %6s\n", indent, "",
+            PROGRESS_PROGRAMME_WIDTH, "programme", "territory", "year", "level/financing",
+            "objective", "achieved", "ratio");
+    for (size_t i = 0; i < progress->n_rows; i++) {
+        const Passerelle__ProgressRow *row = progress->rows[i];
+        const char *programme =
+            row->programme_id && *row->programme_id ? row->programme_id : "(territory total)";
+        const char *scope = "all";
+        if (row->has_level && row->level != PASSERELLE__CONVENTION_LEVEL__LEVEL_UNSPECIFIED)
+            scope = pbjson_enum_name(&passerelle__convention_level__descriptor, (int)row->level);
+        else if (row->has_financing &&
+                 row->financing != PASSERELLE__FINANCING__FINANCING_UNSPECIFIED)
+            scope = pbjson_enum_name(&passerelle__financing__descriptor, (int)row->financing);
+        char year[16] = "-", objective[16] = "-", ratio[16] = "-";
+        if (row->has_year)
+            snprintf(year, sizeof year, "%u", row->year);
+        if (row->has_objective)
+            snprintf(objective, sizeof objective, "%u", row->objective);
+        /* The ratio is meaningless without an objective; the service leaves
+         * it unset then. */
+        if (row->has_ratio && row->has_objective && row->objective > 0)
+            snprintf(ratio, sizeof ratio, "%.0f%%", row->ratio * 100.0);
+        fprintf(out, "%*s%-*s  %-9s  %-4s  %-15s  %9s  %8u  %6s\n", indent, "",
+                PROGRESS_PROGRAMME_WIDTH, programme,
+                row->territory && *row->territory ? row->territory : "-", year, scope ? scope : "?",
+                objective, row->achieved, ratio);
+    }
+}
+
 void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const char *skip_field)
 {
+    if (msg->descriptor == &passerelle__progress__descriptor) {
+        cli_print_progress(out, (const Passerelle__Progress *)msg, indent);
+        return;
+    }
     json_t *json = pbjson_from_message(msg);
     if (!json) {
         fprintf(stderr, "error: out of memory\n");
@@ -264,8 +482,9 @@ void cli_print_events(FILE *out, const Passerelle__EventListReply *reply)
 /* The messages the project's events carry. A producer adding a record type
  * to its events adds its descriptor here. */
 static const ProtobufCMessageDescriptor *const event_schemas[] = {
-    &passerelle__unit__descriptor,
-    &passerelle__convention__descriptor,
+    &passerelle__unit__descriptor,        &passerelle__convention__descriptor,
+    &passerelle__programme__descriptor,   &passerelle__objective__descriptor,
+    &passerelle__reservation__descriptor, &passerelle__proposal__descriptor,
 };
 
 const ProtobufCMessageDescriptor *cli_event_schema(const char *dataschema)

@@ -2,11 +2,13 @@
  *
  * Every service command is one row of the command table below: the words
  * that name it, the request type, the request and reply descriptors, and the
- * field a positional argument fills. Flags are not declared anywhere: a flag
- * --some-name is the request field some_name, the flags are gathered into a
- * JSON object, and pbjson turns that object into the request with the same
- * lenient rules it applies to any JSON input. A new request is therefore one
- * new row, and `passerelle help` describes it from its descriptor.
+ * fields positional arguments fill (at most two). Flags are not declared
+ * anywhere: a flag --some-name is the request field some_name, the flags
+ * are gathered into a JSON object, and pbjson turns that object into the
+ * request with the same lenient rules it applies to any JSON input. A new
+ * request is therefore one new row, and `passerelle help` describes it from
+ * its descriptor. A repeated field takes repeated flags or one
+ * comma-separated list.
  *
  * Exit codes are part of the interface for scripts: 0 OK, 1 the service
  * answered with an error (or keygen refused), 2 usage or configuration
@@ -60,49 +62,137 @@ typedef struct {
     const char *argument; /* how help shows the positional argument */
     unsigned flags;
     const char *summary;
+    /* A second positional argument fills this field: "programme attach
+     * P01.. ANAH-84-0001". */
+    const char *positional2;
 } command_t;
 
 static const command_t commands[] = {
     {"health", "health", &passerelle__health_request__descriptor,
      &passerelle__health_reply__descriptor, NULL, NULL, 0, NULL, 0,
-     "Ask the service whether it is up, and who it takes you for."},
+     "Ask the service whether it is up, and who it takes you for.", NULL},
     {"keygen", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0,
      "Make a client key pair (--name NAME --party PARTY), authorized at once,\n"
-     "or the services' certificate if there is none (--server)."},
+     "or the services' certificate if there is none (--server).",
+     NULL},
     {"unit register", "unit.register", &passerelle__unit_register_request__descriptor,
      &passerelle__unit__descriptor, NULL, NULL, 0, NULL, 0,
      "Register a housing unit (logement). Registering the same --external-ref\n"
-     "again returns the unit already registered."},
+     "again returns the unit already registered.",
+     NULL},
     {"unit get", "unit.get", &passerelle__unit_get_request__descriptor,
      &passerelle__unit__descriptor, "id", "external_ref", 'U', "<id-or-ref>", 0,
-     "Show a unit, by id or by external reference."},
+     "Show a unit, by id or by external reference.", NULL},
     {"unit list", "unit.list", &passerelle__unit_list_request__descriptor,
      &passerelle__unit_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
-     "List units, one page at a time; --all follows the pages to the end."},
+     "List units, one page at a time; --all follows the pages to the end.", NULL},
     {"convention envisage", "convention.envisage",
      &passerelle__convention_envisage_request__descriptor, &passerelle__convention__descriptor,
      "unit", NULL, 0, "<unit>", 0,
      "Record that an ANAH convention is envisaged on a private unit (by id or\n"
-     "external reference); Action Logement's correspondent is told."},
+     "external reference); Action Logement's correspondent is told.",
+     NULL},
     {"convention sign", "convention.sign", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Sign an envisaged convention (the unit needs energy class E or better)."},
+     "Sign an envisaged convention (the unit needs energy class E or better).", NULL},
     {"convention in-force", "convention.in_force", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Put a signed convention in force (its first lease)."},
+     "Put a signed convention in force (its first lease).", NULL},
     {"convention end", "convention.end", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "End a convention: --reason expired or terminated."},
+     "End a convention: --reason expired or terminated.", NULL},
     {"convention abandon", "convention.abandon", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Abandon an envisaged convention."},
+     "Abandon an envisaged convention.", NULL},
     {"convention get", "convention.get", &passerelle__convention_get_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Show a convention, with its unit."},
+     "Show a convention, with its unit.", NULL},
+    {"programme create", "programme.create", &passerelle__programme_create_request__descriptor,
+     &passerelle__programme__descriptor, NULL, NULL, 0, NULL, 0,
+     "Create a programme (PIG, OPAH, OPAH-RU, NPNRU, social housing or social\n"
+     "ownership operation) in a territory, or in some of its communes\n"
+     "(--communes Pertuis,Meyrargues).",
+     NULL},
+    {"programme get", "programme.get", &passerelle__programme_get_request__descriptor,
+     &passerelle__programme__descriptor, "id", NULL, 0, "<id>", 0, "Show a programme.", NULL},
+    {"programme list", "programme.list", &passerelle__programme_list_request__descriptor,
+     &passerelle__programme_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
+     "List programmes, by territory or kind; --all follows the pages to the end.", NULL},
+    {"programme attach", "programme.attach_unit", &passerelle__programme_attach_request__descriptor,
+     &passerelle__unit__descriptor, "programme", NULL, 0, "<programme> <unit>", 0,
+     "Attach a unit (by id or external reference) to a programme.", "unit"},
+    {"objective set", "objective.set", &passerelle__objective_set_request__descriptor,
+     &passerelle__objective__descriptor, "programme", NULL, 0, "<programme>", 0,
+     "Set the number of units to reserve for Action Logement in a programme\n"
+     "and a year (--year, --units), optionally for one --level or --financing.",
+     NULL},
+    {"progress", "progress.get", &passerelle__progress_request__descriptor,
+     &passerelle__progress__descriptor, "programme", "territory", 'P', "[<programme-or-territory>]",
+     0,
+     "Show what was reserved for Action Logement against the objectives, for\n"
+     "one programme, the programmes of a territory (CT1..CT6), or all; this\n"
+     "year unless --year.",
+     NULL},
+    {"reservation create", "reservation.create",
+     &passerelle__reservation_create_request__descriptor, &passerelle__reservation__descriptor,
+     "unit", NULL, 0, "[<unit>]", 0,
+     "Reserve a unit (--mode stock, the unit by id or external reference) or a\n"
+     "number of released units of a programme or a landlord in a year\n"
+     "(--mode flow); for Action Logement unless --reservataire. Target publics:\n"
+     "--target-publics under_30,mobility.",
+     NULL},
+    {"reservation release", "reservation.release",
+     &passerelle__reservation_step_request__descriptor, &passerelle__reservation__descriptor, "id",
+     "unit", 'R', "<id-or-unit>", 0,
+     "Release a reservation (it still counts as achieved); a unit names its\n"
+     "active reservation.",
+     NULL},
+    {"reservation cancel", "reservation.cancel", &passerelle__reservation_step_request__descriptor,
+     &passerelle__reservation__descriptor, "id", "unit", 'R', "<id-or-unit>", 0,
+     "Cancel a reservation (it no longer counts).", NULL},
+    {"reservation vacancy", "reservation.vacancy",
+     &passerelle__reservation_step_request__descriptor, &passerelle__reservation__descriptor, "id",
+     "unit", 'R', "<id-or-unit>", 0,
+     "Record a new vacancy of a reserved unit: its candidates start afresh.", NULL},
+    {"reservation get", "reservation.get", &passerelle__reservation_get_request__descriptor,
+     &passerelle__reservation__descriptor, "id", "unit", 'R', "<id-or-unit>", 0,
+     "Show a reservation, by id or by its unit's active reservation.", NULL},
+    {"reservation list", "reservation.list", &passerelle__reservation_list_request__descriptor,
+     &passerelle__reservation_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
+     "List reservations, filtered by unit, programme, reservataire, mode, state,\n"
+     "year or territory; --all follows the pages to the end.",
+     NULL},
+    {"proposal record", "proposal.record", &passerelle__proposal_record_request__descriptor,
+     &passerelle__proposal__descriptor, "reservation", NULL, 0, "<reservation-or-unit>", 0,
+     "Propose a candidate (a pseudonymous --candidate-ref, never a name) for a\n"
+     "reserved unit, with the employer's --employer-siren, --employer-sector\n"
+     "and --employer-headcount and the --publics it belongs to\n"
+     "(under_30,apprentice,...). The reply says whether the candidate is\n"
+     "eligible, and why not.",
+     NULL},
+    {"proposal get", "proposal.get", &passerelle__proposal_get_request__descriptor,
+     &passerelle__proposal__descriptor, "id", NULL, 0, "<id>", 0, "Show a proposal.", NULL},
+    {"proposal list", "proposal.list", &passerelle__proposal_list_request__descriptor,
+     &passerelle__proposal_list__descriptor, "reservation", NULL, 0, "[<reservation>]", CMD_PAGED,
+     "List the candidates proposed for a reservation (its current vacancy\n"
+     "unless --vacancy); --all follows the pages to the end.",
+     NULL},
+    {"attribution decide", "attribution.decide",
+     &passerelle__attribution_decide_request__descriptor, &passerelle__proposal__descriptor,
+     "proposal", NULL, 0, "<proposal>", 0,
+     "Record the allocation committee's decision on a proposal: --decision\n"
+     "attributed, ranked (with --rank 1-3), refused or withdrawn. A unit is\n"
+     "attributed once per vacancy; fewer than three candidates examined is\n"
+     "a warning.",
+     NULL},
+    {"proposal decide", "attribution.decide", &passerelle__attribution_decide_request__descriptor,
+     &passerelle__proposal__descriptor, "proposal", NULL, 0, "<proposal>", 0,
+     "The same as 'attribution decide'.", NULL},
     {"events", "event.list", &passerelle__event_list_request__descriptor,
      &passerelle__event_list_reply__descriptor, NULL, NULL, 0, NULL, CMD_EVENTS,
      "List the service's events after a stream position (--after), one line\n"
-     "each: position, time, type, subject. --json decodes each event's data."},
+     "each: position, time, type, subject. --json decodes each event's data.",
+     NULL},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
@@ -120,6 +210,7 @@ typedef struct {
     long retries;
     bool insecure;
     bool json;
+    bool id_only;
     bool help;
 } options_t;
 
@@ -131,6 +222,7 @@ typedef enum {
     OPT_RETRIES,
     OPT_IDEMPOTENCY_KEY,
     OPT_JSON,
+    OPT_ID_ONLY,
     OPT_HELP,
 } option_id_t;
 
@@ -154,6 +246,9 @@ static const struct {
      "makes a scripted write safe to repeat: the same key returns the\n"
      "first reply and changes nothing (default: a fresh key per run)"},
     {OPT_JSON, "json", NULL, NULL, "print the reply body as JSON"},
+    {OPT_ID_ONLY, "id-only", NULL, NULL,
+     "print only the id of the record in the reply, or of each listed one,\n"
+     "for scripts: P=$(passerelle programme create ... --id-only)"},
     {OPT_HELP, "help", NULL, NULL, "show help (for a command, after its words)"},
 };
 
@@ -229,6 +324,9 @@ static int option_set(options_t *opts, option_id_t id, const char *value)
         break;
     case OPT_JSON:
         opts->json = true;
+        break;
+    case OPT_ID_ONLY:
+        opts->id_only = true;
         break;
     case OPT_HELP:
         opts->help = true;
@@ -352,7 +450,10 @@ static void flag_hint(const ProtobufCFieldDescriptor *field, char *out, size_t o
         size_t len = 0;
         for (unsigned i = 0; i < desc->n_values && len + 1 < out_size; i++) {
             const char *name = pbjson_enum_name(desc, desc->values[i].value);
-            if (!name || strcasecmp(name, "UNSPECIFIED") == 0)
+            /* "unspecified" is never worth typing, whatever prefix the enum's
+             * other values left on it ("KIND_UNSPECIFIED"). */
+            size_t name_len = name ? strlen(name) : 0;
+            if (!name || (name_len >= 11 && strcasecmp(name + name_len - 11, "UNSPECIFIED") == 0))
                 continue;
             out[len] = len == 0 ? ' ' : '|';
             len++;
@@ -392,9 +493,13 @@ static void print_command_help(FILE *out, const command_t *cmd)
         flag_name(field->name, name, sizeof name);
         flag_hint(field, hint, sizeof hint);
         bool positional = (cmd->positional && strcmp(cmd->positional, field->name) == 0) ||
-                          (cmd->positional_alt && strcmp(cmd->positional_alt, field->name) == 0);
+                          (cmd->positional_alt && strcmp(cmd->positional_alt, field->name) == 0) ||
+                          (cmd->positional2 && strcmp(cmd->positional2, field->name) == 0);
+        bool repeated = field->label == PROTOBUF_C_LABEL_REPEATED;
         fprintf(out, "      --%s%s%s%s\n", name, hint,
-                field->label == PROTOBUF_C_LABEL_REPEATED ? " (repeatable)" : "",
+                !repeated                                ? ""
+                : field->type == PROTOBUF_C_TYPE_MESSAGE ? " (repeatable)"
+                                                         : " (repeatable, or comma-separated)",
                 positional
                     ? (cmd->positional_alt ? "  (or as the argument)" : "  (or the argument)")
                     : "");
@@ -490,6 +595,37 @@ static int set_field(json_t *request, const ProtobufCFieldDescriptor *field, jso
     return 0;
 }
 
+/* A repeated scalar field takes a comma-separated list as well as repeated
+ * flags ("--publics under_30,mobility" or "--publics under_30 --publics
+ * mobility"): each item, trimmed, is one more array element, which is how
+ * pbjson reads a repeated field. No commune or enum value has a comma in its
+ * name, so none is split wrongly. Returns 0 or EXIT_USAGE. */
+static int add_list_items(json_t *request, const ProtobufCFieldDescriptor *field, const char *text,
+                          const char *shown_as)
+{
+    const char *item = text;
+    for (;;) {
+        size_t len = strcspn(item, ",");
+        const char *end = item + len;
+        while (item < end && isspace((unsigned char)*item))
+            item++;
+        while (end > item && isspace((unsigned char)end[-1]))
+            end--;
+        if (end == item)
+            return usage_error("%s: an empty item in '%s'", shown_as, text);
+        json_t *value = json_stringn(item, (size_t)(end - item));
+        if (!value)
+            return usage_error("%s: '%s' is not UTF-8 text", shown_as, text);
+        int rc = set_field(request, field, value, shown_as);
+        if (rc)
+            return rc;
+        item += strcspn(item, ",");
+        if (*item != ',')
+            return 0;
+        item++;
+    }
+}
+
 typedef struct {
     bool all; /* --all on a paged command */
 } command_flags_t;
@@ -500,17 +636,19 @@ static int request_from_args(const command_t *cmd, char **args, int count, json_
                              command_flags_t *extra)
 {
     const ProtobufCMessageDescriptor *desc = cmd->request;
-    bool positional_taken = false;
+    int positionals_taken = 0;
 
     for (int i = 0; i < count; i++) {
         const char *arg = args[i];
         if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0') {
-            if (!cmd->positional || positional_taken)
+            const char *name = positionals_taken == 0   ? cmd->positional
+                               : positionals_taken == 1 ? cmd->positional2
+                                                        : NULL;
+            if (!name)
                 return usage_error("unexpected argument '%s' for '%s'", arg, cmd->words);
-            positional_taken = true;
-            const char *name = cmd->positional;
-            if (cmd->positional_alt && !id_valid(cmd->id_prefix, arg))
+            if (positionals_taken == 0 && cmd->positional_alt && !id_valid(cmd->id_prefix, arg))
                 name = cmd->positional_alt;
+            positionals_taken++;
             const ProtobufCFieldDescriptor *field =
                 protobuf_c_message_descriptor_get_field_by_name(desc, name);
             json_t *value = json_string(arg);
@@ -563,6 +701,11 @@ static int request_from_args(const command_t *cmd, char **args, int count, json_
                 value = json_loads(text, JSON_DECODE_ANY, &error);
                 if (!value)
                     return usage_error("--%.*s: not JSON: %s", (int)name_len, arg + 2, error.text);
+            } else if (field->label == PROTOBUF_C_LABEL_REPEATED) {
+                int rc = add_list_items(request, field, text, arg);
+                if (rc)
+                    return rc;
+                continue;
             } else {
                 value = json_string(text);
                 if (!value)
@@ -628,9 +771,36 @@ static void print_json(json_t *json)
     fputc('\n', stdout);
 }
 
+static const char *string_field(const ProtobufCMessage *msg, const char *name);
+static const ProtobufCFieldDescriptor *list_field(const ProtobufCMessageDescriptor *desc);
+
+/* --id-only: the record's id, or one line per listed record. A reply with
+ * neither (progress, health) prints nothing, which a script notices. */
+static void print_ids(const ProtobufCMessage *msg)
+{
+    const char *id = string_field(msg, "id");
+    if (*id) {
+        printf("%s\n", id);
+        return;
+    }
+    const ProtobufCFieldDescriptor *items = list_field(msg->descriptor);
+    if (!items)
+        return;
+    size_t count = *(const size_t *)((const char *)msg + items->quantifier_offset);
+    const ProtobufCMessage *const *list =
+        *(const ProtobufCMessage *const *const *)((const char *)msg + items->offset);
+    for (size_t i = 0; i < count; i++) {
+        id = string_field(list[i], "id");
+        if (*id)
+            printf("%s\n", id);
+    }
+}
+
 static void print_result(const options_t *opts, const command_t *cmd, const ProtobufCMessage *msg)
 {
-    if (opts->json) {
+    if (opts->id_only) {
+        print_ids(msg);
+    } else if (opts->json) {
         json_t *json = (cmd->flags & CMD_EVENTS)
                            ? cli_events_to_json((const Passerelle__EventListReply *)msg)
                            : pbjson_from_message(msg);
@@ -704,7 +874,9 @@ static int run_request(client_t *client, const options_t *opts, const command_t 
             protobuf_c_message_free_unpacked(result, NULL);
             break;
         }
-        if (opts->json) {
+        if (opts->id_only) {
+            print_ids(result);
+        } else if (opts->json) {
             json_t *page = pbjson_from_message(result);
             json_t *page_items = json_object_get(page, items->name);
             if (page_items)
@@ -726,7 +898,7 @@ static int run_request(client_t *client, const options_t *opts, const command_t 
             break;
     }
     free(previous_token);
-    if (gathered && rc == 0 && opts->json) {
+    if (gathered && rc == 0 && opts->json && !opts->id_only) {
         json_t *out = json_object();
         json_object_set(out, items->name, gathered);
         print_json(out);

@@ -191,6 +191,28 @@ static void test_help_lists_commands_and_flags(void **state)
         "convention abandon",
         "convention get",
         "events",
+        "programme create",
+        "programme get <id>",
+        "programme list",
+        "programme attach <programme> <unit>",
+        "objective set <programme>",
+        "progress [<programme-or-territory>]",
+        "reservation create [<unit>]",
+        "reservation release <id-or-unit>",
+        "reservation cancel <id-or-unit>",
+        "reservation vacancy <id-or-unit>",
+        "reservation get <id-or-unit>",
+        "reservation list",
+        "proposal record <reservation-or-unit>",
+        "proposal get <id>",
+        "proposal list [<reservation>]",
+        "attribution decide <proposal>",
+        "proposal decide <proposal>",
+        "--kind pig|opah|opah_ru|npnru|social_housing|social_ownership",
+        "--publics under_30|apprentice|seasonal|mobility|in_difficulty|disability (repeatable, "
+        "or comma-separated)",
+        "--decision pending|attributed|ranked|refused|withdrawn",
+        "--id-only",
         "--external-ref TEXT",
         "--surface-m2 NUMBER",
         "private|social",
@@ -254,6 +276,22 @@ static void test_usage_errors_exit_2(void **state)
     run = run_cli("convention", "sign", "C1", "C2");
     assert_int_equal(run.exit_code, 2);
     assert_contains(run.err, "C2");
+    run_free(&run);
+
+    /* two arguments where two are natural, not three */
+    run = run_cli("programme", "attach", "P1", "U1", "U2");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "'U2'");
+    run_free(&run);
+
+    /* a comma-separated list is checked item by item before any call */
+    run = run_cli("proposal", "record", "R1", "--publics", "under_30,astronauts");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "publics[1]");
+    run_free(&run);
+    run = run_cli("reservation", "create", "U1", "--target-publics", "under_30,,mobility");
+    assert_int_equal(run.exit_code, 2);
+    assert_contains(run.err, "empty item");
     run_free(&run);
 
     run = run_cli("--timeout-ms", "soon", "health");
@@ -492,6 +530,230 @@ static void test_tour(void **state)
     run_free(&run);
 }
 
+/* The first line of a run's stdout (--id-only), without its newline. */
+static void first_line(const run_t *run, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%.*s", (int)strcspn(run->out, "\n"), run->out);
+}
+
+/* The README's second tour: a PIG programme in CT2 with an objective of 12
+ * units for this year, a private unit of it conventioned and reserved for
+ * Action Logement, two candidates (one whose employer is too small), the
+ * committee's decision, and the progress: 1 of 12. As the admin, as the
+ * README runs it. */
+static void test_tour_reservations(void **state)
+{
+    (void)state;
+    need_service();
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    int year = tm.tm_year + 1900;
+    char y[16], start[24], end[24], stock_end[24];
+    snprintf(y, sizeof y, "%d", year);
+    snprintf(start, sizeof start, "%d-01-01", year);
+    snprintf(end, sizeof end, "%d-12-31", year + 2);
+    snprintf(stock_end, sizeof stock_end, "%d-12-31", year + 3);
+
+    /* Y=$(date +%Y)
+     * P=$(passerelle programme create --name "PIG Pays d'Aix" --kind pig --territory CT2 \
+     *     --start-date $Y-01-01 --end-date $((Y + 2))-12-31 --operator "Soliha Provence" \
+     *     --id-only) */
+    run_t run = run_as("admin", "programme", "create", "--name", "PIG Pays d'Aix", "--kind", "pig",
+                       "--territory", "CT2", "--start-date", start, "--end-date", end, "--operator",
+                       "Soliha Provence", "--id-only");
+    assert_int_equal(run.exit_code, 0);
+    char programme[64];
+    first_line(&run, programme, sizeof programme);
+    assert_int_equal(programme[0], 'P');
+    assert_int_equal(strlen(programme), 27);
+    run_free(&run);
+
+    /* passerelle objective set $P --year $Y --units 12 */
+    run = run_as("admin", "objective", "set", programme, "--year", y, "--units", "12");
+    assert_int_equal(run.exit_code, 0);
+    char line[256];
+    snprintf(line, sizeof line, "objective %s %d: 12 units for Action Logement (CT2)", programme,
+             year);
+    assert_contains(run.out, line);
+    run_free(&run);
+
+    /* passerelle unit register --external-ref ANAH-84-0002 ... --programme-id $P */
+    run = run_as("admin", "unit", "register", "--external-ref", "ANAH-84-TOUR-2", "--address",
+                 "4 rue Ledru-Rollin", "--commune", "Pertuis", "--stock", "private", "--typology",
+                 "t2", "--surface-m2", "48", "--landlord", "OWNER-91C2", "--energy-class", "c",
+                 "--programme-id", programme);
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "[ANAH-84-TOUR-2] T2 PRIVATE 48 m2, Pertuis 84089 (CT2)");
+    snprintf(line, sizeof line, "programme_id: %s", programme);
+    assert_contains(run.out, line);
+    run_free(&run);
+
+    run = run_as("admin", "convention", "envisage", "--unit", "ANAH-84-TOUR-2", "--level", "loc2",
+                 "--rent-ceiling-eur-m2", "9.5");
+    assert_int_equal(run.exit_code, 0);
+    run_free(&run);
+    run = run_as("admin", "convention", "sign", "ANAH-84-TOUR-2");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "state: SIGNED");
+    run_free(&run);
+
+    /* the programme counts its unit */
+    run = run_as("admin", "programme", "get", programme);
+    assert_int_equal(run.exit_code, 0);
+    snprintf(line, sizeof line,
+             "programme %s PIG 'PIG Pays d'Aix', CT2, %s to %s, operator Soliha Provence, 1 unit "
+             "attached",
+             programme, start, end);
+    assert_contains(run.out, line);
+    run_free(&run);
+
+    /* passerelle reservation create ANAH-84-0002 --mode stock \
+     *     --end-date $((Y + 3))-12-31 --target-publics under_30,mobility */
+    run = run_as("admin", "reservation", "create", "ANAH-84-TOUR-2", "--mode", "stock",
+                 "--end-date", stock_end, "--target-publics", "under_30,mobility");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "reservation R");
+    assert_contains(run.out, " STOCK ACTIVE for ACTION_LOGEMENT, unit U");
+    assert_contains(run.out, "[ANAH-84-TOUR-2] Pertuis 84089 (CT2), LOC2, ");
+    assert_contains(run.out, "vacancy 1 not attributed");
+    assert_contains(run.out, "target_publics: UNDER_30, MOBILITY");
+    char reservation[64];
+    snprintf(reservation, sizeof reservation, "%.27s", strstr(run.out, "reservation R") + 12);
+    run_free(&run);
+
+    /* a second one on the same unit names the holder */
+    run = run_as("admin", "reservation", "create", "ANAH-84-TOUR-2", "--mode", "stock",
+                 "--end-date", stock_end, "--reservataire", "commune");
+    assert_int_equal(run.exit_code, 1);
+    assert_contains(run.err, "error: CONFLICT: ");
+    assert_contains(run.err, reservation);
+    assert_contains(run.err, "ACTION_LOGEMENT");
+    assert_contains(run.err, "(field: unit)");
+    run_free(&run);
+
+    /* D1=$(passerelle proposal record ANAH-84-0002 --candidate-ref CAND-0117 \
+     *     --employer-siren 123456782 --employer-sector private_non_agricultural \
+     *     --employer-headcount 250 --publics under_30,mobility --id-only) */
+    run = run_as("admin", "proposal", "record", "ANAH-84-TOUR-2", "--candidate-ref", "CAND-0117",
+                 "--employer-siren", "123456782", "--employer-sector", "private_non_agricultural",
+                 "--employer-headcount", "250", "--publics", "under_30,mobility", "--id-only");
+    assert_int_equal(run.exit_code, 0);
+    char proposal[64];
+    first_line(&run, proposal, sizeof proposal);
+    assert_int_equal(proposal[0], 'D');
+    run_free(&run);
+
+    /* passerelle proposal record ANAH-84-0002 --candidate-ref CAND-0118 \
+     *     --employer-siren 987654324 --employer-sector private_non_agricultural \
+     *     --employer-headcount 6 */
+    run = run_as("admin", "proposal", "record", "ANAH-84-TOUR-2", "--candidate-ref", "CAND-0118",
+                 "--employer-siren", "987654324", "--employer-sector", "private_non_agricultural",
+                 "--employer-headcount", "6");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "candidate CAND-0118, employer 987654324 PRIVATE_NON_AGRICULTURAL 6 "
+                             "employees, not eligible: ");
+    assert_contains(run.out, "10 or more");
+    assert_contains(run.out, "PENDING");
+    run_free(&run);
+
+    /* the eligible one, readable */
+    run = run_as("admin", "proposal", "get", proposal);
+    assert_int_equal(run.exit_code, 0);
+    snprintf(line, sizeof line,
+             "proposal %s candidate CAND-0117, employer 123456782 PRIVATE_NON_AGRICULTURAL 250 "
+             "employees, eligible, PENDING",
+             proposal);
+    assert_contains(run.out, line);
+    assert_contains(run.out, "publics: UNDER_30, MOBILITY");
+    run_free(&run);
+
+    /* passerelle attribution decide $D1 --decision attributed */
+    run = run_as("admin", "attribution", "decide", proposal, "--decision", "attributed");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "eligible, ATTRIBUTED");
+    assert_contains(run.out, "warnings: ");
+    assert_contains(run.out, "three");
+    run_free(&run);
+
+    /* the unit is attributed once per vacancy */
+    run = run_as("admin", "reservation", "get", "ANAH-84-TOUR-2");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "vacancy 1 attributed");
+    run_free(&run);
+
+    /* both candidates of the vacancy, one line each */
+    run = run_as("admin", "proposal", "list", "ANAH-84-TOUR-2", "--all");
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "proposals (2):");
+    assert_contains(run.out, "candidate CAND-0117");
+    assert_contains(run.out, "candidate CAND-0118");
+    run_free(&run);
+
+    /* passerelle progress $P: 1 of 12 */
+    run = run_as("admin", "progress", programme);
+    assert_int_equal(run.exit_code, 0);
+    assert_contains(run.out, "programme");
+    assert_contains(run.out, "level/financing");
+    assert_contains(run.out, "objective");
+    assert_contains(run.out, "achieved");
+    const char *row = strstr(run.out, programme);
+    assert_non_null(row);
+    char row_programme[64], territory[16], scope[32], ratio[16];
+    unsigned row_year = 0, objective = 0, achieved = 0;
+    assert_int_equal(sscanf(row, "%63s %15s %u %31s %u %u %15s", row_programme, territory,
+                            &row_year, scope, &objective, &achieved, ratio),
+                     7);
+    assert_string_equal(territory, "CT2");
+    assert_int_equal(row_year, (unsigned)year);
+    assert_string_equal(scope, "all");
+    assert_int_equal(objective, 12);
+    assert_int_equal(achieved, 1);
+    assert_string_equal(ratio, "8%");
+    run_free(&run);
+
+    /* the same for the territory, and as JSON */
+    run = run_as("admin", "progress", "CT2", "--json");
+    assert_int_equal(run.exit_code, 0);
+    json_t *json = parse_json(run.out);
+    bool found = false;
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(json, "rows"), i, item)
+    {
+        if (strcmp(json_str(item, "programme_id"), programme) != 0 ||
+            json_object_get(item, "level") || json_object_get(item, "financing"))
+            continue;
+        found = true;
+        assert_int_equal(json_integer_value(json_object_get(item, "objective")), 12);
+        assert_int_equal(json_integer_value(json_object_get(item, "achieved")), 1);
+    }
+    assert_true(found);
+    json_decref(json);
+    run_free(&run);
+
+    /* the events say all of it, with their data decoded */
+    run = run_as("admin", "events", "--json", "--limit", "1000");
+    assert_int_equal(run.exit_code, 0);
+    json = parse_json(run.out);
+    const char *types[] = {"programme.created", "objective.set", "reservation.created",
+                           "proposal.recorded", "attribution.decided"};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        found = false;
+        json_array_foreach(json_object_get(json, "events"), i, item)
+        {
+            json_t *event = json_object_get(item, "event");
+            if (strcmp(json_str(event, "type"), types[t]) == 0 &&
+                json_is_object(json_object_get(event, "data")))
+                found = true;
+        }
+        if (!found)
+            fail_msg("no %s event with decoded data", types[t]);
+    }
+    json_decref(json);
+    run_free(&run);
+}
+
 static void test_error_reply_names_the_field(void **state)
 {
     (void)state;
@@ -651,6 +913,7 @@ int main(void)
         cmocka_unit_test(test_unreachable_exits_3),
         cmocka_unit_test(test_health),
         cmocka_unit_test(test_tour),
+        cmocka_unit_test(test_tour_reservations),
         cmocka_unit_test(test_error_reply_names_the_field),
         cmocka_unit_test(test_list_all_follows_pages),
         cmocka_unit_test(test_idempotency_key_repeats_safely),
