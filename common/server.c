@@ -13,11 +13,14 @@
  * Writes are committed in groups (server.h): the actor drains the requests
  * waiting on its socket, runs their handlers, which hand their transactions
  * over instead of committing, then commits them all in one Redis pipeline
- * and only then sends their replies. With Redis fsyncing every write
+ * and only then sends their replies; the reads of the requests drained
+ * together (idempotency records, then the handlers' records, in passes over
+ * a snapshot) are grouped in pipelines too. With Redis fsyncing every write
  * (appendfsync always), one pipeline costs one fsync however many requests
  * it carries, which is how concurrent writers get more than one fsync's
  * worth of throughput from a single-threaded server. Reads and refusals are
- * answered as soon as their handler returns: they wait for nothing. */
+ * answered as soon as their handler returns: they never wait for a commit. */
+#define _GNU_SOURCE /* ppoll */
 #include "server.h"
 #include "acl.h"
 #include "config.h"
@@ -27,8 +30,10 @@
 #include "log.h"
 
 #include <czmq.h>
+#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -48,6 +53,14 @@
  * busy service to share one fsync, few enough that the first request of a
  * batch does not wait long for the handlers of the others. */
 #define SERVER_BATCH_MAX 64
+/* Passes of a group's handlers over its snapshot (server_serve_group):
+ * one per step of a chain of dependent reads (unit reference, unit,
+ * convention and holder), plus the pass that runs through. */
+#define SERVER_SNAPSHOT_PASSES 5
+/* How long a batch may wait for writers seen in the previous batch
+ * (server_gather): about the time their replies take to leave and their
+ * next requests to come back, a fraction of the fsync they then share. */
+#define SERVER_GATHER_US 300
 
 struct server_t {
     server_config_t cfg; /* strings below are our own copies */
@@ -68,6 +81,8 @@ struct server_t {
      * used by the actor only. */
     struct slot_t *slots;
     txn_batch_item_t *items;
+    txn_lookup_item_t *lookups;
+    size_t last_writes; /* writes committed by the previous batch */
 };
 
 /* ------------------------------------------------------------------------
@@ -451,8 +466,9 @@ static bool server_run(server_t *self, slot_t *slot)
     }
 }
 
-/* Everything before the handler: decoding, caller, route, ACL, the
- * idempotency lookup, the body. True if the handler should run; else the
+/* Everything that needs no Redis: decoding, caller, route, ACL, and for a
+ * write its idempotency key and fingerprint. True if the request goes on
+ * (server_prepare, after the idempotency lookup of its group); else the
  * outcome holds the reply. */
 static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, size_t len,
                            const char *user_id)
@@ -519,18 +535,34 @@ static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, si
         server_fingerprint(req->type, body, body_len, fingerprint);
         call.idempotency_key = idem_key;
         call.fingerprint = fingerprint;
+    }
+    slot->call = call;
+    slot->route = route;
+    slot->ctx = ctx;
+    return true;
+}
 
-        uint8_t *stored = NULL;
-        size_t stored_len = 0;
-        txn_result_t seen =
-            txn_lookup(self->cfg.store, idem_key, fingerprint, &stored, &stored_len);
-        switch (seen) {
+/* The rest of the pipeline before the handler: the outcome of the
+ * idempotency lookup (writes: seen is the request's item of its group's
+ * lookup, whose stored reply this takes), and the body. True if the handler
+ * should run; else the outcome holds the reply. */
+static bool server_prepare(server_t *self, slot_t *slot, txn_lookup_item_t *seen)
+{
+    outcome_t *out = &slot->out;
+    const Passerelle__Request *req = slot->req;
+    const route_t *route = slot->route;
+    const uint8_t *body = req->has_body ? req->body.data : NULL;
+    size_t body_len = req->has_body ? req->body.len : 0;
+    if (seen) {
+        uint8_t *stored = seen->stored;
+        seen->stored = NULL;
+        switch (seen->result) {
         case TXN_NEW:
             free(stored);
             break;
         case TXN_DUPLICATE:
             out->reply.stored = stored;
-            out->reply.stored_len = stored_len;
+            out->reply.stored_len = seen->stored_len;
             return false;
         case TXN_KEY_REUSED:
             free(stored);
@@ -557,9 +589,6 @@ static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, si
                       route->request->short_name);
         return false;
     }
-    slot->call = call;
-    slot->route = route;
-    slot->ctx = ctx;
     slot->request = request;
     return true;
 }
@@ -615,7 +644,7 @@ static void server_log(const server_t *self, const outcome_t *out, int64_t durat
 /* One message from the ROUTER: [routing id][empty][payload], or without the
  * delimiter from a peer that does not send one. Any other shape is answered
  * INVALID_ARGUMENT, in the same framing the peer used. Fills the slot; true
- * if its handler should run. */
+ * if the request goes on (server_prepare). */
 static bool server_begin(server_t *self, slot_t *slot, zmsg_t *msg)
 {
     memset(slot, 0, sizeof *slot);
@@ -714,27 +743,149 @@ static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pendi
     }
 }
 
-/* One batch: drains what waits on the ROUTER (the first message is known
- * to be there), answers reads and refusals at once, and commits the writes
- * together. */
-static void server_serve_batch(server_t *self, zsock_t *router)
+/* Runs the handler of a slot inside the group's snapshot (store.h). True
+ * if it ran through; false if it missed a record, its run thrown away, to
+ * run again once the snapshot holds what it read. */
+static bool server_run_snapshot(server_t *self, slot_t *slot)
 {
-    slot_t *pending[SERVER_BATCH_MAX];
-    size_t count = 0;
-    for (size_t drained = 0; drained < SERVER_BATCH_MAX; drained++) {
-        if (drained > 0 && !(zsock_events(router) & ZMQ_POLLIN))
-            break;
-        zmsg_t *msg = zmsg_recv(router);
-        if (!msg)
-            break;
-        slot_t *slot = &self->slots[drained];
-        bool run = server_begin(self, slot, msg);
-        zmsg_destroy(&msg);
-        if (run && server_run(self, slot))
-            pending[count++] = slot;
+    size_t misses = store_snapshot_misses(self->cfg.store);
+    reply_reset(&slot->out.reply);
+    slot->out.reply.group_store = self->cfg.store;
+    slot->route->handler(slot->ctx, &slot->call, slot->request, &slot->out.reply);
+    if (store_snapshot_misses(self->cfg.store) == misses)
+        return true;
+    reply_reset(&slot->out.reply);
+    return false;
+}
+
+/* One group of slots (first to end): the idempotency records of its
+ * writes in one round trip, then the handlers in passes over a snapshot
+ * (store.h), each pass reading in one round trip every record the previous
+ * one missed. A request reading records that depend on each other (a unit,
+ * then its convention) takes a pass per step, whatever the number of
+ * requests. Handlers still missing after SERVER_SNAPSHOT_PASSES, or when
+ * a pipeline fails, run once more reading by themselves, which also gives
+ * them the store's real error. Those with a transaction join pending; the
+ * others are answered now. */
+static void server_serve_group(server_t *self, zsock_t *router, size_t first, size_t end,
+                               bool *goes_on, slot_t **pending, size_t *count)
+{
+    txn_lookup_item_t *lookups = self->lookups;
+    size_t n = 0;
+    for (size_t i = first; i < end; i++) {
+        const slot_t *slot = &self->slots[i];
+        if (goes_on[i - first] && slot->route->write) {
+            memset(&lookups[n], 0, sizeof lookups[n]);
+            lookups[n].idempotency_key = slot->call.idempotency_key;
+            lookups[n].fingerprint = slot->call.fingerprint;
+            n++;
+        }
+    }
+    txn_lookup_many(self->cfg.store, lookups, n);
+    size_t next = 0, waiting = 0;
+    for (size_t i = first; i < end; i++) {
+        slot_t *slot = &self->slots[i];
+        if (!goes_on[i - first])
+            continue;
+        txn_lookup_item_t *seen = slot->route->write ? &lookups[next++] : NULL;
+        goes_on[i - first] = server_prepare(self, slot, seen);
+        if (goes_on[i - first])
+            waiting++;
         else
             server_finish(self, router, slot);
     }
+    bool later[SERVER_BATCH_MAX] = {false};
+    if (waiting == 0 || !self->cfg.store)
+        goto alone;
+    store_snapshot_begin(self->cfg.store);
+    for (int pass = 0; waiting > 0 && pass < SERVER_SNAPSHOT_PASSES; pass++) {
+        if (pass > 0 && store_snapshot_fill(self->cfg.store) != STORE_OK)
+            break;
+        for (size_t i = first; i < end; i++) {
+            slot_t *slot = &self->slots[i];
+            if (!goes_on[i - first] || later[i - first] || !server_run_snapshot(self, slot))
+                continue;
+            waiting--;
+            /* A handler that committed by itself and went stale runs again
+             * below, outside the snapshot, on fresh state. */
+            if (slot->out.reply.retry && server_count_stale(slot)) {
+                later[i - first] = true;
+                continue;
+            }
+            goes_on[i - first] = false;
+            if (slot->out.reply.txn)
+                pending[(*count)++] = slot;
+            else
+                server_finish(self, router, slot);
+        }
+    }
+    store_snapshot_end(self->cfg.store);
+alone:
+    for (size_t i = first; i < end; i++) {
+        slot_t *slot = &self->slots[i];
+        if (!goes_on[i - first])
+            continue;
+        if (server_run(self, slot))
+            pending[(*count)++] = slot;
+        else
+            server_finish(self, router, slot);
+    }
+}
+
+/* Waits, until deadline_us at the latest, for a request on the ROUTER.
+ * ZMQ_FD is edge-triggered: it wakes us when the socket's state changes,
+ * and ZMQ_EVENTS, read again after each wake-up, says whether that was a
+ * request. ppoll, for a timeout finer than poll's milliseconds. */
+static bool server_gather(zsock_t *router, int64_t deadline_us)
+{
+    struct pollfd fd = {.fd = zsock_fd(router), .events = POLLIN};
+    for (;;) {
+        if (zsock_events(router) & ZMQ_POLLIN)
+            return true;
+        int64_t left_us = deadline_us - zclock_usecs();
+        if (left_us <= 0)
+            return false;
+        struct timespec timeout = {.tv_sec = 0, .tv_nsec = (long)left_us * 1000};
+        if (ppoll(&fd, 1, &timeout, NULL) < 0 && errno != EINTR)
+            return false;
+    }
+}
+
+/* One batch: drains what waits on the ROUTER (the first message is known
+ * to be there), answers reads and refusals at once, and commits the writes
+ * together.
+ *
+ * It works in groups: the requests waiting now are decoded, their writes'
+ * idempotency records read in one round trip (not one each), and their
+ * handlers run; those that arrived meanwhile make the next group, until
+ * none is waiting or the batch is full. Then the writes of every group are
+ * committed in one pipeline. */
+static void server_serve_batch(server_t *self, zsock_t *router)
+{
+    slot_t *pending[SERVER_BATCH_MAX];
+    bool goes_on[SERVER_BATCH_MAX];
+    size_t count = 0, drained = 0;
+    int64_t gather_until_us = zclock_usecs() + SERVER_GATHER_US;
+    while (drained < SERVER_BATCH_MAX) {
+        size_t first = drained;
+        for (; drained < SERVER_BATCH_MAX; drained++) {
+            if (drained > 0 && !(zsock_events(router) & ZMQ_POLLIN) &&
+                (drained >= self->last_writes || !server_gather(router, gather_until_us)))
+                break;
+            zmsg_t *msg = zmsg_recv(router);
+            if (!msg)
+                break;
+            slot_t *slot = &self->slots[drained];
+            goes_on[drained - first] = server_begin(self, slot, msg);
+            zmsg_destroy(&msg);
+            if (!goes_on[drained - first])
+                server_finish(self, router, slot);
+        }
+        if (drained == first)
+            break;
+        server_serve_group(self, router, first, drained, goes_on, pending, &count);
+    }
+    self->last_writes = count;
     server_commit_rounds(self, router, pending, count);
 }
 
@@ -845,6 +996,7 @@ static void server_free(server_t *self)
 {
     free(self->slots);
     free(self->items);
+    free(self->lookups);
     keydir_destroy(&self->keydir);
     zcert_destroy(&self->cert);
     free(self->service);
@@ -880,7 +1032,8 @@ server_t *server_new(const server_config_t *cfg)
     self->started_ms = time_now_ms();
     self->slots = calloc(SERVER_BATCH_MAX, sizeof *self->slots);
     self->items = calloc(SERVER_BATCH_MAX, sizeof *self->items);
-    if (!self->slots || !self->items) {
+    self->lookups = calloc(SERVER_BATCH_MAX, sizeof *self->lookups);
+    if (!self->slots || !self->items || !self->lookups) {
         server_free(self);
         return NULL;
     }

@@ -17,11 +17,15 @@
  * for its own, whatever the number of clients. Instead, the server works in
  * batches:
  *   1. it drains the requests already waiting on its socket (at most
- *      SERVER_BATCH_MAX, without blocking) and runs each one's pipeline up
- *      to and including its handler; reply_commit() does not commit but
- *      hands the transaction and the reply to store with it to the server
- *      (txn_take). A request without a transaction (a read, a refusal, a
- *      repeat answered from state) is answered at once;
+ *      SERVER_BATCH_MAX, without blocking; if the previous batch carried
+ *      more writes than are waiting, it waits up to SERVER_GATHER_US for
+ *      those writers to come back, so that they share this batch rather
+ *      than each paying one more fsync; a lone client never waits) and
+ *      runs each one's pipeline up to and including its handler;
+ *      reply_commit() does not commit but hands the transaction and the
+ *      reply to store with it to the server (txn_take). A request without
+ *      a transaction (a read, a refusal, a repeat answered from state) is
+ *      answered at once;
  *   2. it commits every pending transaction as one Redis pipeline
  *      (txn_commit_batch): one event-loop pass, one fsync for all;
  *   3. it maps each outcome onto its reply (committed, duplicate -> the
@@ -31,6 +35,19 @@
  *      following round. A stale commit caused by an earlier request of the
  *      same batch (same record) is not counted against the request's
  *      retries: every round commits or counts something, so rounds end.
+ * Reads of a batch are grouped too. The requests drained together have
+ * their idempotency records read in one round trip (txn_lookup_many), and
+ * their handlers run in passes over a snapshot of the records they read
+ * (store_snapshot_*): a handler that reads a record the snapshot does not
+ * hold yet gives up, its run thrown away; the records missed by a pass are
+ * read in one pipeline, and the handlers run again. A request costs a
+ * round trip per step of its chain of dependent reads (a unit, then its
+ * convention), shared by every request of the group, instead of one per
+ * read. The snapshot holds what Redis said during the group, before any of
+ * the batch's commits, which is what each handler would have read on its
+ * own; commits are guarded as ever. So a handler may run more than once per
+ * request: it must act only through its reply and its transaction (the
+ * house rule already: validate, read, decide, reply, commit).
  * A reply to a write never leaves before its write is durable. Requests of
  * one batch that touch one record are ordered by the pipeline: the later
  * one goes stale and is run again on what the earlier one wrote; two

@@ -30,6 +30,15 @@ typedef struct {
     char sha[STORE_SHA_LEN + 1]; /* "" until loaded on this connection */
 } store_script_t;
 
+/* A record as read into a snapshot: version 0 = absent. */
+typedef struct {
+    char *key;
+    uint64_t version;
+    uint8_t *data;
+    size_t len;
+    bool filled; /* false: missed, to read at the next fill */
+} store_snap_entry_t;
+
 struct store_t {
     char *host;
     int port;
@@ -45,6 +54,11 @@ struct store_t {
 
     store_script_t scripts[STORE_MAX_SCRIPTS];
     int script_count;
+
+    /* The open snapshot (store_snapshot_begin), or none. */
+    bool snapshot;
+    store_snap_entry_t *snap;
+    size_t snap_count, snap_capacity, snap_misses;
 };
 
 /* ======================== configuration ================================ */
@@ -89,6 +103,8 @@ void store_destroy(store_t **self_p)
     if (!self_p || !*self_p)
         return;
     store_t *self = *self_p;
+    store_snapshot_end(self);
+    free(self->snap);
     if (self->ctx)
         redisFree(self->ctx);
     for (int i = 0; i < self->script_count; i++)
@@ -460,6 +476,55 @@ void store_script_run_many(store_t *self, int script, const store_call_t *calls,
     free(todo);
 }
 
+/* ======================== plain pipelines ============================== */
+
+void store_command_many(store_t *self, const store_cmd_t *cmds, size_t count, redisReply **replies,
+                        store_result_t *results)
+{
+    for (size_t i = 0; i < count; i++) {
+        replies[i] = NULL;
+        results[i] = STORE_LOST;
+    }
+    if (count == 0)
+        return;
+    store_result_t connected = ensure_connected(self);
+    if (connected != STORE_OK) {
+        for (size_t i = 0; i < count; i++)
+            results[i] = connected;
+        return;
+    }
+    /* Appending only fills hiredis's output buffer; the first
+     * redisGetReply writes all of it. A command hiredis could not queue
+     * (out of memory) was never sent, and gets no reply to wait for. */
+    bool *queued = calloc(count, sizeof *queued);
+    if (!queued) {
+        set_error(self, "out of memory queueing a pipeline", NULL);
+        for (size_t i = 0; i < count; i++)
+            results[i] = STORE_REFUSED;
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        queued[i] = redisAppendCommandArgv(self->ctx, cmds[i].argc, cmds[i].argv,
+                                           cmds[i].argv_len) == REDIS_OK;
+        if (!queued[i]) {
+            set_error(self, "out of memory queueing a pipeline", NULL);
+            results[i] = STORE_REFUSED;
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (!queued[i])
+            continue;
+        void *answer = NULL;
+        if (redisGetReply(self->ctx, &answer) != REDIS_OK || !answer) {
+            /* Every reply from here on is lost with the connection. */
+            drop_connection(self);
+            break;
+        }
+        results[i] = finish(self, answer, &replies[i]);
+    }
+    free(queued);
+}
+
 /* ======================== helpers ====================================== */
 
 bool store_ping(store_t *self)
@@ -483,12 +548,179 @@ uint64_t store_reconnects(const store_t *self)
     return self->reconnects;
 }
 
+/* Parses an HMGET key v pb reply into a record (see store_record_get). */
+static store_result_t record_from_reply(store_t *self, const char *key, const redisReply *reply,
+                                        uint64_t *version, uint8_t **data, size_t *len)
+{
+    *version = 0;
+    *data = NULL;
+    *len = 0;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        set_error(self, "unexpected reply to HMGET", key);
+        return STORE_REFUSED;
+    }
+    const redisReply *v = reply->element[0], *pb = reply->element[1];
+    if (v->type != REDIS_REPLY_STRING)
+        return STORE_OK;
+    char *end;
+    unsigned long long parsed = strtoull(v->str, &end, 10);
+    if (*end || end == v->str || parsed == 0) {
+        set_error(self, "record with a bad version", key);
+        return STORE_REFUSED;
+    }
+    /* One byte more than needed so that an empty record still gets a
+     * non-NULL pointer: NULL means absent. */
+    size_t size = pb->type == REDIS_REPLY_STRING ? pb->len : 0;
+    uint8_t *copy = malloc(size + 1);
+    if (!copy) {
+        set_error(self, "out of memory", NULL);
+        return STORE_REFUSED;
+    }
+    if (size)
+        memcpy(copy, pb->str, size);
+    *version = parsed;
+    *data = copy;
+    *len = size;
+    return STORE_OK;
+}
+
+/* The snapshot's entry for key, or NULL. Linear: a snapshot holds the few
+ * records the handlers of one group read (a few per request). */
+static store_snap_entry_t *snapshot_find(store_t *self, const char *key)
+{
+    for (size_t i = 0; i < self->snap_count; i++)
+        if (strcmp(self->snap[i].key, key) == 0)
+            return &self->snap[i];
+    return NULL;
+}
+
+/* store_record_get inside a snapshot. */
+static store_result_t snapshot_get(store_t *self, const char *key, uint64_t *version,
+                                   uint8_t **data, size_t *len)
+{
+    store_snap_entry_t *entry = snapshot_find(self, key);
+    if (entry && entry->filled) {
+        if (entry->version == 0)
+            return STORE_OK;
+        uint8_t *copy = malloc(entry->len + 1);
+        if (!copy) {
+            set_error(self, "out of memory", NULL);
+            return STORE_REFUSED;
+        }
+        if (entry->len)
+            memcpy(copy, entry->data, entry->len);
+        *version = entry->version;
+        *data = copy;
+        *len = entry->len;
+        return STORE_OK;
+    }
+    self->snap_misses++;
+    if (!entry) {
+        if (self->snap_count == self->snap_capacity) {
+            size_t capacity = self->snap_capacity ? self->snap_capacity * 2 : 32;
+            store_snap_entry_t *grown = realloc(self->snap, capacity * sizeof *grown);
+            if (!grown)
+                goto deferred;
+            self->snap = grown;
+            self->snap_capacity = capacity;
+        }
+        entry = &self->snap[self->snap_count];
+        memset(entry, 0, sizeof *entry);
+        entry->key = strdup(key);
+        if (!entry->key)
+            goto deferred;
+        self->snap_count++;
+    }
+deferred:
+    /* Not an outage: the caller's run is thrown away and made again once
+     * the key is read (or, out of memory, without the snapshot). */
+    set_error(self, "read deferred to the group's pipeline", NULL);
+    return STORE_LOST;
+}
+
+void store_snapshot_begin(store_t *self)
+{
+    store_snapshot_end(self);
+    self->snapshot = true;
+}
+
+size_t store_snapshot_misses(const store_t *self)
+{
+    return self->snap_misses;
+}
+
+store_result_t store_snapshot_fill(store_t *self)
+{
+    size_t missed = 0;
+    for (size_t i = 0; i < self->snap_count; i++)
+        missed += !self->snap[i].filled;
+    if (missed == 0)
+        return STORE_OK;
+    store_cmd_t *cmds = calloc(missed, sizeof *cmds);
+    const char **argv = calloc(missed * 4, sizeof *argv);
+    size_t *which = calloc(missed, sizeof *which);
+    redisReply **replies = calloc(missed, sizeof *replies);
+    store_result_t *results = calloc(missed, sizeof *results);
+    store_result_t outcome = STORE_OK;
+    if (!cmds || !argv || !which || !replies || !results) {
+        set_error(self, "out of memory", NULL);
+        outcome = STORE_REFUSED;
+        goto done;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < self->snap_count; i++) {
+        if (self->snap[i].filled)
+            continue;
+        const char **args = &argv[n * 4];
+        args[0] = "HMGET";
+        args[1] = self->snap[i].key;
+        args[2] = "v";
+        args[3] = "pb";
+        cmds[n].argc = 4;
+        cmds[n].argv = args;
+        which[n++] = i;
+    }
+    store_command_many(self, cmds, n, replies, results);
+    for (size_t c = 0; c < n; c++) {
+        store_snap_entry_t *entry = &self->snap[which[c]];
+        store_result_t result = results[c];
+        if (result == STORE_OK)
+            result = record_from_reply(self, entry->key, replies[c], &entry->version, &entry->data,
+                                       &entry->len);
+        entry->filled = result == STORE_OK;
+        if (result != STORE_OK && outcome == STORE_OK)
+            outcome = result;
+        if (replies[c])
+            freeReplyObject(replies[c]);
+    }
+done:
+    free(cmds);
+    free(argv);
+    free(which);
+    free(replies);
+    free(results);
+    return outcome;
+}
+
+void store_snapshot_end(store_t *self)
+{
+    for (size_t i = 0; i < self->snap_count; i++) {
+        free(self->snap[i].key);
+        free(self->snap[i].data);
+    }
+    self->snap_count = 0;
+    self->snap_misses = 0;
+    self->snapshot = false;
+}
+
 store_result_t store_record_get(store_t *self, const char *key, uint64_t *version, uint8_t **data,
                                 size_t *len)
 {
     *version = 0;
     *data = NULL;
     *len = 0;
+    if (self->snapshot)
+        return snapshot_get(self, key, version, data, len);
     redisReply *reply;
     store_result_t result = store_command(self, &reply, "HMGET %s v pb", key);
     if (result != STORE_OK) {
@@ -496,35 +728,7 @@ store_result_t store_record_get(store_t *self, const char *key, uint64_t *versio
             freeReplyObject(reply);
         return result;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-        set_error(self, "unexpected reply to HMGET", key);
-        freeReplyObject(reply);
-        return STORE_REFUSED;
-    }
-    redisReply *v = reply->element[0], *pb = reply->element[1];
-    if (v->type == REDIS_REPLY_STRING) {
-        char *end;
-        unsigned long long parsed = strtoull(v->str, &end, 10);
-        if (*end || end == v->str || parsed == 0) {
-            set_error(self, "record with a bad version", key);
-            freeReplyObject(reply);
-            return STORE_REFUSED;
-        }
-        /* One byte more than needed so that an empty record still gets a
-         * non-NULL pointer: NULL means absent. */
-        size_t size = pb->type == REDIS_REPLY_STRING ? pb->len : 0;
-        uint8_t *copy = malloc(size + 1);
-        if (!copy) {
-            freeReplyObject(reply);
-            set_error(self, "out of memory", NULL);
-            return STORE_REFUSED;
-        }
-        if (size)
-            memcpy(copy, pb->str, size);
-        *version = parsed;
-        *data = copy;
-        *len = size;
-    }
+    result = record_from_reply(self, key, reply, version, data, len);
     freeReplyObject(reply);
-    return STORE_OK;
+    return result;
 }

@@ -85,6 +85,25 @@ typedef struct {
 void store_script_run_many(store_t *self, int script, const store_call_t *calls, size_t count,
                            redisReply **replies, store_result_t *results);
 
+/* One command of a pipeline (store_command_many). */
+typedef struct {
+    int argc;
+    const char **argv;
+    const size_t *argv_len; /* NULL: every argument is a C string */
+} store_cmd_t;
+
+/* Runs count commands as one pipeline: every command is written before the
+ * first reply is read, so they cost one round trip instead of count. For
+ * reads that do not depend on each other (the idempotency records of the
+ * requests waiting together, records whose keys are all known).
+ *
+ * results[i] and replies[i] are per command, as for store_command_argv (the
+ * caller frees each non-NULL replies[i] with freeReplyObject). If the
+ * connection is lost partway, the commands whose replies arrived keep them
+ * and the others are STORE_LOST. */
+void store_command_many(store_t *self, const store_cmd_t *cmds, size_t count, redisReply **replies,
+                        store_result_t *results);
+
 /* True if a PING gets PONG (connecting first if needed). */
 bool store_ping(store_t *self);
 
@@ -103,5 +122,30 @@ uint64_t store_reconnects(const store_t *self);
  * else *data is a malloc'd copy of the bytes (caller frees) of *len bytes. */
 store_result_t store_record_get(store_t *self, const char *key, uint64_t *version, uint8_t **data,
                                 size_t *len);
+
+/* --- snapshots (group reads) -----------------------------------------
+ * The server runs the handlers of the requests waiting together in passes,
+ * so that their record reads cost one round trip per pass instead of one
+ * each (server.c). While a snapshot is open, store_record_get answers from
+ * it; a key it does not hold is noted as missed and the call returns
+ * STORE_LOST at once (the handler gives up, its run is thrown away).
+ * store_snapshot_fill then reads every missed key in one pipeline, and the
+ * handlers run again. A snapshot only ever holds what Redis said during
+ * the group, before any of its writes: what the handlers would have read
+ * one by one. */
+
+/* Opens an empty snapshot (closing one left open). */
+void store_snapshot_begin(store_t *self);
+
+/* Keys missed since the snapshot was opened (a count that only grows). */
+size_t store_snapshot_misses(const store_t *self);
+
+/* Reads the keys missed since the last fill into the snapshot, in one
+ * pipeline. STORE_OK, or the first failure (then close the snapshot and let
+ * the handlers read by themselves). */
+store_result_t store_snapshot_fill(store_t *self);
+
+/* Closes the snapshot: store_record_get reads Redis again. */
+void store_snapshot_end(store_t *self);
 
 #endif

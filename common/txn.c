@@ -565,6 +565,26 @@ void txn_commit_batch(txn_batch_item_t *items, size_t count, store_t *store)
     free(sent);
 }
 
+/* What an idempotency record's HMGET req reply says. */
+static txn_result_t lookup_answer(const redisReply *answer, const char *idempotency_key,
+                                  const char *fingerprint, uint8_t **stored_p, size_t *stored_len)
+{
+    if (answer->type != REDIS_REPLY_ARRAY || answer->elements != 2) {
+        log_error("unexpected answer to an idempotency lookup", "{s:s}", "key", idempotency_key);
+        return TXN_REFUSED;
+    }
+    const redisReply *req = answer->element[0], *stored = answer->element[1];
+    bool has_req = req->type == REDIS_REPLY_STRING;
+    bool has_stored = stored->type == REDIS_REPLY_STRING;
+    if (!has_req && !has_stored)
+        return TXN_NEW;
+    if (strcmp(has_req ? req->str : "", fingerprint ? fingerprint : "") == 0) {
+        give_stored(has_stored ? stored : NULL, stored_p, stored_len);
+        return TXN_DUPLICATE;
+    }
+    return TXN_KEY_REUSED;
+}
+
 txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char *fingerprint,
                         uint8_t **stored_p, size_t *stored_len)
 {
@@ -581,23 +601,58 @@ txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char 
             freeReplyObject(answer);
         return from_store(store, result, "lookup");
     }
-    txn_result_t outcome;
-    if (answer->type != REDIS_REPLY_ARRAY || answer->elements != 2) {
-        log_error("unexpected answer to an idempotency lookup", "{s:s}", "key", idempotency_key);
-        outcome = TXN_REFUSED;
-    } else {
-        const redisReply *req = answer->element[0], *stored = answer->element[1];
-        bool has_req = req->type == REDIS_REPLY_STRING;
-        bool has_stored = stored->type == REDIS_REPLY_STRING;
-        if (!has_req && !has_stored) {
-            outcome = TXN_NEW;
-        } else if (strcmp(has_req ? req->str : "", fingerprint ? fingerprint : "") == 0) {
-            outcome = TXN_DUPLICATE;
-            give_stored(has_stored ? stored : NULL, stored_p, stored_len);
-        } else {
-            outcome = TXN_KEY_REUSED;
-        }
-    }
+    txn_result_t outcome =
+        lookup_answer(answer, idempotency_key, fingerprint, stored_p, stored_len);
     freeReplyObject(answer);
     return outcome;
+}
+
+void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count)
+{
+    if (count == 0)
+        return;
+    store_cmd_t *cmds = calloc(count, sizeof *cmds);
+    const char **argv = calloc(count * 4, sizeof *argv);
+    redisReply **answers = calloc(count, sizeof *answers);
+    store_result_t *results = calloc(count, sizeof *results);
+    size_t *sent = calloc(count, sizeof *sent); /* item index of each command */
+    size_t ncmds = 0;
+    for (size_t i = 0; i < count; i++) {
+        txn_lookup_item_t *item = &items[i];
+        item->stored = NULL;
+        item->stored_len = 0;
+        item->result = TXN_NEW;
+        if (!item->idempotency_key || !*item->idempotency_key)
+            continue;
+        if (!cmds || !argv || !answers || !results || !sent) {
+            log_error("out of memory for the idempotency lookups", NULL);
+            item->result = TXN_REFUSED;
+            continue;
+        }
+        const char **args = &argv[ncmds * 4];
+        args[0] = "HMGET";
+        args[1] = item->idempotency_key;
+        args[2] = "req";
+        args[3] = "reply";
+        cmds[ncmds].argc = 4;
+        cmds[ncmds].argv = args;
+        sent[ncmds++] = i;
+    }
+    if (ncmds > 0)
+        store_command_many(store, cmds, ncmds, answers, results);
+    for (size_t c = 0; c < ncmds; c++) {
+        txn_lookup_item_t *item = &items[sent[c]];
+        if (results[c] != STORE_OK)
+            item->result = from_store(store, results[c], "lookup");
+        else
+            item->result = lookup_answer(answers[c], item->idempotency_key, item->fingerprint,
+                                         &item->stored, &item->stored_len);
+        if (answers[c])
+            freeReplyObject(answers[c]);
+    }
+    free(cmds);
+    free(argv);
+    free(answers);
+    free(results);
+    free(sent);
 }

@@ -88,6 +88,22 @@ txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t r
 txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char *fingerprint,
                         uint8_t **stored_p, size_t *stored_len);
 
+/* The lookups of many requests as one pipeline (store_command_many): one
+ * round trip for every write waiting on a server instead of one each.
+ * Results per item as for txn_lookup; an item without an idempotency key is
+ * TXN_NEW. */
+typedef struct {
+    /* in (borrowed) */
+    const char *idempotency_key;
+    const char *fingerprint;
+    /* out */
+    txn_result_t result;
+    uint8_t *stored; /* TXN_DUPLICATE: the stored reply, malloc'd, caller frees */
+    size_t stored_len;
+} txn_lookup_item_t;
+
+void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count);
+
 /* The event id made by txn_event, for logs; "" if none. */
 const char *txn_event_id(const txn_t *self);
 

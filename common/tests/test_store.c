@@ -224,6 +224,123 @@ static void test_records(void **state)
     store_destroy(&store);
 }
 
+static void test_command_pipeline(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    assert_int_equal(store_command(store, NULL, "SET %s %s", "store:pipe:a", "A"), STORE_OK);
+    const char *get_a[] = {"GET", "store:pipe:a"};
+    const char *incr_a[] = {"INCR", "store:pipe:a"};
+    const char *get_b[] = {"GET", "store:pipe:b"};
+    const char value[] = {'x', '\0', 'y'};
+    const char *set_c[] = {"SET", "store:pipe:c", value};
+    size_t set_c_len[] = {3, 12, sizeof value};
+    store_cmd_t cmds[] = {
+        {2, get_a, NULL}, {2, incr_a, NULL}, {2, get_b, NULL}, {3, set_c, set_c_len}};
+    redisReply *replies[4];
+    store_result_t results[4];
+    store_command_many(store, cmds, 4, replies, results);
+    /* In order, each with its own outcome: a refusal spoils nothing else. */
+    assert_int_equal(results[0], STORE_OK);
+    assert_string_equal(replies[0]->str, "A");
+    assert_int_equal(results[1], STORE_REFUSED);
+    assert_int_equal(replies[1]->type, REDIS_REPLY_ERROR);
+    assert_int_equal(results[2], STORE_OK);
+    assert_int_equal(replies[2]->type, REDIS_REPLY_NIL);
+    assert_int_equal(results[3], STORE_OK);
+    for (int i = 0; i < 4; i++)
+        freeReplyObject(replies[i]);
+    redisReply *reply = NULL;
+    assert_int_equal(store_command(store, &reply, "GET %s", "store:pipe:c"), STORE_OK);
+    assert_int_equal(reply->len, sizeof value);
+    assert_memory_equal(reply->str, value, sizeof value);
+    freeReplyObject(reply);
+    store_command_many(store, cmds, 0, replies, results);
+
+    /* Redis gone: every command is lost, none hangs; then back. */
+    harness_redis_kill(&redis);
+    store_command_many(store, cmds, 3, replies, results);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(results[i], STORE_LOST);
+        assert_null(replies[i]);
+    }
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    store_command_many(store, cmds, 1, replies, results);
+    assert_int_equal(results[0], STORE_OK);
+    freeReplyObject(replies[0]);
+    store_destroy(&store);
+}
+
+/* Reads a record and says how it went, freeing the data. */
+static store_result_t record_version(store_t *store, const char *key, uint64_t *version)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    store_result_t result = store_record_get(store, key, version, &data, &len);
+    free(data);
+    return result;
+}
+
+static void test_snapshot(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    assert_int_equal(store_command(store, NULL, "HSET %s v 4 pb %s", "store:snap:a", "aaa"),
+                     STORE_OK);
+    store_snapshot_begin(store);
+    uint64_t version = 99;
+    uint8_t *data = (uint8_t *)1;
+    size_t len = 99;
+    /* A key the snapshot does not hold: deferred, nothing returned. */
+    assert_int_equal(store_record_get(store, "store:snap:a", &version, &data, &len), STORE_LOST);
+    assert_int_equal(version, 0);
+    assert_null(data);
+    assert_int_equal(record_version(store, "store:snap:absent", &version), STORE_LOST);
+    assert_int_equal(record_version(store, "store:snap:a", &version), STORE_LOST);
+    assert_int_equal(store_snapshot_misses(store), 3);
+    assert_int_equal(store_snapshot_fill(store), STORE_OK);
+
+    /* Filled: answered from the snapshot, absent included... */
+    assert_int_equal(store_record_get(store, "store:snap:a", &version, &data, &len), STORE_OK);
+    assert_int_equal(version, 4);
+    assert_int_equal(len, 3);
+    assert_memory_equal(data, "aaa", 3);
+    free(data);
+    assert_int_equal(record_version(store, "store:snap:absent", &version), STORE_OK);
+    assert_int_equal(version, 0);
+    assert_int_equal(store_snapshot_misses(store), 3);
+    /* ...even once Redis has moved on: what it said during the group. */
+    assert_int_equal(store_command(store, NULL, "HSET %s v 5", "store:snap:a"), STORE_OK);
+    assert_int_equal(record_version(store, "store:snap:a", &version), STORE_OK);
+    assert_int_equal(version, 4);
+
+    /* A record that is not one is refused by the fill, and stays missed. */
+    assert_int_equal(store_command(store, NULL, "SET %s %s", "store:snap:plain", "x"), STORE_OK);
+    assert_int_equal(record_version(store, "store:snap:plain", &version), STORE_LOST);
+    assert_int_equal(store_snapshot_fill(store), STORE_REFUSED);
+    assert_int_equal(record_version(store, "store:snap:plain", &version), STORE_LOST);
+
+    /* Closed: Redis again. */
+    store_snapshot_end(store);
+    assert_int_equal(record_version(store, "store:snap:a", &version), STORE_OK);
+    assert_int_equal(version, 5);
+
+    /* Redis gone: the fill says so, and a new snapshot starts empty. */
+    store_snapshot_begin(store);
+    assert_int_equal(record_version(store, "store:snap:a", &version), STORE_LOST);
+    harness_redis_kill(&redis);
+    assert_int_equal(store_snapshot_fill(store), STORE_LOST);
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    store_snapshot_begin(store);
+    assert_int_equal(store_snapshot_misses(store), 0);
+    assert_int_equal(record_version(store, "store:snap:a", &version), STORE_LOST);
+    assert_int_equal(store_snapshot_fill(store), STORE_OK);
+    assert_int_equal(record_version(store, "store:snap:a", &version), STORE_OK);
+    assert_int_equal(version, 5);
+    /* Left open: store_destroy frees it. */
+    store_destroy(&store);
+}
+
 static void test_config_from_env(void **state)
 {
     (void)state;
@@ -269,6 +386,8 @@ int main(void)
         cmocka_unit_test(test_scripts_survive_flush),
         cmocka_unit_test(test_bad_script_is_contained),
         cmocka_unit_test(test_records),
+        cmocka_unit_test(test_command_pipeline),
+        cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_config_from_env),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -174,6 +174,23 @@ static void test_duplicate_and_reused_key(void **state)
     assert_int_equal(txn_lookup(store, "idem:dup", "other", NULL, NULL), TXN_KEY_REUSED);
     assert_int_equal(txn_lookup(store, "idem:never", "fp", &stored, &stored_len), TXN_NEW);
     assert_null(stored);
+
+    /* The same lookups for many requests at once, in one pipeline. */
+    txn_lookup_item_t items[] = {{.idempotency_key = "idem:never", .fingerprint = "fp"},
+                                 {.idempotency_key = "idem:dup", .fingerprint = "fp-dup"},
+                                 {.idempotency_key = NULL, .fingerprint = NULL},
+                                 {.idempotency_key = "idem:dup", .fingerprint = "other"}};
+    txn_lookup_many(store, items, 4);
+    assert_int_equal(items[0].result, TXN_NEW);
+    assert_null(items[0].stored);
+    assert_int_equal(items[1].result, TXN_DUPLICATE);
+    assert_int_equal(items[1].stored_len, 11);
+    assert_memory_equal(items[1].stored, "first reply", 11);
+    free(items[1].stored);
+    assert_int_equal(items[2].result, TXN_NEW);
+    assert_int_equal(items[3].result, TXN_KEY_REUSED);
+    assert_null(items[3].stored);
+    txn_lookup_many(store, items, 0);
 }
 
 static void test_guards(void **state)
@@ -316,6 +333,11 @@ static void test_lost_and_back(void **state)
     harness_redis_kill(&redis);
     assert_int_equal(txn_commit(txn, store, "r", 1, NULL, NULL, NULL), TXN_LOST);
     assert_int_equal(txn_lookup(store, "idem:lost", "fp", NULL, NULL), TXN_LOST);
+    txn_lookup_item_t items[] = {{.idempotency_key = "idem:lost", .fingerprint = "fp"},
+                                 {.idempotency_key = "idem:lost-2", .fingerprint = "fp"}};
+    txn_lookup_many(store, items, 2);
+    assert_int_equal(items[0].result, TXN_LOST);
+    assert_int_equal(items[1].result, TXN_LOST);
     assert_int_equal(harness_redis_restart(&redis), 0);
 
     /* The restarted Redis has no scripts: the reconnect loads them. */
