@@ -456,6 +456,14 @@ void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const
         fputc('\n', out);
     }
     print_object(out, msg->descriptor, json, indent, skip_field);
+    /* pbjson leaves an empty list out; a listing that found nothing says
+     * so rather than printing nothing at all. */
+    for (unsigned i = 0; i < msg->descriptor->n_fields; i++) {
+        const ProtobufCFieldDescriptor *field = &msg->descriptor->fields[i];
+        if (field->label == PROTOBUF_C_LABEL_REPEATED && field->type == PROTOBUF_C_TYPE_MESSAGE &&
+            !json_object_get(json, field->name))
+            fprintf(out, "%*s%s (0)\n", indent, "", field->name);
+    }
     json_decref(json);
 }
 

@@ -813,6 +813,12 @@ static void test_list_all_follows_pages(void **state)
     assert_contains(run.out, "ANAH-13-PAGE-4");
     assert_null(strstr(run.out, "next_page_token"));
     run_free(&run);
+
+    /* a listing that finds nothing says so */
+    run = run_as("metropole", "unit", "list", "--territory", "CT5", "--stock", "social");
+    assert_int_equal(run.exit_code, 0);
+    assert_string_equal(run.out, "units (0)\n");
+    run_free(&run);
 }
 
 static void test_idempotency_key_repeats_safely(void **state)
