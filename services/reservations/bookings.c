@@ -13,17 +13,7 @@
  * unit, the first commit wins; the others go stale, are run again by the
  * server, find the winner in the unit, and answer CONFLICT naming it.
  *
- * Keys:
- *   reservations:reservation:<id>                   Reservation record
- *   reservations:reservations                       index of every reservation
- *   reservations:reservations:unit:<unit id>        ... of a unit (STOCK)
- *   reservations:reservations:programme:<id>        ... of a programme
- *   reservations:reservations:territory:<CTn>
- *   reservations:reservations:state:<ACTIVE|RELEASED|CANCELLED>
- *   reservations:reservations:year:<yyyy>
- *   reservations:reservations:reservataire:<name>
- *   reservations:reservations:mode:<STOCK|FLOW>
- * (sorted sets, score 0, member = id: ULID order is creation order). */
+ * Keys: see records.h. */
 #include "bookings.h"
 #include "booking_rules.h"
 #include "progress.h"
@@ -43,31 +33,12 @@
 /* Records                                                                */
 /* ====================================================================== */
 
-void reservation_record_key(const char *id, char out[KEY_MAX])
-{
-    snprintf(out, KEY_MAX, "reservations:reservation:%s", id);
-}
-
-read_result_t reservation_read(store_t *store, const char *id, Passerelle__Reservation **r_p,
-                               uint64_t *version, reply_t *reply)
-{
-    char key[KEY_MAX];
-    reservation_record_key(id, key);
-    return record_read(store, key, &passerelle__reservation__descriptor, (ProtobufCMessage **)r_p,
-                       version, reply);
-}
-
 void reservation_subject(const Passerelle__Reservation *r, char out[KEY_MAX])
 {
-    if (r->mode == STOCK && !blank(r->unit_id))
+    if (r->mode == STOCK && !text_blank(r->unit_id))
         subject_of(r->unit_id, out);
     else
         snprintf(out, KEY_MAX, "reservations/%s", r->id ? r->id : "");
-}
-
-static party_t caller_party(const call_t *call)
-{
-    return call->caller ? call->caller->party : PARTY_NONE;
 }
 
 /* ====================================================================== */
@@ -126,14 +97,8 @@ static bool create_read_stock(reservations_t *self, const booking_request_t *req
 static bool create_read_programme(reservations_t *self, const booking_request_t *request,
                                   create_reads_t *reads, reply_t *reply)
 {
-    char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:programme:%s", request->programme);
-    read_result_t found =
-        record_read(self->store, key, &passerelle__programme__descriptor,
-                    (ProtobufCMessage **)&reads->programme, &reads->programme_version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "programme", "programme %s not found", request->programme);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROGRAMME, request->programme, "programme",
+                    (ProtobufCMessage **)&reads->programme, &reads->programme_version, reply))
         return false;
     domain_error_t err;
     if (!booking_programme_covers(reads->programme, request->year, &err)) {
@@ -182,7 +147,7 @@ void handle_reservation_create(void *ctx, const call_t *call, const ProtobufCMes
     r.updated_at = now;
     r.has_version = true;
     r.version = 1;
-    reservation_record_key(id, key);
+    record_key(key, "reservation", id);
     reservation_subject(&r, subject);
 
     txn_t *txn = txn_for(call);
@@ -202,12 +167,12 @@ void handle_reservation_create(void *ctx, const call_t *call, const ProtobufCMes
         changed_unit.updated_at = now;
         changed_unit.has_version = true;
         changed_unit.version = reads.unit_version + 1;
-        snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", reads.unit->id);
+        record_key(unit_key, "unit", reads.unit->id);
         txn_put_message(txn, unit_key, changed_unit.version, &changed_unit.base);
         r.unit = &changed_unit; /* replies and events carry the unit; records don't */
     } else if (reads.programme) {
         /* A programme rewritten meanwhile (its period) is read again. */
-        snprintf(unit_key, sizeof unit_key, "reservations:programme:%s", br.programme);
+        record_key(unit_key, "programme", br.programme);
         txn_guard(txn, unit_key, reads.programme_version);
     }
     txn_event(txn, RESERVATIONS_STREAM, RESERVATIONS_SOURCE, "reservation.created", subject,
@@ -229,7 +194,7 @@ static bool reservation_find(reservations_t *self, const char *id, const char *u
 {
     char unit_reservation[ID_LEN];
     *r_p = NULL;
-    if (blank(id) && !blank(unit_ref)) {
+    if (text_blank(id) && !text_blank(unit_ref)) {
         Passerelle__Unit *unit = NULL;
         uint64_t unit_version = 0;
         read_result_t found = unit_find(self->store, unit_ref, &unit, &unit_version, reply);
@@ -246,18 +211,13 @@ static bool reservation_find(reservations_t *self, const char *id, const char *u
         if (!has)
             return false;
         id = unit_reservation;
-    } else if (blank(id)) {
+    } else if (text_blank(id)) {
         reply_error(reply, ST_INVALID_ARGUMENT, "id",
                     "id is required (a reservation id), or unit (its active reservation)");
         return false;
-    } else if (!id_valid('R', id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a reservation id", id);
-        return false;
     }
-    read_result_t found = reservation_read(self->store, id, r_p, version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "id", "reservation %s not found", id);
-    return found == READ_FOUND;
+    return record_get(self->store, &RECORD_RESERVATION, id, "id", (ProtobufCMessage **)r_p, version,
+                      reply);
 }
 
 /* ====================================================================== */
@@ -304,7 +264,7 @@ static void reservation_step(reservations_t *self, const call_t *call,
     changed.has_version = true;
     changed.version = version + 1;
     changed.unit = NULL;
-    reservation_record_key(r->id, key);
+    record_key(key, "reservation", r->id);
     reservation_subject(r, subject);
 
     txn_t *txn = txn_for(call);
@@ -327,7 +287,7 @@ static void reservation_step(reservations_t *self, const call_t *call,
             changed_unit.updated_at = now;
             changed_unit.has_version = true;
             changed_unit.version = unit_version + 1;
-            snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit->id);
+            record_key(unit_key, "unit", unit->id);
             txn_put_message(txn, unit_key, changed_unit.version, &changed_unit.base);
         }
         changed.unit = &changed_unit;
@@ -391,31 +351,9 @@ void handle_reservation_get(void *ctx, const call_t *call, const ProtobufCMessag
     protobuf_c_message_free_unpacked(&r->base, NULL);
 }
 
-/* The smallest index the filter names, measured with ZCARD (O(1) each). */
-static bool list_choose_index(reservations_t *self, const booking_filter_t *filter, char *out,
-                              size_t out_size, reply_t *reply)
+static bool reservation_list_match(const ProtobufCMessage *msg, void *filter)
 {
-    char keys[BOOKING_INDEX_CANDIDATES][BOOKING_INDEX_KEY_MAX];
-    size_t n = booking_filter_indexes(filter, keys);
-    size_t best = n - 1;
-    long long best_size = -1;
-    for (size_t i = 0; i + 1 < n; i++) {
-        redisReply *rr = NULL;
-        store_result_t result = store_command(self->store, &rr, "ZCARD %s", keys[i]);
-        if (result != STORE_OK || rr->type != REDIS_REPLY_INTEGER) {
-            if (rr)
-                freeReplyObject(rr);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            return false;
-        }
-        if (best_size < 0 || rr->integer < best_size) {
-            best_size = rr->integer;
-            best = i;
-        }
-        freeReplyObject(rr);
-    }
-    snprintf(out, out_size, "%s", keys[best]);
-    return true;
+    return booking_filter_match(filter, (const Passerelle__Reservation *)msg);
 }
 
 /* Walks the smallest index the filter names in id order from the page
@@ -448,70 +386,21 @@ void handle_reservation_list(void *ctx, const call_t *call, const ProtobufCMessa
         if (found != READ_FOUND)
             return;
     }
-    char index[BOOKING_INDEX_KEY_MAX];
-    if (!list_choose_index(self, &filter, index, sizeof index, reply))
+    char keys[BOOKING_INDEX_CANDIDATES][BOOKING_INDEX_KEY_MAX];
+    const char *names[BOOKING_INDEX_CANDIDATES];
+    size_t n = booking_filter_indexes(&filter, keys), best = 0;
+    for (size_t i = 0; i < n; i++)
+        names[i] = keys[i];
+    if (!records_smallest_index(self->store, names, n, &best, reply))
         return;
-
-    Passerelle__Reservation **items = calloc(filter.page_size, sizeof *items);
-    if (!items) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    record_page_t page;
+    if (!records_list_page(self->store, keys[best], &RECORD_RESERVATION, filter.after,
+                           filter.page_size, reservation_list_match, &filter, &page, reply))
         return;
-    }
-    size_t count = 0;
-    bool more = false, failed = false;
-    char start[ID_LEN + 1];
-    if (filter.after[0])
-        snprintf(start, sizeof start, "(%s", filter.after);
-    else
-        snprintf(start, sizeof start, "-");
-    long batch = (long)filter.page_size + 1;
-
-    while (!more && !failed) {
-        redisReply *rr = NULL;
-        store_result_t result =
-            store_command(self->store, &rr, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
-        if (result != STORE_OK || rr->type != REDIS_REPLY_ARRAY) {
-            if (rr)
-                freeReplyObject(rr);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            failed = true;
-            break;
-        }
-        for (size_t i = 0; i < rr->elements && !failed; i++) {
-            const char *member = rr->element[i]->str;
-            if (rr->element[i]->type != REDIS_REPLY_STRING || !id_valid('R', member))
-                continue;
-            if (count == filter.page_size) {
-                more = true;
-                break;
-            }
-            Passerelle__Reservation *r = NULL;
-            uint64_t version = 0;
-            read_result_t found = reservation_read(self->store, member, &r, &version, reply);
-            if (found == READ_FAILED)
-                failed = true;
-            else if (found == READ_FOUND && booking_filter_match(&filter, r))
-                items[count++] = r;
-            else if (r)
-                protobuf_c_message_free_unpacked(&r->base, NULL);
-        }
-        bool last_batch = rr->elements < (size_t)batch;
-        if (rr->elements > 0 && rr->element[rr->elements - 1]->type == REDIS_REPLY_STRING)
-            snprintf(start, sizeof start, "(%s", rr->element[rr->elements - 1]->str);
-        freeReplyObject(rr);
-        if (last_batch)
-            break;
-    }
-
-    if (!failed) {
-        Passerelle__ReservationList list = PASSERELLE__RESERVATION_LIST__INIT;
-        list.reservations = items;
-        list.n_reservations = count;
-        if (more && count > 0)
-            list.next_page_token = items[count - 1]->id;
-        reply_set_body(reply, &list.base);
-    }
-    for (size_t i = 0; i < count; i++)
-        protobuf_c_message_free_unpacked(&items[i]->base, NULL);
-    free(items);
+    Passerelle__ReservationList list = PASSERELLE__RESERVATION_LIST__INIT;
+    list.reservations = (Passerelle__Reservation **)page.items;
+    list.n_reservations = page.count;
+    list.next_page_token = record_page_token(&page);
+    reply_set_body(reply, &list.base);
+    record_page_free(&page);
 }

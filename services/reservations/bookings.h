@@ -7,15 +7,6 @@
 #include "records.h"
 #include "server.h"
 
-/* Reads the reservation record by id (records.h's record_read: the caller
- * frees *r_p on READ_FOUND). For the proposals, which read the reservation
- * they propose for and write its vacancy and attributed count. */
-read_result_t reservation_read(store_t *store, const char *id, Passerelle__Reservation **r_p,
-                               uint64_t *version, reply_t *reply);
-
-/* "reservations:reservation:<id>" into out. */
-void reservation_record_key(const char *id, char out[KEY_MAX]);
-
 /* The subject of a reservation's events: "units/<unit id>" for STOCK (the
  * unit's order is kept), "reservations/<id>" for FLOW. */
 void reservation_subject(const Passerelle__Reservation *r, char out[KEY_MAX]);

@@ -43,6 +43,48 @@ typedef struct {
     char message[256];
 } domain_error_t;
 
+/* --- helpers of every rules file -------------------------------------- */
+
+/* Fills err with the status, the field at fault (NULL for none) and the
+ * message, and returns false, so that a rule reads
+ * `return domain_fail(err, ST_INVALID_ARGUMENT, "field", ...)`. */
+bool domain_fail(domain_error_t *err, status_t status, const char *field, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* NULL or "". */
+bool text_blank(const char *s);
+
+/* No control characters: free text may be UTF-8 (addresses, names of
+ * organisations) but a control character would corrupt logs and exports. */
+bool text_clean(const char *s);
+
+/* The same text, NULL counting as "". */
+bool text_same(const char *a, const char *b);
+
+/* True for "" and for text made of spaces only. */
+bool text_only_spaces(const char *s);
+
+/* Characters of a UTF-8 string: every byte that does not continue a
+ * sequence starts one. */
+size_t text_utf8_length(const char *s);
+
+/* A date field of a request: today when blank, else YYYY-MM-DD.
+ * INVALID_ARGUMENT naming the field when it does not parse. */
+bool domain_date_or_today(const char *text, const char *field, date_t today, date_t *out,
+                          domain_error_t *err);
+
+/* A date field the request must give: INVALID_ARGUMENT naming the field
+ * when blank or not a date YYYY-MM-DD. */
+bool domain_date_required(const char *text, const char *field, date_t *out, domain_error_t *err);
+
+/* The page of a listing request: page_size (absent or 0: default_size; at
+ * most max_size) into *size, and page_token (the last id of the previous
+ * page, an id with id_prefix; "" from the start) into after.
+ * INVALID_ARGUMENT naming page_size or page_token. */
+bool domain_page_parse(bool has_page_size, uint32_t page_size, const char *page_token,
+                       char id_prefix, unsigned default_size, unsigned max_size, unsigned *size,
+                       char after[ID_LEN], domain_error_t *err);
+
 /* --- energy rule ------------------------------------------------------- */
 
 #define ENERGY_RULES_DEFAULT "E,2028-01-01:D"

@@ -70,7 +70,7 @@ void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage 
 
     /* A unit registered in a programme joins it as programme.attach_unit
      * would have it: the programme must exist and cover its commune. */
-    if (!blank(unit.programme_id) && !programme_check_new_unit(self, &unit, reply))
+    if (!text_blank(unit.programme_id) && !programme_check_new_unit(self, &unit, reply))
         return;
 
     char id[ID_LEN], now[TIME_RFC3339_LEN], key[KEY_MAX], ref_key[KEY_MAX], subject[KEY_MAX];
@@ -84,8 +84,8 @@ void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage 
     unit.has_convention_state = true;
     unit.convention_state = PASSERELLE__CONVENTION_STATE__CONVENTION_NONE;
 
-    snprintf(key, sizeof key, "reservations:unit:%s", id);
-    snprintf(ref_key, sizeof ref_key, "reservations:unit-ref:%s", unit.external_ref);
+    record_key(key, "unit", id);
+    record_key(ref_key, "unit-ref", unit.external_ref);
     subject_of(id, subject);
 
     txn_t *txn = txn_for(call);
@@ -98,7 +98,7 @@ void handle_unit_register(void *ctx, const call_t *call, const ProtobufCMessage 
     for (size_t i = 0; i < UNIT_INDEX_CANDIDATES; i++)
         if (indexes[i][0])
             txn_index_add(txn, indexes[i], id);
-    if (!blank(unit.programme_id))
+    if (!text_blank(unit.programme_id))
         programme_txn_attach(txn, unit.programme_id, id);
     txn_event(txn, RESERVATIONS_STREAM, RESERVATIONS_SOURCE, "unit.registered", subject,
               &unit.base);
@@ -115,15 +115,12 @@ void handle_unit_get(void *ctx, const call_t *call, const ProtobufCMessage *requ
     Passerelle__Unit *unit = NULL;
     uint64_t version = 0;
     read_result_t found;
-    if (!blank(req->id)) {
-        if (!id_valid('U', req->id)) {
-            reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a unit id", req->id);
-            return;
-        }
-        found = unit_read(self->store, req->id, &unit, &version, reply);
-        if (found == READ_ABSENT)
-            reply_error(reply, ST_NOT_FOUND, "id", "unit %s not found", req->id);
-    } else if (!blank(req->external_ref)) {
+    if (!text_blank(req->id)) {
+        found = record_get(self->store, &RECORD_UNIT, req->id, "id", (ProtobufCMessage **)&unit,
+                           &version, reply)
+                    ? READ_FOUND
+                    : READ_FAILED;
+    } else if (!text_blank(req->external_ref)) {
         found = unit_find(self->store, req->external_ref, &unit, &version, reply);
         if (found == READ_ABSENT)
             reply_error(reply, ST_NOT_FOUND, "external_ref", "no unit has external_ref %.64s",
@@ -138,42 +135,16 @@ void handle_unit_get(void *ctx, const call_t *call, const ProtobufCMessage *requ
     protobuf_c_message_free_unpacked(&unit->base, NULL);
 }
 
-/* The index to walk: the smallest of those the filter names, measured with
- * ZCARD (O(1) each), so that the walk reads as few records as it can. */
-static bool list_choose_index(reservations_t *self, const unit_filter_t *filter, char *out,
-                              size_t out_size, reply_t *reply)
+static bool unit_list_match(const ProtobufCMessage *msg, void *filter)
 {
-    char keys[UNIT_INDEX_CANDIDATES][UNIT_INDEX_KEY_MAX];
-    size_t n = unit_filter_indexes(filter, keys);
-    size_t best = n - 1; /* the catch-all, if nothing narrower is named */
-    long long best_size = -1;
-    for (size_t i = 0; i + 1 < n; i++) {
-        redisReply *r = NULL;
-        store_result_t result = store_command(self->store, &r, "ZCARD %s", keys[i]);
-        if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            return false;
-        }
-        if (best_size < 0 || r->integer < best_size) {
-            best_size = r->integer;
-            best = i;
-        }
-        freeReplyObject(r);
-    }
-    snprintf(out, out_size, "%s", keys[best]);
-    return true;
+    return unit_filter_match(filter, (const Passerelle__Unit *)msg);
 }
 
-/* Walks the chosen index in id order from the page token, reading each
- * member's record and keeping those that pass the other filters.
- *
- * Cost: one ZRANGEBYLEX per batch plus one record read per member walked.
- * Members the other filters reject are walked too, so a page costs
- * O(members walked), at worst the rest of the smallest named index. That is
- * fine for the thousands of units of the partnership; a combined filter
- * used at scale would deserve its own index. */
+/* Walks the smallest index the filter names (records_list_page), keeping
+ * the units that pass the other filters. A page costs O(members walked), at
+ * worst the rest of that index: fine for the thousands of units of the
+ * partnership; a combined filter used at scale would deserve its own
+ * index. */
 void handle_unit_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
                       reply_t *reply)
 {
@@ -186,78 +157,23 @@ void handle_unit_list(void *ctx, const call_t *call, const ProtobufCMessage *req
         reply_domain_error(reply, &err);
         return;
     }
-    char index[UNIT_INDEX_KEY_MAX];
-    if (!list_choose_index(self, &filter, index, sizeof index, reply))
+    char keys[UNIT_INDEX_CANDIDATES][UNIT_INDEX_KEY_MAX];
+    const char *names[UNIT_INDEX_CANDIDATES];
+    size_t n = unit_filter_indexes(&filter, keys), best = 0;
+    for (size_t i = 0; i < n; i++)
+        names[i] = keys[i];
+    if (!records_smallest_index(self->store, names, n, &best, reply))
         return;
-
-    Passerelle__Unit **units = calloc(filter.page_size, sizeof *units);
-    if (!units) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    record_page_t page;
+    if (!records_list_page(self->store, keys[best], &RECORD_UNIT, filter.after, filter.page_size,
+                           unit_list_match, &filter, &page, reply))
         return;
-    }
-    size_t count = 0;
-    bool more = false, failed = false;
-    char start[ID_LEN + 1];
-    if (filter.after[0])
-        snprintf(start, sizeof start, "(%s", filter.after);
-    else
-        snprintf(start, sizeof start, "-");
-    /* A batch one larger than the page lets a full page see whether any
-     * member follows without a second round trip. */
-    long batch = (long)filter.page_size + 1;
-
-    while (!more && !failed) {
-        redisReply *r = NULL;
-        store_result_t result =
-            store_command(self->store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
-        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            failed = true;
-            break;
-        }
-        for (size_t i = 0; i < r->elements && !failed; i++) {
-            const char *member = r->element[i]->str;
-            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('U', member))
-                continue;
-            if (count == filter.page_size) {
-                more = true;
-                break;
-            }
-            Passerelle__Unit *unit = NULL;
-            uint64_t version = 0;
-            read_result_t found = unit_read(self->store, member, &unit, &version, reply);
-            if (found == READ_FAILED)
-                failed = true;
-            else if (found == READ_FOUND && unit_filter_match(&filter, unit))
-                units[count++] = unit;
-            else if (unit)
-                protobuf_c_message_free_unpacked(&unit->base, NULL);
-        }
-        bool last_batch = r->elements < (size_t)batch;
-        if (r->elements > 0 && r->element[r->elements - 1]->type == REDIS_REPLY_STRING)
-            snprintf(start, sizeof start, "(%s", r->element[r->elements - 1]->str);
-        freeReplyObject(r);
-        if (last_batch)
-            break;
-    }
-
-    if (!failed) {
-        Passerelle__UnitList list = PASSERELLE__UNIT_LIST__INIT;
-        list.units = units;
-        list.n_units = count;
-        /* The token is the last id returned; the next page starts after
-         * it. It is given when some member follows in the index, even if
-         * that member may then fail the filters (a last page can be empty:
-         * the price of not reading ahead). */
-        if (more && count > 0)
-            list.next_page_token = units[count - 1]->id;
-        reply_set_body(reply, &list.base);
-    }
-    for (size_t i = 0; i < count; i++)
-        protobuf_c_message_free_unpacked(&units[i]->base, NULL);
-    free(units);
+    Passerelle__UnitList list = PASSERELLE__UNIT_LIST__INIT;
+    list.units = (Passerelle__Unit **)page.items;
+    list.n_units = page.count;
+    list.next_page_token = record_page_token(&page);
+    reply_set_body(reply, &list.base);
+    record_page_free(&page);
 }
 
 /* ====================================================================== */
@@ -335,8 +251,8 @@ void handle_convention_envisage(void *ctx, const call_t *call, const ProtobufCMe
     changed.has_version = true;
     changed.version = unit_version + 1;
 
-    snprintf(conv_key, sizeof conv_key, "reservations:convention:%s", id);
-    snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit->id);
+    record_key(conv_key, "convention", id);
+    record_key(unit_key, "unit", unit->id);
     subject_of(unit->id, subject);
 
     txn_t *txn = txn_for(call);
@@ -365,7 +281,7 @@ static bool convention_id_of_unit(reservations_t *self, const char *unit_ref, ch
         reply_error(reply, ST_NOT_FOUND, "unit", "unit '%.64s' not found", unit_ref);
     if (found != READ_FOUND)
         return false;
-    bool has = !blank(unit->convention_id) && id_valid('C', unit->convention_id);
+    bool has = !text_blank(unit->convention_id) && id_valid('C', unit->convention_id);
     if (has)
         snprintf(id_out, ID_LEN, "%s", unit->convention_id);
     else
@@ -385,32 +301,27 @@ static bool convention_and_unit_read(reservations_t *self, const char *id, const
     *conv_p = NULL;
     *unit_p = NULL;
     char resolved[ID_LEN];
-    if (!blank(id) && !blank(unit_ref)) {
+    if (!text_blank(id) && !text_blank(unit_ref)) {
         reply_error(reply, ST_INVALID_ARGUMENT, "unit", "give a convention id or a unit, not both");
         return false;
     }
-    if (blank(id) && !blank(unit_ref)) {
+    if (text_blank(id) && !text_blank(unit_ref)) {
         if (!convention_id_of_unit(self, unit_ref, resolved, reply))
             return false;
         id = resolved;
     }
-    if (blank(id)) {
+    if (text_blank(id)) {
         reply_error(reply, ST_INVALID_ARGUMENT, "id",
                     "id is required (a convention id), or unit (its unit)");
         return false;
     }
-    if (!id_valid('C', id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a convention id", id);
+    if (!record_get(self->store, &RECORD_CONVENTION, id, "id", (ProtobufCMessage **)conv_p,
+                    conv_version, reply))
         return false;
-    }
-    read_result_t found = convention_read(self->store, id, conv_p, conv_version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "id", "convention %s not found", id);
-    if (found != READ_FOUND)
-        return false;
-    found = blank((*conv_p)->unit_id)
-                ? READ_ABSENT
-                : unit_read(self->store, (*conv_p)->unit_id, unit_p, unit_version, reply);
+    read_result_t found =
+        text_blank((*conv_p)->unit_id)
+            ? READ_ABSENT
+            : unit_read(self->store, (*conv_p)->unit_id, unit_p, unit_version, reply);
     if (found == READ_ABSENT)
         reply_error(reply, ST_INTERNAL, "id", "the unit of convention %s is missing", id);
     if (found != READ_FOUND) {
@@ -439,13 +350,13 @@ static void convention_step(reservations_t *self, const call_t *call,
     if (!convention_step_decide(conv, unit, step, req, date_today_paris(), &self->energy_rules,
                                 &decided, &err)) {
         reply_domain_error(reply, &err);
-    } else if (step == STEP_END && !blank(unit->reservation_id)) {
+    } else if (step == STEP_END && !text_blank(unit->reservation_id)) {
         /* A reservation on a conventioned unit lives within its convention:
          * it is released first, explicitly, so progress and partners see it. */
         reply_error(reply, ST_FAILED_PRECONDITION, "id",
                     "unit %s has the active reservation %s; release it before ending convention %s",
                     unit->id, unit->reservation_id, conv->id);
-    } else if (blank(unit->convention_id) || strcmp(unit->convention_id, conv->id) != 0) {
+    } else if (text_blank(unit->convention_id) || strcmp(unit->convention_id, conv->id) != 0) {
         /* A live convention is always its unit's latest; anything else is
          * a damaged store, not a request to honour. */
         reply_error(reply, ST_INTERNAL, "id", "unit %s does not point back to convention %s",
@@ -468,8 +379,8 @@ static void convention_step(reservations_t *self, const call_t *call,
         changed_unit.has_version = true;
         changed_unit.version = unit_version + 1;
 
-        snprintf(conv_key, sizeof conv_key, "reservations:convention:%s", conv->id);
-        snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit->id);
+        record_key(conv_key, "convention", conv->id);
+        record_key(unit_key, "unit", unit->id);
         subject_of(unit->id, subject);
 
         txn_t *txn = txn_for(call);

@@ -4,16 +4,7 @@
  * rules (domain.h) for a decision, builds the reply body and commits one
  * transaction (txn.h): records, index entries and the event together.
  *
- * Redis keys:
- *   reservations:unit:<id>                 Unit record
- *   reservations:unit-ref:<external_ref>   record whose bytes are the unit id
- *   reservations:convention:<id>           Convention record (unit not filled)
- *   reservations:units                     index of every unit (zset, score 0)
- *   reservations:units:territory:<CTn>     index by territory
- *   reservations:units:commune:<insee>     index by commune (Marseille: 13055)
- *   reservations:units:stock:<PRIVATE|SOCIAL>
- *   reservations:units:convention:<state>  index by the latest convention's state
- *   reservations:events                    the event stream */
+ * Redis keys: every key the service writes is listed in records.h. */
 #ifndef RESERVATIONS_HANDLERS_H
 #define RESERVATIONS_HANDLERS_H
 

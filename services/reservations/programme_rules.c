@@ -7,7 +7,6 @@
 
 #include <ctype.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,45 +18,6 @@
 #define KIND_NPNRU            PASSERELLE__PROGRAMME_KIND__PROGRAMME_NPNRU
 #define KIND_SOCIAL_HOUSING   PASSERELLE__PROGRAMME_KIND__PROGRAMME_SOCIAL_HOUSING
 #define KIND_SOCIAL_OWNERSHIP PASSERELLE__PROGRAMME_KIND__PROGRAMME_SOCIAL_OWNERSHIP
-
-static bool fail(domain_error_t *err, status_t status, const char *field, const char *format, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static bool fail(domain_error_t *err, status_t status, const char *field, const char *format, ...)
-{
-    err->status = status;
-    snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-    va_list args;
-    va_start(args, format);
-    vsnprintf(err->message, sizeof err->message, format, args);
-    va_end(args);
-    return false;
-}
-
-static bool is_blank(const char *s)
-{
-    return s == NULL || *s == '\0';
-}
-
-/* Control characters would corrupt logs and exports; UTF-8 is welcome. */
-static bool text_clean(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
-/* Characters of a UTF-8 string: every byte that does not continue a
- * sequence starts one. */
-static size_t utf8_length(const char *s)
-{
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if ((*p & 0xC0) != 0x80)
-            n++;
-    return n;
-}
 
 /* ====================================================================== */
 /* Names                                                                  */
@@ -107,28 +67,29 @@ static bool programme_validate_place(const Passerelle__ProgrammeCreateRequest *r
                                      domain_error_t *err)
 {
     scratch->territory[0] = '\0';
-    if (!is_blank(req->territory)) {
+    if (!text_blank(req->territory)) {
         if (!refdata_is_territory(req->territory))
-            return fail(err, ST_INVALID_ARGUMENT, "territory",
-                        "territory '%.16s' is not one of CT1..CT6", req->territory);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "territory",
+                               "territory '%.16s' is not one of CT1..CT6", req->territory);
         upper3(req->territory, scratch->territory);
     }
     if (req->n_communes > PROGRAMME_COMMUNES_MAX)
-        return fail(err, ST_INVALID_ARGUMENT, "communes",
-                    "at most %d communes (the Métropole has 92)", PROGRAMME_COMMUNES_MAX);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "communes",
+                           "at most %d communes (the Métropole has 92)", PROGRAMME_COMMUNES_MAX);
     size_t count = 0;
     const char *first_territory = NULL;
     for (size_t i = 0; i < req->n_communes; i++) {
         const commune_t *commune =
-            is_blank(req->communes[i]) ? NULL : refdata_commune(req->communes[i]);
+            text_blank(req->communes[i]) ? NULL : refdata_commune(req->communes[i]);
         if (!commune)
-            return fail(err, ST_INVALID_ARGUMENT, "communes",
-                        "commune '%.64s' is not one of the Métropole's 92 communes",
-                        req->communes[i] ? req->communes[i] : "");
+            return domain_fail(err, ST_INVALID_ARGUMENT, "communes",
+                               "commune '%.64s' is not one of the Métropole's 92 communes",
+                               req->communes[i] ? req->communes[i] : "");
         if (first_territory && strcmp(first_territory, commune->territory) != 0)
-            return fail(err, ST_INVALID_ARGUMENT, "communes",
-                        "communes span two territories: %s is in %s, %s in %s",
-                        scratch->communes[0], first_territory, commune->insee, commune->territory);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "communes",
+                               "communes span two territories: %s is in %s, %s in %s",
+                               scratch->communes[0], first_territory, commune->insee,
+                               commune->territory);
         first_territory = commune->territory;
         bool seen = false;
         for (size_t j = 0; j < count && !seen; j++)
@@ -138,27 +99,17 @@ static bool programme_validate_place(const Passerelle__ProgrammeCreateRequest *r
     }
     if (first_territory) {
         if (scratch->territory[0] && strcmp(scratch->territory, first_territory) != 0)
-            return fail(err, ST_INVALID_ARGUMENT, "communes",
-                        "the communes are in %s, not in territory %s", first_territory,
-                        scratch->territory);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "communes",
+                               "the communes are in %s, not in territory %s", first_territory,
+                               scratch->territory);
         snprintf(scratch->territory, sizeof scratch->territory, "%s", first_territory);
     }
     if (!scratch->territory[0])
-        return fail(err, ST_INVALID_ARGUMENT, "territory",
-                    "territory (CT1..CT6) or communes is required");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "territory",
+                           "territory (CT1..CT6) or communes is required");
     prog->territory = scratch->territory;
     prog->communes = count ? scratch->communes : NULL;
     prog->n_communes = count;
-    return true;
-}
-
-static bool date_field(const char *text, const char *field, date_t *out, domain_error_t *err)
-{
-    if (is_blank(text))
-        return fail(err, ST_INVALID_ARGUMENT, field, "%s is required (YYYY-MM-DD)", field);
-    if (!date_parse(text, out))
-        return fail(err, ST_INVALID_ARGUMENT, field, "%s '%.32s' is not a date (YYYY-MM-DD)", field,
-                    text);
     return true;
 }
 
@@ -170,35 +121,36 @@ static bool kind_needs_operator(int kind)
 bool programme_validate(const Passerelle__ProgrammeCreateRequest *req, Passerelle__Programme *prog,
                         programme_scratch_t *scratch, domain_error_t *err)
 {
-    if (is_blank(req->name))
-        return fail(err, ST_INVALID_ARGUMENT, "name", "name is required");
-    if (utf8_length(req->name) > PROGRAMME_NAME_MAX_CHARS || !text_clean(req->name))
-        return fail(err, ST_INVALID_ARGUMENT, "name",
-                    "name must be at most %d characters without control characters",
-                    PROGRAMME_NAME_MAX_CHARS);
+    if (text_blank(req->name))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "name", "name is required");
+    if (text_utf8_length(req->name) > PROGRAMME_NAME_MAX_CHARS || !text_clean(req->name))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "name",
+                           "name must be at most %d characters without control characters",
+                           PROGRAMME_NAME_MAX_CHARS);
     if (!req->has_kind || req->kind < KIND_PIG || req->kind > KIND_SOCIAL_OWNERSHIP)
-        return fail(err, ST_INVALID_ARGUMENT, "kind",
-                    "kind is required: PIG, OPAH, OPAH_RU, NPNRU, SOCIAL_HOUSING or "
-                    "SOCIAL_OWNERSHIP");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "kind",
+                           "kind is required: PIG, OPAH, OPAH_RU, NPNRU, SOCIAL_HOUSING or "
+                           "SOCIAL_OWNERSHIP");
     if (!programme_validate_place(req, prog, scratch, err))
         return false;
 
     date_t start, end;
-    if (!date_field(req->start_date, "start_date", &start, err) ||
-        !date_field(req->end_date, "end_date", &end, err))
+    if (!domain_date_required(req->start_date, "start_date", &start, err) ||
+        !domain_date_required(req->end_date, "end_date", &end, err))
         return false;
     if (date_compare(end, start) <= 0)
-        return fail(err, ST_INVALID_ARGUMENT, "end_date", "end_date %s is not after start_date %s",
-                    req->end_date, req->start_date);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "end_date",
+                           "end_date %s is not after start_date %s", req->end_date,
+                           req->start_date);
 
-    if (!is_blank(req->operator_)) {
+    if (!text_blank(req->operator_)) {
         if (strlen(req->operator_) > PROGRAMME_OPERATOR_MAX || !text_clean(req->operator_))
-            return fail(err, ST_INVALID_ARGUMENT, "operator",
-                        "operator must be at most %d bytes without control characters",
-                        PROGRAMME_OPERATOR_MAX);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "operator",
+                               "operator must be at most %d bytes without control characters",
+                               PROGRAMME_OPERATOR_MAX);
     } else if (kind_needs_operator(req->kind)) {
-        return fail(err, ST_INVALID_ARGUMENT, "operator", "operator is required for a %s",
-                    programme_kind_name(req->kind));
+        return domain_fail(err, ST_INVALID_ARGUMENT, "operator", "operator is required for a %s",
+                           programme_kind_name(req->kind));
     }
 
     bool has_scheme = req->has_ownership_scheme &&
@@ -206,12 +158,12 @@ bool programme_validate(const Passerelle__ProgrammeCreateRequest *req, Passerell
     if (req->kind == KIND_SOCIAL_OWNERSHIP) {
         if (!has_scheme || (req->ownership_scheme != PASSERELLE__OWNERSHIP_SCHEME__OWNERSHIP_PSLA &&
                             req->ownership_scheme != PASSERELLE__OWNERSHIP_SCHEME__OWNERSHIP_BRS))
-            return fail(err, ST_INVALID_ARGUMENT, "ownership_scheme",
-                        "ownership_scheme (PSLA or BRS) is required for SOCIAL_OWNERSHIP");
+            return domain_fail(err, ST_INVALID_ARGUMENT, "ownership_scheme",
+                               "ownership_scheme (PSLA or BRS) is required for SOCIAL_OWNERSHIP");
     } else if (has_scheme) {
-        return fail(err, ST_INVALID_ARGUMENT, "ownership_scheme",
-                    "ownership_scheme is for SOCIAL_OWNERSHIP only, not %s",
-                    programme_kind_name(req->kind));
+        return domain_fail(err, ST_INVALID_ARGUMENT, "ownership_scheme",
+                           "ownership_scheme is for SOCIAL_OWNERSHIP only, not %s",
+                           programme_kind_name(req->kind));
     }
 
     if (req->kind == KIND_NPNRU) {
@@ -223,8 +175,8 @@ bool programme_validate(const Passerelle__ProgrammeCreateRequest *req, Passerell
         if (in) {
             if (in->has_land_surface_m2 &&
                 (!isfinite(in->land_surface_m2) || in->land_surface_m2 < 0))
-                return fail(err, ST_INVALID_ARGUMENT, "npnru",
-                            "npnru.land_surface_m2 must be a surface in m², not negative");
+                return domain_fail(err, ST_INVALID_ARGUMENT, "npnru",
+                                   "npnru.land_surface_m2 must be a surface in m², not negative");
             scratch->npnru.has_rights_in_qpv = true;
             scratch->npnru.rights_in_qpv = in->rights_in_qpv;
             scratch->npnru.has_rights_outside_qpv = true;
@@ -236,9 +188,9 @@ bool programme_validate(const Passerelle__ProgrammeCreateRequest *req, Passerell
         }
         prog->npnru = &scratch->npnru;
     } else if (req->npnru) {
-        return fail(err, ST_INVALID_ARGUMENT, "npnru",
-                    "npnru counterparts are for NPNRU only, not %s",
-                    programme_kind_name(req->kind));
+        return domain_fail(err, ST_INVALID_ARGUMENT, "npnru",
+                           "npnru counterparts are for NPNRU only, not %s",
+                           programme_kind_name(req->kind));
     }
 
     prog->name = req->name;
@@ -246,7 +198,7 @@ bool programme_validate(const Passerelle__ProgrammeCreateRequest *req, Passerell
     prog->kind = req->kind;
     prog->start_date = req->start_date;
     prog->end_date = req->end_date;
-    prog->operator_ = is_blank(req->operator_) ? NULL : req->operator_;
+    prog->operator_ = text_blank(req->operator_) ? NULL : req->operator_;
     prog->has_ownership_scheme = has_scheme;
     prog->ownership_scheme = req->ownership_scheme;
     return true;
@@ -259,9 +211,9 @@ bool programme_validate(const Passerelle__ProgrammeCreateRequest *req, Passerell
 bool programme_covers(const Passerelle__Programme *prog, const Passerelle__Unit *unit)
 {
     if (prog->n_communes == 0)
-        return !is_blank(prog->territory) && !is_blank(unit->territory) &&
+        return !text_blank(prog->territory) && !text_blank(unit->territory) &&
                strcasecmp(prog->territory, unit->territory) == 0;
-    if (is_blank(unit->commune_insee))
+    if (text_blank(unit->commune_insee))
         return false;
     for (size_t i = 0; i < prog->n_communes; i++)
         if (prog->communes[i] && strcmp(prog->communes[i], unit->commune_insee) == 0)
@@ -272,24 +224,24 @@ bool programme_covers(const Passerelle__Programme *prog, const Passerelle__Unit 
 attach_decision_t programme_attach_decide(const Passerelle__Programme *prog,
                                           const Passerelle__Unit *unit, domain_error_t *err)
 {
-    if (!is_blank(unit->programme_id)) {
+    if (!text_blank(unit->programme_id)) {
         if (strcmp(unit->programme_id, prog->id) == 0)
             return ATTACH_ALREADY;
-        fail(err, ST_CONFLICT, "unit", "unit %s is attached to programme %s", unit->id,
-             unit->programme_id);
+        domain_fail(err, ST_CONFLICT, "unit", "unit %s is attached to programme %s", unit->id,
+                    unit->programme_id);
         return ATTACH_REFUSED;
     }
     if (!programme_covers(prog, unit)) {
         if (prog->n_communes == 0)
-            fail(err, ST_FAILED_PRECONDITION, "unit",
-                 "unit %s is in %s (%s), outside programme %s's territory %s", unit->id,
-                 unit->commune_name ? unit->commune_name : "?",
-                 unit->territory ? unit->territory : "?", prog->id, prog->territory);
+            domain_fail(err, ST_FAILED_PRECONDITION, "unit",
+                        "unit %s is in %s (%s), outside programme %s's territory %s", unit->id,
+                        unit->commune_name ? unit->commune_name : "?",
+                        unit->territory ? unit->territory : "?", prog->id, prog->territory);
         else
-            fail(err, ST_FAILED_PRECONDITION, "unit",
-                 "unit %s is in %s (%s), not one of programme %s's communes", unit->id,
-                 unit->commune_name ? unit->commune_name : "?",
-                 unit->commune_insee ? unit->commune_insee : "?", prog->id);
+            domain_fail(err, ST_FAILED_PRECONDITION, "unit",
+                        "unit %s is in %s (%s), not one of programme %s's communes", unit->id,
+                        unit->commune_name ? unit->commune_name : "?",
+                        unit->commune_insee ? unit->commune_insee : "?", prog->id);
         return ATTACH_REFUSED;
     }
     return ATTACH_NEW;
@@ -303,38 +255,27 @@ bool programme_filter_parse(const Passerelle__ProgrammeListRequest *req, program
                             domain_error_t *err)
 {
     memset(filter, 0, sizeof *filter);
-    if (!is_blank(req->territory)) {
+    if (!text_blank(req->territory)) {
         if (!refdata_is_territory(req->territory))
-            return fail(err, ST_INVALID_ARGUMENT, "territory",
-                        "territory '%.16s' is not one of CT1..CT6", req->territory);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "territory",
+                               "territory '%.16s' is not one of CT1..CT6", req->territory);
         upper3(req->territory, filter->territory);
     }
     if (req->has_kind && req->kind != PASSERELLE__PROGRAMME_KIND__PROGRAMME_KIND_UNSPECIFIED) {
         if (req->kind < KIND_PIG || req->kind > KIND_SOCIAL_OWNERSHIP)
-            return fail(err, ST_INVALID_ARGUMENT, "kind", "kind %d is not a programme kind",
-                        req->kind);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "kind", "kind %d is not a programme kind",
+                               req->kind);
         filter->kind = req->kind;
     }
-    filter->page_size = PROGRAMME_LIST_PAGE_DEFAULT;
-    if (req->has_page_size && req->page_size != 0) {
-        if (req->page_size > PROGRAMME_LIST_PAGE_MAX)
-            return fail(err, ST_INVALID_ARGUMENT, "page_size", "page_size is at most %d",
-                        PROGRAMME_LIST_PAGE_MAX);
-        filter->page_size = req->page_size;
-    }
-    if (!is_blank(req->page_token)) {
-        if (!id_valid('P', req->page_token))
-            return fail(err, ST_INVALID_ARGUMENT, "page_token",
-                        "page_token must be the next_page_token of a previous page");
-        snprintf(filter->after, sizeof filter->after, "%s", req->page_token);
-    }
-    return true;
+    return domain_page_parse(req->has_page_size, req->page_size, req->page_token, 'P',
+                             PROGRAMME_LIST_PAGE_DEFAULT, PROGRAMME_LIST_PAGE_MAX,
+                             &filter->page_size, filter->after, err);
 }
 
 bool programme_filter_match(const programme_filter_t *filter, const Passerelle__Programme *prog)
 {
     if (filter->territory[0] &&
-        (is_blank(prog->territory) || strcasecmp(filter->territory, prog->territory) != 0))
+        (text_blank(prog->territory) || strcasecmp(filter->territory, prog->territory) != 0))
         return false;
     if (filter->kind && prog->kind != (Passerelle__ProgrammeKind)filter->kind)
         return false;
@@ -374,32 +315,33 @@ void programme_units_key(const char *programme_id, char key[PROGRAMME_INDEX_KEY_
 
 bool objective_validate(const Passerelle__ObjectiveSetRequest *req, domain_error_t *err)
 {
-    if (is_blank(req->programme))
-        return fail(err, ST_INVALID_ARGUMENT, "programme", "programme is required (its id)");
+    if (text_blank(req->programme))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "programme", "programme is required (its id)");
     if (!id_valid('P', req->programme))
-        return fail(err, ST_INVALID_ARGUMENT, "programme",
-                    "programme '%.40s' is not a programme id", req->programme);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "programme",
+                           "programme '%.40s' is not a programme id", req->programme);
     if (!req->has_year || req->year < OBJECTIVE_YEAR_MIN || req->year > OBJECTIVE_YEAR_MAX)
-        return fail(err, ST_INVALID_ARGUMENT, "year", "year is required, %d-%d", OBJECTIVE_YEAR_MIN,
-                    OBJECTIVE_YEAR_MAX);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "year", "year is required, %d-%d",
+                           OBJECTIVE_YEAR_MIN, OBJECTIVE_YEAR_MAX);
     bool has_level =
         req->has_level && req->level != PASSERELLE__CONVENTION_LEVEL__LEVEL_UNSPECIFIED;
     bool has_financing =
         req->has_financing && req->financing != PASSERELLE__FINANCING__FINANCING_UNSPECIFIED;
     if (has_level && (req->level < PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC1 ||
                       req->level > PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC3))
-        return fail(err, ST_INVALID_ARGUMENT, "level", "level must be LOC1, LOC2 or LOC3");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "level", "level must be LOC1, LOC2 or LOC3");
     if (has_financing && (req->financing < PASSERELLE__FINANCING__FINANCING_PLAI ||
                           req->financing > PASSERELLE__FINANCING__FINANCING_LLI))
-        return fail(err, ST_INVALID_ARGUMENT, "financing",
-                    "financing must be PLAI, PLUS, PLS, PLI or LLI");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "financing",
+                           "financing must be PLAI, PLUS, PLS, PLI or LLI");
     if (has_level && has_financing)
-        return fail(err, ST_INVALID_ARGUMENT, "financing",
-                    "an objective is per convention level or per financing, not both");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "financing",
+                           "an objective is per convention level or per financing, not both");
     if (!req->has_units)
-        return fail(err, ST_INVALID_ARGUMENT, "units", "units is required (0 clears it)");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "units", "units is required (0 clears it)");
     if (req->units > OBJECTIVE_UNITS_MAX)
-        return fail(err, ST_INVALID_ARGUMENT, "units", "units is at most %d", OBJECTIVE_UNITS_MAX);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "units", "units is at most %d",
+                           OBJECTIVE_UNITS_MAX);
     return true;
 }
 
@@ -452,26 +394,26 @@ bool progress_scope_parse(const Passerelle__ProgressRequest *req, date_t today,
                           progress_scope_t *scope, domain_error_t *err)
 {
     memset(scope, 0, sizeof *scope);
-    if (!is_blank(req->programme) && !is_blank(req->territory))
-        return fail(err, ST_INVALID_ARGUMENT, "territory",
-                    "give a programme or a territory, not both");
-    if (!is_blank(req->programme)) {
+    if (!text_blank(req->programme) && !text_blank(req->territory))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "territory",
+                           "give a programme or a territory, not both");
+    if (!text_blank(req->programme)) {
         if (!id_valid('P', req->programme))
-            return fail(err, ST_INVALID_ARGUMENT, "programme",
-                        "programme '%.40s' is not a programme id", req->programme);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "programme",
+                               "programme '%.40s' is not a programme id", req->programme);
         snprintf(scope->programme_id, sizeof scope->programme_id, "%s", req->programme);
     }
-    if (!is_blank(req->territory)) {
+    if (!text_blank(req->territory)) {
         if (!refdata_is_territory(req->territory))
-            return fail(err, ST_INVALID_ARGUMENT, "territory",
-                        "territory '%.16s' is not one of CT1..CT6", req->territory);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "territory",
+                               "territory '%.16s' is not one of CT1..CT6", req->territory);
         upper3(req->territory, scope->territory);
     }
     scope->year = (unsigned)today.year;
     if (req->has_year && req->year != 0) {
         if (req->year < OBJECTIVE_YEAR_MIN || req->year > OBJECTIVE_YEAR_MAX)
-            return fail(err, ST_INVALID_ARGUMENT, "year", "year must be %d-%d", OBJECTIVE_YEAR_MIN,
-                        OBJECTIVE_YEAR_MAX);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "year", "year must be %d-%d",
+                               OBJECTIVE_YEAR_MIN, OBJECTIVE_YEAR_MAX);
         scope->year = req->year;
     }
     return true;

@@ -5,16 +5,7 @@
  * The handlers follow handlers.c: validate (programme_rules.c), read,
  * decide, build the reply, commit one transaction with its one event.
  *
- * Redis keys (besides those of progress.h):
- *   reservations:programme:<id>                  Programme record (units_attached
- *                                                and npnru.used_* not stored)
- *   reservations:programmes                      index of every programme
- *   reservations:programmes:territory:<CTn>      index by territory
- *   reservations:programmes:kind:<KIND>          index by kind
- *   reservations:programmes:units:<id>           index of the programme's units
- *   reservations:objective:<id>:<year>:<level>:<financing>   Objective record
- *   reservations:objectives:<year>               index of the year's objectives,
- *                                                members <id>:<level>:<financing>
+ * Keys: see records.h.
  * Events: programme.created (subject programmes/<id>, data Programme),
  * programme.unit_attached (units/<unit id>, Unit), objective.set
  * (programmes/<id>, Objective). */
@@ -31,32 +22,6 @@
 static void programme_subject(const char *programme_id, char out[KEY_MAX])
 {
     snprintf(out, KEY_MAX, "programmes/%s", programme_id);
-}
-
-read_result_t programme_read(store_t *store, const char *id, Passerelle__Programme **prog_p,
-                             uint64_t *version, reply_t *reply)
-{
-    char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:programme:%s", id);
-    return record_read(store, key, &passerelle__programme__descriptor, (ProtobufCMessage **)prog_p,
-                       version, reply);
-}
-
-/* An integer command's answer (ZCARD...), or false with the reply set. */
-static bool store_integer(store_t *store, long long *out, reply_t *reply, const char *format,
-                          const char *arg)
-{
-    redisReply *r = NULL;
-    store_result_t result = store_command(store, &r, format, arg);
-    if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
-        if (r)
-            freeReplyObject(r);
-        reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
-        return false;
-    }
-    *out = r->integer;
-    freeReplyObject(r);
-    return true;
 }
 
 /* A hash field read as a count (0 when absent). */
@@ -87,7 +52,7 @@ static bool programme_fill(store_t *store, Passerelle__Programme *prog,
     char key[PROGRAMME_INDEX_KEY_MAX], field[PROGRESS_FIELD_MAX];
     long long units = 0;
     programme_units_key(prog->id, key);
-    if (!store_integer(store, &units, reply, "ZCARD %s", key))
+    if (!records_count(store, key, &units, reply))
         return false;
     prog->has_units_attached = true;
     prog->units_attached = (uint32_t)units;
@@ -142,7 +107,7 @@ void handle_programme_create(void *ctx, const call_t *call, const ProtobufCMessa
     prog.updated_at = now;
     prog.has_version = true;
     prog.version = 1;
-    snprintf(key, sizeof key, "reservations:programme:%s", id);
+    record_key(key, "programme", id);
     programme_subject(id, subject);
 
     txn_t *txn = txn_for(call);
@@ -175,20 +140,10 @@ void handle_programme_get(void *ctx, const call_t *call, const ProtobufCMessage 
     (void)call;
     reservations_t *self = ctx;
     const Passerelle__ProgrammeGetRequest *req = (const Passerelle__ProgrammeGetRequest *)request;
-    if (blank(req->id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id is required (a programme id)");
-        return;
-    }
-    if (!id_valid('P', req->id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a programme id", req->id);
-        return;
-    }
     Passerelle__Programme *prog = NULL;
     uint64_t version = 0;
-    read_result_t found = programme_read(self->store, req->id, &prog, &version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "id", "programme %s not found", req->id);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROGRAMME, req->id, "id", (ProtobufCMessage **)&prog,
+                    &version, reply))
         return;
     Passerelle__NpnruCounterparts spare = PASSERELLE__NPNRU_COUNTERPARTS__INIT;
     if (programme_fill(self->store, prog, &spare, reply))
@@ -196,11 +151,16 @@ void handle_programme_get(void *ctx, const call_t *call, const ProtobufCMessage 
     programme_free(prog, &spare);
 }
 
-/* Walks the chosen index in id order from the page token, as unit.list
- * does: one ZRANGEBYLEX per batch, one record read per member walked, so a
- * page costs O(members walked) - at worst the rest of the index when the
- * second filter rejects most of it, which the partnership's few hundred
- * programmes make cheap. */
+static bool programme_list_match(const ProtobufCMessage *msg, void *filter)
+{
+    return programme_filter_match(filter, (const Passerelle__Programme *)msg);
+}
+
+/* Walks the index the filter names (records_list_page), keeping the
+ * programmes that pass the other filter, then fills each. A page costs
+ * O(members walked), at worst the rest of the index when the second filter
+ * rejects most of it, which the partnership's few hundred programmes make
+ * cheap. */
 void handle_programme_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
                            reply_t *reply)
 {
@@ -215,79 +175,32 @@ void handle_programme_list(void *ctx, const call_t *call, const ProtobufCMessage
     }
     char index[PROGRAMME_INDEX_KEY_MAX];
     programme_filter_index(&filter, index);
-
-    Passerelle__Programme **progs = calloc(filter.page_size, sizeof *progs);
-    Passerelle__NpnruCounterparts *spares = calloc(filter.page_size, sizeof *spares);
-    if (!progs || !spares) {
-        free(progs);
-        free(spares);
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    record_page_t page;
+    if (!records_list_page(self->store, index, &RECORD_PROGRAMME, filter.after, filter.page_size,
+                           programme_list_match, &filter, &page, reply))
         return;
+    Passerelle__Programme **progs = (Passerelle__Programme **)page.items;
+    Passerelle__NpnruCounterparts *spares = calloc(page.count ? page.count : 1, sizeof *spares);
+    bool ok = spares != NULL;
+    if (!ok)
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    for (size_t i = 0; ok && i < page.count; i++) {
+        Passerelle__NpnruCounterparts init = PASSERELLE__NPNRU_COUNTERPARTS__INIT;
+        spares[i] = init;
+        ok = programme_fill(self->store, progs[i], &spares[i], reply);
     }
-    size_t count = 0;
-    bool more = false, failed = false;
-    char start[ID_LEN + 1];
-    if (filter.after[0])
-        snprintf(start, sizeof start, "(%s", filter.after);
-    else
-        snprintf(start, sizeof start, "-");
-    long batch = (long)filter.page_size + 1;
-
-    while (!more && !failed) {
-        redisReply *r = NULL;
-        store_result_t result =
-            store_command(self->store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
-        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            failed = true;
-            break;
-        }
-        for (size_t i = 0; i < r->elements && !failed; i++) {
-            const char *member = r->element[i]->str;
-            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('P', member))
-                continue;
-            if (count == filter.page_size) {
-                more = true;
-                break;
-            }
-            Passerelle__Programme *prog = NULL;
-            uint64_t version = 0;
-            read_result_t found = programme_read(self->store, member, &prog, &version, reply);
-            if (found == READ_FAILED) {
-                failed = true;
-            } else if (found == READ_FOUND && programme_filter_match(&filter, prog)) {
-                Passerelle__NpnruCounterparts init = PASSERELLE__NPNRU_COUNTERPARTS__INIT;
-                spares[count] = init;
-                progs[count++] = prog;
-                if (!programme_fill(self->store, prog, &spares[count - 1], reply))
-                    failed = true;
-            } else if (prog) {
-                protobuf_c_message_free_unpacked(&prog->base, NULL);
-            }
-        }
-        bool last_batch = r->elements < (size_t)batch;
-        if (r->elements > 0 && r->element[r->elements - 1]->type == REDIS_REPLY_STRING)
-            snprintf(start, sizeof start, "(%s", r->element[r->elements - 1]->str);
-        freeReplyObject(r);
-        if (last_batch)
-            break;
-    }
-
-    if (!failed) {
+    if (ok) {
         Passerelle__ProgrammeList list = PASSERELLE__PROGRAMME_LIST__INIT;
         list.programmes = progs;
-        list.n_programmes = count;
-        /* As unit.list: a token whenever a member follows, so a last page
-         * may come back empty rather than read ahead. */
-        if (more && count > 0)
-            list.next_page_token = progs[count - 1]->id;
+        list.n_programmes = page.count;
+        list.next_page_token = record_page_token(&page);
         reply_set_body(reply, &list.base);
     }
-    for (size_t i = 0; i < count; i++)
-        programme_free(progs[i], &spares[i]);
-    free(progs);
+    /* The spares are not the records': detach them before freeing. */
+    for (size_t i = 0; spares && i < page.count; i++)
+        if (progs[i]->npnru == &spares[i])
+            progs[i]->npnru = NULL;
+    record_page_free(&page);
     free(spares);
 }
 
@@ -311,11 +224,8 @@ bool programme_check_new_unit(reservations_t *self, const Passerelle__Unit *unit
     }
     Passerelle__Programme *prog = NULL;
     uint64_t version = 0;
-    read_result_t found = programme_read(self->store, unit->programme_id, &prog, &version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "programme_id", "programme %s not found",
-                    unit->programme_id);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROGRAMME, unit->programme_id, "programme_id",
+                    (ProtobufCMessage **)&prog, &version, reply))
         return false;
     bool covered = programme_covers(prog, unit);
     if (!covered)
@@ -333,23 +243,22 @@ void handle_programme_attach_unit(void *ctx, const call_t *call, const ProtobufC
     reservations_t *self = ctx;
     const Passerelle__ProgrammeAttachRequest *req =
         (const Passerelle__ProgrammeAttachRequest *)request;
-    if (blank(req->programme) || !id_valid('P', req->programme)) {
+    if (text_blank(req->programme) || !id_valid('P', req->programme)) {
         reply_error(reply, ST_INVALID_ARGUMENT, "programme",
                     "programme is required: a programme id");
         return;
     }
-    if (blank(req->unit)) {
+    if (text_blank(req->unit)) {
         reply_error(reply, ST_INVALID_ARGUMENT, "unit",
                     "unit is required: a unit id or external reference");
         return;
     }
     Passerelle__Programme *prog = NULL;
     uint64_t prog_version = 0;
-    read_result_t found = programme_read(self->store, req->programme, &prog, &prog_version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "programme", "programme %s not found", req->programme);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROGRAMME, req->programme, "programme",
+                    (ProtobufCMessage **)&prog, &prog_version, reply))
         return;
+    read_result_t found;
     Passerelle__Unit *unit = NULL;
     uint64_t unit_version = 0;
     found = unit_find(self->store, req->unit, &unit, &unit_version, reply);
@@ -377,7 +286,7 @@ void handle_programme_attach_unit(void *ctx, const call_t *call, const ProtobufC
         changed.updated_at = now;
         changed.has_version = true;
         changed.version = unit_version + 1;
-        snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit->id);
+        record_key(unit_key, "unit", unit->id);
         subject_of(unit->id, subject);
 
         /* The unit's version guards the race: of two attaches of one unit
@@ -414,11 +323,10 @@ void handle_objective_set(void *ctx, const call_t *call, const ProtobufCMessage 
     }
     Passerelle__Programme *prog = NULL;
     uint64_t prog_version = 0;
-    read_result_t found = programme_read(self->store, req->programme, &prog, &prog_version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "programme", "programme %s not found", req->programme);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROGRAMME, req->programme, "programme",
+                    (ProtobufCMessage **)&prog, &prog_version, reply))
         return;
+    read_result_t found;
 
     int level = req->has_level ? (int)req->level : 0;
     int financing = req->has_financing ? (int)req->financing : 0;
@@ -526,49 +434,33 @@ static bool progress_read_programmes(reservations_t *self, const progress_scope_
         }
         Passerelle__Programme *prog = NULL;
         uint64_t version = 0;
-        read_result_t found =
-            programme_read(self->store, scope->programme_id, &prog, &version, reply);
-        if (found == READ_ABSENT)
-            reply_error(reply, ST_NOT_FOUND, "programme", "programme %s not found",
-                        scope->programme_id);
-        if (found != READ_FOUND)
+        if (!record_get(self->store, &RECORD_PROGRAMME, scope->programme_id, "programme",
+                        (ProtobufCMessage **)&prog, &version, reply))
             return false;
         progress_add_programme(in, prog);
         return true;
     }
     char index[PROGRAMME_INDEX_KEY_MAX];
-    if (scope->territory[0])
-        snprintf(index, sizeof index, "reservations:programmes:territory:%s", scope->territory);
-    else
-        snprintf(index, sizeof index, "reservations:programmes");
-    redisReply *r = NULL;
-    store_result_t result = store_command(self->store, &r, "ZRANGE %s 0 -1", index);
-    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+    programme_filter_t all = {0};
+    memcpy(all.territory, scope->territory, sizeof all.territory);
+    programme_filter_index(&all, index);
+    record_page_t page;
+    if (!records_read_all(self->store, index, &RECORD_PROGRAMME, &page, reply))
+        return false;
+    /* The records are taken one by one by progress_add_programme, into the
+     * same array. */
+    in->records = (Passerelle__Programme **)page.items;
+    in->programmes = calloc(page.count ? page.count : 1, sizeof *in->programmes);
+    if (!in->programmes) {
+        /* in->count is 0: free the records here, the array with the rest. */
+        for (size_t i = 0; i < page.count; i++)
+            protobuf_c_message_free_unpacked(page.items[i], NULL);
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
         return false;
     }
-    size_t n = r->elements ? r->elements : 1;
-    in->records = calloc(n, sizeof *in->records);
-    in->programmes = calloc(n, sizeof *in->programmes);
-    bool ok = in->records && in->programmes;
-    if (!ok)
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-    for (size_t i = 0; ok && i < r->elements; i++) {
-        if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('P', r->element[i]->str))
-            continue;
-        Passerelle__Programme *prog = NULL;
-        uint64_t version = 0;
-        read_result_t found =
-            programme_read(self->store, r->element[i]->str, &prog, &version, reply);
-        if (found == READ_FAILED)
-            ok = false;
-        else if (found == READ_FOUND)
-            progress_add_programme(in, prog);
-    }
-    freeReplyObject(r);
-    return ok;
+    for (size_t i = 0; i < page.count; i++)
+        progress_add_programme(in, (Passerelle__Programme *)page.items[i]);
+    return true;
 }
 
 static bool progress_in_scope(const progress_inputs_t *in, const char *programme_id)

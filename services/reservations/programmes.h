@@ -26,10 +26,6 @@ void handle_objective_set(void *ctx, const call_t *call, const ProtobufCMessage 
 void handle_progress_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply);
 
-/* A programme record by id (caller frees on READ_FOUND). */
-read_result_t programme_read(store_t *store, const char *id, Passerelle__Programme **prog_p,
-                             uint64_t *version, reply_t *reply);
-
 /* unit.register with a programme_id: the programme must exist (NOT_FOUND,
  * field programme_id) and cover the unit's commune or territory
  * (FAILED_PRECONDITION, field programme_id). False with the reply set. */

@@ -8,8 +8,8 @@
  * candidate is still recorded, with the reason, so that the indicators can
  * count refusals by rule. */
 #include "proposal_rules.h"
+#include "booking_rules.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,42 +23,6 @@
 #define SECTOR_AGRICULTURAL PASSERELLE__EMPLOYER_SECTOR__SECTOR_AGRICULTURAL
 #define SECTOR_PUBLIC       PASSERELLE__EMPLOYER_SECTOR__SECTOR_PUBLIC
 
-static bool fail(domain_error_t *err, status_t status, const char *field, const char *format, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static bool fail(domain_error_t *err, status_t status, const char *field, const char *format, ...)
-{
-    err->status = status;
-    snprintf(err->field, sizeof err->field, "%s", field ? field : "");
-    va_list args;
-    va_start(args, format);
-    vsnprintf(err->message, sizeof err->message, format, args);
-    va_end(args);
-    return false;
-}
-
-static bool is_blank(const char *s)
-{
-    return s == NULL || *s == '\0';
-}
-
-/* No control characters (they would corrupt logs and exports). */
-static bool text_clean(const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
-static bool only_spaces(const char *s)
-{
-    for (; *s; s++)
-        if (*s != ' ')
-            return false;
-    return true;
-}
-
 /* ====================================================================== */
 /* Names                                                                  */
 /* ====================================================================== */
@@ -69,14 +33,6 @@ const char *decision_name(int decision)
     if (decision < 0 || decision >= (int)(sizeof names / sizeof names[0]))
         return "UNKNOWN";
     return names[decision];
-}
-
-const char *proposal_reservation_state_name(int state)
-{
-    static const char *const names[] = {"UNSPECIFIED", "ACTIVE", "RELEASED", "CANCELLED"};
-    if (state < 0 || state >= (int)(sizeof names / sizeof names[0]))
-        return "UNKNOWN";
-    return names[state];
 }
 
 static const char *sector_name(int sector)
@@ -129,65 +85,68 @@ static bool siren_digits(const char *siren)
 
 bool proposal_record_validate(const Passerelle__ProposalRecordRequest *req, domain_error_t *err)
 {
-    if (is_blank(req->reservation))
-        return fail(err, ST_INVALID_ARGUMENT, "reservation",
-                    "reservation is required (a reservation id, or a unit with an active "
-                    "reservation)");
+    if (text_blank(req->reservation))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "reservation",
+                           "reservation is required (a reservation id, or a unit with an active "
+                           "reservation)");
     if (strlen(req->reservation) > RESERVATION_ARG_MAX || !text_clean(req->reservation))
-        return fail(err, ST_INVALID_ARGUMENT, "reservation",
-                    "reservation must be a reservation id or a unit id or reference");
-    if (!is_blank(req->unit) && (strlen(req->unit) > RESERVATION_ARG_MAX || !text_clean(req->unit)))
-        return fail(err, ST_INVALID_ARGUMENT, "unit", "unit must be a unit id or reference");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "reservation",
+                           "reservation must be a reservation id or a unit id or reference");
+    if (!text_blank(req->unit) &&
+        (strlen(req->unit) > RESERVATION_ARG_MAX || !text_clean(req->unit)))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "unit", "unit must be a unit id or reference");
 
     /* The candidate is a pseudonymous reference: no name is asked for, and
      * the reference is kept as given. */
-    if (is_blank(req->candidate_ref))
-        return fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
-                    "candidate_ref is required (a pseudonymous reference, never a name)");
+    if (text_blank(req->candidate_ref))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
+                           "candidate_ref is required (a pseudonymous reference, never a name)");
     if (strlen(req->candidate_ref) > CANDIDATE_REF_MAX)
-        return fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
-                    "candidate_ref is longer than %d bytes", CANDIDATE_REF_MAX);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
+                           "candidate_ref is longer than %d bytes", CANDIDATE_REF_MAX);
     if (!text_clean(req->candidate_ref))
-        return fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
-                    "candidate_ref holds control characters");
-    if (only_spaces(req->candidate_ref))
-        return fail(err, ST_INVALID_ARGUMENT, "candidate_ref", "candidate_ref is only spaces");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
+                           "candidate_ref holds control characters");
+    if (text_only_spaces(req->candidate_ref))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "candidate_ref",
+                           "candidate_ref is only spaces");
 
-    if (is_blank(req->employer_siren))
-        return fail(err, ST_INVALID_ARGUMENT, "employer_siren",
-                    "employer_siren is required (9 digits)");
+    if (text_blank(req->employer_siren))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "employer_siren",
+                           "employer_siren is required (9 digits)");
     if (!siren_digits(req->employer_siren))
-        return fail(err, ST_INVALID_ARGUMENT, "employer_siren",
-                    "employer_siren '%.16s' is not 9 digits", req->employer_siren);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "employer_siren",
+                           "employer_siren '%.16s' is not 9 digits", req->employer_siren);
     if (!siren_valid(req->employer_siren))
-        return fail(err, ST_INVALID_ARGUMENT, "employer_siren",
-                    "employer_siren %s fails its Luhn check", req->employer_siren);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "employer_siren",
+                           "employer_siren %s fails its Luhn check", req->employer_siren);
 
     if (!req->has_employer_sector ||
         req->employer_sector == PASSERELLE__EMPLOYER_SECTOR__SECTOR_UNSPECIFIED)
-        return fail(err, ST_INVALID_ARGUMENT, "employer_sector",
-                    "employer_sector is required: PRIVATE_NON_AGRICULTURAL, AGRICULTURAL or "
-                    "PUBLIC");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "employer_sector",
+                           "employer_sector is required: PRIVATE_NON_AGRICULTURAL, AGRICULTURAL or "
+                           "PUBLIC");
     if (req->employer_sector != SECTOR_PRIVATE && req->employer_sector != SECTOR_AGRICULTURAL &&
         req->employer_sector != SECTOR_PUBLIC)
-        return fail(err, ST_INVALID_ARGUMENT, "employer_sector",
-                    "employer_sector %d is not a sector", (int)req->employer_sector);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "employer_sector",
+                           "employer_sector %d is not a sector", (int)req->employer_sector);
     if (!req->has_employer_headcount || req->employer_headcount < 1)
-        return fail(err, ST_INVALID_ARGUMENT, "employer_headcount",
-                    "employer_headcount is required: 1 or more employees");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "employer_headcount",
+                           "employer_headcount is required: 1 or more employees");
 
     for (size_t i = 0; i < req->n_publics; i++) {
         int p = req->publics[i];
         if (p < PASSERELLE__PRIORITY_PUBLIC__PUBLIC_UNDER_30 ||
             p > PASSERELLE__PRIORITY_PUBLIC__PUBLIC_DISABILITY)
-            return fail(err, ST_INVALID_ARGUMENT, "publics",
-                        "publics[%zu] = %d is not a priority public of the convention", i, p);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "publics",
+                               "publics[%zu] = %d is not a priority public of the convention", i,
+                               p);
         for (size_t j = 0; j < i; j++)
             if ((int)req->publics[j] == p)
-                return fail(err, ST_INVALID_ARGUMENT, "publics", "publics names %s twice",
-                            protobuf_c_enum_descriptor_get_value(
-                                &passerelle__priority_public__descriptor, p)
-                                ->name);
+                return domain_fail(err, ST_INVALID_ARGUMENT, "publics", "publics names %s twice",
+                                   protobuf_c_enum_descriptor_get_value(
+                                       &passerelle__priority_public__descriptor, p)
+                                       ->name);
     }
     return true;
 }
@@ -222,41 +181,44 @@ bool eligibility_decide(const eligibility_rules_t *rules, int sector, uint32_t h
     return false;
 }
 
-static bool same_text(const char *a, const char *b)
+/* Both given and equal: an absent link never matches. */
+static bool same_given(const char *a, const char *b)
 {
-    return !is_blank(a) && !is_blank(b) && strcmp(a, b) == 0;
+    return !text_blank(a) && !text_blank(b) && strcmp(a, b) == 0;
 }
 
 bool proposal_reservation_accepts(const Passerelle__Reservation *reservation,
                                   const Passerelle__Unit *unit, domain_error_t *err)
 {
     if (reservation->state != PASSERELLE__RESERVATION_STATE__RESERVATION_ACTIVE)
-        return fail(err, ST_FAILED_PRECONDITION, "reservation",
-                    "reservation %s is %s; proposal.record needs ACTIVE", reservation->id,
-                    proposal_reservation_state_name(reservation->state));
+        return domain_fail(err, ST_FAILED_PRECONDITION, "reservation",
+                           "reservation %s is %s; proposal.record needs ACTIVE", reservation->id,
+                           reservation_state_name(reservation->state));
     if (reservation->mode == PASSERELLE__RESERVATION_MODE__MODE_FLOW) {
         if (!unit)
-            return fail(err, ST_INVALID_ARGUMENT, "unit",
-                        "unit is required for FLOW reservation %s: the released unit proposed",
-                        reservation->id);
-        if (!is_blank(reservation->programme_id) &&
-            !same_text(reservation->programme_id, unit->programme_id))
-            return fail(err, ST_FAILED_PRECONDITION, "unit",
-                        "unit %s is %s%s; reservation %s is a flow of programme %s", unit->id,
-                        is_blank(unit->programme_id) ? "in no programme" : "in programme ",
-                        is_blank(unit->programme_id) ? "" : unit->programme_id, reservation->id,
-                        reservation->programme_id);
-        if (is_blank(reservation->programme_id) && !is_blank(reservation->landlord) &&
-            !same_text(reservation->landlord, unit->landlord))
-            return fail(err, ST_FAILED_PRECONDITION, "unit",
-                        "unit %s is not let by landlord %.64s, whose flow reservation %s is",
-                        unit->id, reservation->landlord, reservation->id);
+            return domain_fail(
+                err, ST_INVALID_ARGUMENT, "unit",
+                "unit is required for FLOW reservation %s: the released unit proposed",
+                reservation->id);
+        if (!text_blank(reservation->programme_id) &&
+            !same_given(reservation->programme_id, unit->programme_id))
+            return domain_fail(err, ST_FAILED_PRECONDITION, "unit",
+                               "unit %s is %s%s; reservation %s is a flow of programme %s",
+                               unit->id,
+                               text_blank(unit->programme_id) ? "in no programme" : "in programme ",
+                               text_blank(unit->programme_id) ? "" : unit->programme_id,
+                               reservation->id, reservation->programme_id);
+        if (text_blank(reservation->programme_id) && !text_blank(reservation->landlord) &&
+            !same_given(reservation->landlord, unit->landlord))
+            return domain_fail(err, ST_FAILED_PRECONDITION, "unit",
+                               "unit %s is not let by landlord %.64s, whose flow reservation %s is",
+                               unit->id, reservation->landlord, reservation->id);
         return true;
     }
-    if (unit && !same_text(unit->id, reservation->unit_id))
-        return fail(err, ST_INVALID_ARGUMENT, "unit",
-                    "unit %s is not the unit of reservation %s (%s)", unit->id, reservation->id,
-                    reservation->unit_id ? reservation->unit_id : "");
+    if (unit && !same_given(unit->id, reservation->unit_id))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "unit",
+                           "unit %s is not the unit of reservation %s (%s)", unit->id,
+                           reservation->id, reservation->unit_id ? reservation->unit_id : "");
     return true;
 }
 
@@ -279,57 +241,53 @@ bool decision_transition_allowed(int from, int to)
 bool decision_request_validate(const Passerelle__AttributionDecideRequest *req, party_t party,
                                date_t today, date_t *decided_on, domain_error_t *err)
 {
-    if (is_blank(req->proposal))
-        return fail(err, ST_INVALID_ARGUMENT, "proposal", "proposal is required (a proposal id)");
+    if (text_blank(req->proposal))
+        return domain_fail(err, ST_INVALID_ARGUMENT, "proposal",
+                           "proposal is required (a proposal id)");
     if (!id_valid('D', req->proposal))
-        return fail(err, ST_INVALID_ARGUMENT, "proposal", "proposal '%.40s' is not a proposal id",
-                    req->proposal);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "proposal",
+                           "proposal '%.40s' is not a proposal id", req->proposal);
     if (!req->has_decision || req->decision == D_PENDING)
-        return fail(err, ST_INVALID_ARGUMENT, "decision",
-                    "decision is required: ATTRIBUTED, RANKED, REFUSED or WITHDRAWN");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "decision",
+                           "decision is required: ATTRIBUTED, RANKED, REFUSED or WITHDRAWN");
     if (req->decision < D_ATTRIBUTED || req->decision > D_WITHDRAWN)
-        return fail(err, ST_INVALID_ARGUMENT, "decision", "decision %d is not a decision",
-                    (int)req->decision);
+        return domain_fail(err, ST_INVALID_ARGUMENT, "decision", "decision %d is not a decision",
+                           (int)req->decision);
     /* The allocation committee decides; Action Logement can only take its
      * candidate back. */
     if (party == PARTY_ACTION_LOGEMENT && req->decision != D_WITHDRAWN)
-        return fail(err, ST_PERMISSION_DENIED, "decision",
-                    "Action Logement may only withdraw its candidate, not record %s",
-                    decision_name(req->decision));
+        return domain_fail(err, ST_PERMISSION_DENIED, "decision",
+                           "Action Logement may only withdraw its candidate, not record %s",
+                           decision_name(req->decision));
     if (req->decision == D_RANKED) {
         if (!req->has_rank || req->rank < 1 || req->rank > PROPOSAL_RANK_MAX)
-            return fail(err, ST_INVALID_ARGUMENT, "rank", "rank is required with RANKED: 1 to %d",
-                        PROPOSAL_RANK_MAX);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "rank",
+                               "rank is required with RANKED: 1 to %d", PROPOSAL_RANK_MAX);
     } else if (req->has_rank && req->rank != 0) {
-        return fail(err, ST_INVALID_ARGUMENT, "rank", "rank goes with RANKED only, not %s",
-                    decision_name(req->decision));
+        return domain_fail(err, ST_INVALID_ARGUMENT, "rank", "rank goes with RANKED only, not %s",
+                           decision_name(req->decision));
     }
-    if (!is_blank(req->reason) &&
+    if (!text_blank(req->reason) &&
         (strlen(req->reason) > DECISION_REASON_MAX || !text_clean(req->reason)))
-        return fail(err, ST_INVALID_ARGUMENT, "reason",
-                    "reason must be at most %d bytes without control characters",
-                    DECISION_REASON_MAX);
-    if (is_blank(req->date)) {
-        *decided_on = today;
-    } else if (!date_parse(req->date, decided_on)) {
-        return fail(err, ST_INVALID_ARGUMENT, "date", "date '%.32s' is not a date YYYY-MM-DD",
-                    req->date);
-    }
-    return true;
+        return domain_fail(err, ST_INVALID_ARGUMENT, "reason",
+                           "reason must be at most %d bytes without control characters",
+                           DECISION_REASON_MAX);
+    return domain_date_or_today(req->date, "date", today, decided_on, err);
 }
 
 bool decision_may_apply(const Passerelle__Proposal *proposal, int to, domain_error_t *err)
 {
     if (!decision_transition_allowed(proposal->decision, to))
-        return fail(err, ST_FAILED_PRECONDITION, "proposal",
-                    "proposal %s is %s; %s needs PENDING%s", proposal->id,
-                    decision_name(proposal->decision), decision_name(to),
-                    to == D_RANKED ? "" : " or RANKED");
+        return domain_fail(err, ST_FAILED_PRECONDITION, "proposal",
+                           "proposal %s is %s; %s needs PENDING%s", proposal->id,
+                           decision_name(proposal->decision), decision_name(to),
+                           to == D_RANKED ? "" : " or RANKED");
     if ((to == D_ATTRIBUTED || to == D_RANKED) && !proposal->eligible)
-        return fail(err, ST_FAILED_PRECONDITION, "proposal", "proposal %s is not eligible (%s)",
-                    proposal->id,
-                    is_blank(proposal->ineligibility_reason) ? "no reason recorded"
-                                                             : proposal->ineligibility_reason);
+        return domain_fail(err, ST_FAILED_PRECONDITION, "proposal",
+                           "proposal %s is not eligible (%s)", proposal->id,
+                           text_blank(proposal->ineligibility_reason)
+                               ? "no reason recorded"
+                               : proposal->ineligibility_reason);
     return true;
 }
 
@@ -340,42 +298,44 @@ bool attribution_may(const Passerelle__Reservation *reservation,
     if (to != D_ATTRIBUTED && to != D_RANKED)
         return true;
     if (reservation->state != PASSERELLE__RESERVATION_STATE__RESERVATION_ACTIVE)
-        return fail(err, ST_FAILED_PRECONDITION, "proposal",
-                    "reservation %s of proposal %s is %s; %s needs it ACTIVE", reservation->id,
-                    proposal->id, proposal_reservation_state_name(reservation->state),
-                    decision_name(to));
+        return domain_fail(err, ST_FAILED_PRECONDITION, "proposal",
+                           "reservation %s of proposal %s is %s; %s needs it ACTIVE",
+                           reservation->id, proposal->id,
+                           reservation_state_name(reservation->state), decision_name(to));
     if (proposal->vacancy != reservation->vacancy)
-        return fail(err, ST_FAILED_PRECONDITION, "proposal",
-                    "proposal %s is for vacancy %u of reservation %s, which is now at vacancy %u",
-                    proposal->id, proposal->vacancy, reservation->id, reservation->vacancy);
+        return domain_fail(
+            err, ST_FAILED_PRECONDITION, "proposal",
+            "proposal %s is for vacancy %u of reservation %s, which is now at vacancy %u",
+            proposal->id, proposal->vacancy, reservation->id, reservation->vacancy);
     if (to != D_ATTRIBUTED)
         return true;
     if (reservation->mode == PASSERELLE__RESERVATION_MODE__MODE_FLOW) {
         if (reservation->attributed >= reservation->units)
-            return fail(err, ST_FAILED_PRECONDITION, "proposal",
-                        "FLOW reservation %s has attributed %u of its %u units", reservation->id,
-                        reservation->attributed, reservation->units);
+            return domain_fail(err, ST_FAILED_PRECONDITION, "proposal",
+                               "FLOW reservation %s has attributed %u of its %u units",
+                               reservation->id, reservation->attributed, reservation->units);
         if (attributed_to)
-            return fail(err, ST_FAILED_PRECONDITION, "proposal",
-                        "unit %s is already attributed under reservation %s, to proposal %s",
-                        proposal->unit_id ? proposal->unit_id : "", reservation->id, attributed_to);
+            return domain_fail(err, ST_FAILED_PRECONDITION, "proposal",
+                               "unit %s is already attributed under reservation %s, to proposal %s",
+                               proposal->unit_id ? proposal->unit_id : "", reservation->id,
+                               attributed_to);
         return true;
     }
     if (reservation->attributed > 0 || attributed_to)
-        return fail(err, ST_FAILED_PRECONDITION, "proposal",
-                    "vacancy %u of reservation %s is already attributed to proposal %s",
-                    reservation->vacancy, reservation->id,
-                    attributed_to ? attributed_to : "(not found)");
+        return domain_fail(err, ST_FAILED_PRECONDITION, "proposal",
+                           "vacancy %u of reservation %s is already attributed to proposal %s",
+                           reservation->vacancy, reservation->id,
+                           attributed_to ? attributed_to : "(not found)");
     return true;
 }
 
 bool candidate_examined_with(const Passerelle__Proposal *proposal,
                              const Passerelle__Proposal *other)
 {
-    if (!same_text(proposal->reservation_id, other->reservation_id) ||
+    if (!same_given(proposal->reservation_id, other->reservation_id) ||
         proposal->vacancy != other->vacancy)
         return false;
-    if (!is_blank(proposal->unit_id) && !same_text(proposal->unit_id, other->unit_id))
+    if (!text_blank(proposal->unit_id) && !same_given(proposal->unit_id, other->unit_id))
         return false;
     return other->eligible && other->decision != D_WITHDRAWN;
 }
@@ -400,37 +360,26 @@ bool proposal_filter_parse(const Passerelle__ProposalListRequest *req, proposal_
 {
     memset(filter, 0, sizeof *filter);
     if (req->has_vacancy && req->vacancy != 0) {
-        if (is_blank(req->reservation))
-            return fail(err, ST_INVALID_ARGUMENT, "vacancy",
-                        "vacancy goes with a reservation: name the reservation");
+        if (text_blank(req->reservation))
+            return domain_fail(err, ST_INVALID_ARGUMENT, "vacancy",
+                               "vacancy goes with a reservation: name the reservation");
         filter->has_vacancy = true;
         filter->vacancy = req->vacancy;
     }
-    if (!is_blank(req->reservation) &&
+    if (!text_blank(req->reservation) &&
         (strlen(req->reservation) > RESERVATION_ARG_MAX || !text_clean(req->reservation)))
-        return fail(err, ST_INVALID_ARGUMENT, "reservation",
-                    "reservation must be a reservation id or a unit id or reference");
+        return domain_fail(err, ST_INVALID_ARGUMENT, "reservation",
+                           "reservation must be a reservation id or a unit id or reference");
     if (req->has_decision) {
         if (req->decision < D_PENDING || req->decision > D_WITHDRAWN)
-            return fail(err, ST_INVALID_ARGUMENT, "decision", "decision %d is not a decision",
-                        (int)req->decision);
+            return domain_fail(err, ST_INVALID_ARGUMENT, "decision",
+                               "decision %d is not a decision", (int)req->decision);
         filter->has_decision = true;
         filter->decision = req->decision;
     }
-    filter->page_size = PROPOSAL_LIST_PAGE_DEFAULT;
-    if (req->has_page_size && req->page_size != 0) {
-        if (req->page_size > PROPOSAL_LIST_PAGE_MAX)
-            return fail(err, ST_INVALID_ARGUMENT, "page_size", "page_size is at most %d",
-                        PROPOSAL_LIST_PAGE_MAX);
-        filter->page_size = req->page_size;
-    }
-    if (!is_blank(req->page_token)) {
-        if (!id_valid('D', req->page_token))
-            return fail(err, ST_INVALID_ARGUMENT, "page_token",
-                        "page_token must be the next_page_token of a previous page");
-        snprintf(filter->after, sizeof filter->after, "%s", req->page_token);
-    }
-    return true;
+    return domain_page_parse(req->has_page_size, req->page_size, req->page_token, 'D',
+                             PROPOSAL_LIST_PAGE_DEFAULT, PROPOSAL_LIST_PAGE_MAX, &filter->page_size,
+                             filter->after, err);
 }
 
 void proposal_index_all(char out[PROPOSAL_INDEX_KEY_MAX])

@@ -48,8 +48,6 @@ typedef struct {
 
 /* "PENDING", "ATTRIBUTED", ...; "UNKNOWN" otherwise. */
 const char *decision_name(int decision);
-/* "ACTIVE", "RELEASED", "CANCELLED"; "UNSPECIFIED" or "UNKNOWN" otherwise. */
-const char *proposal_reservation_state_name(int state);
 
 /* --- recording a proposal ------------------------------------------------ */
 

@@ -15,11 +15,7 @@
  * lands on a vacancy that closed while it was being checked, and the count
  * of candidates examined is the count at the moment of the attribution.
  *
- * Keys (see records.h):
- *   reservations:proposal:<id>                            Proposal record
- *   reservations:proposals                                every proposal
- *   reservations:proposals:reservation:<id>:<vacancy>     a vacancy's proposals
- *   reservations:proposals:decision:<DECISION>            by current decision
+ * Keys: see records.h.
  *
  * Personal data: the candidate is the pseudonymous reference Action
  * Logement chose; no name is asked for or stored. */
@@ -33,28 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ====================================================================== */
-/* Reading                                                                */
-/* ====================================================================== */
-
-static read_result_t proposal_load(store_t *store, const char *id, Passerelle__Proposal **p,
-                                   uint64_t *version, reply_t *reply)
-{
-    char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:proposal:%s", id);
-    return record_read(store, key, &passerelle__proposal__descriptor, (ProtobufCMessage **)p,
-                       version, reply);
-}
-
-static read_result_t reservation_load(store_t *store, const char *id, Passerelle__Reservation **r,
-                                      uint64_t *version, reply_t *reply)
-{
-    char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:reservation:%s", id);
-    return record_read(store, key, &passerelle__reservation__descriptor, (ProtobufCMessage **)r,
-                       version, reply);
-}
 
 /* The reservation a request names in `field`: a reservation id, or a unit
  * (id or external reference) meaning its active STOCK reservation. On
@@ -75,7 +49,7 @@ static bool reservation_named(reservations_t *self, const char *text, const char
                         text);
         if (found != READ_FOUND)
             return false;
-        bool has = !blank(unit->reservation_id) && id_valid('R', unit->reservation_id);
+        bool has = !text_blank(unit->reservation_id) && id_valid('R', unit->reservation_id);
         if (has)
             snprintf(id, sizeof id, "%s", unit->reservation_id);
         else
@@ -85,10 +59,8 @@ static bool reservation_named(reservations_t *self, const char *text, const char
         if (!has)
             return false;
     }
-    read_result_t found = reservation_load(self->store, id, r, version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, field, "reservation %s not found", id);
-    return found == READ_FOUND;
+    return record_get(self->store, &RECORD_RESERVATION, id, field, (ProtobufCMessage **)r, version,
+                      reply);
 }
 
 typedef struct {
@@ -113,44 +85,15 @@ static bool vacancy_proposals_read(reservations_t *self, const char *reservation
 {
     char index[PROPOSAL_INDEX_KEY_MAX];
     proposal_index_vacancy(reservation_id, vacancy, index);
-    set->items = NULL;
-    set->count = 0;
-    redisReply *r = NULL;
-    store_result_t result = store_command(self->store, &r, "ZRANGE %s 0 -1", index);
-    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+    record_page_t page;
+    if (!records_read_all(self->store, index, &RECORD_PROPOSAL, &page, reply)) {
+        set->items = NULL;
+        set->count = 0;
         return false;
     }
-    bool ok = true;
-    if (r->elements > 0) {
-        set->items = calloc(r->elements, sizeof *set->items);
-        if (!set->items) {
-            reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-            ok = false;
-        }
-    }
-    for (size_t i = 0; ok && i < r->elements; i++) {
-        if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('D', r->element[i]->str))
-            continue;
-        Passerelle__Proposal *p = NULL;
-        uint64_t version = 0;
-        read_result_t found = proposal_load(self->store, r->element[i]->str, &p, &version, reply);
-        if (found == READ_FAILED)
-            ok = false;
-        else if (found == READ_FOUND)
-            set->items[set->count++] = p;
-    }
-    freeReplyObject(r);
-    if (!ok)
-        proposal_set_free(set);
-    return ok;
-}
-
-static party_t caller_party(const call_t *call)
-{
-    return call->caller ? call->caller->party : PARTY_NONE;
+    set->items = (Passerelle__Proposal **)page.items;
+    set->count = page.count;
+    return true;
 }
 
 /* The thresholds in force: the configured ones, or the convention's. */
@@ -179,10 +122,10 @@ static bool candidate_already_proposed(const proposal_set_t *set, const char *un
 {
     for (size_t i = 0; i < set->count; i++) {
         const Passerelle__Proposal *p = set->items[i];
-        if (p->decision == PASSERELLE__DECISION__DECISION_WITHDRAWN || blank(p->candidate_ref) ||
-            strcmp(p->candidate_ref, candidate_ref) != 0)
+        if (p->decision == PASSERELLE__DECISION__DECISION_WITHDRAWN ||
+            text_blank(p->candidate_ref) || strcmp(p->candidate_ref, candidate_ref) != 0)
             continue;
-        if (!blank(unit_id) && (blank(p->unit_id) || strcmp(p->unit_id, unit_id) != 0))
+        if (!text_blank(unit_id) && (text_blank(p->unit_id) || strcmp(p->unit_id, unit_id) != 0))
             continue;
         reply_error(reply, ST_ALREADY_EXISTS, "candidate_ref",
                     "candidate %.64s is already proposal %s for vacancy %u of reservation %s",
@@ -211,7 +154,7 @@ void handle_proposal_record(void *ctx, const call_t *call, const ProtobufCMessag
     if (!reservation_named(self, req->reservation, "reservation", &reservation,
                            &reservation_version, reply))
         return;
-    if (!blank(req->unit)) {
+    if (!text_blank(req->unit)) {
         read_result_t found = unit_find(self->store, req->unit, &unit, &unit_version, reply);
         if (found == READ_ABSENT)
             reply_error(reply, ST_NOT_FOUND, "unit", "unit '%.64s' not found", req->unit);
@@ -223,7 +166,7 @@ void handle_proposal_record(void *ctx, const call_t *call, const ProtobufCMessag
         goto done;
     }
     const char *unit_id = unit ? unit->id : reservation->unit_id;
-    if (blank(unit_id)) {
+    if (text_blank(unit_id)) {
         reply_error(reply, ST_INTERNAL, "reservation", "reservation %s names no unit",
                     reservation->id);
         goto done;
@@ -268,9 +211,8 @@ void handle_proposal_record(void *ctx, const call_t *call, const ProtobufCMessag
     proposal.has_version = true;
     proposal.version = 1;
 
-    snprintf(key, sizeof key, "reservations:proposal:%s", id);
-    snprintf(reservation_key, sizeof reservation_key, "reservations:reservation:%s",
-             reservation->id);
+    record_key(key, "proposal", id);
+    record_key(reservation_key, "reservation", reservation->id);
     subject_of(unit_id, subject);
     char index[PROPOSAL_INDEX_KEY_MAX];
 
@@ -313,8 +255,8 @@ static const char *vacancy_survey(const proposal_set_t *set, const Passerelle__P
         if (candidate_examined_with(p, other))
             (*examined)++;
         if (other->decision == PASSERELLE__DECISION__DECISION_ATTRIBUTED &&
-            strcmp(other->id, p->id) != 0 && !blank(other->unit_id) && !blank(p->unit_id) &&
-            strcmp(other->unit_id, p->unit_id) == 0)
+            strcmp(other->id, p->id) != 0 && !text_blank(other->unit_id) &&
+            !text_blank(p->unit_id) && strcmp(other->unit_id, p->unit_id) == 0)
             attributed_to = other->id;
     }
     return attributed_to;
@@ -337,12 +279,10 @@ void handle_attribution_decide(void *ctx, const call_t *call, const ProtobufCMes
 
     Passerelle__Proposal *proposal = NULL;
     uint64_t proposal_version = 0;
-    read_result_t found =
-        proposal_load(self->store, req->proposal, &proposal, &proposal_version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "proposal", "proposal %s not found", req->proposal);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROPOSAL, req->proposal, "proposal",
+                    (ProtobufCMessage **)&proposal, &proposal_version, reply))
         return;
+    read_result_t found;
 
     Passerelle__Reservation *reservation = NULL;
     uint64_t reservation_version = 0;
@@ -351,9 +291,9 @@ void handle_attribution_decide(void *ctx, const call_t *call, const ProtobufCMes
         reply_domain_error(reply, &err);
         goto done;
     }
-    found = blank(proposal->reservation_id)
+    found = text_blank(proposal->reservation_id)
                 ? READ_ABSENT
-                : reservation_load(self->store, proposal->reservation_id, &reservation,
+                : reservation_read(self->store, proposal->reservation_id, &reservation,
                                    &reservation_version, reply);
     if (found == READ_ABSENT)
         reply_error(reply, ST_INTERNAL, "proposal", "the reservation of proposal %s is missing",
@@ -388,7 +328,7 @@ void handle_attribution_decide(void *ctx, const call_t *call, const ProtobufCMes
         changed.rank = req->rank;
     }
     changed.decided_on = date;
-    changed.decision_reason = blank(req->reason) ? NULL : req->reason;
+    changed.decision_reason = text_blank(req->reason) ? NULL : req->reason;
     /* The warning is kept with the attribution, so that the event and any
      * later read say the convention's three candidates were not met. */
     char *warnings[1] = {warning};
@@ -403,10 +343,9 @@ void handle_attribution_decide(void *ctx, const call_t *call, const ProtobufCMes
     changed.has_version = true;
     changed.version = proposal_version + 1;
 
-    snprintf(key, sizeof key, "reservations:proposal:%s", proposal->id);
-    snprintf(reservation_key, sizeof reservation_key, "reservations:reservation:%s",
-             reservation->id);
-    subject_of(blank(proposal->unit_id) ? reservation->unit_id : proposal->unit_id, subject);
+    record_key(key, "proposal", proposal->id);
+    record_key(reservation_key, "reservation", reservation->id);
+    subject_of(text_blank(proposal->unit_id) ? reservation->unit_id : proposal->unit_id, subject);
 
     txn_t *txn = txn_for(call);
     txn_put_message(txn, key, changed.version, &changed.base);
@@ -452,30 +391,25 @@ void handle_proposal_get(void *ctx, const call_t *call, const ProtobufCMessage *
     (void)call;
     reservations_t *self = ctx;
     const Passerelle__ProposalGetRequest *req = (const Passerelle__ProposalGetRequest *)request;
-    if (blank(req->id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id is required (a proposal id)");
-        return;
-    }
-    if (!id_valid('D', req->id)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "id", "id '%.40s' is not a proposal id", req->id);
-        return;
-    }
     Passerelle__Proposal *proposal = NULL;
     uint64_t version = 0;
-    read_result_t found = proposal_load(self->store, req->id, &proposal, &version, reply);
-    if (found == READ_ABSENT)
-        reply_error(reply, ST_NOT_FOUND, "id", "proposal %s not found", req->id);
-    if (found != READ_FOUND)
+    if (!record_get(self->store, &RECORD_PROPOSAL, req->id, "id", (ProtobufCMessage **)&proposal,
+                    &version, reply))
         return;
     reply_set_body(reply, &proposal->base);
     protobuf_c_message_free_unpacked(&proposal->base, NULL);
 }
 
-/* Walks one index in id order from the page token, reading each member
- * and keeping those of the wanted decision. Cost: one ZRANGEBYLEX per
- * batch and one record read per member walked; a decision filter over a
- * vacancy's index walks a handful, over the decision index none are
- * rejected, so a page costs O(page) but for the first case. */
+static bool proposal_list_match(const ProtobufCMessage *msg, void *filter)
+{
+    const proposal_filter_t *f = filter;
+    return !f->has_decision || (int)((const Passerelle__Proposal *)msg)->decision == f->decision;
+}
+
+/* Walks one index (records_list_page), keeping the proposals of the wanted
+ * decision. A decision filter over a vacancy's index walks a handful, over
+ * the decision index none are rejected, so a page costs O(page) but for
+ * the first case. */
 void handle_proposal_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
                           reply_t *reply)
 {
@@ -489,7 +423,7 @@ void handle_proposal_list(void *ctx, const call_t *call, const ProtobufCMessage 
         return;
     }
     char index[PROPOSAL_INDEX_KEY_MAX];
-    if (!blank(req->reservation)) {
+    if (!text_blank(req->reservation)) {
         Passerelle__Reservation *reservation = NULL;
         uint64_t version = 0;
         if (!reservation_named(self, req->reservation, "reservation", &reservation, &version,
@@ -504,68 +438,14 @@ void handle_proposal_list(void *ctx, const call_t *call, const ProtobufCMessage 
         proposal_index_all(index);
     }
 
-    Passerelle__Proposal **items = calloc(filter.page_size, sizeof *items);
-    if (!items) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    record_page_t page;
+    if (!records_list_page(self->store, index, &RECORD_PROPOSAL, filter.after, filter.page_size,
+                           proposal_list_match, &filter, &page, reply))
         return;
-    }
-    size_t count = 0;
-    bool more = false, failed = false;
-    char start[ID_LEN + 1];
-    if (filter.after[0])
-        snprintf(start, sizeof start, "(%s", filter.after);
-    else
-        snprintf(start, sizeof start, "-");
-    /* One more than a page tells whether anything follows. */
-    long batch = (long)filter.page_size + 1;
-
-    while (!more && !failed) {
-        redisReply *r = NULL;
-        store_result_t result =
-            store_command(self->store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
-        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            failed = true;
-            break;
-        }
-        for (size_t i = 0; i < r->elements && !failed; i++) {
-            const char *member = r->element[i]->str;
-            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('D', member))
-                continue;
-            if (count == filter.page_size) {
-                more = true;
-                break;
-            }
-            Passerelle__Proposal *p = NULL;
-            uint64_t version = 0;
-            read_result_t found = proposal_load(self->store, member, &p, &version, reply);
-            if (found == READ_FAILED)
-                failed = true;
-            else if (found == READ_FOUND &&
-                     (!filter.has_decision || (int)p->decision == filter.decision))
-                items[count++] = p;
-            else if (p)
-                protobuf_c_message_free_unpacked(&p->base, NULL);
-        }
-        bool last_batch = r->elements < (size_t)batch;
-        if (r->elements > 0 && r->element[r->elements - 1]->type == REDIS_REPLY_STRING)
-            snprintf(start, sizeof start, "(%s", r->element[r->elements - 1]->str);
-        freeReplyObject(r);
-        if (last_batch)
-            break;
-    }
-
-    if (!failed) {
-        Passerelle__ProposalList list = PASSERELLE__PROPOSAL_LIST__INIT;
-        list.proposals = items;
-        list.n_proposals = count;
-        if (more && count > 0)
-            list.next_page_token = items[count - 1]->id;
-        reply_set_body(reply, &list.base);
-    }
-    for (size_t i = 0; i < count; i++)
-        protobuf_c_message_free_unpacked(&items[i]->base, NULL);
-    free(items);
+    Passerelle__ProposalList list = PASSERELLE__PROPOSAL_LIST__INIT;
+    list.proposals = (Passerelle__Proposal **)page.items;
+    list.n_proposals = page.count;
+    list.next_page_token = record_page_token(&page);
+    reply_set_body(reply, &list.base);
+    record_page_free(&page);
 }

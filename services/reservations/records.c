@@ -28,11 +28,6 @@ void reply_domain_error(reply_t *reply, const domain_error_t *err)
     reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);
 }
 
-bool blank(const char *s)
-{
-    return s == NULL || *s == '\0';
-}
-
 /* Reads and unpacks the record at key. On READ_FOUND the caller owns *msg_p
  * (protobuf_c_message_free_unpacked) and *version is its version. */
 read_result_t record_read(store_t *store, const char *key, const ProtobufCMessageDescriptor *desc,
@@ -61,22 +56,75 @@ read_result_t record_read(store_t *store, const char *key, const ProtobufCMessag
     return READ_FOUND;
 }
 
+const record_type_t RECORD_UNIT = {"unit", 'U', &passerelle__unit__descriptor};
+const record_type_t RECORD_CONVENTION = {"convention", 'C', &passerelle__convention__descriptor};
+const record_type_t RECORD_PROGRAMME = {"programme", 'P', &passerelle__programme__descriptor};
+const record_type_t RECORD_RESERVATION = {"reservation", 'R', &passerelle__reservation__descriptor};
+const record_type_t RECORD_PROPOSAL = {"proposal", 'D', &passerelle__proposal__descriptor};
+
+void record_key(char out[KEY_MAX], const char *kind, const char *id)
+{
+    snprintf(out, KEY_MAX, "reservations:%s:%s", kind, id);
+}
+
+read_result_t record_read_id(store_t *store, const record_type_t *type, const char *id,
+                             ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply)
+{
+    char key[KEY_MAX];
+    record_key(key, type->name, id);
+    return record_read(store, key, type->descriptor, msg_p, version, reply);
+}
+
+bool record_get(store_t *store, const record_type_t *type, const char *id, const char *field,
+                ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply)
+{
+    *msg_p = NULL;
+    if (text_blank(id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, field, "%s is required (a %s id)", field,
+                    type->name);
+        return false;
+    }
+    if (!id_valid(type->id_prefix, id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, field, "%s '%.40s' is not a %s id", field, id,
+                    type->name);
+        return false;
+    }
+    read_result_t found = record_read_id(store, type, id, msg_p, version, reply);
+    if (found == READ_ABSENT)
+        reply_error(reply, ST_NOT_FOUND, field, "%s %s not found", type->name, id);
+    return found == READ_FOUND;
+}
+
 read_result_t unit_read(store_t *store, const char *id, Passerelle__Unit **unit_p,
                         uint64_t *version, reply_t *reply)
 {
-    char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:unit:%s", id);
-    return record_read(store, key, &passerelle__unit__descriptor, (ProtobufCMessage **)unit_p,
-                       version, reply);
+    return record_read_id(store, &RECORD_UNIT, id, (ProtobufCMessage **)unit_p, version, reply);
 }
 
 read_result_t convention_read(store_t *store, const char *id, Passerelle__Convention **conv_p,
                               uint64_t *version, reply_t *reply)
 {
-    char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:convention:%s", id);
-    return record_read(store, key, &passerelle__convention__descriptor, (ProtobufCMessage **)conv_p,
-                       version, reply);
+    return record_read_id(store, &RECORD_CONVENTION, id, (ProtobufCMessage **)conv_p, version,
+                          reply);
+}
+
+read_result_t programme_read(store_t *store, const char *id, Passerelle__Programme **prog_p,
+                             uint64_t *version, reply_t *reply)
+{
+    return record_read_id(store, &RECORD_PROGRAMME, id, (ProtobufCMessage **)prog_p, version,
+                          reply);
+}
+
+read_result_t reservation_read(store_t *store, const char *id, Passerelle__Reservation **r_p,
+                               uint64_t *version, reply_t *reply)
+{
+    return record_read_id(store, &RECORD_RESERVATION, id, (ProtobufCMessage **)r_p, version, reply);
+}
+
+read_result_t proposal_read(store_t *store, const char *id, Passerelle__Proposal **p_p,
+                            uint64_t *version, reply_t *reply)
+{
+    return record_read_id(store, &RECORD_PROPOSAL, id, (ProtobufCMessage **)p_p, version, reply);
 }
 
 /* The unit id an external reference points to, written into id. */
@@ -84,7 +132,7 @@ read_result_t unit_ref_read(store_t *store, const char *external_ref, char id[ID
                             reply_t *reply)
 {
     char key[KEY_MAX];
-    snprintf(key, sizeof key, "reservations:unit-ref:%s", external_ref);
+    record_key(key, "unit-ref", external_ref);
     uint8_t *data = NULL;
     size_t len = 0;
     uint64_t version = 0;
@@ -128,8 +176,157 @@ read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit 
 }
 
 /* ====================================================================== */
+/* Listings                                                               */
+/* ====================================================================== */
+
+bool records_count(store_t *store, const char *key, long long *out, reply_t *reply)
+{
+    redisReply *r = NULL;
+    store_result_t result = store_command(store, &r, "ZCARD %s", key);
+    if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
+        if (r)
+            freeReplyObject(r);
+        reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
+        return false;
+    }
+    *out = r->integer;
+    freeReplyObject(r);
+    return true;
+}
+
+bool records_smallest_index(store_t *store, const char *const *keys, size_t n, size_t *best,
+                            reply_t *reply)
+{
+    *best = n - 1; /* the catch-all, if nothing narrower is named */
+    long long best_size = -1;
+    for (size_t i = 0; i + 1 < n; i++) {
+        long long size = 0;
+        if (!records_count(store, keys[i], &size, reply))
+            return false;
+        if (best_size < 0 || size < best_size) {
+            best_size = size;
+            *best = i;
+        }
+    }
+    return true;
+}
+
+bool records_list_page(store_t *store, const char *index, const record_type_t *type,
+                       const char *after, unsigned page_size, record_match_fn match, void *arg,
+                       record_page_t *page, reply_t *reply)
+{
+    memset(page, 0, sizeof *page);
+    page->items = calloc(page_size ? page_size : 1, sizeof *page->items);
+    if (!page->items) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+        return false;
+    }
+    bool failed = false;
+    char start[ID_LEN + 1];
+    if (after && after[0])
+        snprintf(start, sizeof start, "(%s", after);
+    else
+        snprintf(start, sizeof start, "-");
+    long batch = (long)page_size + 1;
+
+    while (!page->more && !failed) {
+        redisReply *r = NULL;
+        store_result_t result =
+            store_command(store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
+        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
+            failed = true;
+            break;
+        }
+        for (size_t i = 0; i < r->elements && !failed; i++) {
+            const char *member = r->element[i]->str;
+            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid(type->id_prefix, member))
+                continue;
+            if (page->count == page_size) {
+                page->more = true;
+                break;
+            }
+            ProtobufCMessage *msg = NULL;
+            uint64_t version = 0;
+            read_result_t found = record_read_id(store, type, member, &msg, &version, reply);
+            if (found == READ_FAILED) {
+                failed = true;
+            } else if (found == READ_FOUND && (!match || match(msg, arg))) {
+                page->items[page->count++] = msg;
+                snprintf(page->last_id, sizeof page->last_id, "%s", member);
+            } else if (msg) {
+                protobuf_c_message_free_unpacked(msg, NULL);
+            }
+        }
+        bool last_batch = r->elements < (size_t)batch;
+        if (r->elements > 0 && r->element[r->elements - 1]->type == REDIS_REPLY_STRING)
+            snprintf(start, sizeof start, "(%s", r->element[r->elements - 1]->str);
+        freeReplyObject(r);
+        if (last_batch)
+            break;
+    }
+    if (failed)
+        record_page_free(page);
+    return !failed;
+}
+
+bool records_read_all(store_t *store, const char *index, const record_type_t *type,
+                      record_page_t *page, reply_t *reply)
+{
+    memset(page, 0, sizeof *page);
+    redisReply *r = NULL;
+    store_result_t result = store_command(store, &r, "ZRANGE %s 0 -1", index);
+    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
+        return false;
+    }
+    page->items = calloc(r->elements ? r->elements : 1, sizeof *page->items);
+    bool ok = page->items != NULL;
+    if (!ok)
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    for (size_t i = 0; ok && i < r->elements; i++) {
+        const char *member = r->element[i]->str;
+        if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid(type->id_prefix, member))
+            continue;
+        ProtobufCMessage *msg = NULL;
+        uint64_t version = 0;
+        read_result_t found = record_read_id(store, type, member, &msg, &version, reply);
+        if (found == READ_FAILED)
+            ok = false;
+        else if (found == READ_FOUND)
+            page->items[page->count++] = msg;
+    }
+    freeReplyObject(r);
+    if (!ok)
+        record_page_free(page);
+    return ok;
+}
+
+char *record_page_token(record_page_t *page)
+{
+    return page->more && page->count > 0 ? page->last_id : NULL;
+}
+
+void record_page_free(record_page_t *page)
+{
+    for (size_t i = 0; i < page->count; i++)
+        protobuf_c_message_free_unpacked(page->items[i], NULL);
+    free(page->items);
+    memset(page, 0, sizeof *page);
+}
+
+/* ====================================================================== */
 /* Writing                                                                */
 /* ====================================================================== */
+
+party_t caller_party(const call_t *call)
+{
+    return call->caller ? call->caller->party : PARTY_NONE;
+}
 
 txn_t *txn_for(const call_t *call)
 {

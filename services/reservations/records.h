@@ -8,16 +8,58 @@
  * handler only has to return. Writers gather their changes in a txn (txn.h)
  * and commit once with commit().
  *
- * Keys (every one written only through commit.lua):
- *   reservations:unit:<id>, reservations:unit-ref:<external_ref> (-> id)
- *   reservations:convention:<id>
- *   reservations:programme:<id>, reservations:objective:<programme>:<year>:<level>:<financing>
- *   reservations:reservation:<id>
- *   reservations:proposal:<id>
- *   index sorted sets (score 0, member = id, so ULID order = creation order)
- *   under reservations:units..., reservations:programmes...,
- *   reservations:reservations..., reservations:proposals...
- *   progress counters: see progress.h */
+ * Every key the service writes, each only through commit.lua, in the
+ * transaction of the request that changes it:
+ *
+ * Records (record_key, or the function named):
+ *   reservations:unit:<id>                   Unit
+ *   reservations:unit-ref:<external_ref>     bytes: the unit id
+ *   reservations:convention:<id>             Convention (unit not filled)
+ *   reservations:programme:<id>              Programme (units_attached and
+ *                                            npnru.used_* not stored)
+ *   reservations:objective:<programme>:<year>:<level>:<financing>
+ *                                            Objective (objective_key)
+ *   reservations:reservation:<id>            Reservation (unit not filled)
+ *   reservations:proposal:<id>               Proposal
+ *
+ * Indexes: sorted sets, score 0, member = id, so that ULID order is
+ * creation order and a page token is the last id returned.
+ *   reservations:units                       every unit (unit_index_keys)
+ *   reservations:units:territory:<CTn>
+ *   reservations:units:commune:<insee>       (Marseille: 13055)
+ *   reservations:units:stock:<PRIVATE|SOCIAL>
+ *   reservations:units:convention:<state>    by the latest convention's state
+ *   reservations:programmes                  every programme
+ *                                            (programme_index_keys)
+ *   reservations:programmes:territory:<CTn>
+ *   reservations:programmes:kind:<KIND>
+ *   reservations:programmes:units:<id>       the programme's units
+ *                                            (programme_units_key)
+ *   reservations:objectives:<year>           the year's objectives, members
+ *                                            <programme>:<level>:<financing>
+ *   reservations:reservations                every reservation
+ *                                            (booking_index_keys)
+ *   reservations:reservations:unit:<unit id> (STOCK)
+ *   reservations:reservations:programme:<id>
+ *   reservations:reservations:territory:<CTn>
+ *   reservations:reservations:state:<ACTIVE|RELEASED|CANCELLED>
+ *   reservations:reservations:year:<yyyy>
+ *   reservations:reservations:reservataire:<name>
+ *   reservations:reservations:mode:<STOCK|FLOW>
+ *   reservations:proposals                   every proposal
+ *                                            (proposal_index_all...)
+ *   reservations:proposals:reservation:<id>:<vacancy>   a vacancy's
+ *   reservations:proposals:decision:<DECISION>          by current decision
+ *
+ * Progress counters (hashes, HINCRBY in the reservation's transaction;
+ * fields in progress.h):
+ *   reservations:progress:<year>
+ *   reservations:progress:rights
+ *
+ * Written by the server and txn.h for every service:
+ *   reservations:events                      the event stream
+ *                                            (RESERVATIONS_STREAM)
+ *   reservations:idem:<caller>:<key>         idempotency records */
 #ifndef RESERVATIONS_RECORDS_H
 #define RESERVATIONS_RECORDS_H
 
@@ -46,19 +88,49 @@ void reply_store_failure(reply_t *reply, store_t *store, store_result_t result);
 /* The domain rule's refusal as the reply: its status, field and message. */
 void reply_domain_error(reply_t *reply, const domain_error_t *err);
 
-/* NULL or "". */
-bool blank(const char *s);
-
 /* Reads and unpacks the record at key. On READ_FOUND the caller owns *msg_p
  * (protobuf_c_message_free_unpacked) and *version is its version. */
 read_result_t record_read(store_t *store, const char *key, const ProtobufCMessageDescriptor *desc,
                           ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply);
 
-/* Typed readers of the records by id (caller frees on READ_FOUND). */
+/* A kind of record kept by id: the name in its key, the prefix of its ids
+ * (ids.h) and its message. */
+typedef struct {
+    const char *name; /* "unit": reservations:unit:<id> */
+    char id_prefix;   /* 'U' */
+    const ProtobufCMessageDescriptor *descriptor;
+} record_type_t;
+
+extern const record_type_t RECORD_UNIT, RECORD_CONVENTION, RECORD_PROGRAMME, RECORD_RESERVATION,
+    RECORD_PROPOSAL;
+
+/* "reservations:<kind>:<id>" into out: the key of a record ("unit",
+ * "unit-ref", "convention", "programme", "reservation", "proposal"). */
+void record_key(char out[KEY_MAX], const char *kind, const char *id);
+
+/* record_read of the record of that type and id. */
+read_result_t record_read_id(store_t *store, const record_type_t *type, const char *id,
+                             ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply);
+
+/* The record a request names by id in `field`: INVALID_ARGUMENT when the
+ * id is blank or not of the type's prefix, NOT_FOUND ("<type> <id> not
+ * found") when absent, both naming field. On success the caller frees
+ * *msg_p; otherwise the reply says why. */
+bool record_get(store_t *store, const record_type_t *type, const char *id, const char *field,
+                ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply);
+
+/* Typed readers of the records by id, through record_read_id (the caller
+ * frees on READ_FOUND). */
 read_result_t unit_read(store_t *store, const char *id, Passerelle__Unit **unit_p,
                         uint64_t *version, reply_t *reply);
 read_result_t convention_read(store_t *store, const char *id, Passerelle__Convention **conv_p,
                               uint64_t *version, reply_t *reply);
+read_result_t programme_read(store_t *store, const char *id, Passerelle__Programme **prog_p,
+                             uint64_t *version, reply_t *reply);
+read_result_t reservation_read(store_t *store, const char *id, Passerelle__Reservation **r_p,
+                               uint64_t *version, reply_t *reply);
+read_result_t proposal_read(store_t *store, const char *id, Passerelle__Proposal **p_p,
+                            uint64_t *version, reply_t *reply);
 
 /* The unit id an external reference points to, written into id. */
 read_result_t unit_ref_read(store_t *store, const char *external_ref, char id[ID_LEN],
@@ -68,6 +140,64 @@ read_result_t unit_ref_read(store_t *store, const char *external_ref, char id[ID
  * neither. */
 read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit **unit_p,
                         uint64_t *version, reply_t *reply);
+
+/* ---- listings ---- */
+
+/* The size of a sorted set (ZCARD), or false with the reply set. */
+bool records_count(store_t *store, const char *key, long long *out, reply_t *reply);
+
+/* The index a listing walks: the smallest of keys[0..n-1], measured with
+ * ZCARD (O(1) each), so that the walk reads as few records as it can. The
+ * last key is the catch-all and is not measured: it is chosen only when no
+ * narrower one is named (n == 1). Writes its position into *best; false
+ * with the reply set. */
+bool records_smallest_index(store_t *store, const char *const *keys, size_t n, size_t *best,
+                            reply_t *reply);
+
+/* Whether a listing keeps a record it walked (the filters the index does
+ * not serve). */
+typedef bool (*record_match_fn)(const ProtobufCMessage *msg, void *arg);
+
+/* One page of records, owned: free with record_page_free. */
+typedef struct {
+    ProtobufCMessage **items;
+    size_t count;
+    bool more;            /* a member follows the last item in the index */
+    char last_id[ID_LEN]; /* the last item's id */
+} record_page_t;
+
+/* Walks the index in id order after the page token `after` ("" from the
+ * start), reading each member's record of that type and keeping those that
+ * match (every one when match is NULL), until page_size are kept.
+ *
+ * Cost: one ZRANGEBYLEX per batch of page_size + 1 (one more than a page
+ * tells whether anything follows without a second round trip) and one
+ * record read per member walked. Members the filter rejects are walked too,
+ * so a page costs O(members walked), at worst the rest of the index.
+ * False with the reply set; the page is then empty. */
+bool records_list_page(store_t *store, const char *index, const record_type_t *type,
+                       const char *after, unsigned page_size, record_match_fn match, void *arg,
+                       record_page_t *page, reply_t *reply);
+
+/* Every record of the type in the index (ZRANGE 0 -1, then one record
+ * read per member), for the small indexes a decision needs whole (a
+ * vacancy's proposals, a territory's programmes). page->more stays false.
+ * False with the reply set; the page is then empty. */
+bool records_read_all(store_t *store, const char *index, const record_type_t *type,
+                      record_page_t *page, reply_t *reply);
+
+/* The page's next_page_token: the last id returned, when a member follows
+ * in the index (even if that member may then fail the filters: a last page
+ * can be empty, the price of not reading ahead); NULL otherwise. Points
+ * into page. */
+char *record_page_token(record_page_t *page);
+
+void record_page_free(record_page_t *page);
+
+/* ---- writing ---- */
+
+/* The party of the caller (PARTY_NONE when unauthenticated). */
+party_t caller_party(const call_t *call);
 
 /* A transaction for this write request (its idempotency key). */
 txn_t *txn_for(const call_t *call);
