@@ -275,8 +275,10 @@ void keydir_destroy(keydir_t **self_p)
     *self_p = NULL;
 }
 
-static void keydir_refresh(keydir_t *self)
+void keydir_refresh(keydir_t *self)
 {
+    if (!self)
+        return;
     if (!self->loaded) {
         keydir_load(self);
         return;
@@ -306,9 +308,16 @@ static const keydir_entry_t *keydir_find(const keydir_t *self, const char *key)
 
 bool keydir_lookup(keydir_t *self, const char *public_key_z85, caller_t *out)
 {
+    keydir_refresh(self);
+    return keydir_lookup_fresh(self, public_key_z85, out);
+}
+
+bool keydir_lookup_fresh(keydir_t *self, const char *public_key_z85, caller_t *out)
+{
     if (!self || !public_key_z85 || strlen(public_key_z85) != KEY_Z85_LEN)
         return false;
-    keydir_refresh(self);
+    if (!self->loaded)
+        keydir_load(self);
     const keydir_entry_t *entry = keydir_find(self, public_key_z85);
     if (!entry) {
         int64_t now_ms = time_now_ms();

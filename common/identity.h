@@ -53,6 +53,15 @@ void keydir_destroy(keydir_t **self_p);
  * metadata is missing or invalid. */
 bool keydir_lookup(keydir_t *self, const char *public_key_z85, caller_t *out);
 
+/* The same lookup in two steps, for a server naming many callers at once:
+ * keydir_refresh() checks the directory (a stat, or more: see
+ * keydir_lookup), keydir_lookup_fresh() then names callers from the cache
+ * without any system call, except that a key it does not know still
+ * reloads the directory (rate-limited) as keydir_lookup does. A key removed
+ * from the directory stops being named at the next refresh. */
+void keydir_refresh(keydir_t *self);
+bool keydir_lookup_fresh(keydir_t *self, const char *public_key_z85, caller_t *out);
+
 /* Paths inside the directory, written into out. */
 void keydir_server_cert_path(const char *dir, char *out, size_t out_size); /* secret */
 void keydir_server_public_path(const char *dir, char *out, size_t out_size);

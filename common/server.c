@@ -418,7 +418,9 @@ static bool server_identify(server_t *self, const char *user_id, caller_t *calle
         snprintf(caller->name, sizeof caller->name, "insecure");
         return true;
     }
-    return user_id && keydir_lookup(self->keydir, user_id, caller);
+    /* server_serve_batch refreshed the cache: one stat per batch, not per
+     * request. */
+    return user_id && keydir_lookup_fresh(self->keydir, user_id, caller);
 }
 
 /* One request of a batch, from its frames to its reply. call points into
@@ -866,6 +868,8 @@ static void server_serve_batch(server_t *self, zsock_t *router)
     bool goes_on[SERVER_BATCH_MAX];
     size_t count = 0, drained = 0;
     int64_t gather_until_us = zclock_usecs() + SERVER_GATHER_US;
+    /* A key removed from the folder is refused from the next batch on. */
+    keydir_refresh(self->keydir);
     while (drained < SERVER_BATCH_MAX) {
         size_t first = drained;
         for (; drained < SERVER_BATCH_MAX; drained++) {

@@ -179,6 +179,43 @@ static void test_reload_when_key_added(void **state)
     keydir_destroy(&keydir);
 }
 
+/* The server's two-step lookup: the cache answers between refreshes, a
+ * refresh sees a revocation, and a new key is found without one. */
+static void test_lookup_fresh_between_refreshes(void **state)
+{
+    char dir[512], err[256], path[600];
+    keys_subdir(*state, dir, sizeof dir);
+    assert_int_equal(identity_keygen_client(dir, "kept", PARTY_METROPOLE, err, sizeof err), 0);
+    assert_int_equal(identity_keygen_client(dir, "gone", PARTY_OPERATOR, err, sizeof err), 0);
+    char kept[KEY_Z85_LEN + 1], gone[KEY_Z85_LEN + 1];
+    keydir_client_cert_path(dir, "kept", path, sizeof path);
+    public_key_of(path, kept);
+    keydir_client_cert_path(dir, "gone", path, sizeof path);
+    public_key_of(path, gone);
+
+    keydir_t *keydir = keydir_new(dir);
+    caller_t caller;
+    /* never refreshed: the first lookup loads the folder */
+    assert_true(keydir_lookup_fresh(keydir, gone, &caller));
+    assert_int_equal(caller.party, PARTY_OPERATOR);
+    assert_string_equal(caller.name, "gone");
+
+    snprintf(path, sizeof path, "%s/authorized/gone.key", dir);
+    assert_int_equal(unlink(path), 0);
+    /* until the next refresh the cache still names it... */
+    assert_true(keydir_lookup_fresh(keydir, gone, &caller));
+    /* ...and not after */
+    keydir_refresh(keydir);
+    assert_false(keydir_lookup_fresh(keydir, gone, &caller));
+    assert_true(keydir_lookup_fresh(keydir, kept, &caller));
+    assert_int_equal(caller.party, PARTY_METROPOLE);
+
+    assert_false(keydir_lookup_fresh(keydir, "short", &caller));
+    assert_false(keydir_lookup_fresh(NULL, kept, &caller));
+    keydir_refresh(NULL);
+    keydir_destroy(&keydir);
+}
+
 static void test_invalid_party_metadata(void **state)
 {
     char dir[512], err[256], path[600];
@@ -246,6 +283,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keygen_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_keygen_keeps_existing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reload_when_key_added, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_fresh_between_refreshes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_invalid_party_metadata, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keygen_refusals, setup, teardown),
     };
