@@ -14,6 +14,7 @@ typedef enum {
     ST_CONFLICT = 10,
     ST_INTERNAL = 13,
     ST_UNAVAILABLE = 14,
+    ST_DATA_LOSS = 15,
     ST_UNAUTHENTICATED = 16,
 } status_t;
 
