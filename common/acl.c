@@ -57,6 +57,17 @@ static const struct {
     {"proposal.get", REGISTER_READERS},
     {"proposal.list", REGISTER_READERS},
     {"attribution.decide", DECISION_MAKERS},
+
+    /* docstore: every party publishes and reads (the handlers apply the
+     * owner and visibility rules); integrity checks are operations'. */
+    {"upload.begin", PARTY_ANY},
+    {"upload.chunk", PARTY_ANY},
+    {"upload.commit", PARTY_ANY},
+    {"document.get", PARTY_ANY},
+    {"document.read", PARTY_ANY},
+    {"document.list", PARTY_ANY},
+    {"document.withdraw", PARTY_ANY},
+    {"docs.fsck", PARTY_ADMIN},
 };
 
 unsigned acl_parties(const char *request_type)

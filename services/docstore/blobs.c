@@ -1,0 +1,895 @@
+/* The docstore's blob store: content-addressed files on a volume.
+ *
+ * Every write goes through tmp/ and reaches blobs/ by rename, after fsync,
+ * so a crash leaves either no blob or a complete one. A blob's block list
+ * (blobs/<aa>/<sha>.blocks) holds one line "<sha256 hex>\n" per
+ * BLOB_BLOCK_SIZE block, fixed width, so block i's hash sits at offset
+ * i * BLOCK_LINE and a range is verified by reading the blocks it touches.
+ * The list is renamed into place before the blob, so a blob never appears
+ * without one unless something outside removed it (verify calls that
+ * corrupt; the next commit of the same bytes rewrites it).
+ *
+ * The store keeps one block-sized scratch buffer: every operation streams
+ * through it, so memory does not grow with a blob's size. It is not
+ * thread-safe (one store per thread), like the service around it.
+ *
+ * used_bytes is a running total (blob sizes + reserved upload sizes),
+ * computed by scanning the volume at open. Another process writing to the
+ * same folder is not seen until the next open: the quota is per process. */
+#include "blobs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#define BLOCK_LINE    65 /* 64 hex digits + '\n' */
+#define UPLOAD_ID_MAX 40
+
+struct blobstore_t {
+    char *dir;
+    char *blobs_dir; /* <dir>/blobs */
+    char *tmp_dir;   /* <dir>/tmp */
+    uint64_t quota_bytes;
+    uint64_t used_bytes;
+    unsigned char *scratch; /* BLOB_BLOCK_SIZE bytes */
+};
+
+/* =========================================================================
+ * Helpers
+ * ========================================================================= */
+
+static void set_err(char *err, size_t err_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t err_size, const char *fmt, ...)
+{
+    if (!err || err_size == 0)
+        return;
+    va_list args;
+    va_start(args, fmt);
+    int n = vsnprintf(err, err_size, fmt, args);
+    va_end(args);
+    if (n < 0)
+        err[0] = '\0';
+}
+
+static bool is_no_space(int err)
+{
+    return err == ENOSPC || err == EDQUOT || err == EFBIG;
+}
+
+/* Maps a failed system call's errno to a result, with a message naming
+ * what was being done. */
+static blob_result_t sys_fail(int saved, char *err, size_t err_size, const char *what,
+                              const char *name)
+{
+    set_err(err, err_size, "%s %s: %s", what, name, strerror(saved));
+    return is_no_space(saved) ? BLOB_NO_SPACE : BLOB_IO;
+}
+
+bool blob_sha_valid(const char *text)
+{
+    if (!text)
+        return false;
+    for (int i = 0; i < 64; i++) {
+        char c = text[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+    }
+    return text[64] == '\0';
+}
+
+static bool upload_id_valid(const char *id)
+{
+    if (!id || !id[0])
+        return false;
+    size_t n = 0;
+    for (; id[n]; n++) {
+        char c = id[n];
+        if (n >= UPLOAD_ID_MAX)
+            return false;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+            return false;
+    }
+    return true;
+}
+
+/* path = <base>/<name>[suffix]; false if it does not fit. */
+static bool join_path(char path[PATH_MAX], const char *base, const char *name, const char *suffix)
+{
+    int n = snprintf(path, PATH_MAX, "%s/%s%s", base, name, suffix ? suffix : "");
+    return n > 0 && n < PATH_MAX;
+}
+
+static bool blob_dir_path(blobstore_t *self, const char *sha, char path[PATH_MAX])
+{
+    char prefix[3] = {sha[0], sha[1], '\0'};
+    return join_path(path, self->blobs_dir, prefix, NULL);
+}
+
+static bool blob_path(blobstore_t *self, const char *sha, const char *suffix, char path[PATH_MAX])
+{
+    char sub[PATH_MAX];
+    if (!blob_dir_path(self, sha, sub))
+        return false;
+    return join_path(path, sub, sha, suffix);
+}
+
+static void hex_encode(const unsigned char raw[crypto_hash_sha256_BYTES], char hex[BLOB_SHA_HEX])
+{
+    sodium_bin2hex(hex, BLOB_SHA_HEX, raw, crypto_hash_sha256_BYTES);
+}
+
+static int make_dir(const char *path)
+{
+    if (mkdir(path, 0755) == 0 || errno == EEXIST)
+        return 0;
+    return -1;
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Reads exactly len bytes at offset unless the file ends first; returns the
+ * count or -1 (errno set). */
+static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t offset)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, (char *)buf + done, len - done, (off_t)(offset + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+static int pwrite_full(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(fd, (const char *)buf + done, len - done, (off_t)(offset + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static void used_sub(blobstore_t *self, uint64_t bytes)
+{
+    self->used_bytes = self->used_bytes > bytes ? self->used_bytes - bytes : 0;
+}
+
+/* =========================================================================
+ * Open and close
+ * ========================================================================= */
+
+static void add_blob_size(void *arg, const char *sha256, uint64_t size)
+{
+    (void)sha256;
+    *(uint64_t *)arg += size;
+}
+
+/* Sum of the sizes of the uploads in tmp/ (their reservations). */
+static int scan_uploads(blobstore_t *self, uint64_t *total)
+{
+    DIR *dir = opendir(self->tmp_dir);
+    if (!dir)
+        return -1;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        if (!upload_id_valid(entry->d_name))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(dir), entry->d_name, &st, 0) == 0 && S_ISREG(st.st_mode))
+            *total += (uint64_t)st.st_size;
+    }
+    closedir(dir);
+    return 0;
+}
+
+blobstore_t *blobstore_new(const char *dir, uint64_t quota_bytes, char *err, size_t err_size)
+{
+    if (!dir || !dir[0]) {
+        set_err(err, err_size, "docstore folder is empty");
+        return NULL;
+    }
+    blobstore_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        set_err(err, err_size, "out of memory");
+        return NULL;
+    }
+    self->quota_bytes = quota_bytes;
+    self->dir = strdup(dir);
+    self->scratch = malloc(BLOB_BLOCK_SIZE);
+    char path[PATH_MAX];
+    if (!self->dir || !self->scratch) {
+        set_err(err, err_size, "out of memory");
+        goto fail;
+    }
+    if (sodium_init() < 0) {
+        set_err(err, err_size, "libsodium failed to initialise");
+        goto fail;
+    }
+    if (make_dir(dir) < 0) {
+        set_err(err, err_size, "docstore folder %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if (!join_path(path, dir, "blobs", NULL) || !(self->blobs_dir = strdup(path))) {
+        set_err(err, err_size, "docstore folder %s: path too long", dir);
+        goto fail;
+    }
+    if (!join_path(path, dir, "tmp", NULL) || !(self->tmp_dir = strdup(path))) {
+        set_err(err, err_size, "docstore folder %s: path too long", dir);
+        goto fail;
+    }
+    if (make_dir(self->blobs_dir) < 0 || make_dir(self->tmp_dir) < 0) {
+        set_err(err, err_size, "docstore folder %s: cannot create blobs/ or tmp/: %s", dir,
+                strerror(errno));
+        goto fail;
+    }
+    uint64_t used = 0;
+    if (blobstore_each(self, add_blob_size, &used) < 0 || scan_uploads(self, &used) < 0) {
+        set_err(err, err_size, "docstore folder %s: cannot scan: %s", dir, strerror(errno));
+        goto fail;
+    }
+    self->used_bytes = used;
+    return self;
+
+fail:
+    blobstore_destroy(&self);
+    return NULL;
+}
+
+void blobstore_destroy(blobstore_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    blobstore_t *self = *self_p;
+    free(self->dir);
+    free(self->blobs_dir);
+    free(self->tmp_dir);
+    free(self->scratch);
+    free(self);
+    *self_p = NULL;
+}
+
+uint64_t blobstore_used_bytes(blobstore_t *self)
+{
+    return self ? self->used_bytes : 0;
+}
+
+/* =========================================================================
+ * Uploads
+ * ========================================================================= */
+
+static blob_result_t upload_path(blobstore_t *self, const char *upload_id, const char *suffix,
+                                 char path[PATH_MAX], char *err, size_t err_size)
+{
+    if (!upload_id_valid(upload_id)) {
+        set_err(err, err_size, "upload_id must be 1 to %d letters or digits", UPLOAD_ID_MAX);
+        return BLOB_IO;
+    }
+    if (!join_path(path, self->tmp_dir, upload_id, suffix)) {
+        set_err(err, err_size, "upload %s: path too long", upload_id);
+        return BLOB_IO;
+    }
+    return BLOB_OK;
+}
+
+blob_result_t blobstore_upload_create(blobstore_t *self, const char *upload_id, uint64_t size,
+                                      char *err, size_t err_size)
+{
+    char path[PATH_MAX];
+    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    if (size > (uint64_t)INT64_MAX) {
+        set_err(err, err_size, "upload %s: size %llu too large", upload_id,
+                (unsigned long long)size);
+        return BLOB_NO_SPACE;
+    }
+
+    /* Idempotent: a second create of the same upload (a retried or re-run
+     * request) keeps what was written; an interrupted one is completed. */
+    bool created = false;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        created = true;
+    } else if (errno == EEXIST) {
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return sys_fail(errno, err, err_size, "create upload", upload_id);
+
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = sys_fail(errno, err, err_size, "stat upload", upload_id);
+        close(fd);
+        return rc;
+    }
+    uint64_t have = (uint64_t)st.st_size;
+    if (have > size) {
+        set_err(err, err_size, "upload %s exists with size %llu, not %llu", upload_id,
+                (unsigned long long)have, (unsigned long long)size);
+        close(fd);
+        return BLOB_IO;
+    }
+    uint64_t more = size - have;
+    if (more > 0 && self->quota_bytes > 0 && self->used_bytes + more > self->quota_bytes) {
+        set_err(err, err_size,
+                "upload %s: %llu bytes would exceed the quota (%llu of %llu bytes used)", upload_id,
+                (unsigned long long)size, (unsigned long long)self->used_bytes,
+                (unsigned long long)self->quota_bytes);
+        close(fd);
+        if (created)
+            unlink(path);
+        return BLOB_NO_SPACE;
+    }
+    if (more > 0) {
+        int fr = posix_fallocate(fd, 0, (off_t)size);
+        if (fr != 0) {
+            rc = sys_fail(fr, err, err_size, "reserve space for upload", upload_id);
+            close(fd);
+            /* Nothing half-written: the whole upload goes, and with it
+             * whatever part of the reservation it held. */
+            unlink(path);
+            used_sub(self, have);
+            return rc;
+        }
+    }
+    close(fd);
+    self->used_bytes += more;
+    return BLOB_OK;
+}
+
+blob_result_t blobstore_upload_write(blobstore_t *self, const char *upload_id, uint64_t offset,
+                                     const void *data, size_t len, char *err, size_t err_size)
+{
+    char path[PATH_MAX];
+    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            set_err(err, err_size, "upload %s not found", upload_id);
+            return BLOB_MISSING;
+        }
+        return sys_fail(errno, err, err_size, "open upload", upload_id);
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        rc = sys_fail(errno, err, err_size, "stat upload", upload_id);
+        close(fd);
+        return rc;
+    }
+    /* The reservation is the upload's size: writing past it would grow the
+     * file beyond what the quota counted. */
+    uint64_t size = (uint64_t)st.st_size;
+    if (offset > size || len > size - offset) {
+        set_err(err, err_size,
+                "upload %s: chunk at offset %llu of %zu bytes ends past its size %llu", upload_id,
+                (unsigned long long)offset, len, (unsigned long long)size);
+        close(fd);
+        return BLOB_MISMATCH;
+    }
+    if (len > 0 && pwrite_full(fd, data, len, offset) < 0) {
+        int saved = errno;
+        close(fd);
+        rc = sys_fail(saved, err, err_size, "write upload", upload_id);
+        if (rc == BLOB_NO_SPACE)
+            blobstore_upload_remove(self, upload_id);
+        return rc;
+    }
+    close(fd);
+    return BLOB_OK;
+}
+
+void blobstore_upload_remove(blobstore_t *self, const char *upload_id)
+{
+    char path[PATH_MAX];
+    if (upload_path(self, upload_id, NULL, path, NULL, 0) != BLOB_OK)
+        return;
+    struct stat st;
+    if (stat(path, &st) == 0 && unlink(path) == 0)
+        used_sub(self, (uint64_t)st.st_size);
+    if (join_path(path, self->tmp_dir, upload_id, ".blocks"))
+        unlink(path);
+}
+
+/* Drops a refused or failed commit's files. */
+static void commit_abort(blobstore_t *self, const char *upload_id, int fd, int blocks_fd)
+{
+    if (fd >= 0)
+        close(fd);
+    if (blocks_fd >= 0)
+        close(blocks_fd);
+    blobstore_upload_remove(self, upload_id);
+}
+
+/* The temp file is gone: the commit already happened (a re-run request) if
+ * the blob is there with the expected size and its block list. */
+static blob_result_t commit_done_before(blobstore_t *self, const char *upload_id,
+                                        uint64_t expected_size, const char *expected_sha256,
+                                        char sha_out[BLOB_SHA_HEX], bool *deduplicated, char *err,
+                                        size_t err_size)
+{
+    uint64_t size = 0;
+    char path[PATH_MAX];
+    if (blobstore_size(self, expected_sha256, &size) == BLOB_OK && size == expected_size &&
+        blob_path(self, expected_sha256, ".blocks", path) && access(path, F_OK) == 0) {
+        memcpy(sha_out, expected_sha256, BLOB_SHA_HEX);
+        if (deduplicated)
+            *deduplicated = true;
+        return BLOB_OK;
+    }
+    set_err(err, err_size, "upload %s not found", upload_id);
+    return BLOB_MISSING;
+}
+
+blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
+                                      uint64_t expected_size, const char *expected_sha256,
+                                      char sha_out[BLOB_SHA_HEX], bool *deduplicated, char *err,
+                                      size_t err_size)
+{
+    char path[PATH_MAX], blocks_tmp[PATH_MAX];
+    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    if (!join_path(blocks_tmp, self->tmp_dir, upload_id, ".blocks")) {
+        set_err(err, err_size, "upload %s: path too long", upload_id);
+        return BLOB_IO;
+    }
+    if (!blob_sha_valid(expected_sha256)) {
+        set_err(err, err_size, "expected_sha256 must be 64 lower-case hex digits");
+        return BLOB_IO;
+    }
+    if (deduplicated)
+        *deduplicated = false;
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return commit_done_before(self, upload_id, expected_size, expected_sha256, sha_out,
+                                      deduplicated, err, err_size);
+        return sys_fail(errno, err, err_size, "open upload", upload_id);
+    }
+    int blocks_fd = -1;
+    struct stat st;
+    if (fsync(fd) < 0 || fstat(fd, &st) < 0) {
+        rc = sys_fail(errno, err, err_size, "sync upload", upload_id);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size != expected_size) {
+        set_err(err, err_size, "upload %s holds %llu bytes, expected %llu", upload_id,
+                (unsigned long long)size, (unsigned long long)expected_size);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return BLOB_MISMATCH;
+    }
+
+    blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (blocks_fd < 0) {
+        rc = sys_fail(errno, err, err_size, "create block list for upload", upload_id);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
+    }
+
+    /* One pass: the whole file's hash and each block's, side by side. */
+    crypto_hash_sha256_state whole;
+    crypto_hash_sha256_init(&whole);
+    uint64_t offset = 0, block = 0;
+    while (offset < size) {
+        size_t want = size - offset < BLOB_BLOCK_SIZE ? (size_t)(size - offset) : BLOB_BLOCK_SIZE;
+        ssize_t got = pread_full(fd, self->scratch, want, offset);
+        if (got != (ssize_t)want) {
+            rc = got < 0 ? sys_fail(errno, err, err_size, "read upload", upload_id) : BLOB_IO;
+            if (got >= 0)
+                set_err(err, err_size, "upload %s shrank while committed", upload_id);
+            commit_abort(self, upload_id, fd, blocks_fd);
+            return rc;
+        }
+        crypto_hash_sha256_update(&whole, self->scratch, want);
+        unsigned char raw[crypto_hash_sha256_BYTES];
+        char line[BLOCK_LINE + 1];
+        crypto_hash_sha256(raw, self->scratch, want);
+        hex_encode(raw, line);
+        line[64] = '\n';
+        if (pwrite_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE) < 0) {
+            rc = sys_fail(errno, err, err_size, "write block list for upload", upload_id);
+            commit_abort(self, upload_id, fd, blocks_fd);
+            return rc;
+        }
+        offset += want;
+        block++;
+    }
+    unsigned char raw[crypto_hash_sha256_BYTES];
+    char sha[BLOB_SHA_HEX];
+    crypto_hash_sha256_final(&whole, raw);
+    hex_encode(raw, sha);
+    if (strcmp(sha, expected_sha256) != 0) {
+        set_err(err, err_size, "upload %s has SHA-256 %s, expected %s", upload_id, sha,
+                expected_sha256);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return BLOB_MISMATCH;
+    }
+    if (fsync(blocks_fd) < 0) {
+        rc = sys_fail(errno, err, err_size, "sync block list for upload", upload_id);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
+    }
+    close(blocks_fd);
+    blocks_fd = -1;
+
+    char sub[PATH_MAX], final_path[PATH_MAX], final_blocks[PATH_MAX];
+    if (!blob_dir_path(self, sha, sub) || !blob_path(self, sha, NULL, final_path) ||
+        !blob_path(self, sha, ".blocks", final_blocks)) {
+        set_err(err, err_size, "blob %s: path too long", sha);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return BLOB_IO;
+    }
+    if (make_dir(sub) < 0) {
+        rc = sys_fail(errno, err, err_size, "create blob folder for", sha);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
+    }
+
+    /* The existing blob is kept only if it has the right size; otherwise
+     * (damaged on disk) these verified bytes replace it. The block list is
+     * always rewritten from this pass: it repairs a missing or damaged one
+     * and is identical otherwise. */
+    struct stat existing;
+    bool exists = stat(final_path, &existing) == 0 && S_ISREG(existing.st_mode);
+    bool keep_existing = exists && (uint64_t)existing.st_size == size;
+    if (rename(blocks_tmp, final_blocks) < 0) {
+        rc = sys_fail(errno, err, err_size, "install block list of", sha);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
+    }
+    if (keep_existing) {
+        close(fd);
+        fd = -1;
+        blobstore_upload_remove(self, upload_id);
+    } else {
+        if (fchmod(fd, 0444) < 0 || rename(path, final_path) < 0) {
+            rc = sys_fail(errno, err, err_size, "install blob", sha);
+            commit_abort(self, upload_id, fd, blocks_fd);
+            return rc;
+        }
+        close(fd);
+        fd = -1;
+        if (exists)
+            used_sub(self, (uint64_t)existing.st_size);
+    }
+    if (fsync_dir(sub) < 0 || fsync_dir(self->tmp_dir) < 0) {
+        set_err(err, err_size, "sync folders of blob %s: %s", sha, strerror(errno));
+        return is_no_space(errno) ? BLOB_NO_SPACE : BLOB_IO;
+    }
+    memcpy(sha_out, sha, BLOB_SHA_HEX);
+    if (deduplicated)
+        *deduplicated = keep_existing;
+    return BLOB_OK;
+}
+
+unsigned blobstore_sweep_uploads(blobstore_t *self, unsigned max_age_s,
+                                 bool (*keep)(void *arg, const char *upload_id), void *arg)
+{
+    DIR *dir = opendir(self->tmp_dir);
+    if (!dir)
+        return 0;
+    time_t now = time(NULL);
+    unsigned removed = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir)) != NULL) {
+        /* Uploads and their block-list temps (<id>.blocks) are judged by
+         * the upload id; anything else in tmp/ is not ours to remove. */
+        char id[UPLOAD_ID_MAX + 1];
+        const char *dot = strchr(entry->d_name, '.');
+        size_t id_len = dot ? (size_t)(dot - entry->d_name) : strlen(entry->d_name);
+        if (id_len == 0 || id_len > UPLOAD_ID_MAX || (dot && strcmp(dot, ".blocks") != 0))
+            continue;
+        memcpy(id, entry->d_name, id_len);
+        id[id_len] = '\0';
+        if (!upload_id_valid(id))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(dir), entry->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (now - st.st_mtime < (time_t)max_age_s)
+            continue;
+        if (keep && keep(arg, id))
+            continue;
+        if (unlinkat(dirfd(dir), entry->d_name, 0) == 0 && !dot) {
+            used_sub(self, (uint64_t)st.st_size);
+            removed++;
+        }
+    }
+    closedir(dir);
+    return removed;
+}
+
+/* =========================================================================
+ * Reading
+ * ========================================================================= */
+
+/* Opens a blob and its block list; checks the list covers the blob. */
+static blob_result_t open_blob(blobstore_t *self, const char *sha256, int *fd_out,
+                               int *blocks_fd_out, uint64_t *size_out, char *err, size_t err_size)
+{
+    *fd_out = *blocks_fd_out = -1;
+    char path[PATH_MAX], blocks[PATH_MAX];
+    if (!blob_sha_valid(sha256)) {
+        set_err(err, err_size, "sha256 must be 64 lower-case hex digits");
+        return BLOB_MISSING;
+    }
+    if (!blob_path(self, sha256, NULL, path) || !blob_path(self, sha256, ".blocks", blocks)) {
+        set_err(err, err_size, "blob %s: path too long", sha256);
+        return BLOB_IO;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            set_err(err, err_size, "blob %s not found", sha256);
+            return BLOB_MISSING;
+        }
+        return sys_fail(errno, err, err_size, "open blob", sha256);
+    }
+    struct stat st, bst;
+    if (fstat(fd, &st) < 0) {
+        blob_result_t rc = sys_fail(errno, err, err_size, "stat blob", sha256);
+        close(fd);
+        return rc;
+    }
+    int blocks_fd = open(blocks, O_RDONLY | O_CLOEXEC);
+    if (blocks_fd < 0) {
+        int saved = errno;
+        close(fd);
+        if (saved == ENOENT) {
+            set_err(err, err_size, "blob %s: block list missing", sha256);
+            return BLOB_CORRUPT;
+        }
+        return sys_fail(saved, err, err_size, "open block list of blob", sha256);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    uint64_t nblocks = (size + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE;
+    if (fstat(blocks_fd, &bst) < 0 || (uint64_t)bst.st_size != nblocks * BLOCK_LINE) {
+        set_err(err, err_size, "blob %s: block list does not match its size of %llu bytes", sha256,
+                (unsigned long long)size);
+        close(fd);
+        close(blocks_fd);
+        return BLOB_CORRUPT;
+    }
+    *fd_out = fd;
+    *blocks_fd_out = blocks_fd;
+    *size_out = size;
+    return BLOB_OK;
+}
+
+/* Checks len bytes of block `block` (in data) against the block list. */
+static blob_result_t check_block(int blocks_fd, const char *sha256, uint64_t block,
+                                 const unsigned char *data, size_t len, char *err, size_t err_size)
+{
+    char line[BLOCK_LINE + 1];
+    ssize_t got = pread_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE);
+    if (got < 0)
+        return sys_fail(errno, err, err_size, "read block list of blob", sha256);
+    unsigned char raw[crypto_hash_sha256_BYTES];
+    char hex[BLOB_SHA_HEX];
+    crypto_hash_sha256(raw, data, len);
+    hex_encode(raw, hex);
+    if (got != BLOCK_LINE || memcmp(line, hex, 64) != 0) {
+        set_err(err, err_size, "blob %s: block %llu (bytes %llu-%llu) does not match its hash",
+                sha256, (unsigned long long)block, (unsigned long long)(block * BLOB_BLOCK_SIZE),
+                (unsigned long long)(block * BLOB_BLOCK_SIZE + len - 1));
+        return BLOB_CORRUPT;
+    }
+    return BLOB_OK;
+}
+
+blob_result_t blobstore_read(blobstore_t *self, const char *sha256, uint64_t offset, void *buf,
+                             size_t len, size_t *got, char *err, size_t err_size)
+{
+    *got = 0;
+    if (len > BLOB_BLOCK_SIZE) {
+        set_err(err, err_size, "read of %zu bytes exceeds the block size %d", len, BLOB_BLOCK_SIZE);
+        return BLOB_IO;
+    }
+    int fd, blocks_fd;
+    uint64_t size;
+    blob_result_t rc = open_blob(self, sha256, &fd, &blocks_fd, &size, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    if (offset >= size || len == 0) {
+        close(fd);
+        close(blocks_fd);
+        return BLOB_OK;
+    }
+    uint64_t end = size - offset < len ? size : offset + len;
+    size_t copied = 0;
+    /* A range touches at most two blocks. Each is read whole (into buf when
+     * the range covers it exactly, else into the scratch buffer) and checked
+     * before any of its bytes is handed out. */
+    for (uint64_t block = offset / BLOB_BLOCK_SIZE; block * BLOB_BLOCK_SIZE < end; block++) {
+        uint64_t start = block * BLOB_BLOCK_SIZE;
+        size_t block_len =
+            size - start < BLOB_BLOCK_SIZE ? (size_t)(size - start) : BLOB_BLOCK_SIZE;
+        uint64_t from = offset > start ? offset : start;
+        uint64_t to = end < start + block_len ? end : start + block_len;
+        bool whole = from == start && to == start + block_len;
+        unsigned char *dst = whole ? (unsigned char *)buf + copied : self->scratch;
+        ssize_t n = pread_full(fd, dst, block_len, start);
+        if (n < 0) {
+            rc = sys_fail(errno, err, err_size, "read blob", sha256);
+            break;
+        }
+        if ((size_t)n != block_len) {
+            set_err(err, err_size, "blob %s: block %llu is short", sha256,
+                    (unsigned long long)block);
+            rc = BLOB_CORRUPT;
+            break;
+        }
+        rc = check_block(blocks_fd, sha256, block, dst, block_len, err, err_size);
+        if (rc != BLOB_OK)
+            break;
+        if (!whole)
+            memcpy((unsigned char *)buf + copied, self->scratch + (from - start), to - from);
+        copied += (size_t)(to - from);
+    }
+    close(fd);
+    close(blocks_fd);
+    if (rc == BLOB_OK)
+        *got = copied;
+    return rc;
+}
+
+blob_result_t blobstore_size(blobstore_t *self, const char *sha256, uint64_t *size)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (!blob_sha_valid(sha256) || !blob_path(self, sha256, NULL, path))
+        return BLOB_MISSING;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
+    if (size)
+        *size = (uint64_t)st.st_size;
+    return BLOB_OK;
+}
+
+/* =========================================================================
+ * Integrity and space
+ * ========================================================================= */
+
+blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *size, char *err,
+                               size_t err_size)
+{
+    int fd, blocks_fd;
+    uint64_t blob_size = 0;
+    if (size)
+        *size = 0;
+    if (blobstore_size(self, sha256, &blob_size) == BLOB_OK && size)
+        *size = blob_size;
+    blob_result_t rc = open_blob(self, sha256, &fd, &blocks_fd, &blob_size, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    crypto_hash_sha256_state whole;
+    crypto_hash_sha256_init(&whole);
+    for (uint64_t offset = 0, block = 0; offset < blob_size; offset += BLOB_BLOCK_SIZE, block++) {
+        size_t want =
+            blob_size - offset < BLOB_BLOCK_SIZE ? (size_t)(blob_size - offset) : BLOB_BLOCK_SIZE;
+        ssize_t n = pread_full(fd, self->scratch, want, offset);
+        if (n < 0) {
+            rc = sys_fail(errno, err, err_size, "read blob", sha256);
+            break;
+        }
+        if ((size_t)n != want) {
+            set_err(err, err_size, "blob %s: block %llu is short", sha256,
+                    (unsigned long long)block);
+            rc = BLOB_CORRUPT;
+            break;
+        }
+        crypto_hash_sha256_update(&whole, self->scratch, want);
+        rc = check_block(blocks_fd, sha256, block, self->scratch, want, err, err_size);
+        if (rc != BLOB_OK)
+            break;
+    }
+    close(fd);
+    close(blocks_fd);
+    if (rc != BLOB_OK)
+        return rc;
+    unsigned char raw[crypto_hash_sha256_BYTES];
+    char hex[BLOB_SHA_HEX];
+    crypto_hash_sha256_final(&whole, raw);
+    hex_encode(raw, hex);
+    if (strcmp(hex, sha256) != 0) {
+        set_err(err, err_size, "blob %s: content hashes to %s", sha256, hex);
+        return BLOB_CORRUPT;
+    }
+    return BLOB_OK;
+}
+
+long blobstore_each(blobstore_t *self, void (*fn)(void *arg, const char *sha256, uint64_t size),
+                    void *arg)
+{
+    DIR *top = opendir(self->blobs_dir);
+    if (!top)
+        return -1;
+    long count = 0;
+    struct dirent *sub_entry;
+    while ((sub_entry = readdir(top)) != NULL) {
+        const char *prefix = sub_entry->d_name;
+        if (strlen(prefix) != 2 || !strchr("0123456789abcdef", prefix[0]) ||
+            !strchr("0123456789abcdef", prefix[1]))
+            continue;
+        int sub_fd = openat(dirfd(top), prefix, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *sub = sub_fd >= 0 ? fdopendir(sub_fd) : NULL;
+        if (!sub) {
+            if (sub_fd >= 0)
+                close(sub_fd);
+            if (errno == ENOTDIR)
+                continue;
+            count = -1;
+            break;
+        }
+        struct dirent *entry;
+        while ((entry = readdir(sub)) != NULL) {
+            if (!blob_sha_valid(entry->d_name) || memcmp(entry->d_name, prefix, 2) != 0)
+                continue;
+            struct stat st;
+            if (fstatat(dirfd(sub), entry->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+                continue;
+            if (fn)
+                fn(arg, entry->d_name, (uint64_t)st.st_size);
+            count++;
+        }
+        closedir(sub);
+    }
+    closedir(top);
+    return count;
+}
+
+blob_result_t blobstore_remove(blobstore_t *self, const char *sha256)
+{
+    char path[PATH_MAX], blocks[PATH_MAX];
+    if (!blob_sha_valid(sha256) || !blob_path(self, sha256, NULL, path) ||
+        !blob_path(self, sha256, ".blocks", blocks))
+        return BLOB_MISSING;
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
+    if (unlink(path) < 0)
+        return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
+    used_sub(self, (uint64_t)st.st_size);
+    unlink(blocks);
+    return BLOB_OK;
+}

@@ -1,0 +1,1132 @@
+/* The document store's handlers (docs.h): uploads in chunks, reads by
+ * range verified against the blobs' hashes, listings, withdrawal and the
+ * integrity check. */
+#include "docs.h"
+
+#include "doc_rules.h"
+#include "docstore.pb-c.h"
+#include "ids.h"
+#include "log.h"
+#include "refdata.h"
+#include "txn.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MAX 192
+
+/* ====================================================================== */
+/* Records                                                                */
+/* ====================================================================== */
+
+typedef enum { READ_FOUND, READ_ABSENT, READ_FAILED } read_result_t;
+
+static void reply_store_failure(reply_t *reply, store_t *store, store_result_t result)
+{
+    if (result == STORE_LOST)
+        reply_error(reply, ST_UNAVAILABLE, NULL, "the store is unavailable (%s); retry",
+                    store_last_error(store));
+    else
+        reply_error(reply, ST_INTERNAL, NULL, "the store refused a command (%s)",
+                    store_last_error(store));
+}
+
+static void reply_doc_error(reply_t *reply, const doc_error_t *err)
+{
+    reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);
+}
+
+/* Reads the Document kept at key. On READ_FOUND the caller frees *doc_p. */
+static read_result_t document_at(store_t *store, const char *key, Passerelle__Document **doc_p,
+                                 uint64_t *version, reply_t *reply)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    *doc_p = NULL;
+    store_result_t result = store_record_get(store, key, version, &data, &len);
+    if (result != STORE_OK) {
+        reply_store_failure(reply, store, result);
+        return READ_FAILED;
+    }
+    if (*version == 0) {
+        free(data);
+        return READ_ABSENT;
+    }
+    *doc_p = passerelle__document__unpack(NULL, len, data);
+    free(data);
+    if (!*doc_p) {
+        log_error("record does not decode", "{s:s, s:I}", "key", key, "length", (json_int_t)len);
+        reply_error(reply, ST_INTERNAL, NULL, "record %s does not decode", key);
+        return READ_FAILED;
+    }
+    return READ_FOUND;
+}
+
+static void document_key(char out[KEY_MAX], const char *id)
+{
+    snprintf(out, KEY_MAX, "docstore:document:%s", id);
+}
+
+static void upload_key(char out[KEY_MAX], const char *id)
+{
+    snprintf(out, KEY_MAX, "docstore:upload:%s", id);
+}
+
+static party_t caller_party(const call_t *call)
+{
+    return call->caller ? call->caller->party : PARTY_NONE;
+}
+
+static const char *caller_name(const call_t *call)
+{
+    return call->caller ? call->caller->name : "";
+}
+
+/* The document a request names in `field`, if the caller may see it:
+ * INVALID_ARGUMENT for a malformed id, NOT_FOUND when absent or hidden from
+ * the caller (a PRIVATE document of another party is not revealed). */
+static bool document_get(docstore_t *self, const call_t *call, const char *id, const char *field,
+                         Passerelle__Document **doc_p, uint64_t *version, reply_t *reply)
+{
+    *doc_p = NULL;
+    if (!id || !id[0]) {
+        reply_error(reply, ST_INVALID_ARGUMENT, field, "%s is required (a document id)", field);
+        return false;
+    }
+    if (!id_valid('F', id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, field, "%s '%.40s' is not a document id", field,
+                    id);
+        return false;
+    }
+    char key[KEY_MAX];
+    document_key(key, id);
+    read_result_t found = document_at(self->store, key, doc_p, version, reply);
+    if (found == READ_FAILED)
+        return false;
+    if (found == READ_ABSENT || !doc_may_see(*doc_p, caller_party(call))) {
+        if (*doc_p)
+            passerelle__document__free_unpacked(*doc_p, NULL);
+        *doc_p = NULL;
+        reply_error(reply, ST_NOT_FOUND, field, "document %s not found", id);
+        return false;
+    }
+    return true;
+}
+
+/* An upload session of this caller that is still open: INVALID_ARGUMENT
+ * for a malformed id, NOT_FOUND when unknown, another caller's, or expired. */
+static bool session_get(docstore_t *self, const call_t *call, const char *id,
+                        Passerelle__Document **session_p, uint64_t *version, reply_t *reply)
+{
+    *session_p = NULL;
+    if (!id || !id_valid('L', id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "upload_id",
+                    "upload_id '%.40s' is not an upload id", id ? id : "");
+        return false;
+    }
+    char key[KEY_MAX];
+    upload_key(key, id);
+    read_result_t found = document_at(self->store, key, session_p, version, reply);
+    if (found == READ_FAILED)
+        return false;
+    Passerelle__Document *s = *session_p;
+    bool visible = found == READ_FOUND && s->n_versions == 1 && s->versions[0]->added_by &&
+                   strcmp(s->versions[0]->added_by, caller_name(call)) == 0;
+    if (!visible) {
+        reply_error(reply, ST_NOT_FOUND, "upload_id", "upload %s not found", id);
+    } else if (s->versions[0]->number == 0) {
+        char now[TIME_RFC3339_LEN];
+        time_now_rfc3339(now);
+        if (s->updated_at && strcmp(s->updated_at, now) < 0) {
+            reply_error(reply, ST_NOT_FOUND, "upload_id",
+                        "upload %s expired at %s (abandoned): begin again", id, s->updated_at);
+            visible = false;
+        }
+    }
+    if (!visible) {
+        if (s)
+            passerelle__document__free_unpacked(s, NULL);
+        *session_p = NULL;
+    }
+    return visible;
+}
+
+static void session_reply(reply_t *reply, const char *upload_id, const Passerelle__Document *s)
+{
+    Passerelle__UploadSession out = PASSERELLE__UPLOAD_SESSION__INIT;
+    out.upload_id = (char *)upload_id;
+    out.has_size = out.has_received = out.has_chunk_max = true;
+    out.size = s->versions[0]->size;
+    out.received = s->version;
+    out.chunk_max = BLOB_BLOCK_SIZE;
+    out.expires_at = s->updated_at;
+    if (s->versions[0]->number != 0)
+        out.document = s->id;
+    reply_set_body(reply, &out.base);
+}
+
+static void expiry_after(unsigned ttl_s, char out[TIME_RFC3339_LEN])
+{
+    time_rfc3339(time_now_ms() + (int64_t)ttl_s * 1000, out);
+}
+
+/* ====================================================================== */
+/* Indexes                                                                */
+/* ====================================================================== */
+
+static void index_key(char out[KEY_MAX], const char *what, const char *value)
+{
+    if (what)
+        snprintf(out, KEY_MAX, "docstore:documents:%s:%s", what, value);
+    else
+        snprintf(out, KEY_MAX, "docstore:documents");
+}
+
+static void tag_key(char out[KEY_MAX], const char *tag)
+{
+    char folded[4 * DOC_TAG_MAX + 8];
+    refdata_fold_name(tag, folded, sizeof folded);
+    index_key(out, "tag", folded);
+}
+
+typedef struct {
+    txn_t *txn;
+    const char *id;
+} word_index_t;
+
+static void add_word(void *arg, const char *word)
+{
+    word_index_t *w = arg;
+    char key[KEY_MAX];
+    index_key(key, "word", word);
+    txn_index_add(w->txn, key, w->id);
+}
+
+/* Every index a new document enters (its metadata never changes). */
+static void document_index(txn_t *txn, const Passerelle__Document *doc)
+{
+    char key[KEY_MAX], value[16];
+    index_key(key, NULL, NULL);
+    txn_index_add(txn, key, doc->id);
+    index_key(key, "kind", doc_kind_name(doc->kind));
+    txn_index_add(txn, key, doc->id);
+    snprintf(value, sizeof value, "%u", doc->theme);
+    index_key(key, "theme", value);
+    txn_index_add(txn, key, doc->id);
+    index_key(key, "territory", doc->territory && doc->territory[0] ? doc->territory : "ALL");
+    txn_index_add(txn, key, doc->id);
+    index_key(key, "owner", doc->owner);
+    txn_index_add(txn, key, doc->id);
+    for (size_t i = 0; i < doc->n_tags; i++) {
+        tag_key(key, doc->tags[i]);
+        txn_index_add(txn, key, doc->id);
+    }
+    word_index_t w = {txn, doc->id};
+    doc_words(doc->title, add_word, &w);
+}
+
+/* ====================================================================== */
+/* Upload                                                                 */
+/* ====================================================================== */
+
+void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__UploadBeginRequest *req = (const Passerelle__UploadBeginRequest *)request;
+    doc_error_t err;
+    bool new_document = !req->document || !req->document[0];
+    if ((new_document && !doc_metadata_valid(req, &err)) ||
+        !doc_upload_valid(req, self->max_bytes, &err)) {
+        reply_doc_error(reply, &err);
+        return;
+    }
+    char sha[BLOB_SHA_HEX];
+    doc_sha_normalize(req->sha256, sha);
+
+    /* Reads first: the document a new version goes to, the uploads open. */
+    if (!new_document) {
+        Passerelle__Document *doc = NULL;
+        uint64_t version = 0;
+        if (!document_get(self, call, req->document, "document", &doc, &version, reply))
+            return;
+        bool allowed = doc_may_change(doc, caller_party(call));
+        passerelle__document__free_unpacked(doc, NULL);
+        if (!allowed) {
+            reply_error(reply, ST_PERMISSION_DENIED, "document",
+                        "only the owner party adds versions to document %s", req->document);
+            return;
+        }
+    }
+    redisReply *r = NULL;
+    store_result_t result = store_command(self->store, &r, "ZCARD docstore:uploads");
+    if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
+        if (r)
+            freeReplyObject(r);
+        reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+        return;
+    }
+    long long open = r->integer;
+    freeReplyObject(r);
+    if (open >= (long long)self->max_uploads) {
+        reply_error(reply, ST_RESOURCE_EXHAUSTED, NULL,
+                    "%lld uploads are in progress, the most allowed: retry later", open);
+        return;
+    }
+
+    /* The temporary file, with the room reserved: a full volume is found
+     * now, before any byte travels. A run thrown away leaves a file no
+     * session claims, which the sweep removes. */
+    char upload_id[ID_LEN];
+    id_new('L', upload_id);
+    char blob_err[256] = "";
+    blob_result_t created =
+        blobstore_upload_create(self->blobs, upload_id, req->size, blob_err, sizeof blob_err);
+    if (created == BLOB_NO_SPACE) {
+        reply_error(reply, ST_RESOURCE_EXHAUSTED, "size",
+                    "no space left for %llu bytes on the document volume (%s)",
+                    (unsigned long long)req->size, blob_err);
+        return;
+    }
+    if (created != BLOB_OK) {
+        log_error("cannot create an upload", "{s:s, s:s}", "upload", upload_id, "error", blob_err);
+        reply_error(reply, ST_INTERNAL, NULL, "cannot create the upload: %s", blob_err);
+        return;
+    }
+
+    char now[TIME_RFC3339_LEN], expires[TIME_RFC3339_LEN];
+    time_now_rfc3339(now);
+    expiry_after(self->upload_ttl_s, expires);
+    Passerelle__DocumentVersion next = PASSERELLE__DOCUMENT_VERSION__INIT;
+    Passerelle__DocumentVersion *versions[1] = {&next};
+    next.sha256 = sha;
+    next.has_size = true;
+    next.size = req->size;
+    next.media_type = req->media_type;
+    next.filename = req->filename;
+    next.added_by = (char *)caller_name(call);
+    next.added_at = now;
+    next.has_number = true;
+    Passerelle__Document session = PASSERELLE__DOCUMENT__INIT;
+    session.id = new_document ? (char *)"" : req->document;
+    if (new_document) {
+        session.title = req->title;
+        session.has_kind = session.has_theme = session.has_visibility = true;
+        session.kind = req->kind;
+        session.theme = req->theme;
+        session.territory = req->territory ? req->territory : (char *)"";
+        session.visibility = doc_visibility(req->visibility);
+        session.n_tags = req->n_tags;
+        session.tags = req->tags;
+    }
+    session.owner = (char *)party_name(caller_party(call));
+    session.n_versions = 1;
+    session.versions = versions;
+    session.created_at = now;
+    session.updated_at = expires;
+    session.has_version = true;
+    session.version = 0;
+
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    char key[KEY_MAX];
+    upload_key(key, upload_id);
+    txn_put_message(txn, key, 1, &session.base);
+    txn_index_add(txn, "docstore:uploads", upload_id);
+    session_reply(reply, upload_id, &session);
+    reply_log_commit(reply, "upload.begun", upload_id);
+    reply_commit(reply, call, self->store, txn);
+    txn_destroy(&txn);
+}
+
+void handle_upload_chunk(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__UploadChunkRequest *req = (const Passerelle__UploadChunkRequest *)request;
+    Passerelle__Document *s = NULL;
+    uint64_t version = 0;
+    if (!session_get(self, call, req->upload_id, &s, &version, reply))
+        return;
+    if (s->versions[0]->number != 0) {
+        reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
+                    "upload %s is committed already (document %s)", req->upload_id, s->id);
+        passerelle__document__free_unpacked(s, NULL);
+        return;
+    }
+    doc_error_t err;
+    chunk_verdict_t verdict = doc_chunk_check(s->versions[0]->size, s->version, req->offset,
+                                              req->data.len, BLOB_BLOCK_SIZE, &err);
+    if (verdict == CHUNK_REFUSED) {
+        reply_doc_error(reply, &err);
+    } else if (verdict == CHUNK_REPEAT) {
+        session_reply(reply, req->upload_id, s);
+    } else {
+        char blob_err[256] = "";
+        blob_result_t written =
+            req->data.len == 0
+                ? BLOB_OK
+                : blobstore_upload_write(self->blobs, req->upload_id, req->offset, req->data.data,
+                                         req->data.len, blob_err, sizeof blob_err);
+        if (written == BLOB_MISSING) {
+            reply_error(reply, ST_NOT_FOUND, "upload_id",
+                        "upload %s has no temporary file any more: begin again", req->upload_id);
+        } else if (written == BLOB_NO_SPACE) {
+            reply_error(reply, ST_RESOURCE_EXHAUSTED, "data",
+                        "no space left on the document volume (%s)", blob_err);
+        } else if (written != BLOB_OK) {
+            log_error("cannot write a chunk", "{s:s, s:s}", "upload", req->upload_id, "error",
+                      blob_err);
+            reply_error(reply, ST_INTERNAL, NULL, "cannot write the chunk: %s", blob_err);
+        } else {
+            char expires[TIME_RFC3339_LEN];
+            expiry_after(self->upload_ttl_s, expires);
+            s->version += req->data.len;
+            char *old_expiry = s->updated_at;
+            s->updated_at = expires;
+            txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+            char key[KEY_MAX];
+            upload_key(key, req->upload_id);
+            txn_put_message(txn, key, version + 1, &s->base);
+            session_reply(reply, req->upload_id, s);
+            reply_commit(reply, call, self->store, txn);
+            txn_destroy(&txn);
+            s->updated_at = old_expiry;
+        }
+    }
+    passerelle__document__free_unpacked(s, NULL);
+}
+
+/* Commits an upload: the blob into place, then in one transaction the
+ * document (new, or the existing one with the version appended), its
+ * indexes, the session marked committed, and the event. */
+void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__UploadCommitRequest *req = (const Passerelle__UploadCommitRequest *)request;
+    Passerelle__Document *s = NULL, *existing = NULL;
+    uint64_t session_version = 0, doc_version = 0;
+    if (!session_get(self, call, req->upload_id, &s, &session_version, reply))
+        return;
+    Passerelle__DocumentVersion *next = s->versions[0];
+    if (next->number != 0) {
+        /* Committed by an earlier request (its reply was lost). */
+        session_reply(reply, req->upload_id, s);
+        goto done;
+    }
+    if (s->version != next->size) {
+        reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
+                    "upload %s has %llu of its %llu bytes: send the rest first", req->upload_id,
+                    (unsigned long long)s->version, (unsigned long long)next->size);
+        goto done;
+    }
+    bool new_document = !s->id || !s->id[0];
+    if (!new_document) {
+        if (!document_get(self, call, s->id, "document", &existing, &doc_version, reply))
+            goto done;
+        if (!doc_may_change(existing, caller_party(call))) {
+            reply_error(reply, ST_PERMISSION_DENIED, "document",
+                        "only the owner party adds versions to document %s", s->id);
+            goto done;
+        }
+    }
+
+    /* The bytes into their blob. Run again after it succeeded, the upload
+     * file is gone but the blob is there: the same outcome. */
+    char sha[BLOB_SHA_HEX] = "", blob_err[256] = "";
+    bool dedup = false;
+    blob_result_t committed =
+        blobstore_upload_commit(self->blobs, req->upload_id, next->size, next->sha256, sha, &dedup,
+                                blob_err, sizeof blob_err);
+    uint64_t present_size = 0;
+    if (committed == BLOB_MISSING &&
+        blobstore_size(self->blobs, next->sha256, &present_size) == BLOB_OK &&
+        present_size == next->size) {
+        committed = BLOB_OK;
+        snprintf(sha, sizeof sha, "%s", next->sha256);
+    }
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    char key[KEY_MAX];
+    upload_key(key, req->upload_id);
+    if (committed != BLOB_OK) {
+        if (committed == BLOB_MISMATCH)
+            reply_error(reply, ST_INVALID_ARGUMENT, "sha256",
+                        "the bytes received do not match the sha256 announced (%s): the upload "
+                        "is removed, begin again",
+                        blob_err);
+        else if (committed == BLOB_MISSING)
+            reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
+                        "upload %s has no bytes any more: begin again", req->upload_id);
+        else if (committed == BLOB_NO_SPACE)
+            reply_error(reply, ST_RESOURCE_EXHAUSTED, NULL,
+                        "no space left on the document volume (%s): the upload is removed",
+                        blob_err);
+        else {
+            log_error("cannot commit an upload", "{s:s, s:s}", "upload", req->upload_id, "error",
+                      blob_err);
+            reply_error(reply, ST_INTERNAL, NULL, "cannot store the upload: %s", blob_err);
+            txn_destroy(&txn);
+            goto done;
+        }
+        /* Refused for good: the upload is over, its session no one's. */
+        blobstore_upload_remove(self->blobs, req->upload_id);
+        char *added_by = next->added_by;
+        next->added_by = (char *)"";
+        txn_put_message(txn, key, session_version + 1, &s->base);
+        next->added_by = added_by;
+        txn_index_remove(txn, "docstore:uploads", req->upload_id);
+        reply_commit(reply, call, self->store, txn);
+        txn_destroy(&txn);
+        goto done;
+    }
+
+    char now[TIME_RFC3339_LEN], id[ID_LEN];
+    time_now_rfc3339(now);
+    Passerelle__DocumentVersion added = PASSERELLE__DOCUMENT_VERSION__INIT;
+    added.has_number = added.has_size = true;
+    added.sha256 = sha;
+    added.size = next->size;
+    added.media_type = next->media_type;
+    added.filename = next->filename;
+    added.added_at = now;
+    added.added_by = next->added_by;
+
+    Passerelle__Document fresh = PASSERELLE__DOCUMENT__INIT;
+    Passerelle__Document *doc = existing;
+    Passerelle__DocumentVersion **versions = NULL;
+    Passerelle__DocumentVersion **old_versions = NULL;
+    size_t old_n = 0;
+    char *old_updated = NULL;
+    if (new_document) {
+        id_new('F', id);
+        fresh = *s;
+        fresh.id = id;
+        fresh.created_at = now;
+        fresh.updated_at = now;
+        fresh.has_version = true;
+        fresh.version = 1;
+        added.number = 1;
+        doc = &fresh;
+        versions = calloc(1, sizeof *versions);
+    } else {
+        versions = calloc(existing->n_versions + 1, sizeof *versions);
+        if (versions)
+            memcpy(versions, existing->versions, existing->n_versions * sizeof *versions);
+        added.number =
+            existing->n_versions ? existing->versions[existing->n_versions - 1]->number + 1 : 1;
+        old_versions = existing->versions;
+        old_n = existing->n_versions;
+        old_updated = existing->updated_at;
+        existing->has_version = true;
+        existing->version = doc_version + 1;
+        existing->updated_at = now;
+    }
+    if (!versions) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+        txn_destroy(&txn);
+        goto done;
+    }
+    versions[new_document ? 0 : old_n] = &added;
+    doc->versions = versions;
+    doc->n_versions = new_document ? 1 : old_n + 1;
+
+    char doc_key[KEY_MAX], subject[KEY_MAX];
+    document_key(doc_key, doc->id);
+    snprintf(subject, sizeof subject, "documents/%s", doc->id);
+    txn_put_message(txn, doc_key, doc->version, &doc->base);
+    if (new_document)
+        document_index(txn, doc);
+    txn_index_add(txn, "docstore:blobs", sha);
+    /* The session says what became of it, for a commit sent again. */
+    char *session_id = s->id;
+    s->id = doc->id;
+    next->number = added.number;
+    txn_put_message(txn, key, session_version + 1, &s->base);
+    txn_index_remove(txn, "docstore:uploads", req->upload_id);
+    const char *event = new_document ? "document.published" : "document.version_added";
+    txn_event(txn, DOCSTORE_STREAM, DOCSTORE_SOURCE, event, subject, &doc->base);
+    session_reply(reply, req->upload_id, s);
+    reply_log_commit(reply, event, subject);
+    reply_commit(reply, call, self->store, txn);
+    txn_destroy(&txn);
+    log_debug("upload committed", "{s:s, s:s, s:b}", "upload", req->upload_id, "sha256", sha,
+              "deduplicated", dedup);
+
+    s->id = session_id;
+    if (existing) {
+        existing->versions = old_versions;
+        existing->n_versions = old_n;
+        existing->updated_at = old_updated;
+    }
+    free(versions);
+done:
+    if (existing)
+        passerelle__document__free_unpacked(existing, NULL);
+    passerelle__document__free_unpacked(s, NULL);
+}
+
+/* ====================================================================== */
+/* Reading                                                                */
+/* ====================================================================== */
+
+void handle_document_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__DocumentGetRequest *req = (const Passerelle__DocumentGetRequest *)request;
+    Passerelle__Document *doc = NULL;
+    uint64_t version = 0;
+    if (!document_get(self, call, req->id, "id", &doc, &version, reply))
+        return;
+    reply_set_body(reply, &doc->base);
+    passerelle__document__free_unpacked(doc, NULL);
+}
+
+/* A blob that failed its check: logged, remembered for operations. */
+static void blob_report_corrupt(docstore_t *self, const char *sha, const char *why)
+{
+    log_error("blob corrupt", "{s:s, s:s}", "sha256", sha, "error", why);
+    redisReply *r = NULL;
+    if (store_command(self->store, &r, "SADD docstore:corrupt %s", sha) != STORE_LOST && r)
+        freeReplyObject(r);
+}
+
+void handle_document_read(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__DocumentReadRequest *req = (const Passerelle__DocumentReadRequest *)request;
+    Passerelle__Document *doc = NULL;
+    uint64_t version = 0;
+    if (!document_get(self, call, req->id, "id", &doc, &version, reply))
+        return;
+    doc_error_t err;
+    size_t index = 0;
+    uint8_t *buf = NULL;
+    if (!doc_version_pick(doc, req->version, false, &index, &err)) {
+        reply_doc_error(reply, &err);
+        goto done;
+    }
+    const Passerelle__DocumentVersion *v = doc->versions[index];
+    size_t length = req->has_length && req->length ? req->length : BLOB_BLOCK_SIZE;
+    if (length > BLOB_BLOCK_SIZE) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "length", "length %zu is over the largest, %d",
+                    length, BLOB_BLOCK_SIZE);
+        goto done;
+    }
+    if (req->offset > v->size) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "offset",
+                    "offset %llu is beyond the end of version %u (%llu bytes)",
+                    (unsigned long long)req->offset, v->number, (unsigned long long)v->size);
+        goto done;
+    }
+    if (length > v->size - req->offset)
+        length = (size_t)(v->size - req->offset);
+    buf = malloc(length ? length : 1);
+    if (!buf) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    size_t got = 0;
+    char blob_err[256] = "";
+    blob_result_t result = length == 0 ? BLOB_OK
+                                       : blobstore_read(self->blobs, v->sha256, req->offset, buf,
+                                                        length, &got, blob_err, sizeof blob_err);
+    if (result == BLOB_CORRUPT) {
+        blob_report_corrupt(self, v->sha256, blob_err);
+        reply_error(reply, ST_DATA_LOSS, NULL,
+                    "version %u of document %s is corrupt on disk: its bytes no longer match "
+                    "their SHA-256 %s; nothing was sent, operations are told",
+                    v->number, doc->id, v->sha256);
+    } else if (result == BLOB_MISSING) {
+        log_error("blob missing", "{s:s, s:s}", "sha256", v->sha256, "document", doc->id);
+        reply_error(reply, ST_DATA_LOSS, NULL,
+                    "version %u of document %s is missing from the volume (blob %s)", v->number,
+                    doc->id, v->sha256);
+    } else if (result != BLOB_OK) {
+        log_error("cannot read a blob", "{s:s, s:s}", "sha256", v->sha256, "error", blob_err);
+        reply_error(reply, ST_INTERNAL, NULL, "cannot read version %u: %s", v->number, blob_err);
+    } else {
+        Passerelle__DocumentReadReply out = PASSERELLE__DOCUMENT_READ_REPLY__INIT;
+        out.has_version = out.has_offset = out.has_data = out.has_size = true;
+        out.version = v->number;
+        out.offset = req->offset;
+        out.data.data = buf;
+        out.data.len = got;
+        out.size = v->size;
+        out.sha256 = v->sha256;
+        reply_set_body(reply, &out.base);
+    }
+done:
+    free(buf);
+    passerelle__document__free_unpacked(doc, NULL);
+}
+
+/* ====================================================================== */
+/* Listing                                                                */
+/* ====================================================================== */
+
+typedef struct {
+    const Passerelle__DocumentListRequest *req;
+    party_t party;
+    char words[DOC_TITLE_MAX][DOC_WORD_MAX];
+    size_t n_words;
+} list_filter_t;
+
+static void collect_word(void *arg, const char *word)
+{
+    list_filter_t *f = arg;
+    if (f->n_words < DOC_TITLE_MAX)
+        snprintf(f->words[f->n_words++], DOC_WORD_MAX, "%s", word);
+}
+
+typedef struct {
+    const char *wanted;
+    bool found;
+} word_seek_t;
+
+static void seek_word(void *arg, const char *word)
+{
+    word_seek_t *w = arg;
+    if (strcmp(w->wanted, word) == 0)
+        w->found = true;
+}
+
+static bool list_match(const Passerelle__Document *doc, const list_filter_t *f)
+{
+    const Passerelle__DocumentListRequest *req = f->req;
+    if (!doc_may_see(doc, f->party))
+        return false;
+    if (req->has_kind && req->kind && doc->kind != req->kind)
+        return false;
+    if (req->has_theme && req->theme && doc->theme != req->theme)
+        return false;
+    if (req->territory && req->territory[0] &&
+        strcmp(doc->territory ? doc->territory : "", req->territory) != 0)
+        return false;
+    if (req->owner && req->owner[0] && strcasecmp(doc->owner ? doc->owner : "", req->owner) != 0)
+        return false;
+    if (req->tag && req->tag[0]) {
+        char wanted[4 * DOC_TAG_MAX + 8], have[4 * DOC_TAG_MAX + 8];
+        refdata_fold_name(req->tag, wanted, sizeof wanted);
+        bool found = false;
+        for (size_t i = 0; i < doc->n_tags && !found; i++) {
+            refdata_fold_name(doc->tags[i], have, sizeof have);
+            found = strcmp(have, wanted) == 0;
+        }
+        if (!found)
+            return false;
+    }
+    for (size_t i = 0; i < f->n_words; i++) {
+        word_seek_t w = {f->words[i], false};
+        doc_words(doc->title, seek_word, &w);
+        if (!w.found)
+            return false;
+    }
+    return true;
+}
+
+/* The narrowest index the filters name (ZCARD of each, O(1)); the index of
+ * every document when none. */
+static bool list_index(docstore_t *self, const list_filter_t *f, char out[KEY_MAX], reply_t *reply)
+{
+    const Passerelle__DocumentListRequest *req = f->req;
+    char keys[8][KEY_MAX];
+    size_t n = 0;
+    char value[16];
+    if (req->has_kind && req->kind && doc_kind_name(req->kind))
+        index_key(keys[n++], "kind", doc_kind_name(req->kind));
+    if (req->has_theme && req->theme) {
+        snprintf(value, sizeof value, "%u", req->theme);
+        index_key(keys[n++], "theme", value);
+    }
+    if (req->territory && req->territory[0])
+        index_key(keys[n++], "territory", req->territory);
+    if (req->owner && req->owner[0])
+        index_key(keys[n++], "owner", party_name(party_parse(req->owner)));
+    if (req->tag && req->tag[0])
+        tag_key(keys[n++], req->tag);
+    for (size_t i = 0; i < f->n_words && n < 8; i++)
+        index_key(keys[n++], "word", f->words[i]);
+    index_key(out, NULL, NULL);
+    long long best = -1;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        store_result_t result = store_command(self->store, &r, "ZCARD %s", keys[i]);
+        if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
+            if (r)
+                freeReplyObject(r);
+            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+            return false;
+        }
+        if (best < 0 || r->integer < best) {
+            best = r->integer;
+            memcpy(out, keys[i], KEY_MAX);
+        }
+        freeReplyObject(r);
+    }
+    return true;
+}
+
+void handle_document_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__DocumentListRequest *req = (const Passerelle__DocumentListRequest *)request;
+    unsigned page_size =
+        req->has_page_size && req->page_size ? req->page_size : DOCSTORE_PAGE_DEFAULT;
+    if (page_size > DOCSTORE_PAGE_MAX) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "page_size", "page_size is at most %d",
+                    DOCSTORE_PAGE_MAX);
+        return;
+    }
+    if (req->page_token && req->page_token[0] && !id_valid('F', req->page_token)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "page_token",
+                    "page_token is not one this "
+                    "service gave");
+        return;
+    }
+    if (req->has_kind && req->kind && !doc_kind_name(req->kind)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "kind", "kind %d is not a document kind",
+                    (int)req->kind);
+        return;
+    }
+    if (req->owner && req->owner[0] && party_parse(req->owner) == PARTY_NONE) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "owner", "owner '%.40s' is not a party",
+                    req->owner);
+        return;
+    }
+    list_filter_t *f = calloc(1, sizeof *f);
+    Passerelle__Document **items = calloc(page_size, sizeof *items);
+    if (!f || !items) {
+        free(f);
+        free(items);
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+        return;
+    }
+    f->req = req;
+    f->party = caller_party(call);
+    if (req->words && req->words[0])
+        doc_words(req->words, collect_word, f);
+
+    char index[KEY_MAX];
+    size_t count = 0;
+    bool more = false, failed = !list_index(self, f, index, reply);
+    char start[ID_LEN + 1];
+    if (req->page_token && req->page_token[0])
+        snprintf(start, sizeof start, "(%s", req->page_token);
+    else
+        snprintf(start, sizeof start, "-");
+    /* Walks the index in id (creation) order, one page and one more member
+     * at a time; members the filters reject cost a read each. */
+    while (!failed && !more) {
+        redisReply *r = NULL;
+        store_result_t result = store_command(self->store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %u",
+                                              index, start, page_size + 1);
+        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+            if (r)
+                freeReplyObject(r);
+            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+            failed = true;
+            break;
+        }
+        for (size_t i = 0; i < r->elements && !failed && !more; i++) {
+            const char *member = r->element[i]->str;
+            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('F', member))
+                continue;
+            if (count == page_size) {
+                more = true;
+                break;
+            }
+            char key[KEY_MAX];
+            document_key(key, member);
+            Passerelle__Document *doc = NULL;
+            uint64_t version = 0;
+            read_result_t found = document_at(self->store, key, &doc, &version, reply);
+            if (found == READ_FAILED)
+                failed = true;
+            else if (found == READ_FOUND && list_match(doc, f))
+                items[count++] = doc;
+            else if (doc)
+                passerelle__document__free_unpacked(doc, NULL);
+            snprintf(start, sizeof start, "(%s", member);
+        }
+        bool last_batch = r->elements < (size_t)page_size + 1;
+        freeReplyObject(r);
+        if (last_batch)
+            break;
+    }
+    if (!failed) {
+        Passerelle__DocumentList out = PASSERELLE__DOCUMENT_LIST__INIT;
+        out.documents = items;
+        out.n_documents = count;
+        if (more && count)
+            out.next_page_token = items[count - 1]->id;
+        reply_set_body(reply, &out.base);
+    }
+    for (size_t i = 0; i < count; i++)
+        passerelle__document__free_unpacked(items[i], NULL);
+    free(items);
+    free(f);
+}
+
+/* ====================================================================== */
+/* Withdrawal                                                             */
+/* ====================================================================== */
+
+void handle_document_withdraw(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                              reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__DocumentWithdrawRequest *req =
+        (const Passerelle__DocumentWithdrawRequest *)request;
+    Passerelle__Document *doc = NULL;
+    uint64_t version = 0;
+    if (!document_get(self, call, req->id, "id", &doc, &version, reply))
+        return;
+    doc_error_t err;
+    size_t index = 0;
+    if (!doc_may_change(doc, caller_party(call))) {
+        reply_error(reply, ST_PERMISSION_DENIED, "id",
+                    "only the owner party (%s) withdraws versions of document %s", doc->owner,
+                    doc->id);
+    } else if (req->reason && strlen(req->reason) > DOC_REASON_MAX) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "reason", "reason is longer than %d bytes",
+                    DOC_REASON_MAX);
+    } else if (!doc_version_pick(doc, req->version, true, &index, &err)) {
+        if (req->version == 0)
+            err.status = ST_FAILED_PRECONDITION;
+        reply_doc_error(reply, &err);
+    } else if (doc->versions[index]->withdrawn) {
+        reply_error(reply, ST_FAILED_PRECONDITION, "version",
+                    "version %u of document %s is withdrawn already", doc->versions[index]->number,
+                    doc->id);
+    } else {
+        char now[TIME_RFC3339_LEN], key[KEY_MAX], subject[KEY_MAX];
+        time_now_rfc3339(now);
+        Passerelle__DocumentVersion *v = doc->versions[index];
+        char *old_at = v->withdrawn_at, *old_reason = v->withdrawal_reason,
+             *old_updated = doc->updated_at;
+        v->has_withdrawn = true;
+        v->withdrawn = true;
+        v->withdrawn_at = now;
+        v->withdrawal_reason = req->reason;
+        doc->updated_at = now;
+        doc->has_version = true;
+        doc->version = version + 1;
+        document_key(key, doc->id);
+        snprintf(subject, sizeof subject, "documents/%s", doc->id);
+        txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+        txn_put_message(txn, key, version + 1, &doc->base);
+        txn_event(txn, DOCSTORE_STREAM, DOCSTORE_SOURCE, "document.withdrawn", subject, &doc->base);
+        reply_set_body(reply, &doc->base);
+        reply_log_commit(reply, "document.withdrawn", subject);
+        reply_commit(reply, call, self->store, txn);
+        txn_destroy(&txn);
+        v->withdrawn_at = old_at;
+        v->withdrawal_reason = old_reason;
+        doc->updated_at = old_updated;
+    }
+    passerelle__document__free_unpacked(doc, NULL);
+}
+
+/* ====================================================================== */
+/* Integrity                                                              */
+/* ====================================================================== */
+
+typedef struct {
+    char (*shas)[BLOB_SHA_HEX];
+    size_t count, capacity;
+    bool failed;
+} sha_list_t;
+
+static void sha_list_add(void *arg, const char *sha, uint64_t size)
+{
+    (void)size;
+    sha_list_t *list = arg;
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity ? 2 * list->capacity : 64;
+        void *grown = realloc(list->shas, capacity * sizeof *list->shas);
+        if (!grown) {
+            list->failed = true;
+            return;
+        }
+        list->shas = grown;
+        list->capacity = capacity;
+    }
+    snprintf(list->shas[list->count++], BLOB_SHA_HEX, "%s", sha);
+}
+
+static int sha_compare(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static bool sha_listed(const sha_list_t *list, const char *sha)
+{
+    return list->count &&
+           bsearch(sha, list->shas, list->count, sizeof *list->shas, sha_compare) != NULL;
+}
+
+/* Cost: every blob is read whole (streaming), in the server's thread: the
+ * service answers nothing else meanwhile. Meant for operations, not for
+ * every minute. */
+void handle_docs_fsck(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                      reply_t *reply)
+{
+    (void)call;
+    (void)request;
+    docstore_t *self = ctx;
+    redisReply *r = NULL;
+    store_result_t result = store_command(self->store, &r, "ZRANGE docstore:blobs 0 -1");
+    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
+        return;
+    }
+    sha_list_t referred = {0}, on_disk = {0};
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            sha_list_add(&referred, r->element[i]->str, 0);
+    freeReplyObject(r);
+    long listed = blobstore_each(self->blobs, sha_list_add, &on_disk);
+    char **corrupt = calloc(on_disk.count + 1, sizeof *corrupt);
+    char **missing = calloc(referred.count + 1, sizeof *missing);
+    char **orphaned = calloc(on_disk.count + 1, sizeof *orphaned);
+    if (listed < 0 || referred.failed || on_disk.failed || !corrupt || !missing || !orphaned) {
+        reply_error(reply, ST_INTERNAL, NULL,
+                    listed < 0 ? "cannot list the blobs on the volume" : "out of memory");
+        goto done;
+    }
+    if (referred.count)
+        qsort(referred.shas, referred.count, sizeof *referred.shas, sha_compare);
+    if (on_disk.count)
+        qsort(on_disk.shas, on_disk.count, sizeof *on_disk.shas, sha_compare);
+    Passerelle__FsckReply out = PASSERELLE__FSCK_REPLY__INIT;
+    out.has_blobs_checked = out.has_bytes_checked = true;
+    out.corrupt = corrupt;
+    out.missing = missing;
+    out.orphaned = orphaned;
+    for (size_t i = 0; i < on_disk.count; i++) {
+        const char *sha = on_disk.shas[i];
+        uint64_t size = 0;
+        char err[256] = "";
+        blob_result_t verdict = blobstore_verify(self->blobs, sha, &size, err, sizeof err);
+        out.blobs_checked++;
+        out.bytes_checked += size;
+        if (verdict == BLOB_CORRUPT) {
+            blob_report_corrupt(self, sha, err);
+            corrupt[out.n_corrupt++] = on_disk.shas[i];
+        } else if (verdict != BLOB_OK && verdict != BLOB_MISSING) {
+            log_error("cannot verify a blob", "{s:s, s:s}", "sha256", sha, "error", err);
+            corrupt[out.n_corrupt++] = on_disk.shas[i];
+        }
+        if (!sha_listed(&referred, sha))
+            orphaned[out.n_orphaned++] = on_disk.shas[i];
+    }
+    for (size_t i = 0; i < referred.count; i++)
+        if (!sha_listed(&on_disk, referred.shas[i]))
+            missing[out.n_missing++] = referred.shas[i];
+    log_info("fsck", "{s:i, s:i, s:i, s:i}", "blobs", (int)out.blobs_checked, "corrupt",
+             (int)out.n_corrupt, "missing", (int)out.n_missing, "orphaned", (int)out.n_orphaned);
+    reply_set_body(reply, &out.base);
+done:
+    free(corrupt);
+    free(missing);
+    free(orphaned);
+    free(referred.shas);
+    free(on_disk.shas);
+}
+
+/* ====================================================================== */
+/* Abandoned uploads                                                      */
+/* ====================================================================== */
+
+static bool upload_live(void *arg, const char *upload_id)
+{
+    const sha_list_t *live = arg; /* upload ids, sorted */
+    return sha_listed(live, upload_id);
+}
+
+int docstore_sweep(docstore_t *self)
+{
+    redisReply *r = NULL;
+    store_result_t result = store_command(self->store, &r, "ZRANGE docstore:uploads 0 -1");
+    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        log_warn("cannot read the uploads in progress: none swept", "{s:s}", "error",
+                 store_last_error(self->store));
+        return -1;
+    }
+    sha_list_t live = {0};
+    char now[TIME_RFC3339_LEN];
+    time_now_rfc3339(now);
+    txn_t *txn = txn_new(NULL, NULL, 0);
+    bool failed = false;
+    unsigned expired = 0;
+    for (size_t i = 0; i < r->elements && !failed; i++) {
+        const char *id = r->element[i]->str;
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        char key[KEY_MAX];
+        upload_key(key, id);
+        Passerelle__Document *s = NULL;
+        uint64_t version = 0;
+        reply_t scratch;
+        memset(&scratch, 0, sizeof scratch);
+        read_result_t found = document_at(self->store, key, &s, &version, &scratch);
+        if (found == READ_FAILED) {
+            failed = true;
+        } else if (found == READ_FOUND && s->updated_at && strcmp(s->updated_at, now) >= 0) {
+            sha_list_add(&live, id, 0);
+        } else {
+            txn_guard(txn, key, version);
+            txn_index_remove(txn, "docstore:uploads", id);
+            expired++;
+        }
+        if (s)
+            passerelle__document__free_unpacked(s, NULL);
+        free(scratch.body);
+    }
+    freeReplyObject(r);
+    if (!failed && expired) {
+        txn_result_t committed = txn_commit(txn, self->store, NULL, 0, NULL, NULL, NULL);
+        failed = committed != TXN_COMMITTED;
+    }
+    txn_destroy(&txn);
+    int removed = -1;
+    if (!failed && !live.failed) {
+        if (live.count)
+            qsort(live.shas, live.count, sizeof *live.shas, sha_compare);
+        removed = (int)blobstore_sweep_uploads(self->blobs, self->upload_ttl_s, upload_live, &live);
+        log_info("abandoned uploads swept", "{s:i, s:i, s:i}", "expired", (int)expired, "files",
+                 removed, "live", (int)live.count);
+    } else {
+        log_warn("cannot sweep the abandoned uploads", "{s:s}", "error",
+                 store_last_error(self->store));
+    }
+    free(live.shas);
+    return removed;
+}
+
+/* ====================================================================== */
+/* Routes                                                                 */
+/* ====================================================================== */
+
+const route_t docstore_routes[] = {
+    {"upload.begin", &passerelle__upload_begin_request__descriptor, handle_upload_begin, true},
+    {"upload.chunk", &passerelle__upload_chunk_request__descriptor, handle_upload_chunk, true},
+    {"upload.commit", &passerelle__upload_commit_request__descriptor, handle_upload_commit, true},
+    {"document.get", &passerelle__document_get_request__descriptor, handle_document_get, false},
+    {"document.read", &passerelle__document_read_request__descriptor, handle_document_read, false},
+    {"document.list", &passerelle__document_list_request__descriptor, handle_document_list, false},
+    {"document.withdraw", &passerelle__document_withdraw_request__descriptor,
+     handle_document_withdraw, true},
+    {"docs.fsck", &passerelle__fsck_request__descriptor, handle_docs_fsck, false},
+};
+
+const size_t docstore_route_count = sizeof docstore_routes / sizeof docstore_routes[0];

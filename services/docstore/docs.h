@@ -1,0 +1,84 @@
+/* The document store's request handlers and their route table (server.h).
+ *
+ * Each handler validates, reads what it needs from Redis, then (reads
+ * first: under group commit a handler may run more than once, server.h)
+ * does its one side effect on the volume, which is harmless if repeated
+ * (a pwrite of the same bytes at the same offset; a commit of an upload
+ * whose blob is already in place), and commits one transaction.
+ *
+ * Redis keys, each written only through commit.lua except the last:
+ *   docstore:document:<F id>          Document (record version = its version)
+ *   docstore:upload:<L id>            an upload session, kept as a Document:
+ *       id = the document it adds a version to ("" for a new one; the
+ *            document made, once committed), title, kind, theme, territory,
+ *            visibility, tags = a new document's metadata, owner = the
+ *            caller's party, created_at = begin time, updated_at = when it
+ *            expires, version = bytes received; versions[0] = the version
+ *            to come (sha256 expected, size, media_type, filename, added_by
+ *            = the caller's key name, number = 0 until committed)
+ *   docstore:uploads                  uploads in progress (sorted set, score 0)
+ *   docstore:documents                every document
+ *   docstore:documents:kind:<KIND>    docstore:documents:theme:<n>
+ *   docstore:documents:territory:<CTn | ALL>
+ *   docstore:documents:owner:<PARTY>  docstore:documents:tag:<folded tag>
+ *   docstore:documents:word:<folded word of the title>
+ *   docstore:blobs                    every SHA-256 a version refers to
+ *   docstore:events                   the event stream; docstore:idem:* the
+ *                                     idempotency records (server)
+ *   docstore:corrupt                  (a set, SADD on a failed read or fsck)
+ *                                     blobs found corrupt */
+#ifndef DOCSTORE_DOCS_H
+#define DOCSTORE_DOCS_H
+
+#include "blobs.h"
+#include "server.h"
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DOCSTORE_STREAM "docstore:events"
+#define DOCSTORE_SOURCE "/passerelle/docstore"
+
+#define DOCSTORE_MAX_BYTES_DEFAULT   536870912ULL
+#define DOCSTORE_MAX_UPLOADS_DEFAULT 16
+#define DOCSTORE_UPLOAD_TTL_DEFAULT  3600
+#define DOCSTORE_PAGE_DEFAULT        50
+#define DOCSTORE_PAGE_MAX            200
+
+/* What every handler is handed as ctx; store and blobs are borrowed. */
+typedef struct {
+    store_t *store;
+    blobstore_t *blobs;
+    uint64_t max_bytes;    /* largest document accepted */
+    unsigned max_uploads;  /* uploads in progress at once */
+    unsigned upload_ttl_s; /* an upload idle that long is abandoned */
+} docstore_t;
+
+extern const route_t docstore_routes[];
+extern const size_t docstore_route_count;
+
+/* Removes abandoned uploads: sessions expired are taken out of the index of
+ * uploads in progress, and temporary files older than the time to live
+ * that no live session claims are deleted. Returns how many files were
+ * removed, or -1 if Redis could not be read (nothing is removed then). */
+int docstore_sweep(docstore_t *self);
+
+void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply);
+void handle_upload_chunk(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply);
+void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply);
+void handle_document_get(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply);
+void handle_document_read(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply);
+void handle_document_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                          reply_t *reply);
+void handle_document_withdraw(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                              reply_t *reply);
+void handle_docs_fsck(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                      reply_t *reply);
+
+#endif

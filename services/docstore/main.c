@@ -1,0 +1,102 @@
+/* passerelle-docstore: the documents the partnership shares (studies,
+ * diagnostics, conventions, minutes, brochures), content-addressed and
+ * versioned on a volume, their metadata in Redis. Reads its configuration
+ * from the environment, opens the blob store, sweeps the uploads abandoned
+ * before a restart, serves until SIGINT/SIGTERM.
+ *
+ * Configuration (besides the store's and the server's common variables):
+ *   PASSERELLE_DOCSTORE_ENDPOINT     where to bind (tcp://127.0.0.1:7404)
+ *   PASSERELLE_DOCSTORE_DIR          the volume's folder (./var/docstore)
+ *   PASSERELLE_DOCSTORE_MAX_BYTES    largest document, bytes (536870912)
+ *   PASSERELLE_DOCSTORE_QUOTA_BYTES  bytes the blobs and uploads may use
+ *                                    (0: the volume's free space)
+ *   PASSERELLE_DOCSTORE_MAX_UPLOADS  uploads in progress at once (16)
+ *   PASSERELLE_DOCSTORE_UPLOAD_TTL_S an upload idle that long is abandoned
+ *                                    and removed (3600) */
+#include "blobs.h"
+#include "config.h"
+#include "docs.h"
+#include "log.h"
+#include "server.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A chunk and the envelope around it (ids, type, key, body framing). */
+#define DOCSTORE_REQUEST_BYTES ((size_t)BLOB_BLOCK_SIZE + 64 * 1024)
+
+int main(void)
+{
+    log_init("docstore");
+
+    long max_bytes = 0, quota_bytes = 0, max_uploads = 0, ttl_s = 0;
+    if (!config_int("PASSERELLE_DOCSTORE_MAX_BYTES", (long)DOCSTORE_MAX_BYTES_DEFAULT, 0,
+                    (long)1 << 50, &max_bytes) ||
+        !config_int("PASSERELLE_DOCSTORE_QUOTA_BYTES", 0, 0, (long)1 << 60, &quota_bytes) ||
+        !config_int("PASSERELLE_DOCSTORE_MAX_UPLOADS", DOCSTORE_MAX_UPLOADS_DEFAULT, 1, 100000,
+                    &max_uploads) ||
+        !config_int("PASSERELLE_DOCSTORE_UPLOAD_TTL_S", DOCSTORE_UPLOAD_TTL_DEFAULT, 1, 30L * 86400,
+                    &ttl_s))
+        return 1;
+    const char *dir = config_str("PASSERELLE_DOCSTORE_DIR", "./var/docstore");
+
+    store_config_t store_cfg;
+    memset(&store_cfg, 0, sizeof store_cfg);
+    server_config_t server_cfg;
+    memset(&server_cfg, 0, sizeof server_cfg);
+    if (!store_config_from_env(&store_cfg) || !server_config_from_env(&server_cfg)) {
+        log_error("bad configuration: see the variable logged above", NULL);
+        return 1;
+    }
+    if (server_cfg.max_request_bytes < DOCSTORE_REQUEST_BYTES)
+        server_cfg.max_request_bytes = DOCSTORE_REQUEST_BYTES;
+
+    char err[256] = "";
+    blobstore_t *blobs = blobstore_new(dir, (uint64_t)quota_bytes, err, sizeof err);
+    if (!blobs) {
+        log_error("cannot open the document volume", "{s:s, s:s}", "dir", dir, "error", err);
+        return 1;
+    }
+    store_t *store = store_new(&store_cfg);
+    if (!store) {
+        log_error("cannot create the store", NULL);
+        blobstore_destroy(&blobs);
+        return 1;
+    }
+    docstore_t docstore = {
+        .store = store,
+        .blobs = blobs,
+        .max_bytes = (uint64_t)max_bytes,
+        .max_uploads = (unsigned)max_uploads,
+        .upload_ttl_s = (unsigned)ttl_s,
+    };
+    /* Uploads a crash or a client left behind; if Redis is down now, they
+     * wait for the next start (they only cost space meanwhile). */
+    docstore_sweep(&docstore);
+
+    server_cfg.service = "docstore";
+    server_cfg.endpoint = config_str("PASSERELLE_DOCSTORE_ENDPOINT", "tcp://127.0.0.1:7404");
+    server_cfg.routes = docstore_routes;
+    server_cfg.route_count = docstore_route_count;
+    server_cfg.ctx = &docstore;
+    server_cfg.store = store;
+    server_cfg.stream = DOCSTORE_STREAM;
+
+    server_t *server = server_new(&server_cfg);
+    if (!server) {
+        log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
+        store_destroy(&store);
+        blobstore_destroy(&blobs);
+        return 1;
+    }
+    log_info("document volume", "{s:s, s:I, s:I}", "dir", dir, "max_bytes", (json_int_t)max_bytes,
+             "quota_bytes", (json_int_t)quota_bytes);
+    server_wait_for_signal(server);
+    server_destroy(&server);
+    store_destroy(&store);
+    blobstore_destroy(&blobs);
+    log_info("stopped", NULL);
+    return 0;
+}

@@ -1,0 +1,758 @@
+/* The blob store on a real folder: round trips across block boundaries,
+ * dedup, refused uploads, corruption found on read and by verify, the
+ * quota and a really full filesystem, the sweep of abandoned uploads, and
+ * memory that does not grow with a blob's size. */
+#include "blobs.h"
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#define MIB   (1024u * 1024u)
+#define CHUNK (256u * 1024u)
+
+static char *root; /* temporary folder of the whole group */
+
+/* Formats a path, failing the test if it does not fit. */
+static void pathf(char out[PATH_MAX], const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void pathf(char out[PATH_MAX], const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    int n = vsnprintf(out, PATH_MAX, fmt, args);
+    va_end(args);
+    assert_true(n > 0 && n < PATH_MAX);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (sodium_init() < 0)
+        return -1;
+    root = harness_tempdir("blobs");
+    return root ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    harness_rmtree(root);
+    free(root);
+    return 0;
+}
+
+/* A fresh store in <root>/<name> (path copied to dir_out if given). */
+static blobstore_t *new_store(const char *name, uint64_t quota, char dir_out[PATH_MAX])
+{
+    char dir[PATH_MAX];
+    pathf(dir, "%s/%s", root, name);
+    char err[256] = "";
+    blobstore_t *store = blobstore_new(dir, quota, err, sizeof err);
+    if (!store)
+        fail_msg("blobstore_new %s: %s", dir, err);
+    if (dir_out)
+        memcpy(dir_out, dir, PATH_MAX);
+    return store;
+}
+
+static void sha_hex(const void *data, size_t len, char hex[BLOB_SHA_HEX])
+{
+    unsigned char raw[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(raw, data, len);
+    sodium_bin2hex(hex, BLOB_SHA_HEX, raw, sizeof raw);
+}
+
+/* Uploads data in CHUNK pieces, last piece first (offsets, not order,
+ * place the bytes), and commits it. Returns the commit's result. */
+static blob_result_t put(blobstore_t *store, const char *id, const void *data, size_t len,
+                         char sha[BLOB_SHA_HEX], bool *dedup)
+{
+    char err[256] = "";
+    char expected[BLOB_SHA_HEX];
+    sha_hex(data, len, expected);
+    assert_int_equal(blobstore_upload_create(store, id, len, err, sizeof err), BLOB_OK);
+    size_t pieces = (len + CHUNK - 1) / CHUNK;
+    for (size_t i = pieces; i-- > 0;) {
+        size_t off = i * CHUNK;
+        size_t n = len - off < CHUNK ? len - off : CHUNK;
+        assert_int_equal(
+            blobstore_upload_write(store, id, off, (const char *)data + off, n, err, sizeof err),
+            BLOB_OK);
+    }
+    blob_result_t rc =
+        blobstore_upload_commit(store, id, len, expected, sha, dedup, err, sizeof err);
+    if (rc == BLOB_OK)
+        assert_string_equal(sha, expected);
+    return rc;
+}
+
+/* Reads the whole blob back in reads of `step` bytes at `first` then
+ * every step, and compares with data. */
+static void read_back(blobstore_t *store, const char *sha, const unsigned char *data, size_t len,
+                      size_t step)
+{
+    unsigned char *buf = malloc(BLOB_BLOCK_SIZE);
+    assert_non_null(buf);
+    char err[256] = "";
+    size_t pos = 0;
+    while (pos < len) {
+        size_t got = 0;
+        assert_int_equal(blobstore_read(store, sha, pos, buf, step, &got, err, sizeof err),
+                         BLOB_OK);
+        size_t want = len - pos < step ? len - pos : step;
+        assert_int_equal(got, want);
+        assert_memory_equal(buf, data + pos, got);
+        pos += got;
+    }
+    size_t got = 99;
+    assert_int_equal(blobstore_read(store, sha, len, buf, step, &got, err, sizeof err), BLOB_OK);
+    assert_int_equal(got, 0);
+    free(buf);
+}
+
+static unsigned count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    unsigned n = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL)
+        if (entry->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void path_in(char out[PATH_MAX], const char *dir, const char *sub, const char *sha,
+                    const char *suffix)
+{
+    if (sha)
+        pathf(out, "%s/%s/%.2s/%s%s", dir, sub, sha, sha, suffix);
+    else
+        pathf(out, "%s/%s", dir, sub);
+}
+
+/* --- memory ------------------------------------------------------------- */
+
+static long max_rss_kb(void)
+{
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss;
+}
+
+/* Runs first, while the process's peak RSS is still low: a commit or a read
+ * that held the blob would raise it by 64 MB. */
+static void test_memory_bounded(void **state)
+{
+    (void)state;
+    const size_t size = 64 * MIB;
+    blobstore_t *store = new_store("memory", 0, NULL);
+    unsigned char *chunk = malloc(MIB);
+    assert_non_null(chunk);
+    memset(chunk, 1, MIB);
+    char err[256] = "";
+    assert_int_equal(blobstore_upload_create(store, "Lmemory", size, err, sizeof err), BLOB_OK);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    unsigned char seed[randombytes_SEEDBYTES] = {0};
+    for (size_t off = 0; off < size; off += MIB) {
+        seed[0] = (unsigned char)(off / MIB);
+        randombytes_buf_deterministic(chunk, MIB, seed);
+        crypto_hash_sha256_update(&st, chunk, MIB);
+        assert_int_equal(blobstore_upload_write(store, "Lmemory", off, chunk, MIB, err, sizeof err),
+                         BLOB_OK);
+    }
+    unsigned char raw[crypto_hash_sha256_BYTES];
+    char expected[BLOB_SHA_HEX], sha[BLOB_SHA_HEX];
+    crypto_hash_sha256_final(&st, raw);
+    sodium_bin2hex(expected, sizeof expected, raw, sizeof raw);
+
+    long before_kb = max_rss_kb();
+    bool dedup = true;
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lmemory", size, expected, sha, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_false(dedup);
+    assert_string_equal(sha, expected);
+
+    crypto_hash_sha256_init(&st);
+    for (size_t off = 0; off < size; off += MIB) {
+        size_t got = 0;
+        assert_int_equal(blobstore_read(store, sha, off, chunk, MIB, &got, err, sizeof err),
+                         BLOB_OK);
+        assert_int_equal(got, MIB);
+        crypto_hash_sha256_update(&st, chunk, got);
+    }
+    crypto_hash_sha256_final(&st, raw);
+    char read_sha[BLOB_SHA_HEX];
+    sodium_bin2hex(read_sha, sizeof read_sha, raw, sizeof raw);
+    assert_string_equal(read_sha, expected);
+    uint64_t verified = 0;
+    assert_int_equal(blobstore_verify(store, sha, &verified, err, sizeof err), BLOB_OK);
+    assert_int_equal(verified, size);
+    long growth_kb = max_rss_kb() - before_kb;
+    if (growth_kb >= 8 * 1024)
+        fail_msg("peak RSS grew by %ld kB across commit and read of 64 MB", growth_kb);
+
+    assert_int_equal(blobstore_remove(store, sha), BLOB_OK);
+    free(chunk);
+    blobstore_destroy(&store);
+    assert_null(store);
+}
+
+/* --- round trips -------------------------------------------------------- */
+
+static void test_round_trips(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    blobstore_t *store = new_store("round", 0, dir);
+    const size_t sizes[] = {0, 1, BLOB_BLOCK_SIZE, BLOB_BLOCK_SIZE + 1, 5 * MIB + 12345};
+    uint64_t total = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t len = sizes[i];
+        unsigned char *data = malloc(len ? len : 1);
+        assert_non_null(data);
+        randombytes_buf(data, len);
+        char id[16], sha[BLOB_SHA_HEX], err[256] = "";
+        snprintf(id, sizeof id, "Lround%zu", i);
+        bool dedup = true;
+        assert_int_equal(put(store, id, data, len, sha, &dedup), BLOB_OK);
+        assert_false(dedup);
+        total += len;
+        assert_int_equal(blobstore_used_bytes(store), total);
+
+        uint64_t size = 99;
+        assert_int_equal(blobstore_size(store, sha, &size), BLOB_OK);
+        assert_int_equal(size, len);
+        assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_OK);
+        assert_int_equal(size, len);
+
+        /* Aligned reads, then reads that straddle block boundaries. */
+        read_back(store, sha, data, len, BLOB_BLOCK_SIZE);
+        read_back(store, sha, data, len, 300 * 1024 + 7);
+        if (len > 10) {
+            unsigned char buf[64];
+            size_t got = 0;
+            assert_int_equal(
+                blobstore_read(store, sha, len - 5, buf, sizeof buf, &got, err, sizeof err),
+                BLOB_OK);
+            assert_int_equal(got, 5);
+            assert_memory_equal(buf, data + len - 5, 5);
+        }
+
+        /* The blob is read-only and the upload is gone. */
+        char path[PATH_MAX];
+        struct stat st;
+        path_in(path, dir, "blobs", sha, "");
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0444);
+        path_in(path, dir, "blobs", sha, ".blocks");
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_size, ((len + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE) * 65);
+        free(data);
+    }
+    char tmp[PATH_MAX];
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    assert_int_equal(count_entries(tmp), 0);
+
+    /* A read larger than a block is refused; an unknown blob is missing. */
+    char err[256] = "";
+    unsigned char byte;
+    size_t got;
+    char unknown[BLOB_SHA_HEX];
+    memset(unknown, 'a', 64);
+    unknown[64] = '\0';
+    assert_int_equal(blobstore_read(store, unknown, 0, &byte, 1, &got, err, sizeof err),
+                     BLOB_MISSING);
+    assert_non_null(strstr(err, "not found"));
+    assert_int_equal(blobstore_size(store, unknown, NULL), BLOB_MISSING);
+
+    /* Reopening finds the same bytes in use. */
+    blobstore_destroy(&store);
+    store = new_store("round", 0, NULL);
+    assert_int_equal(blobstore_used_bytes(store), total);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 5);
+    blobstore_destroy(&store);
+}
+
+/* --- dedup and idempotence ---------------------------------------------- */
+
+static void test_dedup_and_retries(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    blobstore_t *store = new_store("dedup", 0, dir);
+    size_t len = 2 * MIB + 3;
+    unsigned char *data = malloc(len);
+    assert_non_null(data);
+    randombytes_buf(data, len);
+    char sha1[BLOB_SHA_HEX], sha2[BLOB_SHA_HEX], err[256] = "";
+    bool dedup = true;
+    assert_int_equal(put(store, "Lfirst", data, len, sha1, &dedup), BLOB_OK);
+    assert_false(dedup);
+    assert_int_equal(put(store, "Lsecond", data, len, sha2, &dedup), BLOB_OK);
+    assert_true(dedup);
+    assert_string_equal(sha1, sha2);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 1);
+    assert_int_equal(blobstore_used_bytes(store), len);
+
+    /* A commit run again once its upload is gone answers the same blob. */
+    char sha3[BLOB_SHA_HEX];
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lsecond", len, sha1, sha3, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_true(dedup);
+    assert_string_equal(sha3, sha1);
+    /* ... but not for bytes that were never stored. */
+    char other[BLOB_SHA_HEX];
+    memset(other, 'b', 64);
+    other[64] = '\0';
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lnever", 10, other, sha3, &dedup, err, sizeof err),
+        BLOB_MISSING);
+
+    /* Create is idempotent: the same size keeps what was written. */
+    assert_int_equal(blobstore_upload_create(store, "Lagain", 10, err, sizeof err), BLOB_OK);
+    assert_int_equal(blobstore_upload_write(store, "Lagain", 0, "0123456789", 10, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_upload_create(store, "Lagain", 10, err, sizeof err), BLOB_OK);
+    assert_int_equal(blobstore_used_bytes(store), len + 10);
+    assert_int_equal(blobstore_upload_create(store, "Lagain", 5, err, sizeof err), BLOB_IO);
+    assert_non_null(strstr(err, "Lagain"));
+    /* Writing the same chunk twice is harmless; past the end is refused. */
+    assert_int_equal(blobstore_upload_write(store, "Lagain", 5, "56789", 5, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_upload_write(store, "Lagain", 8, "89x", 3, err, sizeof err),
+                     BLOB_MISMATCH);
+    char expected[BLOB_SHA_HEX];
+    sha_hex("0123456789", 10, expected);
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lagain", 10, expected, sha3, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_false(dedup);
+    assert_int_equal(blobstore_used_bytes(store), len + 10);
+    assert_int_equal(blobstore_upload_write(store, "Lagain", 0, "x", 1, err, sizeof err),
+                     BLOB_MISSING);
+
+    /* Upload ids outside [A-Za-z0-9]{1,40} are refused. */
+    const char *bad_ids[] = {"", "../etc", "a.b", "a/b",
+                             "L12345678901234567890123456789012345678901"};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++) {
+        err[0] = '\0';
+        assert_int_equal(blobstore_upload_create(store, bad_ids[i], 1, err, sizeof err), BLOB_IO);
+        assert_non_null(strstr(err, "upload_id"));
+    }
+    char tmp[PATH_MAX];
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    assert_int_equal(count_entries(tmp), 0);
+    free(data);
+    blobstore_destroy(&store);
+}
+
+/* --- refused uploads ---------------------------------------------------- */
+
+static void test_mismatch(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX];
+    blobstore_t *store = new_store("mismatch", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    unsigned char data[3000];
+    randombytes_buf(data, sizeof data);
+    char sha[BLOB_SHA_HEX], right[BLOB_SHA_HEX], err[256] = "";
+    sha_hex(data, sizeof data, right);
+    bool dedup;
+
+    /* Size. */
+    assert_int_equal(blobstore_upload_create(store, "Lsize", sizeof data, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_upload_write(store, "Lsize", 0, data, sizeof data, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_upload_commit(store, "Lsize", sizeof data + 1, right, sha, &dedup,
+                                             err, sizeof err),
+                     BLOB_MISMATCH);
+    assert_non_null(strstr(err, "expected 3001"));
+    assert_int_equal(count_entries(tmp), 0);
+
+    /* SHA-256: one byte differs. */
+    assert_int_equal(blobstore_upload_create(store, "Lsha", sizeof data, err, sizeof err), BLOB_OK);
+    data[1500] ^= 1;
+    assert_int_equal(blobstore_upload_write(store, "Lsha", 0, data, sizeof data, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lsha", sizeof data, right, sha, &dedup, err, sizeof err),
+        BLOB_MISMATCH);
+    assert_non_null(strstr(err, "SHA-256"));
+    assert_int_equal(count_entries(tmp), 0);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 0);
+    assert_int_equal(blobstore_used_bytes(store), 0);
+    blobstore_destroy(&store);
+}
+
+/* --- corruption --------------------------------------------------------- */
+
+static void flip_byte(const char *path, off_t offset)
+{
+    assert_int_equal(chmod(path, 0644), 0);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char byte;
+    assert_int_equal(pread(fd, &byte, 1, offset), 1);
+    byte ^= 0x40;
+    assert_int_equal(pwrite(fd, &byte, 1, offset), 1);
+    close(fd);
+}
+
+static void test_corruption(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX];
+    blobstore_t *store = new_store("corrupt", 0, dir);
+    size_t len = 2 * MIB + MIB / 2;
+    unsigned char *data = malloc(len);
+    unsigned char *buf = malloc(BLOB_BLOCK_SIZE);
+    assert_non_null(data);
+    assert_non_null(buf);
+    randombytes_buf(data, len);
+    char sha[BLOB_SHA_HEX], err[256] = "";
+    bool dedup;
+    assert_int_equal(put(store, "Lcorrupt", data, len, sha, &dedup), BLOB_OK);
+    path_in(path, dir, "blobs", sha, "");
+    flip_byte(path, BLOB_BLOCK_SIZE + 1000);
+
+    size_t got = 7;
+    assert_int_equal(blobstore_read(store, sha, 0, buf, BLOB_BLOCK_SIZE, &got, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(got, BLOB_BLOCK_SIZE);
+    err[0] = '\0';
+    assert_int_equal(
+        blobstore_read(store, sha, BLOB_BLOCK_SIZE, buf, BLOB_BLOCK_SIZE, &got, err, sizeof err),
+        BLOB_CORRUPT);
+    assert_int_equal(got, 0);
+    assert_non_null(strstr(err, "block 1"));
+    /* A partial range of the bad block, far from the flipped byte, and a
+     * range straddling into it, are refused too. */
+    assert_int_equal(
+        blobstore_read(store, sha, BLOB_BLOCK_SIZE + 500000, buf, 10, &got, err, sizeof err),
+        BLOB_CORRUPT);
+    assert_int_equal(
+        blobstore_read(store, sha, BLOB_BLOCK_SIZE - 10, buf, 20, &got, err, sizeof err),
+        BLOB_CORRUPT);
+    assert_int_equal(blobstore_read(store, sha, 2 * BLOB_BLOCK_SIZE, buf, BLOB_BLOCK_SIZE, &got,
+                                    err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(got, MIB / 2);
+    assert_memory_equal(buf, data + 2 * BLOB_BLOCK_SIZE, got);
+    uint64_t size = 0;
+    err[0] = '\0';
+    assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_CORRUPT);
+    assert_int_equal(size, len);
+    assert_non_null(strstr(err, "block 1"));
+
+    /* A truncated blob no longer matches its block list. */
+    assert_int_equal(truncate(path, (off_t)len - 1), 0);
+    assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_CORRUPT);
+    assert_int_equal(
+        blobstore_read(store, sha, 2 * BLOB_BLOCK_SIZE, buf, 10, &got, err, sizeof err),
+        BLOB_CORRUPT);
+    assert_non_null(strstr(err, "block 2"));
+
+    /* Committing the same bytes again replaces a blob of the wrong size. */
+    assert_int_equal(put(store, "Lrepair", data, len, sha, &dedup), BLOB_OK);
+    assert_false(dedup);
+    assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_OK);
+    read_back(store, sha, data, len, BLOB_BLOCK_SIZE);
+    free(data);
+    free(buf);
+    blobstore_destroy(&store);
+}
+
+static void test_missing_block_list(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX];
+    blobstore_t *store = new_store("noblocks", 0, dir);
+    unsigned char data[70000];
+    randombytes_buf(data, sizeof data);
+    char sha[BLOB_SHA_HEX], err[256] = "";
+    bool dedup;
+    assert_int_equal(put(store, "Lnoblocks", data, sizeof data, sha, &dedup), BLOB_OK);
+    path_in(path, dir, "blobs", sha, ".blocks");
+    assert_int_equal(unlink(path), 0);
+
+    unsigned char buf[100];
+    size_t got;
+    uint64_t size = 0;
+    assert_int_equal(blobstore_read(store, sha, 0, buf, sizeof buf, &got, err, sizeof err),
+                     BLOB_CORRUPT);
+    assert_non_null(strstr(err, "block list"));
+    assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_CORRUPT);
+    assert_int_equal(size, sizeof data);
+    /* The blob still counts as stored; committing it again rewrites the list. */
+    assert_int_equal(blobstore_each(store, NULL, NULL), 1);
+    assert_int_equal(put(store, "Lrelist", data, sizeof data, sha, &dedup), BLOB_OK);
+    assert_true(dedup);
+    assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_OK);
+    read_back(store, sha, data, sizeof data, 4096);
+
+    /* A damaged list is corruption as well. */
+    flip_byte(path, 3);
+    assert_int_equal(blobstore_read(store, sha, 0, buf, sizeof buf, &got, err, sizeof err),
+                     BLOB_CORRUPT);
+    assert_non_null(strstr(err, "block 0"));
+    blobstore_destroy(&store);
+}
+
+/* --- space -------------------------------------------------------------- */
+
+static void test_quota(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX];
+    blobstore_t *store = new_store("quota", 3 * MIB, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    char err[256] = "";
+    assert_int_equal(blobstore_upload_create(store, "Lfits", 2 * MIB, err, sizeof err), BLOB_OK);
+    assert_int_equal(blobstore_used_bytes(store), 2 * MIB);
+    assert_int_equal(blobstore_upload_create(store, "Ltoobig", 2 * MIB, err, sizeof err),
+                     BLOB_NO_SPACE);
+    assert_non_null(strstr(err, "quota"));
+    assert_int_equal(count_entries(tmp), 1);
+    assert_int_equal(blobstore_used_bytes(store), 2 * MIB);
+
+    /* The reservation becomes the blob: the quota still counts it. */
+    unsigned char *data = calloc(1, 2 * MIB);
+    assert_non_null(data);
+    char sha[BLOB_SHA_HEX], expected[BLOB_SHA_HEX];
+    sha_hex(data, 2 * MIB, expected);
+    bool dedup;
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lfits", 2 * MIB, expected, sha, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_int_equal(blobstore_used_bytes(store), 2 * MIB);
+    assert_int_equal(blobstore_upload_create(store, "Ltoobig", 2 * MIB, err, sizeof err),
+                     BLOB_NO_SPACE);
+    assert_int_equal(blobstore_upload_create(store, "Lsmall", MIB, err, sizeof err), BLOB_OK);
+
+    /* Reopened, the store counts blobs and uploads from the volume. */
+    blobstore_destroy(&store);
+    store = new_store("quota", 3 * MIB, NULL);
+    assert_int_equal(blobstore_used_bytes(store), 3 * MIB);
+    blobstore_upload_remove(store, "Lsmall");
+    blobstore_upload_remove(store, "Lsmall");
+    assert_int_equal(blobstore_remove(store, sha), BLOB_OK);
+    assert_int_equal(blobstore_used_bytes(store), 0);
+    assert_int_equal(blobstore_upload_create(store, "Ltoobig", 2 * MIB, err, sizeof err), BLOB_OK);
+    blobstore_upload_remove(store, "Ltoobig");
+    assert_int_equal(count_entries(tmp), 0);
+    free(data);
+    blobstore_destroy(&store);
+}
+
+static void test_full_filesystem(void **state)
+{
+    (void)state;
+    char mnt[PATH_MAX];
+    pathf(mnt, "%s/full", root);
+    assert_int_equal(mkdir(mnt, 0755), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=4m") < 0) {
+        fprintf(stderr,
+                "[  SKIPPED ] full filesystem: cannot mount a 4 MB tmpfs (%s); "
+                "the quota test stands for it\n",
+                strerror(errno));
+        rmdir(mnt);
+        skip();
+    }
+    char err[256] = "";
+    blobstore_t *store = blobstore_new(mnt, 0, err, sizeof err);
+    if (!store) {
+        umount(mnt);
+        fail_msg("blobstore_new on tmpfs: %s", err);
+    }
+    char tmp[PATH_MAX];
+    path_in(tmp, mnt, "tmp", NULL, NULL);
+    blob_result_t big = blobstore_upload_create(store, "Lbig", 8 * MIB, err, sizeof err);
+    unsigned left_big = count_entries(tmp);
+    blob_result_t first = blobstore_upload_create(store, "Lfirst", 3 * MIB, err, sizeof err);
+    err[0] = '\0';
+    blob_result_t second = blobstore_upload_create(store, "Lsecond", 3 * MIB, err, sizeof err);
+    unsigned left_second = count_entries(tmp);
+    uint64_t used = blobstore_used_bytes(store);
+    blobstore_destroy(&store);
+    assert_int_equal(umount(mnt), 0);
+    rmdir(mnt);
+
+    assert_int_equal(big, BLOB_NO_SPACE);
+    assert_int_equal(left_big, 0);
+    assert_int_equal(first, BLOB_OK);
+    assert_int_equal(second, BLOB_NO_SPACE);
+    assert_non_null(strstr(err, "Lsecond"));
+    assert_int_equal(left_second, 1);
+    assert_int_equal(used, 3 * MIB);
+}
+
+/* --- sweep, each, remove ------------------------------------------------ */
+
+static bool keep_kept(void *arg, const char *upload_id)
+{
+    (*(int *)arg)++;
+    return strcmp(upload_id, "Lkept") == 0;
+}
+
+static void age(const char *tmp, const char *name, time_t seconds)
+{
+    char path[PATH_MAX];
+    pathf(path, "%s/%s", tmp, name);
+    struct timespec times[2];
+    times[0].tv_sec = times[1].tv_sec = time(NULL) - seconds;
+    times[0].tv_nsec = times[1].tv_nsec = 0;
+    assert_int_equal(utimensat(AT_FDCWD, path, times, 0), 0);
+}
+
+static void test_sweep(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX];
+    blobstore_t *store = new_store("sweep", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    char err[256] = "";
+    assert_int_equal(blobstore_upload_create(store, "Lold", 100, err, sizeof err), BLOB_OK);
+    assert_int_equal(blobstore_upload_create(store, "Lkept", 200, err, sizeof err), BLOB_OK);
+    assert_int_equal(blobstore_upload_create(store, "Lfresh", 300, err, sizeof err), BLOB_OK);
+    age(tmp, "Lold", 7200);
+    age(tmp, "Lkept", 7200);
+    /* A stranger's file in tmp/ is left alone. */
+    char stranger[PATH_MAX];
+    pathf(stranger, "%s/not-an-upload", tmp);
+    FILE *f = fopen(stranger, "w");
+    assert_non_null(f);
+    fclose(f);
+    age(tmp, "not-an-upload", 7200);
+
+    int asked = 0;
+    assert_int_equal(blobstore_sweep_uploads(store, 3600, keep_kept, &asked), 1);
+    assert_int_equal(asked, 2);
+    assert_int_equal(blobstore_used_bytes(store), 500);
+    assert_int_equal(blobstore_upload_write(store, "Lold", 0, "x", 1, err, sizeof err),
+                     BLOB_MISSING);
+    assert_int_equal(blobstore_upload_write(store, "Lkept", 0, "x", 1, err, sizeof err), BLOB_OK);
+    assert_int_equal(count_entries(tmp), 3);
+
+    assert_int_equal(blobstore_sweep_uploads(store, 0, NULL, NULL), 2);
+    assert_int_equal(blobstore_used_bytes(store), 0);
+    assert_int_equal(count_entries(tmp), 1);
+    assert_int_equal(unlink(stranger), 0);
+    blobstore_destroy(&store);
+}
+
+typedef struct {
+    unsigned count;
+    uint64_t bytes;
+    char seen[4][BLOB_SHA_HEX];
+} each_t;
+
+static void collect(void *arg, const char *sha256, uint64_t size)
+{
+    each_t *each = arg;
+    if (each->count < 4)
+        memcpy(each->seen[each->count], sha256, BLOB_SHA_HEX);
+    each->count++;
+    each->bytes += size;
+}
+
+static void test_each_and_remove(void **state)
+{
+    (void)state;
+    blobstore_t *store = new_store("each", 0, NULL);
+    char shas[3][BLOB_SHA_HEX];
+    const size_t sizes[3] = {10, 20000, BLOB_BLOCK_SIZE + 5};
+    for (int i = 0; i < 3; i++) {
+        unsigned char *data = malloc(sizes[i]);
+        assert_non_null(data);
+        randombytes_buf(data, sizes[i]);
+        char id[8];
+        snprintf(id, sizeof id, "Leach%d", i);
+        bool dedup;
+        assert_int_equal(put(store, id, data, sizes[i], shas[i], &dedup), BLOB_OK);
+        free(data);
+    }
+    each_t each = {0};
+    assert_int_equal(blobstore_each(store, collect, &each), 3);
+    assert_int_equal(each.count, 3);
+    assert_int_equal(each.bytes, sizes[0] + sizes[1] + sizes[2]);
+    for (int i = 0; i < 3; i++) {
+        bool found = false;
+        for (int j = 0; j < 3; j++)
+            found = found || strcmp(each.seen[j], shas[i]) == 0;
+        assert_true(found);
+    }
+
+    assert_int_equal(blobstore_remove(store, shas[1]), BLOB_OK);
+    assert_int_equal(blobstore_remove(store, shas[1]), BLOB_MISSING);
+    assert_int_equal(blobstore_size(store, shas[1], NULL), BLOB_MISSING);
+    char err[256];
+    uint64_t size;
+    assert_int_equal(blobstore_verify(store, shas[1], &size, err, sizeof err), BLOB_MISSING);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 2);
+    assert_int_equal(blobstore_used_bytes(store), sizes[0] + sizes[2]);
+    blobstore_destroy(&store);
+}
+
+static void test_sha_valid(void **state)
+{
+    (void)state;
+    char sha[BLOB_SHA_HEX + 1];
+    memset(sha, '0', 64);
+    sha[64] = '\0';
+    assert_true(blob_sha_valid(sha));
+    sha[10] = 'f';
+    assert_true(blob_sha_valid(sha));
+    sha[10] = 'F';
+    assert_false(blob_sha_valid(sha));
+    sha[10] = 'g';
+    assert_false(blob_sha_valid(sha));
+    sha[10] = '0';
+    sha[63] = '\0';
+    assert_false(blob_sha_valid(sha));
+    sha[63] = '0';
+    sha[64] = '0';
+    sha[65] = '\0';
+    assert_false(blob_sha_valid(sha));
+    assert_false(blob_sha_valid(NULL));
+    assert_false(blob_sha_valid(""));
+    char err[64];
+    assert_null(blobstore_new("", 0, err, sizeof err));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_memory_bounded), /* first: peak RSS still low */
+        cmocka_unit_test(test_round_trips),        cmocka_unit_test(test_dedup_and_retries),
+        cmocka_unit_test(test_mismatch),           cmocka_unit_test(test_corruption),
+        cmocka_unit_test(test_missing_block_list), cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_full_filesystem),    cmocka_unit_test(test_sweep),
+        cmocka_unit_test(test_each_and_remove),    cmocka_unit_test(test_sha_valid),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

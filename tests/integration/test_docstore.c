@@ -1,0 +1,779 @@
+/* The document store end to end: a real redis-server and the real
+ * passerelle-docstore binary on run-time ports, called over ZeroMQ with
+ * CURVE by several parties. Round trips of an empty, a small and a 200 MB
+ * document (generated from a seeded sequence, hashed as it is sent, read
+ * back in chunks and hashed again) with the service's resident memory
+ * sampled during the transfer; dedup; versions by the owner only; every
+ * access rule; withdrawal; listing filters and title words; every chunk
+ * refusal; a commit with the wrong SHA-256; one event per write. */
+#include "harness.h"
+
+#include "docstore.pb-c.h"
+#include "envelope.pb-c.h"
+#include "ids.h"
+
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#define OK           PASSERELLE__STATUS__STATUS_OK
+#define INVALID      PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT
+#define NOT_FOUND    PASSERELLE__STATUS__STATUS_NOT_FOUND
+#define DENIED       PASSERELLE__STATUS__STATUS_PERMISSION_DENIED
+#define EXHAUSTED    PASSERELLE__STATUS__STATUS_RESOURCE_EXHAUSTED
+#define PRECONDITION PASSERELLE__STATUS__STATUS_FAILED_PRECONDITION
+#define CHUNK        (1024 * 1024)
+#define LARGE_BYTES  (200ULL * 1024 * 1024)
+#define RSS_BOUND_KB (64 * 1024)
+#define KIND(k)      PASSERELLE__DOCUMENT_KIND__DOCUMENT_##k
+
+enum { METROPOLE, ACTION_LOGEMENT, PARTNER, ADMIN, N_CLIENTS };
+static const char *const CLIENT_NAMES[N_CLIENTS] = {"metropole", "action_logement", "partner",
+                                                    "admin"};
+
+typedef struct {
+    char *dir;
+    char keys[512];
+    char volume[600];
+    harness_redis_t redis;
+    harness_service_t service;
+    client_t *clients[N_CLIENTS];
+} fixture_t;
+
+static fixture_t *F;
+
+/* --- bytes from a seeded sequence ---------------------------------------- */
+
+typedef struct {
+    uint64_t state;
+} prng_t;
+
+static void prng_fill(prng_t *p, uint8_t *buf, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        p->state ^= p->state << 13;
+        p->state ^= p->state >> 7;
+        p->state ^= p->state << 17;
+        buf[i] = (uint8_t)(p->state >> 24);
+    }
+}
+
+static void hex_of(const unsigned char digest[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+static void sha_of(const void *data, size_t len, char out[65])
+{
+    unsigned char digest[32];
+    crypto_hash_sha256(digest, data, len);
+    hex_of(digest, out);
+}
+
+/* The SHA-256 of `size` bytes of the sequence seeded with seed. */
+static void sha_of_sequence(uint64_t seed, uint64_t size, char out[65])
+{
+    prng_t p = {seed};
+    uint8_t *buf = malloc(CHUNK);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    for (uint64_t done = 0; done < size;) {
+        size_t n = size - done < CHUNK ? (size_t)(size - done) : CHUNK;
+        prng_fill(&p, buf, n);
+        crypto_hash_sha256_update(&st, buf, n);
+        done += n;
+    }
+    unsigned char digest[32];
+    crypto_hash_sha256_final(&st, digest);
+    hex_of(digest, out);
+    free(buf);
+}
+
+/* --- the service's memory -------------------------------------------------- */
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* --- calls ----------------------------------------------------------------- */
+
+static void begin_request(Passerelle__UploadBeginRequest *req, const char *title, uint64_t size,
+                          const char *sha)
+{
+    passerelle__upload_begin_request__init(req);
+    req->title = (char *)title;
+    req->has_kind = req->has_theme = req->has_size = true;
+    req->kind = KIND(STUDY);
+    req->theme = 1;
+    req->size = size;
+    req->sha256 = (char *)sha;
+    req->media_type = "application/pdf";
+    req->filename = "etude.pdf";
+}
+
+static Passerelle__UploadSession *call_session(client_t *c, const char *type,
+                                               const ProtobufCMessage *body)
+{
+    Passerelle__Reply *reply = harness_call(c, type, body, OK, NULL);
+    Passerelle__UploadSession *s =
+        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(s);
+    return s;
+}
+
+static char *begin(client_t *c, const Passerelle__UploadBeginRequest *req)
+{
+    Passerelle__UploadSession *s = call_session(c, "upload.begin", &req->base);
+    assert_true(id_valid('L', s->upload_id));
+    assert_int_equal(s->chunk_max, CHUNK);
+    assert_int_equal(s->received, 0);
+    char *id = strdup(s->upload_id);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+static void send_chunk(client_t *c, const char *upload_id, uint64_t offset, const void *data,
+                       size_t len, uint64_t expect_received)
+{
+    Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    req.upload_id = (char *)upload_id;
+    req.has_offset = req.has_data = true;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    Passerelle__UploadSession *s = call_session(c, "upload.chunk", &req.base);
+    assert_int_equal(s->received, expect_received);
+    passerelle__upload_session__free_unpacked(s, NULL);
+}
+
+static void chunk_refused(client_t *c, const char *upload_id, uint64_t offset, const void *data,
+                          size_t len, int status, const char *field)
+{
+    Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    req.upload_id = (char *)upload_id;
+    req.has_offset = req.has_data = true;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    harness_call_refused(c, "upload.chunk", &req.base, status, field);
+}
+
+/* Commits; returns the document id (malloc'd). */
+static char *commit(client_t *c, const char *upload_id)
+{
+    Passerelle__UploadCommitRequest req = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+    req.upload_id = (char *)upload_id;
+    Passerelle__UploadSession *s = call_session(c, "upload.commit", &req.base);
+    assert_true(id_valid('F', s->document));
+    char *id = strdup(s->document);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+/* A whole upload of bytes in memory; returns the document id. */
+static char *put_bytes(client_t *c, Passerelle__UploadBeginRequest *req, const void *data,
+                       size_t len)
+{
+    char sha[65];
+    sha_of(data, len, sha);
+    req->has_size = true;
+    req->size = len;
+    req->sha256 = sha;
+    char *upload = begin(c, req);
+    if (len == 0)
+        send_chunk(c, upload, 0, "", 0, 0);
+    for (size_t off = 0; off < len; off += CHUNK) {
+        size_t n = len - off < CHUNK ? len - off : CHUNK;
+        send_chunk(c, upload, off, (const uint8_t *)data + off, n, off + n);
+    }
+    char *id = commit(c, upload);
+    free(upload);
+    return id;
+}
+
+static Passerelle__Document *get_document(client_t *c, const char *id)
+{
+    Passerelle__DocumentGetRequest req = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+    req.id = (char *)id;
+    Passerelle__Reply *reply = harness_call(c, "document.get", &req.base, OK, NULL);
+    Passerelle__Document *doc =
+        passerelle__document__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(doc);
+    return doc;
+}
+
+static Passerelle__DocumentReadReply *read_range(client_t *c, const char *id, uint32_t version,
+                                                 uint64_t offset, uint32_t length)
+{
+    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    req.id = (char *)id;
+    req.has_version = req.has_offset = req.has_length = true;
+    req.version = version;
+    req.offset = offset;
+    req.length = length;
+    Passerelle__Reply *reply = harness_call(c, "document.read", &req.base, OK, NULL);
+    Passerelle__DocumentReadReply *r =
+        passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(r);
+    return r;
+}
+
+/* Reads a version whole, chunk by chunk, hashing as it comes; returns its
+ * size and writes its SHA-256 (as computed here) into sha. */
+static uint64_t read_all(client_t *c, const char *id, uint32_t version, char sha[65],
+                         pid_t sample_pid, long *rss_max)
+{
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    uint64_t offset = 0, size = 0;
+    unsigned n = 0;
+    do {
+        Passerelle__DocumentReadReply *r = read_range(c, id, version, offset, CHUNK);
+        size = r->size;
+        assert_int_equal(r->offset, offset);
+        crypto_hash_sha256_update(&st, r->data.data, r->data.len);
+        offset += r->data.len;
+        bool empty = r->data.len == 0;
+        passerelle__document_read_reply__free_unpacked(r, NULL);
+        if (empty)
+            break;
+        if (sample_pid && ++n % 8 == 0) {
+            long kb = rss_kb(sample_pid);
+            if (kb > *rss_max)
+                *rss_max = kb;
+        }
+    } while (offset < size);
+    unsigned char digest[32];
+    crypto_hash_sha256_final(&st, digest);
+    hex_of(digest, sha);
+    return offset;
+}
+
+/* --- setup ----------------------------------------------------------------- */
+
+static int teardown(void **state);
+
+static int setup(void **state)
+{
+    F = calloc(1, sizeof *F);
+    F->dir = harness_tempdir("docstore");
+    snprintf(F->keys, sizeof F->keys, "%s/keys", F->dir);
+    snprintf(F->volume, sizeof F->volume, "%s/volume", F->dir);
+    if (harness_keys_make(F->keys) != 0 || harness_redis_start(&F->redis) != 0)
+        return -1;
+    harness_redis_setenv(&F->redis);
+    setenv("PASSERELLE_KEYS_DIR", F->keys, 1);
+    char volume_env[700];
+    snprintf(volume_env, sizeof volume_env, "PASSERELLE_DOCSTORE_DIR=%s", F->volume);
+    /* Under AddressSanitizer, freed blocks wait in a quarantine (256 MB by
+     * default) and stay resident: keep it small so that the memory bound
+     * measures the service, not the sanitizer. */
+    char *env[] = {
+        volume_env,
+        "PASSERELLE_DOCSTORE_MAX_UPLOADS=4",
+#if defined(__SANITIZE_ADDRESS__)
+        "ASAN_OPTIONS=quarantine_size_mb=4:detect_leaks=1",
+#endif
+        NULL
+    };
+    bool started = harness_service_start(&F->service, "docstore", F->dir, env) == 0;
+    for (int i = 0; started && i < N_CLIENTS; i++) {
+        F->clients[i] = harness_client(F->service.endpoint, F->keys, CLIENT_NAMES[i], 60000, 0);
+        started = F->clients[i] != NULL;
+    }
+    if (!started) {
+        teardown(NULL);
+        return -1;
+    }
+    *state = F;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_CLIENTS; i++)
+        client_destroy(&F->clients[i]);
+    bool clean = F->service.pid ? harness_service_stop_clean(&F->service) : true;
+    harness_redis_stop(&F->redis);
+    harness_rmtree(F->dir);
+    free(F->dir);
+    free(F);
+    F = NULL;
+    return clean ? 0 : -1;
+}
+
+/* Regular files under dir (recursively) whose name has no '.'. */
+static int count_blobs(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (e->d_type == DT_DIR)
+            n += count_blobs(path);
+        else if (!strchr(e->d_name, '.'))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* --- tests ------------------------------------------------------------------ */
+
+static void test_small_and_empty_round_trips(void **state)
+{
+    (void)state;
+    client_t *al = F->clients[ACTION_LOGEMENT];
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Plaquette Action Logement", 0, NULL);
+    req.kind = KIND(BROCHURE);
+    char *empty = put_bytes(al, &req, "", 0);
+    char sha[65], want[65];
+    assert_int_equal(read_all(al, empty, 0, sha, 0, NULL), 0);
+    sha_of("", 0, want);
+    assert_string_equal(sha, want);
+
+    const char text[] = "Diagnostic Emploi Logement: premiers résultats.\n";
+    begin_request(&req, "Diagnostic Emploi Logement", 0, NULL);
+    req.kind = KIND(EMPLOYMENT_HOUSING_DIAGNOSTIC);
+    char *small = put_bytes(al, &req, text, sizeof text - 1);
+    assert_int_equal(read_all(F->clients[METROPOLE], small, 0, sha, 0, NULL), sizeof text - 1);
+    sha_of(text, sizeof text - 1, want);
+    assert_string_equal(sha, want);
+    /* A range inside it. */
+    Passerelle__DocumentReadReply *r = read_range(al, small, 1, 12, 6);
+    assert_int_equal(r->data.len, 6);
+    assert_memory_equal(r->data.data, text + 12, 6);
+    assert_string_equal(r->sha256, want);
+    passerelle__document_read_reply__free_unpacked(r, NULL);
+
+    Passerelle__Document *doc = get_document(F->clients[PARTNER], small);
+    assert_string_equal(doc->owner, "ACTION_LOGEMENT");
+    assert_int_equal(doc->n_versions, 1);
+    assert_int_equal(doc->versions[0]->number, 1);
+    assert_int_equal(doc->versions[0]->size, sizeof text - 1);
+    assert_string_equal(doc->versions[0]->filename, "etude.pdf");
+    assert_string_equal(doc->versions[0]->added_by, "action_logement");
+    passerelle__document__free_unpacked(doc, NULL);
+    free(empty);
+    free(small);
+}
+
+static void test_large_round_trip_memory_bounded(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[METROPOLE];
+    const uint64_t seed = 20260401;
+    char sha[65];
+    sha_of_sequence(seed, LARGE_BYTES, sha);
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Étude habitat privé 2026", LARGE_BYTES, sha);
+    char *upload = begin(c, &req);
+
+    long start_kb = rss_kb(F->service.pid), max_kb = start_kb;
+    assert_true(start_kb > 0);
+    prng_t p = {seed};
+    uint8_t *buf = malloc(CHUNK);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    unsigned n = 0;
+    for (uint64_t off = 0; off < LARGE_BYTES; off += CHUNK) {
+        prng_fill(&p, buf, CHUNK);
+        crypto_hash_sha256_update(&st, buf, CHUNK);
+        send_chunk(c, upload, off, buf, CHUNK, off + CHUNK);
+        if (++n % 8 == 0) {
+            long kb = rss_kb(F->service.pid);
+            if (kb > max_kb)
+                max_kb = kb;
+        }
+    }
+    free(buf);
+    unsigned char digest[32];
+    char sent[65];
+    crypto_hash_sha256_final(&st, digest);
+    hex_of(digest, sent);
+    assert_string_equal(sent, sha);
+    char *id = commit(c, upload);
+
+    char got[65];
+    assert_int_equal(read_all(F->clients[ADMIN], id, 0, got, F->service.pid, &max_kb), LARGE_BYTES);
+    assert_string_equal(got, sha);
+    printf("docstore RSS: %ld kB at start, %ld kB at most during 200 MB up and down\n", start_kb,
+           max_kb);
+    free(upload);
+    free(id);
+    assert_true(max_kb - start_kb < RSS_BOUND_KB);
+}
+
+static void test_dedup(void **state)
+{
+    (void)state;
+    char blobs[700];
+    snprintf(blobs, sizeof blobs, "%s/blobs", F->volume);
+    int before = count_blobs(blobs);
+    const char text[] = "Compte rendu du groupe de travail, séance du 3 mars.";
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Compte rendu mars", 0, NULL);
+    req.kind = KIND(MINUTES);
+    char *a = put_bytes(F->clients[METROPOLE], &req, text, sizeof text - 1);
+    begin_request(&req, "Compte rendu mars (copie)", 0, NULL);
+    req.kind = KIND(MINUTES);
+    char *b = put_bytes(F->clients[ACTION_LOGEMENT], &req, text, sizeof text - 1);
+    assert_string_not_equal(a, b);
+    assert_int_equal(count_blobs(blobs), before + 1);
+    Passerelle__Document *da = get_document(F->clients[ADMIN], a);
+    Passerelle__Document *db = get_document(F->clients[ADMIN], b);
+    assert_string_equal(da->versions[0]->sha256, db->versions[0]->sha256);
+    passerelle__document__free_unpacked(da, NULL);
+    passerelle__document__free_unpacked(db, NULL);
+    free(a);
+    free(b);
+}
+
+static void test_versions_and_withdrawal(void **state)
+{
+    (void)state;
+    client_t *owner = F->clients[METROPOLE], *other = F->clients[ACTION_LOGEMENT];
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Convention de partenariat", 0, NULL);
+    req.kind = KIND(CONVENTION);
+    char *id = put_bytes(owner, &req, "v1", 2);
+
+    /* A new version: the owner party only. */
+    char sha[65];
+    sha_of("v2!", 3, sha);
+    Passerelle__UploadBeginRequest next = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    next.document = id;
+    next.has_size = true;
+    next.size = 3;
+    next.sha256 = sha;
+    harness_call_refused(other, "upload.begin", &next.base, DENIED, "document");
+    char *v2 = put_bytes(owner, &next, "v2!", 3);
+    assert_string_equal(v2, id);
+    Passerelle__Document *doc = get_document(other, id);
+    assert_int_equal(doc->n_versions, 2);
+    assert_int_equal(doc->versions[1]->number, 2);
+    assert_string_equal(doc->title, "Convention de partenariat");
+    passerelle__document__free_unpacked(doc, NULL);
+    Passerelle__DocumentReadReply *r = read_range(other, id, 0, 0, 100);
+    assert_int_equal(r->version, 2);
+    assert_memory_equal(r->data.data, "v2!", 3);
+    passerelle__document_read_reply__free_unpacked(r, NULL);
+
+    /* Withdrawal: the owner only; the history stays, the bytes are not
+     * served any more, the latest one left is. */
+    Passerelle__DocumentWithdrawRequest w = PASSERELLE__DOCUMENT_WITHDRAW_REQUEST__INIT;
+    w.id = id;
+    w.reason = "remplacée par l'avenant";
+    harness_call_refused(other, "document.withdraw", &w.base, DENIED, "id");
+    Passerelle__Reply *reply = harness_call(owner, "document.withdraw", &w.base, OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    doc = get_document(other, id);
+    assert_int_equal(doc->n_versions, 2);
+    assert_true(doc->versions[1]->withdrawn);
+    assert_string_equal(doc->versions[1]->withdrawal_reason, "remplacée par l'avenant");
+    passerelle__document__free_unpacked(doc, NULL);
+    Passerelle__DocumentReadRequest rr = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    rr.id = id;
+    rr.has_version = true;
+    rr.version = 2;
+    harness_call_refused(other, "document.read", &rr.base, PRECONDITION, "version");
+    r = read_range(other, id, 0, 0, 100);
+    assert_int_equal(r->version, 1);
+    passerelle__document_read_reply__free_unpacked(r, NULL);
+    w.has_version = true;
+    w.version = 2;
+    harness_call_refused(owner, "document.withdraw", &w.base, PRECONDITION, "version");
+    free(id);
+    free(v2);
+}
+
+static void test_access_rules(void **state)
+{
+    (void)state;
+    client_t *al = F->clients[ACTION_LOGEMENT];
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Note interne confidentielle", 0, NULL);
+    req.has_visibility = true;
+    req.visibility = PASSERELLE__VISIBILITY__VISIBILITY_PRIVATE;
+    char *id = put_bytes(al, &req, "secret", 6);
+
+    Passerelle__DocumentGetRequest get = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+    get.id = id;
+    harness_call_refused(F->clients[METROPOLE], "document.get", &get.base, NOT_FOUND, "id");
+    harness_call_refused(F->clients[PARTNER], "document.get", &get.base, NOT_FOUND, "id");
+    Passerelle__DocumentReadRequest rr = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    rr.id = id;
+    harness_call_refused(F->clients[METROPOLE], "document.read", &rr.base, NOT_FOUND, "id");
+    Passerelle__DocumentWithdrawRequest w = PASSERELLE__DOCUMENT_WITHDRAW_REQUEST__INIT;
+    w.id = id;
+    harness_call_refused(F->clients[METROPOLE], "document.withdraw", &w.base, NOT_FOUND, "id");
+    Passerelle__Document *doc = get_document(F->clients[ADMIN], id);
+    passerelle__document__free_unpacked(doc, NULL);
+    doc = get_document(al, id);
+    passerelle__document__free_unpacked(doc, NULL);
+
+    /* Unknown and malformed ids. */
+    char unknown[ID_LEN];
+    id_new('F', unknown);
+    get.id = unknown;
+    harness_call_refused(al, "document.get", &get.base, NOT_FOUND, "id");
+    get.id = "nonsense";
+    harness_call_refused(al, "document.get", &get.base, INVALID, "id");
+
+    /* The fsck is the operations' (the ACL). */
+    Passerelle__FsckRequest fsck = PASSERELLE__FSCK_REQUEST__INIT;
+    harness_call_refused(al, "docs.fsck", &fsck.base, DENIED, NULL);
+    free(id);
+}
+
+static size_t list_count(client_t *c, Passerelle__DocumentListRequest *req, const char *must_hold)
+{
+    size_t total = 0;
+    bool held = must_hold == NULL;
+    char token[64] = "";
+    do {
+        req->page_token = token;
+        Passerelle__Reply *reply = harness_call(c, "document.list", &req->base, OK, NULL);
+        Passerelle__DocumentList *list =
+            passerelle__document_list__unpack(NULL, reply->body.len, reply->body.data);
+        passerelle__reply__free_unpacked(reply, NULL);
+        assert_non_null(list);
+        total += list->n_documents;
+        for (size_t i = 0; i < list->n_documents; i++)
+            if (must_hold && strcmp(list->documents[i]->id, must_hold) == 0)
+                held = true;
+        snprintf(token, sizeof token, "%s", list->next_page_token ? list->next_page_token : "");
+        passerelle__document_list__free_unpacked(list, NULL);
+    } while (token[0]);
+    req->page_token = NULL;
+    assert_true(held);
+    return total;
+}
+
+static void test_list_filters(void **state)
+{
+    (void)state;
+    client_t *m = F->clients[METROPOLE];
+    Passerelle__UploadBeginRequest req;
+    static char *tags[] = {"Parc social", "CT3"};
+    begin_request(&req, "Bilan annuel du logement des salariés", 0, NULL);
+    req.kind = KIND(ANNUAL_REVIEW);
+    req.theme = 3;
+    req.territory = "CT3";
+    req.tags = tags;
+    req.n_tags = 2;
+    char *review = put_bytes(m, &req, "bilan", 5);
+    begin_request(&req, "Bilan privé", 0, NULL);
+    req.kind = KIND(ANNUAL_REVIEW);
+    req.has_visibility = true;
+    req.visibility = PASSERELLE__VISIBILITY__VISIBILITY_PRIVATE;
+    char *hidden = put_bytes(F->clients[ACTION_LOGEMENT], &req, "prive", 5);
+
+    Passerelle__DocumentListRequest l = PASSERELLE__DOCUMENT_LIST_REQUEST__INIT;
+    l.has_kind = true;
+    l.kind = KIND(ANNUAL_REVIEW);
+    assert_int_equal(list_count(m, &l, review), 1); /* the private one hidden */
+    assert_int_equal(list_count(F->clients[ADMIN], &l, hidden), 2);
+    assert_int_equal(list_count(F->clients[ACTION_LOGEMENT], &l, hidden), 2);
+    l.has_kind = false;
+    l.has_theme = true;
+    l.theme = 3;
+    assert_int_equal(list_count(m, &l, review), 1);
+    l.has_theme = false;
+    l.territory = "CT3";
+    assert_int_equal(list_count(m, &l, review), 1);
+    l.territory = NULL;
+    l.tag = "parc SOCIAL";
+    assert_int_equal(list_count(m, &l, review), 1);
+    l.tag = NULL;
+    l.owner = "metropole";
+    l.words = "SALARIES bilan";
+    assert_int_equal(list_count(m, &l, review), 1);
+    l.words = "bilan inexistant";
+    assert_int_equal(list_count(m, &l, NULL), 0);
+    l.words = NULL;
+    l.owner = NULL;
+    /* Every document, one by one. */
+    l.has_page_size = true;
+    l.page_size = 1;
+    size_t all = list_count(F->clients[ADMIN], &l, hidden);
+    l.page_size = 200;
+    assert_int_equal(list_count(F->clients[ADMIN], &l, hidden), all);
+    assert_true(all >= 8);
+    l.page_size = 1000;
+    harness_call_refused(m, "document.list", &l.base, INVALID, "page_size");
+    l.page_size = 0;
+    l.owner = "nobody";
+    harness_call_refused(m, "document.list", &l.base, INVALID, "owner");
+    free(review);
+    free(hidden);
+}
+
+static void test_upload_refusals(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[PARTNER];
+    uint8_t *big = calloc(1, CHUNK + 1);
+    char sha[65];
+    sha_of(big, 3000, sha);
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude refusée", 3000, sha);
+    req.theme = 9;
+    harness_call_refused(c, "upload.begin", &req.base, INVALID, "theme");
+    begin_request(&req, "Etude refusée", 3000, "abc");
+    harness_call_refused(c, "upload.begin", &req.base, INVALID, "sha256");
+    begin_request(&req, "Etude trop grande", 600ULL * 1024 * 1024, sha);
+    harness_call_refused(c, "upload.begin", &req.base, EXHAUSTED, "size");
+
+    begin_request(&req, "Etude en morceaux", 3000, sha);
+    char *upload = begin(c, &req);
+    chunk_refused(c, upload, 10, big, 100, INVALID, "offset");    /* not the next */
+    chunk_refused(c, upload, 0, big, CHUNK + 1, INVALID, "data"); /* too large */
+    chunk_refused(c, upload, 0, big, 3001, INVALID, "offset");    /* beyond the size */
+    chunk_refused(F->clients[METROPOLE], upload, 0, big, 100, NOT_FOUND, "upload_id");
+    char unknown[ID_LEN];
+    id_new('L', unknown);
+    chunk_refused(c, unknown, 0, big, 100, NOT_FOUND, "upload_id");
+    chunk_refused(c, "L-bad", 0, big, 100, INVALID, "upload_id");
+    send_chunk(c, upload, 0, big, 1000, 1000);
+    send_chunk(c, upload, 0, big, 1000, 1000); /* sent again: acknowledged */
+    Passerelle__UploadCommitRequest cr = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+    cr.upload_id = upload;
+    harness_call_refused(c, "upload.commit", &cr.base, PRECONDITION, "upload_id");
+    send_chunk(c, upload, 1000, big, 2000, 3000);
+    char *id = commit(c, upload);
+    /* Committed again (a lost reply): the same document. */
+    char *again = commit(c, upload);
+    assert_string_equal(again, id);
+    chunk_refused(c, upload, 3000, big, 0, PRECONDITION, "upload_id");
+    free(again);
+    free(id);
+    free(upload);
+
+    /* The wrong SHA-256: refused, the upload is gone. */
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
+    sha_of("other", 5, sha);
+    begin_request(&req, "Etude faussée", 100, sha);
+    upload = begin(c, &req);
+    send_chunk(c, upload, 0, big, 100, 100);
+    cr.upload_id = upload;
+    harness_call_refused(c, "upload.commit", &cr.base, INVALID, "sha256");
+    assert_int_equal(count_blobs(tmp), 0);
+    chunk_refused(c, upload, 100, big, 0, NOT_FOUND, "upload_id");
+    free(upload);
+
+    /* No more uploads at once than configured (4 here). */
+    char *open[4];
+    sha_of(big, 10, sha);
+    for (int i = 0; i < 4; i++) {
+        begin_request(&req, "Etude en attente", 10, sha);
+        open[i] = begin(c, &req);
+    }
+    harness_call_refused(c, "upload.begin", &req.base, EXHAUSTED, NULL);
+    for (int i = 0; i < 4; i++) {
+        send_chunk(c, open[i], 0, big, 10, 10);
+        free(commit(c, open[i]));
+        free(open[i]);
+    }
+    free(big);
+}
+
+static int count_type(const harness_events_t *events, const char *type)
+{
+    int n = 0;
+    for (size_t i = 0; i < events->count; i++)
+        if (strcmp(events->entries[i]->event->type, type) == 0)
+            n++;
+    return n;
+}
+
+static void test_events(void **state)
+{
+    (void)state;
+    harness_events_t before;
+    harness_events_read(F->clients[ADMIN], NULL, &before);
+    client_t *c = F->clients[METROPOLE];
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude pour les événements", 0, NULL);
+    char *id = put_bytes(c, &req, "e1", 2);
+    Passerelle__UploadBeginRequest next = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    next.document = id;
+    free(put_bytes(c, &next, "e2", 2));
+    Passerelle__DocumentWithdrawRequest w = PASSERELLE__DOCUMENT_WITHDRAW_REQUEST__INIT;
+    w.id = id;
+    Passerelle__Reply *reply = harness_call(c, "document.withdraw", &w.base, OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    harness_events_t after;
+    harness_events_read(F->clients[ADMIN], before.last_position, &after);
+    assert_int_equal(after.count, 3);
+    assert_int_equal(count_type(&after, "document.published"), 1);
+    assert_int_equal(count_type(&after, "document.version_added"), 1);
+    assert_int_equal(count_type(&after, "document.withdrawn"), 1);
+    char subject[64];
+    snprintf(subject, sizeof subject, "documents/%s", id);
+    for (size_t i = 0; i < after.count; i++) {
+        const Passerelle__Event *e = after.entries[i]->event;
+        assert_string_equal(e->subject, subject);
+        assert_string_equal(e->source, "/passerelle/docstore");
+        Passerelle__Document *doc = passerelle__document__unpack(NULL, e->data.len, e->data.data);
+        assert_non_null(doc);
+        assert_string_equal(doc->id, id);
+        assert_int_equal(doc->n_versions, i == 0 ? 1 : 2);
+        passerelle__document__free_unpacked(doc, NULL);
+    }
+    /* Every write so far made exactly its event: none for chunks. */
+    assert_int_equal(count_type(&before, "document.published") +
+                         count_type(&before, "document.version_added") +
+                         count_type(&before, "document.withdrawn"),
+                     (int)before.count);
+    harness_events_free(&before);
+    harness_events_free(&after);
+    free(id);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_small_and_empty_round_trips),
+        cmocka_unit_test(test_large_round_trip_memory_bounded),
+        cmocka_unit_test(test_dedup),
+        cmocka_unit_test(test_versions_and_withdrawal),
+        cmocka_unit_test(test_access_rules),
+        cmocka_unit_test(test_list_filters),
+        cmocka_unit_test(test_upload_refusals),
+        cmocka_unit_test(test_events),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

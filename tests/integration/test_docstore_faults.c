@@ -1,0 +1,394 @@
+/* The document store under faults, with the real binary: the service
+ * SIGKILLed during an upload (restarted, the upload resumed from the
+ * session's `received` and committed whole) and during a download (read
+ * again after the restart); a blob corrupted on disk (refused with
+ * DATA_LOSS, listed corrupt by docs.fsck), a blob removed (missing), a file
+ * no version refers to (orphaned); and a quota too small (RESOURCE_EXHAUSTED
+ * at begin, nothing left in tmp/). */
+#include "harness.h"
+
+#include "docstore.pb-c.h"
+#include "envelope.pb-c.h"
+#include "ids.h"
+
+#include <dirent.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#define OK        PASSERELLE__STATUS__STATUS_OK
+#define DATA_LOSS PASSERELLE__STATUS__STATUS_DATA_LOSS
+#define EXHAUSTED PASSERELLE__STATUS__STATUS_RESOURCE_EXHAUSTED
+#define CHUNK     (1024 * 1024)
+#define DOC_BYTES (5 * CHUNK + 123)
+
+typedef struct {
+    char *dir;
+    char keys[512];
+    char volume[600];
+    char volume_env[700];
+    harness_redis_t redis;
+    harness_service_t service;
+    client_t *owner, *admin;
+} fixture_t;
+
+static fixture_t *F;
+
+static void hex_of(const unsigned char digest[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+static void sha_of(const void *data, size_t len, char out[65])
+{
+    unsigned char digest[32];
+    crypto_hash_sha256(digest, data, len);
+    hex_of(digest, out);
+}
+
+static uint8_t *pattern(size_t len, unsigned seed)
+{
+    uint8_t *buf = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)((i * 2654435761u + seed) >> 13);
+    return buf;
+}
+
+static void connect_clients(void)
+{
+    client_destroy(&F->owner);
+    client_destroy(&F->admin);
+    F->owner = harness_client(F->service.endpoint, F->keys, "metropole", 20000, 2);
+    F->admin = harness_client(F->service.endpoint, F->keys, "admin", 20000, 2);
+    assert_non_null(F->owner);
+    assert_non_null(F->admin);
+}
+
+static void restart(char *const env[])
+{
+    harness_service_stop(&F->service, SIGKILL);
+    assert_int_equal(harness_service_restart(&F->service, F->dir, env), 0);
+    connect_clients();
+}
+
+static int teardown(void **state);
+
+static int setup(void **state)
+{
+    F = calloc(1, sizeof *F);
+    F->dir = harness_tempdir("docstore-faults");
+    snprintf(F->keys, sizeof F->keys, "%s/keys", F->dir);
+    snprintf(F->volume, sizeof F->volume, "%s/volume", F->dir);
+    snprintf(F->volume_env, sizeof F->volume_env, "PASSERELLE_DOCSTORE_DIR=%s", F->volume);
+    if (harness_keys_make(F->keys) != 0 || harness_redis_start(&F->redis) != 0)
+        return -1;
+    harness_redis_setenv(&F->redis);
+    setenv("PASSERELLE_KEYS_DIR", F->keys, 1);
+    char *env[] = {F->volume_env, NULL};
+    if (harness_service_start(&F->service, "docstore", F->dir, env) == 0) {
+        F->owner = harness_client(F->service.endpoint, F->keys, "metropole", 20000, 2);
+        F->admin = harness_client(F->service.endpoint, F->keys, "admin", 20000, 2);
+    }
+    *state = F;
+    if (F->owner && F->admin)
+        return 0;
+    teardown(NULL);
+    return -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    client_destroy(&F->owner);
+    client_destroy(&F->admin);
+    bool clean = F->service.pid ? harness_service_stop_clean(&F->service) : true;
+    harness_redis_stop(&F->redis);
+    harness_rmtree(F->dir);
+    free(F->dir);
+    free(F);
+    return clean ? 0 : -1;
+}
+
+/* --- calls ----------------------------------------------------------------- */
+
+static Passerelle__UploadSession *session_call(const char *type, const ProtobufCMessage *body)
+{
+    Passerelle__Reply *reply = harness_call(F->owner, type, body, OK, NULL);
+    Passerelle__UploadSession *s =
+        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(s);
+    return s;
+}
+
+static char *begin(const char *title, size_t size, const char *sha)
+{
+    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    req.title = (char *)title;
+    req.has_kind = req.has_theme = req.has_size = true;
+    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
+    req.theme = 2;
+    req.size = size;
+    req.sha256 = (char *)sha;
+    Passerelle__UploadSession *s = session_call("upload.begin", &req.base);
+    char *id = strdup(s->upload_id);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+/* Sends [offset, offset + len) in chunks; returns the session's received. */
+static uint64_t send_range(const char *upload, const uint8_t *data, size_t offset, size_t len)
+{
+    uint64_t received = 0;
+    size_t end = offset + len;
+    do {
+        size_t n = end - offset < CHUNK ? end - offset : CHUNK;
+        Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+        req.upload_id = (char *)upload;
+        req.has_offset = req.has_data = true;
+        req.offset = offset;
+        req.data.data = (uint8_t *)data + offset;
+        req.data.len = n;
+        Passerelle__UploadSession *s = session_call("upload.chunk", &req.base);
+        received = s->received;
+        passerelle__upload_session__free_unpacked(s, NULL);
+        offset += n;
+    } while (offset < end);
+    return received;
+}
+
+static char *commit(const char *upload)
+{
+    Passerelle__UploadCommitRequest req = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+    req.upload_id = (char *)upload;
+    Passerelle__UploadSession *s = session_call("upload.commit", &req.base);
+    char *id = strdup(s->document);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+static char *put(const char *title, const uint8_t *data, size_t len)
+{
+    char sha[65];
+    sha_of(data, len, sha);
+    char *upload = begin(title, len, sha);
+    send_range(upload, data, 0, len);
+    char *id = commit(upload);
+    free(upload);
+    return id;
+}
+
+static Passerelle__Reply *read_call(const char *id, uint64_t offset, int status)
+{
+    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    req.id = (char *)id;
+    req.has_offset = req.has_length = true;
+    req.offset = offset;
+    req.length = CHUNK;
+    return harness_call(F->owner, "document.read", &req.base, status, NULL);
+}
+
+/* Reads the latest version (size bytes) from its start up to end into out. */
+static void read_into(const char *id, uint8_t *out, size_t end, size_t size)
+{
+    size_t offset = 0;
+    while (offset < end) {
+        Passerelle__Reply *reply = read_call(id, offset, OK);
+        Passerelle__DocumentReadReply *r =
+            passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
+        passerelle__reply__free_unpacked(reply, NULL);
+        assert_non_null(r);
+        assert_int_equal(r->size, size);
+        assert_true(r->data.len > 0);
+        memcpy(out + offset, r->data.data, r->data.len);
+        offset += r->data.len;
+        passerelle__document_read_reply__free_unpacked(r, NULL);
+    }
+}
+
+static Passerelle__FsckReply *fsck(void)
+{
+    Passerelle__FsckRequest req = PASSERELLE__FSCK_REQUEST__INIT;
+    Passerelle__Reply *reply = harness_call(F->admin, "docs.fsck", &req.base, OK, NULL);
+    Passerelle__FsckReply *r =
+        passerelle__fsck_reply__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(r);
+    return r;
+}
+
+static bool listed(char **list, size_t n, const char *sha)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], sha) == 0)
+            return true;
+    return false;
+}
+
+static void blob_path(const char *sha, const char *suffix, char *out, size_t size)
+{
+    snprintf(out, size, "%s/blobs/%.2s/%s%s", F->volume, sha, sha, suffix);
+}
+
+static int count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* --- tests ------------------------------------------------------------------ */
+
+static void test_kill_during_upload_then_resume(void **state)
+{
+    (void)state;
+    uint8_t *data = pattern(DOC_BYTES, 1);
+    char sha[65];
+    sha_of(data, DOC_BYTES, sha);
+    char *upload = begin("Etude interrompue", DOC_BYTES, sha);
+    assert_int_equal(send_range(upload, data, 0, 2 * CHUNK), 2 * CHUNK);
+    char *env[] = {F->volume_env, NULL};
+    restart(env);
+    /* The session says where to resume: a chunk already received is
+     * acknowledged with it. */
+    uint64_t received = send_range(upload, data, 0, CHUNK);
+    assert_int_equal(received, 2 * CHUNK);
+    assert_int_equal(send_range(upload, data, received, DOC_BYTES - received), DOC_BYTES);
+    char *id = commit(upload);
+    uint8_t *back = calloc(1, DOC_BYTES);
+    read_into(id, back, DOC_BYTES, DOC_BYTES);
+    assert_memory_equal(back, data, DOC_BYTES);
+
+    /* Killed during the download: read again after the restart. */
+    memset(back, 0, DOC_BYTES);
+    read_into(id, back, CHUNK, DOC_BYTES);
+    restart(env);
+    read_into(id, back, DOC_BYTES, DOC_BYTES);
+    assert_memory_equal(back, data, DOC_BYTES);
+    free(back);
+    free(id);
+    free(upload);
+    free(data);
+}
+
+static void test_corrupt_missing_orphaned(void **state)
+{
+    (void)state;
+    uint8_t *a = pattern(3 * CHUNK, 7), *b = pattern(1000, 8);
+    char sha_a[65], sha_b[65], path[1024];
+    sha_of(a, 3 * CHUNK, sha_a);
+    sha_of(b, 1000, sha_b);
+    char *id_a = put("Etude corrompue", a, 3 * CHUNK);
+    char *id_b = put("Etude perdue", b, 1000);
+
+    Passerelle__FsckReply *r = fsck();
+    assert_int_equal(r->n_corrupt + r->n_missing + r->n_orphaned, 0);
+    assert_true(r->blobs_checked >= 2);
+    passerelle__fsck_reply__free_unpacked(r, NULL);
+
+    /* One byte flipped in the second block of a. */
+    blob_path(sha_a, "", path, sizeof path);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, CHUNK + 4321, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, CHUNK + 4321, SEEK_SET);
+    fputc(c ^ 0x40, f);
+    fclose(f);
+    /* The first block is intact and still served; the second is refused. */
+    Passerelle__Reply *reply = read_call(id_a, 0, OK);
+    passerelle__reply__free_unpacked(reply, NULL);
+    reply = read_call(id_a, CHUNK, DATA_LOSS);
+    assert_non_null(strstr(reply->message, "corrupt"));
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* b removed from the volume. */
+    blob_path(sha_b, "", path, sizeof path);
+    assert_int_equal(unlink(path), 0);
+    blob_path(sha_b, ".blocks", path, sizeof path);
+    unlink(path);
+    reply = read_call(id_b, 0, DATA_LOSS);
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* A well-formed blob no version refers to. */
+    const char orphan[] = "orphelin";
+    char sha_o[65], dir[1024];
+    sha_of(orphan, sizeof orphan - 1, sha_o);
+    snprintf(dir, sizeof dir, "%s/blobs/%.2s", F->volume, sha_o);
+    mkdir(dir, 0755);
+    blob_path(sha_o, "", path, sizeof path);
+    f = fopen(path, "wb");
+    fwrite(orphan, 1, sizeof orphan - 1, f);
+    fclose(f);
+    blob_path(sha_o, ".blocks", path, sizeof path);
+    f = fopen(path, "wb");
+    fprintf(f, "%s\n", sha_o);
+    fclose(f);
+
+    r = fsck();
+    assert_true(listed(r->corrupt, r->n_corrupt, sha_a));
+    assert_int_equal(r->n_corrupt, 1);
+    assert_true(listed(r->missing, r->n_missing, sha_b));
+    assert_int_equal(r->n_missing, 1);
+    assert_true(listed(r->orphaned, r->n_orphaned, sha_o));
+    assert_int_equal(r->n_orphaned, 1);
+    passerelle__fsck_reply__free_unpacked(r, NULL);
+    free(id_a);
+    free(id_b);
+    free(a);
+    free(b);
+}
+
+static void test_quota(void **state)
+{
+    (void)state;
+    char *env[] = {F->volume_env, "PASSERELLE_DOCSTORE_QUOTA_BYTES=20000000", NULL};
+    restart(env);
+    uint8_t *data = pattern(64, 3);
+    char sha[65], tmp[700];
+    sha_of(data, 64, sha);
+    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    req.title = "Etude trop lourde pour le volume";
+    req.has_kind = req.has_theme = req.has_size = true;
+    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
+    req.theme = 1;
+    req.size = 64ULL * 1024 * 1024;
+    req.sha256 = sha;
+    Passerelle__Reply *reply = harness_call(F->owner, "upload.begin", &req.base, EXHAUSTED, "size");
+    assert_non_null(strstr(reply->message, "no space"));
+    passerelle__reply__free_unpacked(reply, NULL);
+    snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
+    assert_int_equal(count_files(tmp), 0);
+    /* What fits still goes in. */
+    free(put("Etude légère", data, 64));
+    free(data);
+    char *plain[] = {F->volume_env, NULL};
+    restart(plain);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kill_during_upload_then_resume),
+        cmocka_unit_test(test_corrupt_missing_orphaned),
+        cmocka_unit_test(test_quota),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
