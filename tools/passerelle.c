@@ -16,6 +16,7 @@
 #include "cli_print.h"
 #include "client.h"
 #include "config.h"
+#include "docs.h"
 #include "envelope.pb-c.h"
 #include "identity.h"
 #include "ids.h"
@@ -203,6 +204,7 @@ static const command_t commands[] = {
 
 typedef struct {
     const char *endpoint;
+    bool endpoint_given; /* --endpoint: the docs commands default elsewhere */
     const char *keys_dir;
     const char *as;
     const char *idempotency_key;
@@ -304,6 +306,7 @@ static int option_set(options_t *opts, option_id_t id, const char *value)
     switch (id) {
     case OPT_ENDPOINT:
         opts->endpoint = value;
+        opts->endpoint_given = true;
         break;
     case OPT_KEYS:
         opts->keys_dir = value;
@@ -523,6 +526,8 @@ static void print_help(FILE *out)
         print_command_help(out, &commands[c]);
         fputc('\n', out);
     }
+    docs_print_help(out);
+    fputc('\n', out);
     fprintf(out, "Options (before or after the command):\n");
     for (size_t k = 0; k < GLOBAL_OPTION_COUNT; k++) {
         char left[64];
@@ -1065,6 +1070,24 @@ int main(int argc, char **argv)
             print_help(stderr);
             rc = EXIT_USAGE;
         }
+        goto done;
+    }
+
+    if (strcmp(words[0], "docs") == 0) {
+        /* The document store's commands are transfers, not one request
+         * each: docs.c runs them. */
+        docs_options_t docs_opts = {
+            .endpoint = opts.endpoint_given ? opts.endpoint : NULL,
+            .keys_dir = opts.keys_dir,
+            .as = opts.as,
+            .timeout_ms = opts.timeout_ms,
+            .retries = opts.retries,
+            .insecure = opts.insecure,
+            .json = opts.json,
+            .id_only = opts.id_only,
+            .help = help_command || opts.help,
+        };
+        rc = docs_main(&docs_opts, words + 1, word_count - 1);
         goto done;
     }
 

@@ -1,0 +1,1295 @@
+/* passerelle docs: the document store's side of the command-line client.
+ *
+ * Unlike the table-driven commands of passerelle.c, a transfer is a loop of
+ * requests, so each sub-command here is a function of its own:
+ *
+ *   put   hashes the file (SHA-256, streaming), upload.begin, then one
+ *         upload.chunk at a time of the session's chunk_max bytes read from
+ *         the file, then upload.commit. The service keeps at most one chunk
+ *         per client: waiting for each reply before the next chunk is the
+ *         credit. Each reply says how far the service got (received), and
+ *         the next chunk starts there, so a chunk repeated after a lost
+ *         reply costs nothing.
+ *   get   document.read by ranges into a temporary file beside the target,
+ *         hashed as it comes, renamed only when size and SHA-256 match. A
+ *         refusal (DATA_LOSS from a corrupt blob, a withdrawn version) leaves
+ *         no file behind.
+ *
+ * Memory: one chunk buffer per transfer; nothing holds a whole file. */
+#define _GNU_SOURCE
+#include "docs.h"
+
+#include "client.h"
+#include "config.h"
+#include "docstore.pb-c.h"
+#include "envelope.pb-c.h"
+#include "identity.h"
+#include "pbjson.h"
+#include "status.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+    EXIT_OK = 0,
+    EXIT_REPLY_ERROR = 1,
+    EXIT_USAGE = 2,
+    EXIT_UNREACHABLE = 3,
+};
+
+#define DOCS_DEFAULT_ENDPOINT "tcp://127.0.0.1:7404"
+#define READ_LENGTH           (1024u * 1024u) /* bytes asked per document.read */
+#define HASH_BUFFER           (256u * 1024u)
+#define PROGRESS_MIN_BYTES    (4ull * 1024 * 1024)
+#define PROGRESS_INTERVAL_S   0.1
+#define MAX_TAGS              64
+#define MAX_STALLS            3 /* chunk replies in a row that bring no progress */
+
+/* ==========================================================================
+ * Sub-commands and their flags
+ * ======================================================================== */
+
+typedef struct docs_ctx_t docs_ctx_t;
+
+typedef struct {
+    const char *name;
+    const char *usage;
+    const char *summary;
+    /* Flags this sub-command takes, without "--", space separated; a
+     * trailing '*' marks the repeatable one. */
+    const char *flags;
+    int positionals; /* how many positional arguments it requires */
+    int (*run)(docs_ctx_t *ctx);
+} docs_command_t;
+
+#define MAX_FLAGS 16
+
+struct docs_ctx_t {
+    const docs_options_t *opts;
+    const docs_command_t *cmd;
+    const char *endpoint;
+    client_t *client;
+    const char *positional[2];
+    /* flag values by their position in cmd->flags; NULL when not given */
+    const char *values[MAX_FLAGS];
+    const char *tags[MAX_TAGS];
+    size_t n_tags;
+};
+
+static int run_put(docs_ctx_t *ctx);
+static int run_get(docs_ctx_t *ctx);
+static int run_list(docs_ctx_t *ctx);
+static int run_show(docs_ctx_t *ctx);
+static int run_versions(docs_ctx_t *ctx);
+static int run_withdraw(docs_ctx_t *ctx);
+static int run_fsck(docs_ctx_t *ctx);
+
+static const docs_command_t docs_commands[] = {
+    {"put", "docs put FILE [flags]",
+     "Publish FILE as a new document (--title, --kind, --theme required), or as\n"
+     "a new version of one (--document F01..., owner party only).",
+     "title kind theme territory visibility tag* document media-type filename", 1, run_put},
+    {"get", "docs get ID [--version N] [-o FILE]",
+     "Download a version (default: the latest not withdrawn), checked against\n"
+     "its SHA-256, to FILE (default: its file name; '-o -': standard output).",
+     "version output", 1, run_get},
+    {"list", "docs list [flags]",
+     "List the documents you may read, one line each; --all follows the pages.",
+     "kind theme territory owner tag words page-size page-token all", 0, run_list},
+    {"show", "docs show ID", "Show a document and its versions.", "", 1, run_show},
+    {"versions", "docs versions ID", "List a document's versions, one line each.", "", 1,
+     run_versions},
+    {"withdraw", "docs withdraw ID [--version N] [--reason TEXT]",
+     "Withdraw a version (default: the latest not withdrawn); its history stays.", "version reason",
+     1, run_withdraw},
+    {"fsck", "docs fsck",
+     "Check every blob; lists corrupt, missing and orphaned ones (exit 1 if any).", "", 0,
+     run_fsck},
+};
+
+#define DOCS_COMMAND_COUNT (sizeof docs_commands / sizeof docs_commands[0])
+
+static int usage_error(const docs_command_t *cmd, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const docs_command_t *cmd, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    fputs("error: ", stderr);
+    vfprintf(stderr, format, args);
+    va_end(args);
+    fprintf(stderr, "\n(see 'passerelle help docs%s%s')\n", cmd ? " " : "", cmd ? cmd->name : "");
+    return EXIT_USAGE;
+}
+
+static void print_command_help(FILE *out, const docs_command_t *cmd)
+{
+    fprintf(out, "  %s\n", cmd->usage);
+    for (const char *line = cmd->summary; *line;) {
+        size_t len = strcspn(line, "\n");
+        fprintf(out, "      %.*s\n", (int)len, line);
+        line += len;
+        if (*line == '\n')
+            line++;
+    }
+    if (!*cmd->flags)
+        return;
+    fputs("      flags:", out);
+    for (const char *f = cmd->flags; *f;) {
+        size_t len = strcspn(f, " ");
+        bool repeated = f[len - 1] == '*';
+        fprintf(out, " --%.*s%s", (int)(repeated ? len - 1 : len), f,
+                repeated ? " (repeatable)" : "");
+        f += len;
+        while (*f == ' ')
+            f++;
+    }
+    fputc('\n', out);
+}
+
+void docs_print_help(FILE *out)
+{
+    fprintf(out, "Documents (endpoint: --endpoint, or PASSERELLE_DOCSTORE_ENDPOINT,\n"
+                 "default " DOCS_DEFAULT_ENDPOINT "):\n");
+    for (size_t c = 0; c < DOCS_COMMAND_COUNT; c++) {
+        print_command_help(out, &docs_commands[c]);
+        fputc('\n', out);
+    }
+    fprintf(out, "  put: --kind study|employment_housing_diagnostic|convention|amendment|\n"
+                 "       minutes|annual_review|brochure|other; --theme 1|2|3; --territory\n"
+                 "       CT1..CT6; --visibility shared|private. A progress bar shows on\n"
+                 "       transfers above 4 MiB when standard error is a terminal.\n");
+}
+
+/* The index of flag name (len bytes) in cmd->flags, or -1; *repeated says
+ * whether it is the repeatable one. */
+static int flag_index(const docs_command_t *cmd, const char *name, size_t name_len, bool *repeated)
+{
+    int index = 0;
+    for (const char *f = cmd->flags; *f; index++) {
+        size_t len = strcspn(f, " ");
+        bool star = f[len - 1] == '*';
+        size_t bare = star ? len - 1 : len;
+        if (bare == name_len && strncmp(f, name, name_len) == 0) {
+            *repeated = star;
+            return index;
+        }
+        f += len;
+        while (*f == ' ')
+            f++;
+    }
+    return -1;
+}
+
+/* Fills ctx's positionals and flag values from args. "-o" is --output;
+ * "--all" takes no value. Returns 0 or EXIT_USAGE. */
+static int parse_args(docs_ctx_t *ctx, char **args, int count)
+{
+    const docs_command_t *cmd = ctx->cmd;
+    int positionals = 0;
+    for (int i = 0; i < count; i++) {
+        const char *arg = args[i];
+        const char *name = NULL;
+        size_t name_len = 0;
+        const char *value = NULL;
+        if (strcmp(arg, "-o") == 0) {
+            name = "output";
+            name_len = 6;
+        } else if (strncmp(arg, "--", 2) == 0 && arg[2]) {
+            name = arg + 2;
+            const char *eq = strchr(name, '=');
+            name_len = eq ? (size_t)(eq - name) : strlen(name);
+            value = eq ? eq + 1 : NULL;
+        } else {
+            if (positionals >= cmd->positionals)
+                return usage_error(cmd, "unexpected argument '%s' for 'docs %s'", arg, cmd->name);
+            ctx->positional[positionals++] = arg;
+            continue;
+        }
+        bool repeated = false;
+        int index = flag_index(cmd, name, name_len, &repeated);
+        if (index < 0 || index >= MAX_FLAGS)
+            return usage_error(cmd, "unknown flag %s for 'docs %s'", arg, cmd->name);
+        if (name_len == 3 && strncmp(name, "all", 3) == 0) {
+            if (value)
+                return usage_error(cmd, "--all takes no value");
+            ctx->values[index] = "";
+            continue;
+        }
+        if (!value) {
+            /* "-o -" is a value, not a flag */
+            if (i + 1 >= count || strncmp(args[i + 1], "--", 2) == 0)
+                return usage_error(cmd, "%s needs a value", arg);
+            value = args[++i];
+        }
+        if (repeated) {
+            /* "--tag a,b" is "--tag a --tag b" */
+            for (const char *item = value;;) {
+                size_t len = strcspn(item, ",");
+                if (len == 0)
+                    return usage_error(cmd, "%s: an empty item in '%s'", arg, value);
+                if (ctx->n_tags >= MAX_TAGS)
+                    return usage_error(cmd, "%s: at most %d", arg, MAX_TAGS);
+                ctx->tags[ctx->n_tags++] = strndup(item, len);
+                item += len;
+                if (!*item)
+                    break;
+                item++;
+            }
+            ctx->values[index] = value;
+            continue;
+        }
+        if (ctx->values[index])
+            return usage_error(cmd, "%s given twice", arg);
+        ctx->values[index] = value;
+    }
+    if (positionals < cmd->positionals)
+        return usage_error(cmd, "'docs %s' needs %s", cmd->name,
+                           strcmp(cmd->name, "put") == 0 ? "a FILE" : "a document ID");
+    return 0;
+}
+
+/* The value of flag name, or NULL. */
+static const char *flag(const docs_ctx_t *ctx, const char *name)
+{
+    bool repeated;
+    int index = flag_index(ctx->cmd, name, strlen(name), &repeated);
+    return index < 0 ? NULL : ctx->values[index];
+}
+
+static bool parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!text || !isdigit((unsigned char)*text))
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *end || value < min || value > max)
+        return false;
+    *out = value;
+    return true;
+}
+
+/* An enum value by its short name ("study") or full name, any case; false
+ * for the unspecified one or an unknown word. */
+static bool enum_parse(const ProtobufCEnumDescriptor *desc, const char *text, int *out)
+{
+    for (unsigned i = 0; i < desc->n_values; i++) {
+        const ProtobufCEnumValue *v = &desc->values[i];
+        if (v->value == 0)
+            continue;
+        const char *short_name = pbjson_enum_name(desc, v->value);
+        if (strcasecmp(text, v->name) == 0 || (short_name && strcasecmp(text, short_name) == 0)) {
+            *out = v->value;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The short enum name in lower case, into out. */
+static const char *enum_word(const ProtobufCEnumDescriptor *desc, int value, char *out,
+                             size_t out_size)
+{
+    const char *name = pbjson_enum_name(desc, value);
+    if (!name || value == 0)
+        name = "-";
+    size_t i = 0;
+    for (; name[i] && i + 1 < out_size; i++)
+        out[i] = (char)tolower((unsigned char)name[i]);
+    out[i] = '\0';
+    return out;
+}
+
+/* ==========================================================================
+ * Calls
+ * ======================================================================== */
+
+typedef struct {
+    int status; /* of the reply; -1 when none came */
+} call_result_t;
+
+static void print_reply_error(const Passerelle__Reply *reply)
+{
+    fprintf(stderr, "error: %s: %s", status_name(reply->status),
+            reply->message && *reply->message ? reply->message : "(no message)");
+    if (reply->field && *reply->field)
+        fprintf(stderr, " (field: %s)", reply->field);
+    fputc('\n', stderr);
+}
+
+/* One request. Returns 0 with *result_p (free with
+ * protobuf_c_message_free_unpacked), or the exit code after saying why on
+ * stderr; *status_out (may be NULL) gets the reply's status. */
+static int docs_call(docs_ctx_t *ctx, const char *type, const ProtobufCMessage *request,
+                     const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **result_p,
+                     int *status_out)
+{
+    Passerelle__Reply *reply = NULL;
+    if (status_out)
+        *status_out = -1;
+    if (client_call(ctx->client, type, request, NULL, &reply) != 0) {
+        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n", ctx->endpoint,
+                ctx->opts->retries + 1, ctx->opts->retries ? "s" : "");
+        return EXIT_UNREACHABLE;
+    }
+    if (status_out)
+        *status_out = reply->status;
+    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        print_reply_error(reply);
+        passerelle__reply__free_unpacked(reply, NULL);
+        return EXIT_REPLY_ERROR;
+    }
+    ProtobufCMessage *result = protobuf_c_message_unpack(
+        reply_desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    if (!result) {
+        fprintf(stderr, "error: INTERNAL: the reply to %s does not decode as %s\n", type,
+                reply_desc->name);
+        return EXIT_REPLY_ERROR;
+    }
+    *result_p = result;
+    return 0;
+}
+
+static void print_json_message(const ProtobufCMessage *msg)
+{
+    json_t *json = pbjson_from_message(msg);
+    if (!json) {
+        fprintf(stderr, "error: out of memory\n");
+        return;
+    }
+    json_dumpf(json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(json);
+}
+
+/* ==========================================================================
+ * Readable output
+ * ======================================================================== */
+
+static void human_size(uint64_t bytes, char *out, size_t out_size)
+{
+    if (bytes < 1024)
+        snprintf(out, out_size, "%llu B", (unsigned long long)bytes);
+    else if (bytes < 1024ull * 1024)
+        snprintf(out, out_size, "%.1f KiB", (double)bytes / 1024.0);
+    else if (bytes < 1024ull * 1024 * 1024)
+        snprintf(out, out_size, "%.1f MiB", (double)bytes / (1024.0 * 1024.0));
+    else
+        snprintf(out, out_size, "%.2f GiB", (double)bytes / (1024.0 * 1024.0 * 1024.0));
+}
+
+static const char *text_or(const char *text, const char *fallback)
+{
+    return text && *text ? text : fallback;
+}
+
+/* id, kind, theme, territory, owner, visibility, title, then the latest
+ * version: number, size, the start of its SHA-256. */
+static void print_summary(FILE *out, const Passerelle__Document *doc)
+{
+    char kind[64], visibility[32], size[32];
+    enum_word(&passerelle__document_kind__descriptor, doc->kind, kind, sizeof kind);
+    enum_word(&passerelle__visibility__descriptor, doc->visibility, visibility, sizeof visibility);
+    fprintf(out, "%s  %s  theme %u  %s  %s  %s  \"%s\"", text_or(doc->id, "-"), kind, doc->theme,
+            text_or(doc->territory, "all"), text_or(doc->owner, "-"), visibility,
+            text_or(doc->title, ""));
+    if (doc->n_versions) {
+        const Passerelle__DocumentVersion *v = doc->versions[doc->n_versions - 1];
+        human_size(v->size, size, sizeof size);
+        fprintf(out, "  v%u %s sha256:%.12s%s", v->number, size, text_or(v->sha256, "-"),
+                v->withdrawn ? " (withdrawn)" : "");
+    }
+    fputc('\n', out);
+}
+
+static void print_version(FILE *out, const Passerelle__DocumentVersion *v, const char *indent)
+{
+    char size[32];
+    human_size(v->size, size, sizeof size);
+    fprintf(out, "%sv%u  %s  %s  %s  %s  %s  by %s", indent, v->number, text_or(v->added_at, "-"),
+            size, text_or(v->sha256, "-"), text_or(v->filename, "-"), text_or(v->media_type, "-"),
+            text_or(v->added_by, "-"));
+    if (v->withdrawn)
+        fprintf(out, "  WITHDRAWN %s%s%s", text_or(v->withdrawn_at, ""),
+                v->withdrawal_reason && *v->withdrawal_reason ? ": " : "",
+                text_or(v->withdrawal_reason, ""));
+    fputc('\n', out);
+}
+
+static void print_document(FILE *out, const Passerelle__Document *doc)
+{
+    print_summary(out, doc);
+    if (doc->n_tags) {
+        fputs("  tags:", out);
+        for (size_t i = 0; i < doc->n_tags; i++)
+            fprintf(out, "%s%s", i ? ", " : " ", doc->tags[i]);
+        fputc('\n', out);
+    }
+    fprintf(out, "  created: %s  updated: %s\n", text_or(doc->created_at, "-"),
+            text_or(doc->updated_at, "-"));
+    fprintf(out, "  versions:\n");
+    for (size_t i = 0; i < doc->n_versions; i++)
+        print_version(out, doc->versions[i], "    ");
+}
+
+/* How put, show and withdraw print the document they end with. */
+static void output_document(const docs_ctx_t *ctx, const Passerelle__Document *doc)
+{
+    if (ctx->opts->id_only)
+        printf("%s\n", text_or(doc->id, ""));
+    else if (ctx->opts->json)
+        print_json_message(&doc->base);
+    else
+        print_document(stdout, doc);
+}
+
+/* ==========================================================================
+ * Progress bar
+ * ======================================================================== */
+
+typedef struct {
+    bool on;
+    const char *label;
+    uint64_t total;
+    double started_s;
+    double drawn_s;
+} progress_t;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Only above a few megabytes, and only for a person watching: a log file
+ * or a pipe gets no carriage returns. */
+static void progress_start(progress_t *p, const char *label, uint64_t total)
+{
+    memset(p, 0, sizeof *p);
+    p->on = total > PROGRESS_MIN_BYTES && isatty(STDERR_FILENO);
+    p->label = label;
+    p->total = total;
+    p->started_s = now_s();
+}
+
+static void progress_draw(progress_t *p, uint64_t done, bool force)
+{
+    if (!p->on)
+        return;
+    double now = now_s();
+    if (!force && now - p->drawn_s < PROGRESS_INTERVAL_S)
+        return;
+    p->drawn_s = now;
+    enum { WIDTH = 30 };
+    unsigned filled = p->total ? (unsigned)((double)done / (double)p->total * WIDTH) : WIDTH;
+    char bar[WIDTH + 1];
+    for (unsigned i = 0; i < WIDTH; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[WIDTH] = '\0';
+    char done_text[32], total_text[32], rate_text[32];
+    human_size(done, done_text, sizeof done_text);
+    human_size(p->total, total_text, sizeof total_text);
+    double elapsed = now - p->started_s;
+    human_size(elapsed > 0 ? (uint64_t)((double)done / elapsed) : 0, rate_text, sizeof rate_text);
+    fprintf(stderr, "\r%s [%s] %3u%%  %s / %s  %s/s ", p->label, bar,
+            p->total ? (unsigned)(done * 100 / p->total) : 100, done_text, total_text, rate_text);
+    fflush(stderr);
+}
+
+static void progress_end(progress_t *p, uint64_t done)
+{
+    if (!p->on)
+        return;
+    progress_draw(p, done, true);
+    fputc('\n', stderr);
+    p->on = false;
+}
+
+/* ==========================================================================
+ * put
+ * ======================================================================== */
+
+/* A media type from the file name's extension; the service keeps it to
+ * hand back on download. */
+static const char *media_type_guess(const char *filename)
+{
+    static const struct {
+        const char *ext;
+        const char *type;
+    } types[] = {
+        {"pdf", "application/pdf"},
+        {"odt", "application/vnd.oasis.opendocument.text"},
+        {"ods", "application/vnd.oasis.opendocument.spreadsheet"},
+        {"doc", "application/msword"},
+        {"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+        {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+        {"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
+        {"csv", "text/csv"},
+        {"txt", "text/plain"},
+        {"md", "text/markdown"},
+        {"html", "text/html"},
+        {"json", "application/json"},
+        {"png", "image/png"},
+        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},
+        {"svg", "image/svg+xml"},
+        {"zip", "application/zip"},
+    };
+    const char *dot = strrchr(filename, '.');
+    if (dot)
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+            if (strcasecmp(dot + 1, types[i].ext) == 0)
+                return types[i].type;
+    return "application/octet-stream";
+}
+
+/* SHA-256 of the whole file, read from the start in HASH_BUFFER pieces.
+ * Returns 0, or -1 with errno. */
+static int hash_file(int fd, uint64_t size, char hex[65])
+{
+    unsigned char *buf = malloc(HASH_BUFFER);
+    if (!buf)
+        return -1;
+    crypto_hash_sha256_state state;
+    crypto_hash_sha256_init(&state);
+    uint64_t offset = 0;
+    while (offset < size) {
+        size_t want = size - offset < HASH_BUFFER ? (size_t)(size - offset) : HASH_BUFFER;
+        ssize_t got = pread(fd, buf, want, (off_t)offset);
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO; /* the file shrank under us */
+            free(buf);
+            return -1;
+        }
+        crypto_hash_sha256_update(&state, buf, (unsigned long long)got);
+        offset += (uint64_t)got;
+    }
+    free(buf);
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&state, digest);
+    sodium_bin2hex(hex, 65, digest, sizeof digest);
+    return 0;
+}
+
+/* Fills the begin request from the flags. Returns 0 or EXIT_USAGE. */
+static int put_request(docs_ctx_t *ctx, Passerelle__UploadBeginRequest *req)
+{
+    const docs_command_t *cmd = ctx->cmd;
+    const char *document = flag(ctx, "document");
+    const char *title = flag(ctx, "title"), *kind = flag(ctx, "kind"), *theme = flag(ctx, "theme"),
+               *visibility = flag(ctx, "visibility");
+    if (document) {
+        req->document = (char *)document;
+    } else {
+        if (!title || !*title)
+            return usage_error(cmd, "--title is required for a new document");
+        if (!kind)
+            return usage_error(cmd, "--kind is required for a new document");
+        if (!theme)
+            return usage_error(cmd, "--theme is required for a new document");
+    }
+    if (title)
+        req->title = (char *)title;
+    if (kind) {
+        int value;
+        if (!enum_parse(&passerelle__document_kind__descriptor, kind, &value))
+            return usage_error(cmd, "--kind: '%s' is not a document kind", kind);
+        req->has_kind = true;
+        req->kind = (Passerelle__DocumentKind)value;
+    }
+    if (theme) {
+        uint64_t value;
+        if (!parse_u64(theme, 1, 3, &value))
+            return usage_error(cmd, "--theme: '%s' is not 1, 2 or 3", theme);
+        req->has_theme = true;
+        req->theme = (uint32_t)value;
+    }
+    if (flag(ctx, "territory"))
+        req->territory = (char *)flag(ctx, "territory");
+    if (visibility) {
+        int value;
+        if (!enum_parse(&passerelle__visibility__descriptor, visibility, &value))
+            return usage_error(cmd, "--visibility: '%s' is not shared or private", visibility);
+        req->has_visibility = true;
+        req->visibility = (Passerelle__Visibility)value;
+    }
+    req->n_tags = ctx->n_tags;
+    req->tags = (char **)ctx->tags;
+    return 0;
+}
+
+/* Sends the file from session->received to its end, one chunk in flight.
+ * Returns 0 or the exit code. */
+static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__UploadSession *s)
+{
+    if (size == 0)
+        return 0;
+    if (s->chunk_max == 0 || !s->upload_id) {
+        fprintf(stderr, "error: INTERNAL: the upload session has no chunk_max or upload_id\n");
+        return EXIT_REPLY_ERROR;
+    }
+    unsigned char *buf = malloc(s->chunk_max);
+    if (!buf) {
+        fprintf(stderr, "error: out of memory for a chunk of %u bytes\n", s->chunk_max);
+        return EXIT_REPLY_ERROR;
+    }
+    progress_t progress;
+    progress_start(&progress, "put", size);
+    uint64_t offset = s->received;
+    int rc = 0, stalls = 0;
+    while (offset < size) {
+        size_t len = size - offset < s->chunk_max ? (size_t)(size - offset) : s->chunk_max;
+        ssize_t got = pread(fd, buf, len, (off_t)offset);
+        if (got != (ssize_t)len) {
+            fprintf(stderr, "error: cannot read the file at offset %llu: %s\n",
+                    (unsigned long long)offset, got < 0 ? strerror(errno) : "it shrank");
+            rc = EXIT_REPLY_ERROR;
+            break;
+        }
+        Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+        chunk.upload_id = s->upload_id;
+        chunk.has_offset = true;
+        chunk.offset = offset;
+        chunk.has_data = true;
+        chunk.data.data = buf;
+        chunk.data.len = len;
+        ProtobufCMessage *result = NULL;
+        rc = docs_call(ctx, "upload.chunk", &chunk.base, &passerelle__upload_session__descriptor,
+                       &result, NULL);
+        if (rc)
+            break;
+        uint64_t received = ((Passerelle__UploadSession *)result)->received;
+        protobuf_c_message_free_unpacked(result, NULL);
+        /* The service says where it is: after a retry it may be ahead of
+         * what this loop thinks, never beyond the file. */
+        if (received > size) {
+            fprintf(stderr, "error: INTERNAL: the service says it received %llu bytes of %llu\n",
+                    (unsigned long long)received, (unsigned long long)size);
+            rc = EXIT_REPLY_ERROR;
+            break;
+        }
+        if (received <= offset) {
+            if (++stalls >= MAX_STALLS) {
+                fprintf(stderr, "error: the upload makes no progress at offset %llu\n",
+                        (unsigned long long)offset);
+                rc = EXIT_REPLY_ERROR;
+                break;
+            }
+        } else {
+            stalls = 0;
+        }
+        offset = received;
+        progress_draw(&progress, offset, false);
+    }
+    if (rc == 0)
+        progress_end(&progress, offset);
+    else if (progress.on)
+        fputc('\n', stderr);
+    free(buf);
+    return rc;
+}
+
+/* Commits the upload, then prints the document it made or extended (the
+ * commit answers with the session, which names it). */
+static int put_commit(docs_ctx_t *ctx, const char *upload_id)
+{
+    Passerelle__UploadCommitRequest commit = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+    commit.upload_id = (char *)upload_id;
+    ProtobufCMessage *result = NULL;
+    int rc = docs_call(ctx, "upload.commit", &commit.base, &passerelle__upload_session__descriptor,
+                       &result, NULL);
+    if (rc)
+        return rc;
+    const Passerelle__UploadSession *done = (const Passerelle__UploadSession *)result;
+    if (!done->document || !*done->document) {
+        fprintf(stderr, "error: INTERNAL: upload %s committed without a document\n", upload_id);
+        rc = EXIT_REPLY_ERROR;
+    } else if (ctx->opts->id_only) {
+        printf("%s\n", done->document);
+    } else {
+        Passerelle__DocumentGetRequest get = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+        get.id = done->document;
+        ProtobufCMessage *doc = NULL;
+        rc = docs_call(ctx, "document.get", &get.base, &passerelle__document__descriptor, &doc,
+                       NULL);
+        if (rc == 0) {
+            output_document(ctx, (Passerelle__Document *)doc);
+            protobuf_c_message_free_unpacked(doc, NULL);
+        }
+    }
+    protobuf_c_message_free_unpacked(result, NULL);
+    return rc;
+}
+
+static int run_put(docs_ctx_t *ctx)
+{
+    const char *path = ctx->positional[0];
+    Passerelle__UploadBeginRequest begin = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    int rc = put_request(ctx, &begin);
+    if (rc)
+        return rc;
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return usage_error(ctx->cmd, "FILE: cannot open '%s': %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return usage_error(ctx->cmd, "FILE: '%s' is not a regular file", path);
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    char sha[65];
+    if (hash_file(fd, size, sha) != 0) {
+        fprintf(stderr, "error: cannot read '%s': %s\n", path, strerror(errno));
+        close(fd);
+        return EXIT_REPLY_ERROR;
+    }
+
+    char *path_copy = strdup(path);
+    const char *filename = flag(ctx, "filename");
+    if (!filename)
+        filename = path_copy ? basename(path_copy) : "file";
+    const char *media_type = flag(ctx, "media-type");
+    begin.has_size = true;
+    begin.size = size;
+    begin.sha256 = sha;
+    begin.filename = (char *)filename;
+    begin.media_type = (char *)(media_type ? media_type : media_type_guess(filename));
+
+    ProtobufCMessage *result = NULL;
+    rc = docs_call(ctx, "upload.begin", &begin.base, &passerelle__upload_session__descriptor,
+                   &result, NULL);
+    free(path_copy);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    Passerelle__UploadSession *session = (Passerelle__UploadSession *)result;
+    rc = put_chunks(ctx, fd, size, session);
+    close(fd);
+    if (rc == 0)
+        rc = put_commit(ctx, session->upload_id);
+    protobuf_c_message_free_unpacked(result, NULL);
+    return rc;
+}
+
+/* ==========================================================================
+ * get
+ * ======================================================================== */
+
+/* A file name the service gave that is safe to create in the current
+ * folder: no folder part, not "." or "..", printable. */
+static bool filename_safe(const char *name)
+{
+    if (!name || !*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (*p == '/' || (unsigned char)*p < 0x20)
+            return false;
+    return strlen(name) < 256;
+}
+
+/* The download under way: where the bytes go and what they must hash to. */
+typedef struct {
+    FILE *out; /* the temporary file, or stdout */
+    char temp_path[PATH_MAX];
+    bool to_stdout;
+    crypto_hash_sha256_state hash;
+    uint64_t written;
+} download_t;
+
+static int download_write(download_t *d, const ProtobufCBinaryData *data)
+{
+    if (data->len && fwrite(data->data, 1, data->len, d->out) != data->len) {
+        fprintf(stderr, "error: cannot write %s: %s\n",
+                d->to_stdout ? "standard output" : d->temp_path, strerror(errno));
+        return EXIT_REPLY_ERROR;
+    }
+    crypto_hash_sha256_update(&d->hash, data->data, data->len);
+    d->written += data->len;
+    return 0;
+}
+
+/* Opens a temporary file in target's folder, so the final rename stays on
+ * one file system. Returns 0 or the exit code. */
+static int download_open(download_t *d, const char *target)
+{
+    char *copy = strdup(target);
+    if (!copy)
+        return EXIT_REPLY_ERROR;
+    const char *base = basename(copy);
+    char *dir_copy = strdup(target);
+    const char *dir = dir_copy ? dirname(dir_copy) : ".";
+    int n = snprintf(d->temp_path, sizeof d->temp_path, "%s/.%s.part-XXXXXX", dir, base);
+    free(copy);
+    free(dir_copy);
+    if (n < 0 || (size_t)n >= sizeof d->temp_path) {
+        fprintf(stderr, "error: -o: the path '%s' is too long\n", target);
+        return EXIT_USAGE;
+    }
+    int fd = mkstemp(d->temp_path);
+    if (fd < 0) {
+        fprintf(stderr, "error: cannot create a file beside '%s': %s\n", target, strerror(errno));
+        d->temp_path[0] = '\0';
+        return EXIT_REPLY_ERROR;
+    }
+    /* mkstemp makes it 0600; a download gets the mode any new file gets */
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    d->out = fdopen(fd, "wb");
+    if (!d->out) {
+        close(fd);
+        unlink(d->temp_path);
+        d->temp_path[0] = '\0';
+        return EXIT_REPLY_ERROR;
+    }
+    return 0;
+}
+
+/* Closes and removes the temporary file of a download that failed. */
+static void download_discard(download_t *d)
+{
+    if (d->to_stdout || !d->out)
+        return;
+    fclose(d->out);
+    d->out = NULL;
+    unlink(d->temp_path);
+}
+
+/* The file name of version number of doc id, for the default target:
+ * a malloc'd copy, or NULL (then the id is used). */
+static char *version_filename(docs_ctx_t *ctx, const char *id, uint32_t number)
+{
+    Passerelle__DocumentGetRequest req = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+    req.id = (char *)id;
+    ProtobufCMessage *result = NULL;
+    if (docs_call(ctx, "document.get", &req.base, &passerelle__document__descriptor, &result,
+                  NULL) != 0)
+        return NULL;
+    const Passerelle__Document *doc = (const Passerelle__Document *)result;
+    char *name = NULL;
+    for (size_t i = 0; i < doc->n_versions; i++)
+        if (doc->versions[i]->number == number && filename_safe(doc->versions[i]->filename))
+            name = strdup(doc->versions[i]->filename);
+    protobuf_c_message_free_unpacked(result, NULL);
+    return name;
+}
+
+/* Asks for bytes [offset, offset + READ_LENGTH) of the version. */
+static int read_range(docs_ctx_t *ctx, const char *id, uint32_t version, uint64_t offset,
+                      Passerelle__DocumentReadReply **reply_p)
+{
+    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    req.id = (char *)id;
+    if (version) {
+        req.has_version = true;
+        req.version = version;
+    }
+    req.has_offset = true;
+    req.offset = offset;
+    req.has_length = true;
+    req.length = READ_LENGTH;
+    int status = 0;
+    int rc =
+        docs_call(ctx, "document.read", &req.base, &passerelle__document_read_reply__descriptor,
+                  (ProtobufCMessage **)reply_p, &status);
+    if (status == ST_DATA_LOSS)
+        fprintf(stderr, "error: the stored copy of %s is damaged; nothing was written\n", id);
+    return rc;
+}
+
+static int run_get(docs_ctx_t *ctx)
+{
+    const char *id = ctx->positional[0];
+    const char *version_text = flag(ctx, "version"), *target = flag(ctx, "output");
+    uint64_t version = 0;
+    if (version_text && !parse_u64(version_text, 1, UINT32_MAX, &version))
+        return usage_error(ctx->cmd, "--version: '%s' is not a version number", version_text);
+    if (target && !*target)
+        return usage_error(ctx->cmd, "-o: an empty file name");
+
+    /* The first range says which version the default is, its size and its
+     * SHA-256; the following ones ask for that version by number, so a
+     * version added meanwhile cannot mix into this download. */
+    Passerelle__DocumentReadReply *first = NULL;
+    int rc = read_range(ctx, id, (uint32_t)version, 0, &first);
+    if (rc)
+        return rc;
+    uint32_t number = first->version;
+    uint64_t size = first->size;
+    char expected[65];
+    snprintf(expected, sizeof expected, "%s", text_or(first->sha256, ""));
+
+    download_t d;
+    memset(&d, 0, sizeof d);
+    crypto_hash_sha256_init(&d.hash);
+    char *default_name = NULL;
+    if (target && strcmp(target, "-") == 0) {
+        d.to_stdout = true;
+        d.out = stdout;
+    } else {
+        if (!target) {
+            default_name = version_filename(ctx, id, number);
+            target = default_name ? default_name : id;
+        }
+        rc = download_open(&d, target);
+    }
+    progress_t progress;
+    progress_start(&progress, "get", size);
+    Passerelle__DocumentReadReply *reply = first;
+    while (rc == 0) {
+        if (reply->offset != d.written || reply->version != number) {
+            fprintf(stderr,
+                    "error: INTERNAL: asked for offset %llu of version %u, got %llu of %u\n",
+                    (unsigned long long)d.written, number, (unsigned long long)reply->offset,
+                    reply->version);
+            rc = EXIT_REPLY_ERROR;
+            break;
+        }
+        rc = download_write(&d, &reply->data);
+        if (rc)
+            break;
+        progress_draw(&progress, d.written, false);
+        if (d.written >= size)
+            break;
+        if (reply->data.len == 0) {
+            fprintf(stderr, "error: INTERNAL: an empty range at offset %llu of %llu\n",
+                    (unsigned long long)d.written, (unsigned long long)size);
+            rc = EXIT_REPLY_ERROR;
+            break;
+        }
+        protobuf_c_message_free_unpacked(&reply->base, NULL);
+        reply = NULL;
+        rc = read_range(ctx, id, number, d.written, &reply);
+    }
+    if (reply)
+        protobuf_c_message_free_unpacked(&reply->base, NULL);
+    if (rc == 0)
+        progress_end(&progress, d.written);
+    else if (progress.on)
+        fputc('\n', stderr);
+
+    if (rc == 0) {
+        unsigned char digest[crypto_hash_sha256_BYTES];
+        char got[65];
+        crypto_hash_sha256_final(&d.hash, digest);
+        sodium_bin2hex(got, sizeof got, digest, sizeof digest);
+        if (d.written != size || strcmp(got, expected) != 0) {
+            fprintf(stderr,
+                    "error: DATA_LOSS: version %u of %s arrived as %llu bytes with SHA-256 %s, "
+                    "expected %llu bytes with %s; nothing was written\n",
+                    number, id, (unsigned long long)d.written, got, (unsigned long long)size,
+                    expected);
+            rc = EXIT_REPLY_ERROR;
+        }
+    }
+    if (rc == 0 && !d.to_stdout) {
+        int fd = fileno(d.out);
+        if (fflush(d.out) != 0 || fsync(fd) != 0) {
+            fprintf(stderr, "error: cannot write %s: %s\n", d.temp_path, strerror(errno));
+            rc = EXIT_REPLY_ERROR;
+        } else if (fclose(d.out) != 0) {
+            d.out = NULL;
+            unlink(d.temp_path);
+            fprintf(stderr, "error: cannot write %s: %s\n", d.temp_path, strerror(errno));
+            rc = EXIT_REPLY_ERROR;
+        } else {
+            d.out = NULL;
+            if (rename(d.temp_path, target) != 0) {
+                fprintf(stderr, "error: cannot rename %s to %s: %s\n", d.temp_path, target,
+                        strerror(errno));
+                unlink(d.temp_path);
+                rc = EXIT_REPLY_ERROR;
+            }
+        }
+    } else if (d.to_stdout && fflush(stdout) != 0) {
+        fprintf(stderr, "error: cannot write standard output: %s\n", strerror(errno));
+        rc = EXIT_REPLY_ERROR;
+    }
+    if (rc)
+        download_discard(&d);
+    else if (!d.to_stdout)
+        fprintf(stderr, "%s: version %u, %llu bytes, sha256 %s\n", target, number,
+                (unsigned long long)size, expected);
+    free(default_name);
+    return rc;
+}
+
+/* ==========================================================================
+ * list, show, versions, withdraw, fsck
+ * ======================================================================== */
+
+static int run_list(docs_ctx_t *ctx)
+{
+    Passerelle__DocumentListRequest req = PASSERELLE__DOCUMENT_LIST_REQUEST__INIT;
+    const char *kind = flag(ctx, "kind"), *theme = flag(ctx, "theme"),
+               *page_size = flag(ctx, "page-size");
+    if (kind) {
+        int value;
+        if (!enum_parse(&passerelle__document_kind__descriptor, kind, &value))
+            return usage_error(ctx->cmd, "--kind: '%s' is not a document kind", kind);
+        req.has_kind = true;
+        req.kind = (Passerelle__DocumentKind)value;
+    }
+    if (theme) {
+        uint64_t value;
+        if (!parse_u64(theme, 1, 3, &value))
+            return usage_error(ctx->cmd, "--theme: '%s' is not 1, 2 or 3", theme);
+        req.has_theme = true;
+        req.theme = (uint32_t)value;
+    }
+    if (page_size) {
+        uint64_t value;
+        if (!parse_u64(page_size, 1, 1000, &value))
+            return usage_error(ctx->cmd, "--page-size: '%s' is not in 1..1000", page_size);
+        req.has_page_size = true;
+        req.page_size = (uint32_t)value;
+    }
+    if (ctx->n_tags > 1)
+        return usage_error(ctx->cmd, "--tag: one tag at a time");
+    req.territory = (char *)flag(ctx, "territory");
+    req.owner = (char *)flag(ctx, "owner");
+    req.tag = (char *)flag(ctx, "tag");
+    req.words = (char *)flag(ctx, "words");
+    req.page_token = (char *)flag(ctx, "page-token");
+    bool all = flag(ctx, "all") != NULL;
+
+    json_t *gathered = ctx->opts->json ? json_array() : NULL;
+    char *token = NULL;
+    int rc = 0;
+    for (;;) {
+        ProtobufCMessage *result = NULL;
+        rc = docs_call(ctx, "document.list", &req.base, &passerelle__document_list__descriptor,
+                       &result, NULL);
+        if (rc)
+            break;
+        const Passerelle__DocumentList *list = (const Passerelle__DocumentList *)result;
+        for (size_t i = 0; i < list->n_documents; i++) {
+            if (ctx->opts->id_only)
+                printf("%s\n", text_or(list->documents[i]->id, ""));
+            else if (gathered)
+                json_array_append_new(gathered, pbjson_from_message(&list->documents[i]->base));
+            else
+                print_summary(stdout, list->documents[i]);
+        }
+        const char *next = text_or(list->next_page_token, "");
+        /* A token handed back unchanged would loop forever: stop there. */
+        bool done = !all || !*next || (token && strcmp(token, next) == 0);
+        if (!all && *next && !ctx->opts->id_only && !gathered)
+            printf("(more: --page-token %s, or --all)\n", next);
+        free(token);
+        token = done ? NULL : strdup(next);
+        req.page_token = token;
+        if (gathered && !all && *next) {
+            json_t *out = json_pack("{s:O, s:s}", "documents", gathered, "next_page_token", next);
+            json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            fputc('\n', stdout);
+            json_decref(out);
+            json_decref(gathered);
+            gathered = NULL;
+        }
+        protobuf_c_message_free_unpacked(result, NULL);
+        if (done)
+            break;
+    }
+    free(token);
+    if (gathered && rc == 0) {
+        json_t *out = json_pack("{s:O}", "documents", gathered);
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(out);
+    }
+    json_decref(gathered);
+    return rc;
+}
+
+static int get_document(docs_ctx_t *ctx, Passerelle__Document **doc_p)
+{
+    Passerelle__DocumentGetRequest req = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+    req.id = (char *)ctx->positional[0];
+    return docs_call(ctx, "document.get", &req.base, &passerelle__document__descriptor,
+                     (ProtobufCMessage **)doc_p, NULL);
+}
+
+static int run_show(docs_ctx_t *ctx)
+{
+    Passerelle__Document *doc = NULL;
+    int rc = get_document(ctx, &doc);
+    if (rc)
+        return rc;
+    output_document(ctx, doc);
+    protobuf_c_message_free_unpacked(&doc->base, NULL);
+    return 0;
+}
+
+static int run_versions(docs_ctx_t *ctx)
+{
+    Passerelle__Document *doc = NULL;
+    int rc = get_document(ctx, &doc);
+    if (rc)
+        return rc;
+    if (ctx->opts->json) {
+        json_t *json = pbjson_from_message(&doc->base);
+        json_t *out = json_pack(
+            "{s:s, s:O}", "id", text_or(doc->id, ""), "versions",
+            json_object_get(json, "versions") ? json_object_get(json, "versions") : json_array());
+        json_dumpf(out, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(out);
+        json_decref(json);
+    } else {
+        for (size_t i = 0; i < doc->n_versions; i++)
+            if (ctx->opts->id_only)
+                printf("%u\n", doc->versions[i]->number);
+            else
+                print_version(stdout, doc->versions[i], "");
+    }
+    protobuf_c_message_free_unpacked(&doc->base, NULL);
+    return 0;
+}
+
+static int run_withdraw(docs_ctx_t *ctx)
+{
+    Passerelle__DocumentWithdrawRequest req = PASSERELLE__DOCUMENT_WITHDRAW_REQUEST__INIT;
+    req.id = (char *)ctx->positional[0];
+    const char *version_text = flag(ctx, "version");
+    if (version_text) {
+        uint64_t version;
+        if (!parse_u64(version_text, 1, UINT32_MAX, &version))
+            return usage_error(ctx->cmd, "--version: '%s' is not a version number", version_text);
+        req.has_version = true;
+        req.version = (uint32_t)version;
+    }
+    req.reason = (char *)flag(ctx, "reason");
+    ProtobufCMessage *result = NULL;
+    int rc = docs_call(ctx, "document.withdraw", &req.base, &passerelle__document__descriptor,
+                       &result, NULL);
+    if (rc)
+        return rc;
+    output_document(ctx, (Passerelle__Document *)result);
+    protobuf_c_message_free_unpacked(result, NULL);
+    return 0;
+}
+
+static int run_fsck(docs_ctx_t *ctx)
+{
+    Passerelle__FsckRequest req = PASSERELLE__FSCK_REQUEST__INIT;
+    ProtobufCMessage *result = NULL;
+    int rc =
+        docs_call(ctx, "docs.fsck", &req.base, &passerelle__fsck_reply__descriptor, &result, NULL);
+    if (rc)
+        return rc;
+    const Passerelle__FsckReply *fsck = (const Passerelle__FsckReply *)result;
+    if (ctx->opts->json) {
+        print_json_message(result);
+    } else {
+        for (size_t i = 0; i < fsck->n_corrupt; i++)
+            printf("corrupt   %s\n", fsck->corrupt[i]);
+        for (size_t i = 0; i < fsck->n_missing; i++)
+            printf("missing   %s\n", fsck->missing[i]);
+        for (size_t i = 0; i < fsck->n_orphaned; i++)
+            printf("orphaned  %s\n", fsck->orphaned[i]);
+        char size[32];
+        human_size(fsck->bytes_checked, size, sizeof size);
+        printf("%u blobs checked (%s): %zu corrupt, %zu missing, %zu orphaned\n",
+               fsck->blobs_checked, size, fsck->n_corrupt, fsck->n_missing, fsck->n_orphaned);
+    }
+    bool clean = fsck->n_corrupt == 0 && fsck->n_missing == 0 && fsck->n_orphaned == 0;
+    protobuf_c_message_free_unpacked(result, NULL);
+    return clean ? 0 : EXIT_REPLY_ERROR;
+}
+
+/* ==========================================================================
+ * Entry
+ * ======================================================================== */
+
+static int connect_client(docs_ctx_t *ctx)
+{
+    const docs_options_t *opts = ctx->opts;
+    if (!opts->insecure && !identity_name_valid(opts->as))
+        return usage_error(ctx->cmd, "--as: '%s' is not a key name", opts->as);
+    char server_public[1024], client_cert[1024], err[512] = "";
+    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
+    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
+    client_config_t cfg = {
+        .endpoint = ctx->endpoint,
+        .server_public_path = server_public,
+        .client_cert_path = client_cert,
+        .insecure = opts->insecure,
+        .timeout_ms = (int)opts->timeout_ms,
+        .retries = (int)opts->retries,
+    };
+    ctx->client = client_new(&cfg, err, sizeof err);
+    if (!ctx->client) {
+        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
+                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int docs_main(const docs_options_t *opts, char **args, int count)
+{
+    if (count == 0) {
+        if (opts->help) {
+            docs_print_help(stdout);
+            return EXIT_OK;
+        }
+        docs_print_help(stderr);
+        return usage_error(NULL, "'docs' needs a command: put, get, list, show, versions, "
+                                 "withdraw or fsck");
+    }
+    const docs_command_t *cmd = NULL;
+    for (size_t c = 0; c < DOCS_COMMAND_COUNT; c++)
+        if (strcmp(args[0], docs_commands[c].name) == 0)
+            cmd = &docs_commands[c];
+    if (!cmd)
+        return usage_error(NULL,
+                           "unknown command 'docs %s'; try put, get, list, show, versions, "
+                           "withdraw or fsck",
+                           args[0]);
+    if (opts->help) {
+        print_command_help(stdout, cmd);
+        return EXIT_OK;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "error: libsodium cannot start\n");
+        return EXIT_REPLY_ERROR;
+    }
+
+    docs_ctx_t ctx;
+    memset(&ctx, 0, sizeof ctx);
+    ctx.opts = opts;
+    ctx.cmd = cmd;
+    ctx.endpoint = opts->endpoint
+                       ? opts->endpoint
+                       : config_str("PASSERELLE_DOCSTORE_ENDPOINT", DOCS_DEFAULT_ENDPOINT);
+    int rc = parse_args(&ctx, args + 1, count - 1);
+    if (rc == 0)
+        rc = connect_client(&ctx);
+    if (rc == 0)
+        rc = cmd->run(&ctx);
+    client_destroy(&ctx.client);
+    for (size_t i = 0; i < ctx.n_tags; i++)
+        free((char *)ctx.tags[i]);
+    return rc;
+}
