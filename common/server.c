@@ -470,7 +470,7 @@ static bool server_run(server_t *self, slot_t *slot)
 
 /* Everything that needs no Redis: decoding, caller, route, ACL, and for a
  * write its idempotency key and fingerprint. True if the request goes on
- * (server_prepare, after the idempotency lookup of its group); else the
+ * (server_serve_group, which looks its idempotency record up); else the
  * outcome holds the reply. */
 static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, size_t len,
                            const char *user_id)
@@ -544,45 +544,51 @@ static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, si
     return true;
 }
 
-/* The rest of the pipeline before the handler: the outcome of the
- * idempotency lookup (writes: seen is the request's item of its group's
- * lookup, whose stored reply this takes), and the body. True if the handler
- * should run; else the outcome holds the reply. */
-static bool server_prepare(server_t *self, slot_t *slot, txn_lookup_item_t *seen)
+/* The outcome of a write's idempotency lookup (seen: the request's item of
+ * its group's lookup, whose stored reply this takes). True if the key is
+ * new and the request goes on; else the reply is the lookup's (a run of
+ * the handler made meanwhile is thrown away). */
+static bool server_settle_lookup(server_t *self, slot_t *slot, txn_lookup_item_t *seen)
+{
+    outcome_t *out = &slot->out;
+    uint8_t *stored = seen->stored;
+    seen->stored = NULL;
+    if (seen->result == TXN_NEW) {
+        free(stored);
+        return true;
+    }
+    reply_reset(&out->reply);
+    switch (seen->result) {
+    case TXN_DUPLICATE:
+        out->reply.stored = stored;
+        out->reply.stored_len = seen->stored_len;
+        return false;
+    case TXN_KEY_REUSED:
+        free(stored);
+        outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
+                      "idempotency key already used for another request");
+        return false;
+    case TXN_LOST:
+        free(stored);
+        outcome_error(out, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
+                      store_last_error(self->cfg.store));
+        return false;
+    default:
+        free(stored);
+        outcome_error(out, ST_INTERNAL, NULL, "store refused the idempotency lookup");
+        return false;
+    }
+}
+
+/* Unpacks the body. True if the handler can run; else the outcome holds
+ * the reply (for a write, unless its lookup answers first). */
+static bool server_unpack(slot_t *slot)
 {
     outcome_t *out = &slot->out;
     const Passerelle__Request *req = slot->req;
     const route_t *route = slot->route;
     const uint8_t *body = req->has_body ? req->body.data : NULL;
     size_t body_len = req->has_body ? req->body.len : 0;
-    if (seen) {
-        uint8_t *stored = seen->stored;
-        seen->stored = NULL;
-        switch (seen->result) {
-        case TXN_NEW:
-            free(stored);
-            break;
-        case TXN_DUPLICATE:
-            out->reply.stored = stored;
-            out->reply.stored_len = seen->stored_len;
-            return false;
-        case TXN_KEY_REUSED:
-            free(stored);
-            outcome_error(out, ST_INVALID_ARGUMENT, "idempotency_key",
-                          "idempotency key already used for another request");
-            return false;
-        case TXN_LOST:
-            free(stored);
-            outcome_error(out, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
-                          store_last_error(self->cfg.store));
-            return false;
-        default:
-            free(stored);
-            outcome_error(out, ST_INTERNAL, NULL, "store refused the idempotency lookup");
-            return false;
-        }
-    }
-
     ProtobufCMessage *request = protobuf_c_message_unpack(route->request, NULL, body_len, body);
     if (!request) {
         log_debug("body does not decode", "{s:s, s:s, s:I}", "type", req->type, "expected",
@@ -646,7 +652,7 @@ static void server_log(const server_t *self, const outcome_t *out, int64_t durat
 /* One message from the ROUTER: [routing id][empty][payload], or without the
  * delimiter from a peer that does not send one. Any other shape is answered
  * INVALID_ARGUMENT, in the same framing the peer used. Fills the slot; true
- * if the request goes on (server_prepare). */
+ * if the request goes on (server_serve_group). */
 static bool server_begin(server_t *self, slot_t *slot, zmsg_t *msg)
 {
     memset(slot, 0, sizeof *slot);
@@ -760,72 +766,144 @@ static bool server_run_snapshot(server_t *self, slot_t *slot)
     return false;
 }
 
-/* One group of slots (first to end): the idempotency records of its
- * writes in one round trip, then the handlers in passes over a snapshot
- * (store.h), each pass reading in one round trip every record the previous
- * one missed. A request reading records that depend on each other (a unit,
- * then its convention) takes a pass per step, whatever the number of
- * requests. Handlers still missing after SERVER_SNAPSHOT_PASSES, or when
- * a pipeline fails, run once more reading by themselves, which also gives
- * them the store's real error. Those with a transaction join pending; the
- * others are answered now. */
+/* What to do with a slot whose handler ran through (and, for a write,
+ * whose key is new): a handler that committed by itself and went stale
+ * runs again later, outside the snapshot; one with a transaction joins
+ * pending; the others are answered now. False if it runs again later. */
+static bool server_ran(server_t *self, zsock_t *router, slot_t *slot, slot_t **pending,
+                       size_t *count)
+{
+    if (slot->out.reply.retry && server_count_stale(slot))
+        return false;
+    if (slot->out.reply.txn)
+        pending[(*count)++] = slot;
+    else
+        server_finish(self, router, slot);
+    return true;
+}
+
+/* Per slot of a group, where its request stands (server_serve_group). */
+typedef enum {
+    GROUP_DONE = 0, /* answered, or pending its commit */
+    GROUP_RUN,      /* its handler has yet to run through */
+    GROUP_HELD,     /* ran through, waits for its idempotency lookup */
+    GROUP_BAD_BODY, /* a write whose body does not decode: its lookup first */
+    GROUP_LATER,    /* runs again outside the snapshot */
+} group_state_t;
+
+/* Once the lookups of a group (self->lookups, lookup_of[g] for its g-th
+ * write) are known: answers the writes they settle, throwing away what
+ * their handlers did meanwhile, and lets the others go on (a held one
+ * joins pending). Returns how many of the settled writes had still to run
+ * through. */
+static size_t server_settle_group(server_t *self, zsock_t *router, size_t first, size_t end,
+                                  group_state_t *state, const size_t *lookup_of, slot_t **pending,
+                                  size_t *count)
+{
+    size_t dropped = 0;
+    for (size_t i = first; i < end; i++) {
+        slot_t *slot = &self->slots[i];
+        size_t g = i - first;
+        if (state[g] == GROUP_DONE || !slot->route->write)
+            continue;
+        bool fresh = server_settle_lookup(self, slot, &self->lookups[lookup_of[g]]);
+        if (state[g] == GROUP_RUN && !fresh)
+            dropped++;
+        if (!fresh || state[g] == GROUP_BAD_BODY) {
+            state[g] = GROUP_DONE;
+            server_finish(self, router, slot);
+        } else if (state[g] == GROUP_HELD) {
+            state[g] = server_ran(self, router, slot, pending, count) ? GROUP_DONE : GROUP_LATER;
+        }
+    }
+    return dropped;
+}
+
+/* One group of slots (first to end): the handlers run in passes over a
+ * snapshot (store.h), each pass reading in one round trip every record the
+ * previous one missed. The idempotency records of the group's writes ride
+ * on the first of these round trips: the first pass needs no Redis (it
+ * only notes misses), so a write pays no round trip of its own for its
+ * lookup. A write answered by its lookup (a duplicate, a reused key, a
+ * lost store) has any run of its handler made meanwhile thrown away; a
+ * write whose handler ran through before its lookup is held until then.
+ * A request reading records that depend on each other (a unit, then its
+ * convention) takes a pass per step, whatever the number of requests.
+ * Handlers still missing after SERVER_SNAPSHOT_PASSES, or when a pipeline
+ * fails, run once more reading by themselves, which also gives them the
+ * store's real error. Those with a transaction join pending; the others
+ * are answered now. */
 static void server_serve_group(server_t *self, zsock_t *router, size_t first, size_t end,
                                bool *goes_on, slot_t **pending, size_t *count)
 {
     txn_lookup_item_t *lookups = self->lookups;
-    size_t n = 0;
+    group_state_t state[SERVER_BATCH_MAX];
+    size_t lookup_of[SERVER_BATCH_MAX];
+    size_t n = 0, waiting = 0;
     for (size_t i = first; i < end; i++) {
-        const slot_t *slot = &self->slots[i];
-        if (goes_on[i - first] && slot->route->write) {
+        slot_t *slot = &self->slots[i];
+        size_t g = i - first;
+        state[g] = GROUP_DONE;
+        if (!goes_on[g])
+            continue;
+        bool write = slot->route->write;
+        if (write) {
             memset(&lookups[n], 0, sizeof lookups[n]);
             lookups[n].idempotency_key = slot->call.idempotency_key;
             lookups[n].fingerprint = slot->call.fingerprint;
-            n++;
+            lookup_of[g] = n++;
+        }
+        if (server_unpack(slot)) {
+            state[g] = GROUP_RUN;
+            waiting++;
+        } else if (write) {
+            state[g] = GROUP_BAD_BODY;
+        } else {
+            server_finish(self, router, slot);
         }
     }
-    txn_lookup_many(self->cfg.store, lookups, n);
-    size_t next = 0, waiting = 0;
-    for (size_t i = first; i < end; i++) {
-        slot_t *slot = &self->slots[i];
-        if (!goes_on[i - first])
-            continue;
-        txn_lookup_item_t *seen = slot->route->write ? &lookups[next++] : NULL;
-        goes_on[i - first] = server_prepare(self, slot, seen);
-        if (goes_on[i - first])
-            waiting++;
-        else
-            server_finish(self, router, slot);
-    }
-    bool later[SERVER_BATCH_MAX] = {false};
-    if (waiting == 0 || !self->cfg.store)
+    bool looked_up = n == 0;
+    if (!self->cfg.store || (waiting == 0 && looked_up))
         goto alone;
     store_snapshot_begin(self->cfg.store);
-    for (int pass = 0; waiting > 0 && pass < SERVER_SNAPSHOT_PASSES; pass++) {
-        if (pass > 0 && store_snapshot_fill(self->cfg.store) != STORE_OK)
-            break;
+    for (int pass = 0; (waiting > 0 || !looked_up) && pass < SERVER_SNAPSHOT_PASSES; pass++) {
+        if (pass > 0) {
+            store_result_t filled;
+            if (looked_up) {
+                filled = store_snapshot_fill(self->cfg.store);
+            } else {
+                filled = txn_lookup_many_fill(self->cfg.store, lookups, n);
+                looked_up = true;
+                waiting -=
+                    server_settle_group(self, router, first, end, state, lookup_of, pending, count);
+            }
+            if (filled != STORE_OK)
+                break;
+        }
         for (size_t i = first; i < end; i++) {
             slot_t *slot = &self->slots[i];
-            if (!goes_on[i - first] || later[i - first] || !server_run_snapshot(self, slot))
+            size_t g = i - first;
+            if (state[g] != GROUP_RUN || !server_run_snapshot(self, slot))
                 continue;
             waiting--;
-            /* A handler that committed by itself and went stale runs again
-             * below, outside the snapshot, on fresh state. */
-            if (slot->out.reply.retry && server_count_stale(slot)) {
-                later[i - first] = true;
-                continue;
-            }
-            goes_on[i - first] = false;
-            if (slot->out.reply.txn)
-                pending[(*count)++] = slot;
+            if (!looked_up && slot->route->write)
+                state[g] = GROUP_HELD;
             else
-                server_finish(self, router, slot);
+                state[g] =
+                    server_ran(self, router, slot, pending, count) ? GROUP_DONE : GROUP_LATER;
         }
     }
     store_snapshot_end(self->cfg.store);
+    if (!looked_up) {
+        /* Not reached with two passes or more; kept so that no write is
+         * ever served without its lookup. */
+        txn_lookup_many(self->cfg.store, lookups, n);
+        server_settle_group(self, router, first, end, state, lookup_of, pending, count);
+    }
 alone:
     for (size_t i = first; i < end; i++) {
         slot_t *slot = &self->slots[i];
-        if (!goes_on[i - first])
+        if (state[i - first] != GROUP_RUN && state[i - first] != GROUP_LATER)
             continue;
         if (server_run(self, slot))
             pending[(*count)++] = slot;
@@ -950,9 +1028,18 @@ static void server_actor(zsock_t *pipe, void *args)
     /* A signal ends the service through main (server_wait_for_signal and
      * server_destroy), never by the actor quitting on its own. */
     zpoller_set_nonstop(poller, true);
+    /* Housekeeping: between batches, about every tick_ms, so that a busy
+     * server still does it (a batch is bounded: SERVER_BATCH_MAX). */
+    bool ticks = self->cfg.tick && self->cfg.tick_ms > 0;
+    int64_t next_tick_ms = ticks ? zclock_mono() + self->cfg.tick_ms : 0;
     bool running = true;
     while (running) {
-        void *which = zpoller_wait(poller, -1);
+        int timeout_ms = -1;
+        if (ticks) {
+            int64_t left_ms = next_tick_ms - zclock_mono();
+            timeout_ms = left_ms > 0 ? (int)left_ms : 0;
+        }
+        void *which = zpoller_wait(poller, timeout_ms);
         if (which == router) {
             server_serve_batch(self, router);
         } else if (which == pipe) {
@@ -962,8 +1049,12 @@ static void server_actor(zsock_t *pipe, void *args)
                 running = false;
             zstr_free(&command);
             zmsg_destroy(&msg);
-        } else if (zmq_errno() == ETERM) {
+        } else if (!zpoller_expired(poller) && zmq_errno() == ETERM) {
             running = false;
+        }
+        if (running && ticks && zclock_mono() >= next_tick_ms) {
+            self->cfg.tick(self->cfg.ctx);
+            next_tick_ms = zclock_mono() + self->cfg.tick_ms;
         }
     }
     /* Answer what already arrived before closing, then let linger flush. */

@@ -35,17 +35,21 @@
  *      following round. A stale commit caused by an earlier request of the
  *      same batch (same record) is not counted against the request's
  *      retries: every round commits or counts something, so rounds end.
- * Reads of a batch are grouped too. The requests drained together have
- * their idempotency records read in one round trip (txn_lookup_many), and
- * their handlers run in passes over a snapshot of the records they read
+ * Reads of a batch are grouped too. The handlers of the requests drained
+ * together run in passes over a snapshot of the records they read
  * (store_snapshot_*): a handler that reads a record the snapshot does not
  * hold yet gives up, its run thrown away; the records missed by a pass are
- * read in one pipeline, and the handlers run again. A request costs a
- * round trip per step of its chain of dependent reads (a unit, then its
- * convention), shared by every request of the group, instead of one per
- * read. The snapshot holds what Redis said during the group, before any of
- * the batch's commits, which is what each handler would have read on its
- * own; commits are guarded as ever. So a handler may run more than once per
+ * read in one pipeline, and the handlers run again. The first pass needs
+ * no Redis, so the group's idempotency records are read in the pipeline of
+ * the first fill (txn_lookup_many_fill) rather than in a round trip of
+ * their own: a handler may therefore run for a request its lookup then
+ * answers (a duplicate gets the stored reply, a reused key or a lost store
+ * its error), that run being thrown away. A request costs a round trip per
+ * step of its chain of dependent reads (a unit, then its convention),
+ * shared by every request of the group, instead of one per read. The
+ * snapshot holds what Redis said during the group, before any of the
+ * batch's commits, which is what each handler would have read on its own;
+ * commits are guarded as ever. So a handler may run more than once per
  * request: it must act only through its reply and its transaction (the
  * house rule already: validate, read, decide, reply, commit).
  * A reply to a write never leaves before its write is durable. Requests of
@@ -157,6 +161,12 @@ typedef struct {
     void *ctx;          /* handed to every handler */
     store_t *store;     /* borrowed; used by the server thread only */
     const char *stream; /* the service's event stream, or NULL */
+    /* Housekeeping (sweeps, garbage collection), called with ctx in the
+     * server thread about every tick_ms, between batches, busy or not;
+     * NULL for none. It holds up requests while it runs: keep each call
+     * short and do long work a slice at a time. */
+    void (*tick)(void *ctx);
+    int tick_ms;
 } server_config_t;
 
 typedef struct server_t server_t;

@@ -651,22 +651,36 @@ size_t store_snapshot_misses(const store_t *self)
 
 store_result_t store_snapshot_fill(store_t *self)
 {
+    return store_snapshot_fill_with(self, NULL, 0, NULL, NULL);
+}
+
+store_result_t store_snapshot_fill_with(store_t *self, const store_cmd_t *extra, size_t extra_count,
+                                        redisReply **extra_replies, store_result_t *extra_results)
+{
     size_t missed = 0;
     for (size_t i = 0; i < self->snap_count; i++)
         missed += !self->snap[i].filled;
-    if (missed == 0)
+    if (missed == 0 && extra_count == 0)
         return STORE_OK;
-    store_cmd_t *cmds = calloc(missed, sizeof *cmds);
-    const char **argv = calloc(missed * 4, sizeof *argv);
-    size_t *which = calloc(missed, sizeof *which);
-    redisReply **replies = calloc(missed, sizeof *replies);
-    store_result_t *results = calloc(missed, sizeof *results);
+    size_t total = extra_count + missed;
+    store_cmd_t *cmds = calloc(total, sizeof *cmds);
+    const char **argv = calloc(missed ? missed * 4 : 1, sizeof *argv);
+    size_t *which = calloc(missed ? missed : 1, sizeof *which);
+    redisReply **replies = calloc(total, sizeof *replies);
+    store_result_t *results = calloc(total, sizeof *results);
     store_result_t outcome = STORE_OK;
     if (!cmds || !argv || !which || !replies || !results) {
         set_error(self, "out of memory", NULL);
+        for (size_t e = 0; e < extra_count; e++) {
+            extra_replies[e] = NULL;
+            extra_results[e] = STORE_REFUSED;
+        }
         outcome = STORE_REFUSED;
         goto done;
     }
+    /* The caller's commands first, then the records missed. */
+    for (size_t e = 0; e < extra_count; e++)
+        cmds[e] = extra[e];
     size_t n = 0;
     for (size_t i = 0; i < self->snap_count; i++) {
         if (self->snap[i].filled)
@@ -676,22 +690,27 @@ store_result_t store_snapshot_fill(store_t *self)
         args[1] = self->snap[i].key;
         args[2] = "v";
         args[3] = "pb";
-        cmds[n].argc = 4;
-        cmds[n].argv = args;
+        cmds[extra_count + n].argc = 4;
+        cmds[extra_count + n].argv = args;
         which[n++] = i;
     }
-    store_command_many(self, cmds, n, replies, results);
+    store_command_many(self, cmds, extra_count + n, replies, results);
+    for (size_t e = 0; e < extra_count; e++) {
+        extra_replies[e] = replies[e];
+        extra_results[e] = results[e];
+    }
     for (size_t c = 0; c < n; c++) {
         store_snap_entry_t *entry = &self->snap[which[c]];
-        store_result_t result = results[c];
+        store_result_t result = results[extra_count + c];
+        redisReply *reply = replies[extra_count + c];
         if (result == STORE_OK)
-            result = record_from_reply(self, entry->key, replies[c], &entry->version, &entry->data,
+            result = record_from_reply(self, entry->key, reply, &entry->version, &entry->data,
                                        &entry->len);
         entry->filled = result == STORE_OK;
         if (result != STORE_OK && outcome == STORE_OK)
             outcome = result;
-        if (replies[c])
-            freeReplyObject(replies[c]);
+        if (reply)
+            freeReplyObject(reply);
     }
 done:
     free(cmds);

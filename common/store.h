@@ -145,6 +145,16 @@ size_t store_snapshot_misses(const store_t *self);
  * the handlers read by themselves). */
 store_result_t store_snapshot_fill(store_t *self);
 
+/* store_snapshot_fill with other commands in the same pipeline, sent before
+ * the missed keys: reads that do not depend on the handlers (the group's
+ * idempotency records) ride on the round trip the fill pays anyway, or
+ * make it alone when nothing was missed. extra_replies[i] and
+ * extra_results[i] are per command, as for store_command_many (the caller
+ * frees each non-NULL reply); the result is the fill's, as for
+ * store_snapshot_fill. */
+store_result_t store_snapshot_fill_with(store_t *self, const store_cmd_t *extra, size_t extra_count,
+                                        redisReply **extra_replies, store_result_t *extra_results);
+
 /* Closes the snapshot: store_record_get reads Redis again. */
 void store_snapshot_end(store_t *self);
 

@@ -607,15 +607,16 @@ txn_result_t txn_lookup(store_t *store, const char *idempotency_key, const char 
     return outcome;
 }
 
-void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count)
+/* The lookups of items as one pipeline: on their own, or (fill) in the
+ * pipeline of the store's next snapshot fill, whose outcome is returned. */
+static store_result_t lookup_many(store_t *store, txn_lookup_item_t *items, size_t count, bool fill)
 {
-    if (count == 0)
-        return;
-    store_cmd_t *cmds = calloc(count, sizeof *cmds);
-    const char **argv = calloc(count * 4, sizeof *argv);
-    redisReply **answers = calloc(count, sizeof *answers);
-    store_result_t *results = calloc(count, sizeof *results);
-    size_t *sent = calloc(count, sizeof *sent); /* item index of each command */
+    store_cmd_t *cmds = calloc(count ? count : 1, sizeof *cmds);
+    const char **argv = calloc(count ? count * 4 : 1, sizeof *argv);
+    redisReply **answers = calloc(count ? count : 1, sizeof *answers);
+    store_result_t *results = calloc(count ? count : 1, sizeof *results);
+    size_t *sent = calloc(count ? count : 1, sizeof *sent); /* item index of each command */
+    bool ready = cmds && argv && answers && results && sent;
     size_t ncmds = 0;
     for (size_t i = 0; i < count; i++) {
         txn_lookup_item_t *item = &items[i];
@@ -624,7 +625,7 @@ void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count)
         item->result = TXN_NEW;
         if (!item->idempotency_key || !*item->idempotency_key)
             continue;
-        if (!cmds || !argv || !answers || !results || !sent) {
+        if (!ready) {
             log_error("out of memory for the idempotency lookups", NULL);
             item->result = TXN_REFUSED;
             continue;
@@ -638,7 +639,12 @@ void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count)
         cmds[ncmds].argv = args;
         sent[ncmds++] = i;
     }
-    if (ncmds > 0)
+    store_result_t outcome = STORE_OK;
+    if (fill && ready)
+        outcome = store_snapshot_fill_with(store, cmds, ncmds, answers, results);
+    else if (fill)
+        outcome = store_snapshot_fill(store);
+    else if (ncmds > 0)
         store_command_many(store, cmds, ncmds, answers, results);
     for (size_t c = 0; c < ncmds; c++) {
         txn_lookup_item_t *item = &items[sent[c]];
@@ -655,4 +661,16 @@ void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count)
     free(answers);
     free(results);
     free(sent);
+    return outcome;
+}
+
+void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count)
+{
+    if (count > 0)
+        lookup_many(store, items, count, false);
+}
+
+store_result_t txn_lookup_many_fill(store_t *store, txn_lookup_item_t *items, size_t count)
+{
+    return lookup_many(store, items, count, true);
 }

@@ -104,6 +104,13 @@ typedef struct {
 
 void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count);
 
+/* txn_lookup_many in the pipeline of the store's next snapshot fill
+ * (store_snapshot_fill_with, with a snapshot open): the group's idempotency
+ * records and the records its handlers missed cost one round trip, not
+ * two. Results per item as for txn_lookup_many; returns the fill's
+ * outcome, as store_snapshot_fill. */
+store_result_t txn_lookup_many_fill(store_t *store, txn_lookup_item_t *items, size_t count);
+
 /* The event id made by txn_event, for logs; "" if none. */
 const char *txn_event_id(const txn_t *self);
 

@@ -36,6 +36,9 @@ typedef struct {
     int gate_open;
     /* Redis to kill from inside a batch (the killer write). */
     harness_redis_t *redis;
+    /* Calls of the housekeeping tick (server thread), read by the test. */
+    int ticks;
+    int blind_runs;
 } handlers_t;
 
 typedef struct {
@@ -162,6 +165,25 @@ static void handle_stale_once(void *ctx, const call_t *call, const ProtobufCMess
     txn_destroy(&txn);
 }
 
+/* A write that reads nothing: it runs through in the group's first pass,
+ * before its idempotency lookup is known. Counts its commits in a hash. */
+static void handle_blind(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply)
+{
+    (void)request;
+    handlers_t *h = ctx;
+    h->blind_runs++;
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    txn_counter_add(txn, "svctest:blind", "commits", 1);
+    Passerelle__HealthReply out = PASSERELLE__HEALTH_REPLY__INIT;
+    out.service = "blind";
+    out.has_uptime_s = 1;
+    out.uptime_s = (uint64_t)h->blind_runs;
+    reply_set_body(reply, &out.base);
+    reply_commit(reply, call, h->store, txn);
+    txn_destroy(&txn);
+}
+
 /* Holds the server (up to 10 s) until the test opens the gate. */
 static void handle_gate(void *ctx, const call_t *call, const ProtobufCMessage *request,
                         reply_t *reply)
@@ -199,6 +221,7 @@ static const route_t routes[] = {
     {"unit.get", &passerelle__event__descriptor, handle_get, false},
     {"convention.sign", &passerelle__health_request__descriptor, handle_contended, true},
     {"convention.end", &passerelle__health_request__descriptor, handle_stale_once, true},
+    {"convention.abandon", &passerelle__health_request__descriptor, handle_blind, true},
     /* a write the ACL table does not list: no party may send it */
     {"svctest.unlisted", &passerelle__health_request__descriptor, handle_contended, true},
 };
@@ -719,6 +742,58 @@ static void test_idempotent_retry(void **state)
     client_destroy(&metropole);
 }
 
+static long long blind_commits(void)
+{
+    redisReply *r = NULL;
+    assert_int_equal(store_command(fx.store, &r, "HGET svctest:blind commits"), STORE_OK);
+    long long n = r->type == REDIS_REPLY_STRING ? atoll(r->str) : 0;
+    freeReplyObject(r);
+    return n;
+}
+
+/* A handler that reads nothing runs before its request's lookup is known:
+ * a retry still gets the first reply, and nothing is written twice. */
+static void test_duplicate_of_blind_write(void **state)
+{
+    (void)state;
+    client_t *admin = client_as("admin", TIMEOUT_MS, 0);
+    long long before = blind_commits();
+    Passerelle__HealthRequest body = PASSERELLE__HEALTH_REQUEST__INIT;
+    Passerelle__Reply *first = call_ok(admin, "convention.abandon", &body.base, "K-blind");
+    assert_status(first, ST_OK, NULL);
+    Passerelle__Reply *second = call_ok(admin, "convention.abandon", &body.base, "K-blind");
+    assert_status(second, ST_OK, NULL);
+    assert_int_equal(first->body.len, second->body.len);
+    assert_memory_equal(first->body.data, second->body.data, first->body.len);
+    assert_int_equal(blind_commits(), before + 1);
+    passerelle__reply__free_unpacked(first, NULL);
+    passerelle__reply__free_unpacked(second, NULL);
+
+    /* a used key with a body that does not decode: the key's answer wins,
+     * as it did when the lookup came first */
+    Passerelle__Request raw = PASSERELLE__REQUEST__INIT;
+    raw.request_id = "Q-blind-body";
+    raw.type = "convention.abandon";
+    raw.idempotency_key = "K-blind";
+    raw.has_body = 1;
+    uint8_t bad_body[] = {0xff, 0xff, 0xff};
+    raw.body.data = bad_body;
+    raw.body.len = sizeof bad_body;
+    uint8_t buf[256];
+    size_t len = passerelle__request__pack(&raw, buf);
+    Passerelle__Reply *reply = call_raw(admin, buf, len);
+    assert_status(reply, ST_INVALID_ARGUMENT, "idempotency_key");
+    passerelle__reply__free_unpacked(reply, NULL);
+    /* and with a new key, the body's */
+    raw.idempotency_key = "K-blind-body";
+    len = passerelle__request__pack(&raw, buf);
+    reply = call_raw(admin, buf, len);
+    assert_status(reply, ST_INVALID_ARGUMENT, "body");
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_int_equal(blind_commits(), before + 1);
+    client_destroy(&admin);
+}
+
 static void test_stale_retry_loop(void **state)
 {
     (void)state;
@@ -1054,6 +1129,171 @@ static void test_redis_lost_mid_batch(void **state)
     assert_int_equal(record_version("lost-2"), 0);
 }
 
+/* ------------------------------------------------------------------------
+ * Housekeeping tick */
+
+static void tick_count(void *ctx)
+{
+    handlers_t *h = ctx;
+    __atomic_add_fetch(&h->ticks, 1, __ATOMIC_SEQ_CST);
+}
+
+static int ticks_now(void)
+{
+    return __atomic_load_n(&fx.handlers.ticks, __ATOMIC_SEQ_CST);
+}
+
+/* Waits (up to 10 s) until the tick has been called more than since
+ * times; true if it was. */
+static bool ticks_pass(int since)
+{
+    for (int i = 0; i < 1000 && ticks_now() <= since; i++)
+        zclock_sleep(10);
+    return ticks_now() > since;
+}
+
+static client_t *plain_client(const server_t *server)
+{
+    client_config_t ccfg = {.endpoint = server_endpoint(server),
+                            .insecure = true,
+                            .timeout_ms = TIMEOUT_MS,
+                            .retries = 0};
+    char err[256];
+    client_t *client = client_new(&ccfg, err, sizeof err);
+    assert_non_null(client);
+    return client;
+}
+
+static void call_health(client_t *client)
+{
+    Passerelle__Reply *reply = call_ok(client, "health", NULL, NULL);
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+typedef struct {
+    pthread_t thread;
+    const server_t *server;
+    int stop;
+    int calls, failed;
+} streamer_t;
+
+/* Back-to-back calls until told to stop: the server is never idle for a
+ * whole tick period, so ticks that only came on a quiet socket would
+ * never come. */
+static void *streamer_run(void *arg)
+{
+    streamer_t *s = arg;
+    client_config_t ccfg = {.endpoint = server_endpoint(s->server),
+                            .insecure = true,
+                            .timeout_ms = TIMEOUT_MS,
+                            .retries = 0};
+    char err[256];
+    client_t *client = client_new(&ccfg, err, sizeof err);
+    while (client && !__atomic_load_n(&s->stop, __ATOMIC_SEQ_CST)) {
+        Passerelle__Reply *reply = NULL;
+        if (client_call(client, "health", NULL, NULL, &reply) == 0 && reply && reply->has_status &&
+            (status_t)reply->status == ST_OK)
+            __atomic_add_fetch(&s->calls, 1, __ATOMIC_SEQ_CST);
+        else
+            s->failed++;
+        if (reply)
+            passerelle__reply__free_unpacked(reply, NULL);
+    }
+    if (!client)
+        s->failed++;
+    client_destroy(&client);
+    return NULL;
+}
+
+static void test_tick_when_idle(void **state)
+{
+    (void)state;
+    server_config_t cfg = server_config(true, NULL);
+    cfg.tick = tick_count;
+    cfg.tick_ms = 10;
+    __atomic_store_n(&fx.handlers.ticks, 0, __ATOMIC_SEQ_CST);
+    server_t *ticking = server_new(&cfg);
+    assert_non_null(ticking);
+    /* called again and again with nothing to serve */
+    assert_true(ticks_pass(5));
+    /* and still once requests came and went */
+    client_t *client = plain_client(ticking);
+    call_health(client);
+    int after_call = ticks_now();
+    assert_true(ticks_pass(after_call + 2));
+    client_destroy(&client);
+    server_destroy(&ticking);
+    /* none once the server is gone */
+    int stopped = ticks_now();
+    zclock_sleep(50);
+    assert_int_equal(ticks_now(), stopped);
+}
+
+static void test_tick_when_busy(void **state)
+{
+    (void)state;
+    server_config_t cfg = server_config(true, NULL);
+    cfg.tick = tick_count;
+    cfg.tick_ms = 50;
+    __atomic_store_n(&fx.handlers.ticks, 0, __ATOMIC_SEQ_CST);
+    server_t *ticking = server_new(&cfg);
+    assert_non_null(ticking);
+    streamer_t streamers[4];
+    memset(streamers, 0, sizeof streamers);
+    for (int i = 0; i < 4; i++) {
+        streamers[i].server = ticking;
+        assert_int_equal(pthread_create(&streamers[i].thread, NULL, streamer_run, &streamers[i]),
+                         0);
+    }
+    /* once the calls flow, the ticks go on among them */
+    for (int i = 0; i < 1000 && __atomic_load_n(&streamers[0].calls, __ATOMIC_SEQ_CST) < 10; i++)
+        zclock_sleep(10);
+    int calls_before = __atomic_load_n(&streamers[0].calls, __ATOMIC_SEQ_CST);
+    int before = ticks_now();
+    bool ticked = ticks_pass(before + 3);
+    int calls_after = __atomic_load_n(&streamers[0].calls, __ATOMIC_SEQ_CST);
+    int failed = 0;
+    for (int i = 0; i < 4; i++) {
+        __atomic_store_n(&streamers[i].stop, 1, __ATOMIC_SEQ_CST);
+        pthread_join(streamers[i].thread, NULL);
+        failed += streamers[i].failed;
+    }
+    server_destroy(&ticking);
+    assert_true(calls_before >= 10);
+    assert_true(ticked);
+    assert_true(calls_after > calls_before);
+    assert_int_equal(failed, 0);
+}
+
+static void test_tick_unset(void **state)
+{
+    (void)state;
+    /* a period without a function, and a function without a period */
+    server_config_t cfg = server_config(true, NULL);
+    cfg.tick = NULL;
+    cfg.tick_ms = 5;
+    server_t *plain = server_new(&cfg);
+    assert_non_null(plain);
+    cfg.tick = tick_count;
+    cfg.tick_ms = 0;
+    __atomic_store_n(&fx.handlers.ticks, 0, __ATOMIC_SEQ_CST);
+    server_t *no_period = server_new(&cfg);
+    assert_non_null(no_period);
+    client_t *a = plain_client(plain);
+    client_t *b = plain_client(no_period);
+    for (int i = 0; i < 5; i++) {
+        call_health(a);
+        call_health(b);
+        zclock_sleep(10);
+    }
+    client_destroy(&a);
+    client_destroy(&b);
+    server_destroy(&plain);
+    server_destroy(&no_period);
+    assert_int_equal(ticks_now(), 0);
+}
+
 static void test_config_from_env(void **state)
 {
     (void)state;
@@ -1117,7 +1357,11 @@ int main(void)
         cmocka_unit_test(test_unknown_key_gets_no_answer),
         cmocka_unit_test(test_idempotent_retry),
         cmocka_unit_test(test_stale_retry_loop),
+        cmocka_unit_test(test_duplicate_of_blind_write),
         cmocka_unit_test(test_insecure_mode),
+        cmocka_unit_test(test_tick_when_idle),
+        cmocka_unit_test(test_tick_when_busy),
+        cmocka_unit_test(test_tick_unset),
         cmocka_unit_test(test_config_from_env),
         cmocka_unit_test(test_missing_server_cert),
         cmocka_unit_test(test_redis_down),

@@ -341,6 +341,65 @@ static void test_snapshot(void **state)
     store_destroy(&store);
 }
 
+/* Other commands in the fill's pipeline: first, and answered on their own. */
+static void test_snapshot_fill_with(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    assert_int_equal(store_command(store, NULL, "HSET %s v 2 pb %s", "store:with:a", "bb"),
+                     STORE_OK);
+    assert_int_equal(store_command(store, NULL, "SET %s %s", "store:with:s", "hello"), STORE_OK);
+    const char *get[] = {"GET", "store:with:s"};
+    const char *bad[] = {"HGET", "store:with:s", "f"}; /* wrong type: refused */
+    store_cmd_t cmds[] = {{.argc = 2, .argv = get}, {.argc = 3, .argv = bad}};
+    redisReply *replies[2];
+    store_result_t results[2];
+    uint64_t version = 0;
+
+    /* Nothing missed: the commands go alone. */
+    store_snapshot_begin(store);
+    assert_int_equal(store_snapshot_fill_with(store, cmds, 2, replies, results), STORE_OK);
+    assert_int_equal(results[0], STORE_OK);
+    assert_string_equal(replies[0]->str, "hello");
+    assert_int_equal(results[1], STORE_REFUSED);
+    freeReplyObject(replies[0]);
+    freeReplyObject(replies[1]);
+
+    /* With misses: both in one pipeline, the refusal staying the
+     * command's. */
+    assert_int_equal(record_version(store, "store:with:a", &version), STORE_LOST);
+    assert_int_equal(record_version(store, "store:with:absent", &version), STORE_LOST);
+    assert_int_equal(store_snapshot_fill_with(store, cmds, 2, replies, results), STORE_OK);
+    assert_int_equal(results[0], STORE_OK);
+    assert_string_equal(replies[0]->str, "hello");
+    assert_int_equal(results[1], STORE_REFUSED);
+    freeReplyObject(replies[0]);
+    freeReplyObject(replies[1]);
+    assert_int_equal(record_version(store, "store:with:a", &version), STORE_OK);
+    assert_int_equal(version, 2);
+    assert_int_equal(record_version(store, "store:with:absent", &version), STORE_OK);
+    assert_int_equal(version, 0);
+    /* and no commands at all is a plain fill */
+    assert_int_equal(store_snapshot_fill_with(store, NULL, 0, NULL, NULL), STORE_OK);
+
+    /* Redis gone: every command and the fill are lost. */
+    assert_int_equal(record_version(store, "store:with:b", &version), STORE_LOST);
+    harness_redis_kill(&redis);
+    assert_int_equal(store_snapshot_fill_with(store, cmds, 2, replies, results), STORE_LOST);
+    assert_int_equal(results[0], STORE_LOST);
+    assert_null(replies[0]);
+    assert_int_equal(results[1], STORE_LOST);
+    assert_null(replies[1]);
+    /* Nothing missed and Redis gone: the commands alone say so. */
+    store_snapshot_begin(store);
+    assert_int_equal(store_snapshot_fill_with(store, cmds, 1, replies, results), STORE_OK);
+    assert_int_equal(results[0], STORE_LOST);
+    assert_null(replies[0]);
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    store_snapshot_end(store);
+    store_destroy(&store);
+}
+
 static void test_config_from_env(void **state)
 {
     (void)state;
@@ -388,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_records),
         cmocka_unit_test(test_command_pipeline),
         cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_snapshot_fill_with),
         cmocka_unit_test(test_config_from_env),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

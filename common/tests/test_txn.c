@@ -191,6 +191,30 @@ static void test_duplicate_and_reused_key(void **state)
     assert_int_equal(items[3].result, TXN_KEY_REUSED);
     assert_null(items[3].stored);
     txn_lookup_many(store, items, 0);
+
+    /* The same in the pipeline of a snapshot's fill, with a record. */
+    store_snapshot_begin(store);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(store_record_get(store, "rec:dup", &version, &data, &len), STORE_LOST);
+    assert_int_equal(txn_lookup_many_fill(store, items, 4), STORE_OK);
+    assert_int_equal(items[0].result, TXN_NEW);
+    assert_int_equal(items[1].result, TXN_DUPLICATE);
+    assert_int_equal(items[1].stored_len, 11);
+    assert_memory_equal(items[1].stored, "first reply", 11);
+    free(items[1].stored);
+    assert_int_equal(items[2].result, TXN_NEW);
+    assert_int_equal(items[3].result, TXN_KEY_REUSED);
+    assert_int_equal(store_record_get(store, "rec:dup", &version, &data, &len), STORE_OK);
+    assert_int_equal(version, 1);
+    free(data);
+    /* nothing missed: the lookups alone */
+    assert_int_equal(txn_lookup_many_fill(store, items, 2), STORE_OK);
+    assert_int_equal(items[0].result, TXN_NEW);
+    assert_int_equal(items[1].result, TXN_DUPLICATE);
+    free(items[1].stored);
+    store_snapshot_end(store);
 }
 
 static void test_guards(void **state)
@@ -338,6 +362,15 @@ static void test_lost_and_back(void **state)
     txn_lookup_many(store, items, 2);
     assert_int_equal(items[0].result, TXN_LOST);
     assert_int_equal(items[1].result, TXN_LOST);
+    store_snapshot_begin(store);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(store_record_get(store, "rec:lost", &version, &data, &len), STORE_LOST);
+    assert_int_equal(txn_lookup_many_fill(store, items, 2), STORE_LOST);
+    assert_int_equal(items[0].result, TXN_LOST);
+    assert_int_equal(items[1].result, TXN_LOST);
+    store_snapshot_end(store);
     assert_int_equal(harness_redis_restart(&redis), 0);
 
     /* The restarted Redis has no scripts: the reconnect loads them. */
