@@ -878,6 +878,96 @@ long blobstore_each(blobstore_t *self, void (*fn)(void *arg, const char *sha256,
     return count;
 }
 
+typedef struct {
+    char sha[BLOB_SHA_HEX];
+} walk_name_t;
+
+/* Keeps in names[0..*got) the `want` smallest names seen, sorted; true if
+ * one was dropped (the folder has more than want). */
+static bool walk_keep(walk_name_t *names, size_t want, size_t *got, const char *name)
+{
+    bool dropped = false;
+    if (*got == want) {
+        if (strcmp(name, names[want - 1].sha) >= 0)
+            return true;
+        (*got)--;
+        dropped = true;
+    }
+    size_t i = *got;
+    while (i > 0 && strcmp(names[i - 1].sha, name) > 0) {
+        names[i] = names[i - 1];
+        i--;
+    }
+    memcpy(names[i].sha, name, BLOB_SHA_HEX);
+    (*got)++;
+    return dropped;
+}
+
+long blobstore_walk(blobstore_t *self, blob_cursor_t *cursor, size_t max,
+                    void (*fn)(void *arg, const char *sha256, uint64_t size), void *arg)
+{
+    if (max == 0)
+        return 0;
+    walk_name_t *names = malloc(max * sizeof *names);
+    if (!names)
+        return -1;
+    long count = 0;
+    while ((size_t)count < max) {
+        if (cursor->folder > 255) {
+            cursor->folder = 0;
+            cursor->after[0] = '\0';
+            cursor->passes++;
+            break;
+        }
+        char prefix[3], path[PATH_MAX];
+        snprintf(prefix, sizeof prefix, "%02x", cursor->folder & 0xffu);
+        if (!join_path(path, self->blobs_dir, prefix, NULL)) {
+            count = -1;
+            break;
+        }
+        DIR *dir = opendir(path);
+        if (!dir) {
+            if (errno != ENOENT && errno != ENOTDIR) {
+                count = -1;
+                break;
+            }
+            cursor->folder++;
+            cursor->after[0] = '\0';
+            continue;
+        }
+        size_t want = max - (size_t)count, got = 0;
+        bool more = false;
+        struct dirent *entry;
+        while ((entry = readdir(dir)) != NULL) {
+            if (!blob_sha_valid(entry->d_name) || memcmp(entry->d_name, prefix, 2) != 0)
+                continue;
+            if (cursor->after[0] && strcmp(entry->d_name, cursor->after) <= 0)
+                continue;
+            if (walk_keep(names, want, &got, entry->d_name))
+                more = true;
+        }
+        for (size_t i = 0; i < got; i++) {
+            struct stat st;
+            if (fstatat(dirfd(dir), names[i].sha, &st, 0) < 0 || !S_ISREG(st.st_mode))
+                continue;
+            if (fn)
+                fn(arg, names[i].sha, (uint64_t)st.st_size);
+            count++;
+        }
+        closedir(dir);
+        if (more && got > 0) {
+            /* The folder holds more: the next call resumes after these. */
+            memcpy(cursor->after, names[got - 1].sha, BLOB_SHA_HEX);
+            break;
+        } else {
+            cursor->folder++;
+            cursor->after[0] = '\0';
+        }
+    }
+    free(names);
+    return count;
+}
+
 blob_result_t blobstore_remove(blobstore_t *self, const char *sha256)
 {
     char path[PATH_MAX], blocks[PATH_MAX];

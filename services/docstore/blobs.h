@@ -27,11 +27,11 @@
 
 typedef enum {
     BLOB_OK = 0,
-    BLOB_MISSING,   /* no such blob (or upload) */
-    BLOB_CORRUPT,   /* bytes no longer match their hash */
-    BLOB_MISMATCH,  /* an upload's bytes are not the expected size/SHA-256 */
-    BLOB_NO_SPACE,  /* the volume (or the quota) is full: nothing was kept */
-    BLOB_IO,        /* any other system error (message says which) */
+    BLOB_MISSING,  /* no such blob (or upload) */
+    BLOB_CORRUPT,  /* bytes no longer match their hash */
+    BLOB_MISMATCH, /* an upload's bytes are not the expected size/SHA-256 */
+    BLOB_NO_SPACE, /* the volume (or the quota) is full: nothing was kept */
+    BLOB_IO,       /* any other system error (message says which) */
 } blob_result_t;
 
 typedef struct blobstore_t blobstore_t;
@@ -96,6 +96,26 @@ blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *
  * or -1 on an I/O error. */
 long blobstore_each(blobstore_t *self, void (*fn)(void *arg, const char *sha256, uint64_t size),
                     void *arg);
+
+/* A place in a walk over the blobs a slice at a time (blobstore_walk), for
+ * work that must not hold the service up for a whole scan (garbage
+ * collection): the folder blobs/<aa> being walked and the last blob handed
+ * out of it. All zero: the start. */
+typedef struct {
+    unsigned folder;          /* 0..255: the <aa> of the folder */
+    char after[BLOB_SHA_HEX]; /* last blob handed out of it, "" for none */
+    unsigned long passes;     /* full passes completed */
+} blob_cursor_t;
+
+/* Calls fn for at most max blobs, in order of their SHA-256, from where the
+ * cursor stands, and moves the cursor past them. At the end of the last
+ * folder the cursor goes back to the start (passes + 1) and the call
+ * returns, even with fewer than max. Each folder visited is read once;
+ * memory is max names, whatever the number of blobs. Returns how many
+ * blobs were handed out, or -1 on an I/O error (the cursor stays at the
+ * folder that failed). */
+long blobstore_walk(blobstore_t *self, blob_cursor_t *cursor, size_t max,
+                    void (*fn)(void *arg, const char *sha256, uint64_t size), void *arg);
 
 /* Removes a blob and its block list (garbage collection). */
 blob_result_t blobstore_remove(blobstore_t *self, const char *sha256);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define KEY_MAX 192
 
@@ -1051,23 +1052,51 @@ static bool upload_live(void *arg, const char *upload_id)
     return sha_listed(live, upload_id);
 }
 
-int docstore_sweep(docstore_t *self)
+/* Deletes an expired session and its index entry, in one step, if the
+ * session is still at the version read (0: the record is gone already). */
+static const char SESSION_DROP_LUA[] =
+    "if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then "
+    "return 0 end "
+    "redis.call('DEL', KEYS[1]) "
+    "redis.call('ZREM', KEYS[2], ARGV[2]) "
+    "return 1";
+
+static bool session_drop(docstore_t *self, const char *key, uint64_t version, const char *id)
 {
+    redisReply *r = NULL;
+    store_result_t result = store_command(self->store, &r, "EVAL %s 2 %s docstore:uploads %llu %s",
+                                          SESSION_DROP_LUA, key, (unsigned long long)version, id);
+    bool dropped = result == STORE_OK && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (r)
+        freeReplyObject(r);
+    return dropped;
+}
+
+typedef struct {
+    unsigned expired; /* sessions removed */
+    int files;        /* temporary files removed */
+    size_t live;      /* sessions still open */
+} sweep_counts_t;
+
+/* The sweep: every session of docstore:uploads is read; an expired one
+ * goes (record, index entry, temporary file), and the temporary files older
+ * than the time to live that no open session claims go too. uploading
+ * (sorted, may be NULL) gets the SHA-256 each open session announced.
+ * False if Redis could not be read or written (nothing more is removed). */
+static bool sweep_uploads(docstore_t *self, sweep_counts_t *counts, sha_list_t *uploading)
+{
+    memset(counts, 0, sizeof *counts);
     redisReply *r = NULL;
     store_result_t result = store_command(self->store, &r, "ZRANGE docstore:uploads 0 -1");
     if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
         if (r)
             freeReplyObject(r);
-        log_warn("cannot read the uploads in progress: none swept", "{s:s}", "error",
-                 store_last_error(self->store));
-        return -1;
+        return false;
     }
     sha_list_t live = {0};
     char now[TIME_RFC3339_LEN];
     time_now_rfc3339(now);
-    txn_t *txn = txn_new(NULL, NULL, 0);
     bool failed = false;
-    unsigned expired = 0;
     for (size_t i = 0; i < r->elements && !failed; i++) {
         const char *id = r->element[i]->str;
         if (r->element[i]->type != REDIS_REPLY_STRING)
@@ -1083,34 +1112,224 @@ int docstore_sweep(docstore_t *self)
             failed = true;
         } else if (found == READ_FOUND && s->updated_at && strcmp(s->updated_at, now) >= 0) {
             sha_list_add(&live, id, 0);
-        } else {
-            txn_guard(txn, key, version);
-            txn_index_remove(txn, "docstore:uploads", id);
-            expired++;
+            if (uploading && s->n_versions == 1 && blob_sha_valid(s->versions[0]->sha256))
+                sha_list_add(uploading, s->versions[0]->sha256, 0);
+        } else if (session_drop(self, key, version, id)) {
+            /* Its bytes go with it: no one can send the rest any more. */
+            blobstore_upload_remove(self->blobs, id);
+            counts->expired++;
+            log_info("abandoned upload removed", "{s:s, s:s}", "upload", id, "expired_at",
+                     s && s->updated_at ? s->updated_at : "");
         }
         if (s)
             passerelle__document__free_unpacked(s, NULL);
         free(scratch.body);
     }
     freeReplyObject(r);
-    if (!failed && expired) {
-        txn_result_t committed = txn_commit(txn, self->store, NULL, 0, NULL, NULL, NULL);
-        failed = committed != TXN_COMMITTED;
-    }
-    txn_destroy(&txn);
-    int removed = -1;
-    if (!failed && !live.failed) {
+    if (!failed && !live.failed && (!uploading || !uploading->failed)) {
         if (live.count)
             qsort(live.shas, live.count, sizeof *live.shas, sha_compare);
-        removed = (int)blobstore_sweep_uploads(self->blobs, self->upload_ttl_s, upload_live, &live);
-        log_info("abandoned uploads swept", "{s:i, s:i, s:i}", "expired", (int)expired, "files",
-                 removed, "live", (int)live.count);
+        if (uploading && uploading->count)
+            qsort(uploading->shas, uploading->count, sizeof *uploading->shas, sha_compare);
+        counts->files =
+            (int)blobstore_sweep_uploads(self->blobs, self->upload_ttl_s, upload_live, &live);
+        counts->live = live.count;
     } else {
-        log_warn("cannot sweep the abandoned uploads", "{s:s}", "error",
-                 store_last_error(self->store));
+        failed = true;
     }
     free(live.shas);
-    return removed;
+    return !failed;
+}
+
+int docstore_sweep(docstore_t *self)
+{
+    sweep_counts_t counts;
+    if (!sweep_uploads(self, &counts, NULL)) {
+        log_warn("cannot sweep the abandoned uploads", "{s:s}", "error",
+                 store_last_error(self->store));
+        return -1;
+    }
+    log_info("abandoned uploads swept", "{s:i, s:i, s:i}", "expired", (int)counts.expired, "files",
+             counts.files, "live", (int)counts.live);
+    return counts.files;
+}
+
+/* ====================================================================== */
+/* Garbage collection                                                     */
+/* ====================================================================== */
+
+typedef struct {
+    char shas[DOCSTORE_GC_SLICE][BLOB_SHA_HEX];
+    size_t count;
+} gc_slice_t;
+
+static void gc_collect(void *arg, const char *sha, uint64_t size)
+{
+    (void)size;
+    gc_slice_t *slice = arg;
+    if (slice->count < DOCSTORE_GC_SLICE)
+        memcpy(slice->shas[slice->count++], sha, BLOB_SHA_HEX);
+}
+
+/* Runs count commands of argc arguments each (argv: count * argc strings)
+ * as one pipeline; each reply's kind in kinds (REDIS_REPLY_* or -1 on a
+ * failure). False if any failed. */
+static bool gc_pipeline(docstore_t *self, const char **argv, int argc, size_t count, int *kinds)
+{
+    store_cmd_t cmds[DOCSTORE_GC_SLICE];
+    redisReply *replies[DOCSTORE_GC_SLICE];
+    store_result_t results[DOCSTORE_GC_SLICE];
+    memset(cmds, 0, sizeof cmds);
+    memset(replies, 0, sizeof replies);
+    for (size_t i = 0; i < count; i++) {
+        cmds[i].argc = argc;
+        cmds[i].argv = argv + i * (size_t)argc;
+        cmds[i].argv_len = NULL;
+    }
+    store_command_many(self->store, cmds, count, replies, results);
+    bool ok = true;
+    for (size_t i = 0; i < count; i++) {
+        kinds[i] = results[i] == STORE_OK && replies[i] ? replies[i]->type : -1;
+        if (kinds[i] < 0 || kinds[i] == REDIS_REPLY_ERROR)
+            ok = false;
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    }
+    return ok;
+}
+
+/* The next slice of the volume: unreferred blobs become candidates (first
+ * seen now, unless already), referred ones stop being candidates. */
+static bool gc_examine(docstore_t *self, long long now)
+{
+    gc_slice_t *slice = calloc(1, sizeof *slice);
+    if (!slice)
+        return false;
+    bool ok = false;
+    long walked =
+        blobstore_walk(self->blobs, &self->gc_cursor, DOCSTORE_GC_SLICE, gc_collect, slice);
+    if (walked < 0) {
+        log_warn("cannot walk the blobs of the volume", "{s:i}", "folder",
+                 (int)self->gc_cursor.folder);
+        free(slice);
+        return true; /* the volume's trouble, not Redis's: candidates still go */
+    }
+    if (slice->count == 0) {
+        free(slice);
+        return true;
+    }
+    const char *lookups[DOCSTORE_GC_SLICE * 3];
+    int kinds[DOCSTORE_GC_SLICE];
+    for (size_t i = 0; i < slice->count; i++) {
+        lookups[3 * i] = "ZSCORE";
+        lookups[3 * i + 1] = "docstore:blobs";
+        lookups[3 * i + 2] = slice->shas[i];
+    }
+    if (gc_pipeline(self, lookups, 3, slice->count, kinds)) {
+        char first_seen[24];
+        snprintf(first_seen, sizeof first_seen, "%lld", now);
+        const char *changes[DOCSTORE_GC_SLICE * 5];
+        for (size_t i = 0; i < slice->count; i++) {
+            const char **c = changes + 5 * i;
+            if (kinds[i] == REDIS_REPLY_NIL) {
+                c[0] = "ZADD";
+                c[1] = "docstore:gc:candidates";
+                c[2] = "NX";
+                c[3] = first_seen;
+                c[4] = slice->shas[i];
+            } else {
+                /* ZREM with a member twice: harmless, keeps one arity. */
+                c[0] = "ZREM";
+                c[1] = "docstore:gc:candidates";
+                c[2] = slice->shas[i];
+                c[3] = slice->shas[i];
+                c[4] = slice->shas[i];
+            }
+        }
+        ok = gc_pipeline(self, changes, 5, slice->count, kinds);
+    }
+    free(slice);
+    return ok;
+}
+
+/* Removes the candidates past their grace that are still unreferred. */
+static bool gc_collect_due(docstore_t *self, long long now, const sha_list_t *uploading)
+{
+    redisReply *r = NULL;
+    store_result_t result =
+        store_command(self->store, &r, "ZRANGEBYSCORE docstore:gc:candidates -inf %lld LIMIT 0 %d",
+                      now - (long long)self->gc_grace_s, DOCSTORE_GC_SLICE);
+    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
+        if (r)
+            freeReplyObject(r);
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < r->elements && ok; i++) {
+        const char *sha = r->element[i]->str;
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            continue;
+        if (!blob_sha_valid(sha)) {
+            redisReply *z = NULL;
+            if (store_command(self->store, &z, "ZREM docstore:gc:candidates %s", sha) != STORE_OK)
+                ok = false;
+            if (z)
+                freeReplyObject(z);
+            continue;
+        }
+        /* Right before removal: referred to again, or about to be? */
+        redisReply *z = NULL;
+        result = store_command(self->store, &z, "ZSCORE docstore:blobs %s", sha);
+        bool referred = z && z->type != REDIS_REPLY_NIL;
+        if (result != STORE_OK || (z && z->type == REDIS_REPLY_ERROR)) {
+            if (z)
+                freeReplyObject(z);
+            ok = false;
+            break;
+        }
+        freeReplyObject(z);
+        if (sha_listed(uploading, sha))
+            continue; /* an upload of these bytes is open: wait for its end */
+        if (!referred) {
+            uint64_t size = 0;
+            blob_result_t present = blobstore_size(self->blobs, sha, &size);
+            if (present != BLOB_OK && present != BLOB_MISSING)
+                continue; /* cannot tell: kept as a candidate */
+            if (present == BLOB_OK && blobstore_remove(self->blobs, sha) != BLOB_OK) {
+                log_warn("cannot remove an unreferred blob", "{s:s}", "sha256", sha);
+                continue; /* kept as a candidate: tried again next tick */
+            }
+            if (present == BLOB_OK)
+                log_info("unreferred blob removed", "{s:s, s:I, s:i}", "sha256", sha, "size",
+                         (json_int_t)size, "grace_s", (int)self->gc_grace_s);
+        }
+        z = NULL;
+        if (store_command(self->store, &z, "ZREM docstore:gc:candidates %s", sha) != STORE_OK)
+            ok = false;
+        if (z)
+            freeReplyObject(z);
+    }
+    freeReplyObject(r);
+    return ok;
+}
+
+void docstore_tick(void *ctx)
+{
+    docstore_t *self = ctx;
+    sweep_counts_t counts;
+    sha_list_t uploading = {0};
+    long long now = (long long)time(NULL);
+    bool ok = sweep_uploads(self, &counts, &uploading) && gc_examine(self, now) &&
+              gc_collect_due(self, now, &uploading);
+    free(uploading.shas);
+    if (!ok && !self->tick_failing)
+        log_warn("housekeeping cannot reach the store: retried every tick", "{s:s}", "error",
+                 store_last_error(self->store));
+    else if (ok && self->tick_failing)
+        log_info("housekeeping reaches the store again", NULL);
+    self->tick_failing = !ok;
+    if (ok && counts.files > 0)
+        log_info("temporary files of abandoned uploads removed", "{s:i}", "files", counts.files);
 }
 
 /* ====================================================================== */

@@ -6,7 +6,7 @@
  * (a pwrite of the same bytes at the same offset; a commit of an upload
  * whose blob is already in place), and commits one transaction.
  *
- * Redis keys, each written only through commit.lua except the last:
+ * Redis keys, each written only through commit.lua except the last two:
  *   docstore:document:<F id>          Document (record version = its version)
  *   docstore:upload:<L id>            an upload session, kept as a Document:
  *       id = the document it adds a version to ("" for a new one; the
@@ -26,7 +26,13 @@
  *   docstore:events                   the event stream; docstore:idem:* the
  *                                     idempotency records (server)
  *   docstore:corrupt                  (a set, SADD on a failed read or fsck)
- *                                     blobs found corrupt */
+ *                                     blobs found corrupt
+ *   docstore:gc:candidates            blobs on the volume no version refers
+ *                                     to (sorted set: SHA-256 -> Unix time
+ *                                     first seen so), the garbage collector's
+ *                                     (docstore_tick), written directly
+ * The sweep of abandoned uploads deletes a session and its index entry with
+ * a guarded script of its own (commit.lua has no delete). */
 #ifndef DOCSTORE_DOCS_H
 #define DOCSTORE_DOCS_H
 
@@ -34,6 +40,7 @@
 #include "server.h"
 #include "store.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +52,9 @@
 #define DOCSTORE_UPLOAD_TTL_DEFAULT  3600
 #define DOCSTORE_PAGE_DEFAULT        50
 #define DOCSTORE_PAGE_MAX            200
+#define DOCSTORE_TICK_MS_DEFAULT     10000
+#define DOCSTORE_GC_GRACE_DEFAULT    86400
+#define DOCSTORE_GC_SLICE            256 /* blobs examined per tick */
 
 /* What every handler is handed as ctx; store and blobs are borrowed. */
 typedef struct {
@@ -53,6 +63,10 @@ typedef struct {
     uint64_t max_bytes;    /* largest document accepted */
     unsigned max_uploads;  /* uploads in progress at once */
     unsigned upload_ttl_s; /* an upload idle that long is abandoned */
+    unsigned gc_grace_s;   /* a blob unreferred to that long is removed */
+    /* The housekeeping's own state (docstore_tick); zero to start. */
+    blob_cursor_t gc_cursor;
+    bool tick_failing; /* the last tick could not reach Redis (logged once) */
 } docstore_t;
 
 extern const route_t docstore_routes[];
@@ -63,6 +77,22 @@ extern const size_t docstore_route_count;
  * that no live session claims are deleted. Returns how many files were
  * removed, or -1 if Redis could not be read (nothing is removed then). */
 int docstore_sweep(docstore_t *self);
+
+/* Housekeeping, for server_config_t.tick (so in the server's thread,
+ * between batches: no handler runs meanwhile). Sweeps the abandoned uploads
+ * as docstore_sweep does (an expired session, its index entry and its
+ * temporary file go), then runs the garbage collector one slice:
+ *   - the next DOCSTORE_GC_SLICE blobs of the volume (blobstore_walk) are
+ *     looked up in docstore:blobs; one no version refers to enters
+ *     docstore:gc:candidates with the time it was first seen so, one
+ *     referred to again (the same bytes uploaded anew) leaves it;
+ *   - candidates first seen more than gc_grace_s ago are removed from the
+ *     volume (logged at info with their size), unless, checked right
+ *     before, a version refers to them again or an upload in progress
+ *     announced their SHA-256.
+ * A version's blob is never removed, withdrawn or not: docstore:blobs only
+ * grows. Does nothing (logged once) while Redis is unreachable. */
+void docstore_tick(void *ctx);
 
 void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply);

@@ -12,7 +12,12 @@
  *                                    (0: the volume's free space)
  *   PASSERELLE_DOCSTORE_MAX_UPLOADS  uploads in progress at once (16)
  *   PASSERELLE_DOCSTORE_UPLOAD_TTL_S an upload idle that long is abandoned
- *                                    and removed (3600) */
+ *                                    and removed (3600)
+ *   PASSERELLE_DOCSTORE_TICK_MS      housekeeping period: sweep of the
+ *                                    abandoned uploads, one slice of
+ *                                    garbage collection (10000)
+ *   PASSERELLE_DOCSTORE_GC_GRACE_S   a blob no version refers to is removed
+ *                                    that long after first seen so (86400) */
 #include "blobs.h"
 #include "config.h"
 #include "docs.h"
@@ -31,14 +36,18 @@ int main(void)
 {
     log_init("docstore");
 
-    long max_bytes = 0, quota_bytes = 0, max_uploads = 0, ttl_s = 0;
+    long max_bytes = 0, quota_bytes = 0, max_uploads = 0, ttl_s = 0, tick_ms = 0, grace_s = 0;
     if (!config_int("PASSERELLE_DOCSTORE_MAX_BYTES", (long)DOCSTORE_MAX_BYTES_DEFAULT, 0,
                     (long)1 << 50, &max_bytes) ||
         !config_int("PASSERELLE_DOCSTORE_QUOTA_BYTES", 0, 0, (long)1 << 60, &quota_bytes) ||
         !config_int("PASSERELLE_DOCSTORE_MAX_UPLOADS", DOCSTORE_MAX_UPLOADS_DEFAULT, 1, 100000,
                     &max_uploads) ||
         !config_int("PASSERELLE_DOCSTORE_UPLOAD_TTL_S", DOCSTORE_UPLOAD_TTL_DEFAULT, 1, 30L * 86400,
-                    &ttl_s))
+                    &ttl_s) ||
+        !config_int("PASSERELLE_DOCSTORE_TICK_MS", DOCSTORE_TICK_MS_DEFAULT, 10, 3600L * 1000,
+                    &tick_ms) ||
+        !config_int("PASSERELLE_DOCSTORE_GC_GRACE_S", DOCSTORE_GC_GRACE_DEFAULT, 0, 365L * 86400,
+                    &grace_s))
         return 1;
     const char *dir = config_str("PASSERELLE_DOCSTORE_DIR", "./var/docstore");
 
@@ -71,6 +80,7 @@ int main(void)
         .max_bytes = (uint64_t)max_bytes,
         .max_uploads = (unsigned)max_uploads,
         .upload_ttl_s = (unsigned)ttl_s,
+        .gc_grace_s = (unsigned)grace_s,
     };
     /* Uploads a crash or a client left behind; if Redis is down now, they
      * wait for the next start (they only cost space meanwhile). */
@@ -83,6 +93,8 @@ int main(void)
     server_cfg.ctx = &docstore;
     server_cfg.store = store;
     server_cfg.stream = DOCSTORE_STREAM;
+    server_cfg.tick = docstore_tick;
+    server_cfg.tick_ms = (int)tick_ms;
 
     server_t *server = server_new(&server_cfg);
     if (!server) {
@@ -91,8 +103,9 @@ int main(void)
         blobstore_destroy(&blobs);
         return 1;
     }
-    log_info("document volume", "{s:s, s:I, s:I}", "dir", dir, "max_bytes", (json_int_t)max_bytes,
-             "quota_bytes", (json_int_t)quota_bytes);
+    log_info("document volume", "{s:s, s:I, s:I, s:i, s:i}", "dir", dir, "max_bytes",
+             (json_int_t)max_bytes, "quota_bytes", (json_int_t)quota_bytes, "tick_ms", (int)tick_ms,
+             "gc_grace_s", (int)grace_s);
     server_wait_for_signal(server);
     server_destroy(&server);
     store_destroy(&store);

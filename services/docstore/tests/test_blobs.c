@@ -718,6 +718,70 @@ static void test_each_and_remove(void **state)
     blobstore_destroy(&store);
 }
 
+typedef struct {
+    unsigned count;
+    char seen[16][BLOB_SHA_HEX];
+} walk_t;
+
+static void walked(void *arg, const char *sha256, uint64_t size)
+{
+    walk_t *walk = arg;
+    assert_int_equal(size, 3);
+    assert_true(walk->count < 16);
+    memcpy(walk->seen[walk->count++], sha256, BLOB_SHA_HEX);
+}
+
+/* The walk a slice at a time: every blob once per pass, in order, with
+ * folders holding more than a slice resumed where they stopped. */
+static void test_walk(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX];
+    blobstore_t *store = new_store("walk", 0, dir);
+    const char *prefixes[9] = {"00", "00", "00", "ab", "ab", "ab", "ab", "ab", "ff"};
+    char names[9][BLOB_SHA_HEX];
+    for (int i = 0; i < 9; i++) {
+        snprintf(names[i], BLOB_SHA_HEX, "%s%062d", prefixes[i], 8 - i);
+        pathf(path, "%s/blobs/%s", dir, prefixes[i]);
+        mkdir(path, 0755);
+        pathf(path, "%s/blobs/%s/%s", dir, prefixes[i], names[i]);
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs("abc", f);
+        fclose(f);
+    }
+    /* Not blobs: a block list, a stray name. */
+    pathf(path, "%s/blobs/ab/%s.blocks", dir, names[3]);
+    fclose(fopen(path, "w"));
+    pathf(path, "%s/blobs/ab/stray", dir);
+    fclose(fopen(path, "w"));
+
+    blob_cursor_t cursor;
+    memset(&cursor, 0, sizeof cursor);
+    walk_t walk = {0};
+    for (int calls = 0; cursor.passes == 0; calls++) {
+        assert_true(calls < 20);
+        long n = blobstore_walk(store, &cursor, 2, walked, &walk);
+        assert_true(n >= 0 && n <= 2);
+    }
+    assert_int_equal(walk.count, 9);
+    for (unsigned i = 1; i < walk.count; i++)
+        assert_true(strcmp(walk.seen[i - 1], walk.seen[i]) < 0);
+    for (int i = 0; i < 9; i++) {
+        bool found = false;
+        for (unsigned j = 0; j < walk.count; j++)
+            found = found || strcmp(walk.seen[j], names[i]) == 0;
+        assert_true(found);
+    }
+    /* Next pass, from the start, all in one slice. */
+    memset(&walk, 0, sizeof walk);
+    assert_int_equal(blobstore_walk(store, &cursor, 100, walked, &walk), 9);
+    assert_int_equal(cursor.passes, 2);
+    assert_string_equal(walk.seen[0], names[2]);
+    assert_int_equal(blobstore_walk(store, &cursor, 0, walked, &walk), 0);
+    blobstore_destroy(&store);
+}
+
 static void test_sha_valid(void **state)
 {
     (void)state;
@@ -752,7 +816,8 @@ int main(void)
         cmocka_unit_test(test_mismatch),           cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_missing_block_list), cmocka_unit_test(test_quota),
         cmocka_unit_test(test_full_filesystem),    cmocka_unit_test(test_sweep),
-        cmocka_unit_test(test_each_and_remove),    cmocka_unit_test(test_sha_valid),
+        cmocka_unit_test(test_each_and_remove),    cmocka_unit_test(test_walk),
+        cmocka_unit_test(test_sha_valid),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
