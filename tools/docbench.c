@@ -4,12 +4,13 @@
  * Every figure is set against a bare limit measured in the same run, on the
  * same volume, with the same bytes:
  *   - put: the bare limit writes the bytes to a new file in chunks of the
- *     service's chunk size (BLOB_BLOCK_SIZE), hashing them (SHA-256,
- *     libsodium) in the same pass, then fsync, close, rename to its SHA-256
- *     name and fsync of the destination folder: the least a durable,
- *     content-addressed write costs. Passerelle's put is what `passerelle
- *     docs put` does: SHA-256 of the file on the client, upload.begin, one
- *     upload.chunk at a time of chunk_max bytes, upload.commit.
+ *     service's chunk size (BLOB_BLOCK_SIZE), hashing them (SHA-256 of
+ *     common/sha256.c, as the service and the client hash) in the same
+ *     pass, then fsync, close, rename to its SHA-256 name and fsync of the
+ *     destination folder: the least a durable, content-addressed write
+ *     costs. Passerelle's put is what `passerelle docs put` does: SHA-256
+ *     of the file on the client, upload.begin, one upload.chunk at a time
+ *     of chunk_max bytes, upload.commit.
  *   - get: the bare limit is a plain read(2), in chunks of the same size, of
  *     the blob file the service itself stored for those bytes. Passerelle's
  *     get is what `passerelle docs get` does, document.read by 1 MiB ranges,
@@ -41,6 +42,7 @@
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
 #include "log.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -268,9 +270,8 @@ static void bytes_fill(uint64_t seed, uint8_t *buf, size_t len)
 
 static void sha_hex(const uint8_t *data, size_t len, char hex[65])
 {
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(digest, data, len);
-    sodium_bin2hex(hex, 65, digest, sizeof digest);
+    if (sha256_hex(data, len, hex) < 0)
+        snprintf(hex, 65, "(SHA-256 failed)");
 }
 
 /* ====================================================================== */
@@ -327,24 +328,33 @@ static int bare_put(bare_t *bare, const char *name, const uint8_t *data, size_t 
                 strerror(errno));
         return -1;
     }
-    crypto_hash_sha256_state state;
-    crypto_hash_sha256_init(&state);
+    sha256_t *hash = sha256_new();
+    if (!hash) {
+        fprintf(stderr, "passerelle-docbench: bare put: SHA-256 unavailable\n");
+        close(fd);
+        return -1;
+    }
     for (size_t offset = 0; offset < size;) {
         size_t len = size - offset < CHUNK_BYTES ? size - offset : CHUNK_BYTES;
         ssize_t wrote = write(fd, data + offset, len);
         if (wrote <= 0) {
             fprintf(stderr, "passerelle-docbench: bare put: write %s: %s\n", tmp,
                     wrote < 0 ? strerror(errno) : "nothing written");
+            sha256_destroy(&hash);
             close(fd);
             return -1;
         }
-        crypto_hash_sha256_update(&state, data + offset, (unsigned long long)wrote);
+        sha256_update(hash, data + offset, (size_t)wrote);
         offset += (size_t)wrote;
     }
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    char hex[65];
-    crypto_hash_sha256_final(&state, digest);
-    sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+    char hex[SHA256_HEX_LEN];
+    int hashed = sha256_final_hex(hash, hex);
+    sha256_destroy(&hash);
+    if (hashed < 0) {
+        fprintf(stderr, "passerelle-docbench: bare put: SHA-256 of %s failed\n", tmp);
+        close(fd);
+        return -1;
+    }
     snprintf(final, sizeof final, "%s/%s", bare->blobs_dir, hex);
     if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, final) != 0 || fsync(bare->blobs_fd) != 0) {
         fprintf(stderr, "passerelle-docbench: bare put: %s: %s\n", final, strerror(errno));
@@ -514,8 +524,11 @@ static int service_put(client_t *client, const char *name, const uint8_t *data, 
  * are not kept. 0 or -1. */
 static int service_get(client_t *client, const stored_t *doc)
 {
-    crypto_hash_sha256_state state;
-    crypto_hash_sha256_init(&state);
+    sha256_t *hash = sha256_new();
+    if (!hash) {
+        fprintf(stderr, "passerelle-docbench: document.read %s: SHA-256 unavailable\n", doc->id);
+        return -1;
+    }
     uint64_t done = 0, size = 0;
     uint32_t version = 0;
     char expected[65] = "";
@@ -533,8 +546,10 @@ static int service_get(client_t *client, const stored_t *doc)
         req.length = READ_LENGTH;
         Passerelle__DocumentReadReply *reply = (Passerelle__DocumentReadReply *)call_ok(
             client, "document.read", &req.base, &passerelle__document_read_reply__descriptor);
-        if (!reply)
-            return -1;
+        if (!reply) {
+            rc = -1;
+            break;
+        }
         if (first) {
             version = reply->version;
             size = reply->size;
@@ -549,17 +564,17 @@ static int service_get(client_t *client, const stored_t *doc)
                     (unsigned long long)reply->offset, reply->version);
             rc = -1;
         } else {
-            crypto_hash_sha256_update(&state, reply->data.data, reply->data.len);
+            sha256_update(hash, reply->data.data, reply->data.len);
             done += reply->data.len;
         }
         protobuf_c_message_free_unpacked(&reply->base, NULL);
     }
+    char got[SHA256_HEX_LEN];
+    if (rc == 0 && sha256_final_hex(hash, got) < 0)
+        snprintf(got, sizeof got, "(SHA-256 failed)");
+    sha256_destroy(&hash);
     if (rc != 0)
         return rc;
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    char got[65];
-    crypto_hash_sha256_final(&state, digest);
-    sodium_bin2hex(got, sizeof got, digest, sizeof digest);
     if (done != doc->size || size != doc->size || strcmp(got, expected) != 0 ||
         strcmp(got, doc->sha) != 0) {
         fprintf(stderr,

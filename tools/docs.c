@@ -25,6 +25,7 @@
 #include "envelope.pb-c.h"
 #include "identity.h"
 #include "pbjson.h"
+#include "sha256.h"
 #include "status.h"
 
 #include <ctype.h>
@@ -567,8 +568,12 @@ static int hash_file(int fd, uint64_t size, char hex[65])
     unsigned char *buf = malloc(HASH_BUFFER);
     if (!buf)
         return -1;
-    crypto_hash_sha256_state state;
-    crypto_hash_sha256_init(&state);
+    sha256_t *hash = sha256_new();
+    if (!hash) {
+        free(buf);
+        errno = ENOMEM;
+        return -1;
+    }
     uint64_t offset = 0;
     while (offset < size) {
         size_t want = size - offset < HASH_BUFFER ? (size_t)(size - offset) : HASH_BUFFER;
@@ -576,17 +581,19 @@ static int hash_file(int fd, uint64_t size, char hex[65])
         if (got <= 0) {
             if (got == 0)
                 errno = EIO; /* the file shrank under us */
+            sha256_destroy(&hash);
             free(buf);
             return -1;
         }
-        crypto_hash_sha256_update(&state, buf, (unsigned long long)got);
+        sha256_update(hash, buf, (size_t)got);
         offset += (uint64_t)got;
     }
     free(buf);
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_final(&state, digest);
-    sodium_bin2hex(hex, 65, digest, sizeof digest);
-    return 0;
+    int rc = sha256_final_hex(hash, hex);
+    sha256_destroy(&hash);
+    if (rc < 0)
+        errno = EIO;
+    return rc;
 }
 
 /* Fills the begin request from the flags. Returns 0 or EXIT_USAGE. */
@@ -812,7 +819,7 @@ typedef struct {
     FILE *out; /* the temporary file, or stdout */
     char temp_path[PATH_MAX];
     bool to_stdout;
-    crypto_hash_sha256_state hash;
+    sha256_t *hash; /* of the bytes written so far */
     uint64_t written;
 } download_t;
 
@@ -823,7 +830,7 @@ static int download_write(download_t *d, const ProtobufCBinaryData *data)
                 d->to_stdout ? "standard output" : d->temp_path, strerror(errno));
         return EXIT_REPLY_ERROR;
     }
-    crypto_hash_sha256_update(&d->hash, data->data, data->len);
+    sha256_update(d->hash, data->data, data->len);
     d->written += data->len;
     return 0;
 }
@@ -941,7 +948,12 @@ static int run_get(docs_ctx_t *ctx)
 
     download_t d;
     memset(&d, 0, sizeof d);
-    crypto_hash_sha256_init(&d.hash);
+    d.hash = sha256_new();
+    if (!d.hash) {
+        protobuf_c_message_free_unpacked(&first->base, NULL);
+        fprintf(stderr, "error: SHA-256 unavailable (out of memory or no OpenSSL provider)\n");
+        return EXIT_REPLY_ERROR;
+    }
     char *default_name = NULL;
     if (target && strcmp(target, "-") == 0) {
         d.to_stdout = true;
@@ -989,10 +1001,9 @@ static int run_get(docs_ctx_t *ctx)
         fputc('\n', stderr);
 
     if (rc == 0) {
-        unsigned char digest[crypto_hash_sha256_BYTES];
-        char got[65];
-        crypto_hash_sha256_final(&d.hash, digest);
-        sodium_bin2hex(got, sizeof got, digest, sizeof digest);
+        char got[SHA256_HEX_LEN];
+        if (sha256_final_hex(d.hash, got) < 0)
+            snprintf(got, sizeof got, "(SHA-256 failed)");
         if (d.written != size || strcmp(got, expected) != 0) {
             fprintf(stderr,
                     "error: DATA_LOSS: version %u of %s arrived as %llu bytes with SHA-256 %s, "
@@ -1030,6 +1041,7 @@ static int run_get(docs_ctx_t *ctx)
     else if (!d.to_stdout)
         fprintf(stderr, "%s: version %u, %llu bytes, sha256 %s\n", target, number,
                 (unsigned long long)size, expected);
+    sha256_destroy(&d.hash);
     free(default_name);
     return rc;
 }

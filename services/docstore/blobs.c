@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
+#include "sha256.h"
 
 #define BLOCK_LINE    65 /* 64 hex digits + '\n' */
 #define UPLOAD_ID_MAX 40
@@ -43,6 +43,8 @@ struct blobstore_t {
     uint64_t quota_bytes;
     uint64_t used_bytes;
     unsigned char *scratch; /* BLOB_BLOCK_SIZE bytes */
+    sha256_t *whole_hash;   /* a whole blob's, during commit and verify */
+    sha256_t *block_hash;   /* one block's */
 };
 
 /* =========================================================================
@@ -124,11 +126,6 @@ static bool blob_path(blobstore_t *self, const char *sha, const char *suffix, ch
     if (!blob_dir_path(self, sha, sub))
         return false;
     return join_path(path, sub, sha, suffix);
-}
-
-static void hex_encode(const unsigned char raw[crypto_hash_sha256_BYTES], char hex[BLOB_SHA_HEX])
-{
-    sodium_bin2hex(hex, BLOB_SHA_HEX, raw, crypto_hash_sha256_BYTES);
 }
 
 static int make_dir(const char *path)
@@ -236,8 +233,10 @@ blobstore_t *blobstore_new(const char *dir, uint64_t quota_bytes, char *err, siz
         set_err(err, err_size, "out of memory");
         goto fail;
     }
-    if (sodium_init() < 0) {
-        set_err(err, err_size, "libsodium failed to initialise");
+    self->whole_hash = sha256_new();
+    self->block_hash = sha256_new();
+    if (!self->whole_hash || !self->block_hash) {
+        set_err(err, err_size, "SHA-256 unavailable: out of memory or no OpenSSL provider");
         goto fail;
     }
     if (make_dir(dir) < 0) {
@@ -279,6 +278,8 @@ void blobstore_destroy(blobstore_t **self_p)
     free(self->blobs_dir);
     free(self->tmp_dir);
     free(self->scratch);
+    sha256_destroy(&self->whole_hash);
+    sha256_destroy(&self->block_hash);
     free(self);
     *self_p = NULL;
 }
@@ -507,8 +508,7 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
     }
 
     /* One pass: the whole file's hash and each block's, side by side. */
-    crypto_hash_sha256_state whole;
-    crypto_hash_sha256_init(&whole);
+    sha256_reset(self->whole_hash);
     uint64_t offset = 0, block = 0;
     while (offset < size) {
         size_t want = size - offset < BLOB_BLOCK_SIZE ? (size_t)(size - offset) : BLOB_BLOCK_SIZE;
@@ -520,11 +520,15 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
             commit_abort(self, upload_id, fd, blocks_fd);
             return rc;
         }
-        crypto_hash_sha256_update(&whole, self->scratch, want);
-        unsigned char raw[crypto_hash_sha256_BYTES];
+        sha256_update(self->whole_hash, self->scratch, want);
+        sha256_update(self->block_hash, self->scratch, want);
         char line[BLOCK_LINE + 1];
-        crypto_hash_sha256(raw, self->scratch, want);
-        hex_encode(raw, line);
+        if (sha256_final_hex(self->block_hash, line) < 0) {
+            set_err(err, err_size, "upload %s: SHA-256 of block %llu failed", upload_id,
+                    (unsigned long long)block);
+            commit_abort(self, upload_id, fd, blocks_fd);
+            return BLOB_IO;
+        }
         line[64] = '\n';
         if (pwrite_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE) < 0) {
             rc = sys_fail(errno, err, err_size, "write block list for upload", upload_id);
@@ -534,10 +538,12 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
         offset += want;
         block++;
     }
-    unsigned char raw[crypto_hash_sha256_BYTES];
     char sha[BLOB_SHA_HEX];
-    crypto_hash_sha256_final(&whole, raw);
-    hex_encode(raw, sha);
+    if (sha256_final_hex(self->whole_hash, sha) < 0) {
+        set_err(err, err_size, "upload %s: SHA-256 failed", upload_id);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return BLOB_IO;
+    }
     if (strcmp(sha, expected_sha256) != 0) {
         set_err(err, err_size, "upload %s has SHA-256 %s, expected %s", upload_id, sha,
                 expected_sha256);
@@ -697,17 +703,21 @@ static blob_result_t open_blob(blobstore_t *self, const char *sha256, int *fd_ou
 }
 
 /* Checks len bytes of block `block` (in data) against the block list. */
-static blob_result_t check_block(int blocks_fd, const char *sha256, uint64_t block,
-                                 const unsigned char *data, size_t len, char *err, size_t err_size)
+static blob_result_t check_block(blobstore_t *self, int blocks_fd, const char *sha256,
+                                 uint64_t block, const unsigned char *data, size_t len, char *err,
+                                 size_t err_size)
 {
     char line[BLOCK_LINE + 1];
     ssize_t got = pread_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE);
     if (got < 0)
         return sys_fail(errno, err, err_size, "read block list of blob", sha256);
-    unsigned char raw[crypto_hash_sha256_BYTES];
     char hex[BLOB_SHA_HEX];
-    crypto_hash_sha256(raw, data, len);
-    hex_encode(raw, hex);
+    sha256_update(self->block_hash, data, len);
+    if (sha256_final_hex(self->block_hash, hex) < 0) {
+        set_err(err, err_size, "blob %s: SHA-256 of block %llu failed", sha256,
+                (unsigned long long)block);
+        return BLOB_IO;
+    }
     if (got != BLOCK_LINE || memcmp(line, hex, 64) != 0) {
         set_err(err, err_size, "blob %s: block %llu (bytes %llu-%llu) does not match its hash",
                 sha256, (unsigned long long)block, (unsigned long long)(block * BLOB_BLOCK_SIZE),
@@ -759,7 +769,7 @@ blob_result_t blobstore_read(blobstore_t *self, const char *sha256, uint64_t off
             rc = BLOB_CORRUPT;
             break;
         }
-        rc = check_block(blocks_fd, sha256, block, dst, block_len, err, err_size);
+        rc = check_block(self, blocks_fd, sha256, block, dst, block_len, err, err_size);
         if (rc != BLOB_OK)
             break;
         if (!whole)
@@ -802,8 +812,7 @@ blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *
     blob_result_t rc = open_blob(self, sha256, &fd, &blocks_fd, &blob_size, err, err_size);
     if (rc != BLOB_OK)
         return rc;
-    crypto_hash_sha256_state whole;
-    crypto_hash_sha256_init(&whole);
+    sha256_reset(self->whole_hash);
     for (uint64_t offset = 0, block = 0; offset < blob_size; offset += BLOB_BLOCK_SIZE, block++) {
         size_t want =
             blob_size - offset < BLOB_BLOCK_SIZE ? (size_t)(blob_size - offset) : BLOB_BLOCK_SIZE;
@@ -818,8 +827,8 @@ blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *
             rc = BLOB_CORRUPT;
             break;
         }
-        crypto_hash_sha256_update(&whole, self->scratch, want);
-        rc = check_block(blocks_fd, sha256, block, self->scratch, want, err, err_size);
+        sha256_update(self->whole_hash, self->scratch, want);
+        rc = check_block(self, blocks_fd, sha256, block, self->scratch, want, err, err_size);
         if (rc != BLOB_OK)
             break;
     }
@@ -827,10 +836,11 @@ blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *
     close(blocks_fd);
     if (rc != BLOB_OK)
         return rc;
-    unsigned char raw[crypto_hash_sha256_BYTES];
     char hex[BLOB_SHA_HEX];
-    crypto_hash_sha256_final(&whole, raw);
-    hex_encode(raw, hex);
+    if (sha256_final_hex(self->whole_hash, hex) < 0) {
+        set_err(err, err_size, "blob %s: SHA-256 failed", sha256);
+        return BLOB_IO;
+    }
     if (strcmp(hex, sha256) != 0) {
         set_err(err, err_size, "blob %s: content hashes to %s", sha256, hex);
         return BLOB_CORRUPT;
