@@ -28,6 +28,7 @@
 #include "eventlog.h"
 #include "ids.h"
 #include "log.h"
+#include "sha256.h"
 
 #include <czmq.h>
 #include <errno.h>
@@ -35,7 +36,6 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
-#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +77,7 @@ struct server_t {
     int port;
     char endpoint[256];
     int64_t started_ms;
+    sha256_t *hasher; /* request fingerprints, server thread only */
     /* Group commit: the requests of the batch in flight and their commits,
      * used by the actor only. */
     struct slot_t *slots;
@@ -386,17 +387,17 @@ static void outcome_error(outcome_t *out, status_t status, const char *field, co
 
 /* SHA-256 of type, a NUL, and the body, in hex: the same key sent with
  * another request is then told apart from a retry. */
-static void server_fingerprint(const char *type, const uint8_t *body, size_t body_len,
-                               char out[crypto_hash_sha256_BYTES * 2 + 1])
+/* Every write's body is hashed (a document chunk is a megabyte): the
+ * server's own SHA-256 object, which uses the CPU's SHA instructions. */
+static void server_fingerprint(server_t *self, const char *type, const uint8_t *body,
+                               size_t body_len, char out[SHA256_HEX_LEN])
 {
-    crypto_hash_sha256_state state;
-    unsigned char digest[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256_init(&state);
-    crypto_hash_sha256_update(&state, (const unsigned char *)type, strlen(type) + 1);
+    sha256_reset(self->hasher);
+    sha256_update(self->hasher, type, strlen(type) + 1);
     if (body_len)
-        crypto_hash_sha256_update(&state, body, body_len);
-    crypto_hash_sha256_final(&state, digest);
-    sodium_bin2hex(out, crypto_hash_sha256_BYTES * 2 + 1, digest, sizeof digest);
+        sha256_update(self->hasher, body, body_len);
+    if (sha256_final_hex(self->hasher, out) != 0)
+        out[0] = '\0'; /* no fingerprint: a reused key is then not told apart */
 }
 
 static bool idempotency_key_valid(const char *key)
@@ -436,7 +437,7 @@ typedef struct slot_t {
     void *ctx;
     call_t call;
     char idem_key[512];
-    char fingerprint[crypto_hash_sha256_BYTES * 2 + 1];
+    char fingerprint[SHA256_HEX_LEN];
     ProtobufCMessage *request; /* the unpacked body, kept for re-runs */
     int stale_runs;            /* stale commits not caused by its own batch */
 } slot_t;
@@ -534,7 +535,7 @@ static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, si
          * see each other's replies. */
         snprintf(idem_key, sizeof slot->idem_key, "%s:idem:%s:%s", self->service,
                  out->caller.key[0] ? out->caller.key : out->caller.name, req->idempotency_key);
-        server_fingerprint(req->type, body, body_len, fingerprint);
+        server_fingerprint(self, req->type, body, body_len, fingerprint);
         call.idempotency_key = idem_key;
         call.fingerprint = fingerprint;
     }
@@ -1092,6 +1093,7 @@ static void server_free(server_t *self)
     free(self->slots);
     free(self->items);
     free(self->lookups);
+    sha256_destroy(&self->hasher);
     keydir_destroy(&self->keydir);
     zcert_destroy(&self->cert);
     free(self->service);
@@ -1128,7 +1130,8 @@ server_t *server_new(const server_config_t *cfg)
     self->slots = calloc(SERVER_BATCH_MAX, sizeof *self->slots);
     self->items = calloc(SERVER_BATCH_MAX, sizeof *self->items);
     self->lookups = calloc(SERVER_BATCH_MAX, sizeof *self->lookups);
-    if (!self->slots || !self->items || !self->lookups) {
+    self->hasher = sha256_new();
+    if (!self->slots || !self->items || !self->lookups || !self->hasher) {
         server_free(self);
         return NULL;
     }
