@@ -826,3 +826,127 @@ int harness_events_count_units(const harness_events_t *events, const char *type,
     }
     return count;
 }
+
+/* --- running the CLI ------------------------------------------------------- */
+
+void harness_cli_init(harness_cli_t *cli, const char *out_dir, const char *cwd, int deadline_ms)
+{
+    memset(cli, 0, sizeof *cli);
+    snprintf(cli->binary, sizeof cli->binary, "%s", harness_bin("tools/passerelle"));
+    snprintf(cli->out_dir, sizeof cli->out_dir, "%s", out_dir);
+    snprintf(cli->cwd, sizeof cli->cwd, "%s", cwd ? cwd : "");
+    cli->deadline_ms = deadline_ms;
+}
+
+char *harness_file_read(const char *path, size_t *len_out)
+{
+    if (len_out)
+        *len_out = 0;
+    FILE *file = fopen(path, "rb");
+    if (!file)
+        return strdup("");
+    fseek(file, 0, SEEK_END);
+    long size = ftell(file);
+    fseek(file, 0, SEEK_SET);
+    char *text = calloc(1, (size_t)(size > 0 ? size : 0) + 1);
+    if (size > 0 && fread(text, 1, (size_t)size, file) != (size_t)size)
+        text[0] = '\0';
+    else if (len_out && size > 0)
+        *len_out = (size_t)size;
+    fclose(file);
+    return text;
+}
+
+/* In the child: output to the files, the folder, the environment, exec. */
+static void cli_exec(const harness_cli_t *cli, const char *out_path, const char *err_path,
+                     const char *const *env, const char *const *argv)
+{
+    int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (out < 0 || err < 0 || (cli->cwd[0] && chdir(cli->cwd) != 0))
+        _exit(127);
+    dup2(out, STDOUT_FILENO);
+    dup2(err, STDERR_FILENO);
+    close(out);
+    close(err);
+    /* The test's own environment must not leak into what is tested. */
+    unsetenv("PASSERELLE_RESERVATIONS_ENDPOINT");
+    unsetenv("PASSERELLE_DOCSTORE_ENDPOINT");
+    unsetenv("PASSERELLE_KEYS_DIR");
+    unsetenv("PASSERELLE_CLIENT");
+    unsetenv("PASSERELLE_INSECURE");
+    for (int i = 0; env && env[i]; i++)
+        putenv((char *)env[i]);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+}
+
+harness_run_t harness_run_cli(const harness_cli_t *cli, const char *const *env, const char *first,
+                              ...)
+{
+    const char *argv[HARNESS_CLI_MAX_ARGS + 2];
+    int argc = 0;
+    argv[argc++] = cli->binary;
+    va_list args;
+    va_start(args, first);
+    for (const char *arg = first; arg && argc <= HARNESS_CLI_MAX_ARGS;
+         arg = va_arg(args, const char *))
+        argv[argc++] = arg;
+    va_end(args);
+    argv[argc] = NULL;
+
+    char out_path[1024], err_path[1024];
+    snprintf(out_path, sizeof out_path, "%s/cli.out", cli->out_dir);
+    snprintf(err_path, sizeof err_path, "%s/cli.err", cli->out_dir);
+    harness_run_t run = {-1, NULL, NULL};
+    pid_t pid = fork_child();
+    if (pid == 0)
+        cli_exec(cli, out_path, err_path, env, argv);
+    assert_true(pid > 0);
+    int status = wait_for_exit(pid, cli->deadline_ms);
+    if (status == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    run.out = harness_file_read(out_path, NULL);
+    run.err = harness_file_read(err_path, NULL);
+    if (getenv("PASSERELLE_TEST_VERBOSE"))
+        fprintf(stderr, "[cli %s ...] exit %d\n--- stdout\n%s--- stderr\n%s", first ? first : "",
+                run.exit_code, run.out, run.err);
+    return run;
+}
+
+void harness_run_free(harness_run_t *run)
+{
+    free(run->out);
+    free(run->err);
+    memset(run, 0, sizeof *run);
+}
+
+void harness_assert_exit(const harness_run_t *run, int code)
+{
+    if (run->exit_code != code) {
+        fprintf(stderr, "exit %d, expected %d\n--- stdout\n%s--- stderr\n%s", run->exit_code, code,
+                run->out, run->err);
+        fail();
+    }
+}
+
+void harness_assert_contains(const char *haystack, const char *needle)
+{
+    if (!strstr(haystack, needle)) {
+        fprintf(stderr, "expected to find \"%s\" in:\n%s\n", needle, haystack);
+        fail();
+    }
+}
+
+json_t *harness_parse_json(const char *text)
+{
+    json_error_t error;
+    json_t *json = json_loads(text, 0, &error);
+    if (!json)
+        fprintf(stderr, "not JSON (%s): %s\n", error.text, text);
+    assert_non_null(json);
+    return json;
+}

@@ -18,6 +18,7 @@
 #include "reservations.pb-c.h"
 #include "store.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -218,5 +219,54 @@ void harness_events_free(harness_events_t *events);
  * with this external reference; any reference when it is NULL. */
 int harness_events_count_units(const harness_events_t *events, const char *type,
                                const char *external_ref);
+
+/* --- running the CLI ------------------------------------------------------- */
+
+/* How harness_run_cli runs the program (harness_cli_init fills it). */
+typedef struct {
+    char binary[1024]; /* the program: the passerelle CLI of the build tree */
+    char out_dir[512]; /* where its stdout and stderr are captured */
+    char cwd[600];     /* its working folder; "" for this process's */
+    int deadline_ms;   /* killed (SIGKILL) past that */
+} harness_cli_t;
+
+/* The CLI ($PASSERELLE_TEST_BIN_DIR/tools/passerelle), its output captured
+ * in out_dir, run in cwd (NULL: this process's folder). */
+void harness_cli_init(harness_cli_t *cli, const char *out_dir, const char *cwd, int deadline_ms);
+
+/* What a run printed and how it ended; harness_run_free releases it. */
+typedef struct {
+    int exit_code; /* -1 if it did not exit normally (or was killed) */
+    char *out;     /* its stdout, NUL-terminated */
+    char *err;     /* its stderr */
+} harness_run_t;
+
+#define HARNESS_CLI_MAX_ARGS 48
+
+/* Runs the program with the NULL-terminated arguments (at most
+ * HARNESS_CLI_MAX_ARGS), waits for it until the deadline, and returns what
+ * it printed. Its environment is this process's without the variables that
+ * would point it elsewhere than the test says (PASSERELLE_*_ENDPOINT of the
+ * services, _KEYS_DIR, _CLIENT, _INSECURE), plus each "NAME=value" of env
+ * (NULL-terminated, may be NULL). Its output goes to files in out_dir, so
+ * neither pipe can fill and block it. With PASSERELLE_TEST_VERBOSE set,
+ * prints the run on stderr. Fails the test if it cannot fork. */
+harness_run_t harness_run_cli(const harness_cli_t *cli, const char *const *env, const char *first,
+                              ...);
+void harness_run_free(harness_run_t *run);
+
+/* Fails the test, showing the run, unless it exited with code. */
+void harness_assert_exit(const harness_run_t *run, int code);
+
+/* Fails the test, showing haystack, unless needle is in it. */
+void harness_assert_contains(const char *haystack, const char *needle);
+
+/* The JSON document text holds (caller json_decref()s); fails the test,
+ * showing the text, when it is not JSON. */
+json_t *harness_parse_json(const char *text);
+
+/* The whole file, NUL-terminated (malloc'd, caller frees), its length in
+ * *len_out when not NULL; "" (and 0) when it cannot be read. */
+char *harness_file_read(const char *path, size_t *len_out);
 
 #endif

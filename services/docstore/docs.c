@@ -6,6 +6,7 @@
 #include "doc_rules.h"
 #include "docstore.pb-c.h"
 #include "ids.h"
+#include "listing.h"
 #include "log.h"
 #include "refdata.h"
 #include "txn.h"
@@ -729,12 +730,23 @@ static bool list_match(const Passerelle__Document *doc, const list_filter_t *f)
     return true;
 }
 
-/* The narrowest index the filters name (ZCARD of each, O(1)); the index of
- * every document when none. */
+/* The reply for a listing that failed (listing.h); true on LISTING_OK. The
+ * read callback has answered for LISTING_READ_FAILED. */
+static bool list_result(reply_t *reply, store_t *store, listing_result_t result)
+{
+    if (result == LISTING_NO_MEMORY)
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    else if (result != LISTING_OK && result != LISTING_READ_FAILED)
+        reply_store_failure(reply, store, (store_result_t)result);
+    return result == LISTING_OK;
+}
+
+/* The narrowest index the filters name (listing_smallest_index); the index
+ * of every document when none. */
 static bool list_index(docstore_t *self, const list_filter_t *f, char out[KEY_MAX], reply_t *reply)
 {
     const Passerelle__DocumentListRequest *req = f->req;
-    char keys[8][KEY_MAX];
+    char keys[9][KEY_MAX];
     size_t n = 0;
     char value[16];
     if (req->has_kind && req->kind && doc_kind_name(req->kind))
@@ -751,26 +763,42 @@ static bool list_index(docstore_t *self, const list_filter_t *f, char out[KEY_MA
         tag_key(keys[n++], req->tag);
     for (size_t i = 0; i < f->n_words && n < 8; i++)
         index_key(keys[n++], "word", f->words[i]);
-    index_key(out, NULL, NULL);
-    long long best = -1;
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = NULL;
-        store_result_t result = store_command(self->store, &r, "ZCARD %s", keys[i]);
-        if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            return false;
-        }
-        if (best < 0 || r->integer < best) {
-            best = r->integer;
-            memcpy(out, keys[i], KEY_MAX);
-        }
-        freeReplyObject(r);
-    }
+    index_key(keys[n++], NULL, NULL); /* the catch-all, last */
+    const char *names[9];
+    for (size_t i = 0; i < n; i++)
+        names[i] = keys[i];
+    size_t best = 0;
+    if (!list_result(reply, self->store, listing_smallest_index(self->store, names, n, &best)))
+        return false;
+    memcpy(out, keys[best], KEY_MAX);
     return true;
 }
 
+/* What the listing's read of a document needs. */
+typedef struct {
+    store_t *store;
+    reply_t *reply;
+} document_reader_t;
+
+static listing_result_t list_read(void *arg, const char *id, ProtobufCMessage **msg_p)
+{
+    document_reader_t *reader = arg;
+    char key[KEY_MAX];
+    document_key(key, id);
+    Passerelle__Document *doc = NULL;
+    uint64_t version = 0;
+    read_result_t found = document_at(reader->store, key, &doc, &version, reader->reply);
+    *msg_p = doc ? &doc->base : NULL;
+    return found == READ_FAILED ? LISTING_READ_FAILED : LISTING_OK;
+}
+
+static bool list_keep(const ProtobufCMessage *msg, void *arg)
+{
+    return list_match((const Passerelle__Document *)msg, arg);
+}
+
+/* Walks the narrowest index in id (creation) order (listing_page); the
+ * documents the other filters reject cost a read each. */
 void handle_document_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
                           reply_t *reply)
 {
@@ -800,10 +828,7 @@ void handle_document_list(void *ctx, const call_t *call, const ProtobufCMessage 
         return;
     }
     list_filter_t *f = calloc(1, sizeof *f);
-    Passerelle__Document **items = calloc(page_size, sizeof *items);
-    if (!f || !items) {
-        free(f);
-        free(items);
+    if (!f) {
         reply_error(reply, ST_INTERNAL, NULL, "out of memory");
         return;
     }
@@ -813,63 +838,20 @@ void handle_document_list(void *ctx, const call_t *call, const ProtobufCMessage 
         doc_words(req->words, collect_word, f);
 
     char index[KEY_MAX];
-    size_t count = 0;
-    bool more = false, failed = !list_index(self, f, index, reply);
-    char start[ID_LEN + 1];
-    if (req->page_token && req->page_token[0])
-        snprintf(start, sizeof start, "(%s", req->page_token);
-    else
-        snprintf(start, sizeof start, "-");
-    /* Walks the index in id (creation) order, one page and one more member
-     * at a time; members the filters reject cost a read each. */
-    while (!failed && !more) {
-        redisReply *r = NULL;
-        store_result_t result = store_command(self->store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %u",
-                                              index, start, page_size + 1);
-        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, self->store, result == STORE_OK ? STORE_REFUSED : result);
-            failed = true;
-            break;
+    if (list_index(self, f, index, reply)) {
+        document_reader_t reader = {self->store, reply};
+        listing_t listing = {index, 'F', list_read, &reader, list_keep, f};
+        listing_page_t page;
+        if (list_result(reply, self->store,
+                        listing_page(self->store, &listing, req->page_token, page_size, &page))) {
+            Passerelle__DocumentList out = PASSERELLE__DOCUMENT_LIST__INIT;
+            out.documents = (Passerelle__Document **)page.items;
+            out.n_documents = page.count;
+            out.next_page_token = listing_page_token(&page);
+            reply_set_body(reply, &out.base);
+            listing_page_free(&page);
         }
-        for (size_t i = 0; i < r->elements && !failed && !more; i++) {
-            const char *member = r->element[i]->str;
-            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid('F', member))
-                continue;
-            if (count == page_size) {
-                more = true;
-                break;
-            }
-            char key[KEY_MAX];
-            document_key(key, member);
-            Passerelle__Document *doc = NULL;
-            uint64_t version = 0;
-            read_result_t found = document_at(self->store, key, &doc, &version, reply);
-            if (found == READ_FAILED)
-                failed = true;
-            else if (found == READ_FOUND && list_match(doc, f))
-                items[count++] = doc;
-            else if (doc)
-                passerelle__document__free_unpacked(doc, NULL);
-            snprintf(start, sizeof start, "(%s", member);
-        }
-        bool last_batch = r->elements < (size_t)page_size + 1;
-        freeReplyObject(r);
-        if (last_batch)
-            break;
     }
-    if (!failed) {
-        Passerelle__DocumentList out = PASSERELLE__DOCUMENT_LIST__INIT;
-        out.documents = items;
-        out.n_documents = count;
-        if (more && count)
-            out.next_page_token = items[count - 1]->id;
-        reply_set_body(reply, &out.base);
-    }
-    for (size_t i = 0; i < count; i++)
-        passerelle__document__free_unpacked(items[i], NULL);
-    free(items);
     free(f);
 }
 

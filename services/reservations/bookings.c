@@ -393,14 +393,14 @@ void handle_reservation_list(void *ctx, const call_t *call, const ProtobufCMessa
         names[i] = keys[i];
     if (!records_smallest_index(self->store, names, n, &best, reply))
         return;
-    record_page_t page;
+    listing_page_t page;
     if (!records_list_page(self->store, keys[best], &RECORD_RESERVATION, filter.after,
                            filter.page_size, reservation_list_match, &filter, &page, reply))
         return;
     Passerelle__ReservationList list = PASSERELLE__RESERVATION_LIST__INIT;
     list.reservations = (Passerelle__Reservation **)page.items;
     list.n_reservations = page.count;
-    list.next_page_token = record_page_token(&page);
+    list.next_page_token = listing_page_token(&page);
     reply_set_body(reply, &list.base);
-    record_page_free(&page);
+    listing_page_free(&page);
 }

@@ -164,16 +164,16 @@ void handle_unit_list(void *ctx, const call_t *call, const ProtobufCMessage *req
         names[i] = keys[i];
     if (!records_smallest_index(self->store, names, n, &best, reply))
         return;
-    record_page_t page;
+    listing_page_t page;
     if (!records_list_page(self->store, keys[best], &RECORD_UNIT, filter.after, filter.page_size,
                            unit_list_match, &filter, &page, reply))
         return;
     Passerelle__UnitList list = PASSERELLE__UNIT_LIST__INIT;
     list.units = (Passerelle__Unit **)page.items;
     list.n_units = page.count;
-    list.next_page_token = record_page_token(&page);
+    list.next_page_token = listing_page_token(&page);
     reply_set_body(reply, &list.base);
-    record_page_free(&page);
+    listing_page_free(&page);
 }
 
 /* ====================================================================== */

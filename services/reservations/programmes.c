@@ -175,7 +175,7 @@ void handle_programme_list(void *ctx, const call_t *call, const ProtobufCMessage
     }
     char index[PROGRAMME_INDEX_KEY_MAX];
     programme_filter_index(&filter, index);
-    record_page_t page;
+    listing_page_t page;
     if (!records_list_page(self->store, index, &RECORD_PROGRAMME, filter.after, filter.page_size,
                            programme_list_match, &filter, &page, reply))
         return;
@@ -193,14 +193,14 @@ void handle_programme_list(void *ctx, const call_t *call, const ProtobufCMessage
         Passerelle__ProgrammeList list = PASSERELLE__PROGRAMME_LIST__INIT;
         list.programmes = progs;
         list.n_programmes = page.count;
-        list.next_page_token = record_page_token(&page);
+        list.next_page_token = listing_page_token(&page);
         reply_set_body(reply, &list.base);
     }
     /* The spares are not the records': detach them before freeing. */
     for (size_t i = 0; spares && i < page.count; i++)
         if (progs[i]->npnru == &spares[i])
             progs[i]->npnru = NULL;
-    record_page_free(&page);
+    listing_page_free(&page);
     free(spares);
 }
 
@@ -444,7 +444,7 @@ static bool progress_read_programmes(reservations_t *self, const progress_scope_
     programme_filter_t all = {0};
     memcpy(all.territory, scope->territory, sizeof all.territory);
     programme_filter_index(&all, index);
-    record_page_t page;
+    listing_page_t page;
     if (!records_read_all(self->store, index, &RECORD_PROGRAMME, &page, reply))
         return false;
     /* The records are taken one by one by progress_add_programme, into the

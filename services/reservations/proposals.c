@@ -85,7 +85,7 @@ static bool vacancy_proposals_read(reservations_t *self, const char *reservation
 {
     char index[PROPOSAL_INDEX_KEY_MAX];
     proposal_index_vacancy(reservation_id, vacancy, index);
-    record_page_t page;
+    listing_page_t page;
     if (!records_read_all(self->store, index, &RECORD_PROPOSAL, &page, reply)) {
         set->items = NULL;
         set->count = 0;
@@ -438,14 +438,14 @@ void handle_proposal_list(void *ctx, const call_t *call, const ProtobufCMessage 
         proposal_index_all(index);
     }
 
-    record_page_t page;
+    listing_page_t page;
     if (!records_list_page(self->store, index, &RECORD_PROPOSAL, filter.after, filter.page_size,
                            proposal_list_match, &filter, &page, reply))
         return;
     Passerelle__ProposalList list = PASSERELLE__PROPOSAL_LIST__INIT;
     list.proposals = (Passerelle__Proposal **)page.items;
     list.n_proposals = page.count;
-    list.next_page_token = record_page_token(&page);
+    list.next_page_token = listing_page_token(&page);
     reply_set_body(reply, &list.base);
-    record_page_free(&page);
+    listing_page_free(&page);
 }

@@ -179,144 +179,58 @@ read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit 
 /* Listings                                                               */
 /* ====================================================================== */
 
+bool reply_listing_result(reply_t *reply, store_t *store, listing_result_t result)
+{
+    if (result == LISTING_LOST || result == LISTING_REFUSED)
+        reply_store_failure(reply, store, result == LISTING_LOST ? STORE_LOST : STORE_REFUSED);
+    else if (result == LISTING_NO_MEMORY)
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    return result == LISTING_OK;
+}
+
 bool records_count(store_t *store, const char *key, long long *out, reply_t *reply)
 {
-    redisReply *r = NULL;
-    store_result_t result = store_command(store, &r, "ZCARD %s", key);
-    if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
-        if (r)
-            freeReplyObject(r);
-        reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
-        return false;
-    }
-    *out = r->integer;
-    freeReplyObject(r);
-    return true;
+    return reply_listing_result(reply, store, listing_count(store, key, out));
 }
 
 bool records_smallest_index(store_t *store, const char *const *keys, size_t n, size_t *best,
                             reply_t *reply)
 {
-    *best = n - 1; /* the catch-all, if nothing narrower is named */
-    long long best_size = -1;
-    for (size_t i = 0; i + 1 < n; i++) {
-        long long size = 0;
-        if (!records_count(store, keys[i], &size, reply))
-            return false;
-        if (best_size < 0 || size < best_size) {
-            best_size = size;
-            *best = i;
-        }
-    }
-    return true;
+    return reply_listing_result(reply, store, listing_smallest_index(store, keys, n, best));
+}
+
+/* What a listing's read callback needs to read a record of the service. */
+typedef struct {
+    store_t *store;
+    const record_type_t *type;
+    reply_t *reply;
+} record_reader_t;
+
+static listing_result_t record_read_member(void *arg, const char *id, ProtobufCMessage **msg_p)
+{
+    record_reader_t *reader = arg;
+    uint64_t version = 0;
+    read_result_t found =
+        record_read_id(reader->store, reader->type, id, msg_p, &version, reader->reply);
+    return found == READ_FAILED ? LISTING_READ_FAILED : LISTING_OK;
 }
 
 bool records_list_page(store_t *store, const char *index, const record_type_t *type,
-                       const char *after, unsigned page_size, record_match_fn match, void *arg,
-                       record_page_t *page, reply_t *reply)
+                       const char *after, unsigned page_size, listing_match_fn match, void *arg,
+                       listing_page_t *page, reply_t *reply)
 {
-    memset(page, 0, sizeof *page);
-    page->items = calloc(page_size ? page_size : 1, sizeof *page->items);
-    if (!page->items) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-        return false;
-    }
-    bool failed = false;
-    char start[ID_LEN + 1];
-    if (after && after[0])
-        snprintf(start, sizeof start, "(%s", after);
-    else
-        snprintf(start, sizeof start, "-");
-    long batch = (long)page_size + 1;
-
-    while (!page->more && !failed) {
-        redisReply *r = NULL;
-        store_result_t result =
-            store_command(store, &r, "ZRANGEBYLEX %s %s + LIMIT 0 %ld", index, start, batch);
-        if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-            if (r)
-                freeReplyObject(r);
-            reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
-            failed = true;
-            break;
-        }
-        for (size_t i = 0; i < r->elements && !failed; i++) {
-            const char *member = r->element[i]->str;
-            if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid(type->id_prefix, member))
-                continue;
-            if (page->count == page_size) {
-                page->more = true;
-                break;
-            }
-            ProtobufCMessage *msg = NULL;
-            uint64_t version = 0;
-            read_result_t found = record_read_id(store, type, member, &msg, &version, reply);
-            if (found == READ_FAILED) {
-                failed = true;
-            } else if (found == READ_FOUND && (!match || match(msg, arg))) {
-                page->items[page->count++] = msg;
-                snprintf(page->last_id, sizeof page->last_id, "%s", member);
-            } else if (msg) {
-                protobuf_c_message_free_unpacked(msg, NULL);
-            }
-        }
-        bool last_batch = r->elements < (size_t)batch;
-        if (r->elements > 0 && r->element[r->elements - 1]->type == REDIS_REPLY_STRING)
-            snprintf(start, sizeof start, "(%s", r->element[r->elements - 1]->str);
-        freeReplyObject(r);
-        if (last_batch)
-            break;
-    }
-    if (failed)
-        record_page_free(page);
-    return !failed;
+    record_reader_t reader = {store, type, reply};
+    listing_t listing = {index, type->id_prefix, record_read_member, &reader, match, arg};
+    return reply_listing_result(reply, store,
+                                listing_page(store, &listing, after, page_size, page));
 }
 
 bool records_read_all(store_t *store, const char *index, const record_type_t *type,
-                      record_page_t *page, reply_t *reply)
+                      listing_page_t *page, reply_t *reply)
 {
-    memset(page, 0, sizeof *page);
-    redisReply *r = NULL;
-    store_result_t result = store_command(store, &r, "ZRANGE %s 0 -1", index);
-    if (result != STORE_OK || r->type != REDIS_REPLY_ARRAY) {
-        if (r)
-            freeReplyObject(r);
-        reply_store_failure(reply, store, result == STORE_OK ? STORE_REFUSED : result);
-        return false;
-    }
-    page->items = calloc(r->elements ? r->elements : 1, sizeof *page->items);
-    bool ok = page->items != NULL;
-    if (!ok)
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-    for (size_t i = 0; ok && i < r->elements; i++) {
-        const char *member = r->element[i]->str;
-        if (r->element[i]->type != REDIS_REPLY_STRING || !id_valid(type->id_prefix, member))
-            continue;
-        ProtobufCMessage *msg = NULL;
-        uint64_t version = 0;
-        read_result_t found = record_read_id(store, type, member, &msg, &version, reply);
-        if (found == READ_FAILED)
-            ok = false;
-        else if (found == READ_FOUND)
-            page->items[page->count++] = msg;
-    }
-    freeReplyObject(r);
-    if (!ok)
-        record_page_free(page);
-    return ok;
-}
-
-char *record_page_token(record_page_t *page)
-{
-    return page->more && page->count > 0 ? page->last_id : NULL;
-}
-
-void record_page_free(record_page_t *page)
-{
-    for (size_t i = 0; i < page->count; i++)
-        protobuf_c_message_free_unpacked(page->items[i], NULL);
-    free(page->items);
-    memset(page, 0, sizeof *page);
+    record_reader_t reader = {store, type, reply};
+    listing_t listing = {index, type->id_prefix, record_read_member, &reader, NULL, NULL};
+    return reply_listing_result(reply, store, listing_all(store, &listing, page));
 }
 
 /* ====================================================================== */

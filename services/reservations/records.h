@@ -66,6 +66,7 @@
 #include "domain.h"
 #include "handlers.h"
 #include "ids.h"
+#include "listing.h"
 #include "reservations.pb-c.h"
 #include "server.h"
 #include "store.h"
@@ -143,56 +144,34 @@ read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit 
 
 /* ---- listings ---- */
 
+/* Listings walk the indexes above with listing.h; these bind it to the
+ * service's records and replies. */
+
+/* The reply for a listing that failed: UNAVAILABLE or INTERNAL as for a
+ * store call, INTERNAL when out of memory, and nothing for
+ * LISTING_READ_FAILED (the read has set the reply). True on LISTING_OK. */
+bool reply_listing_result(reply_t *reply, store_t *store, listing_result_t result);
+
 /* The size of a sorted set (ZCARD), or false with the reply set. */
 bool records_count(store_t *store, const char *key, long long *out, reply_t *reply);
 
-/* The index a listing walks: the smallest of keys[0..n-1], measured with
- * ZCARD (O(1) each), so that the walk reads as few records as it can. The
- * last key is the catch-all and is not measured: it is chosen only when no
- * narrower one is named (n == 1). Writes its position into *best; false
- * with the reply set. */
+/* listing_smallest_index, or false with the reply set. */
 bool records_smallest_index(store_t *store, const char *const *keys, size_t n, size_t *best,
                             reply_t *reply);
 
-/* Whether a listing keeps a record it walked (the filters the index does
- * not serve). */
-typedef bool (*record_match_fn)(const ProtobufCMessage *msg, void *arg);
-
-/* One page of records, owned: free with record_page_free. */
-typedef struct {
-    ProtobufCMessage **items;
-    size_t count;
-    bool more;            /* a member follows the last item in the index */
-    char last_id[ID_LEN]; /* the last item's id */
-} record_page_t;
-
-/* Walks the index in id order after the page token `after` ("" from the
- * start), reading each member's record of that type and keeping those that
- * match (every one when match is NULL), until page_size are kept.
- *
- * Cost: one ZRANGEBYLEX per batch of page_size + 1 (one more than a page
- * tells whether anything follows without a second round trip) and one
- * record read per member walked. Members the filter rejects are walked too,
- * so a page costs O(members walked), at worst the rest of the index.
- * False with the reply set; the page is then empty. */
+/* One page of the records of that type in the index after the page token
+ * `after`, keeping those that match (every one when match is NULL), as
+ * listing_page walks it (its cost is said there). False with the reply
+ * set; the page is then empty. */
 bool records_list_page(store_t *store, const char *index, const record_type_t *type,
-                       const char *after, unsigned page_size, record_match_fn match, void *arg,
-                       record_page_t *page, reply_t *reply);
+                       const char *after, unsigned page_size, listing_match_fn match, void *arg,
+                       listing_page_t *page, reply_t *reply);
 
-/* Every record of the type in the index (ZRANGE 0 -1, then one record
- * read per member), for the small indexes a decision needs whole (a
- * vacancy's proposals, a territory's programmes). page->more stays false.
- * False with the reply set; the page is then empty. */
+/* Every record of the type in the index (listing_all), for the small
+ * indexes a decision needs whole (a vacancy's proposals, a territory's
+ * programmes). False with the reply set; the page is then empty. */
 bool records_read_all(store_t *store, const char *index, const record_type_t *type,
-                      record_page_t *page, reply_t *reply);
-
-/* The page's next_page_token: the last id returned, when a member follows
- * in the index (even if that member may then fail the filters: a last page
- * can be empty, the price of not reading ahead); NULL otherwise. Points
- * into page. */
-char *record_page_token(record_page_t *page);
-
-void record_page_free(record_page_t *page);
+                      listing_page_t *page, reply_t *reply);
 
 /* ---- writing ---- */
 

@@ -23,105 +23,17 @@
 #include <cmocka.h>
 
 #define CLI_DEADLINE_MS 30000
-#define MAX_ARGS        48
 
 typedef struct {
     harness_stack_t stack; /* no client: the CLI is the client */
-    char cli[1024];        /* path of the binary */
+    harness_cli_t cli;     /* the binary, its output in the stack's folder */
 } fixture_t;
 
 static fixture_t fx;
 
-typedef struct {
-    int exit_code; /* -1 if it did not exit normally */
-    char *out;
-    char *err;
-} run_t;
-
-static void run_free(run_t *run)
-{
-    free(run->out);
-    free(run->err);
-    memset(run, 0, sizeof *run);
-}
-
-static char *slurp(const char *path)
-{
-    FILE *file = fopen(path, "rb");
-    if (!file)
-        return strdup("");
-    fseek(file, 0, SEEK_END);
-    long size = ftell(file);
-    fseek(file, 0, SEEK_SET);
-    char *text = calloc(1, (size_t)size + 1);
-    if (size > 0 && fread(text, 1, (size_t)size, file) != (size_t)size)
-        text[0] = '\0';
-    fclose(file);
-    return text;
-}
-
-/* Runs the CLI with the NULL-terminated arguments, each "NAME=value" of env
- * (NULL-terminated, may be NULL) set in its environment. The child's output
- * goes to files, so neither pipe can fill and block it. */
-static run_t run_cli_env(const char *const *env, const char *first, ...)
-{
-    const char *argv[MAX_ARGS + 2];
-    int argc = 0;
-    argv[argc++] = fx.cli;
-    va_list args;
-    va_start(args, first);
-    for (const char *arg = first; arg && argc < MAX_ARGS; arg = va_arg(args, const char *))
-        argv[argc++] = arg;
-    va_end(args);
-    argv[argc] = NULL;
-
-    char out_path[1024], err_path[1024];
-    snprintf(out_path, sizeof out_path, "%s/cli.out", fx.stack.dir);
-    snprintf(err_path, sizeof err_path, "%s/cli.err", fx.stack.dir);
-
-    pid_t pid = fork();
-    if (pid == 0) {
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (out < 0 || err < 0)
-            _exit(127);
-        dup2(out, STDOUT_FILENO);
-        dup2(err, STDERR_FILENO);
-        close(out);
-        close(err);
-        /* The caller's environment must not leak into what is tested. */
-        unsetenv("PASSERELLE_RESERVATIONS_ENDPOINT");
-        unsetenv("PASSERELLE_KEYS_DIR");
-        unsetenv("PASSERELLE_CLIENT");
-        unsetenv("PASSERELLE_INSECURE");
-        for (int i = 0; env && env[i]; i++)
-            putenv((char *)env[i]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    run_t run = {-1, NULL, NULL};
-    assert_true(pid > 0);
-    int status = 0;
-    for (int waited = 0;; waited += 10) {
-        pid_t done = waitpid(pid, &status, WNOHANG);
-        if (done == pid)
-            break;
-        if (waited >= CLI_DEADLINE_MS) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    run.out = slurp(out_path);
-    run.err = slurp(err_path);
-    if (getenv("PASSERELLE_TEST_VERBOSE"))
-        fprintf(stderr, "[cli %s ...] exit %d\n--- stdout\n%s--- stderr\n%s", first ? first : "",
-                run.exit_code, run.out, run.err);
-    return run;
-}
+/* Runs the CLI with the arguments, each "NAME=value" of env (may be NULL)
+ * set in its environment (harness_run_cli). */
+#define run_cli_env(env, ...) harness_run_cli(&fx.cli, env, __VA_ARGS__)
 
 #define run_cli(...) run_cli_env(NULL, __VA_ARGS__, NULL)
 
@@ -130,28 +42,10 @@ static run_t run_cli_env(const char *const *env, const char *first, ...)
     run_cli_env(NULL, "--endpoint", fx.stack.service.endpoint, "--keys", fx.stack.keys, "--as",    \
                 name, __VA_ARGS__, NULL)
 
-static json_t *parse_json(const char *text)
-{
-    json_error_t error;
-    json_t *json = json_loads(text, 0, &error);
-    if (!json)
-        fprintf(stderr, "not JSON (%s): %s\n", error.text, text);
-    assert_non_null(json);
-    return json;
-}
-
 static const char *json_str(const json_t *object, const char *key)
 {
     const char *value = json_string_value(json_object_get(object, key));
     return value ? value : "";
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) {
-        fprintf(stderr, "expected to find \"%s\" in:\n%s\n", needle, haystack);
-        fail();
-    }
 }
 
 static bool file_exists(const char *dir, const char *relative)
@@ -175,7 +69,7 @@ static void need_service(void)
 static void test_help_lists_commands_and_flags(void **state)
 {
     (void)state;
-    run_t run = run_cli("--help");
+    harness_run_t run = run_cli("--help");
     assert_int_equal(run.exit_code, 0);
     const char *expected[] = {
         "health",
@@ -227,88 +121,88 @@ static void test_help_lists_commands_and_flags(void **state)
         "Exit codes",
     };
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
-        assert_contains(run.out, expected[i]);
-    run_free(&run);
+        harness_assert_contains(run.out, expected[i]);
+    harness_run_free(&run);
 
     /* help for one command, both ways */
     run = run_cli("help", "convention", "envisage");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "convention envisage <unit>");
-    assert_contains(run.out, "--intermediation none|management_mandate|sublease");
+    harness_assert_contains(run.out, "convention envisage <unit>");
+    harness_assert_contains(run.out, "--intermediation none|management_mandate|sublease");
     assert_null(strstr(run.out, "unit register"));
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_cli("unit", "get", "--help");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "unit get <id-or-ref>");
-    run_free(&run);
+    harness_assert_contains(run.out, "unit get <id-or-ref>");
+    harness_run_free(&run);
 }
 
 static void test_usage_errors_exit_2(void **state)
 {
     (void)state;
-    run_t run = run_cli("unit", "register", "--colour", "blue");
+    harness_run_t run = run_cli("unit", "register", "--colour", "blue");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "--colour");
+    harness_assert_contains(run.err, "--colour");
     assert_string_equal(run.out, "");
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_cli("unit", "demolish");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "'unit register'");
-    run_free(&run);
+    harness_assert_contains(run.err, "'unit register'");
+    harness_run_free(&run);
 
     run = run_cli("frobnicate");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "frobnicate");
-    run_free(&run);
+    harness_assert_contains(run.err, "frobnicate");
+    harness_run_free(&run);
 
     run = run_cli("unit", "register", "--commune");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "--commune");
-    run_free(&run);
+    harness_assert_contains(run.err, "--commune");
+    harness_run_free(&run);
 
     run = run_cli("unit", "register", "--stock", "castle");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "stock");
-    run_free(&run);
+    harness_assert_contains(run.err, "stock");
+    harness_run_free(&run);
 
     run = run_cli("convention", "sign", "C1", "C2");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "C2");
-    run_free(&run);
+    harness_assert_contains(run.err, "C2");
+    harness_run_free(&run);
 
     /* two arguments where two are natural, not three */
     run = run_cli("programme", "attach", "P1", "U1", "U2");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "'U2'");
-    run_free(&run);
+    harness_assert_contains(run.err, "'U2'");
+    harness_run_free(&run);
 
     /* a comma-separated list is checked item by item before any call */
     run = run_cli("proposal", "record", "R1", "--publics", "under_30,astronauts");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "publics[1]");
-    run_free(&run);
+    harness_assert_contains(run.err, "publics[1]");
+    harness_run_free(&run);
     run = run_cli("reservation", "create", "U1", "--target-publics", "under_30,,mobility");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "empty item");
-    run_free(&run);
+    harness_assert_contains(run.err, "empty item");
+    harness_run_free(&run);
 
     run = run_cli("--timeout-ms", "soon", "health");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "--timeout-ms");
-    run_free(&run);
+    harness_assert_contains(run.err, "--timeout-ms");
+    harness_run_free(&run);
 
     run = run_cli("keygen", "--name", "x", "--party", "landlord");
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "landlord");
-    run_free(&run);
+    harness_assert_contains(run.err, "landlord");
+    harness_run_free(&run);
 
     /* no command at all: the help, on stderr, as a usage error */
     run = run_cli_env(NULL, NULL);
     assert_int_equal(run.exit_code, 2);
-    assert_contains(run.err, "Commands:");
-    run_free(&run);
+    harness_assert_contains(run.err, "Commands:");
+    harness_run_free(&run);
 }
 
 static void test_keygen_makes_files(void **state)
@@ -317,33 +211,33 @@ static void test_keygen_makes_files(void **state)
     char keys[1024];
     snprintf(keys, sizeof keys, "%s/fresh-keys", fx.stack.dir);
 
-    run_t run = run_cli("keygen", "--server", "--keys", keys);
+    harness_run_t run = run_cli("keygen", "--server", "--keys", keys);
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "public key: ");
+    harness_assert_contains(run.out, "public key: ");
     assert_true(file_exists(keys, "server.key"));
     assert_true(file_exists(keys, "server.key_secret"));
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_cli("--keys", keys, "keygen", "--name", "alice", "--party", "action_logement");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "ACTION_LOGEMENT");
+    harness_assert_contains(run.out, "ACTION_LOGEMENT");
     const char *line = strstr(run.out, "public key: ");
     assert_non_null(line);
     /* A Z85 CURVE public key is 40 characters. */
     assert_int_equal(strcspn(line + strlen("public key: "), "\n"), 40);
     assert_true(file_exists(keys, "authorized/alice.key"));
     assert_true(file_exists(keys, "clients/alice.key_secret"));
-    run_free(&run);
+    harness_run_free(&run);
 
     /* a name is made once */
     run = run_cli("--keys", keys, "keygen", "--name", "alice", "--party", "operator");
     assert_int_equal(run.exit_code, 1);
-    assert_contains(run.err, "error: ");
-    run_free(&run);
+    harness_assert_contains(run.err, "error: ");
+    harness_run_free(&run);
 
     run = run_cli("--keys", keys, "keygen", "--name", "../escape", "--party", "operator");
     assert_int_equal(run.exit_code, 2);
-    run_free(&run);
+    harness_run_free(&run);
 }
 
 static void test_unreachable_exits_3(void **state)
@@ -351,12 +245,12 @@ static void test_unreachable_exits_3(void **state)
     (void)state;
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", harness_free_port());
-    run_t run = run_cli("--endpoint", endpoint, "--keys", fx.stack.keys, "--timeout-ms", "200",
-                        "--retries", "1", "health");
+    harness_run_t run = run_cli("--endpoint", endpoint, "--keys", fx.stack.keys, "--timeout-ms",
+                                "200", "--retries", "1", "health");
     assert_int_equal(run.exit_code, 3);
-    assert_contains(run.err, "error: ");
-    assert_contains(run.err, endpoint);
-    run_free(&run);
+    harness_assert_contains(run.err, "error: ");
+    harness_assert_contains(run.err, endpoint);
+    harness_run_free(&run);
 
     /* the same through the environment */
     char env_endpoint[128], env_keys[1200];
@@ -366,12 +260,12 @@ static void test_unreachable_exits_3(void **state)
                          "PASSERELLE_RETRIES=0", NULL};
     run = run_cli_env(env, "unit", "list", NULL);
     assert_int_equal(run.exit_code, 3);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* a missing client key is a configuration error, not an outage */
     run = run_cli("--endpoint", endpoint, "--keys", fx.stack.keys, "--as", "nobody", "health");
     assert_int_equal(run.exit_code, 2);
-    run_free(&run);
+    harness_run_free(&run);
 }
 
 /* ==========================================================================
@@ -382,18 +276,18 @@ static void test_health(void **state)
 {
     (void)state;
     need_service();
-    run_t run = run_as("operator", "health", "--json");
+    harness_run_t run = run_as("operator", "health", "--json");
     assert_int_equal(run.exit_code, 0);
-    json_t *json = parse_json(run.out);
+    json_t *json = harness_parse_json(run.out);
     assert_string_equal(json_str(json, "service"), "reservations");
     assert_string_equal(json_str(json, "caller_party"), "OPERATOR");
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("admin", "health");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "service: reservations");
-    run_free(&run);
+    harness_assert_contains(run.out, "service: reservations");
+    harness_run_free(&run);
 }
 
 /* The README's tour: a unit in Pertuis, a LOC2 convention envisaged and
@@ -403,12 +297,13 @@ static void test_tour(void **state)
     (void)state;
     need_service();
 
-    run_t run = run_as("operator", "unit", "register", "--external-ref", "ANAH-84-TOUR-1",
-                       "--address", "3 rue Voltaire", "--commune", "pertuis", "--stock", "private",
-                       "--typology", "t3", "--surface-m2", "61.5", "--energy-class", "d",
-                       "--landlord", "OWNER-7F3A", "--adapted-disability", "--json");
+    harness_run_t run =
+        run_as("operator", "unit", "register", "--external-ref", "ANAH-84-TOUR-1", "--address",
+               "3 rue Voltaire", "--commune", "pertuis", "--stock", "private", "--typology", "t3",
+               "--surface-m2", "61.5", "--energy-class", "d", "--landlord", "OWNER-7F3A",
+               "--adapted-disability", "--json");
     assert_int_equal(run.exit_code, 0);
-    json_t *unit = parse_json(run.out);
+    json_t *unit = harness_parse_json(run.out);
     char unit_id[64];
     snprintf(unit_id, sizeof unit_id, "%s", json_str(unit, "id"));
     assert_int_equal(unit_id[0], 'U');
@@ -421,27 +316,27 @@ static void test_tour(void **state)
     assert_true(json_is_true(json_object_get(unit, "adapted_disability")));
     assert_true(json_real_value(json_object_get(unit, "surface_m2")) == 61.5);
     json_decref(unit);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* readable, by id and by external reference */
     run = run_as("operator", "unit", "get", unit_id);
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, unit_id);
-    assert_contains(run.out, "Pertuis");
-    assert_contains(run.out, "commune_insee: 84089");
-    run_free(&run);
+    harness_assert_contains(run.out, unit_id);
+    harness_assert_contains(run.out, "Pertuis");
+    harness_assert_contains(run.out, "commune_insee: 84089");
+    harness_run_free(&run);
     run = run_as("action_logement", "unit", "get", "ANAH-84-TOUR-1", "--json");
     assert_int_equal(run.exit_code, 0);
-    unit = parse_json(run.out);
+    unit = harness_parse_json(run.out);
     assert_string_equal(json_str(unit, "id"), unit_id);
     json_decref(unit);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* by the unit's external reference, as the README does */
     run = run_as("operator", "convention", "envisage", "--unit", "ANAH-84-TOUR-1", "--level",
                  "loc2", "--rent-ceiling-eur-m2", "9.5", "--json");
     assert_int_equal(run.exit_code, 0);
-    json_t *conv = parse_json(run.out);
+    json_t *conv = harness_parse_json(run.out);
     char conv_id[64];
     snprintf(conv_id, sizeof conv_id, "%s", json_str(conv, "id"));
     assert_true(conv_id[0] != '\0');
@@ -450,27 +345,27 @@ static void test_tour(void **state)
     assert_string_equal(json_str(conv, "state"), "ENVISAGED");
     assert_true(json_real_value(json_object_get(conv, "rent_ceiling_eur_m2")) == 9.5);
     json_decref(conv);
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("operator", "convention", "sign", conv_id);
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, conv_id);
-    assert_contains(run.out, "state: SIGNED");
-    assert_contains(run.out, "LOC2");
-    run_free(&run);
+    harness_assert_contains(run.out, conv_id);
+    harness_assert_contains(run.out, "state: SIGNED");
+    harness_assert_contains(run.out, "LOC2");
+    harness_run_free(&run);
 
     /* abandoning a signed convention: the state forbids it, and is named */
     run = run_as("operator", "convention", "abandon", conv_id);
     assert_int_equal(run.exit_code, 1);
-    assert_contains(run.err, "error: FAILED_PRECONDITION: ");
+    harness_assert_contains(run.err, "error: FAILED_PRECONDITION: ");
     assert_non_null(strcasestr(run.err, "signed"));
     assert_string_equal(run.out, "");
-    run_free(&run);
+    harness_run_free(&run);
 
     /* six years without works */
     run = run_as("action_logement", "convention", "get", conv_id, "--json");
     assert_int_equal(run.exit_code, 0);
-    conv = parse_json(run.out);
+    conv = harness_parse_json(run.out);
     assert_string_equal(json_str(conv, "state"), "SIGNED");
     const char *signed_on = json_str(conv, "signed_on");
     const char *end_date = json_str(conv, "end_date");
@@ -479,19 +374,19 @@ static void test_tour(void **state)
     assert_int_equal(atoi(end_date), atoi(signed_on) + 6);
     assert_string_equal(json_str(json_object_get(conv, "unit"), "commune_name"), "Pertuis");
     json_decref(conv);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* the events: one line each, and decoded data in JSON */
     run = run_as("action_logement", "events");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "unit.registered");
-    assert_contains(run.out, "convention.envisaged");
-    assert_contains(run.out, "convention.signed");
-    run_free(&run);
+    harness_assert_contains(run.out, "unit.registered");
+    harness_assert_contains(run.out, "convention.envisaged");
+    harness_assert_contains(run.out, "convention.signed");
+    harness_run_free(&run);
 
     run = run_as("action_logement", "events", "--json", "--limit", "1000");
     assert_int_equal(run.exit_code, 0);
-    json_t *json = parse_json(run.out);
+    json_t *json = harness_parse_json(run.out);
     json_t *events = json_object_get(json, "events");
     assert_true(json_array_size(events) >= 3);
     bool envisaged = false, signed_seen = false;
@@ -519,19 +414,19 @@ static void test_tour(void **state)
     snprintf(last, sizeof last, "%s", json_str(json, "last_position"));
     assert_true(last[0] != '\0');
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* nothing after the last position */
     run = run_as("action_logement", "events", "--after", last, "--json");
     assert_int_equal(run.exit_code, 0);
-    json = parse_json(run.out);
+    json = harness_parse_json(run.out);
     assert_int_equal(json_array_size(json_object_get(json, "events")), 0);
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 }
 
 /* The first line of a run's stdout (--id-only), without its newline. */
-static void first_line(const run_t *run, char *out, size_t out_size)
+static void first_line(const harness_run_t *run, char *out, size_t out_size)
 {
     snprintf(out, out_size, "%.*s", (int)strcspn(run->out, "\n"), run->out);
 }
@@ -559,15 +454,15 @@ static void test_tour_reservations(void **state)
      * P=$(passerelle programme create --name "PIG Pays d'Aix" --kind pig --territory CT2 \
      *     --start-date $Y-01-01 --end-date $((Y + 2))-12-31 --operator "Soliha Provence" \
      *     --id-only) */
-    run_t run = run_as("admin", "programme", "create", "--name", "PIG Pays d'Aix", "--kind", "pig",
-                       "--territory", "CT2", "--start-date", start, "--end-date", end, "--operator",
-                       "Soliha Provence", "--id-only");
+    harness_run_t run = run_as("admin", "programme", "create", "--name", "PIG Pays d'Aix", "--kind",
+                               "pig", "--territory", "CT2", "--start-date", start, "--end-date",
+                               end, "--operator", "Soliha Provence", "--id-only");
     assert_int_equal(run.exit_code, 0);
     char programme[64];
     first_line(&run, programme, sizeof programme);
     assert_int_equal(programme[0], 'P');
     assert_int_equal(strlen(programme), 27);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* passerelle objective set $P --year $Y --units 12 */
     run = run_as("admin", "objective", "set", programme, "--year", y, "--units", "12");
@@ -575,8 +470,8 @@ static void test_tour_reservations(void **state)
     char line[256];
     snprintf(line, sizeof line, "objective %s %d: 12 units for Action Logement (CT2)", programme,
              year);
-    assert_contains(run.out, line);
-    run_free(&run);
+    harness_assert_contains(run.out, line);
+    harness_run_free(&run);
 
     /* passerelle unit register --external-ref ANAH-84-0002 ... --programme-id $P */
     run = run_as("admin", "unit", "register", "--external-ref", "ANAH-84-TOUR-2", "--address",
@@ -584,19 +479,19 @@ static void test_tour_reservations(void **state)
                  "t2", "--surface-m2", "48", "--landlord", "OWNER-91C2", "--energy-class", "c",
                  "--programme-id", programme);
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "[ANAH-84-TOUR-2] T2 PRIVATE 48 m2, Pertuis 84089 (CT2)");
+    harness_assert_contains(run.out, "[ANAH-84-TOUR-2] T2 PRIVATE 48 m2, Pertuis 84089 (CT2)");
     snprintf(line, sizeof line, "programme_id: %s", programme);
-    assert_contains(run.out, line);
-    run_free(&run);
+    harness_assert_contains(run.out, line);
+    harness_run_free(&run);
 
     run = run_as("admin", "convention", "envisage", "--unit", "ANAH-84-TOUR-2", "--level", "loc2",
                  "--rent-ceiling-eur-m2", "9.5");
     assert_int_equal(run.exit_code, 0);
-    run_free(&run);
+    harness_run_free(&run);
     run = run_as("admin", "convention", "sign", "ANAH-84-TOUR-2");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "state: SIGNED");
-    run_free(&run);
+    harness_assert_contains(run.out, "state: SIGNED");
+    harness_run_free(&run);
 
     /* the programme counts its unit */
     run = run_as("admin", "programme", "get", programme);
@@ -605,32 +500,32 @@ static void test_tour_reservations(void **state)
              "programme %s PIG 'PIG Pays d'Aix', CT2, %s to %s, operator Soliha Provence, 1 unit "
              "attached",
              programme, start, end);
-    assert_contains(run.out, line);
-    run_free(&run);
+    harness_assert_contains(run.out, line);
+    harness_run_free(&run);
 
     /* passerelle reservation create ANAH-84-0002 --mode stock \
      *     --end-date $((Y + 3))-12-31 --target-publics under_30,mobility */
     run = run_as("admin", "reservation", "create", "ANAH-84-TOUR-2", "--mode", "stock",
                  "--end-date", stock_end, "--target-publics", "under_30,mobility");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "reservation R");
-    assert_contains(run.out, " STOCK ACTIVE for ACTION_LOGEMENT, unit U");
-    assert_contains(run.out, "[ANAH-84-TOUR-2] Pertuis 84089 (CT2), LOC2, ");
-    assert_contains(run.out, "vacancy 1 not attributed");
-    assert_contains(run.out, "target_publics: UNDER_30, MOBILITY");
+    harness_assert_contains(run.out, "reservation R");
+    harness_assert_contains(run.out, " STOCK ACTIVE for ACTION_LOGEMENT, unit U");
+    harness_assert_contains(run.out, "[ANAH-84-TOUR-2] Pertuis 84089 (CT2), LOC2, ");
+    harness_assert_contains(run.out, "vacancy 1 not attributed");
+    harness_assert_contains(run.out, "target_publics: UNDER_30, MOBILITY");
     char reservation[64];
     snprintf(reservation, sizeof reservation, "%.27s", strstr(run.out, "reservation R") + 12);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* a second one on the same unit names the holder */
     run = run_as("admin", "reservation", "create", "ANAH-84-TOUR-2", "--mode", "stock",
                  "--end-date", stock_end, "--reservataire", "commune");
     assert_int_equal(run.exit_code, 1);
-    assert_contains(run.err, "error: CONFLICT: ");
-    assert_contains(run.err, reservation);
-    assert_contains(run.err, "ACTION_LOGEMENT");
-    assert_contains(run.err, "(field: unit)");
-    run_free(&run);
+    harness_assert_contains(run.err, "error: CONFLICT: ");
+    harness_assert_contains(run.err, reservation);
+    harness_assert_contains(run.err, "ACTION_LOGEMENT");
+    harness_assert_contains(run.err, "(field: unit)");
+    harness_run_free(&run);
 
     /* D1=$(passerelle proposal record ANAH-84-0002 --candidate-ref CAND-0117 \
      *     --employer-siren 123456782 --employer-sector private_non_agricultural \
@@ -642,7 +537,7 @@ static void test_tour_reservations(void **state)
     char proposal[64];
     first_line(&run, proposal, sizeof proposal);
     assert_int_equal(proposal[0], 'D');
-    run_free(&run);
+    harness_run_free(&run);
 
     /* passerelle proposal record ANAH-84-0002 --candidate-ref CAND-0118 \
      *     --employer-siren 987654324 --employer-sector private_non_agricultural \
@@ -651,11 +546,12 @@ static void test_tour_reservations(void **state)
                  "--employer-siren", "987654324", "--employer-sector", "private_non_agricultural",
                  "--employer-headcount", "6");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "candidate CAND-0118, employer 987654324 PRIVATE_NON_AGRICULTURAL 6 "
-                             "employees, not eligible: ");
-    assert_contains(run.out, "10 or more");
-    assert_contains(run.out, "PENDING");
-    run_free(&run);
+    harness_assert_contains(run.out,
+                            "candidate CAND-0118, employer 987654324 PRIVATE_NON_AGRICULTURAL 6 "
+                            "employees, not eligible: ");
+    harness_assert_contains(run.out, "10 or more");
+    harness_assert_contains(run.out, "PENDING");
+    harness_run_free(&run);
 
     /* the eligible one, readable */
     run = run_as("admin", "proposal", "get", proposal);
@@ -664,39 +560,39 @@ static void test_tour_reservations(void **state)
              "proposal %s candidate CAND-0117, employer 123456782 PRIVATE_NON_AGRICULTURAL 250 "
              "employees, eligible, PENDING",
              proposal);
-    assert_contains(run.out, line);
-    assert_contains(run.out, "publics: UNDER_30, MOBILITY");
-    run_free(&run);
+    harness_assert_contains(run.out, line);
+    harness_assert_contains(run.out, "publics: UNDER_30, MOBILITY");
+    harness_run_free(&run);
 
     /* passerelle attribution decide $D1 --decision attributed */
     run = run_as("admin", "attribution", "decide", proposal, "--decision", "attributed");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "eligible, ATTRIBUTED");
-    assert_contains(run.out, "warnings: ");
-    assert_contains(run.out, "three");
-    run_free(&run);
+    harness_assert_contains(run.out, "eligible, ATTRIBUTED");
+    harness_assert_contains(run.out, "warnings: ");
+    harness_assert_contains(run.out, "three");
+    harness_run_free(&run);
 
     /* the unit is attributed once per vacancy */
     run = run_as("admin", "reservation", "get", "ANAH-84-TOUR-2");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "vacancy 1 attributed");
-    run_free(&run);
+    harness_assert_contains(run.out, "vacancy 1 attributed");
+    harness_run_free(&run);
 
     /* both candidates of the vacancy, one line each */
     run = run_as("admin", "proposal", "list", "ANAH-84-TOUR-2", "--all");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "proposals (2):");
-    assert_contains(run.out, "candidate CAND-0117");
-    assert_contains(run.out, "candidate CAND-0118");
-    run_free(&run);
+    harness_assert_contains(run.out, "proposals (2):");
+    harness_assert_contains(run.out, "candidate CAND-0117");
+    harness_assert_contains(run.out, "candidate CAND-0118");
+    harness_run_free(&run);
 
     /* passerelle progress $P: 1 of 12 */
     run = run_as("admin", "progress", programme);
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "programme");
-    assert_contains(run.out, "level/financing");
-    assert_contains(run.out, "objective");
-    assert_contains(run.out, "achieved");
+    harness_assert_contains(run.out, "programme");
+    harness_assert_contains(run.out, "level/financing");
+    harness_assert_contains(run.out, "objective");
+    harness_assert_contains(run.out, "achieved");
     const char *row = strstr(run.out, programme);
     assert_non_null(row);
     char row_programme[64], territory[16], scope[32], ratio[16];
@@ -710,12 +606,12 @@ static void test_tour_reservations(void **state)
     assert_int_equal(objective, 12);
     assert_int_equal(achieved, 1);
     assert_string_equal(ratio, "8%");
-    run_free(&run);
+    harness_run_free(&run);
 
     /* the same for the territory, and as JSON */
     run = run_as("admin", "progress", "CT2", "--json");
     assert_int_equal(run.exit_code, 0);
-    json_t *json = parse_json(run.out);
+    json_t *json = harness_parse_json(run.out);
     bool found = false;
     size_t i;
     json_t *item;
@@ -730,12 +626,12 @@ static void test_tour_reservations(void **state)
     }
     assert_true(found);
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* the events say all of it, with their data decoded */
     run = run_as("admin", "events", "--json", "--limit", "1000");
     assert_int_equal(run.exit_code, 0);
-    json = parse_json(run.out);
+    json = harness_parse_json(run.out);
     const char *types[] = {"programme.created", "objective.set", "reservation.created",
                            "proposal.recorded", "attribution.decided"};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
@@ -751,27 +647,27 @@ static void test_tour_reservations(void **state)
             fail_msg("no %s event with decoded data", types[t]);
     }
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 }
 
 static void test_error_reply_names_the_field(void **state)
 {
     (void)state;
     need_service();
-    run_t run =
+    harness_run_t run =
         run_as("operator", "unit", "register", "--external-ref", "ANAH-ATLANTIS", "--address",
                "1 quai des Abysses", "--commune", "Atlantis", "--stock", "private", "--typology",
                "t2", "--surface-m2", "40", "--landlord", "OWNER-1");
     assert_int_equal(run.exit_code, 1);
-    assert_contains(run.err, "error: INVALID_ARGUMENT: ");
-    assert_contains(run.err, "(field: commune)");
+    harness_assert_contains(run.err, "error: INVALID_ARGUMENT: ");
+    harness_assert_contains(run.err, "(field: commune)");
     assert_string_equal(run.out, "");
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("operator", "convention", "get", "C01JAAAAAAAAAAAAAAAAAAAAAA");
     assert_true(run.exit_code == 1);
-    assert_contains(run.err, "error: ");
-    run_free(&run);
+    harness_assert_contains(run.err, "error: ");
+    harness_run_free(&run);
 }
 
 static void test_list_all_follows_pages(void **state)
@@ -781,17 +677,17 @@ static void test_list_all_follows_pages(void **state)
     char ref[64];
     for (int i = 0; i < 5; i++) {
         snprintf(ref, sizeof ref, "ANAH-13-PAGE-%d", i);
-        run_t run = run_as("metropole", "unit", "register", "--external-ref", ref, "--address",
-                           "5 cours Mirabeau", "--surface-m2", "48", "--commune", "13001",
-                           "--stock", "social", "--typology", "t2", "--financing", "plus",
-                           "--landlord", "Pays d'Aix Habitat", "--in-qpv");
+        harness_run_t run = run_as(
+            "metropole", "unit", "register", "--external-ref", ref, "--address", "5 cours Mirabeau",
+            "--surface-m2", "48", "--commune", "13001", "--stock", "social", "--typology", "t2",
+            "--financing", "plus", "--landlord", "Pays d'Aix Habitat", "--in-qpv");
         assert_int_equal(run.exit_code, 0);
-        run_free(&run);
+        harness_run_free(&run);
     }
-    run_t run = run_as("metropole", "unit", "list", "--territory", "CT2", "--stock", "social",
-                       "--page-size", "2", "--all", "--json");
+    harness_run_t run = run_as("metropole", "unit", "list", "--territory", "CT2", "--stock",
+                               "social", "--page-size", "2", "--all", "--json");
     assert_int_equal(run.exit_code, 0);
-    json_t *json = parse_json(run.out);
+    json_t *json = harness_parse_json(run.out);
     json_t *units = json_object_get(json, "units");
     int found = 0;
     size_t i;
@@ -804,21 +700,21 @@ static void test_list_all_follows_pages(void **state)
     }
     assert_int_equal(found, 5);
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* readable: one block per unit */
     run = run_as("metropole", "unit", "list", "--territory", "ct2", "--stock", "social", "--all");
     assert_int_equal(run.exit_code, 0);
-    assert_contains(run.out, "ANAH-13-PAGE-0");
-    assert_contains(run.out, "ANAH-13-PAGE-4");
+    harness_assert_contains(run.out, "ANAH-13-PAGE-0");
+    harness_assert_contains(run.out, "ANAH-13-PAGE-4");
     assert_null(strstr(run.out, "next_page_token"));
-    run_free(&run);
+    harness_run_free(&run);
 
     /* a listing that finds nothing says so */
     run = run_as("metropole", "unit", "list", "--territory", "CT5", "--stock", "social");
     assert_int_equal(run.exit_code, 0);
     assert_string_equal(run.out, "units (0)\n");
-    run_free(&run);
+    harness_run_free(&run);
 }
 
 static void test_idempotency_key_repeats_safely(void **state)
@@ -827,17 +723,17 @@ static void test_idempotency_key_repeats_safely(void **state)
     need_service();
     char ids[2][64];
     for (int i = 0; i < 2; i++) {
-        run_t run =
+        harness_run_t run =
             run_as("operator", "--idempotency-key", "script-42", "unit", "register",
                    "--external-ref", "ANAH-IDEM-1", "--address", "20 rue Sainte", "--commune",
                    "Marseille", "--arrondissement", "7", "--stock", "private", "--typology", "t1",
                    "--surface-m2", "22", "--landlord", "OWNER-2", "--json");
         assert_int_equal(run.exit_code, 0);
-        json_t *json = parse_json(run.out);
+        json_t *json = harness_parse_json(run.out);
         snprintf(ids[i], sizeof ids[i], "%s", json_str(json, "id"));
         assert_string_equal(json_str(json, "arrondissement_insee"), "13207");
         json_decref(json);
-        run_free(&run);
+        harness_run_free(&run);
     }
     assert_string_equal(ids[0], ids[1]);
 }
@@ -846,29 +742,29 @@ static void test_new_keys_and_roles(void **state)
 {
     (void)state;
     need_service();
-    run_t run =
+    harness_run_t run =
         run_cli("--keys", fx.stack.keys, "keygen", "--name", "opah-ct2", "--party", "operator");
     assert_int_equal(run.exit_code, 0);
-    run_free(&run);
+    harness_run_free(&run);
     run = run_cli("--keys", fx.stack.keys, "keygen", "--name", "adil", "--party", "partner");
     assert_int_equal(run.exit_code, 0);
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("opah-ct2", "unit", "register", "--external-ref", "ANAH-NEWKEY-1", "--address",
                  "8 place Crousillat", "--commune", "Salon-de-Provence", "--stock", "private",
                  "--typology", "t4", "--surface-m2", "85", "--landlord", "OWNER-3", "--json");
     assert_int_equal(run.exit_code, 0);
-    json_t *json = parse_json(run.out);
+    json_t *json = harness_parse_json(run.out);
     assert_string_equal(json_str(json, "territory"), "CT3");
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("adil", "unit", "register", "--external-ref", "ANAH-NEWKEY-2", "--address",
                  "9 place Crousillat", "--commune", "Salon-de-Provence", "--stock", "private",
                  "--typology", "t4", "--surface-m2", "85", "--landlord", "OWNER-3");
     assert_int_equal(run.exit_code, 1);
-    assert_contains(run.err, "error: PERMISSION_DENIED");
-    run_free(&run);
+    harness_assert_contains(run.err, "error: PERMISSION_DENIED");
+    harness_run_free(&run);
 }
 
 /* PASSERELLE_INSECURE=1 on both sides: no keys at all, and the caller is
@@ -882,14 +778,14 @@ static void test_insecure_mode(void **state)
     assert_int_equal(harness_stack_service_start(&fx.stack, &plain, "insecure", service_env), 0);
 
     const char *env[] = {"PASSERELLE_INSECURE=1", NULL};
-    run_t run = run_cli_env(env, "--endpoint", plain.endpoint, "--keys", "/nonexistent", "health",
-                            "--json", NULL);
+    harness_run_t run = run_cli_env(env, "--endpoint", plain.endpoint, "--keys", "/nonexistent",
+                                    "health", "--json", NULL);
     harness_service_stop(&plain, SIGTERM);
     assert_int_equal(run.exit_code, 0);
-    json_t *json = parse_json(run.out);
+    json_t *json = harness_parse_json(run.out);
     assert_string_equal(json_str(json, "caller_party"), "ADMIN");
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 }
 
 /* ==========================================================================
@@ -899,7 +795,6 @@ static void test_insecure_mode(void **state)
 static int setup(void **state)
 {
     *state = &fx.stack;
-    snprintf(fx.cli, sizeof fx.cli, "%s", harness_bin("tools/passerelle"));
     /* The tests without a service still run when it does not start: those
      * that need it fail on their own. */
     if (harness_stack_start(&fx.stack, "cli", NULL, NULL) != 0) {
@@ -907,6 +802,7 @@ static int setup(void **state)
             return -1;
         fprintf(stderr, "the reservations service did not start\n");
     }
+    harness_cli_init(&fx.cli, fx.stack.dir, NULL, CLI_DEADLINE_MS);
     return 0;
 }
 

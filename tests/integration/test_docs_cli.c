@@ -28,18 +28,17 @@
 #include <cmocka.h>
 
 #define CLI_DEADLINE_MS 60000
-#define MAX_ARGS        48
 #define LARGE_BYTES     (20u * 1024 * 1024 + 12345) /* not a multiple of a chunk */
 
 typedef struct {
-    char *dir;       /* temporary folder: keys, logs, files, the store */
-    char keys[512];  /* one client per party */
-    char store[512]; /* PASSERELLE_DOCSTORE_DIR */
-    char files[512]; /* what is uploaded */
-    char downs[512]; /* where downloads go (the CLI's working folder) */
-    char small[600]; /* the small file */
-    char large[600]; /* the large file */
-    char cli[1024];  /* the binary */
+    char *dir;         /* temporary folder: keys, logs, files, the store */
+    char keys[512];    /* one client per party */
+    char store[512];   /* PASSERELLE_DOCSTORE_DIR */
+    char files[512];   /* what is uploaded */
+    char downs[512];   /* where downloads go (the CLI's working folder) */
+    char small[600];   /* the small file */
+    char large[600];   /* the large file */
+    harness_cli_t cli; /* the binary, run in downs, its output in dir */
     harness_redis_t redis;
     harness_service_t service;
     char small_id[64];
@@ -48,100 +47,10 @@ typedef struct {
 
 static fixture_t fx;
 
-typedef struct {
-    int exit_code; /* -1 if it did not exit normally */
-    char *out;
-    char *err;
-} run_t;
-
-static void run_free(run_t *run)
-{
-    free(run->out);
-    free(run->err);
-    memset(run, 0, sizeof *run);
-}
-
-/* The whole file, NUL-terminated (*len_out: its length); "" if absent. */
-static char *slurp_len(const char *path, size_t *len_out)
-{
-    FILE *file = fopen(path, "rb");
-    if (len_out)
-        *len_out = 0;
-    if (!file)
-        return strdup("");
-    fseek(file, 0, SEEK_END);
-    long size = ftell(file);
-    fseek(file, 0, SEEK_SET);
-    char *text = calloc(1, (size_t)size + 1);
-    if (size > 0 && fread(text, 1, (size_t)size, file) != (size_t)size)
-        text[0] = '\0';
-    else if (len_out)
-        *len_out = (size_t)size;
-    fclose(file);
-    return text;
-}
-
-/* Runs the CLI in the downloads folder with the NULL-terminated arguments,
- * each "NAME=value" of env (may be NULL) set in its environment. Its output
- * goes to files, so no pipe can fill and block it. */
-static run_t run_cli_env(const char *const *env, const char *first, ...)
-{
-    const char *argv[MAX_ARGS + 2];
-    int argc = 0;
-    argv[argc++] = fx.cli;
-    va_list args;
-    va_start(args, first);
-    for (const char *arg = first; arg && argc < MAX_ARGS; arg = va_arg(args, const char *))
-        argv[argc++] = arg;
-    va_end(args);
-    argv[argc] = NULL;
-
-    char out_path[1024], err_path[1024];
-    snprintf(out_path, sizeof out_path, "%s/cli.out", fx.dir);
-    snprintf(err_path, sizeof err_path, "%s/cli.err", fx.dir);
-
-    pid_t pid = fork();
-    if (pid == 0) {
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (out < 0 || err < 0 || chdir(fx.downs) != 0)
-            _exit(127);
-        dup2(out, STDOUT_FILENO);
-        dup2(err, STDERR_FILENO);
-        close(out);
-        close(err);
-        unsetenv("PASSERELLE_DOCSTORE_ENDPOINT");
-        unsetenv("PASSERELLE_RESERVATIONS_ENDPOINT");
-        unsetenv("PASSERELLE_KEYS_DIR");
-        unsetenv("PASSERELLE_CLIENT");
-        unsetenv("PASSERELLE_INSECURE");
-        for (int i = 0; env && env[i]; i++)
-            putenv((char *)env[i]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    run_t run = {-1, NULL, NULL};
-    assert_true(pid > 0);
-    int status = 0;
-    for (int waited = 0;; waited += 10) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        if (waited >= CLI_DEADLINE_MS) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            break;
-        }
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    run.out = slurp_len(out_path, NULL);
-    run.err = slurp_len(err_path, NULL);
-    if (getenv("PASSERELLE_TEST_VERBOSE"))
-        fprintf(stderr, "[cli %s ...] exit %d\n--- stdout\n%s--- stderr\n%s", first ? first : "",
-                run.exit_code, run.out, run.err);
-    return run;
-}
+/* Runs the CLI in the downloads folder with the arguments, each
+ * "NAME=value" of env (may be NULL) set in its environment
+ * (harness_run_cli). */
+#define run_cli_env(env, ...) harness_run_cli(&fx.cli, env, __VA_ARGS__)
 
 #define run_cli(...) run_cli_env(NULL, __VA_ARGS__, NULL)
 
@@ -149,33 +58,6 @@ static run_t run_cli_env(const char *const *env, const char *first, ...)
 #define run_as(name, ...)                                                                          \
     run_cli_env(NULL, "--endpoint", fx.service.endpoint, "--keys", fx.keys, "--as", name,          \
                 __VA_ARGS__, NULL)
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (!strstr(haystack, needle)) {
-        fprintf(stderr, "expected to find \"%s\" in:\n%s\n", needle, haystack);
-        fail();
-    }
-}
-
-static void assert_exit(const run_t *run, int code)
-{
-    if (run->exit_code != code) {
-        fprintf(stderr, "exit %d, expected %d\n--- stdout\n%s--- stderr\n%s", run->exit_code, code,
-                run->out, run->err);
-        fail();
-    }
-}
-
-static json_t *parse_json(const char *text)
-{
-    json_error_t error;
-    json_t *json = json_loads(text, 0, &error);
-    if (!json)
-        fprintf(stderr, "not JSON (%s): %s\n", error.text, text);
-    assert_non_null(json);
-    return json;
-}
 
 static void need_service(void)
 {
@@ -259,7 +141,7 @@ static int write_file(const char *path, size_t size, uint64_t seed)
 static void file_sha256(const char *path, char hex[65])
 {
     size_t len = 0;
-    char *bytes = slurp_len(path, &len);
+    char *bytes = harness_file_read(path, &len);
     unsigned char digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(digest, (const unsigned char *)bytes, len);
     sodium_bin2hex(hex, 65, digest, sizeof digest);
@@ -274,7 +156,6 @@ static int group_setup(void **state)
 {
     (void)state;
     memset(&fx, 0, sizeof fx);
-    snprintf(fx.cli, sizeof fx.cli, "%s", harness_bin("tools/passerelle"));
     fx.dir = harness_tempdir("docs-cli");
     if (!fx.dir)
         return -1;
@@ -286,6 +167,7 @@ static int group_setup(void **state)
     snprintf(fx.large, sizeof fx.large, "%s/etude-habitat.pdf", fx.files);
     if (mkdir(fx.store, 0700) != 0 || mkdir(fx.files, 0700) != 0 || mkdir(fx.downs, 0700) != 0)
         return -1;
+    harness_cli_init(&fx.cli, fx.dir, fx.downs, CLI_DEADLINE_MS);
 
     FILE *small = fopen(fx.small, "w");
     if (!small)
@@ -331,8 +213,8 @@ static int group_teardown(void **state)
 static void test_help_lists_docs_commands(void **state)
 {
     (void)state;
-    run_t run = run_cli("--help");
-    assert_exit(&run, 0);
+    harness_run_t run = run_cli("--help");
+    harness_assert_exit(&run, 0);
     const char *expected[] = {"docs put FILE",
                               "docs get ID",
                               "docs list",
@@ -344,19 +226,19 @@ static void test_help_lists_docs_commands(void **state)
                               "--visibility shared|private",
                               "unit register"};
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
-        assert_contains(run.out, expected[i]);
-    run_free(&run);
+        harness_assert_contains(run.out, expected[i]);
+    harness_run_free(&run);
 
     run = run_cli("help", "docs", "get");
-    assert_exit(&run, 0);
-    assert_contains(run.out, "docs get ID [--version N] [-o FILE]");
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "docs get ID [--version N] [-o FILE]");
     assert_null(strstr(run.out, "docs put"));
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_cli("docs", "put", "--help");
-    assert_exit(&run, 0);
-    assert_contains(run.out, "--tag (repeatable)");
-    run_free(&run);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "--tag (repeatable)");
+    harness_run_free(&run);
 }
 
 static void test_usage_errors_exit_2(void **state)
@@ -393,11 +275,12 @@ static void test_usage_errors_exit_2(void **state)
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const char **a = cases[c].args;
-        run_t run = run_cli(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
-        assert_exit(&run, 2);
-        assert_contains(run.err, cases[c].says);
+        harness_run_t run =
+            run_cli(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+        harness_assert_exit(&run, 2);
+        harness_assert_contains(run.err, cases[c].says);
         assert_string_equal(run.out, "");
-        run_free(&run);
+        harness_run_free(&run);
     }
 }
 
@@ -406,12 +289,12 @@ static void test_unreachable_exits_3(void **state)
     (void)state;
     char endpoint[64], env_endpoint[96];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", harness_free_port());
-    run_t run = run_cli("docs", "list", "--endpoint", endpoint, "--keys", fx.keys, "--timeout-ms",
-                        "200", "--retries", "1");
-    assert_exit(&run, 3);
-    assert_contains(run.err, "UNAVAILABLE");
-    assert_contains(run.err, endpoint);
-    run_free(&run);
+    harness_run_t run = run_cli("docs", "list", "--endpoint", endpoint, "--keys", fx.keys,
+                                "--timeout-ms", "200", "--retries", "1");
+    harness_assert_exit(&run, 3);
+    harness_assert_contains(run.err, "UNAVAILABLE");
+    harness_assert_contains(run.err, endpoint);
+    harness_run_free(&run);
 
     /* Without --endpoint, the docs commands ask PASSERELLE_DOCSTORE_ENDPOINT
      * (and not the reservations service's variable). */
@@ -419,9 +302,9 @@ static void test_unreachable_exits_3(void **state)
     const char *env[] = {env_endpoint, "PASSERELLE_RESERVATIONS_ENDPOINT=tcp://127.0.0.1:9", NULL};
     run = run_cli_env(env, "docs", "put", fx.small, "--keys", fx.keys, "--title", "T", "--kind",
                       "study", "--theme", "1", "--timeout-ms", "200", "--retries", "0", NULL);
-    assert_exit(&run, 3);
-    assert_contains(run.err, endpoint);
-    run_free(&run);
+    harness_assert_exit(&run, 3);
+    harness_assert_contains(run.err, endpoint);
+    harness_run_free(&run);
 }
 
 /* ==========================================================================
@@ -432,22 +315,22 @@ static void test_put_and_get_round_trips(void **state)
 {
     (void)state;
     need_service();
-    run_t run = run_as("metropole", "docs", "put", fx.small, "--title",
-                       "Diagnostic emploi logement du pays d'Aix", "--kind",
-                       "employment_housing_diagnostic", "--theme", "1", "--territory", "CT2",
-                       "--tag", "emploi,diagnostic", "--id-only");
-    assert_exit(&run, 0);
+    harness_run_t run = run_as("metropole", "docs", "put", fx.small, "--title",
+                               "Diagnostic emploi logement du pays d'Aix", "--kind",
+                               "employment_housing_diagnostic", "--theme", "1", "--territory",
+                               "CT2", "--tag", "emploi,diagnostic", "--id-only");
+    harness_assert_exit(&run, 0);
     size_t id_len = strcspn(run.out, "\n");
     assert_true(id_len > 1 && id_len < sizeof fx.small_id && run.out[0] == 'F');
     memcpy(fx.small_id, run.out, id_len);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* The large one through --json: the service's record of it. */
     run = run_as("metropole", "docs", "put", fx.large, "--title", "Étude habitat 2024", "--kind",
                  "study", "--theme", "2", "--visibility", "private", "--json");
-    assert_exit(&run, 0);
+    harness_assert_exit(&run, 0);
     assert_null(strchr(run.err, '\r')); /* no progress bar: stderr is a file */
-    json_t *doc = parse_json(run.out);
+    json_t *doc = harness_parse_json(run.out);
     snprintf(fx.large_id, sizeof fx.large_id, "%s",
              json_string_value(json_object_get(doc, "id"))
                  ? json_string_value(json_object_get(doc, "id"))
@@ -462,39 +345,39 @@ static void test_put_and_get_round_trips(void **state)
     assert_string_equal(json_string_value(json_object_get(v1, "filename")), "etude-habitat.pdf");
     assert_string_equal(json_string_value(json_object_get(v1, "media_type")), "application/pdf");
     json_decref(doc);
-    run_free(&run);
+    harness_run_free(&run);
 
     /* Back again, byte for byte, to a named file and to the default name. */
     char out[1024];
     path_in(out, sizeof out, fx.downs, "large.bin");
     run = run_as("metropole", "docs", "get", fx.large_id, "-o", out);
-    assert_exit(&run, 0);
+    harness_assert_exit(&run, 0);
     assert_null(strchr(run.err, '\r'));
-    run_free(&run);
+    harness_run_free(&run);
     assert_same_file(fx.large, out);
 
     run = run_as("partner", "docs", "get", fx.small_id);
-    assert_exit(&run, 0);
-    run_free(&run);
+    harness_assert_exit(&run, 0);
+    harness_run_free(&run);
     path_in(out, sizeof out, fx.downs, "diagnostic-emploi-logement.txt");
     assert_same_file(fx.small, out);
     assert_int_equal(downloads_count(), 2); /* no temporary file left */
 
     /* "-o -": standard output, nothing written in the folder */
     run = run_as("partner", "docs", "get", fx.small_id, "-o", "-");
-    assert_exit(&run, 0);
-    char *expected = slurp_len(fx.small, NULL);
+    harness_assert_exit(&run, 0);
+    char *expected = harness_file_read(fx.small, NULL);
     assert_string_equal(run.out, expected);
     free(expected);
-    run_free(&run);
+    harness_run_free(&run);
     assert_int_equal(downloads_count(), 2);
 
     /* A private document is its owner's: another party gets an error and
      * no file. */
     run = run_as("partner", "docs", "get", fx.large_id, "-o", "private.bin");
-    assert_exit(&run, 1);
-    assert_contains(run.err, "error: ");
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_assert_contains(run.err, "error: ");
+    harness_run_free(&run);
     assert_int_equal(downloads_count(), 2);
     downloads_clear();
 }
@@ -505,88 +388,89 @@ static void test_list_show_versions(void **state)
     need_service();
     assert_true(fx.small_id[0] && fx.large_id[0]);
 
-    run_t run = run_as("metropole", "docs", "list");
-    assert_exit(&run, 0);
-    assert_contains(run.out, fx.small_id);
-    assert_contains(run.out, fx.large_id);
-    assert_contains(run.out, "employment_housing_diagnostic  theme 1  CT2  ");
-    assert_contains(run.out, "\"Diagnostic emploi logement du pays d'Aix\"");
-    assert_contains(run.out, "private");
-    run_free(&run);
+    harness_run_t run = run_as("metropole", "docs", "list");
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, fx.small_id);
+    harness_assert_contains(run.out, fx.large_id);
+    harness_assert_contains(run.out, "employment_housing_diagnostic  theme 1  CT2  ");
+    harness_assert_contains(run.out, "\"Diagnostic emploi logement du pays d'Aix\"");
+    harness_assert_contains(run.out, "private");
+    harness_run_free(&run);
 
     run = run_as("partner", "docs", "list", "--all", "--id-only");
-    assert_exit(&run, 0);
-    assert_contains(run.out, fx.small_id);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, fx.small_id);
     assert_null(strstr(run.out, fx.large_id)); /* private to the Métropole */
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("admin", "docs", "list", "--tag", "emploi", "--json");
-    assert_exit(&run, 0);
-    json_t *list = parse_json(run.out);
+    harness_assert_exit(&run, 0);
+    json_t *list = harness_parse_json(run.out);
     json_t *docs = json_object_get(list, "documents");
     assert_int_equal(json_array_size(docs), 1);
     assert_string_equal(json_string_value(json_object_get(json_array_get(docs, 0), "id")),
                         fx.small_id);
     json_decref(list);
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("admin", "docs", "list", "--kind", "study", "--id-only");
-    assert_exit(&run, 0);
-    assert_contains(run.out, fx.large_id);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, fx.large_id);
     assert_null(strstr(run.out, fx.small_id));
-    run_free(&run);
+    harness_run_free(&run);
 
     /* A second version of the small one, then its history. */
     run = run_as("metropole", "docs", "put", fx.large, "--document", fx.small_id);
-    assert_exit(&run, 0);
-    assert_contains(run.out, fx.small_id);
-    assert_contains(run.out, "v2 20.0 MiB");
-    run_free(&run);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, fx.small_id);
+    harness_assert_contains(run.out, "v2 20.0 MiB");
+    harness_run_free(&run);
 
     run = run_as("metropole", "docs", "show", fx.small_id);
-    assert_exit(&run, 0);
-    assert_contains(run.out, "tags: emploi, diagnostic");
-    assert_contains(run.out, "v1  ");
-    assert_contains(run.out, "v2  ");
-    run_free(&run);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "tags: emploi, diagnostic");
+    harness_assert_contains(run.out, "v1  ");
+    harness_assert_contains(run.out, "v2  ");
+    harness_run_free(&run);
 
     run = run_as("metropole", "docs", "versions", fx.small_id);
-    assert_exit(&run, 0);
-    assert_contains(run.out, "diagnostic-emploi-logement.txt  text/plain");
-    assert_contains(run.out, "etude-habitat.pdf  application/pdf");
-    run_free(&run);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "diagnostic-emploi-logement.txt  text/plain");
+    harness_assert_contains(run.out, "etude-habitat.pdf  application/pdf");
+    harness_run_free(&run);
 
     /* Only the owner party adds versions. */
     run = run_as("partner", "docs", "put", fx.small, "--document", fx.small_id);
-    assert_exit(&run, 1);
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_run_free(&run);
 
     run = run_as("metropole", "docs", "show", "F01ARZ3NDEKTSV4RRFFQ69G5FAV");
-    assert_exit(&run, 1);
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_run_free(&run);
 }
 
 static void test_withdraw_then_get_fails(void **state)
 {
     (void)state;
     need_service();
-    run_t run = run_as("metropole", "docs", "withdraw", fx.large_id, "--reason", "superseded");
-    assert_exit(&run, 0);
-    assert_contains(run.out, "(withdrawn)");
-    run_free(&run);
+    harness_run_t run =
+        run_as("metropole", "docs", "withdraw", fx.large_id, "--reason", "superseded");
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "(withdrawn)");
+    harness_run_free(&run);
 
     run = run_as("metropole", "docs", "versions", fx.large_id);
-    assert_exit(&run, 0);
-    assert_contains(run.out, "WITHDRAWN");
-    assert_contains(run.out, "superseded");
-    run_free(&run);
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "WITHDRAWN");
+    harness_assert_contains(run.out, "superseded");
+    harness_run_free(&run);
 
     run = run_as("metropole", "docs", "get", fx.large_id, "-o", "large.bin");
-    assert_exit(&run, 1);
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_run_free(&run);
     run = run_as("metropole", "docs", "get", fx.large_id, "--version", "1", "-o", "large.bin");
-    assert_exit(&run, 1);
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_run_free(&run);
     assert_int_equal(downloads_count(), 0);
 }
 
@@ -594,22 +478,22 @@ static void test_fsck_clean(void **state)
 {
     (void)state;
     need_service();
-    run_t run = run_as("admin", "docs", "fsck");
-    assert_exit(&run, 0);
-    assert_contains(run.out, "0 corrupt, 0 missing, 0 orphaned");
-    run_free(&run);
+    harness_run_t run = run_as("admin", "docs", "fsck");
+    harness_assert_exit(&run, 0);
+    harness_assert_contains(run.out, "0 corrupt, 0 missing, 0 orphaned");
+    harness_run_free(&run);
 
     run = run_as("admin", "docs", "fsck", "--json");
-    assert_exit(&run, 0);
-    json_t *json = parse_json(run.out);
+    harness_assert_exit(&run, 0);
+    json_t *json = harness_parse_json(run.out);
     assert_true(json_integer_value(json_object_get(json, "blobs_checked")) >= 2);
     json_decref(json);
-    run_free(&run);
+    harness_run_free(&run);
 
     run = run_as("metropole", "docs", "fsck");
-    assert_exit(&run, 1);
-    assert_contains(run.err, "PERMISSION_DENIED");
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_assert_contains(run.err, "PERMISSION_DENIED");
+    harness_run_free(&run);
 }
 
 /* Last: a byte of the small file's blob flipped on disk. */
@@ -634,17 +518,18 @@ static void test_corrupt_blob_refused_and_reported(void **state)
     assert_int_equal(pwrite(fd, &byte, 1, 100), 1);
     close(fd);
 
-    run_t run = run_as("metropole", "docs", "get", fx.small_id, "--version", "1", "-o", "v1.txt");
-    assert_exit(&run, 1);
-    assert_contains(run.err, "DATA_LOSS");
-    run_free(&run);
+    harness_run_t run =
+        run_as("metropole", "docs", "get", fx.small_id, "--version", "1", "-o", "v1.txt");
+    harness_assert_exit(&run, 1);
+    harness_assert_contains(run.err, "DATA_LOSS");
+    harness_run_free(&run);
     assert_int_equal(downloads_count(), 0);
 
     run = run_as("admin", "docs", "fsck");
-    assert_exit(&run, 1);
-    assert_contains(run.out, "corrupt");
-    assert_contains(run.out, sha);
-    run_free(&run);
+    harness_assert_exit(&run, 1);
+    harness_assert_contains(run.out, "corrupt");
+    harness_assert_contains(run.out, sha);
+    harness_run_free(&run);
 }
 
 int main(void)
