@@ -1,16 +1,18 @@
 -- commit.lua: the one script every write of Passerelle goes through (txn.c).
 --
--- It applies a transaction all or nothing: version guards, record puts,
--- index changes, at most one event, and the idempotency record, so that a
--- state change, its event and the reply to its request are written together.
+-- It applies a transaction all or nothing: version guards, record puts and
+-- deletes, index changes, at most one event, and the idempotency record, so
+-- that a state change, its event and the reply to its request are written
+-- together.
 -- Redis runs a script without interleaving other clients' commands, and
 -- every check happens before the first write, so a refusal leaves nothing
 -- behind.
 --
--- KEYS, in this order (counts in ARGV[1..7]):
+-- KEYS, in this order (counts in ARGV[1..11]):
 --   [idempotency key]          if ARGV[1] == "1"
 --   guard keys                 ARGV[4] of them
 --   put keys                   ARGV[5]
+--   delete keys                ARGV[11]
 --   index-add sorted sets      ARGV[6]
 --   index-remove sorted sets   ARGV[7]
 --   counter hashes             ARGV[10]
@@ -24,12 +26,16 @@
 --   8 "1" if there is an event, else "0"
 --   9 the reply to store under the idempotency key
 --   10 counter count C
+--   11 delete count D
 --   then G versions (decimal; "0" = must not exist),
 --   then P pairs: version, packed protobuf,
+--   then D versions (decimal, at least 1: the version each deleted record
+--        must be at),
 --   then A members, then R members,
 --   then C pairs: hash field, integer delta (HINCRBY),
 --   then, with an event: its type and its packed Event.
--- A put of version n is also guarded at n - 1 (checked with the guards).
+-- A put of version n is also guarded at n - 1, a delete at its version
+-- (both checked with the guards).
 --
 -- Returns an array whose first element says what happened:
 --   {"COMMITTED", stream entry id or ""}
@@ -47,9 +53,10 @@ local remove_count = tonumber(ARGV[7])
 local has_event = ARGV[8] == "1"
 local reply = ARGV[9]
 local counter_count = tonumber(ARGV[10])
+local delete_count = tonumber(ARGV[11])
 
 local k = 1
-local a = 11
+local a = 12
 
 local idem_key = nil
 if has_idem then
@@ -88,12 +95,28 @@ for i = 1, put_count do
   a = a + 2
 end
 
+local delete_first_key, delete_first_arg = k, a
+for i = 1, delete_count do
+  local key = KEYS[k]
+  if version_of(key) ~= tonumber(ARGV[a]) then
+    return {"STALE", key}
+  end
+  k = k + 1
+  a = a + 1
+end
+
 -- Every check passed: from here on, only writes.
 k, a = put_first_key, put_first_arg
 for i = 1, put_count do
   redis.call("HSET", KEYS[k], "v", ARGV[a], "pb", ARGV[a + 1])
   k = k + 1
   a = a + 2
+end
+k, a = delete_first_key, delete_first_arg
+for i = 1, delete_count do
+  redis.call("DEL", KEYS[k])
+  k = k + 1
+  a = a + 1
 end
 for i = 1, add_count do
   redis.call("ZADD", KEYS[k], 0, ARGV[a])

@@ -52,6 +52,7 @@ struct txn_t {
 
     txn_list_t guards;   /* txn_write_t, no data */
     txn_list_t puts;     /* txn_write_t */
+    txn_list_t deletes;  /* txn_write_t, no data */
     txn_list_t adds;     /* txn_index_t */
     txn_list_t removes;  /* txn_index_t */
     txn_list_t counters; /* txn_counter_t */
@@ -108,6 +109,9 @@ void txn_destroy(txn_t **self_p)
     txn_write_t *writes = self->guards.items;
     for (size_t i = 0; i < self->guards.count; i++)
         free(writes[i].key);
+    writes = self->deletes.items;
+    for (size_t i = 0; i < self->deletes.count; i++)
+        free(writes[i].key);
     writes = self->puts.items;
     for (size_t i = 0; i < self->puts.count; i++) {
         free(writes[i].key);
@@ -130,6 +134,7 @@ void txn_destroy(txn_t **self_p)
     free(self->counters.items);
     free(self->guards.items);
     free(self->puts.items);
+    free(self->deletes.items);
     free(self->stream_key);
     free(self->event_type);
     free(self->event_bytes);
@@ -171,6 +176,21 @@ void txn_put(txn_t *self, const char *key, uint64_t version, const void *data, s
         memcpy(put->data, data, len);
     put->len = len;
     snprintf(put->version, sizeof put->version, "%" PRIu64, version);
+}
+
+void txn_delete(txn_t *self, const char *key, uint64_t version)
+{
+    if (version == 0) {
+        log_error("txn_delete of version 0", "{s:s}", "key", key);
+        self->broken = true;
+        return;
+    }
+    txn_write_t *deleted = list_push(&self->deletes, sizeof *deleted);
+    if (!deleted || !(deleted->key = strdup(key))) {
+        self->broken = true;
+        return;
+    }
+    snprintf(deleted->version, sizeof deleted->version, "%" PRIu64, version);
 }
 
 void txn_put_message(txn_t *self, const char *key, uint64_t version, const ProtobufCMessage *msg)
@@ -321,7 +341,7 @@ typedef struct {
     const char **argv;
     size_t *lens;
     size_t nkeys, argc;
-    char counts[5][24];
+    char counts[6][24];
     char ttl_text[24];
 } txn_args_t;
 
@@ -337,10 +357,12 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
 {
     bool has_idem = self->idempotency_key != NULL;
     bool has_event = self->stream_key != NULL;
-    size_t nkeys = (has_idem ? 1 : 0) + self->guards.count + self->puts.count + self->adds.count +
-                   self->removes.count + self->counters.count + (has_event ? 1 : 0);
-    size_t nargs = 10 + self->guards.count + 2 * self->puts.count + self->adds.count +
-                   self->removes.count + 2 * self->counters.count + (has_event ? 2 : 0);
+    size_t nkeys = (has_idem ? 1 : 0) + self->guards.count + self->puts.count +
+                   self->deletes.count + self->adds.count + self->removes.count +
+                   self->counters.count + (has_event ? 1 : 0);
+    size_t nargs = 11 + self->guards.count + 2 * self->puts.count + self->deletes.count +
+                   self->adds.count + self->removes.count + 2 * self->counters.count +
+                   (has_event ? 2 : 0);
     size_t argc = nkeys + nargs;
     const char **argv = malloc(sizeof *argv * argc);
     size_t *lens = malloc(sizeof *lens * argc);
@@ -369,6 +391,7 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
     snprintf(args->counts[2], sizeof args->counts[2], "%zu", self->adds.count);
     snprintf(args->counts[3], sizeof args->counts[3], "%zu", self->removes.count);
     snprintf(args->counts[4], sizeof args->counts[4], "%zu", self->counters.count);
+    snprintf(args->counts[5], sizeof args->counts[5], "%zu", self->deletes.count);
 
     if (has_idem)
         ARG_TEXT(k, self->idempotency_key);
@@ -380,6 +403,7 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
     ARG_TEXT(a, has_event ? "1" : "0");
     ARG(a, reply ? (const char *)reply : "", reply ? reply_len : 0);
     ARG_TEXT(a, args->counts[4]);
+    ARG_TEXT(a, args->counts[5]);
 
     const txn_write_t *guards = self->guards.items;
     for (size_t i = 0; i < self->guards.count; i++) {
@@ -391,6 +415,11 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
         ARG_TEXT(k, puts[i].key);
         ARG_TEXT(a, puts[i].version);
         ARG(a, puts[i].data, puts[i].len);
+    }
+    const txn_write_t *deletes = self->deletes.items;
+    for (size_t i = 0; i < self->deletes.count; i++) {
+        ARG_TEXT(k, deletes[i].key);
+        ARG_TEXT(a, deletes[i].version);
     }
     const txn_index_t *adds = self->adds.items;
     for (size_t i = 0; i < self->adds.count; i++) {
@@ -494,6 +523,10 @@ bool txn_writes(const txn_t *self, const char *key)
     const txn_write_t *puts = self->puts.items;
     for (size_t i = 0; i < self->puts.count; i++)
         if (strcmp(puts[i].key, key) == 0)
+            return true;
+    const txn_write_t *deletes = self->deletes.items;
+    for (size_t i = 0; i < self->deletes.count; i++)
+        if (strcmp(deletes[i].key, key) == 0)
             return true;
     return false;
 }

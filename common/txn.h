@@ -52,6 +52,12 @@ void txn_guard(txn_t *self, const char *key, uint64_t version);
  * copied. */
 void txn_put(txn_t *self, const char *key, uint64_t version, const void *data, size_t len);
 
+/* Deletes the record key; guarded at version (the version the handler
+ * read; 0 is a bug and the commit is refused), so the commit is TXN_STALE
+ * if the record changed or is gone. Applied with the other writes, all or
+ * nothing; a key is not both put and deleted in one transaction. */
+void txn_delete(txn_t *self, const char *key, uint64_t version);
+
 /* Packs msg and puts it (the same as txn_put with its packed bytes). */
 void txn_put_message(txn_t *self, const char *key, uint64_t version, const ProtobufCMessage *msg);
 
@@ -124,7 +130,7 @@ const char *txn_event_id(const txn_t *self);
  * result; NULL when out of memory (self is then unchanged). */
 txn_t *txn_take(txn_t *self);
 
-/* True if the transaction puts key. */
+/* True if the transaction puts or deletes key. */
 bool txn_writes(const txn_t *self, const char *key);
 
 #define TXN_STALE_KEY_MAX 256

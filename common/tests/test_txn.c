@@ -1,6 +1,6 @@
 /* Atomic commits through commit.lua against a real redis-server: creation,
- * version guards, idempotency (duplicate, reused key), all-or-nothing, and
- * the event written with the state. */
+ * version guards, deletes, idempotency (duplicate, reused key),
+ * all-or-nothing, and the event written with the state. */
 #include "envelope.pb-c.h"
 #include "harness.h"
 #include "ids.h"
@@ -480,6 +480,137 @@ static void test_batch(void **state)
     txn_destroy(&txns[1]);
 }
 
+/* Deletes: guarded at the version read, all or nothing with the rest of
+ * the transaction, never repeated by a duplicate commit. */
+static void test_delete(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("deleted");
+    txn_t *txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:del", 1, &msg.base);
+    txn_index_add(txn, "idx:del", "D");
+    txn_index_add(txn, "idx:del", "E");
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+    txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:del", 2, &msg.base);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+
+    /* Guarded: at an older version, or absent, it is stale. */
+    txn = txn_new(NULL, NULL, 0);
+    txn_delete(txn, "rec:del", 1);
+    assert_true(txn_writes(txn, "rec:del"));
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+    assert_record("rec:del", 2, "deleted");
+    txn = txn_new(NULL, NULL, 0);
+    txn_delete(txn, "rec:del-never", 1);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+
+    /* Atomic: a later check failing keeps the record and its index entry. */
+    txn = txn_new("idem:del-atomic", "fp", 60);
+    txn_delete(txn, "rec:del", 2);
+    txn_index_remove(txn, "idx:del", "D");
+    txn_put_message(txn, "rec:del-missing", 3, &msg.base); /* absent, not at 2 */
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_STALE);
+    txn_destroy(&txn);
+    assert_record("rec:del", 2, "deleted");
+    assert_true(indexed("idx:del", "D"));
+    assert_false(exists("idem:del-atomic"));
+
+    /* Applied with a put, an index removal and the event, together. */
+    txn = txn_new("idem:del", "fp-del", 60);
+    txn_delete(txn, "rec:del", 2);
+    txn_index_remove(txn, "idx:del", "D");
+    txn_put_message(txn, "rec:del-other", 1, &msg.base);
+    txn_event(txn, "stream:del", "/passerelle/test", "unit.deleted", "d", &msg.base);
+    assert_int_equal(txn_commit(txn, store, "gone", 4, NULL, NULL, NULL), TXN_COMMITTED);
+    assert_false(exists("rec:del"));
+    assert_false(indexed("idx:del", "D"));
+    assert_true(indexed("idx:del", "E"));
+    assert_record("rec:del-other", 1, "deleted");
+    assert_int_equal(integer_of("XLEN %s", "stream:del"), 1);
+
+    /* The record made anew: the same commit again is a duplicate and
+     * deletes nothing more. */
+    txn_t *again = txn_new(NULL, NULL, 0);
+    txn_put_message(again, "rec:del", 1, &msg.base);
+    txn_index_add(again, "idx:del", "D");
+    assert_int_equal(txn_commit(again, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&again);
+    uint8_t *stored = NULL;
+    size_t stored_len = 0;
+    assert_int_equal(txn_commit(txn, store, "gone", 4, &stored, &stored_len, NULL), TXN_DUPLICATE);
+    assert_int_equal(stored_len, 4);
+    assert_memory_equal(stored, "gone", 4);
+    free(stored);
+    txn_destroy(&txn);
+    assert_record("rec:del", 1, "deleted");
+    assert_true(indexed("idx:del", "D"));
+    assert_int_equal(integer_of("XLEN %s", "stream:del"), 1);
+
+    /* Version 0 is a bug: the transaction is refused, nothing written. */
+    txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:del-zero", 1, &msg.base);
+    txn_delete(txn, "rec:del", 0);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_REFUSED);
+    txn_destroy(&txn);
+    assert_false(exists("rec:del-zero"));
+    assert_record("rec:del", 1, "deleted");
+}
+
+/* Deletes in a group commit: a later item on a record an earlier one
+ * deleted is stale because of the batch; one that creates it anew is not. */
+static void test_delete_batch(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("batch-del");
+    txn_t *txn = txn_new(NULL, NULL, 0);
+    txn_put_message(txn, "rec:bdel", 1, &msg.base);
+    txn_put_message(txn, "rec:bdel2", 1, &msg.base);
+    txn_index_add(txn, "idx:bdel", "B");
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_COMMITTED);
+    txn_destroy(&txn);
+
+    txn_t *txns[4];
+    txns[0] = txn_new("idem:bdel", "fp-bdel", 60);
+    txn_delete(txns[0], "rec:bdel", 1);
+    txn_index_remove(txns[0], "idx:bdel", "B");
+    /* read before the first deleted it: stale, because of the batch */
+    txns[1] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[1], "rec:bdel", 2, &msg.base);
+    /* the same request again: a duplicate, nothing more deleted */
+    txns[2] = txn_new("idem:bdel", "fp-bdel", 60);
+    txn_delete(txns[2], "rec:bdel2", 1);
+    /* made anew after the delete: committed */
+    txns[3] = txn_new(NULL, NULL, 0);
+    txn_put_message(txns[3], "rec:bdel", 1, &msg.base);
+
+    txn_batch_item_t items[4];
+    memset(items, 0, sizeof items);
+    for (int i = 0; i < 4; i++) {
+        items[i].txn = txns[i];
+        items[i].reply = "deleted";
+        items[i].reply_len = 7;
+    }
+    txn_commit_batch(items, 4, store);
+    assert_int_equal(items[0].result, TXN_COMMITTED);
+    assert_int_equal(items[1].result, TXN_STALE);
+    assert_string_equal(items[1].stale_key, "rec:bdel");
+    assert_true(items[1].stale_in_batch);
+    assert_int_equal(items[2].result, TXN_DUPLICATE);
+    free(items[2].stored);
+    assert_int_equal(items[3].result, TXN_COMMITTED);
+    for (int i = 0; i < 4; i++)
+        txn_destroy(&txns[i]);
+
+    assert_record("rec:bdel", 1, "batch-del");
+    assert_record("rec:bdel2", 1, "batch-del");
+    assert_false(exists("idx:bdel"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +622,8 @@ int main(void)
         cmocka_unit_test(test_broken_transaction_refused),
         cmocka_unit_test(test_lost_and_back),
         cmocka_unit_test(test_batch),
+        cmocka_unit_test(test_delete),
+        cmocka_unit_test(test_delete_batch),
     };
     return harness_store_tests(tests, &redis, &store);
 }
