@@ -7,7 +7,10 @@
  * i * BLOCK_LINE and a range is verified by reading the blocks it touches.
  * The list is renamed into place before the blob, so a blob never appears
  * without one unless something outside removed it (verify calls that
- * corrupt; the next commit of the same bytes rewrites it).
+ * corrupt; the next commit of the same bytes rewrites it). Removal goes the
+ * other way round: the blob, then its list. A list left without its blob
+ * (a commit or a removal cut short between its two steps) is garbage: the
+ * walk removes it, and a commit of those bytes run again writes a new one.
  *
  * The store keeps one block-sized scratch buffer: every operation streams
  * through it, so memory does not grow with a blob's size. It is not
@@ -913,6 +916,26 @@ static bool walk_keep(walk_name_t *names, size_t want, size_t *got, const char *
     return dropped;
 }
 
+/* True if name, in the blob folder dir of this prefix, is a block list
+ * "<sha>.blocks" whose blob is gone; then removes it (garbage: see the top
+ * of this file). Store operations never overlap (one thread), so no commit
+ * is between its two renames meanwhile. */
+static bool stray_block_list(DIR *dir, const char *prefix, const char *name)
+{
+    size_t len = strlen(name);
+    if (len != BLOB_SHA_HEX - 1 + strlen(".blocks") ||
+        strcmp(name + BLOB_SHA_HEX - 1, ".blocks") != 0 || memcmp(name, prefix, 2) != 0)
+        return false;
+    char sha[BLOB_SHA_HEX];
+    memcpy(sha, name, BLOB_SHA_HEX - 1);
+    sha[BLOB_SHA_HEX - 1] = '\0';
+    struct stat st;
+    if (!blob_sha_valid(sha) || fstatat(dirfd(dir), sha, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+        errno != ENOENT)
+        return false;
+    return unlinkat(dirfd(dir), name, 0) == 0;
+}
+
 long blobstore_walk(blobstore_t *self, blob_cursor_t *cursor, size_t max,
                     void (*fn)(void *arg, const char *sha256, uint64_t size), void *arg)
 {
@@ -949,6 +972,8 @@ long blobstore_walk(blobstore_t *self, blob_cursor_t *cursor, size_t max,
         bool more = false;
         struct dirent *entry;
         while ((entry = readdir(dir)) != NULL) {
+            if (stray_block_list(dir, prefix, entry->d_name))
+                continue;
             if (!blob_sha_valid(entry->d_name) || memcmp(entry->d_name, prefix, 2) != 0)
                 continue;
             if (cursor->after[0] && strcmp(entry->d_name, cursor->after) <= 0)
@@ -984,11 +1009,15 @@ blob_result_t blobstore_remove(blobstore_t *self, const char *sha256)
     if (!blob_sha_valid(sha256) || !blob_path(self, sha256, NULL, path) ||
         !blob_path(self, sha256, ".blocks", blocks))
         return BLOB_MISSING;
+    /* The blob first: a blob without its block list would read as
+     * corrupt, a block list without its blob is only garbage. */
     struct stat st;
-    if (stat(path, &st) < 0)
-        return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
-    if (unlink(path) < 0)
-        return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
+    if (stat(path, &st) < 0 || unlink(path) < 0) {
+        if (errno != ENOENT)
+            return BLOB_IO;
+        unlink(blocks); /* a stray left by an earlier removal cut short */
+        return BLOB_MISSING;
+    }
     used_sub(self, (uint64_t)st.st_size);
     unlink(blocks);
     return BLOB_OK;

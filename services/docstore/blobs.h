@@ -113,11 +113,13 @@ typedef struct {
  * returns, even with fewer than max. Each folder visited is read once;
  * memory is max names, whatever the number of blobs. Returns how many
  * blobs were handed out, or -1 on an I/O error (the cursor stays at the
- * folder that failed). */
+ * folder that failed). A block list whose blob is gone, met in a folder
+ * visited, is removed (garbage). */
 long blobstore_walk(blobstore_t *self, blob_cursor_t *cursor, size_t max,
                     void (*fn)(void *arg, const char *sha256, uint64_t size), void *arg);
 
-/* Removes a blob and its block list (garbage collection). */
+/* Removes a blob, then its block list (garbage collection); BLOB_MISSING
+ * if the blob is gone (a block list left of it is removed). */
 blob_result_t blobstore_remove(blobstore_t *self, const char *sha256);
 
 /* Bytes used by blobs and uploads in progress (for the quota and metrics). */

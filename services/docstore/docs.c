@@ -137,7 +137,8 @@ static bool session_get(docstore_t *self, const call_t *call, const char *id,
     bool visible = found == READ_FOUND && s->n_versions == 1 && s->versions[0]->added_by &&
                    strcmp(s->versions[0]->added_by, caller_name(call)) == 0;
     if (!visible) {
-        reply_error(reply, ST_NOT_FOUND, "upload_id", "upload %s not found", id);
+        reply_error(reply, ST_NOT_FOUND, "upload_id",
+                    "upload %s not found (never begun, committed or abandoned)", id);
     } else if (s->versions[0]->number == 0) {
         char now[TIME_RFC3339_LEN];
         time_now_rfc3339(now);
@@ -402,7 +403,10 @@ void handle_upload_chunk(void *ctx, const call_t *call, const ProtobufCMessage *
 
 /* Commits an upload: the blob into place, then in one transaction the
  * document (new, or the existing one with the version appended), its
- * indexes, the session marked committed, and the event. */
+ * indexes, the session deleted (with its index entry), and the event. The
+ * reply still names the document made (session_reply of the session as it
+ * would have been); the same request sent again is answered from its
+ * idempotency record, another one finds no upload any more (NOT_FOUND). */
 void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage *request,
                           reply_t *reply)
 {
@@ -413,11 +417,6 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     if (!session_get(self, call, req->upload_id, &s, &session_version, reply))
         return;
     Passerelle__DocumentVersion *next = s->versions[0];
-    if (next->number != 0) {
-        /* Committed by an earlier request (its reply was lost). */
-        session_reply(reply, req->upload_id, s);
-        goto done;
-    }
     if (s->version != next->size) {
         reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
                     "upload %s has %llu of its %llu bytes: send the rest first", req->upload_id,
@@ -472,12 +471,9 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
             txn_destroy(&txn);
             goto done;
         }
-        /* Refused for good: the upload is over, its session no one's. */
+        /* Refused for good: the upload is over, its session goes. */
         blobstore_upload_remove(self->blobs, req->upload_id);
-        char *added_by = next->added_by;
-        next->added_by = (char *)"";
-        txn_put_message(txn, key, session_version + 1, &s->base);
-        next->added_by = added_by;
+        txn_delete(txn, key, session_version);
         txn_index_remove(txn, "docstore:uploads", req->upload_id);
         reply_commit(reply, call, self->store, txn);
         txn_destroy(&txn);
@@ -541,11 +537,11 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     if (new_document)
         document_index(txn, doc);
     txn_index_add(txn, "docstore:blobs", sha);
-    /* The session says what became of it, for a commit sent again. */
+    /* The session goes; the reply says what became of it. */
     char *session_id = s->id;
     s->id = doc->id;
     next->number = added.number;
-    txn_put_message(txn, key, session_version + 1, &s->base);
+    txn_delete(txn, key, session_version);
     txn_index_remove(txn, "docstore:uploads", req->upload_id);
     const char *event = new_document ? "document.published" : "document.version_added";
     txn_event(txn, DOCSTORE_STREAM, DOCSTORE_SOURCE, event, subject, &doc->base);
@@ -1034,24 +1030,23 @@ static bool upload_live(void *arg, const char *upload_id)
     return sha_listed(live, upload_id);
 }
 
-/* Deletes an expired session and its index entry, in one step, if the
- * session is still at the version read (0: the record is gone already). */
-static const char SESSION_DROP_LUA[] =
-    "if tonumber(redis.call('HGET', KEYS[1], 'v') or '0') ~= tonumber(ARGV[1]) then "
-    "return 0 end "
-    "redis.call('DEL', KEYS[1]) "
-    "redis.call('ZREM', KEYS[2], ARGV[2]) "
-    "return 1";
-
+/* Deletes an expired session and its index entry in one transaction, if
+ * the session is still at the version read (0: the record is gone already,
+ * only the index entry is left). False when not done: the session changed
+ * meanwhile (a chunk arrived), or Redis could not be written. */
 static bool session_drop(docstore_t *self, const char *key, uint64_t version, const char *id)
 {
-    redisReply *r = NULL;
-    store_result_t result = store_command(self->store, &r, "EVAL %s 2 %s docstore:uploads %llu %s",
-                                          SESSION_DROP_LUA, key, (unsigned long long)version, id);
-    bool dropped = result == STORE_OK && r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    if (r)
-        freeReplyObject(r);
-    return dropped;
+    txn_t *txn = txn_new(NULL, NULL, 0);
+    if (!txn)
+        return false;
+    if (version > 0)
+        txn_delete(txn, key, version);
+    else
+        txn_guard(txn, key, 0);
+    txn_index_remove(txn, "docstore:uploads", id);
+    txn_result_t result = txn_commit(txn, self->store, NULL, 0, NULL, NULL, NULL);
+    txn_destroy(&txn);
+    return result == TXN_COMMITTED;
 }
 
 typedef struct {

@@ -8,14 +8,21 @@
  *
  * Redis keys, each written only through commit.lua except the last two:
  *   docstore:document:<F id>          Document (record version = its version)
- *   docstore:upload:<L id>            an upload session, kept as a Document:
- *       id = the document it adds a version to ("" for a new one; the
- *            document made, once committed), title, kind, theme, territory,
+ *   docstore:upload:<L id>            an upload session, kept as a Document
+ *                                     while the upload is in progress:
+ *       id = the document it adds a version to ("" for a new one),
+ *            title, kind, theme, territory,
  *            visibility, tags = a new document's metadata, owner = the
  *            caller's party, created_at = begin time, updated_at = when it
  *            expires, version = bytes received; versions[0] = the version
  *            to come (sha256 expected, size, media_type, filename, added_by
- *            = the caller's key name, number = 0 until committed)
+ *            = the caller's key name, number = 0)
+ *       Deleted (txn_delete) with its docstore:uploads entry by the
+ *       transaction of upload.commit that records the version (or refuses
+ *       the upload for good), or by the sweep once expired. upload.commit
+ *       sent again with its idempotency key is answered from that record
+ *       (the document made); with a new key, or upload.chunk after the
+ *       commit, finds no upload: NOT_FOUND on upload_id.
  *   docstore:uploads                  uploads in progress (sorted set, score 0)
  *   docstore:documents                every document
  *   docstore:documents:kind:<KIND>    docstore:documents:theme:<n>
@@ -30,9 +37,7 @@
  *   docstore:gc:candidates            blobs on the volume no version refers
  *                                     to (sorted set: SHA-256 -> Unix time
  *                                     first seen so), the garbage collector's
- *                                     (docstore_tick), written directly
- * The sweep of abandoned uploads deletes a session and its index entry with
- * a guarded script of its own (commit.lua has no delete). */
+ *                                     (docstore_tick), written directly */
 #ifndef DOCSTORE_DOCS_H
 #define DOCSTORE_DOCS_H
 

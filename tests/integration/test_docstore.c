@@ -5,12 +5,14 @@
  * back in chunks and hashed again) with the service's resident memory
  * sampled during the transfer; dedup; versions by the owner only; every
  * access rule; withdrawal; listing filters and title words; every chunk
- * refusal; a commit with the wrong SHA-256; one event per write. */
+ * refusal; a commit with the wrong SHA-256; one event per write; the
+ * upload session deleted by its commit. */
 #include "harness.h"
 
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
 #include "ids.h"
+#include "store.h"
 
 #include <dirent.h>
 #include <setjmp.h>
@@ -44,6 +46,7 @@ typedef struct {
     char keys[512];
     char volume[600];
     harness_redis_t redis;
+    store_t *store; /* the test's own look at Redis */
     harness_service_t service;
     client_t *clients[N_CLIENTS];
 } fixture_t;
@@ -285,6 +288,13 @@ static int setup(void **state)
         return -1;
     harness_redis_setenv(&F->redis);
     setenv("PASSERELLE_KEYS_DIR", F->keys, 1);
+    store_config_t cfg;
+    harness_redis_config(&F->redis, &cfg);
+    F->store = store_new(&cfg);
+    if (!F->store) {
+        teardown(NULL);
+        return -1;
+    }
     char volume_env[700];
     snprintf(volume_env, sizeof volume_env, "PASSERELLE_DOCSTORE_DIR=%s", F->volume);
     /* Under AddressSanitizer, freed blocks wait in a quarantine (256 MB by
@@ -317,12 +327,32 @@ static int teardown(void **state)
     for (int i = 0; i < N_CLIENTS; i++)
         client_destroy(&F->clients[i]);
     bool clean = F->service.pid ? harness_service_stop_clean(&F->service) : true;
+    store_destroy(&F->store);
     harness_redis_stop(&F->redis);
     harness_rmtree(F->dir);
     free(F->dir);
     free(F);
     F = NULL;
     return clean ? 0 : -1;
+}
+
+/* Whether the upload's session record is in Redis, and its entry in the
+ * index of uploads in progress. */
+static bool session_exists(const char *upload_id)
+{
+    char key[128];
+    snprintf(key, sizeof key, "docstore:upload:%s", upload_id);
+    redisReply *r = NULL;
+    assert_int_equal(store_command(F->store, &r, "EXISTS %s", key), STORE_OK);
+    bool found = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    r = NULL;
+    assert_int_equal(store_command(F->store, &r, "ZSCORE docstore:uploads %s", upload_id),
+                     STORE_OK);
+    bool indexed = r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    assert_true(found == indexed);
+    return found;
 }
 
 /* Regular files under dir (recursively) whose name has no '.'. */
@@ -671,13 +701,30 @@ static void test_upload_refusals(void **state)
     cr.upload_id = upload;
     harness_call_refused(c, "upload.commit", &cr.base, PRECONDITION, "upload_id");
     send_chunk(c, upload, 1000, big, 2000, 3000);
-    char *id = commit(c, upload);
-    /* Committed again (a lost reply): the same document. */
-    char *again = commit(c, upload);
-    assert_string_equal(again, id);
-    chunk_refused(c, upload, 3000, big, 0, PRECONDITION, "upload_id");
-    free(again);
-    free(id);
+    assert_true(session_exists(upload));
+    char idem[ID_LEN];
+    id_new('K', idem);
+    Passerelle__Reply *first = harness_call_keyed(c, "upload.commit", &cr.base, idem, OK, NULL);
+    Passerelle__UploadSession *done =
+        passerelle__upload_session__unpack(NULL, first->body.len, first->body.data);
+    assert_non_null(done);
+    assert_true(id_valid('F', done->document));
+    assert_int_equal(done->received, 3000);
+    /* The session went with the commit, record and index entry. */
+    assert_false(session_exists(upload));
+    /* Sent again with its idempotency key (a lost reply): the same answer. */
+    Passerelle__Reply *again = harness_call_keyed(c, "upload.commit", &cr.base, idem, OK, NULL);
+    assert_int_equal(again->body.len, first->body.len);
+    assert_memory_equal(again->body.data, first->body.data, first->body.len);
+    /* As a new request: the upload is over. */
+    harness_call_refused(c, "upload.commit", &cr.base, NOT_FOUND, "upload_id");
+    chunk_refused(c, upload, 3000, big, 0, NOT_FOUND, "upload_id");
+    Passerelle__Document *doc = get_document(c, done->document);
+    assert_int_equal(doc->n_versions, 1);
+    passerelle__document__free_unpacked(doc, NULL);
+    passerelle__upload_session__free_unpacked(done, NULL);
+    passerelle__reply__free_unpacked(first, NULL);
+    passerelle__reply__free_unpacked(again, NULL);
     free(upload);
 
     /* The wrong SHA-256: refused, the upload is gone. */
@@ -690,6 +737,7 @@ static void test_upload_refusals(void **state)
     cr.upload_id = upload;
     harness_call_refused(c, "upload.commit", &cr.base, INVALID, "sha256");
     assert_int_equal(count_blobs(tmp), 0);
+    assert_false(session_exists(upload));
     chunk_refused(c, upload, 100, big, 0, NOT_FOUND, "upload_id");
     free(upload);
 
@@ -704,6 +752,7 @@ static void test_upload_refusals(void **state)
     for (int i = 0; i < 4; i++) {
         send_chunk(c, open[i], 0, big, 10, 10);
         free(commit(c, open[i]));
+        assert_false(session_exists(open[i]));
         free(open[i]);
     }
     free(big);

@@ -395,6 +395,9 @@ static void test_abandoned_upload_swept_live_one_kept(void **state)
     char *id = commit(live);
     read_back(id, data, SIZE);
     assert_false(tmp_exists(live));
+    /* Committed: its session is gone too, record and index entry. */
+    assert_int_equal(exists(key), 0);
+    assert_true(zscore("docstore:uploads", live) < 0);
     free(id);
     free(live);
     free(abandoned);

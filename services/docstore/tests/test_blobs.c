@@ -723,12 +723,18 @@ typedef struct {
     char seen[16][BLOB_SHA_HEX];
 } walk_t;
 
-static void walked(void *arg, const char *sha256, uint64_t size)
+static void walked_any(void *arg, const char *sha256, uint64_t size)
 {
+    (void)size;
     walk_t *walk = arg;
-    assert_int_equal(size, 3);
     assert_true(walk->count < 16);
     memcpy(walk->seen[walk->count++], sha256, BLOB_SHA_HEX);
+}
+
+static void walked(void *arg, const char *sha256, uint64_t size)
+{
+    assert_int_equal(size, 3);
+    walked_any(arg, sha256, size);
 }
 
 /* The walk a slice at a time: every blob once per pass, in order, with
@@ -779,6 +785,81 @@ static void test_walk(void **state)
     assert_int_equal(cursor.passes, 2);
     assert_string_equal(walk.seen[0], names[2]);
     assert_int_equal(blobstore_walk(store, &cursor, 0, walked, &walk), 0);
+    /* The block list of a blob that is there is left alone. */
+    pathf(path, "%s/blobs/ab/%s.blocks", dir, names[3]);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    blobstore_destroy(&store);
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Removal takes the blob, then its block list; a block list left without
+ * its blob (a removal or a commit cut short) is removed by blobstore_remove
+ * and by the walk, and the same bytes committed again read fine. */
+static void test_stray_block_lists(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], blob[3][PATH_MAX], blocks[3][PATH_MAX], shas[3][BLOB_SHA_HEX];
+    blobstore_t *store = new_store("stray", 0, dir);
+    unsigned char data[3][5000];
+    for (int i = 0; i < 3; i++) {
+        randombytes_buf(data[i], sizeof data[i]);
+        char id[16];
+        snprintf(id, sizeof id, "Lstray%d", i);
+        bool dedup;
+        assert_int_equal(put(store, id, data[i], sizeof data[i], shas[i], &dedup), BLOB_OK);
+        path_in(blob[i], dir, "blobs", shas[i], "");
+        path_in(blocks[i], dir, "blobs", shas[i], ".blocks");
+        assert_true(file_exists(blob[i]));
+        assert_true(file_exists(blocks[i]));
+    }
+
+    /* A whole removal: both files go. */
+    assert_int_equal(blobstore_remove(store, shas[0]), BLOB_OK);
+    assert_false(file_exists(blob[0]));
+    assert_false(file_exists(blocks[0]));
+
+    /* A removal cut short after the blob: removing again takes the list. */
+    assert_int_equal(unlink(blob[1]), 0);
+    assert_true(file_exists(blocks[1]));
+    assert_int_equal(blobstore_remove(store, shas[1]), BLOB_MISSING);
+    assert_false(file_exists(blocks[1]));
+
+    /* The same left behind: a pass of the walk takes it, not the lists of
+     * blobs that are there, and does not hand it out as a blob. */
+    char keep_blocks[PATH_MAX];
+    pathf(keep_blocks, "%s", blocks[2]);
+    assert_int_equal(unlink(blob[2]), 0);
+    bool dedup;
+    char sha[BLOB_SHA_HEX];
+    assert_int_equal(put(store, "Lstray3", data[0], sizeof data[0], sha, &dedup), BLOB_OK);
+    assert_true(file_exists(blocks[0]));
+    blob_cursor_t cursor;
+    memset(&cursor, 0, sizeof cursor);
+    walk_t walk = {0};
+    while (cursor.passes == 0)
+        assert_true(blobstore_walk(store, &cursor, 100, walked_any, &walk) >= 0);
+    assert_int_equal(walk.count, 1);
+    assert_string_equal(walk.seen[0], shas[0]);
+    assert_false(file_exists(keep_blocks));
+    assert_true(file_exists(blob[0]));
+    assert_true(file_exists(blocks[0]));
+    read_back(store, shas[0], data[0], sizeof data[0], 1000);
+
+    /* Those bytes committed again: a new block list, read back whole. */
+    assert_int_equal(put(store, "Lstray4", data[2], sizeof data[2], sha, &dedup), BLOB_OK);
+    assert_false(dedup);
+    assert_true(file_exists(blocks[2]));
+    read_back(store, shas[2], data[2], sizeof data[2], 4096);
+    char err[256];
+    uint64_t size = 0;
+    assert_int_equal(blobstore_verify(store, shas[2], &size, err, sizeof err), BLOB_OK);
+    assert_int_equal(size, sizeof data[2]);
     blobstore_destroy(&store);
 }
 
@@ -817,7 +898,7 @@ int main(void)
         cmocka_unit_test(test_missing_block_list), cmocka_unit_test(test_quota),
         cmocka_unit_test(test_full_filesystem),    cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_each_and_remove),    cmocka_unit_test(test_walk),
-        cmocka_unit_test(test_sha_valid),
+        cmocka_unit_test(test_stray_block_lists),  cmocka_unit_test(test_sha_valid),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
