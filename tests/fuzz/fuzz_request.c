@@ -1,14 +1,16 @@
 /* Fuzz target: whatever bytes a peer sends go through the same path as a
  * request frame — the envelope codec, the body decoded as every request
- * type the reservations service knows, the protobuf-JSON mapping both ways
- * (the CLI's and the future webhooks' path), and the pure validators a
- * handler calls before it touches Redis. Nothing here may crash, leak, or
- * read out of bounds.
+ * type of the reservations service and the document store, the
+ * protobuf-JSON mapping both ways (the CLI's and the future webhooks'
+ * path), and the pure validators a handler calls before it touches Redis
+ * or the disk. Nothing here may crash, leak, or read out of bounds.
  *
  * Built two ways: with clang's libFuzzer (-DPASSERELLE_FUZZ=ON, then
  * `build-fuzz/tests/fuzz_request -max_total_time=60 tests/fuzz/corpus`),
  * and as a plain program that replays the corpus files given on its command
  * line, which ctest runs on every build. */
+#include "doc_rules.h"
+#include "docstore.pb-c.h"
 #include "domain.h"
 #include "envelope.h"
 #include "pbjson.h"
@@ -38,10 +40,32 @@ static void json_round_trip(const ProtobufCMessage *msg)
     json_decref(json);
 }
 
+static void validate_document(const ProtobufCMessage *msg)
+{
+    doc_error_t err;
+    if (msg->descriptor == &passerelle__upload_begin_request__descriptor) {
+        const Passerelle__UploadBeginRequest *req = (const Passerelle__UploadBeginRequest *)msg;
+        doc_metadata_valid(req, &err);
+        doc_upload_valid(req, 512u << 20, &err);
+        if (req->title)
+            doc_words(req->title, NULL, NULL);
+    } else if (msg->descriptor == &passerelle__upload_chunk_request__descriptor) {
+        const Passerelle__UploadChunkRequest *req = (const Passerelle__UploadChunkRequest *)msg;
+        doc_chunk_check(1u << 20, 4096, req->offset, req->data.len, 1u << 20, &err);
+    } else if (msg->descriptor == &passerelle__document__descriptor) {
+        const Passerelle__Document *doc = (const Passerelle__Document *)msg;
+        size_t index;
+        doc_may_see(doc, PARTY_PARTNER);
+        doc_version_pick(doc, 0, false, &index, &err);
+        doc_version_pick(doc, 2, true, &index, &err);
+    }
+}
+
 static void validate(const ProtobufCMessage *msg)
 {
     domain_error_t err;
     date_t today = {2026, 11, 29};
+    validate_document(msg);
     if (msg->descriptor == &passerelle__unit_register_request__descriptor) {
         Passerelle__Unit unit = PASSERELLE__UNIT__INIT;
         unit_validate((const Passerelle__UnitRegisterRequest *)msg, &unit, &err);
@@ -68,6 +92,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         &passerelle__unit__descriptor,
         &passerelle__convention__descriptor,
         &passerelle__event__descriptor,
+        &passerelle__upload_begin_request__descriptor,
+        &passerelle__upload_chunk_request__descriptor,
+        &passerelle__upload_commit_request__descriptor,
+        &passerelle__document_read_request__descriptor,
+        &passerelle__document_list_request__descriptor,
+        &passerelle__document_withdraw_request__descriptor,
+        &passerelle__document__descriptor,
     };
     status_t status;
     char field[64], message[256];
