@@ -34,12 +34,12 @@
  * CZMQ, so that it has a ZeroMQ context (and I/O thread) of its own, on its
  * own vCPU, as the service does. */
 #define _GNU_SOURCE
+#include "bench_util.h"
 #include "harness.h"
 
 #include "envelope.pb-c.h"
 #include "identity.h"
 #include "ids.h"
-#include "log.h"
 #include "reservations.pb-c.h"
 #include "store.h"
 #include "txn.h"
@@ -49,7 +49,6 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -60,10 +59,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#ifndef PASSERELLE_BENCH_BIN_DIR
-#define PASSERELLE_BENCH_BIN_DIR "."
-#endif
 
 #define BENCH_DEFAULT_ITERATIONS 2000
 #define BENCH_DEFAULT_CLIENTS    8
@@ -100,17 +95,6 @@ static void usage(FILE *out)
             BENCH_DEFAULT_ITERATIONS, BENCH_DEFAULT_CLIENTS);
 }
 
-static bool parse_int(const char *text, int min, int max, int *out)
-{
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end || value < min || value > max)
-        return false;
-    *out = (int)value;
-    return true;
-}
-
 /* The default layout: the bench on the first allowed vCPU, the service and
  * redis-server on the second, so that the bench's calls cross vCPUs and
  * the service's Redis calls do not, for the limits as for Passerelle.
@@ -118,14 +102,7 @@ static bool parse_int(const char *text, int min, int max, int *out)
  * included, then stalled for 4-8 ms, which drowned every p99. */
 static void default_cpus(options_t *opt)
 {
-    cpu_set_t set;
-    int found[2] = {0, 0}, count = 0;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int cpu = 0; cpu < CPU_SETSIZE && count < 2; cpu++)
-            if (CPU_ISSET(cpu, &set))
-                found[count++] = cpu;
-    opt->cpu_bench = found[0];
-    opt->cpu_service = count > 1 ? found[1] : found[0];
+    bench_default_cpus(&opt->cpu_bench, &opt->cpu_service);
     opt->cpu_redis = opt->cpu_service;
 }
 
@@ -144,19 +121,16 @@ static int parse_options(int argc, char *argv[], options_t *opt)
         } else if (strcmp(arg, "--no-pin") == 0) {
             opt->pin = false;
         } else if (strcmp(arg, "--iterations") == 0 && value) {
-            if (!parse_int(value, 1, 1000000, &opt->iterations))
+            if (!bench_parse_int(value, 1, 1000000, &opt->iterations))
                 return -1;
             i++;
         } else if (strcmp(arg, "--clients") == 0 && value) {
-            if (!parse_int(value, 1, BENCH_MAX_CLIENTS, &opt->clients))
+            if (!bench_parse_int(value, 1, BENCH_MAX_CLIENTS, &opt->clients))
                 return -1;
             i++;
         } else if (strcmp(arg, "--cpus") == 0 && value) {
-            if (sscanf(value, "%d,%d,%d", &opt->cpu_bench, &opt->cpu_redis, &opt->cpu_service) !=
-                    3 ||
-                opt->cpu_bench < 0 || opt->cpu_redis < 0 || opt->cpu_service < 0 ||
-                opt->cpu_bench >= CPU_SETSIZE || opt->cpu_redis >= CPU_SETSIZE ||
-                opt->cpu_service >= CPU_SETSIZE)
+            int *const cpus[] = {&opt->cpu_bench, &opt->cpu_redis, &opt->cpu_service};
+            if (!bench_parse_cpus(value, cpus, 3))
                 return -1;
             i++;
         } else {
@@ -173,31 +147,9 @@ static int parse_options(int argc, char *argv[], options_t *opt)
     return 0;
 }
 
-/* Pins the calling thread (and what it forks or creates later). */
-static int pin_thread(const options_t *opt, int cpu)
-{
-    if (!opt->pin)
-        return 0;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0) {
-        fprintf(stderr, "passerelle-bench: cannot pin to vCPU %d: %s\n", cpu, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
 /* ====================================================================== */
 /* Samples                                                                */
 /* ====================================================================== */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* One measured figure: latencies in µs, and the wall time they took. */
 typedef struct {
@@ -219,24 +171,11 @@ static int figure_init(figure_t *fig, const char *name, const char *label, size_
     return fig->us ? 0 : -1;
 }
 
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Sorts the samples in place (their order is not needed afterwards). The
- * p99 is the smallest sample at or above 99% of them (nearest rank). */
+/* Sorts the samples in place (their order is not needed afterwards). */
 static void figure_summarise(figure_t *fig)
 {
-    if (fig->count == 0)
-        return;
-    qsort(fig->us, fig->count, sizeof *fig->us, compare_double);
-    size_t n = fig->count;
-    fig->median_us = n % 2 ? fig->us[n / 2] : (fig->us[n / 2 - 1] + fig->us[n / 2]) / 2;
-    size_t rank = (n * 99 + 99) / 100;
-    fig->p99_us = fig->us[rank > 0 ? rank - 1 : 0];
-    fig->ops_per_s = fig->wall_s > 0 ? (double)n / fig->wall_s : 0;
+    bench_samples_summarise(fig->us, fig->count, &fig->median_us, &fig->p99_us);
+    fig->ops_per_s = fig->wall_s > 0 ? (double)fig->count / fig->wall_s : 0;
 }
 
 static void figure_free(figure_t *fig)
@@ -328,7 +267,7 @@ static int echo_fork(echo_t *echo, const char *keys_dir, const options_t *opt, i
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         close(go[1]);
         close(ready[0]);
-        int rc = pin_thread(opt, cpu) == 0 ? echo_serve(keys_dir, go[0], ready[1]) : 1;
+        int rc = bench_pin(opt->pin, cpu) == 0 ? echo_serve(keys_dir, go[0], ready[1]) : 1;
         close(go[0]);
         close(ready[1]);
         /* exit (not _exit) runs CZMQ's own shutdown; the parent had not
@@ -423,16 +362,16 @@ static int echo_round_trips(echo_client_t *ec, int count, double *us, double *wa
 {
     void *socket = zsock_resolve(ec->dealer);
     uint8_t payload[BENCH_ZMQ_FRAME_BYTES];
-    int64_t started = now_ns();
+    int64_t started = bench_now_ns();
     for (int i = 0; i < count; i++) {
         /* A different payload each time, so that a stale echo shows. */
         memset(payload, 'a' + ec->sent++ % 26, sizeof payload);
-        int64_t t0 = now_ns();
+        int64_t t0 = bench_now_ns();
         if (zmq_send(socket, "", 0, ZMQ_SNDMORE) != 0 ||
             zmq_send(socket, payload, sizeof payload, 0) != (int)sizeof payload)
             return -1;
         zmsg_t *msg = zmsg_recv(ec->dealer);
-        int64_t t1 = now_ns();
+        int64_t t1 = bench_now_ns();
         zframe_t *last = msg ? zmsg_last(msg) : NULL;
         bool echoed = last && zframe_size(last) == sizeof payload &&
                       memcmp(zframe_data(last), payload, sizeof payload) == 0;
@@ -445,7 +384,7 @@ static int echo_round_trips(echo_client_t *ec, int count, double *us, double *wa
             us[i] = (double)(t1 - t0) / 1000.0;
     }
     if (us)
-        *wall_s += (double)(now_ns() - started) / 1e9;
+        *wall_s += (double)(bench_now_ns() - started) / 1e9;
     return 0;
 }
 
@@ -521,9 +460,9 @@ static int redis_ops(redisContext *ctx, redis_op_t op, const char *prefix, int f
 {
     uint8_t value[BENCH_REDIS_VALUE_BYTES];
     memset(value, 'v', sizeof value);
-    int64_t started = now_ns();
+    int64_t started = bench_now_ns();
     for (int i = 0; i < count; i++) {
-        int64_t t0 = now_ns();
+        int64_t t0 = bench_now_ns();
         bool ok = redis_op(ctx, op, prefix, from + i, value);
         if (!ok) {
             fprintf(stderr, "passerelle-bench: redis call failed: %s\n",
@@ -531,10 +470,10 @@ static int redis_ops(redisContext *ctx, redis_op_t op, const char *prefix, int f
             return -1;
         }
         if (us)
-            us[i] = (double)(now_ns() - t0) / 1000.0;
+            us[i] = (double)(bench_now_ns() - t0) / 1000.0;
     }
     if (us)
-        *wall_s += (double)(now_ns() - started) / 1e9;
+        *wall_s += (double)(bench_now_ns() - started) / 1e9;
     return 0;
 }
 
@@ -791,11 +730,11 @@ static void *setup_worker_run(void *arg)
     char tag[32];
     snprintf(tag, sizeof tag, "P%d", w->index);
     int i = 0;
-    w->started_ns = now_ns();
+    w->started_ns = bench_now_ns();
     for (; client && i < w->count && !zsys_interrupted; i++)
         if (unit_conventioned(client, tag, i, pool.ids[w->first + i]) != 0)
             break;
-    w->finished_ns = now_ns();
+    w->finished_ns = bench_now_ns();
     w->rc = client && i == w->count ? 0 : -1;
     client_destroy(&client);
     return NULL;
@@ -808,18 +747,18 @@ typedef enum { OP_WRITE, OP_GET } op_t;
 static int service_calls(client_t *client, op_t op, const char *tag, int from, int count,
                          double *us, double *wall_s)
 {
-    int64_t started = now_ns();
+    int64_t started = bench_now_ns();
     for (int i = 0; i < count; i++) {
-        int64_t t0 = now_ns();
+        int64_t t0 = bench_now_ns();
         int rc = op == OP_WRITE ? write_one(client, tag, from + i)
                                 : unit_get(client, pool.ids[(from + i) % pool.count]);
         if (zsys_interrupted || rc != 0)
             return -1;
         if (us)
-            us[i] = (double)(now_ns() - t0) / 1000.0;
+            us[i] = (double)(bench_now_ns() - t0) / 1000.0;
     }
     if (us)
-        *wall_s += (double)(now_ns() - started) / 1e9;
+        *wall_s += (double)(bench_now_ns() - started) / 1e9;
     return 0;
 }
 
@@ -841,9 +780,9 @@ static void *service_worker_run(void *arg)
     if (ready) {
         snprintf(tag, sizeof tag, "C%d-%d-%d", w->op, w->round, w->index);
         double wall = 0;
-        w->started_ns = now_ns();
+        w->started_ns = bench_now_ns();
         int rc = service_calls(client, (op_t)w->op, tag, w->index * 100000, w->count, w->us, &wall);
-        w->finished_ns = now_ns();
+        w->finished_ns = bench_now_ns();
         w->rc = rc;
     }
     client_destroy(&client);
@@ -910,7 +849,7 @@ static int script_calls(store_t *store, const char *tag, int from, int count, in
 {
     static char reply[BENCH_STORED_REPLY_BYTES];
     memset(reply, 'p', sizeof reply);
-    int64_t started = now_ns();
+    int64_t started = bench_now_ns();
     for (int i = 0; i < count; i += depth) {
         int m = count - i < depth ? count - i : depth;
         txn_t *txns[BENCH_PIPELINE_DEPTH];
@@ -922,7 +861,7 @@ static int script_calls(store_t *store, const char *tag, int from, int count, in
             items[j].reply = reply;
             items[j].reply_len = sizeof reply;
         }
-        int64_t t0 = now_ns();
+        int64_t t0 = bench_now_ns();
         bool ok = true;
         if (depth == 1) {
             ok = txn_commit(txns[0], store, reply, sizeof reply, NULL, NULL, NULL) == TXN_COMMITTED;
@@ -931,7 +870,7 @@ static int script_calls(store_t *store, const char *tag, int from, int count, in
             for (int j = 0; j < m; j++)
                 ok = ok && items[j].result == TXN_COMMITTED;
         }
-        double elapsed_us = (double)(now_ns() - t0) / 1000.0;
+        double elapsed_us = (double)(bench_now_ns() - t0) / 1000.0;
         for (int j = 0; j < m; j++) {
             free(items[j].stored);
             txn_destroy(&txns[j]);
@@ -945,7 +884,7 @@ static int script_calls(store_t *store, const char *tag, int from, int count, in
         }
     }
     if (us)
-        *wall_s += (double)(now_ns() - started) / 1e9;
+        *wall_s += (double)(bench_now_ns() - started) / 1e9;
     return 0;
 }
 
@@ -1001,29 +940,21 @@ enum {
     FIG_COUNT,
 };
 
-static double ratio(double a, double b)
-{
-    return b > 0 ? a / b : 0;
-}
-
-static const char *verdict(bool met)
-{
-    return met ? "met" : "MISSED";
-}
-
 static void report(const options_t *opt, figure_t figs[FIG_COUNT])
 {
     const char *write_name = pool.fallback ? "unit.register" : "reservation.create";
     /* K-client writes against the pipelined script rate: aim >= 0.5 */
-    double writes_k = ratio(figs[FIG_WRITE_K].ops_per_s, figs[FIG_SCRIPT_PIPELINED].ops_per_s);
+    double writes_k =
+        bench_ratio(figs[FIG_WRITE_K].ops_per_s, figs[FIG_SCRIPT_PIPELINED].ops_per_s);
     /* 1-client write against one round trip + one script call: aim <= 1.3 */
-    double write_1 =
-        ratio(figs[FIG_WRITE].median_us, figs[FIG_ZMQ].median_us + figs[FIG_SCRIPT].median_us);
+    double write_1 = bench_ratio(figs[FIG_WRITE].median_us,
+                                 figs[FIG_ZMQ].median_us + figs[FIG_SCRIPT].median_us);
     double write_1_p99 =
-        ratio(figs[FIG_WRITE].p99_us, figs[FIG_ZMQ].p99_us + figs[FIG_SCRIPT].p99_us);
+        bench_ratio(figs[FIG_WRITE].p99_us, figs[FIG_ZMQ].p99_us + figs[FIG_SCRIPT].p99_us);
     /* 1-client reads against 1 / (round trip + read): aim >= 0.7 */
-    double read_limit_ops = ratio(1e6, figs[FIG_ZMQ].median_us + figs[FIG_REDIS_READ].median_us);
-    double reads = ratio(figs[FIG_GET].ops_per_s, read_limit_ops);
+    double read_limit_ops =
+        bench_ratio(1e6, figs[FIG_ZMQ].median_us + figs[FIG_REDIS_READ].median_us);
+    double reads = bench_ratio(figs[FIG_GET].ops_per_s, read_limit_ops);
 
     if (opt->pin)
         printf("passerelle-bench: %d iterations, %d clients; vCPUs: bench %d, redis-server %d, "
@@ -1045,14 +976,14 @@ static void report(const options_t *opt, figure_t figs[FIG_COUNT])
         printf("%-44s %10.1f %10.1f %10.0f\n", figs[i].label, figs[i].median_us, figs[i].p99_us,
                figs[i].ops_per_s);
     printf("writes, %d clients / pipelined script rate:        %.2f  (aim >= 0.50: %s)\n",
-           opt->clients, writes_k, verdict(writes_k >= 0.5));
+           opt->clients, writes_k, bench_verdict(writes_k >= 0.5));
     printf("write, 1 client / (zmq rtt + script call):       %.2f  (aim <= 1.30: %s; p99 %.2f)\n",
-           write_1, verdict(write_1 <= 1.3), write_1_p99);
+           write_1, bench_verdict(write_1 <= 1.3), write_1_p99);
     printf("reads, 1 client / (1 / (zmq rtt + redis read)):  %.2f  (aim >= 0.70: %s)\n", reads,
-           verdict(reads >= 0.7));
+           bench_verdict(reads >= 0.7));
     printf("scaling, %d clients / 1 client: writes %.2f, reads %.2f\n", opt->clients,
-           ratio(figs[FIG_WRITE_K].ops_per_s, figs[FIG_WRITE].ops_per_s),
-           ratio(figs[FIG_GET_K].ops_per_s, figs[FIG_GET].ops_per_s));
+           bench_ratio(figs[FIG_WRITE_K].ops_per_s, figs[FIG_WRITE].ops_per_s),
+           bench_ratio(figs[FIG_GET_K].ops_per_s, figs[FIG_GET].ops_per_s));
 
     json_t *results = json_object();
     for (int i = 0; i < FIG_COUNT; i++)
@@ -1071,14 +1002,7 @@ static void report(const options_t *opt, figure_t figs[FIG_COUNT])
                   "write", write_name, "iterations", opt->iterations, "clients", opt->clients,
                   "pinned", opt->pin, "cpus", "bench", opt->cpu_bench, "redis", opt->cpu_redis,
                   "service", opt->cpu_service, "results", results, "ratios", ratios);
-    char *line = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-    if (line)
-        printf("%s\n", line);
-    else
-        fprintf(stderr, "passerelle-bench: cannot format the JSON line\n");
-    free(line);
-    json_decref(root);
-    fflush(stdout);
+    bench_print_json(root);
 }
 
 /* ====================================================================== */
@@ -1141,7 +1065,7 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
     client_t *client = NULL;
     redisContext *ctx = NULL;
     store_t *store = NULL;
-    if (pin_thread(opt, opt->cpu_bench) != 0)
+    if (bench_pin(opt->pin, opt->cpu_bench) != 0)
         goto done;
     echo_open = echo_client_open(&echo, keys_dir, echo_port) == 0;
     client = target_client(target);
@@ -1155,17 +1079,17 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
 
     /* Bare Redis from the service's vCPU, where the service calls it; the
      * writes before the reads, so that the reads find the records. */
-    if (pin_thread(opt, opt->cpu_service) != 0 ||
+    if (bench_pin(opt->pin, opt->cpu_service) != 0 ||
         redis_ops(ctx, REDIS_OP_HSET, "record", 0, n, NULL, NULL) != 0 ||
         redis_ops(ctx, REDIS_OP_HMGET, "record", 0, opt->warmup, NULL, NULL) != 0)
         goto done;
-    if (pin_thread(opt, opt->cpu_bench) != 0 ||
+    if (bench_pin(opt->pin, opt->cpu_bench) != 0 ||
         echo_round_trips(&echo, opt->warmup, NULL, NULL) != 0 ||
         service_calls(client, OP_WRITE, "W", 0, opt->warmup, NULL, NULL) != 0 ||
         service_calls(client, OP_GET, "W", 0, opt->warmup, NULL, NULL) != 0)
         goto done;
     shape_measure(store);
-    if (pin_thread(opt, opt->cpu_service) != 0 ||
+    if (bench_pin(opt->pin, opt->cpu_service) != 0 ||
         script_calls(store, "warm", 0, opt->warmup, 1, NULL, NULL) != 0)
         goto done;
 
@@ -1180,16 +1104,16 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
          * service's (Redis's) one, a bare call was measured 4-6x slower
          * (about 2 ms) than the service's own commit of the same shape from
          * there, which would make a flattering, not a limiting, figure. */
-        if (pin_thread(opt, opt->cpu_service) != 0 ||
+        if (bench_pin(opt->pin, opt->cpu_service) != 0 ||
             redis_ops(ctx, REDIS_OP_HMGET, "record", from, count, f[FIG_REDIS_READ].us + from,
                       &f[FIG_REDIS_READ].wall_s) != 0 ||
-            pin_thread(opt, opt->cpu_bench) != 0 ||
+            bench_pin(opt->pin, opt->cpu_bench) != 0 ||
             script_calls(store, tag, from, count, 1, f[FIG_SCRIPT].us + from,
                          &f[FIG_SCRIPT].wall_s) != 0 ||
             script_calls(store, "p", from, count, BENCH_PIPELINE_DEPTH,
                          f[FIG_SCRIPT_PIPELINED].us + from, &f[FIG_SCRIPT_PIPELINED].wall_s) != 0)
             goto done;
-        if (pin_thread(opt, opt->cpu_bench) != 0 ||
+        if (bench_pin(opt->pin, opt->cpu_bench) != 0 ||
             echo_round_trips(&echo, count, f[FIG_ZMQ].us + from, &f[FIG_ZMQ].wall_s) != 0 ||
             service_calls(client, OP_WRITE, "S", from, count, f[FIG_WRITE].us + from,
                           &f[FIG_WRITE].wall_s) != 0 ||
@@ -1223,50 +1147,31 @@ int main(int argc, char *argv[])
         usage(stderr);
         return 2;
     }
-    /* The client library logs retries at debug and errors at error: only
-     * the errors belong in a benchmark's output. */
-    log_init("bench");
-    log_set_level(LOG_LEVEL_WARN);
-    if (!getenv("PASSERELLE_TEST_BIN_DIR"))
-        setenv("PASSERELLE_TEST_BIN_DIR", PASSERELLE_BENCH_BIN_DIR, 1);
+    bench_init("passerelle-bench", "bench");
 
     figure_t figs[FIG_COUNT];
     memset(figs, 0, sizeof figs);
     int rc = 1;
-    char *dir = harness_tempdir("bench");
-    if (!dir)
+    bench_stack_t stack;
+    if (bench_stack_init(&stack, "bench") != 0)
         return 1;
-    char keys[512];
-    snprintf(keys, sizeof keys, "%s/keys", dir);
-
     echo_t echo = {.pid = 0};
-    harness_redis_t redis;
-    bool redis_up = false;
-    harness_service_t service;
-    bool service_up = false;
+    int echo_port = -1;
 
     /* Before anything here starts CZMQ: see the file comment. */
-    if (echo_fork(&echo, keys, &opt, opt.cpu_service) != 0) {
+    if (echo_fork(&echo, stack.keys, &opt, opt.cpu_service) != 0) {
         fprintf(stderr, "passerelle-bench: cannot fork the echo server\n");
         goto done;
     }
-    if (harness_keys_make(keys) != 0)
+    if (bench_stack_start(&stack, "reservations", opt.pin, opt.cpu_redis, opt.cpu_service, NULL) !=
+        0)
         goto done;
-    int echo_port = echo_go(&echo);
+    /* The keys exist now. */
+    echo_port = echo_go(&echo);
     if (echo_port <= 0) {
         fprintf(stderr, "passerelle-bench: the echo server did not start\n");
         goto done;
     }
-
-    if (pin_thread(&opt, opt.cpu_redis) != 0 || harness_redis_start(&redis) != 0)
-        goto done;
-    redis_up = true;
-    harness_redis_setenv(&redis);
-    setenv("PASSERELLE_KEYS_DIR", keys, 1);
-    if (pin_thread(&opt, opt.cpu_service) != 0 ||
-        harness_service_start(&service, "reservations", dir, NULL) != 0)
-        goto done;
-    service_up = true;
 
     const struct {
         const char *name, *label;
@@ -1284,8 +1189,8 @@ int main(int argc, char *argv[])
         if (figure_init(&figs[i], names[i].name, names[i].label, (size_t)opt.iterations) != 0)
             goto done;
 
-    target_t target = {.endpoint = service.endpoint, .keys_dir = keys};
-    if (measure(&opt, &redis, keys, echo_port, &target, figs) != 0)
+    target_t target = {.endpoint = stack.service.endpoint, .keys_dir = stack.keys};
+    if (measure(&opt, &stack.redis, stack.keys, echo_port, &target, figs) != 0)
         goto done;
 
     for (int i = 0; i < FIG_COUNT; i++)
@@ -1293,24 +1198,17 @@ int main(int argc, char *argv[])
     report(&opt, figs);
     rc = 0;
 done:
-    if (service_up) {
-        int status = harness_service_stop(&service, SIGTERM);
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            fprintf(stderr, "passerelle-bench: the service stopped with wait status %d (see %s)\n",
-                    status, service.log_path);
-            rc = 1;
-        }
-    }
-    if (echo_stop(&echo) != 0) {
+    /* An echo server never let go exits 1 by design: only a started one's
+     * exit code says something. */
+    if (echo_stop(&echo) != 0 && echo_port > 0) {
         fprintf(stderr, "passerelle-bench: the echo server exited with an error\n");
         rc = 1;
     }
-    if (redis_up)
-        harness_redis_stop(&redis);
+    if (bench_stack_stop(&stack) != 0)
+        rc = 1;
     for (int i = 0; i < FIG_COUNT; i++)
         figure_free(&figs[i]);
     free(pool.ids);
-    harness_rmtree(dir);
-    free(dir);
+    bench_stack_remove(&stack);
     return rc;
 }

@@ -37,18 +37,17 @@
  * says whether every call succeeded and every byte came back; the aims
  * never fail it. */
 #define _GNU_SOURCE
+#include "bench_util.h"
 #include "harness.h"
 
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
-#include "log.h"
 #include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <sched.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -56,12 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-#ifndef PASSERELLE_BENCH_BIN_DIR
-#define PASSERELLE_BENCH_BIN_DIR "."
-#endif
 
 /* The service's chunk size (BLOB_BLOCK_SIZE in services/docstore/blobs.h)
  * and the range `passerelle docs get` asks for (READ_LENGTH in
@@ -116,29 +110,6 @@ static void usage(FILE *out)
             DEFAULT_LARGE_MIB, DEFAULT_LARGE_ROUND, DEFAULT_SMALL_FILES, DEFAULT_SMALL_KIB);
 }
 
-static bool parse_int(const char *text, int min, int max, int *out)
-{
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end || value < min || value > max)
-        return false;
-    *out = (int)value;
-    return true;
-}
-
-static void default_cpus(options_t *opt)
-{
-    cpu_set_t set;
-    int found[2] = {0, 0}, count = 0;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int cpu = 0; cpu < CPU_SETSIZE && count < 2; cpu++)
-            if (CPU_ISSET(cpu, &set))
-                found[count++] = cpu;
-    opt->cpu_bench = found[0];
-    opt->cpu_service = count > 1 ? found[1] : found[0];
-}
-
 static int parse_options(int argc, char *argv[], options_t *opt)
 {
     opt->large_mib = DEFAULT_LARGE_MIB;
@@ -147,7 +118,7 @@ static int parse_options(int argc, char *argv[], options_t *opt)
     opt->small_kib = DEFAULT_SMALL_KIB;
     opt->cold = false;
     opt->pin = true;
-    default_cpus(opt);
+    bench_default_cpus(&opt->cpu_bench, &opt->cpu_service);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *value = i + 1 < argc ? argv[i + 1] : NULL;
@@ -159,25 +130,24 @@ static int parse_options(int argc, char *argv[], options_t *opt)
         } else if (strcmp(arg, "--cold") == 0) {
             opt->cold = true;
         } else if (strcmp(arg, "--large-mib") == 0 && value) {
-            if (!parse_int(value, 1, 4096, &opt->large_mib))
+            if (!bench_parse_int(value, 1, 4096, &opt->large_mib))
                 return -1;
             i++;
         } else if (strcmp(arg, "--large-rounds") == 0 && value) {
-            if (!parse_int(value, 1, 100, &opt->large_rounds))
+            if (!bench_parse_int(value, 1, 100, &opt->large_rounds))
                 return -1;
             i++;
         } else if (strcmp(arg, "--small-files") == 0 && value) {
-            if (!parse_int(value, 1, 1000000, &opt->small_files))
+            if (!bench_parse_int(value, 1, 1000000, &opt->small_files))
                 return -1;
             i++;
         } else if (strcmp(arg, "--small-kib") == 0 && value) {
-            if (!parse_int(value, 1, 1024 * 1024, &opt->small_kib))
+            if (!bench_parse_int(value, 1, 1024 * 1024, &opt->small_kib))
                 return -1;
             i++;
         } else if (strcmp(arg, "--cpus") == 0 && value) {
-            if (sscanf(value, "%d,%d", &opt->cpu_bench, &opt->cpu_service) != 2 ||
-                opt->cpu_bench < 0 || opt->cpu_service < 0 || opt->cpu_bench >= CPU_SETSIZE ||
-                opt->cpu_service >= CPU_SETSIZE)
+            int *const cpus[] = {&opt->cpu_bench, &opt->cpu_service};
+            if (!bench_parse_cpus(value, cpus, 2))
                 return -1;
             i++;
         } else {
@@ -185,28 +155,6 @@ static int parse_options(int argc, char *argv[], options_t *opt)
         }
     }
     return 0;
-}
-
-/* Pins the calling thread (and what it forks or creates later). */
-static int pin_thread(const options_t *opt, int cpu)
-{
-    if (!opt->pin)
-        return 0;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0) {
-        fprintf(stderr, "passerelle-docbench: cannot pin to vCPU %d: %s\n", cpu, strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ====================================================================== */
@@ -629,53 +577,53 @@ static int measure_round(run_t *run, int fig, const char *tag, const uint8_t *da
     uint64_t bytes = (uint64_t)count * size;
 
     /* bare put, on the service's vCPU */
-    if (pin_thread(opt, opt->cpu_service) != 0)
+    if (bench_pin(opt->pin, opt->cpu_service) != 0)
         goto done;
-    double start = now_s();
+    double start = bench_now_s();
     for (int i = 0; i < count; i++) {
         snprintf(name, sizeof name, "%s-%d", tag, i);
         if (bare_put(&run->bare, name, data + (size_t)i * size, size) != 0)
             goto done;
     }
-    figure_add(&run->figs[fig], bytes, (uint64_t)count, now_s() - start);
+    figure_add(&run->figs[fig], bytes, (uint64_t)count, bench_now_s() - start);
 
     /* put through the service, from the bench's vCPU */
-    if (pin_thread(opt, opt->cpu_bench) != 0)
+    if (bench_pin(opt->pin, opt->cpu_bench) != 0)
         goto done;
-    start = now_s();
+    start = bench_now_s();
     for (int i = 0; i < count; i++) {
         snprintf(name, sizeof name, "%s-%d.bin", tag, i);
         if (service_put(run->client, name, data + (size_t)i * size, size, &docs[i]) != 0)
             goto done;
     }
-    figure_add(&run->figs[fig + 1], bytes, (uint64_t)count, now_s() - start);
+    figure_add(&run->figs[fig + 1], bytes, (uint64_t)count, bench_now_s() - start);
 
     /* bare get of the service's own blob files */
-    if (pin_thread(opt, opt->cpu_service) != 0)
+    if (bench_pin(opt->pin, opt->cpu_service) != 0)
         goto done;
     if (opt->cold)
         for (int i = 0; i < count; i++)
             blob_drop(run, docs[i].sha);
-    start = now_s();
+    start = bench_now_s();
     for (int i = 0; i < count; i++) {
         char path[PATH_MAX];
         blob_path(run, docs[i].sha, path, sizeof path);
         if (bare_get(&run->bare, path, size) != 0)
             goto done;
     }
-    figure_add(&run->figs[fig + 2], bytes, (uint64_t)count, now_s() - start);
+    figure_add(&run->figs[fig + 2], bytes, (uint64_t)count, bench_now_s() - start);
 
     /* get through the service */
     if (opt->cold)
         for (int i = 0; i < count; i++)
             blob_drop(run, docs[i].sha);
-    if (pin_thread(opt, opt->cpu_bench) != 0)
+    if (bench_pin(opt->pin, opt->cpu_bench) != 0)
         goto done;
-    start = now_s();
+    start = bench_now_s();
     for (int i = 0; i < count; i++)
         if (service_get(run->client, &docs[i]) != 0)
             goto done;
-    figure_add(&run->figs[fig + 3], bytes, (uint64_t)count, now_s() - start);
+    figure_add(&run->figs[fig + 3], bytes, (uint64_t)count, bench_now_s() - start);
     rc = 0;
 done:
     free(docs);
@@ -732,16 +680,6 @@ static int measure(run_t *run)
 /* Report                                                                 */
 /* ====================================================================== */
 
-static double ratio(double a, double b)
-{
-    return b > 0 ? a / b : 0;
-}
-
-static const char *verdict(bool met)
-{
-    return met ? "met" : "MISSED";
-}
-
 static void report(const run_t *run)
 {
     const options_t *opt = run->opt;
@@ -773,9 +711,9 @@ static void report(const run_t *run)
                files_per_s(&f[i]));
     json_t *json_ratios = json_object();
     for (size_t i = 0; i < n_ratios; i++) {
-        double value = ratio(mib_per_s(&f[ratios[i].fig]), mib_per_s(&f[ratios[i].fig - 1]));
+        double value = bench_ratio(mib_per_s(&f[ratios[i].fig]), mib_per_s(&f[ratios[i].fig - 1]));
         printf("%-10s passerelle / bare limit: %5.2f  (aim >= %.2f: %s)\n", ratios[i].what, value,
-               ratios[i].aim, verdict(value >= ratios[i].aim));
+               ratios[i].aim, bench_verdict(value >= ratios[i].aim));
         json_object_set_new(json_ratios, ratios[i].name, json_real(value));
     }
 
@@ -793,14 +731,7 @@ static void report(const run_t *run)
         opt->small_files, "small_kib", opt->small_kib, "page_cache", opt->cold ? "cold" : "warm",
         "pinned", opt->pin, "cpus", "bench", opt->cpu_bench, "service", opt->cpu_service, "aims",
         "put", AIM_PUT, "get", AIM_GET, "results", results, "ratios", json_ratios);
-    char *line = root ? json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-    if (line)
-        printf("%s\n", line);
-    else
-        fprintf(stderr, "passerelle-docbench: cannot format the JSON line\n");
-    free(line);
-    json_decref(root);
-    fflush(stdout);
+    bench_print_json(root);
 }
 
 /* ====================================================================== */
@@ -814,10 +745,7 @@ int main(int argc, char *argv[])
         usage(stderr);
         return 2;
     }
-    log_init("docbench");
-    log_set_level(LOG_LEVEL_WARN);
-    if (!getenv("PASSERELLE_TEST_BIN_DIR"))
-        setenv("PASSERELLE_TEST_BIN_DIR", PASSERELLE_BENCH_BIN_DIR, 1);
+    bench_init("passerelle-docbench", "docbench");
     if (sodium_init() < 0) {
         fprintf(stderr, "passerelle-docbench: libsodium cannot start\n");
         return 1;
@@ -845,61 +773,44 @@ int main(int argc, char *argv[])
     }
 
     int rc = 1;
-    char *dir = harness_tempdir("docbench");
-    if (!dir)
+    bench_stack_t stack;
+    if (bench_stack_init(&stack, "docbench") != 0)
         return 1;
-    char keys[1024], volume[1024], bare_dir[1024];
-    snprintf(keys, sizeof keys, "%s/keys", dir);
-    snprintf(volume, sizeof volume, "%s/volume", dir);
-    snprintf(bare_dir, sizeof bare_dir, "%s/bare", dir);
+    char volume[1024], bare_dir[1024];
+    snprintf(volume, sizeof volume, "%s/volume", stack.dir);
+    snprintf(bare_dir, sizeof bare_dir, "%s/bare", stack.dir);
     run.volume = volume;
 
-    harness_redis_t redis;
-    bool redis_up = false;
-    harness_service_t service;
-    bool service_up = false;
-
-    if (harness_keys_make(keys) != 0 || bare_open(&run.bare, bare_dir) != 0)
-        goto done;
-    if (pin_thread(&opt, opt.cpu_service) != 0 || harness_redis_start(&redis) != 0)
-        goto done;
-    redis_up = true;
-    harness_redis_setenv(&redis);
-    setenv("PASSERELLE_KEYS_DIR", keys, 1);
     char volume_env[1100], max_env[64];
     snprintf(volume_env, sizeof volume_env, "PASSERELLE_DOCSTORE_DIR=%s", volume);
     uint64_t large = (uint64_t)opt.large_mib * 1024 * 1024;
     snprintf(max_env, sizeof max_env, "PASSERELLE_DOCSTORE_MAX_BYTES=%llu",
              (unsigned long long)(large > DEFAULT_MAX_BYTES ? large : DEFAULT_MAX_BYTES));
     char *env[] = {volume_env, max_env, NULL};
-    if (harness_service_start(&service, "docstore", dir, env) != 0)
+    if (bare_open(&run.bare, bare_dir) != 0 ||
+        bench_stack_start(&stack, "docstore", opt.pin, opt.cpu_service, opt.cpu_service, env) != 0)
         goto done;
-    service_up = true;
 
     /* The client, and so the ZeroMQ I/O thread, on the bench's vCPU. */
-    if (pin_thread(&opt, opt.cpu_bench) != 0)
+    if (bench_pin(opt.pin, opt.cpu_bench) != 0)
         goto done;
-    run.client = harness_client(service.endpoint, keys, "metropole", CALL_TIMEOUT_MS, 0);
+    run.client =
+        harness_client(stack.service.endpoint, stack.keys, "metropole", CALL_TIMEOUT_MS, 0);
     if (!run.client || measure(&run) != 0)
         goto done;
     report(&run);
     rc = 0;
 done:
     client_destroy(&run.client);
-    if (service_up && !harness_service_stop_clean(&service)) {
-        fprintf(stderr, "passerelle-docbench: the service did not stop cleanly (see %s)\n",
-                service.log_path);
+    bool service_started = stack.service_up;
+    if (bench_stack_stop(&stack) != 0)
         rc = 1;
-    }
-    if (redis_up)
-        harness_redis_stop(&redis);
     bare_close(&run.bare);
-    if (rc != 0 && service_up)
+    if (rc != 0 && service_started)
         fprintf(stderr,
                 "passerelle-docbench: failed; the service's log is %s (kept with "
                 "PASSERELLE_TEST_KEEP=1)\n",
-                service.log_path);
-    harness_rmtree(dir);
-    free(dir);
+                stack.service.log_path);
+    bench_stack_remove(&stack);
     return rc;
 }
