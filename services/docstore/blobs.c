@@ -574,40 +574,35 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
         return rc;
     }
 
-    /* The existing blob is kept only if it has the right size; otherwise
-     * (damaged on disk) these verified bytes replace it. The block list is
-     * always rewritten from this pass: it repairs a missing or damaged one
-     * and is identical otherwise. */
+    /* These bytes were just verified against their SHA-256; a blob of that
+     * name already there was not (it may have been damaged on disk since,
+     * even at its right size). So they always take its place, by rename:
+     * still one copy of the content (deduplicated: it was there already),
+     * and a damaged one is repaired rather than handed to a new version.
+     * The block list is rewritten from this pass likewise. */
     struct stat existing;
     bool exists = stat(final_path, &existing) == 0 && S_ISREG(existing.st_mode);
-    bool keep_existing = exists && (uint64_t)existing.st_size == size;
     if (rename(blocks_tmp, final_blocks) < 0) {
         rc = sys_fail(errno, err, err_size, "install block list of", sha);
         commit_abort(self, upload_id, fd, blocks_fd);
         return rc;
     }
-    if (keep_existing) {
-        close(fd);
-        fd = -1;
-        blobstore_upload_remove(self, upload_id);
-    } else {
-        if (fchmod(fd, 0444) < 0 || rename(path, final_path) < 0) {
-            rc = sys_fail(errno, err, err_size, "install blob", sha);
-            commit_abort(self, upload_id, fd, blocks_fd);
-            return rc;
-        }
-        close(fd);
-        fd = -1;
-        if (exists)
-            used_sub(self, (uint64_t)existing.st_size);
+    if (fchmod(fd, 0444) < 0 || rename(path, final_path) < 0) {
+        rc = sys_fail(errno, err, err_size, "install blob", sha);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
     }
+    close(fd);
+    fd = -1;
+    if (exists)
+        used_sub(self, (uint64_t)existing.st_size);
     if (fsync_dir(sub) < 0 || fsync_dir(self->tmp_dir) < 0) {
         set_err(err, err_size, "sync folders of blob %s: %s", sha, strerror(errno));
         return is_no_space(errno) ? BLOB_NO_SPACE : BLOB_IO;
     }
     memcpy(sha_out, sha, BLOB_SHA_HEX);
     if (deduplicated)
-        *deduplicated = keep_existing;
+        *deduplicated = exists && (uint64_t)existing.st_size == size;
     return BLOB_OK;
 }
 

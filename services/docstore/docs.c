@@ -9,6 +9,7 @@
 #include "listing.h"
 #include "log.h"
 #include "refdata.h"
+#include "sha256.h"
 #include "txn.h"
 
 #include <jansson.h>
@@ -234,6 +235,32 @@ static void document_index(txn_t *txn, const Passerelle__Document *doc)
 /* Upload                                                                 */
 /* ====================================================================== */
 
+/* The id of the upload a begin request makes: derived from the request's
+ * idempotency key (scoped by caller), so that a run of the handler thrown
+ * away (a retried request answered from its idempotency record, server.h)
+ * names, and reserves, the same temporary file as the run kept, instead of
+ * leaving one more reservation behind until the sweep. The shape is an
+ * upload id's (id_valid('L')): 128 bits of the key's SHA-256 in Crockford
+ * base32, the first digit 0-7. Without a key (not a write), a new id. */
+static void upload_id_for(const call_t *call, char out[ID_LEN])
+{
+    static const char digits[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    uint8_t digest[SHA256_BYTES];
+    if (!call->idempotency_key || !call->idempotency_key[0] ||
+        sha256_digest(call->idempotency_key, strlen(call->idempotency_key), digest) < 0) {
+        id_new('L', out);
+        return;
+    }
+    out[0] = 'L';
+    out[1] = digits[digest[0] >> 5];
+    for (unsigned i = 0; i < ULID_LEN - 1; i++) {
+        unsigned bit = 3 + 5 * i; /* 3 + 5 * 25 = 128 bits: digest[0..15] */
+        unsigned pair = ((unsigned)digest[bit / 8] << 8) | digest[bit / 8 + 1];
+        out[2 + i] = digits[(pair >> (11 - bit % 8)) & 0x1f];
+    }
+    out[ID_LEN - 1] = '\0';
+}
+
 void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply)
 {
@@ -280,10 +307,11 @@ void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *
     }
 
     /* The temporary file, with the room reserved: a full volume is found
-     * now, before any byte travels. A run thrown away leaves a file no
-     * session claims, which the sweep removes. */
+     * now, before any byte travels. A run thrown away made the same file
+     * (upload_id_for), so creating it again is harmless; a file no session
+     * claims (a retry after the upload ended) is left to the sweep. */
     char upload_id[ID_LEN];
-    id_new('L', upload_id);
+    upload_id_for(call, upload_id);
     char blob_err[256] = "";
     blob_result_t created =
         blobstore_upload_create(self->blobs, upload_id, req->size, blob_err, sizeof blob_err);

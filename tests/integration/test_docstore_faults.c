@@ -383,12 +383,53 @@ static void test_quota(void **state)
     restart(plain);
 }
 
+/* An upload.begin sent again with its idempotency key (a client retrying
+ * after a lost reply) gets the same upload, and its run, thrown away by the
+ * server's duplicate lookup, leaves no second reservation in tmp/. */
+static void test_begin_retried_reserves_once(void **state)
+{
+    (void)state;
+    uint8_t *data = pattern(3 * CHUNK, 11);
+    char sha[65], tmp[700];
+    sha_of(data, 3 * CHUNK, sha);
+    snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
+    int before = count_files(tmp);
+    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    req.title = "Etude relancee";
+    req.has_kind = req.has_theme = req.has_size = true;
+    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
+    req.theme = 1;
+    req.size = 3 * CHUNK;
+    req.sha256 = sha;
+    char *ids[3];
+    for (int i = 0; i < 3; i++) {
+        Passerelle__Reply *reply =
+            harness_call_keyed(F->owner, "upload.begin", &req.base, "begin-retried-1", OK, NULL);
+        Passerelle__UploadSession *s =
+            passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+        passerelle__reply__free_unpacked(reply, NULL);
+        assert_non_null(s);
+        ids[i] = strdup(s->upload_id);
+        passerelle__upload_session__free_unpacked(s, NULL);
+    }
+    assert_string_equal(ids[0], ids[1]);
+    assert_string_equal(ids[0], ids[2]);
+    assert_int_equal(count_files(tmp), before + 1);
+    send_range(ids[0], data, 0, 3 * CHUNK);
+    free(commit(ids[0]));
+    assert_int_equal(count_files(tmp), before);
+    for (int i = 0; i < 3; i++)
+        free(ids[i]);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kill_during_upload_then_resume),
         cmocka_unit_test(test_corrupt_missing_orphaned),
         cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_begin_retried_reserves_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
