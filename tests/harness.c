@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 #include "identity.h"
+#include "ids.h"
 #include "log.h"
 #include "status.h"
 
@@ -949,4 +950,210 @@ json_t *harness_parse_json(const char *text)
         fprintf(stderr, "not JSON (%s): %s\n", error.text, text);
     assert_non_null(json);
     return json;
+}
+
+/* --- the document store's protocol ------------------------------------- */
+
+void harness_hex32(const unsigned char digest[32], char out[65])
+{
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+void harness_sha256_hex(const void *data, size_t len, char out[65])
+{
+    unsigned char digest[32];
+    crypto_hash_sha256(digest, data, len);
+    harness_hex32(digest, out);
+}
+
+uint8_t *harness_pattern(size_t len, unsigned seed, unsigned shift)
+{
+    uint8_t *buf = malloc(len ? len : 1);
+    assert_non_null(buf);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)((i * 2654435761u + seed) >> shift);
+    return buf;
+}
+
+void harness_doc_begin_request(Passerelle__UploadBeginRequest *req, const char *title,
+                               uint64_t size, const char *sha, uint32_t theme)
+{
+    passerelle__upload_begin_request__init(req);
+    req->title = (char *)title;
+    req->has_kind = req->has_theme = req->has_size = true;
+    req->kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
+    req->theme = theme;
+    req->size = size;
+    req->sha256 = (char *)sha;
+}
+
+Passerelle__UploadSession *harness_doc_session_call(client_t *c, const char *type,
+                                                    const ProtobufCMessage *body)
+{
+    Passerelle__Reply *reply = harness_call(c, type, body, PASSERELLE__STATUS__STATUS_OK, NULL);
+    Passerelle__UploadSession *s =
+        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(s);
+    return s;
+}
+
+char *harness_doc_begin(client_t *c, const Passerelle__UploadBeginRequest *req, uint32_t *chunk_max)
+{
+    Passerelle__UploadSession *s = harness_doc_session_call(c, "upload.begin", &req->base);
+    assert_true(id_valid('L', s->upload_id));
+    assert_int_equal(s->received, 0);
+    if (chunk_max)
+        *chunk_max = s->chunk_max;
+    char *id = strdup(s->upload_id);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+uint64_t harness_doc_chunk(client_t *c, const char *upload, uint64_t offset, const void *data,
+                           size_t len)
+{
+    Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    req.upload_id = (char *)upload;
+    req.has_offset = req.has_data = true;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    Passerelle__UploadSession *s = harness_doc_session_call(c, "upload.chunk", &req.base);
+    uint64_t received = s->received;
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return received;
+}
+
+uint64_t harness_doc_send_range(client_t *c, const char *upload, const void *data, uint64_t offset,
+                                uint64_t len, bool strict)
+{
+    uint64_t received = 0, end = offset + len;
+    do {
+        size_t n = end - offset < HARNESS_DOC_CHUNK ? (size_t)(end - offset) : HARNESS_DOC_CHUNK;
+        received = harness_doc_chunk(c, upload, offset, (const uint8_t *)data + offset, n);
+        if (strict)
+            assert_int_equal(received, offset + n);
+        offset += n;
+    } while (offset < end);
+    return received;
+}
+
+char *harness_doc_commit(client_t *c, const char *upload)
+{
+    Passerelle__UploadCommitRequest req = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+    req.upload_id = (char *)upload;
+    Passerelle__UploadSession *s = harness_doc_session_call(c, "upload.commit", &req.base);
+    assert_true(id_valid('F', s->document));
+    char *id = strdup(s->document);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+char *harness_doc_put(client_t *c, Passerelle__UploadBeginRequest *req, const void *data,
+                      size_t len, char sha[65])
+{
+    char own[65];
+    char *digest = sha ? sha : own;
+    harness_sha256_hex(data, len, digest);
+    char *before = req->sha256;
+    req->has_size = true;
+    req->size = len;
+    req->sha256 = digest;
+    char *upload = harness_doc_begin(c, req, NULL);
+    req->sha256 = before;
+    harness_doc_send_range(c, upload, data, 0, len, true);
+    char *id = harness_doc_commit(c, upload);
+    free(upload);
+    return id;
+}
+
+Passerelle__Reply *harness_doc_read_call(client_t *c, const char *id, uint32_t version,
+                                         uint64_t offset, uint32_t length, int status)
+{
+    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    req.id = (char *)id;
+    req.has_version = version != 0;
+    req.version = version;
+    req.has_offset = true;
+    req.offset = offset;
+    req.has_length = length != 0;
+    req.length = length;
+    return harness_call(c, "document.read", &req.base, status, NULL);
+}
+
+Passerelle__DocumentReadReply *harness_doc_read(client_t *c, const char *id, uint32_t version,
+                                                uint64_t offset, uint32_t length)
+{
+    Passerelle__Reply *reply =
+        harness_doc_read_call(c, id, version, offset, length, PASSERELLE__STATUS__STATUS_OK);
+    Passerelle__DocumentReadReply *r =
+        passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(r);
+    return r;
+}
+
+uint64_t harness_doc_read_all(client_t *c, const char *id, uint32_t version, char sha[65],
+                              void (*on_chunk)(void *arg), void *arg)
+{
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    uint64_t offset = 0, size = 0;
+    do {
+        Passerelle__DocumentReadReply *r =
+            harness_doc_read(c, id, version, offset, HARNESS_DOC_CHUNK);
+        size = r->size;
+        assert_int_equal(r->offset, offset);
+        crypto_hash_sha256_update(&st, r->data.data, r->data.len);
+        offset += r->data.len;
+        bool empty = r->data.len == 0;
+        passerelle__document_read_reply__free_unpacked(r, NULL);
+        if (empty)
+            break;
+        if (on_chunk)
+            on_chunk(arg);
+    } while (offset < size);
+    unsigned char digest[32];
+    crypto_hash_sha256_final(&st, digest);
+    harness_hex32(digest, sha);
+    return offset;
+}
+
+Passerelle__FsckReply *harness_doc_fsck(client_t *c)
+{
+    Passerelle__FsckRequest req = PASSERELLE__FSCK_REQUEST__INIT;
+    Passerelle__Reply *reply =
+        harness_call(c, "docs.fsck", &req.base, PASSERELLE__STATUS__STATUS_OK, NULL);
+    Passerelle__FsckReply *r =
+        passerelle__fsck_reply__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(r);
+    return r;
+}
+
+void harness_doc_blob_path(const char *volume, const char *sha, const char *suffix, char *out,
+                           size_t size)
+{
+    snprintf(out, size, "%s/blobs/%.2s/%s%s", volume, sha, sha, suffix);
+}
+
+void harness_doc_plant_blob(const char *volume, const void *bytes, size_t len, char sha[65])
+{
+    harness_sha256_hex(bytes, len, sha);
+    char dir[1024], path[1024];
+    snprintf(dir, sizeof dir, "%s/blobs/%.2s", volume, sha);
+    mkdir(dir, 0755);
+    harness_doc_blob_path(volume, sha, "", path, sizeof path);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    fclose(f);
+    /* One block: its hash is the blob's. */
+    harness_doc_blob_path(volume, sha, ".blocks", path, sizeof path);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    fprintf(f, "%s\n", sha);
+    fclose(f);
 }

@@ -14,12 +14,15 @@
 #define PASSERELLE_HARNESS_H
 
 #include "client.h"
+#include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
 #include "reservations.pb-c.h"
 #include "store.h"
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* A free TCP port on 127.0.0.1 (bound to port 0, read back, closed). */
@@ -268,5 +271,92 @@ json_t *harness_parse_json(const char *text);
 /* The whole file, NUL-terminated (malloc'd, caller frees), its length in
  * *len_out when not NULL; "" (and 0) when it cannot be read. */
 char *harness_file_read(const char *path, size_t *len_out);
+
+/* --- the document store's protocol ------------------------------------- */
+
+/* The calls a document store test makes, over a client it passes, each
+ * failing the test on an answer other than OK. Bytes and their SHA-256 in
+ * lowercase hex (64 characters and a NUL). */
+
+/* The chunk size the tests send in (the service's default chunk_max). */
+#define HARNESS_DOC_CHUNK (1024 * 1024)
+
+/* The 32-byte digest in hex; the SHA-256 of len bytes of data in hex. */
+void harness_hex32(const unsigned char digest[32], char out[65]);
+void harness_sha256_hex(const void *data, size_t len, char out[65]);
+
+/* len bytes (malloc'd, caller frees), byte i being
+ * (i * 2654435761 + seed) >> shift: the same seed and shift, the same bytes. */
+uint8_t *harness_pattern(size_t len, unsigned seed, unsigned shift);
+
+/* An upload.begin request (initialised first) of a study on theme, size
+ * bytes of SHA-256 sha; the strings are the caller's. */
+void harness_doc_begin_request(Passerelle__UploadBeginRequest *req, const char *title,
+                               uint64_t size, const char *sha, uint32_t theme);
+
+/* Calls type (upload.begin, .chunk, .commit) with body; returns the session
+ * (caller frees with passerelle__upload_session__free_unpacked). */
+Passerelle__UploadSession *harness_doc_session_call(client_t *c, const char *type,
+                                                    const ProtobufCMessage *body);
+
+/* upload.begin: checks the new upload (an 'L' id, nothing received) and
+ * returns its id (malloc'd); its chunk_max into *chunk_max when not NULL. */
+char *harness_doc_begin(client_t *c, const Passerelle__UploadBeginRequest *req,
+                        uint32_t *chunk_max);
+
+/* upload.chunk of len bytes at data, at offset; returns the session's
+ * received. */
+uint64_t harness_doc_chunk(client_t *c, const char *upload, uint64_t offset, const void *data,
+                           size_t len);
+
+/* Sends [offset, offset + len) of data (data[0] being the upload's first
+ * byte) in chunks of HARNESS_DOC_CHUNK, at least one (an empty one for
+ * len 0). With strict, checks after each chunk that received is its end;
+ * without, the upload may already hold more (a resumed upload). Returns the
+ * last chunk's received. */
+uint64_t harness_doc_send_range(client_t *c, const char *upload, const void *data, uint64_t offset,
+                                uint64_t len, bool strict);
+
+/* upload.commit: checks and returns the document's id (an 'F' id,
+ * malloc'd). */
+char *harness_doc_commit(client_t *c, const char *upload);
+
+/* A whole upload of len bytes: sets req's size and, for the call, its
+ * sha256 (written into sha when not NULL; req->sha256 is put back after),
+ * begins, sends strictly, commits; returns the document's id (malloc'd). */
+char *harness_doc_put(client_t *c, Passerelle__UploadBeginRequest *req, const void *data,
+                      size_t len, char sha[65]);
+
+/* document.read of id, expecting status: version 0 leaves it unset (the
+ * latest), length 0 too (the service's default); the offset is always sent.
+ * Returns the reply (caller frees with passerelle__reply__free_unpacked). */
+Passerelle__Reply *harness_doc_read_call(client_t *c, const char *id, uint32_t version,
+                                         uint64_t offset, uint32_t length, int status);
+
+/* The same, expecting OK; returns the unpacked read reply (caller frees with
+ * passerelle__document_read_reply__free_unpacked). */
+Passerelle__DocumentReadReply *harness_doc_read(client_t *c, const char *id, uint32_t version,
+                                                uint64_t offset, uint32_t length);
+
+/* Reads a version (0: the latest) whole, HARNESS_DOC_CHUNK at a time,
+ * hashing as it comes, and checking each reply's offset; calls on_chunk(arg)
+ * after each non-empty chunk when not NULL. Returns the bytes read and
+ * writes their SHA-256 into sha. */
+uint64_t harness_doc_read_all(client_t *c, const char *id, uint32_t version, char sha[65],
+                              void (*on_chunk)(void *arg), void *arg);
+
+/* docs.fsck by c (an operations party); caller frees with
+ * passerelle__fsck_reply__free_unpacked. */
+Passerelle__FsckReply *harness_doc_fsck(client_t *c);
+
+/* The path of a blob (suffix "") or of its block list (".blocks") on the
+ * volume. */
+void harness_doc_blob_path(const char *volume, const char *sha, const char *suffix, char *out,
+                           size_t size);
+
+/* Writes a well-formed one-block blob of len bytes (the bytes and their
+ * block list) on the volume, as if uploaded, no version referring to it;
+ * its SHA-256 into sha. */
+void harness_doc_plant_blob(const char *volume, const void *bytes, size_t len, char sha[65]);
 
 #endif

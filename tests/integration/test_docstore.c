@@ -69,19 +69,6 @@ static void prng_fill(prng_t *p, uint8_t *buf, size_t len)
     }
 }
 
-static void hex_of(const unsigned char digest[32], char out[65])
-{
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", digest[i]);
-}
-
-static void sha_of(const void *data, size_t len, char out[65])
-{
-    unsigned char digest[32];
-    crypto_hash_sha256(digest, data, len);
-    hex_of(digest, out);
-}
-
 /* The SHA-256 of `size` bytes of the sequence seeded with seed. */
 static void sha_of_sequence(uint64_t seed, uint64_t size, char out[65])
 {
@@ -97,7 +84,7 @@ static void sha_of_sequence(uint64_t seed, uint64_t size, char out[65])
     }
     unsigned char digest[32];
     crypto_hash_sha256_final(&st, digest);
-    hex_of(digest, out);
+    harness_hex32(digest, out);
     free(buf);
 }
 
@@ -122,51 +109,23 @@ static long rss_kb(pid_t pid)
 static void begin_request(Passerelle__UploadBeginRequest *req, const char *title, uint64_t size,
                           const char *sha)
 {
-    passerelle__upload_begin_request__init(req);
-    req->title = (char *)title;
-    req->has_kind = req->has_theme = req->has_size = true;
-    req->kind = KIND(STUDY);
-    req->theme = 1;
-    req->size = size;
-    req->sha256 = (char *)sha;
+    harness_doc_begin_request(req, title, size, sha, 1);
     req->media_type = "application/pdf";
     req->filename = "etude.pdf";
 }
 
-static Passerelle__UploadSession *call_session(client_t *c, const char *type,
-                                               const ProtobufCMessage *body)
-{
-    Passerelle__Reply *reply = harness_call(c, type, body, OK, NULL);
-    Passerelle__UploadSession *s =
-        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(s);
-    return s;
-}
-
 static char *begin(client_t *c, const Passerelle__UploadBeginRequest *req)
 {
-    Passerelle__UploadSession *s = call_session(c, "upload.begin", &req->base);
-    assert_true(id_valid('L', s->upload_id));
-    assert_int_equal(s->chunk_max, CHUNK);
-    assert_int_equal(s->received, 0);
-    char *id = strdup(s->upload_id);
-    passerelle__upload_session__free_unpacked(s, NULL);
+    uint32_t chunk_max = 0;
+    char *id = harness_doc_begin(c, req, &chunk_max);
+    assert_int_equal(chunk_max, CHUNK);
     return id;
 }
 
 static void send_chunk(client_t *c, const char *upload_id, uint64_t offset, const void *data,
                        size_t len, uint64_t expect_received)
 {
-    Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
-    req.upload_id = (char *)upload_id;
-    req.has_offset = req.has_data = true;
-    req.offset = offset;
-    req.data.data = (uint8_t *)data;
-    req.data.len = len;
-    Passerelle__UploadSession *s = call_session(c, "upload.chunk", &req.base);
-    assert_int_equal(s->received, expect_received);
-    passerelle__upload_session__free_unpacked(s, NULL);
+    assert_int_equal(harness_doc_chunk(c, upload_id, offset, data, len), expect_received);
 }
 
 static void chunk_refused(client_t *c, const char *upload_id, uint64_t offset, const void *data,
@@ -184,34 +143,14 @@ static void chunk_refused(client_t *c, const char *upload_id, uint64_t offset, c
 /* Commits; returns the document id (malloc'd). */
 static char *commit(client_t *c, const char *upload_id)
 {
-    Passerelle__UploadCommitRequest req = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
-    req.upload_id = (char *)upload_id;
-    Passerelle__UploadSession *s = call_session(c, "upload.commit", &req.base);
-    assert_true(id_valid('F', s->document));
-    char *id = strdup(s->document);
-    passerelle__upload_session__free_unpacked(s, NULL);
-    return id;
+    return harness_doc_commit(c, upload_id);
 }
 
 /* A whole upload of bytes in memory; returns the document id. */
 static char *put_bytes(client_t *c, Passerelle__UploadBeginRequest *req, const void *data,
                        size_t len)
 {
-    char sha[65];
-    sha_of(data, len, sha);
-    req->has_size = true;
-    req->size = len;
-    req->sha256 = sha;
-    char *upload = begin(c, req);
-    if (len == 0)
-        send_chunk(c, upload, 0, "", 0, 0);
-    for (size_t off = 0; off < len; off += CHUNK) {
-        size_t n = len - off < CHUNK ? len - off : CHUNK;
-        send_chunk(c, upload, off, (const uint8_t *)data + off, n, off + n);
-    }
-    char *id = commit(c, upload);
-    free(upload);
-    return id;
+    return harness_doc_put(c, req, data, len, NULL);
 }
 
 static Passerelle__Document *get_document(client_t *c, const char *id)
@@ -229,18 +168,24 @@ static Passerelle__Document *get_document(client_t *c, const char *id)
 static Passerelle__DocumentReadReply *read_range(client_t *c, const char *id, uint32_t version,
                                                  uint64_t offset, uint32_t length)
 {
-    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
-    req.id = (char *)id;
-    req.has_version = req.has_offset = req.has_length = true;
-    req.version = version;
-    req.offset = offset;
-    req.length = length;
-    Passerelle__Reply *reply = harness_call(c, "document.read", &req.base, OK, NULL);
-    Passerelle__DocumentReadReply *r =
-        passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(r);
-    return r;
+    return harness_doc_read(c, id, version, offset, length);
+}
+
+typedef struct {
+    pid_t pid;
+    long *rss_max;
+    unsigned chunks;
+} rss_sampler_t;
+
+/* Every 8 chunks, the service's resident memory, its largest kept. */
+static void sample_rss(void *arg)
+{
+    rss_sampler_t *s = arg;
+    if (++s->chunks % 8 == 0) {
+        long kb = rss_kb(s->pid);
+        if (kb > *s->rss_max)
+            *s->rss_max = kb;
+    }
 }
 
 /* Reads a version whole, chunk by chunk, hashing as it comes; returns its
@@ -248,30 +193,8 @@ static Passerelle__DocumentReadReply *read_range(client_t *c, const char *id, ui
 static uint64_t read_all(client_t *c, const char *id, uint32_t version, char sha[65],
                          pid_t sample_pid, long *rss_max)
 {
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    uint64_t offset = 0, size = 0;
-    unsigned n = 0;
-    do {
-        Passerelle__DocumentReadReply *r = read_range(c, id, version, offset, CHUNK);
-        size = r->size;
-        assert_int_equal(r->offset, offset);
-        crypto_hash_sha256_update(&st, r->data.data, r->data.len);
-        offset += r->data.len;
-        bool empty = r->data.len == 0;
-        passerelle__document_read_reply__free_unpacked(r, NULL);
-        if (empty)
-            break;
-        if (sample_pid && ++n % 8 == 0) {
-            long kb = rss_kb(sample_pid);
-            if (kb > *rss_max)
-                *rss_max = kb;
-        }
-    } while (offset < size);
-    unsigned char digest[32];
-    crypto_hash_sha256_final(&st, digest);
-    hex_of(digest, sha);
-    return offset;
+    rss_sampler_t sampler = {sample_pid, rss_max, 0};
+    return harness_doc_read_all(c, id, version, sha, sample_pid ? sample_rss : NULL, &sampler);
 }
 
 /* --- setup ----------------------------------------------------------------- */
@@ -389,7 +312,7 @@ static void test_small_and_empty_round_trips(void **state)
     char *empty = put_bytes(al, &req, "", 0);
     char sha[65], want[65];
     assert_int_equal(read_all(al, empty, 0, sha, 0, NULL), 0);
-    sha_of("", 0, want);
+    harness_sha256_hex("", 0, want);
     assert_string_equal(sha, want);
 
     const char text[] = "Diagnostic Emploi Logement: premiers résultats.\n";
@@ -397,7 +320,7 @@ static void test_small_and_empty_round_trips(void **state)
     req.kind = KIND(EMPLOYMENT_HOUSING_DIAGNOSTIC);
     char *small = put_bytes(al, &req, text, sizeof text - 1);
     assert_int_equal(read_all(F->clients[METROPOLE], small, 0, sha, 0, NULL), sizeof text - 1);
-    sha_of(text, sizeof text - 1, want);
+    harness_sha256_hex(text, sizeof text - 1, want);
     assert_string_equal(sha, want);
     /* A range inside it. */
     Passerelle__DocumentReadReply *r = read_range(al, small, 1, 12, 6);
@@ -450,7 +373,7 @@ static void test_large_round_trip_memory_bounded(void **state)
     unsigned char digest[32];
     char sent[65];
     crypto_hash_sha256_final(&st, digest);
-    hex_of(digest, sent);
+    harness_hex32(digest, sent);
     assert_string_equal(sent, sha);
     char *id = commit(c, upload);
 
@@ -500,7 +423,7 @@ static void test_versions_and_withdrawal(void **state)
 
     /* A new version: the owner party only. */
     char sha[65];
-    sha_of("v2!", 3, sha);
+    harness_sha256_hex("v2!", 3, sha);
     Passerelle__UploadBeginRequest next = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
     next.document = id;
     next.has_size = true;
@@ -675,7 +598,7 @@ static void test_upload_refusals(void **state)
     client_t *c = F->clients[PARTNER];
     uint8_t *big = calloc(1, CHUNK + 1);
     char sha[65];
-    sha_of(big, 3000, sha);
+    harness_sha256_hex(big, 3000, sha);
     Passerelle__UploadBeginRequest req;
     begin_request(&req, "Etude refusée", 3000, sha);
     req.theme = 9;
@@ -730,7 +653,7 @@ static void test_upload_refusals(void **state)
     /* The wrong SHA-256: refused, the upload is gone. */
     char tmp[700];
     snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
-    sha_of("other", 5, sha);
+    harness_sha256_hex("other", 5, sha);
     begin_request(&req, "Etude faussée", 100, sha);
     upload = begin(c, &req);
     send_chunk(c, upload, 0, big, 100, 100);
@@ -743,7 +666,7 @@ static void test_upload_refusals(void **state)
 
     /* No more uploads at once than configured (4 here). */
     char *open[4];
-    sha_of(big, 10, sha);
+    harness_sha256_hex(big, 10, sha);
     for (int i = 0; i < 4; i++) {
         begin_request(&req, "Etude en attente", 10, sha);
         open[i] = begin(c, &req);

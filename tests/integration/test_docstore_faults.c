@@ -9,7 +9,6 @@
 
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
-#include "ids.h"
 
 #include <dirent.h>
 #include <setjmp.h>
@@ -24,7 +23,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <sodium.h>
 
 #define OK        PASSERELLE__STATUS__STATUS_OK
 #define DATA_LOSS PASSERELLE__STATUS__STATUS_DATA_LOSS
@@ -44,25 +42,9 @@ typedef struct {
 
 static fixture_t *F;
 
-static void hex_of(const unsigned char digest[32], char out[65])
-{
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", digest[i]);
-}
-
-static void sha_of(const void *data, size_t len, char out[65])
-{
-    unsigned char digest[32];
-    crypto_hash_sha256(digest, data, len);
-    hex_of(digest, out);
-}
-
 static uint8_t *pattern(size_t len, unsigned seed)
 {
-    uint8_t *buf = malloc(len);
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)((i * 2654435761u + seed) >> 13);
-    return buf;
+    return harness_pattern(len, seed, 13);
 }
 
 static void connect_clients(void)
@@ -122,81 +104,34 @@ static int teardown(void **state)
 
 /* --- calls ----------------------------------------------------------------- */
 
-static Passerelle__UploadSession *session_call(const char *type, const ProtobufCMessage *body)
-{
-    Passerelle__Reply *reply = harness_call(F->owner, type, body, OK, NULL);
-    Passerelle__UploadSession *s =
-        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(s);
-    return s;
-}
-
 static char *begin(const char *title, size_t size, const char *sha)
 {
-    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
-    req.title = (char *)title;
-    req.has_kind = req.has_theme = req.has_size = true;
-    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
-    req.theme = 2;
-    req.size = size;
-    req.sha256 = (char *)sha;
-    Passerelle__UploadSession *s = session_call("upload.begin", &req.base);
-    char *id = strdup(s->upload_id);
-    passerelle__upload_session__free_unpacked(s, NULL);
-    return id;
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, title, size, sha, 2);
+    return harness_doc_begin(F->owner, &req, NULL);
 }
 
 /* Sends [offset, offset + len) in chunks; returns the session's received. */
 static uint64_t send_range(const char *upload, const uint8_t *data, size_t offset, size_t len)
 {
-    uint64_t received = 0;
-    size_t end = offset + len;
-    do {
-        size_t n = end - offset < CHUNK ? end - offset : CHUNK;
-        Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
-        req.upload_id = (char *)upload;
-        req.has_offset = req.has_data = true;
-        req.offset = offset;
-        req.data.data = (uint8_t *)data + offset;
-        req.data.len = n;
-        Passerelle__UploadSession *s = session_call("upload.chunk", &req.base);
-        received = s->received;
-        passerelle__upload_session__free_unpacked(s, NULL);
-        offset += n;
-    } while (offset < end);
-    return received;
+    return harness_doc_send_range(F->owner, upload, data, offset, len, false);
 }
 
 static char *commit(const char *upload)
 {
-    Passerelle__UploadCommitRequest req = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
-    req.upload_id = (char *)upload;
-    Passerelle__UploadSession *s = session_call("upload.commit", &req.base);
-    char *id = strdup(s->document);
-    passerelle__upload_session__free_unpacked(s, NULL);
-    return id;
+    return harness_doc_commit(F->owner, upload);
 }
 
 static char *put(const char *title, const uint8_t *data, size_t len)
 {
-    char sha[65];
-    sha_of(data, len, sha);
-    char *upload = begin(title, len, sha);
-    send_range(upload, data, 0, len);
-    char *id = commit(upload);
-    free(upload);
-    return id;
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, title, len, NULL, 2);
+    return harness_doc_put(F->owner, &req, data, len, NULL);
 }
 
 static Passerelle__Reply *read_call(const char *id, uint64_t offset, int status)
 {
-    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
-    req.id = (char *)id;
-    req.has_offset = req.has_length = true;
-    req.offset = offset;
-    req.length = CHUNK;
-    return harness_call(F->owner, "document.read", &req.base, status, NULL);
+    return harness_doc_read_call(F->owner, id, 0, offset, CHUNK, status);
 }
 
 /* Reads the latest version (size bytes) from its start up to end into out. */
@@ -204,11 +139,7 @@ static void read_into(const char *id, uint8_t *out, size_t end, size_t size)
 {
     size_t offset = 0;
     while (offset < end) {
-        Passerelle__Reply *reply = read_call(id, offset, OK);
-        Passerelle__DocumentReadReply *r =
-            passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
-        passerelle__reply__free_unpacked(reply, NULL);
-        assert_non_null(r);
+        Passerelle__DocumentReadReply *r = harness_doc_read(F->owner, id, 0, offset, CHUNK);
         assert_int_equal(r->size, size);
         assert_true(r->data.len > 0);
         memcpy(out + offset, r->data.data, r->data.len);
@@ -219,13 +150,7 @@ static void read_into(const char *id, uint8_t *out, size_t end, size_t size)
 
 static Passerelle__FsckReply *fsck(void)
 {
-    Passerelle__FsckRequest req = PASSERELLE__FSCK_REQUEST__INIT;
-    Passerelle__Reply *reply = harness_call(F->admin, "docs.fsck", &req.base, OK, NULL);
-    Passerelle__FsckReply *r =
-        passerelle__fsck_reply__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(r);
-    return r;
+    return harness_doc_fsck(F->admin);
 }
 
 static bool listed(char **list, size_t n, const char *sha)
@@ -238,7 +163,7 @@ static bool listed(char **list, size_t n, const char *sha)
 
 static void blob_path(const char *sha, const char *suffix, char *out, size_t size)
 {
-    snprintf(out, size, "%s/blobs/%.2s/%s%s", F->volume, sha, sha, suffix);
+    harness_doc_blob_path(F->volume, sha, suffix, out, size);
 }
 
 static int count_files(const char *dir)
@@ -261,7 +186,7 @@ static void test_kill_during_upload_then_resume(void **state)
     (void)state;
     uint8_t *data = pattern(DOC_BYTES, 1);
     char sha[65];
-    sha_of(data, DOC_BYTES, sha);
+    harness_sha256_hex(data, DOC_BYTES, sha);
     char *upload = begin("Etude interrompue", DOC_BYTES, sha);
     assert_int_equal(send_range(upload, data, 0, 2 * CHUNK), 2 * CHUNK);
     char *env[] = {F->volume_env, NULL};
@@ -293,8 +218,8 @@ static void test_corrupt_missing_orphaned(void **state)
     (void)state;
     uint8_t *a = pattern(3 * CHUNK, 7), *b = pattern(1000, 8);
     char sha_a[65], sha_b[65], path[1024];
-    sha_of(a, 3 * CHUNK, sha_a);
-    sha_of(b, 1000, sha_b);
+    harness_sha256_hex(a, 3 * CHUNK, sha_a);
+    harness_sha256_hex(b, 1000, sha_b);
     char *id_a = put("Etude corrompue", a, 3 * CHUNK);
     char *id_b = put("Etude perdue", b, 1000);
 
@@ -329,18 +254,8 @@ static void test_corrupt_missing_orphaned(void **state)
 
     /* A well-formed blob no version refers to. */
     const char orphan[] = "orphelin";
-    char sha_o[65], dir[1024];
-    sha_of(orphan, sizeof orphan - 1, sha_o);
-    snprintf(dir, sizeof dir, "%s/blobs/%.2s", F->volume, sha_o);
-    mkdir(dir, 0755);
-    blob_path(sha_o, "", path, sizeof path);
-    f = fopen(path, "wb");
-    fwrite(orphan, 1, sizeof orphan - 1, f);
-    fclose(f);
-    blob_path(sha_o, ".blocks", path, sizeof path);
-    f = fopen(path, "wb");
-    fprintf(f, "%s\n", sha_o);
-    fclose(f);
+    char sha_o[65];
+    harness_doc_plant_blob(F->volume, orphan, sizeof orphan - 1, sha_o);
 
     r = fsck();
     assert_true(listed(r->corrupt, r->n_corrupt, sha_a));
@@ -363,14 +278,10 @@ static void test_quota(void **state)
     restart(env);
     uint8_t *data = pattern(64, 3);
     char sha[65], tmp[700];
-    sha_of(data, 64, sha);
-    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
-    req.title = "Etude trop lourde pour le volume";
-    req.has_kind = req.has_theme = req.has_size = true;
-    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
-    req.theme = 1;
-    req.size = 64ULL * 1024 * 1024;
-    req.sha256 = sha;
+    harness_sha256_hex(data, 64, sha);
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, "Etude trop lourde pour le volume", 64ULL * 1024 * 1024, sha,
+                              1);
     Passerelle__Reply *reply = harness_call(F->owner, "upload.begin", &req.base, EXHAUSTED, "size");
     assert_non_null(strstr(reply->message, "no space"));
     passerelle__reply__free_unpacked(reply, NULL);
@@ -391,16 +302,11 @@ static void test_begin_retried_reserves_once(void **state)
     (void)state;
     uint8_t *data = pattern(3 * CHUNK, 11);
     char sha[65], tmp[700];
-    sha_of(data, 3 * CHUNK, sha);
+    harness_sha256_hex(data, 3 * CHUNK, sha);
     snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
     int before = count_files(tmp);
-    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
-    req.title = "Etude relancee";
-    req.has_kind = req.has_theme = req.has_size = true;
-    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
-    req.theme = 1;
-    req.size = 3 * CHUNK;
-    req.sha256 = sha;
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, "Etude relancee", 3 * CHUNK, sha, 1);
     char *ids[3];
     for (int i = 0; i < 3; i++) {
         Passerelle__Reply *reply =

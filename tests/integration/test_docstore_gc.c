@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <sodium.h>
 
 #define OK        PASSERELLE__STATUS__STATUS_OK
 #define NOT_FOUND PASSERELLE__STATUS__STATUS_NOT_FOUND
@@ -51,20 +50,9 @@ static fixture_t *F;
 
 /* --- helpers ---------------------------------------------------------------- */
 
-static void sha_of(const void *data, size_t len, char out[65])
-{
-    unsigned char digest[32];
-    crypto_hash_sha256(digest, data, len);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", digest[i]);
-}
-
 static uint8_t *pattern(size_t len, unsigned seed)
 {
-    uint8_t *buf = malloc(len);
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (uint8_t)((i * 2654435761u + seed) >> 11);
-    return buf;
+    return harness_pattern(len, seed, 11);
 }
 
 static void sleep_ms(int ms)
@@ -75,7 +63,7 @@ static void sleep_ms(int ms)
 
 static void blob_path(const char *sha, const char *suffix, char *out, size_t size)
 {
-    snprintf(out, size, "%s/blobs/%.2s/%s%s", F->volume, sha, sha, suffix);
+    harness_doc_blob_path(F->volume, sha, suffix, out, size);
 }
 
 static bool blob_exists(const char *sha)
@@ -116,53 +104,16 @@ static long long exists(const char *key)
 /* Writes a well-formed blob (bytes and block list) no version refers to. */
 static void plant_blob(const char *bytes, char sha[65])
 {
-    size_t len = strlen(bytes);
-    sha_of(bytes, len, sha);
-    char dir[1024], path[1024];
-    snprintf(dir, sizeof dir, "%s/blobs/%.2s", F->volume, sha);
-    mkdir(dir, 0755);
-    blob_path(sha, "", path, sizeof path);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, len, f), len);
-    fclose(f);
-    unsigned char digest[32];
-    char block[65];
-    crypto_hash_sha256(digest, (const unsigned char *)bytes, len);
-    for (int i = 0; i < 32; i++)
-        snprintf(block + 2 * i, 3, "%02x", digest[i]);
-    blob_path(sha, ".blocks", path, sizeof path);
-    f = fopen(path, "wb");
-    assert_non_null(f);
-    fprintf(f, "%s\n", block);
-    fclose(f);
+    harness_doc_plant_blob(F->volume, bytes, strlen(bytes), sha);
 }
 
 /* --- calls -------------------------------------------------------------------- */
 
-static Passerelle__UploadSession *session_call(const char *type, const ProtobufCMessage *body)
-{
-    Passerelle__Reply *reply = harness_call(F->owner, type, body, OK, NULL);
-    Passerelle__UploadSession *s =
-        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(s);
-    return s;
-}
-
 static char *begin(const char *title, size_t size, const char *sha)
 {
-    Passerelle__UploadBeginRequest req = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
-    req.title = (char *)title;
-    req.has_kind = req.has_theme = req.has_size = true;
-    req.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
-    req.theme = 1;
-    req.size = size;
-    req.sha256 = (char *)sha;
-    Passerelle__UploadSession *s = session_call("upload.begin", &req.base);
-    char *id = strdup(s->upload_id);
-    passerelle__upload_session__free_unpacked(s, NULL);
-    return id;
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, title, size, sha, 1);
+    return harness_doc_begin(F->owner, &req, NULL);
 }
 
 static Passerelle__UploadChunkRequest chunk_request(const char *upload, const uint8_t *data,
@@ -179,41 +130,24 @@ static Passerelle__UploadChunkRequest chunk_request(const char *upload, const ui
 
 static void chunk(const char *upload, const uint8_t *data, size_t offset, size_t len)
 {
-    Passerelle__UploadChunkRequest req = chunk_request(upload, data, offset, len);
-    Passerelle__UploadSession *s = session_call("upload.chunk", &req.base);
-    assert_int_equal(s->received, offset + len);
-    passerelle__upload_session__free_unpacked(s, NULL);
+    assert_int_equal(harness_doc_chunk(F->owner, upload, offset, data + offset, len), offset + len);
 }
 
 static char *commit(const char *upload)
 {
-    Passerelle__UploadCommitRequest req = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
-    req.upload_id = (char *)upload;
-    Passerelle__UploadSession *s = session_call("upload.commit", &req.base);
-    char *id = strdup(s->document);
-    passerelle__upload_session__free_unpacked(s, NULL);
-    return id;
+    return harness_doc_commit(F->owner, upload);
 }
 
 static char *put(const char *title, const uint8_t *data, size_t len, char sha[65])
 {
-    sha_of(data, len, sha);
-    char *upload = begin(title, len, sha);
-    chunk(upload, data, 0, len);
-    char *id = commit(upload);
-    free(upload);
-    return id;
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, title, len, NULL, 1);
+    return harness_doc_put(F->owner, &req, data, len, sha);
 }
 
 static void read_back(const char *id, const uint8_t *data, size_t len)
 {
-    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
-    req.id = (char *)id;
-    Passerelle__Reply *reply = harness_call(F->owner, "document.read", &req.base, OK, NULL);
-    Passerelle__DocumentReadReply *r =
-        passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(r);
+    Passerelle__DocumentReadReply *r = harness_doc_read(F->owner, id, 0, 0, 0);
     assert_int_equal(r->data.len, len);
     assert_memory_equal(r->data.data, data, len);
     passerelle__document_read_reply__free_unpacked(r, NULL);
@@ -357,7 +291,7 @@ static void test_abandoned_upload_swept_live_one_kept(void **state)
     enum { SIZE = 4000, PIECE = 10 };
     uint8_t *data = pattern(SIZE, 3);
     char sha[65], key[128];
-    sha_of(data, SIZE, sha);
+    harness_sha256_hex(data, SIZE, sha);
 
     /* Abandoned: begin and one chunk, then nothing. */
     char *abandoned = begin("Etude abandonnée", SIZE, sha);
