@@ -68,6 +68,23 @@ static const struct {
     {"document.list", PARTY_ANY},
     {"document.withdraw", PARTY_ANY},
     {"docs.fsck", PARTY_ADMIN},
+
+    /* notifications: every party subscribes; the handlers let only the
+     * owner party and ADMIN see or change a subscription and its
+     * deliveries. The digest is the Métropole's communication. */
+    {"subscription.create", PARTY_ANY},
+    {"subscription.get", PARTY_ANY},
+    {"subscription.list", PARTY_ANY},
+    {"subscription.pause", PARTY_ANY},
+    {"subscription.resume", PARTY_ANY},
+    {"subscription.delete", PARTY_ANY},
+    {"subscription.rotate_secret", PARTY_ANY},
+    {"attempt.list", PARTY_ANY},
+    {"deadletter.list", PARTY_ANY},
+    {"deadletter.replay", PARTY_ANY},
+    {"feed.replay", PARTY_ANY},
+    {"digest.send", PARTY_METROPOLE | PARTY_ADMIN},
+    {"latency.get", PARTY_ANY},
 };
 
 unsigned acl_parties(const char *request_type)

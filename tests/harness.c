@@ -1157,3 +1157,237 @@ void harness_doc_plant_blob(const char *volume, const void *bytes, size_t len, c
     fprintf(f, "%s\n", sha);
     fclose(f);
 }
+
+/* --- helper processes --------------------------------------------------------- */
+
+int harness_proc_start(harness_proc_t *proc, const char *tool, const char *dir, const char *tag,
+                       const char *const *args, bool wait_listening)
+{
+    memset(proc, 0, sizeof *proc);
+    snprintf(proc->stdout_path, sizeof proc->stdout_path, "%s/%s.out", dir, tag);
+    char binary[1024];
+    snprintf(binary, sizeof binary, "%s", harness_bin(tool));
+    size_t n = 0;
+    while (args && args[n])
+        n++;
+    pid_t pid = fork_child();
+    if (pid == -1)
+        return -1;
+    if (pid == 0) {
+        int fd = open(proc->stdout_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int null = open("/dev/null", O_RDWR);
+        if (fd == -1 || null == -1)
+            _exit(126);
+        dup2(null, STDIN_FILENO);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        char **argv = calloc(n + 2, sizeof *argv);
+        if (!argv)
+            _exit(126);
+        argv[0] = binary;
+        for (size_t i = 0; i < n; i++)
+            argv[i + 1] = (char *)args[i];
+        execv(binary, argv);
+        fprintf(stderr, "harness: exec %s: %s\n", binary, strerror(errno));
+        _exit(127);
+    }
+    proc->pid = pid;
+    if (!wait_listening)
+        return 0;
+    for (int waited = 0; waited < HARNESS_START_WAIT_MS; waited += HARNESS_POLL_MS) {
+        char *text = harness_file_read(proc->stdout_path, NULL);
+        const char *line = text ? strstr(text, "listening on ") : NULL;
+        if (line && strchr(line, '\n')) {
+            sscanf(line, "listening on %127s", proc->url);
+            const char *colon = strrchr(proc->url, ':');
+            proc->port = colon ? atoi(colon + 1) : 0;
+            free(text);
+            return proc->port > 0 ? 0 : -1;
+        }
+        free(text);
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            fprintf(stderr, "harness: %s exited before listening (see %s)\n", tool,
+                    proc->stdout_path);
+            proc->pid = 0;
+            return -1;
+        }
+        sleep_ms(HARNESS_POLL_MS);
+    }
+    fprintf(stderr, "harness: %s did not say where it listens (see %s)\n", tool, proc->stdout_path);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    proc->pid = 0;
+    return -1;
+}
+
+int harness_proc_stop(harness_proc_t *proc, int sig)
+{
+    if (proc->pid <= 0)
+        return -1;
+    kill(proc->pid, sig);
+    int status = wait_for_exit(proc->pid, 10000);
+    if (status == -1) {
+        kill(proc->pid, SIGKILL);
+        waitpid(proc->pid, &status, 0);
+    }
+    proc->pid = 0;
+    return status;
+}
+
+json_t *harness_jsonl_read(const char *path)
+{
+    json_t *array = json_array();
+    char *text = harness_file_read(path, NULL);
+    if (!text)
+        return array;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        json_t *value = json_loads(line, 0, NULL);
+        if (value)
+            json_array_append_new(array, value);
+    }
+    free(text);
+    return array;
+}
+
+json_t *harness_jsonl_wait(const char *path, size_t count, int timeout_ms)
+{
+    json_t *array = NULL;
+    for (int waited = 0;; waited += HARNESS_POLL_MS) {
+        json_decref(array);
+        array = harness_jsonl_read(path);
+        if (json_array_size(array) >= count || waited >= timeout_ms)
+            return array;
+        sleep_ms(HARNESS_POLL_MS);
+    }
+}
+
+/* --- notifications -------------------------------------------------------------- */
+
+int harness_notify_start(const harness_stack_t *stack, harness_service_t *service,
+                         char *const extra_env[])
+{
+    static char *defaults[] = {
+        "PASSERELLE_NOTIFY_ALLOWLIST=127.0.0.1",
+        "PASSERELLE_FEED_ENDPOINT=tcp://127.0.0.1:*",
+        "PASSERELLE_NOTIFY_CLOCK_SCALE=1000",
+        "PASSERELLE_NOTIFY_TIMEOUT_MS=2000",
+    };
+    size_t n_defaults = sizeof defaults / sizeof defaults[0], n_extra = 0;
+    while (extra_env && extra_env[n_extra])
+        n_extra++;
+    char **env = calloc(n_defaults + n_extra + 1, sizeof *env);
+    if (!env)
+        return -1;
+    for (size_t i = 0; i < n_defaults; i++)
+        env[i] = defaults[i];
+    for (size_t i = 0; i < n_extra; i++)
+        env[n_defaults + i] = extra_env[i];
+    int rc = harness_service_start(service, "notifications", stack->dir, env);
+    free(env);
+    return rc;
+}
+
+client_t *harness_notify_client(const harness_stack_t *stack, const harness_service_t *service,
+                                const char *name)
+{
+    return harness_client(service->endpoint, stack->keys, name, HARNESS_STACK_CLIENT_TIMEOUT_MS,
+                          HARNESS_STACK_CLIENT_RETRIES);
+}
+
+/* Splits a comma-separated list in place into at most max items. */
+static size_t split_list(char *text, char **items, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(text, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+        items[n++] = t;
+    return n;
+}
+
+void harness_notify_webhook(client_t *client, const char *url, const char *types,
+                            const char *territories, char *id, char *secret)
+{
+    char types_buf[512], territories_buf[128];
+    snprintf(types_buf, sizeof types_buf, "%s", types ? types : "");
+    snprintf(territories_buf, sizeof territories_buf, "%s", territories ? territories : "");
+    char *type_items[16], *territory_items[8];
+    Passerelle__SubscriptionCreateRequest req = PASSERELLE__SUBSCRIPTION_CREATE_REQUEST__INIT;
+    req.has_channel = true;
+    req.channel = PASSERELLE__CHANNEL__CHANNEL_WEBHOOK;
+    req.url = (char *)url;
+    req.n_event_types = split_list(types_buf, type_items, 16);
+    req.event_types = type_items;
+    req.n_territories = split_list(territories_buf, territory_items, 8);
+    req.territories = territory_items;
+    Passerelle__Reply *reply = harness_call(client, "subscription.create", &req.base, 0, NULL);
+    Passerelle__Subscription *sub =
+        passerelle__subscription__unpack(NULL, reply->body.len, reply->body.data);
+    assert_non_null(sub);
+    assert_non_null(sub->secret);
+    if (id)
+        snprintf(id, ID_LEN, "%s", sub->id);
+    if (secret)
+        snprintf(secret, 128, "%s", sub->secret);
+    passerelle__subscription__free_unpacked(sub, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+void harness_envisaged_unit(client_t *client, const char *external_ref, const char *commune,
+                            char *unit_id)
+{
+    Passerelle__UnitRegisterRequest unit;
+    harness_unit_request(&unit, external_ref);
+    unit.commune = (char *)commune;
+    Passerelle__Reply *reply = harness_call(client, "unit.register", &unit.base, 0, NULL);
+    Passerelle__Unit *made = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
+    assert_non_null(made);
+    snprintf(unit_id, ID_LEN, "%s", made->id);
+    passerelle__unit__free_unpacked(made, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    Passerelle__ConventionEnvisageRequest env = PASSERELLE__CONVENTION_ENVISAGE_REQUEST__INIT;
+    env.unit = unit_id;
+    env.has_level = true;
+    env.level = PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC2;
+    reply = harness_call(client, "convention.envisage", &env.base, 0, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+int harness_sink_start(harness_proc_t *sink, const char *dir, const char *tag, const char *secret,
+                       const char *mode, char *out_path)
+{
+    char mode_path[512];
+    snprintf(out_path, 512, "%s/%s.jsonl", dir, tag);
+    snprintf(mode_path, sizeof mode_path, "%s/%s.mode", dir, tag);
+    const char *args[16];
+    size_t n = 0;
+    args[n++] = "--port";
+    args[n++] = "0";
+    args[n++] = "--out";
+    args[n++] = out_path;
+    args[n++] = "--mode-file";
+    args[n++] = mode_path;
+    args[n++] = "--mode";
+    args[n++] = mode ? mode : "ok";
+    args[n++] = "--hold-ms";
+    args[n++] = "5000";
+    if (secret) {
+        args[n++] = "--secret";
+        args[n++] = secret;
+    }
+    args[n] = NULL;
+    return harness_proc_start(sink, "tools/passerelle-sink", dir, tag, args, true);
+}
+
+void harness_sink_mode(const char *dir, const char *tag, const char *mode)
+{
+    char path[512], tmp[520];
+    snprintf(path, sizeof path, "%s/%s.mode", dir, tag);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", mode);
+    fclose(f);
+    assert_int_equal(rename(tmp, path), 0);
+}

@@ -16,6 +16,7 @@
 #include "client.h"
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
+#include "notifications.pb-c.h"
 #include "reservations.pb-c.h"
 #include "store.h"
 
@@ -358,5 +359,65 @@ void harness_doc_blob_path(const char *volume, const char *sha, const char *suff
  * block list) on the volume, as if uploaded, no version referring to it;
  * its SHA-256 into sha. */
 void harness_doc_plant_blob(const char *volume, const void *bytes, size_t len, char sha[65]);
+
+/* --- helper processes: sinks, subscribers ---------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    char url[128]; /* from its "listening on <url>" line */
+    int port;
+    char stdout_path[512];
+} harness_proc_t;
+
+/* Starts a tool of the build tree (e.g. "tools/passerelle-sink") with args
+ * (NULL-terminated, without argv[0]), its stdout and stderr in
+ * dir/<tag>.out. With wait_listening, waits (up to 10 s) for its first
+ * "listening on <url>" line and reads the url and port. 0 or -1. */
+int harness_proc_start(harness_proc_t *proc, const char *tool, const char *dir, const char *tag,
+                       const char *const *args, bool wait_listening);
+/* Sends sig, waits; returns the wait status (-1 if not running). */
+int harness_proc_stop(harness_proc_t *proc, int sig);
+
+/* The JSON lines of a file as an array (each line parsed; unparsable lines
+ * skipped); an empty array if the file does not exist. Caller decrefs. */
+json_t *harness_jsonl_read(const char *path);
+
+/* Polls harness_jsonl_read(path) until it has at least count lines, up to
+ * timeout_ms. Returns the array (caller decrefs) whatever its size. */
+json_t *harness_jsonl_wait(const char *path, size_t count, int timeout_ms);
+
+/* --- notifications ----------------------------------------------------------- */
+
+/* Starts the notifications service beside the stack's (same Redis, keys),
+ * logging in the stack's folder, for tests: webhooks allowed to 127.0.0.1,
+ * the feed on a port of its own, the retry clock 1000 times faster,
+ * attempts timing out after 2 s; extra_env (may be NULL) comes after and
+ * may change any of it. 0 or -1. */
+int harness_notify_start(const harness_stack_t *stack, harness_service_t *service,
+                         char *const extra_env[]);
+
+/* A client of it with the named key (caller destroys). */
+client_t *harness_notify_client(const harness_stack_t *stack, const harness_service_t *service,
+                                const char *name);
+
+/* Creates a webhook subscription to url for the comma-separated types and
+ * territories ("" for none), expecting OK; writes its id (ID_LEN) and
+ * secret (128 bytes) when not NULL. */
+void harness_notify_webhook(client_t *client, const char *url, const char *types,
+                            const char *territories, char *id, char *secret);
+
+/* Registers a private unit in commune with this reference and envisages its
+ * convention (LOC2), through the stack's client (a register keeper);
+ * writes the unit id (ID_LEN). */
+void harness_envisaged_unit(client_t *client, const char *external_ref, const char *commune,
+                            char *unit_id);
+
+/* A webhook sink (tools/passerelle-sink) verifying with secret (NULL: none),
+ * in mode, writing its JSON lines to dir/<tag>.jsonl (out_path, 512 bytes)
+ * and reading its mode from dir/<tag>.mode when that file exists. */
+int harness_sink_start(harness_proc_t *sink, const char *dir, const char *tag, const char *secret,
+                       const char *mode, char *out_path);
+/* Writes the mode file of a sink started by harness_sink_start. */
+void harness_sink_mode(const char *dir, const char *tag, const char *mode);
 
 #endif

@@ -1,0 +1,839 @@
+/* The delivery worker (deliver.h): an actor around the outbox. */
+#include "deliver.h"
+
+#include "cloudevent.h"
+#include "digest.h"
+#include "ids.h"
+#include "log.h"
+#include "match.h"
+#include "notify.h"
+#include "outbox.h"
+#include "txn.h"
+#include "webhook.h"
+
+#include <czmq.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+extern const char notify_claim_lua[];
+extern const char notify_outcome_lua[];
+
+#define DUE_KEY "notifications:due"
+/* How many due members one claim looks at, for each it may take. */
+#define CLAIM_SCAN_FACTOR 4
+/* The longest wait between two looks at the due set. */
+#define IDLE_WAIT_MS 1000
+/* A lease outlives the transfer's timeout by this much. */
+#define LEASE_MARGIN_MS 5000
+/* The most that Retry-After may put off an attempt. */
+#define RETRY_AFTER_MAX_S (24 * 3600)
+
+typedef struct flight_t flight_t;
+struct flight_t {
+    flight_t *prev, *next; /* every flight in the air, to free at the end */
+    char member[NOTIFY_KEY_MAX];
+    char sub_id[ID_LEN];
+    Passerelle__Delivery *delivery; /* unpacked, owned */
+    int64_t started_ms;
+    char at[TIME_RFC3339_LEN];
+};
+
+typedef struct {
+    flight_t *flight;
+    outbox_result_t result;
+} finished_t;
+
+struct deliver_t {
+    zactor_t *actor;
+    deliver_config_t cfg;
+    store_config_t store_cfg;
+    char smtp_url[256];
+    char smtp_from[256];
+    outbox_t *outbox; /* made before the actor, so deliver_wake works at once */
+    bool started;
+    /* owned by the actor thread */
+    store_t *store;
+    int claim_script;
+    int outcome_script;
+    subcache_t *subs;
+    flight_t *flights;
+    finished_t *finished;
+    size_t finished_count, finished_size;
+};
+
+/* ====================================================================== */
+/* Times and histograms                                                   */
+/* ====================================================================== */
+
+bool deliver_parse_time(const char *text, int64_t *ms)
+{
+    if (!text)
+        return false;
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int frac = 0, used = 0;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &used) != 6)
+        return false;
+    const char *p = text + used;
+    if (*p == '.') {
+        int digits = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+            if (digits < 3)
+                frac = frac * 10 + (*p - '0');
+        for (; digits < 3; digits++)
+            frac *= 10;
+    }
+    if (strcmp(p, "Z") != 0 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+        tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+        return false;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    *ms = (int64_t)t * 1000 + frac;
+    return true;
+}
+
+/* 10% wide buckets: bucket i holds [1.1^i - 1, 1.1^(i+1) - 1) ms. */
+static int latency_bucket(double ms)
+{
+    return (int)floor(log1p(ms < 0 ? 0 : ms) / log(1.1));
+}
+
+static double bucket_upper_ms(int i)
+{
+    return pow(1.1, i + 1) - 1.0;
+}
+
+store_result_t deliver_latency_read(store_t *store, const char *event_type, const char *territory,
+                                    deliver_latency_t *out)
+{
+    memset(out, 0, sizeof *out);
+    char key[NOTIFY_KEY_MAX];
+    notify_key_latency(event_type, territory, key);
+    redisReply *r = NULL;
+    store_result_t res = store_command(store, &r, "HGETALL %s", key);
+    if (res != STORE_OK)
+        return res;
+    enum { BUCKETS = 400 };
+    uint64_t counts[BUCKETS] = {0};
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const char *field = r->element[i]->str;
+        long long value = strtoll(r->element[i + 1]->str, NULL, 10);
+        if (strcmp(field, "count") == 0)
+            out->count = (uint64_t)value;
+        else if (strcmp(field, "max") == 0)
+            out->max_ms = (double)value;
+        else if (field[0] == 'b') {
+            long b = strtol(field + 1, NULL, 10);
+            if (b >= 0 && b < BUCKETS)
+                counts[b] += (uint64_t)value;
+        }
+    }
+    freeReplyObject(r);
+    uint64_t total = 0;
+    for (int i = 0; i < BUCKETS; i++)
+        total += counts[i];
+    if (total == 0)
+        return STORE_OK;
+    uint64_t seen = 0;
+    bool p50 = false;
+    for (int i = 0; i < BUCKETS; i++) {
+        seen += counts[i];
+        if (!p50 && seen * 100 >= total * 50) {
+            out->p50_ms = fmin(bucket_upper_ms(i), out->max_ms);
+            p50 = true;
+        }
+        if (seen * 100 >= total * 99) {
+            out->p99_ms = fmin(bucket_upper_ms(i), out->max_ms);
+            break;
+        }
+    }
+    return STORE_OK;
+}
+
+/* ====================================================================== */
+/* Dead letters                                                           */
+/* ====================================================================== */
+
+int deliver_scripts_add(store_t *store)
+{
+    return store_script_add(store, notify_outcome_lua);
+}
+
+void deliver_list_free(Passerelle__Delivery **items, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (items[i])
+            protobuf_c_message_free_unpacked(&items[i]->base, NULL);
+    free(items);
+}
+
+store_result_t deliver_dead_list(store_t *store, const char *sub_id, int64_t since_ms,
+                                 unsigned limit, Passerelle__Delivery ***items, size_t *count)
+{
+    *items = NULL;
+    *count = 0;
+    char dead[NOTIFY_KEY_MAX];
+    notify_key_dead(sub_id, dead);
+    redisReply *r = NULL;
+    store_result_t res = store_command(store, &r, "ZRANGEBYSCORE %s %lld +inf LIMIT 0 %u", dead,
+                                       (long long)since_ms, limit);
+    if (res != STORE_OK)
+        return res;
+    size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    Passerelle__Delivery **out = calloc(n ? n : 1, sizeof *out);
+    if (!out) {
+        freeReplyObject(r);
+        return STORE_REFUSED;
+    }
+    size_t got = 0;
+    for (size_t i = 0; i < n; i++) {
+        char key[NOTIFY_KEY_MAX];
+        notify_key_delivery(r->element[i]->str, sub_id, key);
+        redisReply *d = NULL;
+        res = store_command(store, &d, "GET %s", key);
+        if (res != STORE_OK) {
+            freeReplyObject(r);
+            deliver_list_free(out, got);
+            return res;
+        }
+        if (d->type == REDIS_REPLY_STRING) {
+            out[got] = passerelle__delivery__unpack(NULL, d->len, (const uint8_t *)d->str);
+            if (out[got])
+                got++;
+        }
+        freeReplyObject(d);
+    }
+    freeReplyObject(r);
+    *items = out;
+    *count = got;
+    return STORE_OK;
+}
+
+static const char *delivery_subject(const Passerelle__Delivery *d)
+{
+    if (d->event && d->event->subject && *d->event->subject)
+        return d->event->subject;
+    return d->event && d->event->id ? d->event->id : "";
+}
+
+/* Runs outcome.lua. keys: due, queue, delivery, dead, attempts, health,
+ * latency x2 (built here from the delivery). */
+static store_result_t outcome_run(store_t *store, int script, const char *op,
+                                  const Passerelle__Delivery *d, int64_t now_ms, int64_t next_ms,
+                                  uint32_t attempts_kept, const uint8_t *attempt,
+                                  size_t attempt_len, int64_t latency_ms, redisReply **reply_p)
+{
+    const char *sub = d->subscription_id;
+    const char *subject = delivery_subject(d);
+    const char *type = d->event && d->event->type ? d->event->type : "";
+    char queue[NOTIFY_KEY_MAX], dlv[NOTIFY_KEY_MAX], dead[NOTIFY_KEY_MAX], attempts[NOTIFY_KEY_MAX],
+        health[NOTIFY_KEY_MAX], lat1[NOTIFY_KEY_MAX], lat2[NOTIFY_KEY_MAX], member[NOTIFY_KEY_MAX];
+    notify_key_queue(sub, subject, queue);
+    notify_key_delivery(d->id, sub, dlv);
+    notify_key_dead(sub, dead);
+    notify_key_attempts(sub, attempts);
+    notify_key_health(sub, health);
+    notify_key_latency(type, d->territory, lat1);
+    notify_key_latency(type, NULL, lat2);
+    snprintf(member, sizeof member, "%s %s", sub, subject);
+
+    size_t packed_len = passerelle__delivery__get_packed_size(d);
+    uint8_t *packed = malloc(packed_len ? packed_len : 1);
+    if (!packed)
+        return STORE_REFUSED;
+    passerelle__delivery__pack(d, packed);
+    char now[24], next[24], kept[16], bucket[16] = "", latency[24];
+    snprintf(now, sizeof now, "%lld", (long long)now_ms);
+    snprintf(next, sizeof next, "%lld", (long long)next_ms);
+    snprintf(kept, sizeof kept, "%u", attempts_kept);
+    if (latency_ms >= 0)
+        snprintf(bucket, sizeof bucket, "b%d", latency_bucket((double)latency_ms));
+    snprintf(latency, sizeof latency, "%lld", (long long)latency_ms);
+    const char *argv[] = {DUE_KEY,  queue,
+                          dlv,      dead,
+                          attempts, health,
+                          lat1,     lat2,
+                          op,       member,
+                          d->id,    now,
+                          next,     (const char *)packed,
+                          kept,     attempt ? (const char *)attempt : "",
+                          bucket,   latency};
+    size_t lens[sizeof argv / sizeof argv[0]];
+    for (size_t i = 0; i < sizeof argv / sizeof argv[0]; i++)
+        /* 13 and 15 are packed messages, not strings */
+        lens[i] = i == 13 ? packed_len : i == 15 ? (attempt ? attempt_len : 0) : strlen(argv[i]);
+    store_result_t res = store_script_run(store, script, reply_p, 8,
+                                          (int)(sizeof argv / sizeof argv[0]), argv, lens);
+    free(packed);
+    return res;
+}
+
+store_result_t deliver_replay(store_t *store, int script, const char *sub_id,
+                              const char *delivery_id, int64_t since_ms, unsigned *replayed,
+                              bool *found)
+{
+    *replayed = 0;
+    *found = false;
+    Passerelle__Delivery **items = NULL;
+    size_t count = 0;
+    store_result_t res;
+    if (delivery_id) {
+        char key[NOTIFY_KEY_MAX];
+        notify_key_delivery(delivery_id, sub_id, key);
+        redisReply *d = NULL;
+        res = store_command(store, &d, "GET %s", key);
+        if (res != STORE_OK)
+            return res;
+        items = calloc(1, sizeof *items);
+        if (items && d->type == REDIS_REPLY_STRING) {
+            items[0] = passerelle__delivery__unpack(NULL, d->len, (const uint8_t *)d->str);
+            count = items[0] ? 1 : 0;
+        }
+        freeReplyObject(d);
+    } else {
+        res = deliver_dead_list(store, sub_id, since_ms, 100000, &items, &count);
+        if (res != STORE_OK)
+            return res;
+    }
+    int64_t now = time_now_ms();
+    for (size_t i = 0; i < count; i++) {
+        Passerelle__Delivery copy = *items[i];
+        Passerelle__Delivery *d = &copy;
+        d->has_state = true;
+        d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_PENDING;
+        d->has_attempts = true;
+        d->attempts = 0;
+        d->dead_at = NULL;
+        d->next_attempt_at = NULL;
+        redisReply *r = NULL;
+        res = outcome_run(store, script, "replay", d, now, now, 0, NULL, 0, -1, &r);
+        if (res != STORE_OK)
+            break;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->integer == 1) {
+            (*replayed)++;
+            *found = true;
+        }
+        freeReplyObject(r);
+    }
+    deliver_list_free(items, count);
+    return res;
+}
+
+/* ====================================================================== */
+/* Sending                                                                */
+/* ====================================================================== */
+
+static flight_t *flight_new(deliver_t *self)
+{
+    flight_t *flight = calloc(1, sizeof *flight);
+    if (!flight)
+        return NULL;
+    flight->next = self->flights;
+    if (self->flights)
+        self->flights->prev = flight;
+    self->flights = flight;
+    return flight;
+}
+
+static void flight_free(deliver_t *self, flight_t *flight)
+{
+    if (!flight)
+        return;
+    if (flight->prev)
+        flight->prev->next = flight->next;
+    else
+        self->flights = flight->next;
+    if (flight->next)
+        flight->next->prev = flight->prev;
+    if (flight->delivery)
+        protobuf_c_message_free_unpacked(&flight->delivery->base, NULL);
+    free(flight);
+}
+
+/* The secrets that sign now: the current one, and the previous one while
+ * its overlap lasts. */
+static size_t signing_secrets(const Passerelle__Subscription *sub, int64_t now_ms,
+                              const char *secrets[2])
+{
+    size_t n = 0;
+    if (sub->secret && *sub->secret)
+        secrets[n++] = sub->secret;
+    int64_t until = 0;
+    if (sub->previous_secret && *sub->previous_secret &&
+        deliver_parse_time(sub->previous_secret_until, &until) && until > now_ms)
+        secrets[n++] = sub->previous_secret;
+    return n;
+}
+
+static bool send_webhook(deliver_t *self, const Passerelle__Subscription *sub, flight_t *flight,
+                         char *why, size_t why_size)
+{
+    size_t body_len = 0;
+    char *body = cloudevent_json(flight->delivery->event, &body_len);
+    if (!body) {
+        snprintf(why, why_size, "out of memory");
+        return false;
+    }
+    int64_t now_s = time_now_ms() / 1000;
+    const char *secrets[2];
+    size_t n_secrets = signing_secrets(sub, time_now_ms(), secrets);
+    char signature[2 * WEBHOOK_SIGNATURE_MAX + 16] = "";
+    if (!webhook_signature_header(secrets, n_secrets, flight->delivery->id, now_s, body, body_len,
+                                  signature, sizeof signature)) {
+        snprintf(why, why_size, "the subscription has no valid secret");
+        free(body);
+        return false;
+    }
+    char h_id[128], h_ts[64], h_sig[sizeof signature + 32];
+    snprintf(h_id, sizeof h_id, "webhook-id: %s", flight->delivery->id);
+    snprintf(h_ts, sizeof h_ts, "webhook-timestamp: %lld", (long long)now_s);
+    snprintf(h_sig, sizeof h_sig, "webhook-signature: %s", signature);
+    const char *headers[] = {"Content-Type: application/cloudevents+json", h_id, h_ts, h_sig};
+    outbox_post_t post = {
+        .key = sub->id,
+        .url = sub->url,
+        .headers = headers,
+        .header_count = 4,
+        .body = body,
+        .body_len = body_len,
+        .tag = flight,
+    };
+    int rc = outbox_post(self->outbox, &post);
+    free(body);
+    if (rc != 0)
+        snprintf(why, why_size, "the outbox refused the transfer");
+    return rc == 0;
+}
+
+static bool send_email(deliver_t *self, const Passerelle__Subscription *sub, flight_t *flight,
+                       char *why, size_t why_size)
+{
+    if (!self->smtp_url[0]) {
+        snprintf(why, why_size, "no SMTP server is configured (PASSERELLE_SMTP_URL)");
+        return false;
+    }
+    ProtobufCMessage *data = cloudevent_data(flight->delivery->event);
+    if (!data || data->descriptor != &passerelle__digest__descriptor) {
+        snprintf(why, why_size, "an e-mail subscription only takes digests");
+        if (data)
+            protobuf_c_message_free_unpacked(data, NULL);
+        return false;
+    }
+    size_t len = 0;
+    char *message = digest_render_email((const Passerelle__Digest *)data, self->smtp_from,
+                                        sub->email, flight->delivery->id, &len);
+    protobuf_c_message_free_unpacked(data, NULL);
+    if (!message) {
+        snprintf(why, why_size, "out of memory");
+        return false;
+    }
+    outbox_mail_t mail = {
+        .key = sub->id,
+        .url = self->smtp_url,
+        .from = self->smtp_from,
+        .to = sub->email,
+        .message = message,
+        .message_len = len,
+        .tag = flight,
+    };
+    int rc = outbox_mail(self->outbox, &mail);
+    free(message);
+    if (rc != 0)
+        snprintf(why, why_size, "the outbox refused the transfer");
+    return rc == 0;
+}
+
+static void on_finished(void *arg, const outbox_result_t *result)
+{
+    deliver_t *self = arg;
+    if (self->finished_count == self->finished_size) {
+        size_t size = self->finished_size ? 2 * self->finished_size : 64;
+        finished_t *grown = realloc(self->finished, size * sizeof *grown);
+        if (!grown) {
+            /* Not recorded: the lease brings the delivery back. */
+            flight_free(self, result->tag);
+            return;
+        }
+        self->finished = grown;
+        self->finished_size = size;
+    }
+    finished_t *f = &self->finished[self->finished_count++];
+    f->flight = result->tag;
+    f->result = *result;
+}
+
+/* ====================================================================== */
+/* Outcomes                                                               */
+/* ====================================================================== */
+
+static int64_t jittered_ms(double scale, int64_t delay_s)
+{
+    /* +-10%: endpoints that failed together do not all come back at once. */
+    double jitter = 0.9 + 0.2 * ((double)randombytes_uniform(1000001) / 1000000.0);
+    return notify_scaled_ms(scale, (int64_t)((double)delay_s * 1000.0 * jitter));
+}
+
+/* Disables a subscription for good reason, with its endpoint.disabled
+ * event. A stale commit (someone changed it meanwhile) is left: the next
+ * failure decides again. */
+static void subscription_disable(deliver_t *self, const char *sub_id, const char *reason)
+{
+    char key[NOTIFY_KEY_MAX];
+    notify_key_sub(sub_id, key);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (store_record_get(self->store, key, &version, &data, &len) != STORE_OK || version == 0) {
+        free(data);
+        return;
+    }
+    Passerelle__Subscription *sub = passerelle__subscription__unpack(NULL, len, data);
+    free(data);
+    if (!sub)
+        return;
+    if (sub->state == PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE) {
+        char now[TIME_RFC3339_LEN], subject[NOTIFY_KEY_MAX];
+        time_now_rfc3339(now);
+        snprintf(subject, sizeof subject, "subscriptions/%s", sub_id);
+        Passerelle__Subscription changed = *sub;
+        changed.state = PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_DISABLED;
+        changed.state_reason = (char *)reason;
+        changed.updated_at = now;
+        changed.version = version + 1;
+        txn_t *txn = txn_new(NULL, NULL, 0);
+        txn_put_message(txn, key, version + 1, &changed.base);
+        txn_index_add(txn, NOTIFY_INACTIVE, sub_id);
+        txn_counter_add(txn, NOTIFY_META_KEY, NOTIFY_META_SUBS, 1);
+        Passerelle__Subscription view = changed;
+        view.secret = view.previous_secret = view.previous_secret_until = NULL;
+        txn_event(txn, NOTIFY_STREAM, NOTIFY_SOURCE, "endpoint.disabled", subject, &view.base);
+        txn_result_t res = txn_commit(txn, self->store, NULL, 0, NULL, NULL, NULL);
+        if (res == TXN_COMMITTED)
+            log_warn("endpoint disabled", "{s:s, s:s, s:s, s:s}", "subscription", sub_id, "url",
+                     sub->url ? sub->url : "", "owner", sub->owner_party ? sub->owner_party : "",
+                     "reason", reason);
+        txn_destroy(&txn);
+    }
+    protobuf_c_message_free_unpacked(&sub->base, NULL);
+}
+
+/* What one finished (or unstartable) attempt means, recorded. result may
+ * be NULL with why set: the attempt could not even start. */
+static void record_outcome(deliver_t *self, flight_t *flight, const outbox_result_t *result,
+                           const char *why)
+{
+    /* A copy to change: the unpacked delivery's strings are its own. */
+    Passerelle__Delivery updated = *flight->delivery;
+    Passerelle__Delivery *d = &updated;
+    const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
+    bool email = sub && sub->channel == PASSERELLE__CHANNEL__CHANNEL_EMAIL;
+    long status = result ? result->status : 0;
+    bool ok = result && !result->error[0] &&
+              (email ? (status >= 200 && status < 300) : (status >= 200 && status < 300));
+    bool gone = result && !email && status == 410;
+    int64_t now = time_now_ms();
+    uint32_t attempt_no = d->attempts + 1;
+    d->has_attempts = true;
+    d->attempts = attempt_no;
+
+    const char *op;
+    int64_t next_ms = 0;
+    char next_at[TIME_RFC3339_LEN] = "", dead_at[TIME_RFC3339_LEN] = "";
+    if (ok) {
+        op = "delivered";
+        d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_DELIVERED;
+    } else if (attempt_no > NOTIFY_RETRY_COUNT && !gone) {
+        op = "dead";
+        d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_DEAD;
+        time_rfc3339(now, dead_at);
+        d->dead_at = dead_at;
+        d->next_attempt_at = NULL;
+    } else {
+        op = "retry";
+        uint32_t step = attempt_no <= NOTIFY_RETRY_COUNT ? attempt_no - 1 : NOTIFY_RETRY_COUNT - 1;
+        int64_t delay = jittered_ms(self->cfg.clock_scale, notify_retry_schedule_s[step]);
+        if (result && result->retry_after_s >= 0 && (status == 429 || status == 503)) {
+            int64_t after = result->retry_after_s > RETRY_AFTER_MAX_S ? RETRY_AFTER_MAX_S
+                                                                      : result->retry_after_s;
+            delay = notify_scaled_ms(self->cfg.clock_scale, after * 1000);
+        }
+        next_ms = now + delay;
+        time_rfc3339(next_ms, next_at);
+        d->next_attempt_at = next_at;
+        d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_PENDING;
+    }
+
+    Passerelle__DeliveryAttempt at = PASSERELLE__DELIVERY_ATTEMPT__INIT;
+    at.delivery_id = d->id;
+    at.event_type = d->event ? d->event->type : NULL;
+    at.subject = (char *)delivery_subject(d);
+    at.has_attempt = true;
+    at.attempt = attempt_no;
+    at.at = flight->at;
+    at.has_http_status = true;
+    at.http_status = (int32_t)status;
+    at.has_duration_ms = true;
+    at.duration_ms = result ? result->duration_ms : 0;
+    at.response = result && result->response[0] ? (char *)result->response : NULL;
+    at.error = result && result->error[0] ? (char *)result->error : (char *)why;
+    at.outcome = gone ? "disabled" : (char *)op;
+    at.next_attempt_at = next_at[0] ? next_at : NULL;
+    size_t at_len = passerelle__delivery_attempt__get_packed_size(&at);
+    uint8_t *at_packed = malloc(at_len ? at_len : 1);
+    if (!at_packed)
+        return;
+    passerelle__delivery_attempt__pack(&at, at_packed);
+
+    int64_t latency = -1, committed = 0;
+    if (ok && d->event && deliver_parse_time(d->event->time, &committed))
+        latency = now - committed < 0 ? 0 : now - committed;
+    redisReply *r = NULL;
+    store_result_t res = outcome_run(self->store, self->outcome_script, op, d, now, next_ms,
+                                     self->cfg.attempts_kept, at_packed, at_len, latency, &r);
+    free(at_packed);
+    log_info("delivery attempt", "{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:s}", "delivery", d->id,
+             "subscription", flight->sub_id, "type", at.event_type ? at.event_type : "", "attempt",
+             (int)attempt_no, "status", (int)status, "duration_ms", (int)at.duration_ms, "outcome",
+             at.outcome, "error", at.error ? at.error : "");
+    if (res != STORE_OK) {
+        /* The lease brings it back: sent again, same webhook-id. */
+        log_warn("outcome not recorded: the store failed", "{s:s, s:s}", "delivery", d->id, "error",
+                 store_last_error(self->store));
+        return;
+    }
+    int64_t failing_since = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2)
+        failing_since = r->element[1]->integer;
+    freeReplyObject(r);
+
+    if (gone) {
+        subscription_disable(self, flight->sub_id, "the endpoint answered 410 Gone");
+    } else if (!ok && failing_since > 0 && sub) {
+        /* Failing since the later of its first failure and its last
+         * change (a resume starts the count again). */
+        int64_t changed = 0;
+        if (deliver_parse_time(sub->updated_at, &changed) && changed > failing_since)
+            failing_since = changed;
+        int64_t limit = notify_scaled_ms(self->cfg.clock_scale, self->cfg.disable_after_ms);
+        if (now - failing_since >= limit) {
+            char reason[128];
+            snprintf(reason, sizeof reason, "the endpoint has failed for %lld s",
+                     (long long)((now - failing_since) / 1000));
+            subscription_disable(self, flight->sub_id, reason);
+        }
+    }
+}
+
+/* ====================================================================== */
+/* The loop                                                               */
+/* ====================================================================== */
+
+/* Takes what is due and starts it. Returns the ms until the next member
+ * is due (0: look again soon), at most IDLE_WAIT_MS. */
+static int claim_and_send(deliver_t *self)
+{
+    unsigned total = outbox_total(self->outbox);
+    unsigned room = self->cfg.total_max > total ? self->cfg.total_max - total : 0;
+    if (room == 0)
+        return IDLE_WAIT_MS;
+    if (subcache_refresh(self->subs, self->store) != STORE_OK)
+        return IDLE_WAIT_MS;
+
+    /* The subscriptions that are full, so the claim passes them over. */
+    size_t n_subs = subcache_count(self->subs);
+    const char **argv = calloc(6 + n_subs, sizeof *argv);
+    if (!argv)
+        return IDLE_WAIT_MS;
+    char now_s[24], lease_s[24], room_s[16], scan_s[16];
+    int64_t now = time_now_ms();
+    snprintf(now_s, sizeof now_s, "%lld", (long long)now);
+    snprintf(lease_s, sizeof lease_s, "%ld", self->cfg.timeout_ms + LEASE_MARGIN_MS);
+    snprintf(room_s, sizeof room_s, "%u", room);
+    snprintf(scan_s, sizeof scan_s, "%u", room * CLAIM_SCAN_FACTOR + 16);
+    int argc = 0;
+    argv[argc++] = DUE_KEY;
+    argv[argc++] = NOTIFY_INACTIVE;
+    argv[argc++] = now_s;
+    argv[argc++] = lease_s;
+    argv[argc++] = room_s;
+    argv[argc++] = scan_s;
+    for (size_t i = 0; i < n_subs; i++) {
+        const Passerelle__Subscription *sub = subcache_at(self->subs, i);
+        if (outbox_in_flight(self->outbox, sub->id) >= self->cfg.per_endpoint)
+            argv[argc++] = sub->id;
+    }
+    redisReply *r = NULL;
+    store_result_t res = store_script_run(self->store, self->claim_script, &r, 2, argc, argv, NULL);
+    free(argv);
+    if (res != STORE_OK) {
+        log_warn("cannot take due deliveries: the store failed", "{s:s}", "error",
+                 store_last_error(self->store));
+        return IDLE_WAIT_MS;
+    }
+    int wait = IDLE_WAIT_MS;
+    size_t taken = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
+        if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0) {
+            long long until = r->element[0]->integer - time_now_ms();
+            wait = until <= 0 ? 0 : until < IDLE_WAIT_MS ? (int)until : IDLE_WAIT_MS;
+        }
+        for (size_t i = 1; i + 2 < r->elements; i += 3) {
+            const redisReply *member = r->element[i], *packed = r->element[i + 2];
+            flight_t *flight = flight_new(self);
+            if (!flight)
+                break;
+            snprintf(flight->member, sizeof flight->member, "%s", member->str);
+            flight->delivery =
+                passerelle__delivery__unpack(NULL, packed->len, (const uint8_t *)packed->str);
+            if (!flight->delivery || !flight->delivery->subscription_id || !flight->delivery->id) {
+                log_error("a delivery does not decode: left to its lease", "{s:s}", "member",
+                          member->str);
+                flight_free(self, flight);
+                continue;
+            }
+            snprintf(flight->sub_id, sizeof flight->sub_id, "%s",
+                     flight->delivery->subscription_id);
+            flight->started_ms = time_now_ms();
+            time_rfc3339(flight->started_ms, flight->at);
+            taken++;
+
+            const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
+            char why[256] = "";
+            bool sent = false;
+            if (!sub) {
+                /* Deleted: what it had queued goes with it. */
+                redisReply *dr = NULL;
+                if (outcome_run(self->store, self->outcome_script, "drop", flight->delivery,
+                                time_now_ms(), 0, self->cfg.attempts_kept, NULL, 0, -1,
+                                &dr) == STORE_OK)
+                    freeReplyObject(dr);
+                flight_free(self, flight);
+                continue;
+            }
+            if (sub->state != PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE) {
+                /* Paused since the claim looked: left to its lease. */
+                flight_free(self, flight);
+                continue;
+            }
+            if (sub->channel == PASSERELLE__CHANNEL__CHANNEL_EMAIL)
+                sent = send_email(self, sub, flight, why, sizeof why);
+            else
+                sent = send_webhook(self, sub, flight, why, sizeof why);
+            if (!sent) {
+                record_outcome(self, flight, NULL, why);
+                flight_free(self, flight);
+            }
+        }
+    }
+    freeReplyObject(r);
+    return taken > 0 ? 0 : wait;
+}
+
+static void deliver_actor(zsock_t *pipe, void *arg)
+{
+    deliver_t *self = arg;
+    self->store = store_new(&self->store_cfg);
+    self->subs = subcache_new();
+    if (self->store) {
+        self->claim_script = store_script_add(self->store, notify_claim_lua);
+        self->outcome_script = store_script_add(self->store, notify_outcome_lua);
+    }
+    self->started =
+        self->store && self->subs && self->claim_script >= 0 && self->outcome_script >= 0;
+    zsock_signal(pipe, 0);
+    if (!self->started)
+        goto out;
+
+    zpoller_t *poller = zpoller_new(pipe, NULL);
+    /* A SIGTERM must not stop the poller: $TERM is how this actor stops. */
+    zpoller_set_nonstop(poller, true);
+    int wait = 0;
+    while (true) {
+        if (zpoller_wait(poller, 0) == pipe) {
+            char *command = zstr_recv(pipe);
+            bool term = !command || streq(command, "$TERM");
+            zstr_free(&command);
+            if (term)
+                break;
+        }
+        /* Cap the wait so that $TERM is seen within a tenth of a second. */
+        outbox_run(self->outbox, wait > 100 ? 100 : wait, on_finished, self);
+        for (size_t i = 0; i < self->finished_count; i++) {
+            record_outcome(self, self->finished[i].flight, &self->finished[i].result, NULL);
+            flight_free(self, self->finished[i].flight);
+        }
+        self->finished_count = 0;
+        wait = claim_and_send(self);
+    }
+    zpoller_destroy(&poller);
+out:
+    /* Transfers still in the air are abandoned: their leases bring them
+     * back, to this process after a restart or to another replica. */
+    while (self->flights)
+        flight_free(self, self->flights);
+    free(self->finished);
+    self->finished = NULL;
+    subcache_destroy(&self->subs);
+    store_destroy(&self->store);
+}
+
+void deliver_wake(void *arg)
+{
+    deliver_t *self = arg;
+    if (self && self->outbox)
+        outbox_wakeup(self->outbox);
+}
+
+deliver_t *deliver_new(const deliver_config_t *cfg)
+{
+    deliver_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->cfg = *cfg;
+    self->store_cfg = *cfg->store;
+    self->cfg.store = &self->store_cfg;
+    if (self->cfg.timeout_ms <= 0)
+        self->cfg.timeout_ms = 15000;
+    if (self->cfg.per_endpoint == 0)
+        self->cfg.per_endpoint = 4;
+    if (self->cfg.total_max == 0)
+        self->cfg.total_max = 64;
+    if (self->cfg.attempts_kept == 0)
+        self->cfg.attempts_kept = 1000;
+    snprintf(self->smtp_url, sizeof self->smtp_url, "%s", cfg->smtp_url ? cfg->smtp_url : "");
+    snprintf(self->smtp_from, sizeof self->smtp_from, "%s",
+             cfg->smtp_from && *cfg->smtp_from ? cfg->smtp_from : "passerelle@localhost");
+    outbox_config_t ocfg = {
+        .timeout_ms = self->cfg.timeout_ms,
+        .per_key_max = self->cfg.per_endpoint,
+        .total_max = self->cfg.total_max,
+        .policy = cfg->policy,
+    };
+    self->outbox = outbox_new(&ocfg);
+    if (!self->outbox) {
+        free(self);
+        return NULL;
+    }
+    self->actor = zactor_new(deliver_actor, self);
+    if (!self->actor || !self->started) {
+        log_error("the delivery worker did not start", NULL);
+        deliver_destroy(&self);
+    }
+    return self;
+}
+
+void deliver_destroy(deliver_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    deliver_t *self = *self_p;
+    zactor_destroy(&self->actor);
+    outbox_destroy(&self->outbox);
+    free(self);
+    *self_p = NULL;
+}

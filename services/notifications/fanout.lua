@@ -1,0 +1,33 @@
+-- One event's fan-out, all or nothing (fanout.h): a delivery per matching
+-- subscription, queued behind the same subject's, the event in the partner
+-- feed, and the event's done marker.
+--
+-- KEYS: 1 done marker, 2 due set, 3 feed stream,
+--       then per target: delivery key, queue key
+-- ARGV: 1 done marker lifetime (s), 2 now (ms), 3 "1" to feed the event,
+--       4 event type, 5 packed event, 6 origin ("<stream> <entry id>"),
+--       7 target count, then per target: due member ("<sub> <subject>"),
+--       delivery id, packed delivery
+-- Returns the number of deliveries queued (0 if the event was done).
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return 0
+end
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[7])
+local queued = 0
+for i = 0, n - 1 do
+  local dlv_key, queue_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local member, id, packed = ARGV[8 + 3 * i], ARGV[9 + 3 * i], ARGV[10 + 3 * i]
+  -- Keyed by event and subscription: a repeat cannot queue twice.
+  if redis.call("SET", dlv_key, packed, "NX") then
+    if redis.call("RPUSH", queue_key, id) == 1 then
+      redis.call("ZADD", KEYS[2], now, member)
+    end
+    queued = queued + 1
+  end
+end
+if ARGV[3] == "1" then
+  redis.call("XADD", KEYS[3], "*", "type", ARGV[4], "event", ARGV[5], "origin", ARGV[6])
+end
+redis.call("SET", KEYS[1], "1", "EX", tonumber(ARGV[1]))
+return queued
