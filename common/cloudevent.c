@@ -202,6 +202,15 @@ char *cloudevent_json(const Passerelle__Event *event, size_t *len_out)
             ok = json_object_set(ce, "data_base64", b64) == 0;
     }
 
+    /* CloudEvents wants dataschema to be an absolute URI; the event
+     * names a protobuf message, which becomes urn:passerelle:proto:<name>. */
+    const char *schema = json_string_value(json_object_get(ce, "dataschema"));
+    if (ok && schema && !strchr(schema, ':')) {
+        char uri[256];
+        snprintf(uri, sizeof uri, "urn:passerelle:proto:%s", schema);
+        ok = json_object_set_new(ce, "dataschema", json_string(uri)) == 0;
+    }
+
     char *text = ok ? json_dumps(ce, JSON_COMPACT) : NULL;
     json_decref(ce);
     json_decref(event_json);

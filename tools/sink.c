@@ -503,6 +503,7 @@ static void usage(FILE *out)
             "  --hold-ms MS     how long timeout mode holds a request (default %d)\n"
             "  --retry-after S  Retry-After seconds of mode 429 (default %d)\n"
             "  --quiet          no line per request on stdout\n"
+            "  --new-secret     print a fresh whsec_ secret and exit\n"
             "Only POST is accepted (405 otherwise); bodies over %d bytes get 413.\n"
             "Signatures older or newer than %d seconds are out of tolerance.\n",
             DEFAULT_HOLD_MS, DEFAULT_RETRY_AFTER_S, BODY_MAX, TOLERANCE_S);
@@ -534,6 +535,14 @@ static bool parse_options(int argc, char *argv[], sink_t *sink)
         if (strcmp(arg, "--quiet") == 0) {
             sink->quiet = true;
             continue;
+        }
+        if (strcmp(arg, "--new-secret") == 0) {
+            /* For a subscriber who sets the secret of its subscription
+             * itself (ADMIN): the same kind the service makes. */
+            char secret[WEBHOOK_SECRET_MAX];
+            webhook_secret_new(secret);
+            printf("%s\n", secret);
+            exit(0);
         }
         const char *value = i + 1 < argc ? argv[++i] : NULL;
         long number = 0;

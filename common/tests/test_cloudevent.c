@@ -180,7 +180,7 @@ static void test_convention_with_unit(void **state)
     assert_string_equal(string_at(json, "subject"), "units/" UNIT_ID);
     assert_string_equal(string_at(json, "time"), "2026-11-29T10:00:00.123Z");
     assert_string_equal(string_at(json, "datacontenttype"), "application/json");
-    assert_string_equal(string_at(json, "dataschema"), "passerelle.Convention");
+    assert_string_equal(string_at(json, "dataschema"), "urn:passerelle:proto:passerelle.Convention");
     assert_null(json_object_get(json, "data_base64"));
     assert_int_equal(json_object_size(json), 9);
 
@@ -252,7 +252,8 @@ static void test_undecodable_data_as_base64(void **state)
     json_t *json = json_of(&event);
     assert_null(json_object_get(json, "data"));
     assert_string_equal(string_at(json, "datacontenttype"), "application/protobuf");
-    assert_string_equal(string_at(json, "dataschema"), "passerelle.FromTheFuture");
+    assert_string_equal(string_at(json, "dataschema"),
+                        "urn:passerelle:proto:passerelle.FromTheFuture");
     const char *b64 = string_at(json, "data_base64");
     unsigned char decoded[256];
     size_t decoded_len = 0;

@@ -7,7 +7,8 @@
  * 410 disables the endpoint and the owner hears of it on another channel;
  * the allowlist and the owner-only rule refuse what they must; a paused
  * subscription holds its deliveries until resumed; a rotated secret keeps
- * the old one signing. */
+ * the old one signing; an endpoint that does not answer in time is tried
+ * again. */
 #include "harness.h"
 
 #include "ids.h"
@@ -501,6 +502,55 @@ static void test_pause_resume_and_rotation(void **state)
     json_decref(got);
 }
 
+/* The attempts of a subscription, latest first (caller frees). */
+static Passerelle__AttemptList *attempts_of(client_t *c, const char *sub_id)
+{
+    Passerelle__AttemptListRequest req = PASSERELLE__ATTEMPT_LIST_REQUEST__INIT;
+    req.subscription_id = (char *)sub_id;
+    req.has_limit = true;
+    req.limit = 1000;
+    Passerelle__Reply *reply = harness_call(c, "attempt.list", &req.base, 0, NULL);
+    Passerelle__AttemptList *list =
+        passerelle__attempt_list__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(list);
+    return list;
+}
+
+static void test_timeout_then_delivered(void **state)
+{
+    fixture_t *f = *state;
+    /* The sink holds each request past the service's 2 s attempt timeout. */
+    sink(f, 0, NULL, "timeout");
+    char id[ID_LEN], unit[ID_LEN];
+    harness_notify_webhook(f->al, f->sinks[0].url, "convention.envisaged", "", id, NULL);
+    harness_envisaged_unit(f->stack.client, "ANAH-13-0501", "Cassis", unit);
+
+    bool timed_out = false;
+    for (int waited = 0; waited < WAIT_MS && !timed_out; waited += 100) {
+        Passerelle__AttemptList *list = attempts_of(f->al, id);
+        for (size_t i = 0; i < list->n_attempts; i++)
+            if (list->attempts[i]->http_status == 0 && list->attempts[i]->error &&
+                strcmp(list->attempts[i]->outcome, "retry") == 0 &&
+                list->attempts[i]->duration_ms >= 1500)
+                timed_out = true;
+        passerelle__attempt_list__free_unpacked(list, NULL);
+        usleep(100 * 1000);
+    }
+    assert_true(timed_out);
+
+    sink_mode(f, 0, "ok");
+    bool delivered = false;
+    for (int waited = 0; waited < WAIT_MS && !delivered; waited += 100) {
+        Passerelle__AttemptList *list = attempts_of(f->al, id);
+        delivered = list->n_attempts > 0 && list->attempts[0]->http_status == 200 &&
+                    strcmp(list->attempts[0]->outcome, "delivered") == 0;
+        passerelle__attempt_list__free_unpacked(list, NULL);
+        usleep(100 * 1000);
+    }
+    assert_true(delivered);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +561,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_gone_disables_and_tells_the_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_allowlist_and_owner_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_and_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_then_delivered, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
