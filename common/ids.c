@@ -182,3 +182,32 @@ int date_compare(date_t a, date_t b)
         return a.day < b.day ? -1 : 1;
     return 0;
 }
+
+bool time_parse_rfc3339(const char *text, int64_t *epoch_ms)
+{
+    int year, month, day, hour, minute, second, used = 0;
+    if (!text || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute,
+                        &second, &used) != 6)
+        return false;
+    const char *rest = text + used;
+    int64_t fraction_ms = 0;
+    if (*rest == '.') {
+        int digits = 0;
+        for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
+            if (digits < 3)
+                fraction_ms = fraction_ms * 10 + (*rest - '0');
+        for (; digits < 3; digits++)
+            fraction_ms *= 10;
+    }
+    if (strcmp(rest, "Z") != 0 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 ||
+        minute > 59 || second > 60)
+        return false;
+    struct tm tm = {.tm_year = year - 1900,
+                    .tm_mon = month - 1,
+                    .tm_mday = day,
+                    .tm_hour = hour,
+                    .tm_min = minute,
+                    .tm_sec = second};
+    *epoch_ms = (int64_t)timegm(&tm) * 1000 + fraction_ms;
+    return true;
+}

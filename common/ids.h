@@ -32,6 +32,9 @@ int64_t time_now_ms(void);
 /* UTC time with milliseconds, e.g. "2026-11-29T10:00:00.123Z". */
 void time_rfc3339(int64_t epoch_ms, char out[TIME_RFC3339_LEN]);
 void time_now_rfc3339(char out[TIME_RFC3339_LEN]);
+/* Parses what time_rfc3339 writes ("2026-11-29T10:00:00.123Z"; the
+ * fraction may be absent or of any length); UTC ("Z") only. */
+bool time_parse_rfc3339(const char *text, int64_t *epoch_ms);
 
 /* Offset of Europe/Paris from UTC at that instant: 3600 or 7200. */
 int time_paris_offset_s(time_t utc);

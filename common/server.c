@@ -305,35 +305,46 @@ static bool stream_position_valid(const char *s)
     return digits > 0 && digits <= 20 && s[i] == '\0';
 }
 
+void reply_stream_entries(reply_t *reply, store_t *store, const char *stream, const char *after,
+                          bool has_limit, uint32_t limit)
+{
+    after = after && *after ? after : "0";
+    if (!stream_position_valid(after)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "after",
+                    "after must be a stream position such as 1700000000000-0");
+        return;
+    }
+    if (!has_limit || limit == 0)
+        limit = EVENT_LIST_DEFAULT;
+    if (limit > EVENT_LIST_MAX) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "limit", "limit must be at most %d, not %u",
+                    EVENT_LIST_MAX, limit);
+        return;
+    }
+    if (!store) {
+        reply_error(reply, ST_UNAVAILABLE, NULL, "no store configured");
+        return;
+    }
+    Passerelle__EventListReply list = PASSERELLE__EVENT_LIST_REPLY__INIT;
+    store_result_t rc = eventlog_list(store, stream, after, limit, &list);
+    if (rc == STORE_OK)
+        reply_set_body(reply, &list.base);
+    else if (rc == STORE_LOST)
+        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
+                    store_last_error(store));
+    else
+        reply_error(reply, ST_INTERNAL, NULL, "store refused to read the stream %s", stream);
+    eventlog_list_free(&list);
+}
+
 static void handle_event_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
                               reply_t *reply)
 {
     (void)call;
     server_t *self = ctx;
     const Passerelle__EventListRequest *req = (const Passerelle__EventListRequest *)request;
-    const char *after = req->after && *req->after ? req->after : "0";
-    if (!stream_position_valid(after)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "after",
-                    "after must be a stream position such as 1700000000000-0");
-        return;
-    }
-    unsigned limit = req->has_limit && req->limit ? req->limit : EVENT_LIST_DEFAULT;
-    if (limit > EVENT_LIST_MAX)
-        limit = EVENT_LIST_MAX;
-    if (!self->cfg.store) {
-        reply_error(reply, ST_UNAVAILABLE, NULL, "no store configured");
-        return;
-    }
-    Passerelle__EventListReply list = PASSERELLE__EVENT_LIST_REPLY__INIT;
-    store_result_t rc = eventlog_list(self->cfg.store, self->stream, after, limit, &list);
-    if (rc == STORE_OK)
-        reply_set_body(reply, &list.base);
-    else if (rc == STORE_LOST)
-        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
-                    store_last_error(self->cfg.store));
-    else
-        reply_error(reply, ST_INTERNAL, NULL, "store refused to read the event stream");
-    eventlog_list_free(&list);
+    reply_stream_entries(reply, self->cfg.store, self->stream, req->after, req->has_limit,
+                         req->limit);
 }
 
 static const route_t builtin_health = {"health", &passerelle__health_request__descriptor,

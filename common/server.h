@@ -139,6 +139,13 @@ bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn
  * is durable. Call before reply_commit; strings are copied. */
 void reply_log_commit(reply_t *reply, const char *what, const char *subject);
 
+/* The answer to a request for a stream's entries after a position
+ * (event.list, feed.replay): INVALID_ARGUMENT naming "after" for a
+ * malformed position or "limit" above 1000 (default 100), otherwise an
+ * EventListReply. */
+void reply_stream_entries(reply_t *reply, store_t *store, const char *stream, const char *after,
+                          bool has_limit, uint32_t limit);
+
 typedef void(handler_fn)(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply);
 

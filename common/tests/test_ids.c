@@ -249,6 +249,38 @@ static void test_today_paris(void **state)
     tzset();
 }
 
+/* What time_rfc3339 writes parses back to the same millisecond; a missing
+ * or longer fraction is accepted, anything but UTC is not. */
+static void test_time_parse_rfc3339(void **state)
+{
+    (void)state;
+    int64_t samples[] = {0, 1764410400123, 1711846800000, 253402300799999};
+    for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++) {
+        char text[TIME_RFC3339_LEN];
+        time_rfc3339(samples[i], text);
+        int64_t back = -1;
+        assert_true(time_parse_rfc3339(text, &back));
+        assert_int_equal(back, samples[i]);
+    }
+    int64_t ms = 0;
+    assert_true(time_parse_rfc3339("2026-11-29T10:00:00Z", &ms));
+    assert_int_equal(ms, 1795946400000);
+    assert_true(time_parse_rfc3339("2026-11-29T10:00:00.5Z", &ms));
+    assert_int_equal(ms, 1795946400500);
+    assert_true(time_parse_rfc3339("2026-11-29T10:00:00.123456Z", &ms));
+    assert_int_equal(ms, 1795946400123);
+    const char *bad[] = {NULL,
+                         "",
+                         "2026-11-29",
+                         "2026-11-29T10:00:00",
+                         "2026-11-29T10:00:00+01:00",
+                         "2026-13-01T00:00:00Z",
+                         "2026-11-29T24:00:00Z",
+                         "2026-11-29T10:00:00Zjunk"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(time_parse_rfc3339(bad[i], &ms));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_date_parse),
         cmocka_unit_test(test_date_format_and_arithmetic),
         cmocka_unit_test(test_today_paris),
+        cmocka_unit_test(test_time_parse_rfc3339),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,35 +68,6 @@ struct deliver_t {
 /* Times and histograms                                                   */
 /* ====================================================================== */
 
-bool deliver_parse_time(const char *text, int64_t *ms)
-{
-    if (!text)
-        return false;
-    struct tm tm;
-    memset(&tm, 0, sizeof tm);
-    int frac = 0, used = 0;
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &used) != 6)
-        return false;
-    const char *p = text + used;
-    if (*p == '.') {
-        int digits = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-            if (digits < 3)
-                frac = frac * 10 + (*p - '0');
-        for (; digits < 3; digits++)
-            frac *= 10;
-    }
-    if (strcmp(p, "Z") != 0 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
-        tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
-        return false;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    *ms = (int64_t)t * 1000 + frac;
-    return true;
-}
-
 /* 10% wide buckets: bucket i holds [1.1^i - 1, 1.1^(i+1) - 1) ms. */
 static int latency_bucket(double ms)
 {
@@ -365,7 +336,7 @@ static size_t signing_secrets(const Passerelle__Subscription *sub, int64_t now_m
         secrets[n++] = sub->secret;
     int64_t until = 0;
     if (sub->previous_secret && *sub->previous_secret &&
-        deliver_parse_time(sub->previous_secret_until, &until) && until > now_ms)
+        time_parse_rfc3339(sub->previous_secret_until, &until) && until > now_ms)
         secrets[n++] = sub->previous_secret;
     return n;
 }
@@ -590,7 +561,7 @@ static void record_outcome(deliver_t *self, flight_t *flight, const outbox_resul
     passerelle__delivery_attempt__pack(&at, at_packed);
 
     int64_t latency = -1, committed = 0;
-    if (ok && d->event && deliver_parse_time(d->event->time, &committed))
+    if (ok && d->event && time_parse_rfc3339(d->event->time, &committed))
         latency = now - committed < 0 ? 0 : now - committed;
     redisReply *r = NULL;
     store_result_t res = outcome_run(self->store, self->outcome_script, op, d, now, next_ms,
@@ -617,7 +588,7 @@ static void record_outcome(deliver_t *self, flight_t *flight, const outbox_resul
         /* Failing since the later of its first failure and its last
          * change (a resume starts the count again). */
         int64_t changed = 0;
-        if (deliver_parse_time(sub->updated_at, &changed) && changed > failing_since)
+        if (time_parse_rfc3339(sub->updated_at, &changed) && changed > failing_since)
             failing_since = changed;
         int64_t limit = notify_scaled_ms(self->cfg.clock_scale, self->cfg.disable_after_ms);
         if (now - failing_since >= limit) {

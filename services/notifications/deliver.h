@@ -70,9 +70,6 @@ store_result_t deliver_replay(store_t *store, int script, const char *sub_id,
                               const char *delivery_id, int64_t since_ms, unsigned *replayed,
                               bool *found);
 
-/* "2026-11-29T10:00:00Z" or with milliseconds; UTC only. */
-bool deliver_parse_time(const char *text, int64_t *ms);
-
 typedef struct {
     uint64_t count;
     double p50_ms, p99_ms, max_ms;

@@ -109,36 +109,6 @@ static int64_t stream_id_ms(const char *id)
     return id ? strtoll(id, NULL, 10) : 0;
 }
 
-/* Parses what time_rfc3339 writes ("2026-11-29T10:00:00.123Z"; the
- * fraction may be absent or shorter). */
-static bool rfc3339_parse_ms(const char *text, int64_t *out)
-{
-    int year, month, day, hour, minute, second, used = 0;
-    if (!text || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute,
-                        &second, &used) != 6)
-        return false;
-    const char *rest = text + used;
-    int64_t fraction_ms = 0;
-    if (*rest == '.') {
-        int digits = 0;
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
-            if (digits < 3)
-                fraction_ms = fraction_ms * 10 + (*rest - '0');
-        for (; digits < 3; digits++)
-            fraction_ms *= 10;
-    }
-    if (strcmp(rest, "Z") != 0)
-        return false;
-    struct tm tm = {.tm_year = year - 1900,
-                    .tm_mon = month - 1,
-                    .tm_mday = day,
-                    .tm_hour = hour,
-                    .tm_min = minute,
-                    .tm_sec = second};
-    *out = (int64_t)timegm(&tm) * 1000 + fraction_ms;
-    return true;
-}
-
 /* ======================== schedule ===================================== */
 
 static int minute_of_day(int at_minute)
@@ -420,7 +390,7 @@ static store_result_t read_state(store_t *store, digest_parts_t *parts)
     Passerelle__Digest *state = passerelle__digest__unpack(NULL, len, data);
     free(data);
     int64_t until_ms = 0;
-    if (state && rfc3339_parse_ms(state->until, &until_ms)) {
+    if (state && time_parse_rfc3339(state->until, &until_ms)) {
         parts->has_state = true;
         parts->since_ms = until_ms;
         snprintf(parts->since, sizeof parts->since, "%s", state->until);
@@ -1225,10 +1195,10 @@ static void render_body(text_t *body, const Passerelle__Digest *digest)
     const char *name = refdata_territory_name(territory);
     char since[64] = "", until[64] = "";
     int64_t since_ms = 0, until_ms = 0;
-    bool has_since = rfc3339_parse_ms(digest->since, &since_ms);
+    bool has_since = time_parse_rfc3339(digest->since, &since_ms);
     if (has_since)
         paris_local_text(since_ms, since, sizeof since);
-    if (rfc3339_parse_ms(digest->until, &until_ms))
+    if (time_parse_rfc3339(digest->until, &until_ms))
         paris_local_text(until_ms, until, sizeof until);
 
     text_str(body, "Passerelle - digest of the territory's ANAH conventions\n\n");
@@ -1284,7 +1254,7 @@ static void render_body(text_t *body, const Passerelle__Digest *digest)
             const Passerelle__DigestChange *change = digest->changes[i];
             char when[64] = "";
             int64_t when_ms = 0;
-            if (rfc3339_parse_ms(change->time, &when_ms))
+            if (time_parse_rfc3339(change->time, &when_ms))
                 paris_local_text(when_ms, when, sizeof when);
             const char *type = change->type ? change->type : "";
             if (strncmp(type, "convention.", 11) == 0)
@@ -1374,7 +1344,7 @@ char *digest_render_email(const Passerelle__Digest *digest, const char *from, co
         return NULL;
     }
     int64_t until_ms = 0;
-    if (!rfc3339_parse_ms(digest->until, &until_ms))
+    if (!time_parse_rfc3339(digest->until, &until_ms))
         until_ms = time_now_ms();
     char date[96];
     rfc5322_date(until_ms, date, sizeof date);

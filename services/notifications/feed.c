@@ -47,9 +47,6 @@
 /* Messages still queued when the publisher stops get this long to leave. */
 #define FEED_LINGER_MS 200
 
-#define FEED_REPLAY_DEFAULT 100
-#define FEED_REPLAY_MAX     1000
-
 struct feed_t {
     zactor_t *actor;
     char *endpoint_cfg;
@@ -408,51 +405,12 @@ const char *feed_endpoint(const feed_t *self)
 /* ------------------------------------------------------------------------
  * feed.replay */
 
-/* Redis stream ids: "ms" or "ms-seq". Checked here so that a bad position
- * is the caller's INVALID_ARGUMENT and not Redis's refusal. */
-static bool feed_position_valid(const char *s)
-{
-    size_t i = 0, digits = 0;
-    while (s[i] >= '0' && s[i] <= '9')
-        i++, digits++;
-    if (digits == 0 || digits > 20)
-        return false;
-    if (s[i] == '\0')
-        return true;
-    if (s[i++] != '-')
-        return false;
-    digits = 0;
-    while (s[i] >= '0' && s[i] <= '9')
-        i++, digits++;
-    return digits > 0 && digits <= 20 && s[i] == '\0';
-}
-
 void handle_feed_replay(void *ctx, const call_t *call, const ProtobufCMessage *request,
                         reply_t *reply)
 {
     (void)call;
     notify_t *notify = ctx;
     const Passerelle__FeedReplayRequest *req = (const Passerelle__FeedReplayRequest *)request;
-    const char *after = req->after && *req->after ? req->after : "0";
-    if (!feed_position_valid(after)) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "after",
-                    "after must be a feed position such as 1700000000000-0");
-        return;
-    }
-    unsigned limit = req->has_limit && req->limit ? req->limit : FEED_REPLAY_DEFAULT;
-    if (limit > FEED_REPLAY_MAX) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "limit", "limit must be at most %d, not %u",
-                    FEED_REPLAY_MAX, limit);
-        return;
-    }
-    Passerelle__EventListReply list = PASSERELLE__EVENT_LIST_REPLY__INIT;
-    store_result_t result = eventlog_list(notify->store, NOTIFY_FEED_STREAM, after, limit, &list);
-    if (result == STORE_OK)
-        reply_set_body(reply, &list.base);
-    else if (result == STORE_LOST)
-        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
-                    store_last_error(notify->store));
-    else
-        reply_error(reply, ST_INTERNAL, NULL, "store refused to read the feed");
-    eventlog_list_free(&list);
+    reply_stream_entries(reply, notify->store, NOTIFY_FEED_STREAM, req->after, req->has_limit,
+                         req->limit);
 }

@@ -763,11 +763,6 @@ void handle_deadletter_list(void *ctx, const call_t *call, const ProtobufCMessag
     deliver_list_free(items, count);
 }
 
-static bool parse_since(const char *text, int64_t *ms)
-{
-    return deliver_parse_time(text, ms);
-}
-
 void handle_deadletter_replay(void *ctx, const call_t *call, const ProtobufCMessage *request,
                               reply_t *reply)
 {
@@ -782,7 +777,7 @@ void handle_deadletter_replay(void *ctx, const call_t *call, const ProtobufCMess
         return;
     }
     int64_t since_ms = 0;
-    if (since && !parse_since(req->since, &since_ms)) {
+    if (since && !time_parse_rfc3339(req->since, &since_ms)) {
         reply_error(reply, ST_INVALID_ARGUMENT, "since",
                     "since must be an RFC 3339 UTC time (2026-11-29T10:00:00Z)");
         return;
