@@ -873,6 +873,7 @@ static void cli_exec(const harness_cli_t *cli, const char *out_path, const char 
     /* The test's own environment must not leak into what is tested. */
     unsetenv("PASSERELLE_RESERVATIONS_ENDPOINT");
     unsetenv("PASSERELLE_DOCSTORE_ENDPOINT");
+    unsetenv("PASSERELLE_NOTIFICATIONS_ENDPOINT");
     unsetenv("PASSERELLE_KEYS_DIR");
     unsetenv("PASSERELLE_CLIENT");
     unsetenv("PASSERELLE_INSECURE");
@@ -1390,4 +1391,58 @@ void harness_sink_mode(const char *dir, const char *tag, const char *mode)
     fprintf(f, "%s\n", mode);
     fclose(f);
     assert_int_equal(rename(tmp, path), 0);
+}
+
+/* --- notifications: restarts and fault checks ----------------------------- */
+
+/* Attempts at restarting on the old port; each may wait for the "listening"
+ * line, so they are few. */
+#define HARNESS_NOTIFY_RESTART_TRIES 10
+
+int harness_notify_restart(const harness_stack_t *stack, harness_service_t *service,
+                           char *const extra_env[])
+{
+    if (service->pid > 0 || service->port <= 0)
+        return -1;
+    /* harness_notify_start, so that the test settings are the same ones,
+     * with the request endpoint pinned last: it wins over any other. */
+    char endpoint[96];
+    snprintf(endpoint, sizeof endpoint, "PASSERELLE_NOTIFICATIONS_ENDPOINT=tcp://127.0.0.1:%d",
+             service->port);
+    size_t n_extra = 0;
+    while (extra_env && extra_env[n_extra])
+        n_extra++;
+    char **env = calloc(n_extra + 2, sizeof *env);
+    if (!env)
+        return -1;
+    for (size_t i = 0; i < n_extra; i++)
+        env[i] = extra_env[i];
+    env[n_extra] = endpoint;
+    int rc = -1;
+    for (int attempt = 0; attempt < HARNESS_NOTIFY_RESTART_TRIES && rc != 0; attempt++) {
+        if (attempt > 0)
+            sleep_ms(100);
+        rc = harness_notify_start(stack, service, env);
+    }
+    free(env);
+    return rc;
+}
+
+bool harness_log_has_sanitizer_report(const char *log_path)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "runtime error:", "WARNING: AddressSanitizer"};
+    char *text = harness_file_read(log_path, NULL);
+    bool found = false;
+    for (size_t i = 0; text && !found && i < sizeof marks / sizeof marks[0]; i++) {
+        const char *at = strstr(text, marks[i]);
+        if (at) {
+            const char *end = strchr(at, '\n');
+            fprintf(stderr, "harness: %s: %.*s\n", log_path,
+                    (int)(end ? end - at : (ptrdiff_t)strlen(at)), at);
+            found = true;
+        }
+    }
+    free(text);
+    return found;
 }

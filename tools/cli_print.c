@@ -6,14 +6,17 @@
  * fields in the descriptor's order. The descriptor is consulted only for
  * what JSON does not say: which nested object is a unit or a convention, and
  * which strings are base64 bytes. The summary lines are the only per-type
- * code: a unit, a convention, a programme, an objective, a reservation or a
- * proposal should be recognisable at a glance, before its details. Progress
- * is the exception: its rows are figures meant to be compared, so they are
- * a table. */
+ * code: a unit, a convention, a programme, an objective, a reservation, a
+ * proposal or a subscription should be recognisable at a glance, before its
+ * details. Progress, delivery attempts and dead letters are the exception:
+ * their rows are meant to be compared or scanned down a column, so they are
+ * tables, printed from the message itself. */
 #include "cli_print.h"
+#include "cloudevent.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -287,6 +290,37 @@ static void print_proposal_summary(FILE *out, const json_t *prop)
         fprintf(out, " %" JSON_INTEGER_FORMAT, rank);
 }
 
+/* "subscription S01.. WEBHOOK https://partner.example.org/hook ACTIVE,
+ * convention.*, unit.registered in CT1, CT2, ref R, owner ACTION_LOGEMENT";
+ * "every event" and "every territory" when its filters are empty. */
+static void print_subscription_summary(FILE *out, const json_t *sub)
+{
+    const char *id = text(sub, "id"), *value;
+    fprintf(out, "subscription %s", id ? id : "?");
+    if ((value = enum_word(sub, "channel")))
+        fprintf(out, " %s", value);
+    if ((value = nonempty(sub, "url")) || (value = nonempty(sub, "email")))
+        fprintf(out, " %s", value);
+    if ((value = enum_word(sub, "state")))
+        fprintf(out, " %s", value);
+    if ((value = nonempty(sub, "state_reason")))
+        fprintf(out, " (%s)", value);
+    const json_t *types = json_object_get(sub, "event_types");
+    if (json_array_size(types))
+        print_string_list(out, types, ", for ");
+    else
+        fputs(", for every event", out);
+    const json_t *territories = json_object_get(sub, "territories");
+    if (json_array_size(territories))
+        print_string_list(out, territories, " in ");
+    else
+        fputs(" in every territory", out);
+    if ((value = nonempty(sub, "ref")))
+        fprintf(out, ", ref %s", value);
+    if ((value = nonempty(sub, "owner_party")))
+        fprintf(out, ", owner %s", value);
+}
+
 typedef void summary_fn(FILE *out, const json_t *obj);
 
 /* The summary line of a message type, NULL for the types that have none. */
@@ -304,6 +338,8 @@ static summary_fn *summary_for(const ProtobufCMessageDescriptor *desc)
         return print_reservation_summary;
     if (desc == &passerelle__proposal__descriptor)
         return print_proposal_summary;
+    if (desc == &passerelle__subscription__descriptor)
+        return print_subscription_summary;
     return NULL;
 }
 
@@ -438,10 +474,132 @@ void cli_print_progress(FILE *out, const Passerelle__Progress *progress, int ind
     }
 }
 
+/* --------------------------------------------------------------------------
+ * Deliveries: attempts, dead letters, latency
+ * ------------------------------------------------------------------------ */
+
+static const char *or_dash(const char *value)
+{
+    return value && *value ? value : "-";
+}
+
+/* At most max_bytes of text on one line: control characters (an answer's
+ * line breaks) become spaces, and a cut never splits a UTF-8 sequence. */
+static void print_one_line(FILE *out, const char *text, size_t max_bytes)
+{
+    size_t len = strlen(text);
+    size_t cut = len <= max_bytes ? len : max_bytes;
+    while (cut < len && cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
+        cut--;
+    for (size_t i = 0; i < cut; i++) {
+        unsigned char c = (unsigned char)text[i];
+        fputc(c < ' ' || c == 0x7F ? ' ' : (int)c, out);
+    }
+    if (cut < len)
+        fputs("...", out);
+}
+
+#define ATTEMPT_ANSWER_MAX 80 /* bytes of an answer worth a look on one line */
+
+void cli_print_attempts(FILE *out, const Passerelle__AttemptList *list, int indent)
+{
+    if (list->n_attempts == 0) {
+        fprintf(out, "%*s(no attempt yet)\n", indent, "");
+        return;
+    }
+    fprintf(out, "%*s%-24s  %7s  %6s  %8s  %-9s  %-22s  %s\n", indent, "", "time", "attempt",
+            "status", "duration", "outcome", "type", "subject, error or answer");
+    for (size_t i = 0; i < list->n_attempts; i++) {
+        const Passerelle__DeliveryAttempt *at = list->attempts[i];
+        char attempt[16] = "-", status[16] = "-", duration[24] = "-";
+        if (at->has_attempt)
+            snprintf(attempt, sizeof attempt, "#%u", at->attempt);
+        /* 0: nothing answered; the error says why. */
+        if (at->has_http_status && at->http_status > 0)
+            snprintf(status, sizeof status, "%d", at->http_status);
+        if (at->has_duration_ms)
+            snprintf(duration, sizeof duration, "%u ms", at->duration_ms);
+        fprintf(out, "%*s%-24s  %7s  %6s  %8s  %-9s  %-22s  %s", indent, "", or_dash(at->at),
+                attempt, status, duration, or_dash(at->outcome), or_dash(at->event_type),
+                or_dash(at->subject));
+        if (at->error && *at->error) {
+            fputs("  error: ", out);
+            print_one_line(out, at->error, ATTEMPT_ANSWER_MAX);
+        } else if (at->response && *at->response) {
+            fputs("  answer: ", out);
+            print_one_line(out, at->response, ATTEMPT_ANSWER_MAX);
+        }
+        if (at->next_attempt_at && *at->next_attempt_at)
+            fprintf(out, "  (next attempt %s)", at->next_attempt_at);
+        fputc('\n', out);
+    }
+}
+
+void cli_print_dead_letters(FILE *out, const Passerelle__DeadLetterList *list, int indent)
+{
+    if (list->n_deliveries == 0) {
+        fprintf(out, "%*s(no dead letter)\n", indent, "");
+        return;
+    }
+    fprintf(out, "%*s%-24s  %-32s  %8s  %-22s  %-9s  %s\n", indent, "", "dead since", "delivery",
+            "attempts", "type", "territory", "subject");
+    for (size_t i = 0; i < list->n_deliveries; i++) {
+        const Passerelle__Delivery *d = list->deliveries[i];
+        const Passerelle__Event *event = d->event;
+        fprintf(out, "%*s%-24s  %-32s  %8u  %-22s  %-9s  %s\n", indent, "", or_dash(d->dead_at),
+                or_dash(d->id), d->attempts, or_dash(event ? event->type : NULL),
+                or_dash(d->territory), or_dash(event ? event->subject : NULL));
+    }
+}
+
+/* Milliseconds with one decimal, without a useless ".0". */
+static void print_ms(FILE *out, const char *label, double ms)
+{
+    char text[48];
+    snprintf(text, sizeof text, "%.1f", ms);
+    size_t len = strlen(text);
+    if (len > 2 && strcmp(text + len - 2, ".0") == 0)
+        text[len - 2] = '\0';
+    fprintf(out, ", %s %s ms", label, text);
+}
+
+void cli_print_latency(FILE *out, const Passerelle__LatencyReply *latency, int indent)
+{
+    fprintf(out, "%*s%s %s: ", indent, "",
+            latency->territory && *latency->territory ? latency->territory : "every territory",
+            or_dash(latency->event_type));
+    if (latency->count == 0) {
+        fputs("no delivery yet\n", out);
+        return;
+    }
+    fprintf(out, "%" PRIu64 " delivered", latency->count);
+    print_ms(out, "p50", latency->p50_ms);
+    print_ms(out, "p99", latency->p99_ms);
+    print_ms(out, "max", latency->max_ms);
+    fputc('\n', out);
+}
+
+/* --------------------------------------------------------------------------
+ * Any message
+ * ------------------------------------------------------------------------ */
+
 void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const char *skip_field)
 {
-    if (msg->descriptor == &passerelle__progress__descriptor) {
+    const ProtobufCMessageDescriptor *desc = msg->descriptor;
+    if (desc == &passerelle__progress__descriptor) {
         cli_print_progress(out, (const Passerelle__Progress *)msg, indent);
+        return;
+    }
+    if (desc == &passerelle__attempt_list__descriptor) {
+        cli_print_attempts(out, (const Passerelle__AttemptList *)msg, indent);
+        return;
+    }
+    if (desc == &passerelle__dead_letter_list__descriptor) {
+        cli_print_dead_letters(out, (const Passerelle__DeadLetterList *)msg, indent);
+        return;
+    }
+    if (desc == &passerelle__latency_reply__descriptor) {
+        cli_print_latency(out, (const Passerelle__LatencyReply *)msg, indent);
         return;
     }
     json_t *json = pbjson_from_message(msg);
@@ -455,7 +613,21 @@ void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const
         summarize(out, json);
         fputc('\n', out);
     }
+    /* A webhook's secret comes in two replies only (create, rotate_secret):
+     * it goes last, where it cannot be missed, with a word that there is no
+     * second chance to copy it. */
+    char *secret = NULL;
+    if (desc == &passerelle__subscription__descriptor && nonempty(json, "secret")) {
+        secret = strdup(text(json, "secret"));
+        if (secret)
+            json_object_del(json, "secret");
+    }
     print_object(out, msg->descriptor, json, indent, skip_field);
+    if (secret) {
+        fprintf(out, "%*ssecret: %s\n", indent, "", secret);
+        fprintf(out, "%*s(keep this secret now: it will not be shown again)\n", indent, "");
+        free(secret);
+    }
     /* pbjson leaves an empty list out; a listing that found nothing says
      * so rather than printing nothing at all. */
     for (unsigned i = 0; i < msg->descriptor->n_fields; i++) {
@@ -471,11 +643,6 @@ void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const
  * Events
  * ------------------------------------------------------------------------ */
 
-static const char *or_dash(const char *value)
-{
-    return value && *value ? value : "-";
-}
-
 void cli_print_events(FILE *out, const Passerelle__EventListReply *reply)
 {
     for (size_t i = 0; i < reply->n_events; i++) {
@@ -487,28 +654,15 @@ void cli_print_events(FILE *out, const Passerelle__EventListReply *reply)
     }
 }
 
-/* The messages the project's events carry. A producer adding a record type
- * to its events adds its descriptor here. */
-static const ProtobufCMessageDescriptor *const event_schemas[] = {
-    &passerelle__unit__descriptor,        &passerelle__convention__descriptor,
-    &passerelle__programme__descriptor,   &passerelle__objective__descriptor,
-    &passerelle__reservation__descriptor, &passerelle__proposal__descriptor,
-};
-
 const ProtobufCMessageDescriptor *cli_event_schema(const char *dataschema)
 {
     if (!dataschema)
         return NULL;
     /* Accept a URI-like schema ("https://.../passerelle.Unit") as well as the
-     * bare full name, and protobuf's leading-dot form. */
+     * bare full name; the registry of what events carry is cloudevent's,
+     * so the notifications' events (subscriptions, digests) decode too. */
     const char *name = strrchr(dataschema, '/');
-    name = name ? name + 1 : dataschema;
-    if (*name == '.')
-        name++;
-    for (size_t i = 0; i < sizeof event_schemas / sizeof event_schemas[0]; i++)
-        if (strcmp(event_schemas[i]->name, name) == 0)
-            return event_schemas[i];
-    return NULL;
+    return cloudevent_schema(name ? name + 1 : dataschema);
 }
 
 json_t *cli_events_to_json(const Passerelle__EventListReply *reply)

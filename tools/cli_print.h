@@ -2,13 +2,15 @@
  * lines, printed from pbjson's JSON form of it (so the fields and values
  * are the ones --json shows), with a one-line summary on top of the records
  * people look at most (units, conventions, programmes, objectives,
- * reservations, proposals), progress as a table, and the event list as one
- * line per event. The --json output does not go through the printer: it is
- * pbjson's mapping, printed as is. */
+ * reservations, proposals, subscriptions), progress, delivery attempts and
+ * dead letters as tables, the latency as one line, and the event list as
+ * one line per event. The --json output does not go through the printer:
+ * it is pbjson's mapping, printed as is. */
 #ifndef PASSERELLE_CLI_PRINT_H
 #define PASSERELLE_CLI_PRINT_H
 
 #include "envelope.pb-c.h"
+#include "notifications.pb-c.h"
 #include "reservations.pb-c.h"
 
 #include <jansson.h>
@@ -20,8 +22,11 @@
 /* Prints msg's set fields in .proto order, indent spaces deep: scalars as
  * "name: value", nested messages as an indented block, repeated messages
  * as one block per item. A field named skip_field (may be NULL) is left
- * out. The records with a summary start with it; a Progress is printed as
- * cli_print_progress does. */
+ * out. The records with a summary start with it; a subscription's secret
+ * (only create and rotate_secret return one) comes last, with a line
+ * saying it will not be shown again. A Progress, an AttemptList, a
+ * DeadLetterList and a LatencyReply are printed as the functions below
+ * do. */
 void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const char *skip_field);
 
 /* One line per progress row under a header: programme (or "(territory
@@ -31,9 +36,26 @@ void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const
 void cli_print_progress(FILE *out, const Passerelle__Progress *progress, int indent);
 
 /* Writes the one-line summary of a unit, a convention, a programme, an
- * objective, a reservation or a proposal into out (at most out_size
- * bytes). Returns false, writing nothing, for other messages. */
+ * objective, a reservation, a proposal or a subscription into out (at most
+ * out_size bytes). Returns false, writing nothing, for other messages. */
 bool cli_summary(const ProtobufCMessage *msg, char *out, size_t out_size);
+
+/* One line per attempt, latest first as the service lists them, under a
+ * header: time, attempt number, HTTP status ("-": no answer), duration,
+ * outcome, event type, subject, then the error or the first bytes of the
+ * answer on the same line, and when the next attempt is due.
+ * "(no attempt yet)" for none. */
+void cli_print_attempts(FILE *out, const Passerelle__AttemptList *list, int indent);
+
+/* One line per dead delivery under a header: since when, its id (the
+ * webhook-id a replay keeps), attempts, event type, territory, subject.
+ * "(no dead letter)" for none. */
+void cli_print_dead_letters(FILE *out, const Passerelle__DeadLetterList *list, int indent);
+
+/* "CT1 convention.envisaged: 12 delivered, p50 40 ms, p99 95.5 ms, max 120
+ * ms", or "...: no delivery yet" when nothing was delivered; "every
+ * territory" for the whole. */
+void cli_print_latency(FILE *out, const Passerelle__LatencyReply *latency, int indent);
 
 /* "position  time  type  subject", one line per event. */
 void cli_print_events(FILE *out, const Passerelle__EventListReply *reply);

@@ -8,7 +8,9 @@
  * request with the same lenient rules it applies to any JSON input. A new
  * request is therefore one new row, and `passerelle help` describes it from
  * its descriptor. A repeated field takes repeated flags or one
- * comma-separated list.
+ * comma-separated list. A row may narrow its flags to some of the request's
+ * fields, and names the service it goes to when --endpoint does not (the
+ * reservations service unless it says otherwise).
  *
  * Exit codes are part of the interface for scripts: 0 OK, 1 the service
  * answered with an error (or keygen refused), 2 usage or configuration
@@ -21,6 +23,7 @@
 #include "identity.h"
 #include "ids.h"
 #include "log.h"
+#include "notifications.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
 #include "status.h"
@@ -49,6 +52,24 @@ enum {
 #define CMD_PAGED  (1u << 0) /* --all follows next_page_token to the end */
 #define CMD_EVENTS (1u << 1) /* one line per event; --json decodes the data */
 
+/* The service a command goes to when --endpoint does not say: each has its
+ * own variable and local default, so that one shell can talk to all. */
+typedef enum {
+    SERVICE_RESERVATIONS = 0, /* the zero value: the rows that do not say */
+    SERVICE_NOTIFICATIONS,
+} service_id_t;
+
+static const struct {
+    const char *heading; /* of its commands in the help */
+    const char *env;
+    const char *fallback;
+} services[] = {
+    [SERVICE_RESERVATIONS] = {"Reservations", "PASSERELLE_RESERVATIONS_ENDPOINT",
+                              "tcp://127.0.0.1:7401"},
+    [SERVICE_NOTIFICATIONS] = {"Notifications", "PASSERELLE_NOTIFICATIONS_ENDPOINT",
+                               "tcp://127.0.0.1:7402"},
+};
+
 typedef struct {
     const char *words;                         /* "unit register" */
     const char *type;                          /* "unit.register"; NULL: local */
@@ -66,74 +87,85 @@ typedef struct {
     /* A second positional argument fills this field: "programme attach
      * P01.. ANAH-84-0001". */
     const char *positional2;
+    service_id_t service;
+    /* The request fields this command takes, comma-separated; NULL: all of
+     * them. Commands sharing a request message ("subscription pause" and
+     * "resume") take only what means something to each. */
+    const char *fields;
 } command_t;
 
 static const command_t commands[] = {
     {"health", "health", &passerelle__health_request__descriptor,
      &passerelle__health_reply__descriptor, NULL, NULL, 0, NULL, 0,
-     "Ask the service whether it is up, and who it takes you for.", NULL},
+     "Ask the service whether it is up, and who it takes you for.", NULL, SERVICE_RESERVATIONS,
+     NULL},
     {"keygen", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0,
      "Make a client key pair (--name NAME --party PARTY), authorized at once,\n"
      "or the services' certificate if there is none (--server).",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"unit register", "unit.register", &passerelle__unit_register_request__descriptor,
      &passerelle__unit__descriptor, NULL, NULL, 0, NULL, 0,
      "Register a housing unit (logement). Registering the same --external-ref\n"
      "again returns the unit already registered.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"unit get", "unit.get", &passerelle__unit_get_request__descriptor,
      &passerelle__unit__descriptor, "id", "external_ref", 'U', "<id-or-ref>", 0,
-     "Show a unit, by id or by external reference.", NULL},
+     "Show a unit, by id or by external reference.", NULL, SERVICE_RESERVATIONS, NULL},
     {"unit list", "unit.list", &passerelle__unit_list_request__descriptor,
      &passerelle__unit_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
-     "List units, one page at a time; --all follows the pages to the end.", NULL},
+     "List units, one page at a time; --all follows the pages to the end.", NULL,
+     SERVICE_RESERVATIONS, NULL},
     {"convention envisage", "convention.envisage",
      &passerelle__convention_envisage_request__descriptor, &passerelle__convention__descriptor,
      "unit", NULL, 0, "<unit>", 0,
      "Record that an ANAH convention is envisaged on a private unit (by id or\n"
      "external reference); Action Logement's correspondent is told.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"convention sign", "convention.sign", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Sign an envisaged convention (the unit needs energy class E or better).", NULL},
+     "Sign an envisaged convention (the unit needs energy class E or better).", NULL,
+     SERVICE_RESERVATIONS, NULL},
     {"convention in-force", "convention.in_force", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Put a signed convention in force (its first lease).", NULL},
+     "Put a signed convention in force (its first lease).", NULL, SERVICE_RESERVATIONS, NULL},
     {"convention end", "convention.end", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "End a convention: --reason expired or terminated.", NULL},
+     "End a convention: --reason expired or terminated.", NULL, SERVICE_RESERVATIONS, NULL},
     {"convention abandon", "convention.abandon", &passerelle__convention_step_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Abandon an envisaged convention.", NULL},
+     "Abandon an envisaged convention.", NULL, SERVICE_RESERVATIONS, NULL},
     {"convention get", "convention.get", &passerelle__convention_get_request__descriptor,
      &passerelle__convention__descriptor, "id", "unit", 'C', "<id-or-unit>", 0,
-     "Show a convention, with its unit.", NULL},
+     "Show a convention, with its unit.", NULL, SERVICE_RESERVATIONS, NULL},
     {"programme create", "programme.create", &passerelle__programme_create_request__descriptor,
      &passerelle__programme__descriptor, NULL, NULL, 0, NULL, 0,
      "Create a programme (PIG, OPAH, OPAH-RU, NPNRU, social housing or social\n"
      "ownership operation) in a territory, or in some of its communes\n"
      "(--communes Pertuis,Meyrargues).",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"programme get", "programme.get", &passerelle__programme_get_request__descriptor,
-     &passerelle__programme__descriptor, "id", NULL, 0, "<id>", 0, "Show a programme.", NULL},
+     &passerelle__programme__descriptor, "id", NULL, 0, "<id>", 0, "Show a programme.", NULL,
+     SERVICE_RESERVATIONS, NULL},
     {"programme list", "programme.list", &passerelle__programme_list_request__descriptor,
      &passerelle__programme_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
-     "List programmes, by territory or kind; --all follows the pages to the end.", NULL},
+     "List programmes, by territory or kind; --all follows the pages to the end.", NULL,
+     SERVICE_RESERVATIONS, NULL},
     {"programme attach", "programme.attach_unit", &passerelle__programme_attach_request__descriptor,
      &passerelle__unit__descriptor, "programme", NULL, 0, "<programme> <unit>", 0,
-     "Attach a unit (by id or external reference) to a programme.", "unit"},
+     "Attach a unit (by id or external reference) to a programme.", "unit", SERVICE_RESERVATIONS,
+     NULL},
     {"objective set", "objective.set", &passerelle__objective_set_request__descriptor,
      &passerelle__objective__descriptor, "programme", NULL, 0, "<programme>", 0,
      "Set the number of units to reserve for Action Logement in a programme\n"
      "and a year (--year, --units), optionally for one --level or --financing.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"progress", "progress.get", &passerelle__progress_request__descriptor,
      &passerelle__progress__descriptor, "programme", "territory", 'P', "[<programme-or-territory>]",
      0,
      "Show what was reserved for Action Logement against the objectives, for\n"
      "one programme, the programmes of a territory (CT1..CT6), or all; this\n"
      "year unless --year.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"reservation create", "reservation.create",
      &passerelle__reservation_create_request__descriptor, &passerelle__reservation__descriptor,
      "unit", NULL, 0, "[<unit>]", 0,
@@ -141,28 +173,30 @@ static const command_t commands[] = {
      "number of released units of a programme or a landlord in a year\n"
      "(--mode flow); for Action Logement unless --reservataire. Target publics:\n"
      "--target-publics under_30,mobility.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"reservation release", "reservation.release",
      &passerelle__reservation_step_request__descriptor, &passerelle__reservation__descriptor, "id",
      "unit", 'R', "<id-or-unit>", 0,
      "Release a reservation (it still counts as achieved); a unit names its\n"
      "active reservation.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"reservation cancel", "reservation.cancel", &passerelle__reservation_step_request__descriptor,
      &passerelle__reservation__descriptor, "id", "unit", 'R', "<id-or-unit>", 0,
-     "Cancel a reservation (it no longer counts).", NULL},
+     "Cancel a reservation (it no longer counts).", NULL, SERVICE_RESERVATIONS, NULL},
     {"reservation vacancy", "reservation.vacancy",
      &passerelle__reservation_step_request__descriptor, &passerelle__reservation__descriptor, "id",
      "unit", 'R', "<id-or-unit>", 0,
-     "Record a new vacancy of a reserved unit: its candidates start afresh.", NULL},
+     "Record a new vacancy of a reserved unit: its candidates start afresh.", NULL,
+     SERVICE_RESERVATIONS, NULL},
     {"reservation get", "reservation.get", &passerelle__reservation_get_request__descriptor,
      &passerelle__reservation__descriptor, "id", "unit", 'R', "<id-or-unit>", 0,
-     "Show a reservation, by id or by its unit's active reservation.", NULL},
+     "Show a reservation, by id or by its unit's active reservation.", NULL, SERVICE_RESERVATIONS,
+     NULL},
     {"reservation list", "reservation.list", &passerelle__reservation_list_request__descriptor,
      &passerelle__reservation_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
      "List reservations, filtered by unit, programme, reservataire, mode, state,\n"
      "year or territory; --all follows the pages to the end.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"proposal record", "proposal.record", &passerelle__proposal_record_request__descriptor,
      &passerelle__proposal__descriptor, "reservation", NULL, 0, "<reservation-or-unit>", 0,
      "Propose a candidate (a pseudonymous --candidate-ref, never a name) for a\n"
@@ -170,14 +204,15 @@ static const command_t commands[] = {
      "and --employer-headcount and the --publics it belongs to\n"
      "(under_30,apprentice,...). The reply says whether the candidate is\n"
      "eligible, and why not.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"proposal get", "proposal.get", &passerelle__proposal_get_request__descriptor,
-     &passerelle__proposal__descriptor, "id", NULL, 0, "<id>", 0, "Show a proposal.", NULL},
+     &passerelle__proposal__descriptor, "id", NULL, 0, "<id>", 0, "Show a proposal.", NULL,
+     SERVICE_RESERVATIONS, NULL},
     {"proposal list", "proposal.list", &passerelle__proposal_list_request__descriptor,
      &passerelle__proposal_list__descriptor, "reservation", NULL, 0, "[<reservation>]", CMD_PAGED,
      "List the candidates proposed for a reservation (its current vacancy\n"
      "unless --vacancy); --all follows the pages to the end.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"attribution decide", "attribution.decide",
      &passerelle__attribution_decide_request__descriptor, &passerelle__proposal__descriptor,
      "proposal", NULL, 0, "<proposal>", 0,
@@ -185,15 +220,93 @@ static const command_t commands[] = {
      "attributed, ranked (with --rank 1-3), refused or withdrawn. A unit is\n"
      "attributed once per vacancy; fewer than three candidates examined is\n"
      "a warning.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
     {"proposal decide", "attribution.decide", &passerelle__attribution_decide_request__descriptor,
      &passerelle__proposal__descriptor, "proposal", NULL, 0, "<proposal>", 0,
-     "The same as 'attribution decide'.", NULL},
+     "The same as 'attribution decide'.", NULL, SERVICE_RESERVATIONS, NULL},
     {"events", "event.list", &passerelle__event_list_request__descriptor,
      &passerelle__event_list_reply__descriptor, NULL, NULL, 0, NULL, CMD_EVENTS,
      "List the service's events after a stream position (--after), one line\n"
      "each: position, time, type, subject. --json decodes each event's data.",
-     NULL},
+     NULL, SERVICE_RESERVATIONS, NULL},
+
+    /* The notifications service's commands, after the reservations' so that
+     * the help shows them under their own heading. */
+    {"subscription create", "subscription.create",
+     &passerelle__subscription_create_request__descriptor, &passerelle__subscription__descriptor,
+     NULL, NULL, 0, NULL, 0,
+     "Subscribe to events: --channel webhook (signed POSTs to a --url on the\n"
+     "allowlist), feed (the partner feed) or email (the territory digest, to\n"
+     "--email). --event-types 'convention.*,unit.registered' and --territories\n"
+     "CT1,CT2 narrow what comes (none: everything). A webhook's signing secret\n"
+     "is shown once, here. ADMIN may give a secret agreed beforehand (--secret\n"
+     "whsec_...) and subscribe for another --owner-party. Creating the same\n"
+     "--ref again returns the subscription already made.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"subscription get", "subscription.get", &passerelle__subscription_get_request__descriptor,
+     &passerelle__subscription__descriptor, "id", NULL, 0, "<id>", 0,
+     "Show a subscription (its secret is never shown again).", NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"subscription list", "subscription.list", &passerelle__subscription_list_request__descriptor,
+     &passerelle__subscription_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
+     "List your party's subscriptions (ADMIN: everyone's, or one --owner-party's),\n"
+     "by --channel or --state; --all follows the pages to the end.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"subscription pause", "subscription.pause", &passerelle__subscription_step_request__descriptor,
+     &passerelle__subscription__descriptor, "id", NULL, 0, "<id>", 0,
+     "Pause a subscription: its deliveries wait, and nothing is lost, until it\n"
+     "is resumed.",
+     NULL, SERVICE_NOTIFICATIONS, "id,reason"},
+    {"subscription resume", "subscription.resume",
+     &passerelle__subscription_step_request__descriptor, &passerelle__subscription__descriptor,
+     "id", NULL, 0, "<id>", 0,
+     "Resume a paused (or disabled) subscription: what waited is delivered.", NULL,
+     SERVICE_NOTIFICATIONS, "id"},
+    {"subscription delete", "subscription.delete",
+     &passerelle__subscription_step_request__descriptor, &passerelle__subscription__descriptor,
+     "id", NULL, 0, "<id>", 0, "Delete a subscription: nothing more is delivered to it.", NULL,
+     SERVICE_NOTIFICATIONS, "id"},
+    {"subscription rotate-secret", "subscription.rotate_secret",
+     &passerelle__subscription_step_request__descriptor, &passerelle__subscription__descriptor,
+     "id", NULL, 0, "<id>", 0,
+     "Give a webhook a new signing secret, shown once. The previous one keeps\n"
+     "signing too for --overlap-s seconds (default a day, at most 7 days), so\n"
+     "that the receiver can switch without refusing a message.",
+     NULL, SERVICE_NOTIFICATIONS, "id,overlap_s"},
+    {"attempts", "attempt.list", &passerelle__attempt_list_request__descriptor,
+     &passerelle__attempt_list__descriptor, "subscription_id", NULL, 0, "<subscription>", 0,
+     "Show a subscription's delivery attempts, latest first (--limit, default\n"
+     "50), one line each: time, attempt number, HTTP status, duration, outcome,\n"
+     "event type, subject, and the error or the first bytes of the answer.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"deadletters", "deadletter.list", &passerelle__dead_letter_list_request__descriptor,
+     &passerelle__dead_letter_list__descriptor, "subscription_id", NULL, 0, "<subscription>", 0,
+     "List a subscription's dead letters, oldest first (--limit, default 100):\n"
+     "the deliveries whose every attempt failed.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"deadletter replay", "deadletter.replay", &passerelle__dead_letter_replay_request__descriptor,
+     &passerelle__dead_letter_replay_reply__descriptor, "subscription_id", NULL, 0,
+     "<subscription>", 0,
+     "Deliver dead letters again, under their first webhook-id: one\n"
+     "(--delivery-id), or every one dead since a time (--since\n"
+     "2026-11-29T10:00:00Z).",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"feed replay", "feed.replay", &passerelle__feed_replay_request__descriptor,
+     &passerelle__event_list_reply__descriptor, NULL, NULL, 0, NULL, CMD_EVENTS,
+     "List what the partner feed published after a position (--after; --limit,\n"
+     "default 100), one line each: position, time, type, subject. --json\n"
+     "decodes each event's data.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"digest send", "digest.send", &passerelle__digest_send_request__descriptor,
+     &passerelle__digest_send_reply__descriptor, NULL, NULL, 0, NULL, 0,
+     "Make the territory digest now, for one --territory or every one, and\n"
+     "deliver it to its subscribers; prints the digest.ready event ids.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
+    {"latency", "latency.get", &passerelle__latency_request__descriptor,
+     &passerelle__latency_reply__descriptor, NULL, NULL, 0, NULL, 0,
+     "Show how long events took from their commit to their delivery, for one\n"
+     "--territory or all, and one --event-type (default convention.envisaged):\n"
+     "how many were delivered, p50, p99 and max.",
+     NULL, SERVICE_NOTIFICATIONS, NULL},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
@@ -203,8 +316,7 @@ static const command_t commands[] = {
  * ======================================================================== */
 
 typedef struct {
-    const char *endpoint;
-    bool endpoint_given; /* --endpoint: the docs commands default elsewhere */
+    const char *endpoint; /* --endpoint; NULL: the command's service's default */
     const char *keys_dir;
     const char *as;
     const char *idempotency_key;
@@ -235,8 +347,9 @@ static const struct {
     const char *env;
     const char *help;
 } global_options[] = {
-    {OPT_ENDPOINT, "endpoint", "URL", "PASSERELLE_RESERVATIONS_ENDPOINT",
-     "the service to ask (default tcp://127.0.0.1:7401)"},
+    {OPT_ENDPOINT, "endpoint", "URL", NULL,
+     "the service to ask, whatever the command (default: the\n"
+     "command's service, at the variable its heading names)"},
     {OPT_KEYS, "keys", "DIR", "PASSERELLE_KEYS_DIR", "the key directory (default ./var/keys)"},
     {OPT_AS, "as", "NAME", "PASSERELLE_CLIENT",
      "whose key to use: <keys>/clients/NAME.key_secret (default admin)"},
@@ -289,7 +402,6 @@ static bool parse_long(const char *text, long min, long max, long *out)
 static int options_from_env(options_t *opts)
 {
     memset(opts, 0, sizeof *opts);
-    opts->endpoint = config_str("PASSERELLE_RESERVATIONS_ENDPOINT", "tcp://127.0.0.1:7401");
     opts->keys_dir = config_str("PASSERELLE_KEYS_DIR", "./var/keys");
     opts->as = config_str("PASSERELLE_CLIENT", "admin");
     if (!config_int("PASSERELLE_TIMEOUT_MS", 3000, 1, 3600000, &opts->timeout_ms))
@@ -306,7 +418,6 @@ static int option_set(options_t *opts, option_id_t id, const char *value)
     switch (id) {
     case OPT_ENDPOINT:
         opts->endpoint = value;
-        opts->endpoint_given = true;
         break;
     case OPT_KEYS:
         opts->keys_dir = value;
@@ -416,6 +527,24 @@ static const command_t *command_match(char **tokens, int count, int *used)
     return best;
 }
 
+/* True if the command takes the request field name (its fields list, or
+ * every field of its request when it has none). */
+static bool command_takes(const command_t *cmd, const char *name)
+{
+    if (!cmd->fields)
+        return true;
+    size_t len = strlen(name);
+    for (const char *item = cmd->fields; *item;) {
+        size_t item_len = strcspn(item, ",");
+        if (item_len == len && strncmp(item, name, len) == 0)
+            return true;
+        item += item_len;
+        if (*item == ',')
+            item++;
+    }
+    return false;
+}
+
 /* ==========================================================================
  * Help, generated from the descriptors
  * ======================================================================== */
@@ -492,6 +621,8 @@ static void print_command_help(FILE *out, const command_t *cmd)
     }
     for (unsigned i = 0; i < cmd->request->n_fields; i++) {
         const ProtobufCFieldDescriptor *field = &cmd->request->fields[i];
+        if (!command_takes(cmd, field->name))
+            continue;
         char name[64], hint[256];
         flag_name(field->name, name, sizeof name);
         flag_hint(field, hint, sizeof hint);
@@ -523,6 +654,10 @@ static void print_help(FILE *out)
                  "\n"
                  "Commands:\n");
     for (size_t c = 0; c < COMMAND_COUNT; c++) {
+        service_id_t service = commands[c].service;
+        if (c == 0 || service != commands[c - 1].service)
+            fprintf(out, "%s (endpoint: --endpoint, or %s,\ndefault %s):\n",
+                    services[service].heading, services[service].env, services[service].fallback);
         print_command_help(out, &commands[c]);
         fputc('\n', out);
     }
@@ -680,7 +815,7 @@ static int request_from_args(const command_t *cmd, char **args, int count, json_
         }
         const ProtobufCFieldDescriptor *field =
             protobuf_c_message_descriptor_get_field_by_name(desc, name);
-        if (!field)
+        if (!field || !command_takes(cmd, name))
             return usage_error("unknown flag --%.*s for '%s'", (int)name_len, arg + 2, cmd->words);
 
         const char *text = eq ? eq + 1 : NULL;
@@ -779,8 +914,22 @@ static void print_json(json_t *json)
 static const char *string_field(const ProtobufCMessage *msg, const char *name);
 static const ProtobufCFieldDescriptor *list_field(const ProtobufCMessageDescriptor *desc);
 
-/* --id-only: the record's id, or one line per listed record. A reply with
- * neither (progress, health) prints nothing, which a script notices. */
+/* The first repeated string field named "..._ids" (a digest's event_ids). */
+static const ProtobufCFieldDescriptor *ids_field(const ProtobufCMessageDescriptor *desc)
+{
+    for (unsigned i = 0; i < desc->n_fields; i++) {
+        const ProtobufCFieldDescriptor *field = &desc->fields[i];
+        size_t len = strlen(field->name);
+        if (field->label == PROTOBUF_C_LABEL_REPEATED && field->type == PROTOBUF_C_TYPE_STRING &&
+            len > 4 && strcmp(field->name + len - 4, "_ids") == 0)
+            return field;
+    }
+    return NULL;
+}
+
+/* --id-only: the record's id, one line per listed record, or one line per
+ * id a reply lists as such. A reply with none of these (progress, health)
+ * prints nothing, which a script notices. */
 static void print_ids(const ProtobufCMessage *msg)
 {
     const char *id = string_field(msg, "id");
@@ -789,8 +938,16 @@ static void print_ids(const ProtobufCMessage *msg)
         return;
     }
     const ProtobufCFieldDescriptor *items = list_field(msg->descriptor);
-    if (!items)
+    if (!items) {
+        const ProtobufCFieldDescriptor *ids = ids_field(msg->descriptor);
+        if (!ids)
+            return;
+        size_t count = *(const size_t *)((const char *)msg + ids->quantifier_offset);
+        const char *const *list = *(const char *const *const *)((const char *)msg + ids->offset);
+        for (size_t i = 0; i < count; i++)
+            printf("%s\n", list[i]);
         return;
+    }
     size_t count = *(const size_t *)((const char *)msg + items->quantifier_offset);
     const ProtobufCMessage *const *list =
         *(const ProtobufCMessage *const *const *)((const char *)msg + items->offset);
@@ -934,6 +1091,13 @@ static int run_service_command(const options_t *opts, const command_t *cmd, char
         json_decref(request_json);
         return usage_error("--as: '%s' is not a key name", opts->as);
     }
+    /* The endpoint is the command's service's unless --endpoint says, so
+     * that the messages below name the one asked. */
+    options_t call_opts = *opts;
+    if (!call_opts.endpoint)
+        call_opts.endpoint =
+            config_str(services[cmd->service].env, services[cmd->service].fallback);
+    opts = &call_opts;
     char server_public[1024], client_cert[1024], err[512] = "";
     keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
     keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
@@ -1077,7 +1241,7 @@ int main(int argc, char **argv)
         /* The document store's commands are transfers, not one request
          * each: docs.c runs them. */
         docs_options_t docs_opts = {
-            .endpoint = opts.endpoint_given ? opts.endpoint : NULL,
+            .endpoint = opts.endpoint,
             .keys_dir = opts.keys_dir,
             .as = opts.as,
             .timeout_ms = opts.timeout_ms,
