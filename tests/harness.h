@@ -420,4 +420,19 @@ int harness_sink_start(harness_proc_t *sink, const char *dir, const char *tag, c
 /* Writes the mode file of a sink started by harness_sink_start. */
 void harness_sink_mode(const char *dir, const char *tag, const char *mode);
 
+/* --- notifications: restarts and fault checks ----------------------------- */
+
+/* Starts the notifications service again after a stop, on the port its
+ * requests were served on before, with harness_notify_start's test settings
+ * and extra_env (pass the same as at the start: a fixed
+ * PASSERELLE_FEED_ENDPOINT keeps the feed where its subscribers look). A
+ * port still held by the dead process is tried again for a while. 0 or -1. */
+int harness_notify_restart(const harness_stack_t *stack, harness_service_t *service,
+                           char *const extra_env[]);
+
+/* True if a service's log holds a sanitizer's report (ASan, UBSan, LSan):
+ * a run under PASSERELLE_SANITIZE=ON must leave none. The report's first
+ * line goes to stderr. */
+bool harness_log_has_sanitizer_report(const char *log_path);
+
 #endif

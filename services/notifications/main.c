@@ -60,11 +60,10 @@ static bool seed_one(notify_t *notify, const char *line, int line_no)
     snprintf(buf, sizeof buf, "%s", line);
     char *fields[5] = {0};
     int n = 0;
-    char *save = NULL;
-    for (char *p = buf; n < 5; p = NULL) {
-        char *tok = strtok_r(p, ",", &save);
-        if (!tok)
-            break;
+    /* strsep, not strtok: an empty field ("CT1,name,mail,,") stays a field. */
+    char *rest = buf;
+    while (rest && n < 5) {
+        char *tok = strsep(&rest, ",");
         while (*tok == ' ')
             tok++;
         size_t len = strlen(tok);
@@ -72,7 +71,7 @@ static bool seed_one(notify_t *notify, const char *line, int line_no)
             tok[--len] = '\0';
         fields[n++] = tok;
     }
-    if (n < 3 || !refdata_is_territory(fields[0])) {
+    if (n < 3 || !refdata_is_territory(fields[0]) || !*fields[2]) {
         log_error("correspondents: a line is not territory,name,email[,webhook_url,secret]",
                   "{s:i}", "line", line_no);
         return false;
