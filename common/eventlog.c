@@ -232,85 +232,212 @@ static const redisReply *entry_field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* Handles one stream entry [id, fields]. Returns 0 (done, skipped, left
- * pending by the handler, or dead-lettered) or -1 when Redis went away. */
-static int handle_entry(consumer_t *self, const redisReply *entry, entry_source_t source,
-                        consumer_fn *fn, void *arg)
-{
-    if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
-        entry->element[0]->type != REDIS_REPLY_STRING)
-        return 0;
-    const char *id = entry->element[0]->str;
-    const redisReply *fields = entry->element[1];
-
-    /* Deleted from the stream while pending: nothing left to process. */
-    if (fields->type != REDIS_REPLY_ARRAY)
-        return ack(self, id);
-
-    if (source != SOURCE_NEW) {
-        long long deliveries = delivery_count(self, id);
-        if (deliveries < 0)
-            return -1;
-        if (deliveries > self->max_deliveries)
-            return dead_letter(self, id, fields, "too many deliveries", deliveries);
-    }
-
-    const redisReply *packed = entry_field(fields, "event");
-    Passerelle__Event *event =
-        packed ? passerelle__event__unpack(NULL, packed->len, (const uint8_t *)packed->str) : NULL;
-    if (!event || !event->id || !*event->id) {
-        log_warn("stream entry is not an event", "{s:s, s:s, s:i}", "stream", self->stream,
-                 "position", id, "length", packed ? (int)packed->len : -1);
-        if (event)
-            passerelle__event__free_unpacked(event, NULL);
-        return dead_letter(self, id, fields, "not an event", 1);
-    }
-
+/* One entry of a batch on its way to the handler. */
+typedef struct {
+    const char *id;
+    Passerelle__Event *event; /* owned */
     char done_key[512];
-    consumer_done_key(self, event->id, done_key, sizeof done_key);
-    redisReply *exists = NULL;
-    store_result_t result = store_command(self->store, &exists, "EXISTS %s", done_key);
-    bool already_done =
-        result == STORE_OK && exists->type == REDIS_REPLY_INTEGER && exists->integer == 1;
-    if (exists)
-        freeReplyObject(exists);
-    if (result == STORE_LOST) {
-        passerelle__event__free_unpacked(event, NULL);
-        return -1;
-    }
-    if (already_done) {
-        passerelle__event__free_unpacked(event, NULL);
-        return ack(self, id);
-    }
+} pending_t;
 
-    int handled = fn(arg, id, event, done_key);
-    passerelle__event__free_unpacked(event, NULL);
-    if (handled != 0)
-        return 0; /* left pending: XAUTOCLAIM brings it back after claim_idle_ms */
-
-    result = store_command(self->store, NULL, "SET %s 1 EX %d", done_key, self->done_ttl_s);
-    if (result == STORE_LOST)
-        return -1;
-    return ack(self, id);
+/* Sets the done markers of the handled entries and acknowledges them, in
+ * one pipeline: a SET per entry (unless the handler sets its own) and one
+ * XACK for all. Returns 0, or -1 when Redis went away. */
+static int finish_handled(consumer_t *self, const pending_t *items, const int *results,
+                          size_t count, bool set_done)
+{
+    size_t handled = 0;
+    for (size_t i = 0; i < count; i++)
+        handled += results[i] == 0;
+    if (handled == 0)
+        return 0;
+    size_t n_cmds = (set_done ? handled : 0) + 1;
+    store_cmd_t *cmds = calloc(n_cmds, sizeof *cmds);
+    const char **argv = calloc(5 * handled + 3 + handled, sizeof *argv);
+    redisReply **replies = calloc(n_cmds, sizeof *replies);
+    store_result_t *results_cmd = calloc(n_cmds, sizeof *results_cmd);
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", self->done_ttl_s);
+    int rc = 0;
+    if (!cmds || !argv || !replies || !results_cmd) {
+        rc = -1;
+        goto out;
+    }
+    size_t a = 0, c = 0;
+    for (size_t i = 0; set_done && i < count; i++) {
+        if (results[i] != 0)
+            continue;
+        cmds[c].argc = 5;
+        cmds[c].argv = &argv[a];
+        argv[a++] = "SET";
+        argv[a++] = items[i].done_key;
+        argv[a++] = "1";
+        argv[a++] = "EX";
+        argv[a++] = ttl;
+        c++;
+    }
+    cmds[c].argv = &argv[a];
+    argv[a++] = "XACK";
+    argv[a++] = self->stream;
+    argv[a++] = self->group;
+    int xack_argc = 3;
+    for (size_t i = 0; i < count; i++)
+        if (results[i] == 0) {
+            argv[a++] = items[i].id;
+            xack_argc++;
+        }
+    cmds[c].argc = xack_argc;
+    c++;
+    store_command_many(self->store, cmds, c, replies, results_cmd);
+    for (size_t i = 0; i < c; i++) {
+        if (results_cmd[i] == STORE_LOST)
+            rc = -1;
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    }
+out:
+    free(cmds);
+    free(argv);
+    free(replies);
+    free(results_cmd);
+    return rc;
 }
 
-/* Handles every entry of an array of [id, fields]; *count is increased by
- * the number read, *last gets the last id. 0 or -1 as handle_entry. */
+/* Handles an array of entries [id, fields] as one batch: the entries that
+ * are not events, or were delivered too often, go to the dead letters; the
+ * done markers of the others are read in one pipeline; those not done go to
+ * the handler together; what it handled is marked done and acknowledged in
+ * one more pipeline. So a batch costs a few round trips, not a few per
+ * entry. *count is increased by the number read, *last gets the last id.
+ * Returns 0, or -1 when Redis went away. */
 static int handle_entries(consumer_t *self, const redisReply *entries, entry_source_t source,
-                          consumer_fn *fn, void *arg, int *count, char *last)
+                          consumer_batch_fn *fn, void *arg, bool set_done, int *count, char *last)
 {
-    if (!entries || entries->type != REDIS_REPLY_ARRAY)
+    if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
         return 0;
-    for (size_t i = 0; i < entries->elements; i++) {
-        const redisReply *entry = entries->element[i];
-        if (handle_entry(self, entry, source, fn, arg) != 0)
-            return -1;
-        (*count)++;
-        if (last && entry->type == REDIS_REPLY_ARRAY && entry->elements >= 1 &&
-            entry->element[0]->type == REDIS_REPLY_STRING)
-            snprintf(last, STREAM_ID_LEN, "%s", entry->element[0]->str);
+    size_t n = entries->elements;
+    pending_t *items = calloc(n, sizeof *items);
+    int *results = calloc(n, sizeof *results);
+    int rc = 0;
+    size_t m = 0;
+    if (!items || !results) {
+        rc = -1;
+        goto out;
     }
-    return 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const redisReply *entry = entries->element[i];
+        (*count)++;
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
+            entry->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        const char *id = entry->element[0]->str;
+        if (last)
+            snprintf(last, STREAM_ID_LEN, "%s", id);
+        const redisReply *fields = entry->element[1];
+        /* Deleted from the stream while pending: nothing left to process. */
+        if (fields->type != REDIS_REPLY_ARRAY) {
+            rc = ack(self, id);
+            continue;
+        }
+        if (source != SOURCE_NEW) {
+            long long deliveries = delivery_count(self, id);
+            if (deliveries < 0) {
+                rc = -1;
+                break;
+            }
+            if (deliveries > self->max_deliveries) {
+                rc = dead_letter(self, id, fields, "too many deliveries", deliveries);
+                continue;
+            }
+        }
+        const redisReply *packed = entry_field(fields, "event");
+        Passerelle__Event *event =
+            packed ? passerelle__event__unpack(NULL, packed->len, (const uint8_t *)packed->str)
+                   : NULL;
+        if (!event || !event->id || !*event->id) {
+            log_warn("stream entry is not an event", "{s:s, s:s, s:i}", "stream", self->stream,
+                     "position", id, "length", packed ? (int)packed->len : -1);
+            if (event)
+                passerelle__event__free_unpacked(event, NULL);
+            rc = dead_letter(self, id, fields, "not an event", 1);
+            continue;
+        }
+        items[m].id = id;
+        items[m].event = event;
+        consumer_done_key(self, event->id, items[m].done_key, sizeof items[m].done_key);
+        m++;
+    }
+    if (rc != 0 || m == 0)
+        goto out;
+
+    /* The done markers, read together: an entry processed before a crash
+     * is only acknowledged. */
+    store_cmd_t *cmds = calloc(m, sizeof *cmds);
+    const char **argv = calloc(2 * m, sizeof *argv);
+    redisReply **replies = calloc(m, sizeof *replies);
+    store_result_t *got = calloc(m, sizeof *got);
+    if (cmds && argv && replies && got) {
+        for (size_t i = 0; i < m; i++) {
+            argv[2 * i] = "EXISTS";
+            argv[2 * i + 1] = items[i].done_key;
+            cmds[i].argc = 2;
+            cmds[i].argv = &argv[2 * i];
+        }
+        store_command_many(self->store, cmds, m, replies, got);
+    } else {
+        rc = -1;
+    }
+    pending_t *todo = calloc(m, sizeof *todo);
+    int *todo_results = calloc(m, sizeof *todo_results);
+    pending_t *done = calloc(m, sizeof *done);
+    int *done_results = calloc(m, sizeof *done_results);
+    size_t n_todo = 0, n_done = 0;
+    for (size_t i = 0; rc == 0 && i < m; i++) {
+        if (got[i] == STORE_LOST || !todo || !done || !todo_results || !done_results) {
+            rc = -1;
+            break;
+        }
+        if (got[i] == STORE_OK && replies[i]->type == REDIS_REPLY_INTEGER &&
+            replies[i]->integer == 1)
+            done[n_done++] = items[i];
+        else
+            todo[n_todo++] = items[i];
+    }
+    for (size_t i = 0; replies && i < m; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    free(cmds);
+    free(argv);
+    free(replies);
+    free(got);
+
+    if (rc == 0 && n_todo > 0) {
+        consumer_entry_t *batch = calloc(n_todo, sizeof *batch);
+        if (!batch) {
+            rc = -1;
+        } else {
+            for (size_t i = 0; i < n_todo; i++)
+                batch[i] = (consumer_entry_t){todo[i].id, todo[i].event, todo[i].done_key};
+            /* Anything the handler does not report as done stays pending. */
+            for (size_t i = 0; i < n_todo; i++)
+                todo_results[i] = -1;
+            fn(arg, batch, n_todo, todo_results);
+            free(batch);
+        }
+    }
+    if (rc == 0)
+        rc = finish_handled(self, todo, todo_results, n_todo, set_done);
+    if (rc == 0)
+        rc = finish_handled(self, done, done_results, n_done, false);
+    free(todo);
+    free(todo_results);
+    free(done);
+    free(done_results);
+out:
+    for (size_t i = 0; items && i < m; i++)
+        passerelle__event__free_unpacked(items[i].event, NULL);
+    free(items);
+    free(results);
+    return rc;
 }
 
 /* ======================== reading ====================================== */
@@ -319,7 +446,7 @@ static int handle_entries(consumer_t *self, const redisReply *entries, entry_sou
  * Returns the number of entries read, or -1 when Redis is unavailable or
  * refused. */
 static int read_group(consumer_t *self, const char *start, int block_ms, entry_source_t source,
-                      consumer_fn *fn, void *arg, char *last)
+                      consumer_batch_fn *fn, void *arg, bool set_done, char *last)
 {
     char count_text[16], block_text[16];
     snprintf(count_text, sizeof count_text, "%d", self->batch);
@@ -353,14 +480,14 @@ static int read_group(consumer_t *self, const char *start, int block_ms, entry_s
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1) {
         const redisReply *stream = reply->element[0];
         if (stream->type == REDIS_REPLY_ARRAY && stream->elements == 2)
-            rc = handle_entries(self, stream->element[1], source, fn, arg, &count, last);
+            rc = handle_entries(self, stream->element[1], source, fn, arg, set_done, &count, last);
     }
     freeReplyObject(reply);
     return rc == 0 ? count : -1;
 }
 
 /* One XAUTOCLAIM step from claim_cursor. Returns entries read or -1. */
-static int claim_abandoned(consumer_t *self, consumer_fn *fn, void *arg)
+static int claim_abandoned(consumer_t *self, consumer_batch_fn *fn, void *arg, bool set_done)
 {
     char idle_text[16], count_text[16];
     snprintf(idle_text, sizeof idle_text, "%d", self->claim_idle_ms);
@@ -382,20 +509,22 @@ static int claim_abandoned(consumer_t *self, consumer_fn *fn, void *arg)
         const redisReply *cursor = reply->element[0];
         if (cursor->type == REDIS_REPLY_STRING)
             snprintf(self->claim_cursor, sizeof self->claim_cursor, "%s", cursor->str);
-        rc = handle_entries(self, reply->element[1], SOURCE_CLAIMED, fn, arg, &count, NULL);
+        rc = handle_entries(self, reply->element[1], SOURCE_CLAIMED, fn, arg, set_done, &count,
+                            NULL);
     }
     freeReplyObject(reply);
     return rc == 0 ? count : -1;
 }
 
-int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg)
+static int poll_batches(consumer_t *self, int block_ms, consumer_batch_fn *fn, void *arg,
+                        bool set_done)
 {
     if (ensure_group(self) != 0)
         return -1;
 
     if (!self->own_pending_seen) {
         char last[STREAM_ID_LEN] = "";
-        int read = read_group(self, self->own_cursor, 0, SOURCE_OWN, fn, arg, last);
+        int read = read_group(self, self->own_cursor, 0, SOURCE_OWN, fn, arg, set_done, last);
         if (read < 0)
             return -1;
         if (read > 0) {
@@ -407,11 +536,35 @@ int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg)
         self->own_pending_seen = true;
     }
 
-    int claimed = claim_abandoned(self, fn, arg);
+    int claimed = claim_abandoned(self, fn, arg, set_done);
     if (claimed != 0)
         return claimed;
 
-    return read_group(self, ">", block_ms, SOURCE_NEW, fn, arg, NULL);
+    return read_group(self, ">", block_ms, SOURCE_NEW, fn, arg, set_done, NULL);
+}
+
+int consumer_poll_batch(consumer_t *self, int block_ms, consumer_batch_fn *fn, void *arg)
+{
+    return poll_batches(self, block_ms, fn, arg, false);
+}
+
+/* consumer_poll's handler, called once per entry of a batch. */
+typedef struct {
+    consumer_fn *fn;
+    void *arg;
+} one_by_one_t;
+
+static void one_by_one(void *arg, const consumer_entry_t *entries, size_t count, int *results)
+{
+    one_by_one_t *one = arg;
+    for (size_t i = 0; i < count; i++)
+        results[i] = one->fn(one->arg, entries[i].position, entries[i].event, entries[i].done_key);
+}
+
+int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg)
+{
+    one_by_one_t one = {fn, arg};
+    return poll_batches(self, block_ms, one_by_one, &one, true);
 }
 
 /* ======================== listing ====================================== */

@@ -53,6 +53,24 @@ void consumer_destroy(consumer_t **self_p);
  * again). An entry that does not decode as an Event is dead-lettered. */
 int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg);
 
+/* One entry of a batch (consumer_poll_batch). */
+typedef struct {
+    const char *position;
+    const Passerelle__Event *event;
+    const char *done_key;
+} consumer_entry_t;
+
+/* A batch handler: results[i] = 0 when the effect of entries[i] is durable
+ * AND its done marker is set by the handler itself (in the same atomic
+ * write), anything else to leave it pending. Each results[i] starts at -1. */
+typedef void(consumer_batch_fn)(void *arg, const consumer_entry_t *entries, size_t count,
+                                int *results);
+
+/* consumer_poll for a handler that takes the entries read together (up to
+ * cfg->batch) at once, so that it can write their effects in one pipeline:
+ * the consumer then only acknowledges them (one XACK for all). */
+int consumer_poll_batch(consumer_t *self, int block_ms, consumer_batch_fn *fn, void *arg);
+
 /* The done-marker key of an event id for this group (written into out). */
 void consumer_done_key(const consumer_t *self, const char *event_id, char *out, size_t out_size);
 

@@ -26,14 +26,21 @@ extern const char notify_outcome_lua[];
 #define CLAIM_SCAN_FACTOR 4
 /* The longest wait between two looks at the due set. */
 #define IDLE_WAIT_MS 1000
-/* A lease outlives the transfer's timeout by this much. */
+/* The worker takes up to this many times what it may have in flight, so
+ * that a transfer that ends is followed at once by the next, without a
+ * Redis round trip in between. What waits has waited at most one
+ * transfer's time before it starts, hence the lease: two transfers'
+ * time and a margin. */
+#define CLAIM_AHEAD     2
 #define LEASE_MARGIN_MS 5000
 /* The most that Retry-After may put off an attempt. */
 #define RETRY_AFTER_MAX_S (24 * 3600)
 
 typedef struct flight_t flight_t;
 struct flight_t {
-    flight_t *prev, *next; /* every flight in the air, to free at the end */
+    flight_t *prev, *next; /* every flight held, to free at the end */
+    flight_t *ready_next;  /* in the ready list: taken, not started yet */
+    bool ready;
     char member[NOTIFY_KEY_MAX];
     char sub_id[ID_LEN];
     Passerelle__Delivery *delivery; /* unpacked, owned */
@@ -60,6 +67,8 @@ struct deliver_t {
     int outcome_script;
     subcache_t *subs;
     flight_t *flights;
+    flight_t *ready_head, *ready_tail; /* taken, waiting for room, oldest first */
+    size_t ready_count;
     finished_t *finished;
     size_t finished_count, finished_size;
 };
@@ -192,55 +201,78 @@ static const char *delivery_subject(const Passerelle__Delivery *d)
     return d->event && d->event->id ? d->event->id : "";
 }
 
-/* Runs outcome.lua. keys: due, queue, delivery, dead, attempts, health,
- * latency x2 (built here from the delivery). */
+/* The arguments of one call of outcome.lua (keys: due, queue, delivery,
+ * dead letters, attempts, health, latency x2, built from the delivery),
+ * in buffers of their own so that many calls can wait in one pipeline. */
+typedef struct {
+    char queue[NOTIFY_KEY_MAX], dlv[NOTIFY_KEY_MAX], dead[NOTIFY_KEY_MAX], attempts[NOTIFY_KEY_MAX],
+        health[NOTIFY_KEY_MAX], lat1[NOTIFY_KEY_MAX], lat2[NOTIFY_KEY_MAX], member[NOTIFY_KEY_MAX];
+    char now[24], next[24], kept[16], bucket[16], latency[24];
+    uint8_t *packed; /* the delivery, owned */
+    const char *argv[18];
+    size_t lens[18];
+} outcome_args_t;
+
+#define OUTCOME_KEYS 8
+
+/* Fills a; false if out of memory. attempt (packed, may be NULL) is
+ * borrowed and must outlive the call. */
+static bool outcome_args(outcome_args_t *a, const char *op, const Passerelle__Delivery *d,
+                         int64_t now_ms, int64_t next_ms, uint32_t attempts_kept,
+                         const uint8_t *attempt, size_t attempt_len, int64_t latency_ms)
+{
+    const char *sub = d->subscription_id;
+    const char *subject = delivery_subject(d);
+    const char *type = d->event && d->event->type ? d->event->type : "";
+    notify_key_queue(sub, subject, a->queue);
+    notify_key_delivery(d->id, sub, a->dlv);
+    notify_key_dead(sub, a->dead);
+    notify_key_attempts(sub, a->attempts);
+    notify_key_health(sub, a->health);
+    notify_key_latency(type, d->territory, a->lat1);
+    notify_key_latency(type, NULL, a->lat2);
+    snprintf(a->member, sizeof a->member, "%s %s", sub, subject);
+
+    size_t packed_len = passerelle__delivery__get_packed_size(d);
+    a->packed = malloc(packed_len ? packed_len : 1);
+    if (!a->packed)
+        return false;
+    passerelle__delivery__pack(d, a->packed);
+    snprintf(a->now, sizeof a->now, "%lld", (long long)now_ms);
+    snprintf(a->next, sizeof a->next, "%lld", (long long)next_ms);
+    snprintf(a->kept, sizeof a->kept, "%u", attempts_kept);
+    a->bucket[0] = '\0';
+    if (latency_ms >= 0)
+        snprintf(a->bucket, sizeof a->bucket, "b%d", latency_bucket((double)latency_ms));
+    snprintf(a->latency, sizeof a->latency, "%lld", (long long)latency_ms);
+    const char *argv[18] = {DUE_KEY,     a->queue,
+                            a->dlv,      a->dead,
+                            a->attempts, a->health,
+                            a->lat1,     a->lat2,
+                            op,          a->member,
+                            d->id,       a->now,
+                            a->next,     (const char *)a->packed,
+                            a->kept,     attempt ? (const char *)attempt : "",
+                            a->bucket,   a->latency};
+    for (size_t i = 0; i < 18; i++) {
+        a->argv[i] = argv[i];
+        /* 13 and 15 are packed messages, not strings */
+        a->lens[i] = i == 13 ? packed_len : i == 15 ? (attempt ? attempt_len : 0) : strlen(argv[i]);
+    }
+    return true;
+}
+
+/* One call of outcome.lua, on its own. */
 static store_result_t outcome_run(store_t *store, int script, const char *op,
                                   const Passerelle__Delivery *d, int64_t now_ms, int64_t next_ms,
                                   uint32_t attempts_kept, const uint8_t *attempt,
                                   size_t attempt_len, int64_t latency_ms, redisReply **reply_p)
 {
-    const char *sub = d->subscription_id;
-    const char *subject = delivery_subject(d);
-    const char *type = d->event && d->event->type ? d->event->type : "";
-    char queue[NOTIFY_KEY_MAX], dlv[NOTIFY_KEY_MAX], dead[NOTIFY_KEY_MAX], attempts[NOTIFY_KEY_MAX],
-        health[NOTIFY_KEY_MAX], lat1[NOTIFY_KEY_MAX], lat2[NOTIFY_KEY_MAX], member[NOTIFY_KEY_MAX];
-    notify_key_queue(sub, subject, queue);
-    notify_key_delivery(d->id, sub, dlv);
-    notify_key_dead(sub, dead);
-    notify_key_attempts(sub, attempts);
-    notify_key_health(sub, health);
-    notify_key_latency(type, d->territory, lat1);
-    notify_key_latency(type, NULL, lat2);
-    snprintf(member, sizeof member, "%s %s", sub, subject);
-
-    size_t packed_len = passerelle__delivery__get_packed_size(d);
-    uint8_t *packed = malloc(packed_len ? packed_len : 1);
-    if (!packed)
+    outcome_args_t a;
+    if (!outcome_args(&a, op, d, now_ms, next_ms, attempts_kept, attempt, attempt_len, latency_ms))
         return STORE_REFUSED;
-    passerelle__delivery__pack(d, packed);
-    char now[24], next[24], kept[16], bucket[16] = "", latency[24];
-    snprintf(now, sizeof now, "%lld", (long long)now_ms);
-    snprintf(next, sizeof next, "%lld", (long long)next_ms);
-    snprintf(kept, sizeof kept, "%u", attempts_kept);
-    if (latency_ms >= 0)
-        snprintf(bucket, sizeof bucket, "b%d", latency_bucket((double)latency_ms));
-    snprintf(latency, sizeof latency, "%lld", (long long)latency_ms);
-    const char *argv[] = {DUE_KEY,  queue,
-                          dlv,      dead,
-                          attempts, health,
-                          lat1,     lat2,
-                          op,       member,
-                          d->id,    now,
-                          next,     (const char *)packed,
-                          kept,     attempt ? (const char *)attempt : "",
-                          bucket,   latency};
-    size_t lens[sizeof argv / sizeof argv[0]];
-    for (size_t i = 0; i < sizeof argv / sizeof argv[0]; i++)
-        /* 13 and 15 are packed messages, not strings */
-        lens[i] = i == 13 ? packed_len : i == 15 ? (attempt ? attempt_len : 0) : strlen(argv[i]);
-    store_result_t res = store_script_run(store, script, reply_p, 8,
-                                          (int)(sizeof argv / sizeof argv[0]), argv, lens);
-    free(packed);
+    store_result_t res = store_script_run(store, script, reply_p, OUTCOME_KEYS, 18, a.argv, a.lens);
+    free(a.packed);
     return res;
 }
 
@@ -311,10 +343,30 @@ static flight_t *flight_new(deliver_t *self)
     return flight;
 }
 
+static void ready_remove(deliver_t *self, flight_t *flight)
+{
+    flight_t **link = &self->ready_head;
+    flight_t *before = NULL;
+    while (*link && *link != flight) {
+        before = *link;
+        link = &(*link)->ready_next;
+    }
+    if (!*link)
+        return;
+    *link = flight->ready_next;
+    if (self->ready_tail == flight)
+        self->ready_tail = before;
+    flight->ready = false;
+    flight->ready_next = NULL;
+    self->ready_count--;
+}
+
 static void flight_free(deliver_t *self, flight_t *flight)
 {
     if (!flight)
         return;
+    if (flight->ready)
+        ready_remove(self, flight);
     if (flight->prev)
         flight->prev->next = flight->next;
     else
@@ -493,39 +545,59 @@ static void subscription_disable(deliver_t *self, const char *sub_id, const char
     protobuf_c_message_free_unpacked(&sub->base, NULL);
 }
 
-/* What one finished (or unstartable) attempt means, recorded. result may
- * be NULL with why set: the attempt could not even start. */
-static void record_outcome(deliver_t *self, flight_t *flight, const outbox_result_t *result,
-                           const char *why)
+/* What one finished (or unstartable) attempt means, ready to record. */
+typedef struct {
+    flight_t *flight;
+    Passerelle__Delivery updated; /* a copy: the unpacked one's strings are its own */
+    const char *op;
+    bool ok, gone;
+    long status;
+    uint32_t duration_ms;
+    char error[256];
+    char next_at[TIME_RFC3339_LEN], dead_at[TIME_RFC3339_LEN];
+    uint8_t *attempt; /* packed DeliveryAttempt */
+    size_t attempt_len;
+    outcome_args_t args;
+} outcome_t;
+
+/* Decides what the attempt means and packs what outcome.lua records.
+ * result may be NULL with why set: the attempt could not even start.
+ * False (nothing to free) if out of memory: the lease brings it back. */
+static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
+                            const outbox_result_t *result, const char *why)
 {
-    /* A copy to change: the unpacked delivery's strings are its own. */
-    Passerelle__Delivery updated = *flight->delivery;
-    Passerelle__Delivery *d = &updated;
-    const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
-    bool email = sub && sub->channel == PASSERELLE__CHANNEL__CHANNEL_EMAIL;
+    memset(o, 0, sizeof *o);
+    o->flight = flight;
+    o->updated = *flight->delivery;
+    Passerelle__Delivery *d = &o->updated;
     long status = result ? result->status : 0;
-    bool ok = result && !result->error[0] &&
-              (email ? (status >= 200 && status < 300) : (status >= 200 && status < 300));
-    bool gone = result && !email && status == 410;
+    o->status = status;
+    o->duration_ms = result ? result->duration_ms : 0;
+    snprintf(o->error, sizeof o->error, "%s",
+             result && result->error[0] ? result->error
+             : why                      ? why
+                                        : "");
+    o->ok = result && !result->error[0] && status >= 200 && status < 300;
+    const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
+    o->gone =
+        result && sub && sub->channel == PASSERELLE__CHANNEL__CHANNEL_WEBHOOK && status == 410;
     int64_t now = time_now_ms();
     uint32_t attempt_no = d->attempts + 1;
     d->has_attempts = true;
     d->attempts = attempt_no;
 
-    const char *op;
     int64_t next_ms = 0;
-    char next_at[TIME_RFC3339_LEN] = "", dead_at[TIME_RFC3339_LEN] = "";
-    if (ok) {
-        op = "delivered";
+    if (o->ok) {
+        o->op = "delivered";
         d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_DELIVERED;
-    } else if (attempt_no > NOTIFY_RETRY_COUNT && !gone) {
-        op = "dead";
+    } else if (attempt_no > NOTIFY_RETRY_COUNT && !o->gone) {
+        o->op = "dead";
         d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_DEAD;
-        time_rfc3339(now, dead_at);
-        d->dead_at = dead_at;
+        time_rfc3339(now, o->dead_at);
+        d->dead_at = o->dead_at;
         d->next_attempt_at = NULL;
     } else {
-        op = "retry";
+        o->op = "retry";
         uint32_t step = attempt_no <= NOTIFY_RETRY_COUNT ? attempt_no - 1 : NOTIFY_RETRY_COUNT - 1;
         int64_t delay = jittered_ms(self->cfg.clock_scale, notify_retry_schedule_s[step]);
         if (result && result->retry_after_s >= 0 && (status == 429 || status == 503)) {
@@ -534,8 +606,8 @@ static void record_outcome(deliver_t *self, flight_t *flight, const outbox_resul
             delay = notify_scaled_ms(self->cfg.clock_scale, after * 1000);
         }
         next_ms = now + delay;
-        time_rfc3339(next_ms, next_at);
-        d->next_attempt_at = next_at;
+        time_rfc3339(next_ms, o->next_at);
+        d->next_attempt_at = o->next_at;
         d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_PENDING;
     }
 
@@ -549,29 +621,39 @@ static void record_outcome(deliver_t *self, flight_t *flight, const outbox_resul
     at.has_http_status = true;
     at.http_status = (int32_t)status;
     at.has_duration_ms = true;
-    at.duration_ms = result ? result->duration_ms : 0;
+    at.duration_ms = o->duration_ms;
     at.response = result && result->response[0] ? (char *)result->response : NULL;
-    at.error = result && result->error[0] ? (char *)result->error : (char *)why;
-    at.outcome = gone ? "disabled" : (char *)op;
-    at.next_attempt_at = next_at[0] ? next_at : NULL;
-    size_t at_len = passerelle__delivery_attempt__get_packed_size(&at);
-    uint8_t *at_packed = malloc(at_len ? at_len : 1);
-    if (!at_packed)
-        return;
-    passerelle__delivery_attempt__pack(&at, at_packed);
+    at.error = o->error[0] ? o->error : NULL;
+    at.outcome = o->gone ? "disabled" : (char *)o->op;
+    at.next_attempt_at = o->next_at[0] ? o->next_at : NULL;
+    o->attempt_len = passerelle__delivery_attempt__get_packed_size(&at);
+    o->attempt = malloc(o->attempt_len ? o->attempt_len : 1);
+    if (!o->attempt)
+        return false;
+    passerelle__delivery_attempt__pack(&at, o->attempt);
 
     int64_t latency = -1, committed = 0;
-    if (ok && d->event && time_parse_rfc3339(d->event->time, &committed))
+    if (o->ok && d->event && time_parse_rfc3339(d->event->time, &committed))
         latency = now - committed < 0 ? 0 : now - committed;
-    redisReply *r = NULL;
-    store_result_t res = outcome_run(self->store, self->outcome_script, op, d, now, next_ms,
-                                     self->cfg.attempts_kept, at_packed, at_len, latency, &r);
-    free(at_packed);
+    if (!outcome_args(&o->args, o->op, d, now, next_ms, self->cfg.attempts_kept, o->attempt,
+                      o->attempt_len, latency)) {
+        free(o->attempt);
+        return false;
+    }
+    return true;
+}
+
+/* After the outcome is recorded (or not): the log line, and disabling an
+ * endpoint that is gone or has failed too long. */
+static void outcome_finish(deliver_t *self, outcome_t *o, store_result_t res, redisReply *r)
+{
+    const Passerelle__Delivery *d = &o->updated;
+    const char *sub_id = o->flight->sub_id;
     log_info("delivery attempt", "{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:s}", "delivery", d->id,
-             "subscription", flight->sub_id, "type", at.event_type ? at.event_type : "", "attempt",
-             (int)attempt_no, "status", (int)status, "duration_ms", (int)at.duration_ms, "outcome",
-             at.outcome, "error", at.error ? at.error : "");
-    if (res != STORE_OK) {
+             "subscription", sub_id, "type", d->event && d->event->type ? d->event->type : "",
+             "attempt", (int)d->attempts, "status", (int)o->status, "duration_ms",
+             (int)o->duration_ms, "outcome", o->gone ? "disabled" : o->op, "error", o->error);
+    if (res != STORE_OK || !r) {
         /* The lease brings it back: sent again, same webhook-id. */
         log_warn("outcome not recorded: the store failed", "{s:s, s:s}", "delivery", d->id, "error",
                  store_last_error(self->store));
@@ -580,129 +662,251 @@ static void record_outcome(deliver_t *self, flight_t *flight, const outbox_resul
     int64_t failing_since = 0;
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2)
         failing_since = r->element[1]->integer;
-    freeReplyObject(r);
-
-    if (gone) {
-        subscription_disable(self, flight->sub_id, "the endpoint answered 410 Gone");
-    } else if (!ok && failing_since > 0 && sub) {
+    const Passerelle__Subscription *sub = subcache_find(self->subs, sub_id);
+    if (o->gone) {
+        subscription_disable(self, sub_id, "the endpoint answered 410 Gone");
+    } else if (!o->ok && failing_since > 0 && sub) {
         /* Failing since the later of its first failure and its last
          * change (a resume starts the count again). */
         int64_t changed = 0;
         if (time_parse_rfc3339(sub->updated_at, &changed) && changed > failing_since)
             failing_since = changed;
         int64_t limit = notify_scaled_ms(self->cfg.clock_scale, self->cfg.disable_after_ms);
+        int64_t now = time_now_ms();
         if (now - failing_since >= limit) {
             char reason[128];
             snprintf(reason, sizeof reason, "the endpoint has failed for %lld s",
                      (long long)((now - failing_since) / 1000));
-            subscription_disable(self, flight->sub_id, reason);
+            subscription_disable(self, sub_id, reason);
         }
     }
+}
+
+static void outcome_free(outcome_t *o)
+{
+    free(o->attempt);
+    free(o->args.packed);
+}
+
+/* Records count outcomes as one pipeline: one pass of Redis's loop and one
+ * fsync for all of them, however many transfers ended together. Frees the
+ * flights. */
+static void outcomes_record(deliver_t *self, outcome_t *outcomes, size_t count)
+{
+    store_call_t *calls = calloc(count ? count : 1, sizeof *calls);
+    redisReply **replies = calloc(count ? count : 1, sizeof *replies);
+    store_result_t *results = calloc(count ? count : 1, sizeof *results);
+    if (calls && replies && results) {
+        for (size_t i = 0; i < count; i++)
+            calls[i] =
+                (store_call_t){OUTCOME_KEYS, 18, outcomes[i].args.argv, outcomes[i].args.lens};
+        store_script_run_many(self->store, self->outcome_script, calls, count, replies, results);
+    } else {
+        for (size_t i = 0; results && i < count; i++)
+            results[i] = STORE_REFUSED;
+    }
+    for (size_t i = 0; i < count; i++) {
+        outcome_finish(self, &outcomes[i], results ? results[i] : STORE_REFUSED,
+                       replies ? replies[i] : NULL);
+        if (replies && replies[i])
+            freeReplyObject(replies[i]);
+        outcome_free(&outcomes[i]);
+        flight_free(self, outcomes[i].flight);
+    }
+    free(calls);
+    free(replies);
+    free(results);
+}
+
+/* One attempt that could not start, recorded on its own. */
+static void record_unstarted(deliver_t *self, flight_t *flight, const char *why)
+{
+    outcome_t o;
+    if (outcome_prepare(self, &o, flight, NULL, why))
+        outcomes_record(self, &o, 1);
+    else
+        flight_free(self, flight);
+}
+
+/* A delivery taken but not sent, and no attempt made (no room, a deleted
+ * subscription): op "release" (due again) or "drop" (gone with its
+ * subscription). Frees the flight. */
+static void release_flight(deliver_t *self, flight_t *flight, const char *op)
+{
+    redisReply *r = NULL;
+    if (outcome_run(self->store, self->outcome_script, op, flight->delivery, time_now_ms(), 0,
+                    self->cfg.attempts_kept, NULL, 0, -1, &r) == STORE_OK)
+        freeReplyObject(r);
+    flight_free(self, flight);
 }
 
 /* ====================================================================== */
 /* The loop                                                               */
 /* ====================================================================== */
 
-/* Takes what is due and starts it. Returns the ms until the next member
- * is due (0: look again soon), at most IDLE_WAIT_MS. */
-static int claim_and_send(deliver_t *self)
+/* How many of a subscription's deliveries wait in the ready list. */
+static unsigned ready_of(const deliver_t *self, const char *sub_id)
 {
-    unsigned total = outbox_total(self->outbox);
-    unsigned room = self->cfg.total_max > total ? self->cfg.total_max - total : 0;
+    unsigned n = 0;
+    for (const flight_t *f = self->ready_head; f; f = f->ready_next)
+        n += strcmp(f->sub_id, sub_id) == 0;
+    return n;
+}
+
+/* Whether a due member (a subject's queue) is held already, in flight or
+ * waiting. Linear: at most CLAIM_AHEAD * total_max are held. */
+static bool held_member(const deliver_t *self, const char *member)
+{
+    for (const flight_t *f = self->flights; f; f = f->next)
+        if (strcmp(f->member, member) == 0)
+            return true;
+    return false;
+}
+
+/* Takes what is due into the ready list. Returns the ms until the next
+ * member is due (0: look again soon), at most IDLE_WAIT_MS. */
+static int claim_due(deliver_t *self)
+{
+    unsigned held = outbox_total(self->outbox) + (unsigned)self->ready_count;
+    unsigned capacity = CLAIM_AHEAD * self->cfg.total_max;
+    unsigned room = capacity > held ? capacity - held : 0;
     if (room == 0)
         return IDLE_WAIT_MS;
-    if (subcache_refresh(self->subs, self->store) != STORE_OK)
-        return IDLE_WAIT_MS;
 
-    /* The subscriptions that are full, so the claim passes them over. */
+    /* The room of each subscription with transfers in flight; the others
+     * have the whole bound. */
     size_t n_subs = subcache_count(self->subs);
-    const char **argv = calloc(6 + n_subs, sizeof *argv);
-    if (!argv)
+    const char **argv = calloc(8 + 2 * n_subs, sizeof *argv);
+    char(*rooms)[12] = calloc(n_subs ? n_subs : 1, sizeof *rooms);
+    if (!argv || !rooms) {
+        free(argv);
+        free(rooms);
         return IDLE_WAIT_MS;
-    char now_s[24], lease_s[24], room_s[16], scan_s[16];
+    }
+    char now_s[24], lease_s[24], room_s[16], scan_s[16], per_s[16];
     int64_t now = time_now_ms();
     snprintf(now_s, sizeof now_s, "%lld", (long long)now);
-    snprintf(lease_s, sizeof lease_s, "%ld", self->cfg.timeout_ms + LEASE_MARGIN_MS);
+    snprintf(lease_s, sizeof lease_s, "%ld", 2 * self->cfg.timeout_ms + LEASE_MARGIN_MS);
     snprintf(room_s, sizeof room_s, "%u", room);
     snprintf(scan_s, sizeof scan_s, "%u", room * CLAIM_SCAN_FACTOR + 16);
+    snprintf(per_s, sizeof per_s, "%u", CLAIM_AHEAD * self->cfg.per_endpoint);
     int argc = 0;
     argv[argc++] = DUE_KEY;
     argv[argc++] = NOTIFY_INACTIVE;
+    argv[argc++] = NOTIFY_META_KEY;
     argv[argc++] = now_s;
     argv[argc++] = lease_s;
     argv[argc++] = room_s;
     argv[argc++] = scan_s;
+    argv[argc++] = per_s;
     for (size_t i = 0; i < n_subs; i++) {
         const Passerelle__Subscription *sub = subcache_at(self->subs, i);
-        if (outbox_in_flight(self->outbox, sub->id) >= self->cfg.per_endpoint)
-            argv[argc++] = sub->id;
+        unsigned held_sub = outbox_in_flight(self->outbox, sub->id) + ready_of(self, sub->id);
+        if (held_sub == 0)
+            continue;
+        unsigned cap = CLAIM_AHEAD * self->cfg.per_endpoint;
+        snprintf(rooms[i], sizeof rooms[i], "%u", held_sub < cap ? cap - held_sub : 0);
+        argv[argc++] = sub->id;
+        argv[argc++] = rooms[i];
     }
     redisReply *r = NULL;
-    store_result_t res = store_script_run(self->store, self->claim_script, &r, 2, argc, argv, NULL);
+    store_result_t res = store_script_run(self->store, self->claim_script, &r, 3, argc, argv, NULL);
     free(argv);
+    free(rooms);
     if (res != STORE_OK) {
         log_warn("cannot take due deliveries: the store failed", "{s:s}", "error",
                  store_last_error(self->store));
         return IDLE_WAIT_MS;
     }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+        freeReplyObject(r);
+        return IDLE_WAIT_MS;
+    }
     int wait = IDLE_WAIT_MS;
+    if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0) {
+        long long until = r->element[0]->integer - time_now_ms();
+        wait = until <= 0 ? 0 : until < IDLE_WAIT_MS ? (int)until : IDLE_WAIT_MS;
+    }
+    /* The claim says whether the subscriptions changed: the cache is
+     * reloaded then, and only then, before anything taken is looked up in
+     * it, so a subscription made a moment ago is known. */
+    if (r->element[1]->type == REDIS_REPLY_INTEGER &&
+        subcache_sync(self->subs, self->store, r->element[1]->integer) != STORE_OK) {
+        /* Unknown subscriptions cannot be told from deleted ones: leave
+         * what was taken to its lease. */
+        freeReplyObject(r);
+        return IDLE_WAIT_MS;
+    }
     size_t taken = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1) {
-        if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0) {
-            long long until = r->element[0]->integer - time_now_ms();
-            wait = until <= 0 ? 0 : until < IDLE_WAIT_MS ? (int)until : IDLE_WAIT_MS;
+    for (size_t i = 2; i + 2 < r->elements; i += 3) {
+        const redisReply *member = r->element[i], *packed = r->element[i + 2];
+        /* Its lease ran out while it was still ours (a very slow
+         * endpoint): it is held already, once is enough. */
+        if (held_member(self, member->str))
+            continue;
+        flight_t *flight = flight_new(self);
+        if (!flight)
+            break;
+        snprintf(flight->member, sizeof flight->member, "%s", member->str);
+        flight->delivery =
+            passerelle__delivery__unpack(NULL, packed->len, (const uint8_t *)packed->str);
+        if (!flight->delivery || !flight->delivery->subscription_id || !flight->delivery->id) {
+            log_error("a delivery does not decode: left to its lease", "{s:s}", "member",
+                      member->str);
+            flight_free(self, flight);
+            continue;
         }
-        for (size_t i = 1; i + 2 < r->elements; i += 3) {
-            const redisReply *member = r->element[i], *packed = r->element[i + 2];
-            flight_t *flight = flight_new(self);
-            if (!flight)
-                break;
-            snprintf(flight->member, sizeof flight->member, "%s", member->str);
-            flight->delivery =
-                passerelle__delivery__unpack(NULL, packed->len, (const uint8_t *)packed->str);
-            if (!flight->delivery || !flight->delivery->subscription_id || !flight->delivery->id) {
-                log_error("a delivery does not decode: left to its lease", "{s:s}", "member",
-                          member->str);
-                flight_free(self, flight);
-                continue;
-            }
-            snprintf(flight->sub_id, sizeof flight->sub_id, "%s",
-                     flight->delivery->subscription_id);
-            flight->started_ms = time_now_ms();
-            time_rfc3339(flight->started_ms, flight->at);
-            taken++;
-
-            const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
-            char why[256] = "";
-            bool sent = false;
-            if (!sub) {
-                /* Deleted: what it had queued goes with it. */
-                redisReply *dr = NULL;
-                if (outcome_run(self->store, self->outcome_script, "drop", flight->delivery,
-                                time_now_ms(), 0, self->cfg.attempts_kept, NULL, 0, -1,
-                                &dr) == STORE_OK)
-                    freeReplyObject(dr);
-                flight_free(self, flight);
-                continue;
-            }
-            if (sub->state != PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE) {
-                /* Paused since the claim looked: left to its lease. */
-                flight_free(self, flight);
-                continue;
-            }
-            if (sub->channel == PASSERELLE__CHANNEL__CHANNEL_EMAIL)
-                sent = send_email(self, sub, flight, why, sizeof why);
-            else
-                sent = send_webhook(self, sub, flight, why, sizeof why);
-            if (!sent) {
-                record_outcome(self, flight, NULL, why);
-                flight_free(self, flight);
-            }
-        }
+        snprintf(flight->sub_id, sizeof flight->sub_id, "%s", flight->delivery->subscription_id);
+        flight->started_ms = time_now_ms();
+        taken++;
+        flight->ready = true;
+        if (self->ready_tail)
+            self->ready_tail->ready_next = flight;
+        else
+            self->ready_head = flight;
+        self->ready_tail = flight;
+        self->ready_count++;
     }
     freeReplyObject(r);
     return taken > 0 ? 0 : wait;
+}
+
+/* Starts what was taken, oldest first, as far as the bounds allow. Returns
+ * how many started. */
+static size_t start_ready(deliver_t *self)
+{
+    size_t started = 0;
+    flight_t *next = NULL;
+    for (flight_t *flight = self->ready_head; flight; flight = next) {
+        next = flight->ready_next;
+        if (outbox_total(self->outbox) >= self->cfg.total_max)
+            break;
+        const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
+        if (!sub) {
+            /* Deleted: what it had queued goes with it. */
+            release_flight(self, flight, "drop");
+            continue;
+        }
+        if (sub->state != PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE) {
+            /* Paused or disabled since it was taken: left to its lease. */
+            flight_free(self, flight);
+            continue;
+        }
+        if (outbox_in_flight(self->outbox, sub->id) >= self->cfg.per_endpoint)
+            continue;
+        ready_remove(self, flight);
+        flight->started_ms = time_now_ms();
+        time_rfc3339(flight->started_ms, flight->at);
+        char why[256] = "";
+        bool sent = sub->channel == PASSERELLE__CHANNEL__CHANNEL_EMAIL
+                        ? send_email(self, sub, flight, why, sizeof why)
+                        : send_webhook(self, sub, flight, why, sizeof why);
+        if (sent)
+            started++;
+        else
+            record_unstarted(self, flight, why);
+    }
+    return started;
 }
 
 static void deliver_actor(zsock_t *pipe, void *arg)
@@ -734,12 +938,30 @@ static void deliver_actor(zsock_t *pipe, void *arg)
         }
         /* Cap the wait so that $TERM is seen within a tenth of a second. */
         outbox_run(self->outbox, wait > 100 ? 100 : wait, on_finished, self);
-        for (size_t i = 0; i < self->finished_count; i++) {
-            record_outcome(self, self->finished[i].flight, &self->finished[i].result, NULL);
-            flight_free(self, self->finished[i].flight);
+        /* Every transfer that ended in this pass, recorded together. */
+        if (self->finished_count > 0) {
+            outcome_t *outcomes = calloc(self->finished_count, sizeof *outcomes);
+            size_t n = 0;
+            for (size_t i = 0; i < self->finished_count; i++) {
+                flight_t *flight = self->finished[i].flight;
+                if (outcomes &&
+                    outcome_prepare(self, &outcomes[n], flight, &self->finished[i].result, NULL))
+                    n++;
+                else
+                    flight_free(self, flight); /* the lease brings it back */
+            }
+            if (n > 0)
+                outcomes_record(self, outcomes, n);
+            free(outcomes);
+            self->finished_count = 0;
         }
-        self->finished_count = 0;
-        wait = claim_and_send(self);
+        start_ready(self);
+        /* Take more while what waits would not keep the slots busy. */
+        wait = IDLE_WAIT_MS;
+        if (self->ready_count < self->cfg.total_max) {
+            wait = claim_due(self);
+            start_ready(self);
+        }
     }
     zpoller_destroy(&poller);
 out:

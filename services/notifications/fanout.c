@@ -43,128 +43,192 @@ typedef struct {
     size_t packed_len;
 } target_t;
 
-/* The consumer's handler: route one event (eventlog.h). 0 when its
- * deliveries and done marker are durable, -1 to see it again later. */
-static int fanout_event(void *arg, const char *position, const Passerelle__Event *event,
-                        const char *done_key)
-{
-    fanout_t *self = arg;
-    if (subcache_refresh(self->subs, self->store) != STORE_OK)
-        return -1;
+/* One event's call of fanout.lua, with the buffers its arguments point
+ * into, so that a batch of them can wait in one pipeline. */
+typedef struct {
+    target_t *targets;
+    size_t n_targets;
+    uint8_t *event_packed;
+    const char **argv;
+    size_t *lens;
+    size_t argc, nkeys;
+    bool feed;
+    char ttl[16], now_ms[24], count[16], counter[24], origin[256];
+    char delivery_id[ID_LEN + 8];
+} routing_t;
 
+static void routing_free(routing_t *r)
+{
+    for (size_t i = 0; i < r->n_targets; i++)
+        free(r->targets[i].packed);
+    free(r->targets);
+    free(r->event_packed);
+    free(r->argv);
+    free(r->lens);
+    memset(r, 0, sizeof *r);
+}
+
+/* Chooses the event's targets from the cached subscriptions and builds its
+ * call. False if out of memory. */
+static bool routing_prepare(fanout_t *self, routing_t *r, const consumer_entry_t *entry)
+{
+    const Passerelle__Event *event = entry->event;
+    memset(r, 0, sizeof *r);
     match_facts_t facts;
     match_facts(event, &facts);
     const char *subject = event->subject && *event->subject ? event->subject : event->id;
-    if (!subject || !event->id) {
-        log_warn("an event without id: not routed", "{s:s, s:s}", "stream", self->stream,
-                 "position", position);
-        return 0;
-    }
 
     size_t n_subs = subcache_count(self->subs);
-    target_t *targets = calloc(n_subs ? n_subs : 1, sizeof *targets);
-    if (!targets)
-        return -1;
-    bool feed = false;
-    size_t n = 0;
-    char now[TIME_RFC3339_LEN], delivery_id[ID_LEN + 8], origin[256];
+    r->targets = calloc(n_subs ? n_subs : 1, sizeof *r->targets);
+    if (!r->targets)
+        return false;
+    char now[TIME_RFC3339_LEN];
     time_now_rfc3339(now);
-    snprintf(delivery_id, sizeof delivery_id, "msg_%s", event->id);
-    snprintf(origin, sizeof origin, "%s %s", self->stream, position);
+    snprintf(r->delivery_id, sizeof r->delivery_id, "msg_%s", event->id);
+    snprintf(r->origin, sizeof r->origin, "%s %s", self->stream, entry->position);
 
-    for (size_t i = 0; i < n_subs && n < FANOUT_TARGETS_MAX; i++) {
+    for (size_t i = 0; i < n_subs && r->n_targets < FANOUT_TARGETS_MAX; i++) {
         const Passerelle__Subscription *sub = subcache_at(self->subs, i);
         if (!match_subscription(sub, &facts))
             continue;
         if (sub->channel == PASSERELLE__CHANNEL__CHANNEL_FEED) {
-            feed = true;
+            r->feed = true;
             continue;
         }
         Passerelle__Delivery dlv = PASSERELLE__DELIVERY__INIT;
-        dlv.id = delivery_id;
+        dlv.id = r->delivery_id;
         dlv.subscription_id = sub->id;
         dlv.event = (Passerelle__Event *)event;
         dlv.stream = self->stream;
-        dlv.position = (char *)position;
+        dlv.position = (char *)entry->position;
         dlv.has_attempts = true;
         dlv.created_at = now;
         dlv.has_state = true;
         dlv.state = PASSERELLE__DELIVERY_STATE__DELIVERY_PENDING;
         dlv.territory = facts.territory;
-        target_t *t = &targets[n];
+        target_t *t = &r->targets[r->n_targets];
         t->packed_len = passerelle__delivery__get_packed_size(&dlv);
         t->packed = malloc(t->packed_len ? t->packed_len : 1);
         if (!t->packed)
-            break;
+            return false;
         passerelle__delivery__pack(&dlv, t->packed);
         snprintf(t->member, sizeof t->member, "%s %s", sub->id, subject);
-        notify_key_delivery(delivery_id, sub->id, t->dlv_key);
+        notify_key_delivery(r->delivery_id, sub->id, t->dlv_key);
         notify_key_queue(sub->id, subject, t->queue_key);
-        n++;
+        r->n_targets++;
     }
 
+    size_t n = r->n_targets;
     size_t event_len = passerelle__event__get_packed_size(event);
-    uint8_t *event_packed = malloc(event_len ? event_len : 1);
-    size_t argc = 3 + 2 * n + 7 + 3 * n;
-    const char **argv = calloc(argc, sizeof *argv);
-    size_t *lens = calloc(argc, sizeof *lens);
-    int rc = -1;
-    if (!event_packed || !argv || !lens)
-        goto out;
-    passerelle__event__pack(event, event_packed);
-
-    char ttl[16], now_ms[24], count[16];
-    snprintf(ttl, sizeof ttl, "%d", 7 * 24 * 3600);
-    snprintf(now_ms, sizeof now_ms, "%lld", (long long)time_now_ms());
-    snprintf(count, sizeof count, "%zu", n);
+    r->event_packed = malloc(event_len ? event_len : 1);
+    r->argv = calloc(4 + 2 * n + 8 + 3 * n, sizeof *r->argv);
+    r->lens = calloc(4 + 2 * n + 8 + 3 * n, sizeof *r->lens);
+    if (!r->event_packed || !r->argv || !r->lens)
+        return false;
+    passerelle__event__pack(event, r->event_packed);
+    snprintf(r->ttl, sizeof r->ttl, "%d", 7 * 24 * 3600);
+    snprintf(r->now_ms, sizeof r->now_ms, "%lld", (long long)time_now_ms());
+    snprintf(r->count, sizeof r->count, "%zu", n);
+    snprintf(r->counter, sizeof r->counter, "%lld", subcache_counter(self->subs));
     size_t k = 0;
-#define ARG(s)     (argv[k] = (s), lens[k] = strlen(s), k++)
-#define ARGB(p, l) (argv[k] = (const char *)(p), lens[k] = (l), k++)
-    ARG(done_key);
+#define ARG(s)     (r->argv[k] = (s), r->lens[k] = strlen(s), k++)
+#define ARGB(p, l) (r->argv[k] = (const char *)(p), r->lens[k] = (l), k++)
+    ARG(entry->done_key);
     ARG("notifications:due");
     ARG(NOTIFY_FEED_STREAM);
+    ARG(NOTIFY_META_KEY);
     for (size_t i = 0; i < n; i++) {
-        ARG(targets[i].dlv_key);
-        ARG(targets[i].queue_key);
+        ARG(r->targets[i].dlv_key);
+        ARG(r->targets[i].queue_key);
     }
-    ARG(ttl);
-    ARG(now_ms);
-    ARG(feed ? "1" : "0");
+    r->nkeys = k;
+    ARG(r->ttl);
+    ARG(r->now_ms);
+    ARG(r->feed ? "1" : "0");
     ARG(facts.type);
-    ARGB(event_packed, event_len);
-    ARG(origin);
-    ARG(count);
+    ARGB(r->event_packed, event_len);
+    ARG(r->origin);
+    ARG(r->count);
+    ARG(r->counter);
     for (size_t i = 0; i < n; i++) {
-        ARG(targets[i].member);
-        ARG(delivery_id);
-        ARGB(targets[i].packed, targets[i].packed_len);
+        ARG(r->targets[i].member);
+        ARG(r->delivery_id);
+        ARGB(r->targets[i].packed, r->targets[i].packed_len);
     }
 #undef ARG
 #undef ARGB
-    redisReply *r = NULL;
-    store_result_t res =
-        store_script_run(self->store, self->script, &r, (int)(3 + 2 * n), (int)k, argv, lens);
-    if (res == STORE_OK) {
-        long long queued = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-        log_debug("event routed", "{s:s, s:s, s:i, s:b}", "event", event->id, "type", facts.type,
-                  "queued", (int)queued, "feed", feed);
-        if (queued > 0 && self->wake)
-            self->wake(self->wake_arg);
-        rc = 0;
-    } else {
-        log_warn("event not routed yet: the store failed", "{s:s, s:s}", "event", event->id,
-                 "error", store_last_error(self->store));
+    r->argc = k;
+    return true;
+}
+
+/* The consumer's batch handler (eventlog.h): routes the events read
+ * together, their scripts in one pipeline (one fsync for all). The targets
+ * are chosen from the cache; a script refuses them if the subscriptions
+ * changed meanwhile, and those events are routed again on a fresh cache.
+ * So the cache costs no round trip per event, and an event committed
+ * after a subscription was made always sees it. */
+static void fanout_batch(void *arg, const consumer_entry_t *entries, size_t count, int *results)
+{
+    fanout_t *self = arg;
+    if (subcache_counter(self->subs) < 0 && subcache_refresh(self->subs, self->store) != STORE_OK)
+        return; /* every entry stays pending */
+    routing_t *routes = calloc(count, sizeof *routes);
+    store_call_t *calls = calloc(count, sizeof *calls);
+    size_t *which = calloc(count, sizeof *which);
+    redisReply **replies = calloc(count, sizeof *replies);
+    store_result_t *got = calloc(count, sizeof *got);
+    if (!routes || !calls || !which || !replies || !got)
+        goto out;
+    bool wake = false;
+    for (int round = 0; round < 5; round++) {
+        size_t n = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (results[i] == 0 || !entries[i].event->id)
+                continue;
+            routing_free(&routes[i]);
+            if (!routing_prepare(self, &routes[i], &entries[i]))
+                continue;
+            calls[n] = (store_call_t){(int)routes[i].nkeys, (int)routes[i].argc, routes[i].argv,
+                                      routes[i].lens};
+            which[n++] = i;
+        }
+        if (n == 0)
+            break;
+        store_script_run_many(self->store, self->script, calls, n, replies, got);
+        bool stale = false;
+        for (size_t j = 0; j < n; j++) {
+            size_t i = which[j];
+            const redisReply *r = replies[j];
+            if (got[j] == STORE_OK && r->type == REDIS_REPLY_INTEGER && r->integer < 0) {
+                stale = true;
+            } else if (got[j] == STORE_OK) {
+                results[i] = 0;
+                if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+                    wake = true;
+                log_debug("event routed", "{s:s, s:s, s:i, s:b}", "event", entries[i].event->id,
+                          "type", entries[i].event->type, "targets", (int)routes[i].n_targets,
+                          "feed", routes[i].feed);
+            } else {
+                log_warn("event not routed yet: the store failed", "{s:s, s:s}", "event",
+                         entries[i].event->id, "error", store_last_error(self->store));
+            }
+            if (replies[j])
+                freeReplyObject(replies[j]);
+            replies[j] = NULL;
+        }
+        if (!stale || subcache_refresh(self->subs, self->store) != STORE_OK)
+            break;
     }
-    if (r)
-        freeReplyObject(r);
+    if (wake && self->wake)
+        self->wake(self->wake_arg);
 out:
-    for (size_t i = 0; i < n; i++)
-        free(targets[i].packed);
-    free(targets);
-    free(event_packed);
-    free(argv);
-    free(lens);
-    return rc;
+    for (size_t i = 0; routes && i < count; i++)
+        routing_free(&routes[i]);
+    free(routes);
+    free(calls);
+    free(which);
+    free(replies);
+    free(got);
 }
 
 static void fanout_actor(zsock_t *pipe, void *arg)
@@ -198,7 +262,7 @@ static void fanout_actor(zsock_t *pipe, void *arg)
             if (term)
                 break;
         }
-        int handled = consumer_poll(consumer, FANOUT_BLOCK_MS, fanout_event, self);
+        int handled = consumer_poll_batch(consumer, FANOUT_BLOCK_MS, fanout_batch, self);
         if (handled < 0) {
             if (!down)
                 log_warn("event stream unreadable: waiting for the store", "{s:s, s:s}", "stream",

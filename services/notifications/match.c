@@ -166,10 +166,15 @@ store_result_t subcache_refresh(subcache_t *self, store_t *store)
     if (r->type == REDIS_REPLY_STRING)
         counter = strtoll(r->str, NULL, 10);
     freeReplyObject(r);
+    return subcache_sync(self, store, counter);
+}
+
+store_result_t subcache_sync(subcache_t *self, store_t *store, long long counter)
+{
     if (counter == self->loaded)
         return STORE_OK;
-
-    res = store_command(store, &r, "ZRANGE %s 0 -1", NOTIFY_SUBS_INDEX);
+    redisReply *r = NULL;
+    store_result_t res = store_command(store, &r, "ZRANGE %s 0 -1", NOTIFY_SUBS_INDEX);
     if (res != STORE_OK)
         return res;
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -234,6 +239,11 @@ done:
     free(cmds);
     freeReplyObject(r);
     return res;
+}
+
+long long subcache_counter(const subcache_t *self)
+{
+    return self->loaded;
 }
 
 size_t subcache_count(const subcache_t *self)

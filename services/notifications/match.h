@@ -60,6 +60,13 @@ void subcache_destroy(subcache_t **self_p);
  * (the cache keeps what it had). */
 store_result_t subcache_refresh(subcache_t *self, store_t *store);
 
+/* Reloads every subscription if counter (the change counter as read by
+ * the caller, e.g. in a script's answer) is not the one of the last load. */
+store_result_t subcache_sync(subcache_t *self, store_t *store, long long counter);
+
+/* The change counter of the last load; -1 before the first. */
+long long subcache_counter(const subcache_t *self);
+
 size_t subcache_count(const subcache_t *self);
 const Passerelle__Subscription *subcache_at(const subcache_t *self, size_t i);
 /* By id; NULL if unknown. */

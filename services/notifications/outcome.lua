@@ -3,7 +3,7 @@
 -- KEYS: 1 due set, 2 the subject's queue, 3 the delivery, 4 dead letters,
 --       5 attempts log, 6 health, 7 latency (type, territory), 8 latency
 --       (type, all)
--- ARGV: 1 op: delivered | retry | dead | drop | replay
+-- ARGV: 1 op: delivered | retry | dead | drop | replay | release
 --       2 due member ("<sub> <subject>"), 3 delivery id, 4 now (ms),
 --       5 next attempt (ms, retry), 6 packed delivery (retry, dead, replay),
 --       7 attempts kept, 8 packed attempt ("" for none),
@@ -26,6 +26,11 @@ end
 
 if redis.call("LINDEX", KEYS[2], 0) ~= id then
   return { 0, 0 }
+end
+if op == "release" then
+  -- Taken but not sent (no room after all): due again, no attempt counted.
+  redis.call("ZADD", KEYS[1], now, member)
+  return { 1, 0 }
 end
 if ARGV[8] ~= "" then
   redis.call("XADD", KEYS[5], "MAXLEN", "~", tonumber(ARGV[7]), "*", "pb", ARGV[8])
