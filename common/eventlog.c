@@ -32,6 +32,7 @@ struct consumer_t {
     int max_deliveries;
     int batch;
     int done_ttl_s;
+    bool ordered;
 
     bool group_ready;
     bool own_pending_seen;
@@ -68,6 +69,7 @@ consumer_t *consumer_new(store_t *store, const consumer_config_t *cfg)
     self->max_deliveries = cfg->max_deliveries > 0 ? cfg->max_deliveries : 10;
     self->batch = cfg->batch > 0 ? cfg->batch : 64;
     self->done_ttl_s = cfg->done_ttl_s > 0 ? cfg->done_ttl_s : 7 * 24 * 3600;
+    self->ordered = cfg->ordered;
     strcpy(self->own_cursor, "0");
     strcpy(self->claim_cursor, "0-0");
     return self;
@@ -521,6 +523,21 @@ static int poll_batches(consumer_t *self, int block_ms, consumer_batch_fn *fn, v
 {
     if (ensure_group(self) != 0)
         return -1;
+
+    if (self->ordered) {
+        /* Every pending entry, whoever holds it, from the oldest, before
+         * any new one: so nothing is processed ahead of an entry read
+         * earlier and not finished (left by a crash, or by a failure of
+         * the handler). */
+        strcpy(self->claim_cursor, "0-0");
+        int saved = self->claim_idle_ms;
+        self->claim_idle_ms = 0;
+        int claimed = claim_abandoned(self, fn, arg, set_done);
+        self->claim_idle_ms = saved;
+        if (claimed != 0)
+            return claimed;
+        return read_group(self, ">", block_ms, SOURCE_NEW, fn, arg, set_done, NULL);
+    }
 
     if (!self->own_pending_seen) {
         char last[STREAM_ID_LEN] = "";

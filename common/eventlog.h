@@ -30,6 +30,13 @@ typedef struct {
     int max_deliveries;   /* default 10 */
     int batch;            /* entries per read, default 64 */
     int done_ttl_s;       /* lifetime of done markers, default 7 days */
+    /* Strict stream order: before any new entry, every pending entry of
+     * the group (whoever holds it, however recently) is taken and handled,
+     * oldest first. For the one reader of a group that must never handle
+     * an event ahead of an earlier one (the notifications fan-out, which
+     * holds a lease so that it is the only one). claim_idle_ms is then not
+     * used. */
+    bool ordered;
 } consumer_config_t;
 
 typedef struct consumer_t consumer_t;

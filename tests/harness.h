@@ -426,7 +426,11 @@ void harness_sink_mode(const char *dir, const char *tag, const char *mode);
  * requests were served on before, with harness_notify_start's test settings
  * and extra_env (pass the same as at the start: a fixed
  * PASSERELLE_FEED_ENDPOINT keeps the feed where its subscribers look). A
- * port still held by the dead process is tried again for a while. 0 or -1. */
+ * port still held by the dead process is tried again for a while. 0 or -1.
+ * A test that restarts should start the service on harness_free_port()
+ * ports (PASSERELLE_NOTIFICATIONS_ENDPOINT in extra_env): CZMQ gives "*"
+ * the first free port from 49152 up, which a test running beside it takes
+ * as soon as the service is down. */
 int harness_notify_restart(const harness_stack_t *stack, harness_service_t *service,
                            char *const extra_env[]);
 

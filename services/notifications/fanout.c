@@ -17,6 +17,9 @@ extern const char notify_fanout_lua[];
 /* Short, so that $TERM is seen promptly; far below the store's command
  * timeout, which an XREADGROUP BLOCK must not reach. */
 #define FANOUT_BLOCK_MS 200
+/* How long a reader's routing lease lasts: a replica takes over a stream
+ * this long after its reader died. */
+#define FANOUT_LEASE_MS 5000
 /* Most targets one event can have: every subscription could match. */
 #define FANOUT_TARGETS_MAX 4096
 
@@ -25,13 +28,14 @@ struct fanout_t {
     store_config_t store_cfg;
     char stream[128];
     char consumer[128];
-    int claim_idle_ms;
     void (*wake)(void *arg);
     void *wake_arg;
     bool started; /* set by the actor before it signals */
     /* owned by the actor thread */
     store_t *store;
     int script;
+    int lease_script;
+    int64_t lease_until_ms; /* while the routing lease is ours */
     subcache_t *subs;
 };
 
@@ -231,20 +235,61 @@ out:
     free(got);
 }
 
+/* The lease that makes one reader per stream route, among every replica:
+ * taken if free, kept if ours. Returns 1 (ours), 0 (another's), -1 (no
+ * store). */
+static const char lease_lua[] = "local v = redis.call('GET', KEYS[1])\n"
+                                "if v == ARGV[1] then\n"
+                                "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                "  return 1\n"
+                                "elseif not v then\n"
+                                "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+                                "  return 1\n"
+                                "end\n"
+                                "return 0\n";
+
+static int lease_hold(fanout_t *self)
+{
+    int64_t now = time_now_ms();
+    /* Renewed at a third of its life: a write (and an fsync) a few times
+     * per lease, not one per poll. */
+    if (self->lease_until_ms - now > 2 * FANOUT_LEASE_MS / 3)
+        return 1;
+    char key[NOTIFY_KEY_MAX], ms[16];
+    snprintf(key, sizeof key, "notifications:fanout:%s", self->stream);
+    snprintf(ms, sizeof ms, "%d", FANOUT_LEASE_MS);
+    const char *argv[] = {key, self->consumer, ms};
+    redisReply *r = NULL;
+    store_result_t res = store_script_run(self->store, self->lease_script, &r, 1, 3, argv, NULL);
+    if (res != STORE_OK)
+        return -1;
+    int ours = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    if (ours && self->lease_until_ms < now)
+        log_info("routing the stream", "{s:s, s:s}", "stream", self->stream, "consumer",
+                 self->consumer);
+    self->lease_until_ms = ours ? now + FANOUT_LEASE_MS : 0;
+    return ours;
+}
+
 static void fanout_actor(zsock_t *pipe, void *arg)
 {
     fanout_t *self = arg;
     self->store = store_new(&self->store_cfg);
     self->subs = subcache_new();
     self->script = self->store ? store_script_add(self->store, notify_fanout_lua) : -1;
+    self->lease_script = self->store ? store_script_add(self->store, lease_lua) : -1;
+    /* Strict order: an event is never routed ahead of an earlier one of
+     * the stream, even one left pending by a crash (this process's or a
+     * replica's whose lease ran out). */
     consumer_config_t ccfg = {
         .stream = self->stream,
         .group = NOTIFY_GROUP,
         .consumer = self->consumer,
-        .claim_idle_ms = self->claim_idle_ms,
+        .ordered = true,
     };
     consumer_t *consumer = self->store ? consumer_new(self->store, &ccfg) : NULL;
-    self->started = consumer && self->subs && self->script >= 0;
+    self->started = consumer && self->subs && self->script >= 0 && self->lease_script >= 0;
     zsock_signal(pipe, 0);
     if (!self->started)
         goto out;
@@ -262,7 +307,21 @@ static void fanout_actor(zsock_t *pipe, void *arg)
             if (term)
                 break;
         }
-        int handled = consumer_poll_batch(consumer, FANOUT_BLOCK_MS, fanout_batch, self);
+        int lease = lease_hold(self);
+        if (lease == 0) {
+            /* Another replica routes this stream: stand by, ready to take
+             * over when its lease runs out. */
+            if (zpoller_wait(poller, FANOUT_LEASE_MS / 4) == pipe) {
+                char *command = zstr_recv(pipe);
+                bool term = !command || streq(command, "$TERM");
+                zstr_free(&command);
+                if (term)
+                    break;
+            }
+            continue;
+        }
+        int handled =
+            lease < 0 ? -1 : consumer_poll_batch(consumer, FANOUT_BLOCK_MS, fanout_batch, self);
         if (handled < 0) {
             if (!down)
                 log_warn("event stream unreadable: waiting for the store", "{s:s, s:s}", "stream",
@@ -282,6 +341,17 @@ static void fanout_actor(zsock_t *pipe, void *arg)
         }
     }
     zpoller_destroy(&poller);
+    if (self->lease_until_ms > time_now_ms()) {
+        /* Stopping cleanly: the lease is handed back at once (it lasts a
+         * millisecond more), so a replica or the next start takes over
+         * without waiting for it to run out. */
+        char key[NOTIFY_KEY_MAX];
+        snprintf(key, sizeof key, "notifications:fanout:%s", self->stream);
+        const char *argv[] = {key, self->consumer, "1"};
+        redisReply *r = NULL;
+        if (store_script_run(self->store, self->lease_script, &r, 1, 3, argv, NULL) == STORE_OK)
+            freeReplyObject(r);
+    }
 out:
     consumer_destroy(&consumer);
     subcache_destroy(&self->subs);
@@ -298,7 +368,6 @@ fanout_t *fanout_new(const fanout_config_t *cfg)
     self->store_cfg = *cfg->store;
     snprintf(self->stream, sizeof self->stream, "%s", cfg->stream);
     snprintf(self->consumer, sizeof self->consumer, "%s", cfg->consumer);
-    self->claim_idle_ms = cfg->claim_idle_ms;
     self->wake = cfg->wake;
     self->wake_arg = cfg->wake_arg;
     self->actor = zactor_new(fanout_actor, self);

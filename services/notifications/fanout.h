@@ -10,7 +10,15 @@
  * marker makes the repeat a no-op. Deliveries are keyed by event and
  * subscription, so even a repeat without the marker would not queue twice.
  * Paused and disabled subscriptions still get their deliveries queued:
- * nothing is lost while an endpoint is away; a deleted one gets nothing. */
+ * nothing is lost while an endpoint is away; a deleted one gets nothing.
+ *
+ * Order. The queues keep the order in which events were routed, so events
+ * must be routed in stream order: one reader per stream routes, among all
+ * replicas (a lease in Redis, FANOUT_LEASE_MS, renewed as it reads; the
+ * others stand by), and it reads in strict order (eventlog.h, `ordered`):
+ * every event left pending - by its own failure, or by a reader that died
+ * - is routed before any new one. A reader that dies is replaced when its
+ * lease runs out; one that stops cleanly hands its lease back. */
 #ifndef NOTIFY_FANOUT_H
 #define NOTIFY_FANOUT_H
 
@@ -22,7 +30,6 @@ typedef struct {
     const store_config_t *store; /* copied; the reader opens its own connection */
     const char *stream;          /* "reservations:events" */
     const char *consumer;        /* this process's consumer name */
-    int claim_idle_ms;           /* a dead replica's pending events are taken after this */
     void (*wake)(void *arg);     /* called after deliveries were queued */
     void *wake_arg;
 } fanout_config_t;
