@@ -1446,3 +1446,17 @@ bool harness_log_has_sanitizer_report(const char *log_path)
     free(text);
     return found;
 }
+
+Passerelle__AttemptList *harness_notify_attempts(client_t *client, const char *sub_id)
+{
+    Passerelle__AttemptListRequest req = PASSERELLE__ATTEMPT_LIST_REQUEST__INIT;
+    req.subscription_id = (char *)sub_id;
+    req.has_limit = true;
+    req.limit = 1000;
+    Passerelle__Reply *reply = harness_call(client, "attempt.list", &req.base, 0, NULL);
+    Passerelle__AttemptList *list =
+        passerelle__attempt_list__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(list);
+    return list;
+}

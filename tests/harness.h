@@ -439,4 +439,8 @@ int harness_notify_restart(const harness_stack_t *stack, harness_service_t *serv
  * line goes to stderr. */
 bool harness_log_has_sanitizer_report(const char *log_path);
 
+/* The attempts log of a subscription, latest first, up to 1000, expecting
+ * OK (caller frees with passerelle__attempt_list__free_unpacked). */
+Passerelle__AttemptList *harness_notify_attempts(client_t *client, const char *sub_id);
+
 #endif

@@ -219,21 +219,6 @@ static void seeded_id(fixture_t *f, const char *ref, char *id)
     passerelle__subscription_list__free_unpacked(list, NULL);
 }
 
-/* The attempts log of a subscription, latest first (caller frees). */
-static Passerelle__AttemptList *attempts(client_t *client, const char *sub_id)
-{
-    Passerelle__AttemptListRequest req = PASSERELLE__ATTEMPT_LIST_REQUEST__INIT;
-    req.subscription_id = (char *)sub_id;
-    req.has_limit = true;
-    req.limit = 1000;
-    Passerelle__Reply *reply = harness_call(client, "attempt.list", &req.base, 0, NULL);
-    Passerelle__AttemptList *list =
-        passerelle__attempt_list__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(list);
-    return list;
-}
-
 /* ====================================================================== */
 /* Events and the digest's projection                                     */
 /* ====================================================================== */
@@ -645,7 +630,7 @@ static void test_webhook_and_digest_of_a_territory(void **state)
     /* CT2's correspondent was not written to, nor tried. */
     char ct2_mail[ID_LEN];
     seeded_id(f, CT2_EMAIL_REF, ct2_mail);
-    Passerelle__AttemptList *tried = attempts(f->al, ct2_mail);
+    Passerelle__AttemptList *tried = harness_notify_attempts(f->al, ct2_mail);
     assert_int_equal(tried->n_attempts, 0);
     passerelle__attempt_list__free_unpacked(tried, NULL);
 
@@ -691,7 +676,7 @@ static void test_refused_mail_is_retried(void **state)
     seeded_id(f, CT1_EMAIL_REF, ct1_mail);
     Passerelle__AttemptList *log = NULL;
     for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
-        log = attempts(f->al, ct1_mail);
+        log = harness_notify_attempts(f->al, ct1_mail);
         if (log->n_attempts >= 2 && strcmp(log->attempts[0]->outcome, "delivered") == 0)
             break;
         passerelle__attempt_list__free_unpacked(log, NULL);

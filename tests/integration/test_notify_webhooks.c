@@ -502,21 +502,6 @@ static void test_pause_resume_and_rotation(void **state)
     json_decref(got);
 }
 
-/* The attempts of a subscription, latest first (caller frees). */
-static Passerelle__AttemptList *attempts_of(client_t *c, const char *sub_id)
-{
-    Passerelle__AttemptListRequest req = PASSERELLE__ATTEMPT_LIST_REQUEST__INIT;
-    req.subscription_id = (char *)sub_id;
-    req.has_limit = true;
-    req.limit = 1000;
-    Passerelle__Reply *reply = harness_call(c, "attempt.list", &req.base, 0, NULL);
-    Passerelle__AttemptList *list =
-        passerelle__attempt_list__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(list);
-    return list;
-}
-
 static void test_timeout_then_delivered(void **state)
 {
     fixture_t *f = *state;
@@ -528,7 +513,7 @@ static void test_timeout_then_delivered(void **state)
 
     bool timed_out = false;
     for (int waited = 0; waited < WAIT_MS && !timed_out; waited += 100) {
-        Passerelle__AttemptList *list = attempts_of(f->al, id);
+        Passerelle__AttemptList *list = harness_notify_attempts(f->al, id);
         for (size_t i = 0; i < list->n_attempts; i++)
             if (list->attempts[i]->http_status == 0 && list->attempts[i]->error &&
                 strcmp(list->attempts[i]->outcome, "retry") == 0 &&
@@ -542,7 +527,7 @@ static void test_timeout_then_delivered(void **state)
     sink_mode(f, 0, "ok");
     bool delivered = false;
     for (int waited = 0; waited < WAIT_MS && !delivered; waited += 100) {
-        Passerelle__AttemptList *list = attempts_of(f->al, id);
+        Passerelle__AttemptList *list = harness_notify_attempts(f->al, id);
         delivered = list->n_attempts > 0 && list->attempts[0]->http_status == 200 &&
                     strcmp(list->attempts[0]->outcome, "delivered") == 0;
         passerelle__attempt_list__free_unpacked(list, NULL);
