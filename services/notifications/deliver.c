@@ -888,8 +888,10 @@ static size_t start_ready(deliver_t *self)
             continue;
         }
         if (sub->state != PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE) {
-            /* Paused or disabled since it was taken: left to its lease. */
-            flight_free(self, flight);
+            /* Paused or disabled since it was taken: due again at once, so
+             * that it goes as soon as the subscription is resumed (the
+             * claim passes over it until then). */
+            release_flight(self, flight, "release");
             continue;
         }
         if (outbox_in_flight(self->outbox, sub->id) >= self->cfg.per_endpoint)
