@@ -1,6 +1,6 @@
 /* Fuzz target: whatever bytes a peer sends go through the same path as a
  * request frame — the envelope codec, the body decoded as every request
- * type of the reservations service and the document store, the
+ * type of the reservations service, the document store and notifications, the
  * protobuf-JSON mapping both ways (the CLI's and the future webhooks'
  * path), and the pure validators a handler calls before it touches Redis
  * or the disk. Nothing here may crash, leak, or read out of bounds.
@@ -9,12 +9,17 @@
  * `build-fuzz/tests/fuzz_request -max_total_time=60 tests/fuzz/corpus`),
  * and as a plain program that replays the corpus files given on its command
  * line, which ctest runs on every build. */
+#include "cloudevent.h"
+#include "digest.h"
 #include "doc_rules.h"
 #include "docstore.pb-c.h"
 #include "domain.h"
 #include "envelope.h"
+#include "match.h"
+#include "notifications.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
+#include "url_policy.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -61,11 +66,49 @@ static void validate_document(const ProtobufCMessage *msg)
     }
 }
 
+/* What the notifications service does with what it is sent or reads: a
+ * subscription's URL and patterns, an event as CloudEvents JSON and as
+ * routing facts, a digest as an e-mail. */
+static void validate_notification(const ProtobufCMessage *msg)
+{
+    static url_policy_t *policy;
+    if (!policy) {
+        char err[128];
+        policy = url_policy_new("127.0.0.1,*.example.org,10.1.0.0/16", err, sizeof err);
+    }
+    if (msg->descriptor == &passerelle__subscription_create_request__descriptor) {
+        const Passerelle__SubscriptionCreateRequest *req =
+            (const Passerelle__SubscriptionCreateRequest *)msg;
+        char why[256];
+        if (req->url && policy)
+            url_policy_check_url(policy, req->url, why, sizeof why);
+        for (size_t i = 0; i < req->n_event_types; i++)
+            if (match_pattern_valid(req->event_types[i]))
+                match_type(req->event_types[i], "convention.envisaged");
+    } else if (msg->descriptor == &passerelle__event__descriptor) {
+        const Passerelle__Event *event = (const Passerelle__Event *)msg;
+        size_t len = 0;
+        free(cloudevent_json(event, &len));
+        match_facts_t facts;
+        match_facts(event, &facts);
+        Passerelle__Subscription sub = PASSERELLE__SUBSCRIPTION__INIT;
+        sub.owner_party = "PARTNER";
+        sub.has_channel = true;
+        sub.channel = PASSERELLE__CHANNEL__CHANNEL_WEBHOOK;
+        match_subscription(&sub, &facts);
+    } else if (msg->descriptor == &passerelle__digest__descriptor) {
+        size_t len = 0;
+        free(digest_render_email((const Passerelle__Digest *)msg, "a@example.org",
+                                 "b@example.org", "msg_E1", &len));
+    }
+}
+
 static void validate(const ProtobufCMessage *msg)
 {
     domain_error_t err;
     date_t today = {2026, 11, 29};
     validate_document(msg);
+    validate_notification(msg);
     if (msg->descriptor == &passerelle__unit_register_request__descriptor) {
         Passerelle__Unit unit = PASSERELLE__UNIT__INIT;
         unit_validate((const Passerelle__UnitRegisterRequest *)msg, &unit, &err);
@@ -99,6 +142,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         &passerelle__document_list_request__descriptor,
         &passerelle__document_withdraw_request__descriptor,
         &passerelle__document__descriptor,
+        &passerelle__subscription_create_request__descriptor,
+        &passerelle__subscription_list_request__descriptor,
+        &passerelle__subscription_step_request__descriptor,
+        &passerelle__dead_letter_replay_request__descriptor,
+        &passerelle__attempt_list_request__descriptor,
+        &passerelle__latency_request__descriptor,
+        &passerelle__digest_send_request__descriptor,
+        &passerelle__subscription__descriptor,
+        &passerelle__delivery__descriptor,
+        &passerelle__digest__descriptor,
     };
     status_t status;
     char field[64], message[256];
