@@ -13,9 +13,11 @@
  *      deliver everything once it is back.
  *   4. The order of one unit's events when a reader died holding one of
  *      them, made deterministic.
+ *   5. Two replicas, the first SIGKILLed halfway: the second takes over
+ *      the routing and the deliveries.
  *
  * Per unit, the first successful deliveries come in the stream's order
- * whatever crashed (deliver.h, fanout.h): 1, 3 and 4 check it.
+ * whatever crashed (deliver.h, fanout.h): 1, 3, 4 and 5 check it.
  *
  * Nothing here asserts a duration. The deadlines are generous because a
  * delivery in flight at a crash comes back only when its lease ends
@@ -42,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -789,12 +792,80 @@ static void test_order_when_a_reader_died_holding_an_event(void **state)
     conventions_free(&c);
 }
 
+/* ====================================================================== */
+/* 5. Two replicas, one of them killed                                    */
+/* ====================================================================== */
+
+#define REPLICA_UNITS 10
+
+/* Two notifications services on one Redis: one routes each stream (its
+ * lease), both take deliveries (claims). The first is SIGKILLed halfway;
+ * the second routes and delivers everything, one webhook-id per event, in
+ * order per unit, and stops cleanly. */
+static void test_two_replicas_one_killed(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(
+        harness_sink_start(&f->sink, f->stack.dir, "flaky", NULL, "flaky", f->sink_out), 0);
+    harness_notify_webhook(f->al, f->sink.url, "convention.*", "", NULL, NULL);
+
+    /* The second replica: the first's settings, on ports of its own, its
+     * log in a folder of its own. */
+    char *env[16];
+    size_t n = 0;
+    env[n++] = "PASSERELLE_NOTIFY_ALLOWLIST=127.0.0.1";
+    env[n++] = "PASSERELLE_FEED_ENDPOINT=tcp://127.0.0.1:*";
+    env[n++] = "PASSERELLE_NOTIFY_TIMEOUT_MS=2000";
+    for (size_t i = 2; f->notify_env[i] && n < 15; i++)
+        env[n++] = f->notify_env[i];
+    env[n] = NULL;
+    char dir[600];
+    snprintf(dir, sizeof dir, "%s/second", f->stack.dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    harness_service_t second;
+    assert_int_equal(harness_service_start(&second, "notifications", dir, env), 0);
+
+    static const char *const steps[3] = {"convention.envisage", "convention.sign",
+                                         "convention.in_force"};
+    char units[REPLICA_UNITS][ID_LEN];
+    for (int u = 0; u < REPLICA_UNITS; u++) {
+        char ref[REF_MAX];
+        snprintf(ref, sizeof ref, "ANAH-RPL-%02d", u);
+        unit_register(f->stack.client, ref, communes[u % COMMUNE_MAX], units[u]);
+    }
+    for (int s = 0; s < 3; s++) {
+        for (int u = 0; u < REPLICA_UNITS; u++) {
+            if (s == 0)
+                convention_envisage(f->stack.client, units[u]);
+            else
+                convention_step(f->stack.client, steps[s], units[u]);
+        }
+        if (s == 1) {
+            /* Halfway: whatever the first held (the routing lease, claims
+             * in flight) is left to run out. */
+            harness_service_stop(&f->notify, SIGKILL);
+        }
+    }
+    harness_sink_mode(f->stack.dir, "flaky", "ok");
+
+    conventions_t c;
+    conventions_read(f, &c);
+    assert_int_equal(c.count, 3 * REPLICA_UNITS);
+    json_t *lines = wait_all_delivered(f, &c);
+    check_deliveries(lines, &c);
+    json_decref(lines);
+    conventions_free(&c);
+    assert_true(harness_service_stop_clean(&second));
+    assert_false(harness_log_has_sanitizer_report(second.log_path));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sigkill_during_deliveries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_feed_across_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redis_killed_during_deliveries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_replicas_one_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_order_when_a_reader_died_holding_an_event, setup,
                                         teardown),
     };
