@@ -857,7 +857,6 @@ static int claim_due(deliver_t *self)
             continue;
         }
         snprintf(flight->sub_id, sizeof flight->sub_id, "%s", flight->delivery->subscription_id);
-        flight->started_ms = time_now_ms();
         taken++;
         flight->ready = true;
         if (self->ready_tail)

@@ -227,8 +227,6 @@ int main(void)
     notify_t notify = {
         .store = store,
         .policy = policy,
-        .clock_scale = clock_scale,
-        .disable_after_ms = disable_after_s * 1000,
         .outcome_script = deliver_scripts_add(store),
     };
 

@@ -60,8 +60,6 @@ typedef struct url_policy_t url_policy_t;
 typedef struct {
     store_t *store;             /* the server thread's connection */
     const url_policy_t *policy; /* the outgoing URL allowlist */
-    double clock_scale;         /* >1 speeds up every retry and disable delay */
-    int64_t disable_after_ms;   /* failing this long (scaled) disables an endpoint */
     int outcome_script;         /* deliver_scripts_add() on store */
 } notify_t;
 

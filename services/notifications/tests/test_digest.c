@@ -955,7 +955,7 @@ static Passerelle__DigestSendReply *send_digest(fixture_t *f, const char *territ
                                                 const char *key, const char *fingerprint,
                                                 int status, const char *field)
 {
-    notify_t notify = {.store = f->store, .clock_scale = 1};
+    notify_t notify = {.store = f->store};
     Passerelle__DigestSendRequest req = PASSERELLE__DIGEST_SEND_REQUEST__INIT;
     req.territory = (char *)territory;
     request_t r;
