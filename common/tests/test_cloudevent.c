@@ -180,7 +180,8 @@ static void test_convention_with_unit(void **state)
     assert_string_equal(string_at(json, "subject"), "units/" UNIT_ID);
     assert_string_equal(string_at(json, "time"), "2026-11-29T10:00:00.123Z");
     assert_string_equal(string_at(json, "datacontenttype"), "application/json");
-    assert_string_equal(string_at(json, "dataschema"), "urn:passerelle:proto:passerelle.Convention");
+    assert_string_equal(string_at(json, "dataschema"),
+                        "urn:passerelle:proto:passerelle.Convention");
     assert_null(json_object_get(json, "data_base64"));
     assert_int_equal(json_object_size(json), 9);
 

@@ -98,8 +98,8 @@ static void validate_notification(const ProtobufCMessage *msg)
         match_subscription(&sub, &facts);
     } else if (msg->descriptor == &passerelle__digest__descriptor) {
         size_t len = 0;
-        free(digest_render_email((const Passerelle__Digest *)msg, "a@example.org",
-                                 "b@example.org", "msg_E1", &len));
+        free(digest_render_email((const Passerelle__Digest *)msg, "a@example.org", "b@example.org",
+                                 "msg_E1", &len));
     }
 }
 
