@@ -305,6 +305,16 @@ static bool stream_position_valid(const char *s)
     return digits > 0 && digits <= 20 && s[i] == '\0';
 }
 
+void reply_store_failure(reply_t *reply, store_t *store, store_result_t result)
+{
+    if (result == STORE_LOST)
+        reply_error(reply, ST_UNAVAILABLE, NULL, "the store is unavailable (%s); retry",
+                    store_last_error(store));
+    else
+        reply_error(reply, ST_INTERNAL, NULL, "the store refused a command (%s)",
+                    store_last_error(store));
+}
+
 void reply_stream_entries(reply_t *reply, store_t *store, const char *stream, const char *after,
                           bool has_limit, uint32_t limit)
 {
@@ -329,11 +339,8 @@ void reply_stream_entries(reply_t *reply, store_t *store, const char *stream, co
     store_result_t rc = eventlog_list(store, stream, after, limit, &list);
     if (rc == STORE_OK)
         reply_set_body(reply, &list.base);
-    else if (rc == STORE_LOST)
-        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
-                    store_last_error(store));
     else
-        reply_error(reply, ST_INTERNAL, NULL, "store refused to read the stream %s", stream);
+        reply_store_failure(reply, store, rc);
     eventlog_list_free(&list);
 }
 

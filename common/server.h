@@ -117,6 +117,10 @@ typedef struct {
 void reply_error(reply_t *reply, status_t status, const char *field, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* A failed store call as the reply: UNAVAILABLE (lost: retry) or INTERNAL
+ * (Redis refused the command), with the store's last error. */
+void reply_store_failure(reply_t *reply, store_t *store, store_result_t result);
+
 /* Packs msg as the reply body (status stays OK). */
 void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);
 

@@ -870,15 +870,6 @@ void digest_destroy(digest_t **self_p)
 
 /* ======================== the request ================================== */
 
-static void reply_store_failed(reply_t *reply, store_result_t result, store_t *store)
-{
-    if (result == STORE_LOST)
-        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
-                    store_last_error(store));
-    else
-        reply_error(reply, ST_INTERNAL, NULL, "store refused a digest read");
-}
-
 /* One territory: a normal write, committed by the server with the others
  * of its batch; a retry with the same key gets the first reply. */
 static void send_one(notify_t *notify, const call_t *call, const char *territory, reply_t *reply)
@@ -887,7 +878,7 @@ static void send_one(notify_t *notify, const call_t *call, const char *territory
     store_result_t read =
         digest_read(notify->store, DIGEST_DEFAULT_STREAM, territory, time_now_ms(), &parts);
     if (read != STORE_OK) {
-        reply_store_failed(reply, read, notify->store);
+        reply_store_failure(reply, notify->store, read);
         digest_parts_free(&parts);
         return;
     }
@@ -928,7 +919,7 @@ static bool send_each(notify_t *notify, const call_t *call, const char *territor
         store_result_t read =
             digest_read(notify->store, DIGEST_DEFAULT_STREAM, territory, time_now_ms(), &parts);
         if (read != STORE_OK) {
-            reply_store_failed(reply, read, notify->store);
+            reply_store_failure(reply, notify->store, read);
             digest_parts_free(&parts);
             return false;
         }
@@ -964,8 +955,7 @@ static bool send_each(notify_t *notify, const call_t *call, const char *territor
             }
             continue;
         case TXN_LOST:
-            reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable (%s), retry",
-                        store_last_error(notify->store));
+            reply_store_failure(reply, notify->store, STORE_LOST);
             return false;
         case TXN_KEY_REUSED:
             reply_error(reply, ST_INVALID_ARGUMENT, "idempotency_key",
@@ -996,7 +986,7 @@ static void send_all(notify_t *notify, const call_t *call, reply_t *reply)
         store_result_t read = store_record_get(notify->store, key, &version, &data, &len);
         free(data);
         if (read != STORE_OK) {
-            reply_store_failed(reply, read, notify->store);
+            reply_store_failure(reply, notify->store, read);
             return;
         }
     }
@@ -1021,8 +1011,8 @@ static void send_all(notify_t *notify, const call_t *call, reply_t *reply)
             return;
         }
         if (found != TXN_NEW) {
-            reply_store_failed(reply, found == TXN_LOST ? STORE_LOST : STORE_REFUSED,
-                               notify->store);
+            reply_store_failure(reply, notify->store,
+                                found == TXN_LOST ? STORE_LOST : STORE_REFUSED);
             return;
         }
     }

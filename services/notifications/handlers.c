@@ -84,16 +84,6 @@ int64_t notify_scaled_ms(double clock_scale, int64_t delay_ms)
 /* Helpers                                                                */
 /* ====================================================================== */
 
-static void reply_store_error(reply_t *reply, store_t *store, store_result_t result)
-{
-    if (result == STORE_LOST)
-        reply_error(reply, ST_UNAVAILABLE, NULL, "the store is unavailable (%s); retry",
-                    store_last_error(store));
-    else
-        reply_error(reply, ST_INTERNAL, NULL, "the store refused a command (%s)",
-                    store_last_error(store));
-}
-
 static void subject_of(const char *sub_id, char out[NOTIFY_KEY_MAX])
 {
     snprintf(out, NOTIFY_KEY_MAX, "subscriptions/%s", sub_id);
@@ -139,7 +129,7 @@ static bool sub_get(notify_t *self, const call_t *call, const char *id, const ch
     size_t len = 0;
     store_result_t res = store_record_get(self->store, key, version, &data, &len);
     if (res != STORE_OK) {
-        reply_store_error(reply, self->store, res);
+        reply_store_failure(reply, self->store, res);
         return false;
     }
     if (*version == 0) {
@@ -308,7 +298,7 @@ static bool answer_existing_ref(notify_t *self, const call_t *call, const char *
     size_t len = 0;
     store_result_t res = store_record_get(self->store, ref_key, &version, &data, &len);
     if (res != STORE_OK) {
-        reply_store_error(reply, self->store, res);
+        reply_store_failure(reply, self->store, res);
         return true;
     }
     if (version == 0)
@@ -488,7 +478,7 @@ void handle_subscription_list(void *ctx, const call_t *call, const ProtobufCMess
     listing_result_t res = listing_page(self->store, &listing, req->page_token, page_size, &page);
     if (res != LISTING_OK) {
         if (res == LISTING_LOST || res == LISTING_REFUSED)
-            reply_store_error(reply, self->store, (store_result_t)res);
+            reply_store_failure(reply, self->store, (store_result_t)res);
         else
             reply_error(reply, ST_INTERNAL, NULL, "listing failed");
         return;
@@ -703,7 +693,7 @@ void handle_attempt_list(void *ctx, const call_t *call, const ProtobufCMessage *
     redisReply *r = NULL;
     store_result_t res = store_command(self->store, &r, "XREVRANGE %s + - COUNT %u", key, limit);
     if (res != STORE_OK) {
-        reply_store_error(reply, self->store, res);
+        reply_store_failure(reply, self->store, res);
         return;
     }
     Passerelle__AttemptList list = PASSERELLE__ATTEMPT_LIST__INIT;
@@ -753,7 +743,7 @@ void handle_deadletter_list(void *ctx, const call_t *call, const ProtobufCMessag
     store_result_t res =
         deliver_dead_list(self->store, req->subscription_id, 0, limit, &items, &count);
     if (res != STORE_OK) {
-        reply_store_error(reply, self->store, res);
+        reply_store_failure(reply, self->store, res);
         return;
     }
     Passerelle__DeadLetterList list = PASSERELLE__DEAD_LETTER_LIST__INIT;
@@ -793,7 +783,7 @@ void handle_deadletter_replay(void *ctx, const call_t *call, const ProtobufCMess
     store_result_t res = deliver_replay(self->store, self->outcome_script, req->subscription_id,
                                         one ? req->delivery_id : NULL, since_ms, &replayed, &found);
     if (res != STORE_OK) {
-        reply_store_error(reply, self->store, res);
+        reply_store_failure(reply, self->store, res);
         return;
     }
     if (one && !found) {
@@ -835,7 +825,7 @@ void handle_latency_get(void *ctx, const call_t *call, const ProtobufCMessage *r
     deliver_latency_t lat;
     store_result_t res = deliver_latency_read(self->store, type, territory, &lat);
     if (res != STORE_OK) {
-        reply_store_error(reply, self->store, res);
+        reply_store_failure(reply, self->store, res);
         return;
     }
     Passerelle__LatencyReply out = PASSERELLE__LATENCY_REPLY__INIT;

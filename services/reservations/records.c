@@ -13,16 +13,6 @@
 /* Reading records                                                        */
 /* ====================================================================== */
 
-void reply_store_failure(reply_t *reply, store_t *store, store_result_t result)
-{
-    if (result == STORE_LOST)
-        reply_error(reply, ST_UNAVAILABLE, NULL, "the store is unavailable (%s); retry",
-                    store_last_error(store));
-    else
-        reply_error(reply, ST_INTERNAL, NULL, "the store refused a read (%s)",
-                    store_last_error(store));
-}
-
 void reply_domain_error(reply_t *reply, const domain_error_t *err)
 {
     reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);

@@ -83,8 +83,6 @@ typedef enum {
     READ_FAILED, /* the reply says why */
 } read_result_t;
 
-/* UNAVAILABLE (lost) or INTERNAL (refused) for a failed store call. */
-void reply_store_failure(reply_t *reply, store_t *store, store_result_t result);
 
 /* The domain rule's refusal as the reply: its status, field and message. */
 void reply_domain_error(reply_t *reply, const domain_error_t *err);
