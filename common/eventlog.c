@@ -318,10 +318,9 @@ static int handle_entries(consumer_t *self, const redisReply *entries, entry_sou
         return 0;
     size_t n = entries->elements;
     pending_t *items = calloc(n, sizeof *items);
-    int *results = calloc(n, sizeof *results);
     int rc = 0;
     size_t m = 0;
-    if (!items || !results) {
+    if (!items) {
         rc = -1;
         goto out;
     }
@@ -438,7 +437,6 @@ out:
     for (size_t i = 0; items && i < m; i++)
         passerelle__event__free_unpacked(items[i].event, NULL);
     free(items);
-    free(results);
     return rc;
 }
 
