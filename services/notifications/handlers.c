@@ -111,17 +111,19 @@ static Passerelle__Subscription public_view(const Passerelle__Subscription *sub)
     return view;
 }
 
-/* Reads a subscription by the id in `field`; INVALID_ARGUMENT, NOT_FOUND
- * and PERMISSION_DENIED (not the caller's) name the field. The caller
- * frees *sub_p on success. */
-static bool sub_get(notify_t *self, const call_t *call, const char *id, const char *field,
-                    Passerelle__Subscription **sub_p, uint64_t *version, reply_t *reply)
+typedef enum { SUB_FOUND, SUB_ABSENT, SUB_FAILED } sub_read_t;
+
+/* Reads a subscription by the id in `field`, whoever owns it. SUB_FAILED
+ * with the reply saying why (INVALID_ARGUMENT naming the field, the store's
+ * failure); on SUB_FOUND the caller frees *sub_p. */
+static sub_read_t sub_read(notify_t *self, const char *id, const char *field,
+                           Passerelle__Subscription **sub_p, uint64_t *version, reply_t *reply)
 {
     *sub_p = NULL;
     if (!id || !id_valid('S', id)) {
         reply_error(reply, ST_INVALID_ARGUMENT, field, "%s must be a subscription id (S...)",
                     field);
-        return false;
+        return SUB_FAILED;
     }
     char key[NOTIFY_KEY_MAX];
     notify_key_sub(id, key);
@@ -130,27 +132,47 @@ static bool sub_get(notify_t *self, const call_t *call, const char *id, const ch
     store_result_t res = store_record_get(self->store, key, version, &data, &len);
     if (res != STORE_OK) {
         reply_store_failure(reply, self->store, res);
-        return false;
+        return SUB_FAILED;
     }
-    if (*version == 0) {
-        reply_error(reply, ST_NOT_FOUND, field, "subscription %s not found", id);
-        return false;
-    }
-    Passerelle__Subscription *sub = passerelle__subscription__unpack(NULL, len, data);
+    if (*version == 0)
+        return SUB_ABSENT;
+    *sub_p = passerelle__subscription__unpack(NULL, len, data);
     free(data);
-    if (!sub) {
+    if (!*sub_p) {
         reply_error(reply, ST_INTERNAL, NULL, "subscription %s does not decode", id);
-        return false;
+        return SUB_FAILED;
     }
-    if (!owns(call, sub)) {
-        reply_error(reply, ST_PERMISSION_DENIED, field,
-                    "subscription %s belongs to %s: only it and ADMIN may see or change it", id,
-                    sub->owner_party ? sub->owner_party : "?");
-        protobuf_c_message_free_unpacked(&sub->base, NULL);
+    return SUB_FOUND;
+}
+
+/* PERMISSION_DENIED naming the field unless the caller owns sub. */
+static bool sub_owned(const call_t *call, const Passerelle__Subscription *sub, const char *field,
+                      reply_t *reply)
+{
+    if (owns(call, sub))
+        return true;
+    reply_error(reply, ST_PERMISSION_DENIED, field,
+                "subscription %s belongs to %s: only it and ADMIN may see or change it", sub->id,
+                sub->owner_party ? sub->owner_party : "?");
+    return false;
+}
+
+/* Reads a subscription the caller owns, by the id in `field`:
+ * INVALID_ARGUMENT, NOT_FOUND and PERMISSION_DENIED name the field. The
+ * caller frees *sub_p on success. */
+static bool sub_get(notify_t *self, const call_t *call, const char *id, const char *field,
+                    Passerelle__Subscription **sub_p, uint64_t *version, reply_t *reply)
+{
+    sub_read_t read = sub_read(self, id, field, sub_p, version, reply);
+    if (read == SUB_ABSENT)
+        reply_error(reply, ST_NOT_FOUND, field, "subscription %s not found", id);
+    if (read != SUB_FOUND)
         return false;
-    }
-    *sub_p = sub;
-    return true;
+    if (sub_owned(call, *sub_p, field, reply))
+        return true;
+    protobuf_c_message_free_unpacked(&(*sub_p)->base, NULL);
+    *sub_p = NULL;
+    return false;
 }
 
 static txn_t *txn_for(const call_t *call)
@@ -664,16 +686,20 @@ static bool delivery_owner_check(notify_t *self, const call_t *call, const char 
 {
     Passerelle__Subscription *sub = NULL;
     uint64_t version = 0;
-    if (!sub_get(self, call, sub_id, "subscription_id", &sub, &version, reply)) {
-        if (reply->status == ST_NOT_FOUND && is_admin(call)) {
-            reply->status = ST_OK;
-            reply->message[0] = reply->field[0] = '\0';
+    switch (sub_read(self, sub_id, "subscription_id", &sub, &version, reply)) {
+    case SUB_ABSENT:
+        if (is_admin(call))
             return true;
-        }
+        reply_error(reply, ST_NOT_FOUND, "subscription_id", "subscription %s not found", sub_id);
+        return false;
+    case SUB_FOUND: {
+        bool owned = sub_owned(call, sub, "subscription_id", reply);
+        protobuf_c_message_free_unpacked(&sub->base, NULL);
+        return owned;
+    }
+    default:
         return false;
     }
-    protobuf_c_message_free_unpacked(&sub->base, NULL);
-    return true;
 }
 
 void handle_attempt_list(void *ctx, const call_t *call, const ProtobufCMessage *request,
