@@ -210,6 +210,9 @@ void handle_proposal_record(void *ctx, const call_t *call, const ProtobufCMessag
     proposal.updated_at = now;
     proposal.has_version = true;
     proposal.version = 1;
+    proposal.territory = reservation->territory;
+    proposal.has_in_qpv = reservation->has_in_qpv;
+    proposal.in_qpv = reservation->in_qpv;
 
     record_key(key, "proposal", id);
     record_key(reservation_key, "reservation", reservation->id);
