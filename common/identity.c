@@ -398,7 +398,7 @@ static int identity_save_pair(zcert_t *cert, const char *path, char *err, size_t
         snprintf(err, err_size, "cannot write %s", path);
         return -1;
     }
-    char secret[PATH_MAX];
+    char secret[PATH_MAX + 8]; /* path + "_secret" */
     snprintf(secret, sizeof secret, "%s_secret", path);
     if (chmod(secret, 0600) != 0) {
         snprintf(err, err_size, "cannot protect %s: %s", secret, strerror(errno));
