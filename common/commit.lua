@@ -1,7 +1,7 @@
 -- commit.lua: the one script every write of Passerelle goes through (txn.c).
 --
 -- It applies a transaction all or nothing: version guards, record puts and
--- deletes, index changes, at most one event, and the idempotency record, so
+-- deletes, index changes, its events, and the idempotency record, so
 -- that a state change, its event and the reply to its request are written
 -- together.
 -- Redis runs a script without interleaving other clients' commands, and
@@ -16,14 +16,14 @@
 --   index-add sorted sets      ARGV[6]
 --   index-remove sorted sets   ARGV[7]
 --   counter hashes             ARGV[10]
---   [stream key]               if ARGV[8] == "1"
+--   stream keys                ARGV[8] of them, one per event
 -- ARGV:
 --   1 "1" if there is an idempotency key, else "0"
 --   2 request fingerprint ("" for none)
 --   3 idempotency record lifetime, seconds ("0": no expiry)
 --   4 guard count G       5 put count P
 --   6 index-add count A   7 index-remove count R
---   8 "1" if there is an event, else "0"
+--   8 event count E (usually 0 or 1)
 --   9 the reply to store under the idempotency key
 --   10 counter count C
 --   11 delete count D
@@ -33,12 +33,12 @@
 --        must be at),
 --   then A members, then R members,
 --   then C pairs: hash field, integer delta (HINCRBY),
---   then, with an event: its type and its packed Event.
+--   then E pairs: event type, packed Event.
 -- A put of version n is also guarded at n - 1, a delete at its version
 -- (both checked with the guards).
 --
 -- Returns an array whose first element says what happened:
---   {"COMMITTED", stream entry id or ""}
+--   {"COMMITTED", the first event's stream entry id or ""}
 --   {"DUPLICATE", stored reply}   key already used by the same request
 --   {"KEY_REUSED"}                key already used by another request
 --   {"STALE", key}                a guard failed; nothing was written
@@ -50,7 +50,7 @@ local guard_count = tonumber(ARGV[4])
 local put_count = tonumber(ARGV[5])
 local add_count = tonumber(ARGV[6])
 local remove_count = tonumber(ARGV[7])
-local has_event = ARGV[8] == "1"
+local event_count = tonumber(ARGV[8])
 local reply = ARGV[9]
 local counter_count = tonumber(ARGV[10])
 local delete_count = tonumber(ARGV[11])
@@ -136,8 +136,13 @@ for i = 1, counter_count do
 end
 
 local position = ""
-if has_event then
-  position = redis.call("XADD", KEYS[k], "*", "type", ARGV[a], "event", ARGV[a + 1])
+for i = 1, event_count do
+  local added = redis.call("XADD", KEYS[k], "*", "type", ARGV[a], "event", ARGV[a + 1])
+  if i == 1 then
+    position = added
+  end
+  k = k + 1
+  a = a + 2
 end
 
 if has_idem then

@@ -39,6 +39,14 @@ typedef struct {
     char delta[VERSION_TEXT_LEN];
 } txn_counter_t;
 
+typedef struct {
+    char *stream_key;
+    char *type;
+    uint8_t *bytes; /* the packed Event */
+    size_t len;
+    char id[ID_LEN];
+} txn_event_t;
+
 /* A growable array of fixed-size items. */
 typedef struct {
     void *items;
@@ -57,14 +65,12 @@ struct txn_t {
     txn_list_t removes;  /* txn_index_t */
     txn_list_t counters; /* txn_counter_t */
 
-    char *stream_key; /* NULL when there is no event */
-    char *event_type;
-    uint8_t *event_bytes;
-    size_t event_len;
-    char event_id[ID_LEN];
+    txn_list_t events; /* txn_event_t, in the order they are appended */
+    size_t events_max; /* 1 unless txn_allow_events says more */
 
-    /* Set when a step could not be recorded (out of memory, two events):
-     * committing half a transaction would be worse than refusing it. */
+    /* Set when a step could not be recorded (out of memory, an event more
+     * than allowed): committing half a transaction would be worse than
+     * refusing it. */
     bool broken;
 };
 
@@ -92,6 +98,7 @@ txn_t *txn_new(const char *idempotency_key, const char *fingerprint, uint32_t tt
     if (!self)
         return NULL;
     self->ttl_s = ttl_s;
+    self->events_max = 1;
     if (idempotency_key && *idempotency_key) {
         self->idempotency_key = strdup(idempotency_key);
         self->fingerprint = strdup(fingerprint ? fingerprint : "");
@@ -135,9 +142,13 @@ void txn_destroy(txn_t **self_p)
     free(self->guards.items);
     free(self->puts.items);
     free(self->deletes.items);
-    free(self->stream_key);
-    free(self->event_type);
-    free(self->event_bytes);
+    txn_event_t *events = self->events.items;
+    for (size_t i = 0; i < self->events.count; i++) {
+        free(events[i].stream_key);
+        free(events[i].type);
+        free(events[i].bytes);
+    }
+    free(self->events.items);
     free(self->idempotency_key);
     free(self->fingerprint);
     free(self);
@@ -243,17 +254,28 @@ void txn_counter_add(txn_t *self, const char *hash_key, const char *field, int64
         self->broken = true;
 }
 
+void txn_allow_events(txn_t *self, size_t max)
+{
+    self->events_max = max;
+}
+
 void txn_event(txn_t *self, const char *stream_key, const char *source, const char *type,
                const char *subject, const ProtobufCMessage *data)
 {
-    if (self->stream_key) {
-        log_error("a transaction carries at most one event", "{s:s, s:s}", "type", type, "first",
-                  self->event_type ? self->event_type : "");
+    if (self->events.count >= self->events_max) {
+        const txn_event_t *first = self->events.items;
+        log_error("a transaction carries no more events than it allows", "{s:s, s:s, s:i}", "type",
+                  type, "first", first ? first[0].type : "", "allowed", (int)self->events_max);
+        self->broken = true;
+        return;
+    }
+    txn_event_t *added = list_push(&self->events, sizeof *added);
+    if (!added) {
         self->broken = true;
         return;
     }
     char event_time[TIME_RFC3339_LEN];
-    id_new('E', self->event_id);
+    id_new('E', added->id);
     time_now_rfc3339(event_time);
 
     size_t data_len = protobuf_c_message_get_packed_size(data);
@@ -265,7 +287,7 @@ void txn_event(txn_t *self, const char *stream_key, const char *source, const ch
     protobuf_c_message_pack(data, data_bytes);
 
     Passerelle__Event event = PASSERELLE__EVENT__INIT;
-    event.id = self->event_id;
+    event.id = added->id;
     event.source = (char *)source;
     event.type = (char *)type;
     event.subject = (char *)subject;
@@ -277,20 +299,21 @@ void txn_event(txn_t *self, const char *stream_key, const char *source, const ch
     event.data.data = data_bytes;
     event.data.len = data_len;
 
-    self->event_len = passerelle__event__get_packed_size(&event);
-    self->event_bytes = malloc(self->event_len ? self->event_len : 1);
-    self->stream_key = strdup(stream_key);
-    self->event_type = strdup(type);
-    if (!self->event_bytes || !self->stream_key || !self->event_type)
+    added->len = passerelle__event__get_packed_size(&event);
+    added->bytes = malloc(added->len ? added->len : 1);
+    added->stream_key = strdup(stream_key);
+    added->type = strdup(type);
+    if (!added->bytes || !added->stream_key || !added->type)
         self->broken = true;
     else
-        passerelle__event__pack(&event, self->event_bytes);
+        passerelle__event__pack(&event, added->bytes);
     free(data_bytes);
 }
 
 const char *txn_event_id(const txn_t *self)
 {
-    return self->stream_key ? self->event_id : "";
+    const txn_event_t *events = self->events.items;
+    return self->events.count ? events[0].id : "";
 }
 
 txn_t *txn_take(txn_t *self)
@@ -341,7 +364,7 @@ typedef struct {
     const char **argv;
     size_t *lens;
     size_t nkeys, argc;
-    char counts[6][24];
+    char counts[7][24];
     char ttl_text[24];
 } txn_args_t;
 
@@ -356,13 +379,12 @@ static void txn_args_free(txn_args_t *args)
 static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_len, txn_args_t *args)
 {
     bool has_idem = self->idempotency_key != NULL;
-    bool has_event = self->stream_key != NULL;
     size_t nkeys = (has_idem ? 1 : 0) + self->guards.count + self->puts.count +
                    self->deletes.count + self->adds.count + self->removes.count +
-                   self->counters.count + (has_event ? 1 : 0);
+                   self->counters.count + self->events.count;
     size_t nargs = 11 + self->guards.count + 2 * self->puts.count + self->deletes.count +
                    self->adds.count + self->removes.count + 2 * self->counters.count +
-                   (has_event ? 2 : 0);
+                   2 * self->events.count;
     size_t argc = nkeys + nargs;
     const char **argv = malloc(sizeof *argv * argc);
     size_t *lens = malloc(sizeof *lens * argc);
@@ -392,6 +414,7 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
     snprintf(args->counts[3], sizeof args->counts[3], "%zu", self->removes.count);
     snprintf(args->counts[4], sizeof args->counts[4], "%zu", self->counters.count);
     snprintf(args->counts[5], sizeof args->counts[5], "%zu", self->deletes.count);
+    snprintf(args->counts[6], sizeof args->counts[6], "%zu", self->events.count);
 
     if (has_idem)
         ARG_TEXT(k, self->idempotency_key);
@@ -400,7 +423,7 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
     ARG_TEXT(a, args->ttl_text);
     for (int i = 0; i < 4; i++)
         ARG_TEXT(a, args->counts[i]);
-    ARG_TEXT(a, has_event ? "1" : "0");
+    ARG_TEXT(a, args->counts[6]);
     ARG(a, reply ? (const char *)reply : "", reply ? reply_len : 0);
     ARG_TEXT(a, args->counts[4]);
     ARG_TEXT(a, args->counts[5]);
@@ -437,10 +460,11 @@ static bool txn_args_build(const txn_t *self, const void *reply, size_t reply_le
         ARG_TEXT(a, counters[i].field);
         ARG_TEXT(a, counters[i].delta);
     }
-    if (has_event) {
-        ARG_TEXT(k, self->stream_key);
-        ARG_TEXT(a, self->event_type);
-        ARG(a, self->event_bytes, self->event_len);
+    const txn_event_t *events = self->events.items;
+    for (size_t i = 0; i < self->events.count; i++) {
+        ARG_TEXT(k, events[i].stream_key);
+        ARG_TEXT(a, events[i].type);
+        ARG(a, events[i].bytes, events[i].len);
     }
 #undef ARG
 #undef ARG_TEXT

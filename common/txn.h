@@ -74,15 +74,22 @@ void txn_counter_add(txn_t *self, const char *hash_key, const char *field, int64
 /* Appends an event to stream_key, built here: a new event id (ULID, prefix
  * 'E'), the current time, the given source ("/passerelle/reservations"),
  * type, subject, and data = the packed msg with dataschema = its full type
- * name. The stream entry has the fields "type" and "event". */
+ * name. The stream entry has the fields "type" and "event". A transaction
+ * carries one event (a second one is a bug: the commit is refused) unless
+ * txn_allow_events said more; its events are appended in order. */
 void txn_event(txn_t *self, const char *stream_key, const char *source, const char *type,
                const char *subject, const ProtobufCMessage *data);
+
+/* Lets the transaction carry up to max events: for a write that changes
+ * several records, each with its own event (an import replacing the
+ * figures of several periods). */
+void txn_allow_events(txn_t *self, size_t max);
 
 /* Runs the commit script. reply/reply_len are stored under the idempotency
  * key when committed. On TXN_DUPLICATE, *stored_p (if not NULL) receives a
  * malloc'd copy of the reply stored by the first commit and *stored_len its
  * length. On TXN_COMMITTED, position (if not NULL, at least 32 bytes) gets
- * the stream entry id of the event ("" if no event). */
+ * the stream entry id of the (first) event ("" if no event). */
 txn_result_t txn_commit(txn_t *self, store_t *store, const void *reply, size_t reply_len,
                         uint8_t **stored_p, size_t *stored_len, char *position);
 
@@ -117,7 +124,7 @@ void txn_lookup_many(store_t *store, txn_lookup_item_t *items, size_t count);
  * outcome, as store_snapshot_fill. */
 store_result_t txn_lookup_many_fill(store_t *store, txn_lookup_item_t *items, size_t count);
 
-/* The event id made by txn_event, for logs; "" if none. */
+/* The (first) event id made by txn_event, for logs; "" if none. */
 const char *txn_event_id(const txn_t *self);
 
 /* ------------------------------------------------------------------------

@@ -346,6 +346,49 @@ static void test_broken_transaction_refused(void **state)
     txn_destroy(&txn);
 }
 
+/* A transaction allowed several events appends them in order, all with
+ * the records or none; a third one past the allowance breaks it. */
+static void test_several_events(void **state)
+{
+    (void)state;
+    Passerelle__HealthReply msg = sample("periods");
+    txn_t *txn = txn_new("idem:several", "fp", 60);
+    txn_allow_events(txn, 2);
+    txn_put_message(txn, "rec:several", 1, &msg.base);
+    txn_event(txn, "stream:several", "/passerelle/test", "first", "s/1", &msg.base);
+    char first_id[ID_LEN];
+    strcpy(first_id, txn_event_id(txn));
+    txn_event(txn, "stream:several", "/passerelle/test", "second", "s/2", &msg.base);
+    char position[32] = "";
+    assert_int_equal(txn_commit(txn, store, "R", 1, NULL, NULL, position), TXN_COMMITTED);
+    txn_destroy(&txn);
+    assert_record("rec:several", 1, "periods");
+
+    redisReply *range = NULL;
+    assert_int_equal(store_command(store, &range, "XRANGE %s - +", "stream:several"), STORE_OK);
+    assert_int_equal(range->elements, 2);
+    assert_string_equal(range->element[0]->element[0]->str, position);
+    assert_string_equal(range->element[0]->element[1]->element[1]->str, "first");
+    assert_string_equal(range->element[1]->element[1]->element[1]->str, "second");
+    Passerelle__Event *event =
+        passerelle__event__unpack(NULL, range->element[0]->element[1]->element[3]->len,
+                                  (const uint8_t *)range->element[0]->element[1]->element[3]->str);
+    assert_non_null(event);
+    assert_string_equal(event->id, first_id);
+    passerelle__event__free_unpacked(event, NULL);
+    freeReplyObject(range);
+
+    txn = txn_new("idem:three", "fp", 60);
+    txn_allow_events(txn, 2);
+    txn_put_message(txn, "rec:three", 1, &msg.base);
+    for (int i = 0; i < 3; i++)
+        txn_event(txn, "stream:three", "/passerelle/test", "e", NULL, &msg.base);
+    assert_int_equal(txn_commit(txn, store, NULL, 0, NULL, NULL, NULL), TXN_REFUSED);
+    txn_destroy(&txn);
+    assert_false(exists("rec:three"));
+    assert_false(exists("stream:three"));
+}
+
 static void test_lost_and_back(void **state)
 {
     (void)state;
@@ -620,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_stale_writes_nothing),
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_broken_transaction_refused),
+        cmocka_unit_test(test_several_events),
         cmocka_unit_test(test_lost_and_back),
         cmocka_unit_test(test_batch),
         cmocka_unit_test(test_delete),
