@@ -85,6 +85,24 @@ static const struct {
     {"feed.replay", PARTY_ANY},
     {"digest.send", PARTY_METROPOLE | PARTY_ADMIN},
     {"latency.get", PARTY_ANY},
+
+    /* indicators: the Métropole shares its economic projects, Action
+     * Logement its demand figures; both are read by the parties of the
+     * partnership, not by partner systems (a company's plans may not be
+     * public yet). The figures are for everyone, partners included (the
+     * housing observatory); only operations rebuild them. */
+    {"project.create", PARTY_METROPOLE | PARTY_ADMIN},
+    {"project.update", PARTY_METROPOLE | PARTY_ADMIN},
+    {"project.get", REGISTER_READERS},
+    {"project.list", REGISTER_READERS},
+    {"demand.import", PARTY_ACTION_LOGEMENT | PARTY_ADMIN},
+    {"demand.get", REGISTER_READERS},
+    {"indicator.list", PARTY_ANY},
+    {"indicator.series", PARTY_ANY},
+    {"indicator.snapshot", PARTY_ANY},
+    {"indicator.export", PARTY_ANY},
+    {"indicator.rebuild", PARTY_ADMIN},
+    {"indicator.rebuild_status", PARTY_ANY},
 };
 
 unsigned acl_parties(const char *request_type)
