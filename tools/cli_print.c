@@ -8,11 +8,13 @@
  * which strings are base64 bytes. The summary lines are the only per-type
  * code: a unit, a convention, a programme, an objective, a reservation, a
  * proposal or a subscription should be recognisable at a glance, before its
- * details. Progress, delivery attempts and dead letters are the exception:
- * their rows are meant to be compared or scanned down a column, so they are
- * tables, printed from the message itself. */
+ * details. Progress, delivery attempts, dead letters, demand figures,
+ * indicator series and snapshots are the exception: their rows are meant
+ * to be compared or scanned down a column, so they are tables, printed
+ * from the message itself. */
 #include "cli_print.h"
 #include "cloudevent.h"
+#include "indicators.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
 
@@ -321,6 +323,34 @@ static void print_subscription_summary(FILE *out, const json_t *sub)
         fprintf(out, ", owner %s", value);
 }
 
+/* "project J01.. [AMP-ECO-1] Hélices du Luberon (aeronautics), Pertuis
+ * 84089 (CT2), 250 jobs by 2028, 42 units needed, PROSPECT". */
+static void print_project_summary(FILE *out, const json_t *project)
+{
+    const char *id = text(project, "id"), *value, *company = nonempty(project, "company"),
+               *sector = nonempty(project, "sector");
+    fprintf(out, "project %s", id ? id : "?");
+    if ((value = nonempty(project, "ref")))
+        fprintf(out, " [%s]", value);
+    if (company && sector)
+        fprintf(out, " %s (%s)", company, sector);
+    else if (company || sector)
+        fprintf(out, " %s", company ? company : sector);
+    fputs(", ", out);
+    print_place(out, project);
+    fprintf(out, ", %" JSON_INTEGER_FORMAT " jobs by %" JSON_INTEGER_FORMAT,
+            integer(project, "expected_jobs", 0), integer(project, "horizon_year", 0));
+    json_int_t units = 0;
+    size_t i;
+    const json_t *need;
+    json_array_foreach(json_object_get(project, "needs"), i, need) units +=
+        integer(need, "units", 0);
+    if (units)
+        fprintf(out, ", %" JSON_INTEGER_FORMAT " unit%s needed", units, units == 1 ? "" : "s");
+    if ((value = enum_word(project, "status")))
+        fprintf(out, ", %s", value);
+}
+
 typedef void summary_fn(FILE *out, const json_t *obj);
 
 /* The summary line of a message type, NULL for the types that have none. */
@@ -340,6 +370,8 @@ static summary_fn *summary_for(const ProtobufCMessageDescriptor *desc)
         return print_proposal_summary;
     if (desc == &passerelle__subscription__descriptor)
         return print_subscription_summary;
+    if (desc == &passerelle__economic_project__descriptor)
+        return print_project_summary;
     return NULL;
 }
 
@@ -580,6 +612,118 @@ void cli_print_latency(FILE *out, const Passerelle__LatencyReply *latency, int i
 }
 
 /* --------------------------------------------------------------------------
+ * Indicators: demand figures, series, snapshots, the catalog
+ * ------------------------------------------------------------------------ */
+
+void cli_format_value(double value, bool defined, int decimals, char *out, size_t out_size)
+{
+    if (!defined) {
+        snprintf(out, out_size, "-");
+        return;
+    }
+    snprintf(out, out_size, "%.*f", decimals, value);
+    /* "12", "0.42", "45.5": trailing zeros say nothing. */
+    if (strchr(out, '.')) {
+        size_t len = strlen(out);
+        while (len > 0 && out[len - 1] == '0')
+            out[--len] = '\0';
+        if (len > 0 && out[len - 1] == '.')
+            out[--len] = '\0';
+    }
+    if (strcmp(out, "-0") == 0)
+        snprintf(out, out_size, "0");
+}
+
+/* The short name of a priority public ("UNDER_30"), "(all)" when unset. */
+static const char *public_word(bool has, int value)
+{
+    const char *name =
+        has && value ? pbjson_enum_name(&passerelle__priority_public__descriptor, value) : NULL;
+    return name ? name : "(all)";
+}
+
+void cli_print_demand_period(FILE *out, const Passerelle__DemandPeriod *period, int indent)
+{
+    fprintf(out, "%*sdemand %s: %zu row%s, version %" PRIu64, indent, "", or_dash(period->period),
+            period->n_rows, period->n_rows == 1 ? "" : "s", period->version);
+    if (period->imported_by && *period->imported_by)
+        fprintf(out, ", imported by %s", period->imported_by);
+    if (period->imported_at && *period->imported_at)
+        fprintf(out, " at %s", period->imported_at);
+    fputc('\n', out);
+    if (period->n_rows == 0)
+        return;
+    fprintf(out, "%*s  %-9s  %-13s  %8s  %6s  %9s  %8s  %5s  %6s\n", indent, "", "territory",
+            "public", "requests", "visale", "loca_pass", "mobility", "other", "housed");
+    for (size_t i = 0; i < period->n_rows; i++) {
+        const Passerelle__DemandRow *row = period->rows[i];
+        fprintf(out,
+                "%*s  %-9s  %-13s  %8" PRIu32 "  %6" PRIu32 "  %9" PRIu32 "  %8" PRIu32
+                "  %5" PRIu32 "  %6" PRIu32 "\n",
+                indent, "", or_dash(row->territory), public_word(row->has_public_, row->public_),
+                row->housing_requests, row->aids_visale, row->aids_loca_pass, row->aids_mobility,
+                row->aids_other, row->housed);
+    }
+}
+
+void cli_print_series(FILE *out, const Passerelle__Series *series)
+{
+    for (size_t i = 0; i < series->n_points; i++) {
+        const Passerelle__Point *point = series->points[i];
+        char value[48];
+        cli_format_value(point->value, point->has_defined ? point->defined : true, 4, value,
+                         sizeof value);
+        fprintf(out, "%s %s\n", or_dash(point->period), value);
+    }
+}
+
+void cli_print_snapshot(FILE *out, const Passerelle__Snapshot *snapshot, int indent)
+{
+    const Passerelle__Scope *scope = snapshot->scope;
+    const char *where = scope && scope->commune && *scope->commune       ? scope->commune
+                        : scope && scope->territory && *scope->territory ? scope->territory
+                                                                         : "the Métropole";
+    fprintf(out, "%*sindicators of %s at %s\n", indent, "", where, or_dash(snapshot->date));
+    int width = 9;
+    for (size_t i = 0; i < snapshot->n_rows; i++) {
+        int len = (int)strlen(or_dash(snapshot->rows[i]->indicator));
+        if (len > width)
+            width = len;
+    }
+    for (size_t i = 0; i < snapshot->n_rows; i++) {
+        const Passerelle__SnapshotRow *row = snapshot->rows[i];
+        char value[48];
+        cli_format_value(row->value, row->has_defined ? row->defined : true, 2, value,
+                         sizeof value);
+        fprintf(out, "%*s  %-*s  %12s  %s\n", indent, "", width, or_dash(row->indicator), value,
+                row->basis ? row->basis : "");
+    }
+}
+
+void cli_print_indicator_list(FILE *out, const Passerelle__IndicatorList *list, int indent)
+{
+    int width = 9;
+    for (size_t i = 0; i < list->n_indicators; i++) {
+        int len = (int)strlen(or_dash(list->indicators[i]->name));
+        if (len > width)
+            width = len;
+    }
+    for (size_t i = 0; i < list->n_indicators; i++) {
+        const Passerelle__IndicatorDef *def = list->indicators[i];
+        const char *kind = pbjson_enum_name(&passerelle__indicator_kind__descriptor, def->kind);
+        fprintf(out, "%*s%-*s  %-6s  %s", indent, "", width, or_dash(def->name), kind ? kind : "?",
+                or_dash(def->unit));
+        for (size_t a = 0; a < def->n_axes; a++)
+            fprintf(out, "%s%s", a ? "," : ", by ", def->axes[a]);
+        if (def->communes)
+            fputs(", per commune too", out);
+        fputc('\n', out);
+        if (def->definition && *def->definition)
+            fprintf(out, "%*s  %s\n", indent + width, "", def->definition);
+    }
+}
+
+/* --------------------------------------------------------------------------
  * Any message
  * ------------------------------------------------------------------------ */
 
@@ -600,6 +744,28 @@ void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const
     }
     if (desc == &passerelle__latency_reply__descriptor) {
         cli_print_latency(out, (const Passerelle__LatencyReply *)msg, indent);
+        return;
+    }
+    if (desc == &passerelle__demand_period__descriptor) {
+        cli_print_demand_period(out, (const Passerelle__DemandPeriod *)msg, indent);
+        return;
+    }
+    if (desc == &passerelle__demand_import_reply__descriptor) {
+        const Passerelle__DemandImportReply *imported = (const Passerelle__DemandImportReply *)msg;
+        for (size_t i = 0; i < imported->n_periods; i++)
+            cli_print_demand_period(out, imported->periods[i], indent);
+        return;
+    }
+    if (desc == &passerelle__series__descriptor) {
+        cli_print_series(out, (const Passerelle__Series *)msg);
+        return;
+    }
+    if (desc == &passerelle__snapshot__descriptor) {
+        cli_print_snapshot(out, (const Passerelle__Snapshot *)msg, indent);
+        return;
+    }
+    if (desc == &passerelle__indicator_list__descriptor) {
+        cli_print_indicator_list(out, (const Passerelle__IndicatorList *)msg, indent);
         return;
     }
     json_t *json = pbjson_from_message(msg);

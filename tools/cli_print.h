@@ -2,14 +2,16 @@
  * lines, printed from pbjson's JSON form of it (so the fields and values
  * are the ones --json shows), with a one-line summary on top of the records
  * people look at most (units, conventions, programmes, objectives,
- * reservations, proposals, subscriptions), progress, delivery attempts and
- * dead letters as tables, the latency as one line, and the event list as
- * one line per event. The --json output does not go through the printer:
+ * reservations, proposals, subscriptions, economic projects), progress,
+ * delivery attempts, dead letters, demand figures, indicator series,
+ * snapshots and the indicator catalog as tables, the latency as one line,
+ * and the event list as one line per event. The --json output does not go through the printer:
  * it is pbjson's mapping, printed as is. */
 #ifndef PASSERELLE_CLI_PRINT_H
 #define PASSERELLE_CLI_PRINT_H
 
 #include "envelope.pb-c.h"
+#include "indicators.pb-c.h"
 #include "notifications.pb-c.h"
 #include "reservations.pb-c.h"
 
@@ -25,8 +27,9 @@
  * out. The records with a summary start with it; a subscription's secret
  * (only create and rotate_secret return one) comes last, with a line
  * saying it will not be shown again. A Progress, an AttemptList, a
- * DeadLetterList and a LatencyReply are printed as the functions below
- * do. */
+ * DeadLetterList, a LatencyReply, a DemandPeriod (or DemandImportReply), a
+ * Series, a Snapshot and an IndicatorList are printed as the functions
+ * below do. */
 void cli_print_message(FILE *out, const ProtobufCMessage *msg, int indent, const char *skip_field);
 
 /* One line per progress row under a header: programme (or "(territory
@@ -56,6 +59,28 @@ void cli_print_dead_letters(FILE *out, const Passerelle__DeadLetterList *list, i
  * ms", or "...: no delivery yet" when nothing was delivered; "every
  * territory" for the whole. */
 void cli_print_latency(FILE *out, const Passerelle__LatencyReply *latency, int indent);
+
+/* A figure as people read it: "-" when not defined, else the value with
+ * at most `decimals` decimals and no trailing zero ("12", "0.42"). */
+void cli_format_value(double value, bool defined, int decimals, char *out, size_t out_size);
+
+/* A period's demand figures: one line saying which period, how many rows,
+ * the version and who imported them when, then one line per row:
+ * territory, public ("(all)" for the total), requests, the four aids,
+ * housed. A DemandImportReply prints each of its periods so. */
+void cli_print_demand_period(FILE *out, const Passerelle__DemandPeriod *period, int indent);
+
+/* "period value" lines ("2026-04 12"; "-" for an undefined value), for
+ * scripts and eyes alike. */
+void cli_print_series(FILE *out, const Passerelle__Series *series);
+
+/* A title line (scope, date), then one line per indicator: name, value,
+ * basis ("2026-01-01..2026-04-30", "at 2026-04-30"). */
+void cli_print_snapshot(FILE *out, const Passerelle__Snapshot *snapshot, int indent);
+
+/* One line per indicator (name, kind, unit, axes, per commune or not),
+ * its definition on the next. */
+void cli_print_indicator_list(FILE *out, const Passerelle__IndicatorList *list, int indent);
 
 /* "position  time  type  subject", one line per event. */
 void cli_print_events(FILE *out, const Passerelle__EventListReply *reply);

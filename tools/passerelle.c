@@ -22,10 +22,13 @@
 #include "envelope.pb-c.h"
 #include "identity.h"
 #include "ids.h"
+#include "indicators.h"
+#include "indicators.pb-c.h"
 #include "log.h"
 #include "notifications.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
+#include "report.h"
 #include "status.h"
 
 #include <ctype.h>
@@ -57,6 +60,7 @@ enum {
 typedef enum {
     SERVICE_RESERVATIONS = 0, /* the zero value: the rows that do not say */
     SERVICE_NOTIFICATIONS,
+    SERVICE_INDICATORS,
 } service_id_t;
 
 static const struct {
@@ -68,6 +72,7 @@ static const struct {
                               "tcp://127.0.0.1:7401"},
     [SERVICE_NOTIFICATIONS] = {"Notifications", "PASSERELLE_NOTIFICATIONS_ENDPOINT",
                                "tcp://127.0.0.1:7402"},
+    [SERVICE_INDICATORS] = {"Indicators", "PASSERELLE_INDICATORS_ENDPOINT", "tcp://127.0.0.1:7403"},
 };
 
 typedef struct {
@@ -307,6 +312,67 @@ static const command_t commands[] = {
      "--territory or all, and one --event-type (default convention.envisaged):\n"
      "how many were delivered, p50, p99 and max.",
      NULL, SERVICE_NOTIFICATIONS, NULL},
+
+    /* The indicators service: the need side (economic projects, demand
+     * figures) and the figures. "indicators", "indicators series",
+     * "indicators export" and "demand import" are indicators.c's. */
+    {"project create", "project.create", &passerelle__project_create_request__descriptor,
+     &passerelle__economic_project__descriptor, NULL, NULL, 0, NULL, 0,
+     "Share an economic project (projet économique): a --company or --sector\n"
+     "settling or growing in a --commune, its --expected-jobs by --horizon-year,\n"
+     "its --status (prospect, confirmed or settled; default prospect) and the\n"
+     "housing it will need, one --needs '{\"typology\":\"T2\",\"public\":\"under_30\",\n"
+     "\"units\":20}' per kind. --ref is the Métropole's reference: creating the\n"
+     "same --ref again returns the project already made.",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"project update", "project.update", &passerelle__project_update_request__descriptor,
+     &passerelle__economic_project__descriptor, "id", NULL, 0, "<id-or-ref>", 0,
+     "Change a project: --status (forward only, prospect -> confirmed ->\n"
+     "settled, or dropped from anywhere; a dropped project is final),\n"
+     "--expected-jobs, --horizon-year, --commune, or its needs as a whole\n"
+     "(--replace-needs with the new --needs, none to clear them).",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"project get", "project.get", &passerelle__project_get_request__descriptor,
+     &passerelle__economic_project__descriptor, "id", NULL, 0, "<id-or-ref>", 0,
+     "Show an economic project, by id or by reference.", NULL, SERVICE_INDICATORS, NULL},
+    {"project list", "project.list", &passerelle__project_list_request__descriptor,
+     &passerelle__project_list__descriptor, NULL, NULL, 0, NULL, CMD_PAGED,
+     "List economic projects, by --territory, --status or --horizon-year; --all\n"
+     "follows the pages to the end.",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"demand get", "demand.get", &passerelle__demand_get_request__descriptor,
+     &passerelle__demand_period__descriptor, "period", NULL, 0, "<period>", 0,
+     "Show Action Logement's demand figures of a period (2026-04, 2026-Q2 or\n"
+     "2026) as last imported: one line per territory and public.",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"indicator list", "indicator.list", &passerelle__indicator_list_request__descriptor,
+     &passerelle__indicator_list__descriptor, NULL, NULL, 0, NULL, 0,
+     "List the indicators: name, kind, unit, the axes a --filter may name, and\n"
+     "the definition of each.",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"indicators list", "indicator.list", &passerelle__indicator_list_request__descriptor,
+     &passerelle__indicator_list__descriptor, NULL, NULL, 0, NULL, 0,
+     "The same as 'indicator list'.", NULL, SERVICE_INDICATORS, NULL},
+    {"indicator series", "indicator.series", &passerelle__series_request__descriptor,
+     &passerelle__series__descriptor, "indicator", NULL, 0, "<indicator>", 0,
+     "One indicator over periods, the request as it is (--scope as JSON:\n"
+     "'{\"territory\":\"CT2\"}'); 'indicators series' takes --territory and\n"
+     "--commune instead.",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"indicator snapshot", "indicator.snapshot", &passerelle__snapshot_request__descriptor,
+     &passerelle__snapshot__descriptor, NULL, NULL, 0, NULL, 0,
+     "Every indicator for one scope (--scope as JSON, default the Métropole) at a\n"
+     "--date; 'indicators' shows every territory side by side.",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"indicator rebuild", "indicator.rebuild", &passerelle__rebuild_request__descriptor,
+     &passerelle__rebuild_status__descriptor, NULL, NULL, 0, NULL, 0,
+     "Recompute every figure from the start of the event streams into a fresh\n"
+     "key space, then switch to it; queries keep answering meanwhile (ADMIN).",
+     NULL, SERVICE_INDICATORS, NULL},
+    {"indicator rebuild status", "indicator.rebuild_status",
+     &passerelle__rebuild_status_request__descriptor, &passerelle__rebuild_status__descriptor, NULL,
+     NULL, 0, NULL, 0, "Show how the last (or the running) rebuild went.", NULL, SERVICE_INDICATORS,
+     NULL},
 };
 
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
@@ -660,8 +726,15 @@ static void print_help(FILE *out)
                     services[service].heading, services[service].env, services[service].fallback);
         print_command_help(out, &commands[c]);
         fputc('\n', out);
+        if (service == SERVICE_INDICATORS &&
+            (c + 1 == COMMAND_COUNT || commands[c + 1].service != service)) {
+            indicators_print_help(out);
+            fputc('\n', out);
+        }
     }
     docs_print_help(out);
+    fputc('\n', out);
+    report_print_help(out);
     fputc('\n', out);
     fprintf(out, "Options (before or after the command):\n");
     for (size_t k = 0; k < GLOBAL_OPTION_COUNT; k++) {
@@ -1252,6 +1325,39 @@ int main(int argc, char **argv)
             .help = help_command || opts.help,
         };
         rc = docs_main(&docs_opts, words + 1, word_count - 1);
+        goto done;
+    }
+
+    if (strcmp(words[0], "report") == 0) {
+        /* The yearly review reads many series and writes a file: report.c. */
+        report_options_t report_opts = {
+            .endpoint = opts.endpoint,
+            .keys_dir = opts.keys_dir,
+            .as = opts.as,
+            .timeout_ms = opts.timeout_ms,
+            .retries = opts.retries,
+            .insecure = opts.insecure,
+            .help = help_command || opts.help,
+        };
+        rc = report_main(&report_opts, words + 1, word_count - 1);
+        goto done;
+    }
+
+    if (indicators_command(words, word_count)) {
+        /* Several requests to one table, a file to check before sending:
+         * indicators.c runs them. */
+        indicators_options_t indicators_opts = {
+            .endpoint = opts.endpoint,
+            .keys_dir = opts.keys_dir,
+            .as = opts.as,
+            .idempotency_key = opts.idempotency_key,
+            .timeout_ms = opts.timeout_ms,
+            .retries = opts.retries,
+            .insecure = opts.insecure,
+            .json = opts.json,
+            .help = help_command || opts.help,
+        };
+        rc = indicators_main(&indicators_opts, words, word_count);
         goto done;
     }
 
