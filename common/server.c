@@ -315,6 +315,96 @@ void reply_store_failure(reply_t *reply, store_t *store, store_result_t result)
                     store_last_error(store));
 }
 
+party_t caller_party(const call_t *call)
+{
+    return call->caller ? call->caller->party : PARTY_NONE;
+}
+
+/* ------------------------------------------------------------------------
+ * Records: the reads every service makes of its {v, pb} hashes. */
+
+read_result_t record_read(store_t *store, const char *key, const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    *msg_p = NULL;
+    store_result_t result = store_record_get(store, key, version, &data, &len);
+    if (result != STORE_OK) {
+        reply_store_failure(reply, store, result);
+        return READ_FAILED;
+    }
+    if (*version == 0) {
+        free(data);
+        return READ_ABSENT;
+    }
+    *msg_p = protobuf_c_message_unpack(desc, NULL, len, data);
+    free(data);
+    if (!*msg_p) {
+        log_error("record does not decode", "{s:s, s:s, s:I}", "key", key, "type", desc->name,
+                  "length", (json_int_t)len);
+        reply_error(reply, ST_INTERNAL, NULL, "record %s does not decode", key);
+        return READ_FAILED;
+    }
+    return READ_FOUND;
+}
+
+read_result_t record_read_ref(store_t *store, const char *key, char id_prefix, const char *noun,
+                              char id[ID_LEN], reply_t *reply)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    uint64_t version = 0;
+    id[0] = '\0';
+    store_result_t result = store_record_get(store, key, &version, &data, &len);
+    if (result != STORE_OK) {
+        reply_store_failure(reply, store, result);
+        return READ_FAILED;
+    }
+    if (version == 0) {
+        free(data);
+        return READ_ABSENT;
+    }
+    bool ok = len < ID_LEN;
+    if (ok) {
+        memcpy(id, data, len);
+        id[len] = '\0';
+        ok = id_valid(id_prefix, id);
+    }
+    free(data);
+    if (!ok) {
+        id[0] = '\0';
+        reply_error(reply, ST_INTERNAL, NULL, "record %s does not hold a %s id", key, noun);
+        return READ_FAILED;
+    }
+    return READ_FOUND;
+}
+
+listing_result_t record_list_read(void *arg, const char *id, ProtobufCMessage **msg_p)
+{
+    record_lister_t *lister = arg;
+    char key[256];
+    int n = snprintf(key, sizeof key, "%s%s", lister->key_prefix, id);
+    if (n < 0 || (size_t)n >= sizeof key) {
+        *msg_p = NULL;
+        reply_error(lister->reply, ST_INTERNAL, NULL, "the key of %.40s is too long", id);
+        return LISTING_READ_FAILED;
+    }
+    uint64_t version = 0;
+    read_result_t found =
+        record_read(lister->store, key, lister->descriptor, msg_p, &version, lister->reply);
+    return found == READ_FAILED ? LISTING_READ_FAILED : LISTING_OK;
+}
+
+bool reply_listing_result(reply_t *reply, store_t *store, listing_result_t result)
+{
+    if (result == LISTING_LOST || result == LISTING_REFUSED)
+        reply_store_failure(reply, store, result == LISTING_LOST ? STORE_LOST : STORE_REFUSED);
+    else if (result == LISTING_NO_MEMORY)
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    return result == LISTING_OK;
+}
+
 void reply_stream_entries(reply_t *reply, store_t *store, const char *stream, const char *after,
                           bool has_limit, uint32_t limit)
 {

@@ -65,6 +65,8 @@
 #define PASSERELLE_SERVER_H
 
 #include "identity.h"
+#include "ids.h"
+#include "listing.h"
 #include "status.h"
 #include "store.h"
 #include "txn.h"
@@ -120,6 +122,53 @@ void reply_error(reply_t *reply, status_t status, const char *field, const char 
 /* A failed store call as the reply: UNAVAILABLE (lost: retry) or INTERNAL
  * (Redis refused the command), with the store's last error. */
 void reply_store_failure(reply_t *reply, store_t *store, store_result_t result);
+
+/* The party of the caller (PARTY_NONE when unauthenticated). */
+party_t caller_party(const call_t *call);
+
+/* ---- records ----
+ * A record is a Redis hash {v: version, pb: packed message} (store.h). The
+ * readers below unpack it and, on failure, set the reply (UNAVAILABLE when
+ * Redis is lost, INTERNAL when it refused or a record does not decode), so
+ * that a handler only has to return. */
+
+typedef enum {
+    READ_FOUND,
+    READ_ABSENT,
+    READ_FAILED, /* the reply says why */
+} read_result_t;
+
+/* Reads and unpacks the record at key as a desc message. On READ_FOUND the
+ * caller owns *msg_p (protobuf_c_message_free_unpacked) and *version is its
+ * version; otherwise *msg_p is NULL. A record that does not decode is
+ * logged with its key and type. */
+read_result_t record_read(store_t *store, const char *key, const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply);
+
+/* Reads a reference record at key, whose value is the id of another record
+ * (an external reference pointing to its unit): the id, of prefix
+ * id_prefix (ids.h), into id. A value that is not such an id is INTERNAL
+ * ("record <key> does not hold a <noun> id"). */
+read_result_t record_read_ref(store_t *store, const char *key, char id_prefix, const char *noun,
+                              char id[ID_LEN], reply_t *reply);
+
+/* A listing's read callback (listing.h) for records kept at key_prefix
+ * followed by the member id: pass a record_lister_t as read_arg. A record
+ * that cannot be read stops the listing with LISTING_READ_FAILED, the reply
+ * saying why. */
+typedef struct {
+    store_t *store;
+    const char *key_prefix; /* "docstore:document:" */
+    const ProtobufCMessageDescriptor *descriptor;
+    reply_t *reply;
+} record_lister_t;
+
+listing_result_t record_list_read(void *arg, const char *id, ProtobufCMessage **msg_p);
+
+/* The reply for a listing that failed: UNAVAILABLE or INTERNAL as for a
+ * store call, INTERNAL when out of memory, and nothing for
+ * LISTING_READ_FAILED (the read has set the reply). True on LISTING_OK. */
+bool reply_listing_result(reply_t *reply, store_t *store, listing_result_t result);
 
 /* Packs msg as the reply body (status stays OK). */
 void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);

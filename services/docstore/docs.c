@@ -18,58 +18,35 @@
 #include <string.h>
 #include <time.h>
 
-#define KEY_MAX 192
+#define KEY_MAX             192
+#define DOCUMENT_KEY_PREFIX "docstore:document:"
 
 /* ====================================================================== */
 /* Records                                                                */
 /* ====================================================================== */
-
-typedef enum { READ_FOUND, READ_ABSENT, READ_FAILED } read_result_t;
 
 static void reply_doc_error(reply_t *reply, const doc_error_t *err)
 {
     reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);
 }
 
-/* Reads the Document kept at key. On READ_FOUND the caller frees *doc_p. */
+/* Reads the Document kept at key (record_read). On READ_FOUND the caller
+ * frees *doc_p. */
 static read_result_t document_at(store_t *store, const char *key, Passerelle__Document **doc_p,
                                  uint64_t *version, reply_t *reply)
 {
-    uint8_t *data = NULL;
-    size_t len = 0;
-    *doc_p = NULL;
-    store_result_t result = store_record_get(store, key, version, &data, &len);
-    if (result != STORE_OK) {
-        reply_store_failure(reply, store, result);
-        return READ_FAILED;
-    }
-    if (*version == 0) {
-        free(data);
-        return READ_ABSENT;
-    }
-    *doc_p = passerelle__document__unpack(NULL, len, data);
-    free(data);
-    if (!*doc_p) {
-        log_error("record does not decode", "{s:s, s:I}", "key", key, "length", (json_int_t)len);
-        reply_error(reply, ST_INTERNAL, NULL, "record %s does not decode", key);
-        return READ_FAILED;
-    }
-    return READ_FOUND;
+    return record_read(store, key, &passerelle__document__descriptor, (ProtobufCMessage **)doc_p,
+                       version, reply);
 }
 
 static void document_key(char out[KEY_MAX], const char *id)
 {
-    snprintf(out, KEY_MAX, "docstore:document:%s", id);
+    snprintf(out, KEY_MAX, DOCUMENT_KEY_PREFIX "%s", id);
 }
 
 static void upload_key(char out[KEY_MAX], const char *id)
 {
     snprintf(out, KEY_MAX, "docstore:upload:%s", id);
-}
-
-static party_t caller_party(const call_t *call)
-{
-    return call->caller ? call->caller->party : PARTY_NONE;
 }
 
 static const char *caller_name(const call_t *call)
@@ -744,17 +721,6 @@ static bool list_match(const Passerelle__Document *doc, const list_filter_t *f)
     return true;
 }
 
-/* The reply for a listing that failed (listing.h); true on LISTING_OK. The
- * read callback has answered for LISTING_READ_FAILED. */
-static bool list_result(reply_t *reply, store_t *store, listing_result_t result)
-{
-    if (result == LISTING_NO_MEMORY)
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-    else if (result != LISTING_OK && result != LISTING_READ_FAILED)
-        reply_store_failure(reply, store, (store_result_t)result);
-    return result == LISTING_OK;
-}
-
 /* The narrowest index the filters name (listing_smallest_index); the index
  * of every document when none. */
 static bool list_index(docstore_t *self, const list_filter_t *f, char out[KEY_MAX], reply_t *reply)
@@ -782,28 +748,11 @@ static bool list_index(docstore_t *self, const list_filter_t *f, char out[KEY_MA
     for (size_t i = 0; i < n; i++)
         names[i] = keys[i];
     size_t best = 0;
-    if (!list_result(reply, self->store, listing_smallest_index(self->store, names, n, &best)))
+    if (!reply_listing_result(reply, self->store,
+                              listing_smallest_index(self->store, names, n, &best)))
         return false;
     memcpy(out, keys[best], KEY_MAX);
     return true;
-}
-
-/* What the listing's read of a document needs. */
-typedef struct {
-    store_t *store;
-    reply_t *reply;
-} document_reader_t;
-
-static listing_result_t list_read(void *arg, const char *id, ProtobufCMessage **msg_p)
-{
-    document_reader_t *reader = arg;
-    char key[KEY_MAX];
-    document_key(key, id);
-    Passerelle__Document *doc = NULL;
-    uint64_t version = 0;
-    read_result_t found = document_at(reader->store, key, &doc, &version, reader->reply);
-    *msg_p = doc ? &doc->base : NULL;
-    return found == READ_FAILED ? LISTING_READ_FAILED : LISTING_OK;
 }
 
 static bool list_keep(const ProtobufCMessage *msg, void *arg)
@@ -853,11 +802,13 @@ void handle_document_list(void *ctx, const call_t *call, const ProtobufCMessage 
 
     char index[KEY_MAX];
     if (list_index(self, f, index, reply)) {
-        document_reader_t reader = {self->store, reply};
-        listing_t listing = {index, 'F', list_read, &reader, list_keep, f};
+        record_lister_t lister = {self->store, DOCUMENT_KEY_PREFIX,
+                                  &passerelle__document__descriptor, reply};
+        listing_t listing = {index, 'F', record_list_read, &lister, list_keep, f};
         listing_page_t page;
-        if (list_result(reply, self->store,
-                        listing_page(self->store, &listing, req->page_token, page_size, &page))) {
+        if (reply_listing_result(
+                reply, self->store,
+                listing_page(self->store, &listing, req->page_token, page_size, &page))) {
             Passerelle__DocumentList out = PASSERELLE__DOCUMENT_LIST__INIT;
             out.documents = (Passerelle__Document **)page.items;
             out.n_documents = page.count;

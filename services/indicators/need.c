@@ -31,7 +31,6 @@
 
 #include "ids.h"
 #include "listing.h"
-#include "log.h"
 #include "periods.h"
 #include "refdata.h"
 #include "txn.h"
@@ -667,12 +666,6 @@ static bool demand_rows_valid(Passerelle__DemandRow *const *rows, size_t count, 
 /* Reading records                                                        */
 /* ====================================================================== */
 
-typedef enum {
-    READ_FOUND,
-    READ_ABSENT,
-    READ_FAILED, /* the reply says why */
-} read_result_t;
-
 static void reply_need_error(reply_t *reply, const need_error_t *err)
 {
     reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);
@@ -693,35 +686,6 @@ static void demand_key(const char *period, char out[NEED_KEY_MAX])
     snprintf(out, NEED_KEY_MAX, DEMAND_KEY_PREFIX "%s", period);
 }
 
-/* Reads and unpacks the record at key. On READ_FOUND the caller owns
- * *msg_p (protobuf_c_message_free_unpacked). */
-static read_result_t record_read(store_t *store, const char *key,
-                                 const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg_p,
-                                 uint64_t *version, reply_t *reply)
-{
-    uint8_t *data = NULL;
-    size_t len = 0;
-    *msg_p = NULL;
-    store_result_t result = store_record_get(store, key, version, &data, &len);
-    if (result != STORE_OK) {
-        reply_store_failure(reply, store, result);
-        return READ_FAILED;
-    }
-    if (*version == 0) {
-        free(data);
-        return READ_ABSENT;
-    }
-    *msg_p = protobuf_c_message_unpack(desc, NULL, len, data);
-    free(data);
-    if (!*msg_p) {
-        log_error("record does not decode", "{s:s, s:s, s:i}", "key", key, "type", desc->name,
-                  "length", (int)len);
-        reply_error(reply, ST_INTERNAL, NULL, "record %s does not decode", key);
-        return READ_FAILED;
-    }
-    return READ_FOUND;
-}
-
 static read_result_t project_read(store_t *store, const char *id,
                                   Passerelle__EconomicProject **project_p, uint64_t *version,
                                   reply_t *reply)
@@ -738,29 +702,7 @@ static read_result_t project_ref_read(store_t *store, const char *ref, char id[I
 {
     char key[NEED_KEY_MAX];
     snprintf(key, sizeof key, PROJECT_REF_PREFIX "%s", ref);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    uint64_t version = 0;
-    store_result_t result = store_record_get(store, key, &version, &data, &len);
-    if (result != STORE_OK) {
-        reply_store_failure(reply, store, result);
-        return READ_FAILED;
-    }
-    bool ok = true;
-    if (version) {
-        ok = len < ID_LEN;
-        if (ok) {
-            memcpy(id, data, len);
-            id[len] = '\0';
-            ok = id_valid(PROJECT_PREFIX, id);
-        }
-    }
-    free(data);
-    if (!ok) {
-        reply_error(reply, ST_INTERNAL, NULL, "record %s does not hold a project id", key);
-        return READ_FAILED;
-    }
-    return version ? READ_FOUND : READ_ABSENT;
+    return record_read_ref(store, key, PROJECT_PREFIX, "project", id, reply);
 }
 
 /* The project a request names in `field`, by id or by reference:
@@ -951,20 +893,6 @@ INDICATORS_HANDLER(handle_project_get)
     protobuf_c_message_free_unpacked(&project->base, NULL);
 }
 
-typedef struct {
-    store_t *store;
-    reply_t *reply;
-} project_reader_t;
-
-static listing_result_t project_read_member(void *arg, const char *id, ProtobufCMessage **msg_p)
-{
-    project_reader_t *reader = arg;
-    uint64_t version = 0;
-    read_result_t found = project_read(reader->store, id, (Passerelle__EconomicProject **)msg_p,
-                                       &version, reader->reply);
-    return found == READ_FAILED ? LISTING_READ_FAILED : LISTING_OK;
-}
-
 /* Walks the territory's index (or every project's), keeping the projects
  * of the status and horizon asked. A page costs O(members walked): the
  * partnership shares projects by the hundred, not by the million. */
@@ -984,23 +912,15 @@ INDICATORS_HANDLER(handle_project_list)
         project_territory_index(filter.territory, index);
     else
         snprintf(index, sizeof index, "%s", PROJECTS_INDEX);
-    project_reader_t reader = {self->store, reply};
-    listing_t listing = {index,   PROJECT_PREFIX,       project_read_member,
-                         &reader, project_filter_match, &filter};
+    record_lister_t lister = {self->store, PROJECT_KEY_PREFIX,
+                              &passerelle__economic_project__descriptor, reply};
+    listing_t listing = {index,   PROJECT_PREFIX,       record_list_read,
+                         &lister, project_filter_match, &filter};
     listing_page_t page;
-    listing_result_t result =
-        listing_page(self->store, &listing, filter.after, filter.page_size, &page);
-    if (result == LISTING_LOST || result == LISTING_REFUSED) {
-        reply_store_failure(reply, self->store,
-                            result == LISTING_LOST ? STORE_LOST : STORE_REFUSED);
+    if (!reply_listing_result(
+            reply, self->store,
+            listing_page(self->store, &listing, filter.after, filter.page_size, &page)))
         return;
-    }
-    if (result == LISTING_NO_MEMORY) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-        return;
-    }
-    if (result != LISTING_OK)
-        return; /* the read has set the reply */
     Passerelle__ProjectList list = PASSERELLE__PROJECT_LIST__INIT;
     list.projects = (Passerelle__EconomicProject **)page.items;
     list.n_projects = page.count;

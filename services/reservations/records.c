@@ -2,12 +2,7 @@
  * handler file shares (see records.h). */
 #include "records.h"
 
-#include "log.h"
-
-#include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 /* ====================================================================== */
 /* Reading records                                                        */
@@ -16,34 +11,6 @@
 void reply_domain_error(reply_t *reply, const domain_error_t *err)
 {
     reply_error(reply, err->status, err->field[0] ? err->field : NULL, "%s", err->message);
-}
-
-/* Reads and unpacks the record at key. On READ_FOUND the caller owns *msg_p
- * (protobuf_c_message_free_unpacked) and *version is its version. */
-read_result_t record_read(store_t *store, const char *key, const ProtobufCMessageDescriptor *desc,
-                          ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply)
-{
-    uint8_t *data = NULL;
-    size_t len = 0;
-    *msg_p = NULL;
-    store_result_t result = store_record_get(store, key, version, &data, &len);
-    if (result != STORE_OK) {
-        reply_store_failure(reply, store, result);
-        return READ_FAILED;
-    }
-    if (*version == 0) {
-        free(data);
-        return READ_ABSENT;
-    }
-    *msg_p = protobuf_c_message_unpack(desc, NULL, len, data);
-    free(data);
-    if (!*msg_p) {
-        log_error("record does not decode", "{s:s, s:s, s:I}", "key", key, "type", desc->name,
-                  "length", (json_int_t)len);
-        reply_error(reply, ST_INTERNAL, NULL, "record %s does not decode", key);
-        return READ_FAILED;
-    }
-    return READ_FOUND;
 }
 
 const record_type_t RECORD_UNIT = {"unit", 'U', &passerelle__unit__descriptor};
@@ -123,30 +90,7 @@ read_result_t unit_ref_read(store_t *store, const char *external_ref, char id[ID
 {
     char key[KEY_MAX];
     record_key(key, "unit-ref", external_ref);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    uint64_t version = 0;
-    store_result_t result = store_record_get(store, key, &version, &data, &len);
-    if (result != STORE_OK) {
-        reply_store_failure(reply, store, result);
-        return READ_FAILED;
-    }
-    if (version == 0) {
-        free(data);
-        return READ_ABSENT;
-    }
-    bool ok = len < ID_LEN;
-    if (ok) {
-        memcpy(id, data, len);
-        id[len] = '\0';
-        ok = id_valid('U', id);
-    }
-    free(data);
-    if (!ok) {
-        reply_error(reply, ST_INTERNAL, NULL, "record %s does not hold a unit id", key);
-        return READ_FAILED;
-    }
-    return READ_FOUND;
+    return record_read_ref(store, key, 'U', "unit", id, reply);
 }
 
 /* A unit by id, or else by external reference. */
@@ -169,15 +113,6 @@ read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit 
 /* Listings                                                               */
 /* ====================================================================== */
 
-bool reply_listing_result(reply_t *reply, store_t *store, listing_result_t result)
-{
-    if (result == LISTING_LOST || result == LISTING_REFUSED)
-        reply_store_failure(reply, store, result == LISTING_LOST ? STORE_LOST : STORE_REFUSED);
-    else if (result == LISTING_NO_MEMORY)
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-    return result == LISTING_OK;
-}
-
 bool records_count(store_t *store, const char *key, long long *out, reply_t *reply)
 {
     return reply_listing_result(reply, store, listing_count(store, key, out));
@@ -189,28 +124,22 @@ bool records_smallest_index(store_t *store, const char *const *keys, size_t n, s
     return reply_listing_result(reply, store, listing_smallest_index(store, keys, n, best));
 }
 
-/* What a listing's read callback needs to read a record of the service. */
-typedef struct {
-    store_t *store;
-    const record_type_t *type;
-    reply_t *reply;
-} record_reader_t;
-
-static listing_result_t record_read_member(void *arg, const char *id, ProtobufCMessage **msg_p)
+/* The lister of a type's records: reservations:<name>:<id>. */
+static void record_lister(record_lister_t *lister, char prefix[KEY_MAX], store_t *store,
+                          const record_type_t *type, reply_t *reply)
 {
-    record_reader_t *reader = arg;
-    uint64_t version = 0;
-    read_result_t found =
-        record_read_id(reader->store, reader->type, id, msg_p, &version, reader->reply);
-    return found == READ_FAILED ? LISTING_READ_FAILED : LISTING_OK;
+    snprintf(prefix, KEY_MAX, "reservations:%s:", type->name);
+    *lister = (record_lister_t){store, prefix, type->descriptor, reply};
 }
 
 bool records_list_page(store_t *store, const char *index, const record_type_t *type,
                        const char *after, unsigned page_size, listing_match_fn match, void *arg,
                        listing_page_t *page, reply_t *reply)
 {
-    record_reader_t reader = {store, type, reply};
-    listing_t listing = {index, type->id_prefix, record_read_member, &reader, match, arg};
+    record_lister_t lister;
+    char prefix[KEY_MAX];
+    record_lister(&lister, prefix, store, type, reply);
+    listing_t listing = {index, type->id_prefix, record_list_read, &lister, match, arg};
     return reply_listing_result(reply, store,
                                 listing_page(store, &listing, after, page_size, page));
 }
@@ -218,19 +147,16 @@ bool records_list_page(store_t *store, const char *index, const record_type_t *t
 bool records_read_all(store_t *store, const char *index, const record_type_t *type,
                       listing_page_t *page, reply_t *reply)
 {
-    record_reader_t reader = {store, type, reply};
-    listing_t listing = {index, type->id_prefix, record_read_member, &reader, NULL, NULL};
+    record_lister_t lister;
+    char prefix[KEY_MAX];
+    record_lister(&lister, prefix, store, type, reply);
+    listing_t listing = {index, type->id_prefix, record_list_read, &lister, NULL, NULL};
     return reply_listing_result(reply, store, listing_all(store, &listing, page));
 }
 
 /* ====================================================================== */
 /* Writing                                                                */
 /* ====================================================================== */
-
-party_t caller_party(const call_t *call)
-{
-    return call->caller ? call->caller->party : PARTY_NONE;
-}
 
 txn_t *txn_for(const call_t *call)
 {

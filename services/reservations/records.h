@@ -77,20 +77,10 @@
 
 #define KEY_MAX 160
 
-typedef enum {
-    READ_FOUND,
-    READ_ABSENT,
-    READ_FAILED, /* the reply says why */
-} read_result_t;
-
-
 /* The domain rule's refusal as the reply: its status, field and message. */
 void reply_domain_error(reply_t *reply, const domain_error_t *err);
 
-/* Reads and unpacks the record at key. On READ_FOUND the caller owns *msg_p
- * (protobuf_c_message_free_unpacked) and *version is its version. */
-read_result_t record_read(store_t *store, const char *key, const ProtobufCMessageDescriptor *desc,
-                          ProtobufCMessage **msg_p, uint64_t *version, reply_t *reply);
+/* Records are read with server.h's record_read (read_result_t). */
 
 /* A kind of record kept by id: the name in its key, the prefix of its ids
  * (ids.h) and its message. */
@@ -143,12 +133,7 @@ read_result_t unit_find(store_t *store, const char *id_or_ref, Passerelle__Unit 
 /* ---- listings ---- */
 
 /* Listings walk the indexes above with listing.h; these bind it to the
- * service's records and replies. */
-
-/* The reply for a listing that failed: UNAVAILABLE or INTERNAL as for a
- * store call, INTERNAL when out of memory, and nothing for
- * LISTING_READ_FAILED (the read has set the reply). True on LISTING_OK. */
-bool reply_listing_result(reply_t *reply, store_t *store, listing_result_t result);
+ * service's records and replies (reply_listing_result, server.h). */
 
 /* The size of a sorted set (ZCARD), or false with the reply set. */
 bool records_count(store_t *store, const char *key, long long *out, reply_t *reply);
@@ -172,9 +157,6 @@ bool records_read_all(store_t *store, const char *index, const record_type_t *ty
                       listing_page_t *page, reply_t *reply);
 
 /* ---- writing ---- */
-
-/* The party of the caller (PARTY_NONE when unauthenticated). */
-party_t caller_party(const call_t *call);
 
 /* A transaction for this write request (its idempotency key). */
 txn_t *txn_for(const call_t *call);
