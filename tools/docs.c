@@ -19,11 +19,9 @@
 #define _GNU_SOURCE
 #include "docs.h"
 
-#include "client.h"
-#include "config.h"
+#include "cli_common.h"
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
-#include "identity.h"
 #include "pbjson.h"
 #include "sha256.h"
 #include "status.h"
@@ -43,13 +41,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-enum {
-    EXIT_OK = 0,
-    EXIT_REPLY_ERROR = 1,
-    EXIT_USAGE = 2,
-    EXIT_UNREACHABLE = 3,
-};
 
 #define DOCS_DEFAULT_ENDPOINT "tcp://127.0.0.1:7404"
 #define READ_LENGTH           (1024u * 1024u) /* bytes asked per document.read */
@@ -79,10 +70,9 @@ typedef struct {
 #define MAX_FLAGS 16
 
 struct docs_ctx_t {
-    const docs_options_t *opts;
+    const cli_options_t *opts;
     const docs_command_t *cmd;
-    const char *endpoint;
-    client_t *client;
+    cli_service_t service; /* the document store */
     const char *positional[2];
     /* flag values by their position in cmd->flags; NULL when not given */
     const char *values[MAX_FLAGS];
@@ -126,27 +116,27 @@ static const docs_command_t docs_commands[] = {
 static int usage_error(const docs_command_t *cmd, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* "docs" or "docs <command>": what a usage error points at. */
+static void help_topic(const docs_command_t *cmd, char out[32])
+{
+    snprintf(out, 32, "docs%s%s", cmd ? " " : "", cmd ? cmd->name : "");
+}
+
 static int usage_error(const docs_command_t *cmd, const char *format, ...)
 {
+    char topic[32];
+    help_topic(cmd, topic);
     va_list args;
     va_start(args, format);
-    fputs("error: ", stderr);
-    vfprintf(stderr, format, args);
+    int rc = cli_usage_verror(topic, format, args);
     va_end(args);
-    fprintf(stderr, "\n(see 'passerelle help docs%s%s')\n", cmd ? " " : "", cmd ? cmd->name : "");
-    return EXIT_USAGE;
+    return rc;
 }
 
 static void print_command_help(FILE *out, const docs_command_t *cmd)
 {
     fprintf(out, "  %s\n", cmd->usage);
-    for (const char *line = cmd->summary; *line;) {
-        size_t len = strcspn(line, "\n");
-        fprintf(out, "      %.*s\n", (int)len, line);
-        line += len;
-        if (*line == '\n')
-            line++;
-    }
+    cli_print_indented(out, cmd->summary);
     if (!*cmd->flags)
         return;
     fputs("      flags:", out);
@@ -176,53 +166,23 @@ void docs_print_help(FILE *out)
                  "       transfers above 4 MiB when standard error is a terminal.\n");
 }
 
-/* The index of flag name (len bytes) in cmd->flags, or -1; *repeated says
- * whether it is the repeatable one. */
-static int flag_index(const docs_command_t *cmd, const char *name, size_t name_len, bool *repeated)
-{
-    int index = 0;
-    for (const char *f = cmd->flags; *f; index++) {
-        size_t len = strcspn(f, " ");
-        bool star = f[len - 1] == '*';
-        size_t bare = star ? len - 1 : len;
-        if (bare == name_len && strncmp(f, name, name_len) == 0) {
-            *repeated = star;
-            return index;
-        }
-        f += len;
-        while (*f == ' ')
-            f++;
-    }
-    return -1;
-}
-
 /* Fills ctx's positionals and flag values from args. "-o" is --output;
- * "--all" takes no value. Returns 0 or EXIT_USAGE. */
+ * "--all" takes no value. Returns 0 or CLI_EXIT_USAGE. */
 static int parse_args(docs_ctx_t *ctx, char **args, int count)
 {
     const docs_command_t *cmd = ctx->cmd;
     int positionals = 0;
     for (int i = 0; i < count; i++) {
-        const char *arg = args[i];
-        const char *name = NULL;
+        const char *arg = args[i], *name = NULL, *value = NULL;
         size_t name_len = 0;
-        const char *value = NULL;
-        if (strcmp(arg, "-o") == 0) {
-            name = "output";
-            name_len = 6;
-        } else if (strncmp(arg, "--", 2) == 0 && arg[2]) {
-            name = arg + 2;
-            const char *eq = strchr(name, '=');
-            name_len = eq ? (size_t)(eq - name) : strlen(name);
-            value = eq ? eq + 1 : NULL;
-        } else {
+        if (!cli_flag_split(arg, &name, &name_len, &value)) {
             if (positionals >= cmd->positionals)
                 return usage_error(cmd, "unexpected argument '%s' for 'docs %s'", arg, cmd->name);
             ctx->positional[positionals++] = arg;
             continue;
         }
         bool repeated = false;
-        int index = flag_index(cmd, name, name_len, &repeated);
+        int index = cli_flag_index(cmd->flags, name, name_len, &repeated);
         if (index < 0 || index >= MAX_FLAGS)
             return usage_error(cmd, "unknown flag %s for 'docs %s'", arg, cmd->name);
         if (name_len == 3 && strncmp(name, "all", 3) == 0) {
@@ -231,12 +191,8 @@ static int parse_args(docs_ctx_t *ctx, char **args, int count)
             ctx->values[index] = "";
             continue;
         }
-        if (!value) {
-            /* "-o -" is a value, not a flag */
-            if (i + 1 >= count || strncmp(args[i + 1], "--", 2) == 0)
-                return usage_error(cmd, "%s needs a value", arg);
-            value = args[++i];
-        }
+        if (!value && !(value = cli_flag_next_value(args, count, &i)))
+            return usage_error(cmd, "%s needs a value", arg);
         if (repeated) {
             /* "--tag a,b" is "--tag a --tag b" */
             for (const char *item = value;;) {
@@ -267,8 +223,7 @@ static int parse_args(docs_ctx_t *ctx, char **args, int count)
 /* The value of flag name, or NULL. */
 static const char *flag(const docs_ctx_t *ctx, const char *name)
 {
-    bool repeated;
-    int index = flag_index(ctx->cmd, name, strlen(name), &repeated);
+    int index = cli_flag_index(ctx->cmd->flags, name, strlen(name), NULL);
     return index < 0 ? NULL : ctx->values[index];
 }
 
@@ -320,63 +275,13 @@ static const char *enum_word(const ProtobufCEnumDescriptor *desc, int value, cha
  * Calls
  * ======================================================================== */
 
-typedef struct {
-    int status; /* of the reply; -1 when none came */
-} call_result_t;
-
-static void print_reply_error(const Passerelle__Reply *reply)
-{
-    fprintf(stderr, "error: %s: %s", status_name(reply->status),
-            reply->message && *reply->message ? reply->message : "(no message)");
-    if (reply->field && *reply->field)
-        fprintf(stderr, " (field: %s)", reply->field);
-    fputc('\n', stderr);
-}
-
-/* One request. Returns 0 with *result_p (free with
- * protobuf_c_message_free_unpacked), or the exit code after saying why on
- * stderr; *status_out (may be NULL) gets the reply's status. */
+/* One request, with a fresh idempotency key each (a transfer's chunks are
+ * distinct writes): cli_service_call. */
 static int docs_call(docs_ctx_t *ctx, const char *type, const ProtobufCMessage *request,
                      const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **result_p,
                      int *status_out)
 {
-    Passerelle__Reply *reply = NULL;
-    if (status_out)
-        *status_out = -1;
-    if (client_call(ctx->client, type, request, NULL, &reply) != 0) {
-        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n", ctx->endpoint,
-                ctx->opts->retries + 1, ctx->opts->retries ? "s" : "");
-        return EXIT_UNREACHABLE;
-    }
-    if (status_out)
-        *status_out = reply->status;
-    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
-        print_reply_error(reply);
-        passerelle__reply__free_unpacked(reply, NULL);
-        return EXIT_REPLY_ERROR;
-    }
-    ProtobufCMessage *result = protobuf_c_message_unpack(
-        reply_desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    if (!result) {
-        fprintf(stderr, "error: INTERNAL: the reply to %s does not decode as %s\n", type,
-                reply_desc->name);
-        return EXIT_REPLY_ERROR;
-    }
-    *result_p = result;
-    return 0;
-}
-
-static void print_json_message(const ProtobufCMessage *msg)
-{
-    json_t *json = pbjson_from_message(msg);
-    if (!json) {
-        fprintf(stderr, "error: out of memory\n");
-        return;
-    }
-    json_dumpf(json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-    json_decref(json);
+    return cli_service_call(&ctx->service, type, request, NULL, reply_desc, result_p, status_out);
 }
 
 /* ==========================================================================
@@ -455,7 +360,7 @@ static void output_document(const docs_ctx_t *ctx, const Passerelle__Document *d
     if (ctx->opts->id_only)
         printf("%s\n", text_or(doc->id, ""));
     else if (ctx->opts->json)
-        print_json_message(&doc->base);
+        cli_print_message_json(&doc->base);
     else
         print_document(stdout, doc);
 }
@@ -596,7 +501,7 @@ static int hash_file(int fd, uint64_t size, char hex[65])
     return rc;
 }
 
-/* Fills the begin request from the flags. Returns 0 or EXIT_USAGE. */
+/* Fills the begin request from the flags. Returns 0 or CLI_EXIT_USAGE. */
 static int put_request(docs_ctx_t *ctx, Passerelle__UploadBeginRequest *req)
 {
     const docs_command_t *cmd = ctx->cmd;
@@ -651,12 +556,12 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
         return 0;
     if (s->chunk_max == 0 || !s->upload_id) {
         fprintf(stderr, "error: INTERNAL: the upload session has no chunk_max or upload_id\n");
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     unsigned char *buf = malloc(s->chunk_max);
     if (!buf) {
         fprintf(stderr, "error: out of memory for a chunk of %u bytes\n", s->chunk_max);
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     progress_t progress;
     progress_start(&progress, "put", size);
@@ -668,7 +573,7 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
         if (got != (ssize_t)len) {
             fprintf(stderr, "error: cannot read the file at offset %llu: %s\n",
                     (unsigned long long)offset, got < 0 ? strerror(errno) : "it shrank");
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
             break;
         }
         Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
@@ -690,14 +595,14 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
         if (received > size) {
             fprintf(stderr, "error: INTERNAL: the service says it received %llu bytes of %llu\n",
                     (unsigned long long)received, (unsigned long long)size);
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
             break;
         }
         if (received <= offset) {
             if (++stalls >= MAX_STALLS) {
                 fprintf(stderr, "error: the upload makes no progress at offset %llu\n",
                         (unsigned long long)offset);
-                rc = EXIT_REPLY_ERROR;
+                rc = CLI_EXIT_REPLY_ERROR;
                 break;
             }
         } else {
@@ -728,7 +633,7 @@ static int put_commit(docs_ctx_t *ctx, const char *upload_id)
     const Passerelle__UploadSession *done = (const Passerelle__UploadSession *)result;
     if (!done->document || !*done->document) {
         fprintf(stderr, "error: INTERNAL: upload %s committed without a document\n", upload_id);
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
     } else if (ctx->opts->id_only) {
         printf("%s\n", done->document);
     } else {
@@ -767,7 +672,7 @@ static int run_put(docs_ctx_t *ctx)
     if (hash_file(fd, size, sha) != 0) {
         fprintf(stderr, "error: cannot read '%s': %s\n", path, strerror(errno));
         close(fd);
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
 
     char *path_copy = strdup(path);
@@ -828,7 +733,7 @@ static int download_write(download_t *d, const ProtobufCBinaryData *data)
     if (data->len && fwrite(data->data, 1, data->len, d->out) != data->len) {
         fprintf(stderr, "error: cannot write %s: %s\n",
                 d->to_stdout ? "standard output" : d->temp_path, strerror(errno));
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     sha256_update(d->hash, data->data, data->len);
     d->written += data->len;
@@ -841,7 +746,7 @@ static int download_open(download_t *d, const char *target)
 {
     char *copy = strdup(target);
     if (!copy)
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     const char *base = basename(copy);
     char *dir_copy = strdup(target);
     const char *dir = dir_copy ? dirname(dir_copy) : ".";
@@ -850,13 +755,13 @@ static int download_open(download_t *d, const char *target)
     free(dir_copy);
     if (n < 0 || (size_t)n >= sizeof d->temp_path) {
         fprintf(stderr, "error: -o: the path '%s' is too long\n", target);
-        return EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     }
     int fd = mkstemp(d->temp_path);
     if (fd < 0) {
         fprintf(stderr, "error: cannot create a file beside '%s': %s\n", target, strerror(errno));
         d->temp_path[0] = '\0';
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     /* mkstemp makes it 0600; a download gets the mode any new file gets */
     mode_t mask = umask(0);
@@ -867,7 +772,7 @@ static int download_open(download_t *d, const char *target)
         close(fd);
         unlink(d->temp_path);
         d->temp_path[0] = '\0';
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     return 0;
 }
@@ -952,7 +857,7 @@ static int run_get(docs_ctx_t *ctx)
     if (!d.hash) {
         protobuf_c_message_free_unpacked(&first->base, NULL);
         fprintf(stderr, "error: SHA-256 unavailable (out of memory or no OpenSSL provider)\n");
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     char *default_name = NULL;
     if (target && strcmp(target, "-") == 0) {
@@ -974,7 +879,7 @@ static int run_get(docs_ctx_t *ctx)
                     "error: INTERNAL: asked for offset %llu of version %u, got %llu of %u\n",
                     (unsigned long long)d.written, number, (unsigned long long)reply->offset,
                     reply->version);
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
             break;
         }
         rc = download_write(&d, &reply->data);
@@ -986,7 +891,7 @@ static int run_get(docs_ctx_t *ctx)
         if (reply->data.len == 0) {
             fprintf(stderr, "error: INTERNAL: an empty range at offset %llu of %llu\n",
                     (unsigned long long)d.written, (unsigned long long)size);
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
             break;
         }
         protobuf_c_message_free_unpacked(&reply->base, NULL);
@@ -1010,31 +915,31 @@ static int run_get(docs_ctx_t *ctx)
                     "expected %llu bytes with %s; nothing was written\n",
                     number, id, (unsigned long long)d.written, got, (unsigned long long)size,
                     expected);
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
         }
     }
     if (rc == 0 && !d.to_stdout) {
         int fd = fileno(d.out);
         if (fflush(d.out) != 0 || fsync(fd) != 0) {
             fprintf(stderr, "error: cannot write %s: %s\n", d.temp_path, strerror(errno));
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
         } else if (fclose(d.out) != 0) {
             d.out = NULL;
             unlink(d.temp_path);
             fprintf(stderr, "error: cannot write %s: %s\n", d.temp_path, strerror(errno));
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
         } else {
             d.out = NULL;
             if (rename(d.temp_path, target) != 0) {
                 fprintf(stderr, "error: cannot rename %s to %s: %s\n", d.temp_path, target,
                         strerror(errno));
                 unlink(d.temp_path);
-                rc = EXIT_REPLY_ERROR;
+                rc = CLI_EXIT_REPLY_ERROR;
             }
         }
     } else if (d.to_stdout && fflush(stdout) != 0) {
         fprintf(stderr, "error: cannot write standard output: %s\n", strerror(errno));
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
     }
     if (rc)
         download_discard(&d);
@@ -1212,7 +1117,7 @@ static int run_fsck(docs_ctx_t *ctx)
         return rc;
     const Passerelle__FsckReply *fsck = (const Passerelle__FsckReply *)result;
     if (ctx->opts->json) {
-        print_json_message(result);
+        cli_print_message_json(result);
     } else {
         for (size_t i = 0; i < fsck->n_corrupt; i++)
             printf("corrupt   %s\n", fsck->corrupt[i]);
@@ -1227,44 +1132,19 @@ static int run_fsck(docs_ctx_t *ctx)
     }
     bool clean = fsck->n_corrupt == 0 && fsck->n_missing == 0 && fsck->n_orphaned == 0;
     protobuf_c_message_free_unpacked(result, NULL);
-    return clean ? 0 : EXIT_REPLY_ERROR;
+    return clean ? 0 : CLI_EXIT_REPLY_ERROR;
 }
 
 /* ==========================================================================
  * Entry
  * ======================================================================== */
 
-static int connect_client(docs_ctx_t *ctx)
-{
-    const docs_options_t *opts = ctx->opts;
-    if (!opts->insecure && !identity_name_valid(opts->as))
-        return usage_error(ctx->cmd, "--as: '%s' is not a key name", opts->as);
-    char server_public[1024], client_cert[1024], err[512] = "";
-    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
-    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
-    client_config_t cfg = {
-        .endpoint = ctx->endpoint,
-        .server_public_path = server_public,
-        .client_cert_path = client_cert,
-        .insecure = opts->insecure,
-        .timeout_ms = (int)opts->timeout_ms,
-        .retries = (int)opts->retries,
-    };
-    ctx->client = client_new(&cfg, err, sizeof err);
-    if (!ctx->client) {
-        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
-                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
-        return EXIT_USAGE;
-    }
-    return 0;
-}
-
-int docs_main(const docs_options_t *opts, char **args, int count)
+int docs_main(const cli_options_t *opts, char **args, int count)
 {
     if (count == 0) {
         if (opts->help) {
             docs_print_help(stdout);
-            return EXIT_OK;
+            return CLI_EXIT_OK;
         }
         docs_print_help(stderr);
         return usage_error(NULL, "'docs' needs a command: put, get, list, show, versions, "
@@ -1281,26 +1161,27 @@ int docs_main(const docs_options_t *opts, char **args, int count)
                            args[0]);
     if (opts->help) {
         print_command_help(stdout, cmd);
-        return EXIT_OK;
+        return CLI_EXIT_OK;
     }
     if (sodium_init() < 0) {
         fprintf(stderr, "error: libsodium cannot start\n");
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
 
     docs_ctx_t ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.opts = opts;
     ctx.cmd = cmd;
-    ctx.endpoint = opts->endpoint
-                       ? opts->endpoint
-                       : config_str("PASSERELLE_DOCSTORE_ENDPOINT", DOCS_DEFAULT_ENDPOINT);
+    cli_service_init(&ctx.service, opts, "PASSERELLE_DOCSTORE_ENDPOINT", DOCS_DEFAULT_ENDPOINT);
     int rc = parse_args(&ctx, args + 1, count - 1);
-    if (rc == 0)
-        rc = connect_client(&ctx);
+    if (rc == 0) {
+        char topic[32];
+        help_topic(cmd, topic);
+        rc = cli_service_connect(&ctx.service, topic);
+    }
     if (rc == 0)
         rc = cmd->run(&ctx);
-    client_destroy(&ctx.client);
+    cli_service_close(&ctx.service);
     for (size_t i = 0; i < ctx.n_tags; i++)
         free((char *)ctx.tags[i]);
     return rc;

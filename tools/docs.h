@@ -6,27 +6,16 @@
 #ifndef PASSERELLE_TOOLS_DOCS_H
 #define PASSERELLE_TOOLS_DOCS_H
 
-#include <stdbool.h>
-#include <stdio.h>
+#include "cli_common.h"
 
-/* The global options, as passerelle.c parsed them (strings borrowed). */
-typedef struct {
-    const char *endpoint; /* --endpoint; NULL: PASSERELLE_DOCSTORE_ENDPOINT */
-    const char *keys_dir;
-    const char *as;
-    long timeout_ms;
-    long retries;
-    bool insecure;
-    bool json;
-    bool id_only;
-    bool help;
-} docs_options_t;
+#include <stdio.h>
 
 /* Runs `docs <sub-command> [arguments]` (args: what follows the word
  * "docs"). Returns the exit code: 0 OK, 1 the service refused (or a
  * download failed its checks, or fsck found a problem), 2 usage error, 3 no
- * reply after the retries. */
-int docs_main(const docs_options_t *opts, char **args, int count);
+ * reply after the retries (cli_common.h). The endpoint is --endpoint, or
+ * PASSERELLE_DOCSTORE_ENDPOINT. */
+int docs_main(const cli_options_t *opts, char **args, int count);
 
 /* The docs commands' part of `passerelle help`. */
 void docs_print_help(FILE *out);

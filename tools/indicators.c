@@ -17,11 +17,9 @@
 #define _GNU_SOURCE
 #include "indicators.h"
 
+#include "cli_common.h"
 #include "cli_print.h"
-#include "client.h"
-#include "config.h"
 #include "envelope.pb-c.h"
-#include "identity.h"
 #include "indicators.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
@@ -37,13 +35,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-
-enum {
-    EXIT_OK = 0,
-    EXIT_REPLY_ERROR = 1,
-    EXIT_USAGE = 2,
-    EXIT_UNREACHABLE = 3,
-};
 
 #define INDICATORS_DEFAULT_ENDPOINT "tcp://127.0.0.1:7403"
 #define MAX_FLAGS                   8
@@ -68,10 +59,9 @@ typedef struct {
 } ind_command_t;
 
 struct ind_ctx_t {
-    const indicators_options_t *opts;
+    const cli_options_t *opts;
     const ind_command_t *cmd;
-    const char *endpoint;
-    client_t *client;
+    cli_service_t service; /* the indicators service */
     const char *positional;
     const char *values[MAX_FLAGS]; /* by position in cmd->flags; NULL when not given */
 };
@@ -129,23 +119,15 @@ static int usage_error(const ind_command_t *cmd, const char *format, ...)
 {
     va_list args;
     va_start(args, format);
-    fputs("error: ", stderr);
-    vfprintf(stderr, format, args);
+    int rc = cli_usage_verror(cmd ? cmd->words : "indicators", format, args);
     va_end(args);
-    fprintf(stderr, "\n(see 'passerelle help %s')\n", cmd ? cmd->words : "indicators");
-    return EXIT_USAGE;
+    return rc;
 }
 
 static void print_command_help(FILE *out, const ind_command_t *cmd)
 {
     fprintf(out, "  %s\n", cmd->usage);
-    for (const char *line = cmd->summary; *line;) {
-        size_t len = strcspn(line, "\n");
-        fprintf(out, "      %.*s\n", (int)len, line);
-        line += len;
-        if (*line == '\n')
-            line++;
-    }
+    cli_print_indented(out, cmd->summary);
 }
 
 void indicators_print_help(FILE *out)
@@ -189,29 +171,14 @@ static const ind_command_t *command_find(char **words, int count, int *used)
     return &ind_commands[0];
 }
 
-/* The index of flag name (len bytes) in cmd->flags, or -1. */
-static int flag_index(const ind_command_t *cmd, const char *name, size_t name_len)
-{
-    int index = 0;
-    for (const char *f = cmd->flags; *f; index++) {
-        size_t len = strcspn(f, " ");
-        if (len == name_len && strncmp(f, name, name_len) == 0)
-            return index;
-        f += len;
-        while (*f == ' ')
-            f++;
-    }
-    return -1;
-}
-
 static const char *flag(const ind_ctx_t *ctx, const char *name)
 {
-    int index = flag_index(ctx->cmd, name, strlen(name));
+    int index = cli_flag_index(ctx->cmd->flags, name, strlen(name), NULL);
     return index < 0 ? NULL : ctx->values[index];
 }
 
 /* Fills ctx's positional and flag values from args; "-o" is --output.
- * Returns 0 or EXIT_USAGE. */
+ * Returns 0 or CLI_EXIT_USAGE. */
 static int parse_args(ind_ctx_t *ctx, char **args, int count)
 {
     const ind_command_t *cmd = ctx->cmd;
@@ -219,30 +186,18 @@ static int parse_args(ind_ctx_t *ctx, char **args, int count)
     for (int i = 0; i < count; i++) {
         const char *arg = args[i], *name = NULL, *value = NULL;
         size_t name_len = 0;
-        if (strcmp(arg, "-o") == 0) {
-            name = "output";
-            name_len = 6;
-        } else if (strncmp(arg, "--", 2) == 0 && arg[2]) {
-            name = arg + 2;
-            const char *eq = strchr(name, '=');
-            name_len = eq ? (size_t)(eq - name) : strlen(name);
-            value = eq ? eq + 1 : NULL;
-        } else {
+        if (!cli_flag_split(arg, &name, &name_len, &value)) {
             if (positionals >= cmd->positionals)
                 return usage_error(cmd, "unexpected argument '%s' for '%s'", arg, cmd->words);
             ctx->positional = arg;
             positionals++;
             continue;
         }
-        int index = flag_index(cmd, name, name_len);
+        int index = cli_flag_index(cmd->flags, name, name_len, NULL);
         if (index < 0 || index >= MAX_FLAGS)
             return usage_error(cmd, "unknown flag %s for '%s'", arg, cmd->words);
-        if (!value) {
-            /* "-o -" is a value, not a flag */
-            if (i + 1 >= count || strncmp(args[i + 1], "--", 2) == 0)
-                return usage_error(cmd, "%s needs a value", arg);
-            value = args[++i];
-        }
+        if (!value && !(value = cli_flag_next_value(args, count, &i)))
+            return usage_error(cmd, "%s needs a value", arg);
         if (ctx->values[index])
             return usage_error(cmd, "%s given twice", arg);
         ctx->values[index] = value;
@@ -262,80 +217,6 @@ static int parse_args(ind_ctx_t *ctx, char **args, int count)
 /* ==========================================================================
  * Calls
  * ======================================================================== */
-
-static int connect_client(ind_ctx_t *ctx)
-{
-    const indicators_options_t *opts = ctx->opts;
-    if (!opts->insecure && !identity_name_valid(opts->as))
-        return usage_error(ctx->cmd, "--as: '%s' is not a key name", opts->as);
-    char server_public[1024], client_cert[1024], err[512] = "";
-    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
-    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
-    client_config_t cfg = {
-        .endpoint = ctx->endpoint,
-        .server_public_path = server_public,
-        .client_cert_path = client_cert,
-        .insecure = opts->insecure,
-        .timeout_ms = (int)opts->timeout_ms,
-        .retries = (int)opts->retries,
-    };
-    ctx->client = client_new(&cfg, err, sizeof err);
-    if (!ctx->client) {
-        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
-                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
-        return EXIT_USAGE;
-    }
-    return 0;
-}
-
-static void print_reply_error(const Passerelle__Reply *reply)
-{
-    fprintf(stderr, "error: %s: %s", status_name(reply->status),
-            reply->message && *reply->message ? reply->message : "(no message)");
-    if (reply->field && *reply->field)
-        fprintf(stderr, " (field: %s)", reply->field);
-    fputc('\n', stderr);
-}
-
-/* One request (idempotency_key: NULL for a fresh one). Returns 0 with
- * *result_p (free with protobuf_c_message_free_unpacked), or the exit code
- * after saying why on stderr. */
-static int ind_call(ind_ctx_t *ctx, const char *type, const ProtobufCMessage *request,
-                    const ProtobufCMessageDescriptor *reply_desc, const char *idempotency_key,
-                    ProtobufCMessage **result_p)
-{
-    Passerelle__Reply *reply = NULL;
-    if (client_call(ctx->client, type, request, idempotency_key, &reply) != 0) {
-        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n", ctx->endpoint,
-                ctx->opts->retries + 1, ctx->opts->retries ? "s" : "");
-        return EXIT_UNREACHABLE;
-    }
-    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
-        print_reply_error(reply);
-        passerelle__reply__free_unpacked(reply, NULL);
-        return EXIT_REPLY_ERROR;
-    }
-    ProtobufCMessage *result = protobuf_c_message_unpack(
-        reply_desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    if (!result) {
-        fprintf(stderr, "error: INTERNAL: the reply to %s does not decode as %s\n", type,
-                reply_desc->name);
-        return EXIT_REPLY_ERROR;
-    }
-    *result_p = result;
-    return 0;
-}
-
-static void print_json(json_t *json)
-{
-    if (!json) {
-        fprintf(stderr, "error: out of memory\n");
-        return;
-    }
-    json_dumpf(json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-}
 
 /* The scope the flags name (the Métropole when neither). */
 static void scope_from_flags(const ind_ctx_t *ctx, Passerelle__Scope *scope)
@@ -450,8 +331,8 @@ static int run_snapshot(ind_ctx_t *ctx)
         req.scope = &scope;
         req.date = (char *)flag(ctx, "date");
         ProtobufCMessage *result = NULL;
-        rc = ind_call(ctx, "indicator.snapshot", &req.base, &passerelle__snapshot__descriptor, NULL,
-                      &result);
+        rc = cli_service_call(&ctx->service, "indicator.snapshot", &req.base, NULL,
+                              &passerelle__snapshot__descriptor, &result, NULL);
         if (rc == 0) {
             snapshots[count] = (Passerelle__Snapshot *)result;
             headers[count] = scopes[s] ? scopes[s] : "Métropole";
@@ -465,7 +346,7 @@ static int run_snapshot(ind_ctx_t *ctx)
         for (size_t i = 0; i < count; i++)
             json_array_append_new(list, pbjson_from_message(&snapshots[i]->base));
         json_object_set_new(json, "snapshots", list);
-        print_json(json);
+        cli_print_json(json);
         json_decref(json);
     } else if (rc == 0) {
         print_snapshot_table(snapshots, headers, count);
@@ -491,14 +372,12 @@ static int run_series(ind_ctx_t *ctx)
     req.filter = (char *)flag(ctx, "filter");
     req.scope = &scope;
     ProtobufCMessage *result = NULL;
-    int rc = ind_call(ctx, "indicator.series", &req.base, &passerelle__series__descriptor, NULL,
-                      &result);
+    int rc = cli_service_call(&ctx->service, "indicator.series", &req.base, NULL,
+                              &passerelle__series__descriptor, &result, NULL);
     if (rc)
         return rc;
     if (ctx->opts->json) {
-        json_t *json = pbjson_from_message(result);
-        print_json(json);
-        json_decref(json);
+        cli_print_message_json(result);
     } else {
         cli_print_series(stdout, (const Passerelle__Series *)result);
     }
@@ -560,8 +439,8 @@ static int run_export(ind_ctx_t *ctx)
     req.indicators = names;
     req.n_indicators = n_names;
     ProtobufCMessage *result = NULL;
-    int rc = ind_call(ctx, "indicator.export", &req.base, &passerelle__export_reply__descriptor,
-                      NULL, &result);
+    int rc = cli_service_call(&ctx->service, "indicator.export", &req.base, NULL,
+                              &passerelle__export_reply__descriptor, &result, NULL);
     free(names_text);
     if (rc)
         return rc;
@@ -571,13 +450,13 @@ static int run_export(ind_ctx_t *ctx)
     size_t len = exported->has_content ? exported->content.len : 0;
     if (output && strcmp(output, "-") != 0) {
         if (!write_file(output, content ? content : "", len))
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
         else
             printf("exported %" PRIu32 " rows (%s) to %s\n", exported->rows,
                    exported->media_type ? exported->media_type : "?", output);
     } else if (len && fwrite(content, 1, len, stdout) != len) {
         fprintf(stderr, "error: cannot write to standard output\n");
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
     } else if (len && ((const char *)content)[len - 1] != '\n') {
         fputc('\n', stdout); /* the JSON form ends without one; a shell prompt would follow it */
     }
@@ -1043,16 +922,16 @@ static int run_demand_import(ind_ctx_t *ctx)
     size_t len = 0;
     char *text = read_all(path, &len);
     if (!text)
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     csv_t csv = {0};
     demand_rows_t rows = {0};
     size_t map[CSV_COLUMNS];
-    int rc = EXIT_OK;
+    int rc = CLI_EXIT_OK;
     bool ok = csv_parse(text, len, &csv);
     free(text);
     if (ok && csv.count == 0 && csv.n_errors == 0) {
         fprintf(stderr, "error: %s is empty: a header row and data lines are expected\n", path);
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
         goto done;
     }
     if (ok && csv.count > 0) {
@@ -1063,7 +942,7 @@ static int run_demand_import(ind_ctx_t *ctx)
     }
     if (!ok) {
         fprintf(stderr, "error: out of memory\n");
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
         goto done;
     }
     if (csv.n_errors) {
@@ -1081,30 +960,28 @@ static int run_demand_import(ind_ctx_t *ctx)
                 bad_lines++;
         fprintf(stderr, "error: %s: %zu bad line%s; nothing was sent\n", path, bad_lines,
                 bad_lines == 1 ? "" : "s");
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
         goto done;
     }
     if (rows.count == 0) {
         fprintf(stderr, "error: %s has a header but no data line; nothing was sent\n", path);
-        rc = EXIT_REPLY_ERROR;
+        rc = CLI_EXIT_REPLY_ERROR;
         goto done;
     }
 
-    rc = connect_client(ctx);
+    rc = cli_service_connect(&ctx->service, ctx->cmd->words);
     if (rc)
         goto done;
     Passerelle__DemandImportRequest req = PASSERELLE__DEMAND_IMPORT_REQUEST__INIT;
     req.rows = rows.ptrs;
     req.n_rows = rows.count;
     ProtobufCMessage *result = NULL;
-    rc = ind_call(ctx, "demand.import", &req.base, &passerelle__demand_import_reply__descriptor,
-                  ctx->opts->idempotency_key, &result);
+    rc = cli_service_call(&ctx->service, "demand.import", &req.base, ctx->opts->idempotency_key,
+                          &passerelle__demand_import_reply__descriptor, &result, NULL);
     if (rc)
         goto done;
     if (ctx->opts->json) {
-        json_t *json = pbjson_from_message(result);
-        print_json(json);
-        json_decref(json);
+        cli_print_message_json(result);
     } else {
         const Passerelle__DemandImportReply *imported =
             (const Passerelle__DemandImportReply *)result;
@@ -1124,27 +1001,26 @@ done:
  * Entry point
  * ======================================================================== */
 
-int indicators_main(const indicators_options_t *opts, char **words, int count)
+int indicators_main(const cli_options_t *opts, char **words, int count)
 {
     int used = 0;
     const ind_command_t *cmd = command_find(words, count, &used);
     if (opts->help) {
         print_command_help(stdout, cmd);
-        return EXIT_OK;
+        return CLI_EXIT_OK;
     }
     ind_ctx_t ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.opts = opts;
     ctx.cmd = cmd;
-    ctx.endpoint = opts->endpoint
-                       ? opts->endpoint
-                       : config_str("PASSERELLE_INDICATORS_ENDPOINT", INDICATORS_DEFAULT_ENDPOINT);
+    cli_service_init(&ctx.service, opts, "PASSERELLE_INDICATORS_ENDPOINT",
+                     INDICATORS_DEFAULT_ENDPOINT);
     int rc = parse_args(&ctx, words + used, count - used);
     /* The import checks its file before it needs the service. */
     if (rc == 0 && cmd->run != run_demand_import)
-        rc = connect_client(&ctx);
+        rc = cli_service_connect(&ctx.service, cmd->words);
     if (rc == 0)
         rc = cmd->run(&ctx);
-    client_destroy(&ctx.client);
+    cli_service_close(&ctx.service);
     return rc;
 }

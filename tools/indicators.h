@@ -15,21 +15,10 @@
 #ifndef PASSERELLE_TOOLS_INDICATORS_H
 #define PASSERELLE_TOOLS_INDICATORS_H
 
+#include "cli_common.h"
+
 #include <stdbool.h>
 #include <stdio.h>
-
-/* The global options, as passerelle.c parsed them (strings borrowed). */
-typedef struct {
-    const char *endpoint; /* --endpoint; NULL: PASSERELLE_INDICATORS_ENDPOINT */
-    const char *keys_dir;
-    const char *as;
-    const char *idempotency_key; /* demand import; NULL: a fresh key */
-    long timeout_ms;
-    long retries;
-    bool insecure;
-    bool json;
-    bool help;
-} indicators_options_t;
 
 /* True if the command words (global options already taken out) are one of
  * the commands above: "indicators" alone or with flags, "indicators
@@ -40,8 +29,10 @@ bool indicators_command(char **words, int count);
 /* Runs the command the words name (words as given to indicators_command).
  * Returns the exit code: 0 OK, 1 the service refused (or, for demand
  * import, a line of the file is bad: nothing is sent then), 2 usage error,
- * 3 no reply after the retries. */
-int indicators_main(const indicators_options_t *opts, char **words, int count);
+ * 3 no reply after the retries (cli_common.h). The endpoint is --endpoint,
+ * or PASSERELLE_INDICATORS_ENDPOINT; demand import sends
+ * --idempotency-key when given. */
+int indicators_main(const cli_options_t *opts, char **words, int count);
 
 /* These commands' part of `passerelle help`. */
 void indicators_print_help(FILE *out);

@@ -15,8 +15,8 @@
  * Exit codes are part of the interface for scripts: 0 OK, 1 the service
  * answered with an error (or keygen refused), 2 usage or configuration
  * error, 3 no reply after the retries. */
+#include "cli_common.h"
 #include "cli_print.h"
-#include "client.h"
 #include "config.h"
 #include "docs.h"
 #include "envelope.pb-c.h"
@@ -41,12 +41,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-enum {
-    EXIT_REPLY_ERROR = 1,
-    EXIT_USAGE = 2,
-    EXIT_UNREACHABLE = 3,
-};
 
 /* ==========================================================================
  * The command table
@@ -378,21 +372,9 @@ static const command_t commands[] = {
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
 
 /* ==========================================================================
- * Global options
+ * Global options: read here into a cli_options_t (cli_common.h), which the
+ * modules with commands of their own take as it is.
  * ======================================================================== */
-
-typedef struct {
-    const char *endpoint; /* --endpoint; NULL: the command's service's default */
-    const char *keys_dir;
-    const char *as;
-    const char *idempotency_key;
-    long timeout_ms;
-    long retries;
-    bool insecure;
-    bool json;
-    bool id_only;
-    bool help;
-} options_t;
 
 typedef enum {
     OPT_ENDPOINT,
@@ -444,12 +426,9 @@ static int usage_error(const char *format, ...)
 {
     va_list args;
     va_start(args, format);
-    fputs("error: ", stderr);
-    vfprintf(stderr, format, args);
+    int rc = cli_usage_verror(current_command ? current_command->words : NULL, format, args);
     va_end(args);
-    fprintf(stderr, "\n(see 'passerelle help%s%s')\n", current_command ? " " : "",
-            current_command ? current_command->words : "");
-    return EXIT_USAGE;
+    return rc;
 }
 
 /* Reads an integer option value; false if it is not one in [min, max]. */
@@ -464,8 +443,8 @@ static bool parse_long(const char *text, long min, long max, long *out)
     return true;
 }
 
-/* Defaults from the environment. Returns 0 or EXIT_USAGE. */
-static int options_from_env(options_t *opts)
+/* Defaults from the environment. Returns 0 or CLI_EXIT_USAGE. */
+static int options_from_env(cli_options_t *opts)
 {
     memset(opts, 0, sizeof *opts);
     opts->keys_dir = config_str("PASSERELLE_KEYS_DIR", "./var/keys");
@@ -479,7 +458,7 @@ static int options_from_env(options_t *opts)
     return 0;
 }
 
-static int option_set(options_t *opts, option_id_t id, const char *value)
+static int option_set(cli_options_t *opts, option_id_t id, const char *value)
 {
     switch (id) {
     case OPT_ENDPOINT:
@@ -517,8 +496,8 @@ static int option_set(options_t *opts, option_id_t id, const char *value)
 
 /* Takes the global options out of argv, wherever they are, and leaves the
  * rest (command words, positional arguments, command flags) in order in
- * rest. Returns 0 or EXIT_USAGE. */
-static int options_parse(options_t *opts, int argc, char **argv, char **rest, int *rest_count)
+ * rest. Returns 0 or CLI_EXIT_USAGE. */
+static int options_parse(cli_options_t *opts, int argc, char **argv, char **rest, int *rest_count)
 {
     *rest_count = 0;
     for (int i = 1; i < argc; i++) {
@@ -672,13 +651,7 @@ static void print_command_help(FILE *out, const command_t *cmd)
     fprintf(out, "  %s%s%s%s\n", cmd->words, cmd->argument ? " " : "",
             cmd->argument ? cmd->argument : "",
             cmd->request && cmd->request->n_fields ? " [flags]" : "");
-    for (const char *line = cmd->summary; *line;) {
-        size_t len = strcspn(line, "\n");
-        fprintf(out, "      %.*s\n", (int)len, line);
-        line += len;
-        if (*line == '\n')
-            line++;
-    }
+    cli_print_indented(out, cmd->summary);
     if (!cmd->type) {
         fprintf(out, "      --name NAME  --party "
                      "metropole|action_logement|operator|partner|admin|service\n"
@@ -787,7 +760,7 @@ static bool bool_word(const char *text, bool *out)
     return false;
 }
 
-/* Adds one field value to the request object. Returns 0 or EXIT_USAGE. */
+/* Adds one field value to the request object. Returns 0 or CLI_EXIT_USAGE. */
 static int set_field(json_t *request, const ProtobufCFieldDescriptor *field, json_t *value,
                      const char *shown_as)
 {
@@ -812,7 +785,7 @@ static int set_field(json_t *request, const ProtobufCFieldDescriptor *field, jso
  * flags ("--publics under_30,mobility" or "--publics under_30 --publics
  * mobility"): each item, trimmed, is one more array element, which is how
  * pbjson reads a repeated field. No commune or enum value has a comma in its
- * name, so none is split wrongly. Returns 0 or EXIT_USAGE. */
+ * name, so none is split wrongly. Returns 0 or CLI_EXIT_USAGE. */
 static int add_list_items(json_t *request, const ProtobufCFieldDescriptor *field, const char *text,
                           const char *shown_as)
 {
@@ -844,7 +817,7 @@ typedef struct {
 } command_flags_t;
 
 /* Turns the command's arguments into the request object. Returns 0 or
- * EXIT_USAGE. */
+ * CLI_EXIT_USAGE. */
 static int request_from_args(const command_t *cmd, char **args, int count, json_t *request,
                              command_flags_t *extra)
 {
@@ -937,53 +910,6 @@ static int request_from_args(const command_t *cmd, char **args, int count, json_
  * Calling the service
  * ======================================================================== */
 
-static void print_reply_error(const Passerelle__Reply *reply)
-{
-    fprintf(stderr, "error: %s: %s", status_name(reply->status),
-            reply->message && *reply->message ? reply->message : "(no message)");
-    if (reply->field && *reply->field)
-        fprintf(stderr, " (field: %s)", reply->field);
-    fputc('\n', stderr);
-}
-
-/* One call. Returns 0 with *result_p (the unpacked reply body; free with
- * protobuf_c_message_free_unpacked), or the exit code to end with. */
-static int call_service(client_t *client, const options_t *opts, const command_t *cmd,
-                        const ProtobufCMessage *request, ProtobufCMessage **result_p)
-{
-    Passerelle__Reply *reply = NULL;
-    if (client_call(client, cmd->type, request, opts->idempotency_key, &reply) != 0) {
-        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n",
-                opts->endpoint, opts->retries + 1, opts->retries ? "s" : "");
-        return EXIT_UNREACHABLE;
-    }
-    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
-        print_reply_error(reply);
-        passerelle__reply__free_unpacked(reply, NULL);
-        return EXIT_REPLY_ERROR;
-    }
-    ProtobufCMessage *result = protobuf_c_message_unpack(
-        cmd->reply, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    if (!result) {
-        fprintf(stderr, "error: INTERNAL: the reply body does not decode as %s\n",
-                cmd->reply->name);
-        return EXIT_REPLY_ERROR;
-    }
-    *result_p = result;
-    return 0;
-}
-
-static void print_json(json_t *json)
-{
-    if (!json) {
-        fprintf(stderr, "error: out of memory\n");
-        return;
-    }
-    json_dumpf(json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    fputc('\n', stdout);
-}
-
 static const char *string_field(const ProtobufCMessage *msg, const char *name);
 static const ProtobufCFieldDescriptor *list_field(const ProtobufCMessageDescriptor *desc);
 
@@ -1031,7 +957,8 @@ static void print_ids(const ProtobufCMessage *msg)
     }
 }
 
-static void print_result(const options_t *opts, const command_t *cmd, const ProtobufCMessage *msg)
+static void print_result(const cli_options_t *opts, const command_t *cmd,
+                         const ProtobufCMessage *msg)
 {
     if (opts->id_only) {
         print_ids(msg);
@@ -1039,7 +966,7 @@ static void print_result(const options_t *opts, const command_t *cmd, const Prot
         json_t *json = (cmd->flags & CMD_EVENTS)
                            ? cli_events_to_json((const Passerelle__EventListReply *)msg)
                            : pbjson_from_message(msg);
-        print_json(json);
+        cli_print_json(json);
         json_decref(json);
     } else if (cmd->flags & CMD_EVENTS) {
         cli_print_events(stdout, (const Passerelle__EventListReply *)msg);
@@ -1080,16 +1007,16 @@ static ProtobufCMessage *make_request(const command_t *cmd, const json_t *json, 
         if (*field)
             fprintf(stderr, " (field: %s)", field);
         fputc('\n', stderr);
-        *rc = EXIT_USAGE;
+        *rc = CLI_EXIT_USAGE;
     }
     return request;
 }
 
 /* Sends the request, following next_page_token to the end when all is set:
  * pages are printed as they come, or gathered into one JSON list. */
-static int run_request(client_t *client, const options_t *opts, const command_t *cmd,
-                       json_t *request_json, bool all)
+static int run_request(cli_service_t *svc, const command_t *cmd, json_t *request_json, bool all)
 {
+    const cli_options_t *opts = svc->opts;
     const ProtobufCFieldDescriptor *items = all ? list_field(cmd->reply) : NULL;
     json_t *gathered = items ? json_array() : NULL;
     char *previous_token = NULL;
@@ -1100,7 +1027,8 @@ static int run_request(client_t *client, const options_t *opts, const command_t 
         if (!request)
             break;
         ProtobufCMessage *result = NULL;
-        rc = call_service(client, opts, cmd, request, &result);
+        rc = cli_service_call(svc, cmd->type, request, opts->idempotency_key, cmd->reply, &result,
+                              NULL);
         protobuf_c_message_free_unpacked(request, NULL);
         if (rc)
             break;
@@ -1136,14 +1064,15 @@ static int run_request(client_t *client, const options_t *opts, const command_t 
     if (gathered && rc == 0 && opts->json && !opts->id_only) {
         json_t *out = json_object();
         json_object_set(out, items->name, gathered);
-        print_json(out);
+        cli_print_json(out);
         json_decref(out);
     }
     json_decref(gathered);
     return rc;
 }
 
-static int run_service_command(const options_t *opts, const command_t *cmd, char **args, int count)
+static int run_service_command(const cli_options_t *opts, const command_t *cmd, char **args,
+                               int count)
 {
     json_t *request_json = json_object();
     command_flags_t extra = {false};
@@ -1160,37 +1089,14 @@ static int run_service_command(const options_t *opts, const command_t *cmd, char
     }
     protobuf_c_message_free_unpacked(check, NULL);
 
-    if (!opts->insecure && !identity_name_valid(opts->as)) {
-        json_decref(request_json);
-        return usage_error("--as: '%s' is not a key name", opts->as);
-    }
     /* The endpoint is the command's service's unless --endpoint says, so
-     * that the messages below name the one asked. */
-    options_t call_opts = *opts;
-    if (!call_opts.endpoint)
-        call_opts.endpoint =
-            config_str(services[cmd->service].env, services[cmd->service].fallback);
-    opts = &call_opts;
-    char server_public[1024], client_cert[1024], err[512] = "";
-    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
-    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
-    client_config_t cfg = {
-        .endpoint = opts->endpoint,
-        .server_public_path = server_public,
-        .client_cert_path = client_cert,
-        .insecure = opts->insecure,
-        .timeout_ms = (int)opts->timeout_ms,
-        .retries = (int)opts->retries,
-    };
-    client_t *client = client_new(&cfg, err, sizeof err);
-    if (!client) {
-        json_decref(request_json);
-        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
-                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
-        return EXIT_USAGE;
-    }
-    rc = run_request(client, opts, cmd, request_json, extra.all);
-    client_destroy(&client);
+     * that the messages name the one asked. */
+    cli_service_t svc;
+    cli_service_init(&svc, opts, services[cmd->service].env, services[cmd->service].fallback);
+    rc = cli_service_connect(&svc, cmd->words);
+    if (rc == 0)
+        rc = run_request(&svc, cmd, request_json, extra.all);
+    cli_service_close(&svc);
     json_decref(request_json);
     return rc;
 }
@@ -1209,7 +1115,7 @@ static void print_public_key(const char *public_path)
     }
 }
 
-static int run_keygen(const options_t *opts, char **args, int count)
+static int run_keygen(const cli_options_t *opts, char **args, int count)
 {
     const char *name = NULL, *party_text = NULL;
     bool server = false;
@@ -1238,7 +1144,7 @@ static int run_keygen(const options_t *opts, char **args, int count)
             return usage_error("keygen --server takes neither --name nor --party");
         if (identity_keygen_server(opts->keys_dir, err, sizeof err) != 0) {
             fprintf(stderr, "error: %s\n", err);
-            return EXIT_REPLY_ERROR;
+            return CLI_EXIT_REPLY_ERROR;
         }
         keydir_server_cert_path(opts->keys_dir, path, sizeof path);
         printf("server certificate: %s\n", path);
@@ -1259,7 +1165,7 @@ static int run_keygen(const options_t *opts, char **args, int count)
                            party_text);
     if (identity_keygen_client(opts->keys_dir, name, party, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     keydir_client_cert_path(opts->keys_dir, name, path, sizeof path);
     printf("client key: %s\n", path);
@@ -1284,13 +1190,13 @@ int main(int argc, char **argv)
     if (!getenv("PASSERELLE_LOG_LEVEL"))
         log_set_level(LOG_LEVEL_WARN);
 
-    options_t opts;
+    cli_options_t opts;
     int rc = options_from_env(&opts);
     if (rc)
         return rc;
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
     if (!rest)
-        return EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     int rest_count = 0;
     rc = options_parse(&opts, argc, argv, rest, &rest_count);
     if (rc)
@@ -1305,59 +1211,29 @@ int main(int argc, char **argv)
             rc = 0;
         } else {
             print_help(stderr);
-            rc = EXIT_USAGE;
+            rc = CLI_EXIT_USAGE;
         }
         goto done;
     }
 
+    /* The modules below take the global options as they are, with help
+     * asked either way. */
+    opts.help = help_command || opts.help;
     if (strcmp(words[0], "docs") == 0) {
         /* The document store's commands are transfers, not one request
          * each: docs.c runs them. */
-        docs_options_t docs_opts = {
-            .endpoint = opts.endpoint,
-            .keys_dir = opts.keys_dir,
-            .as = opts.as,
-            .timeout_ms = opts.timeout_ms,
-            .retries = opts.retries,
-            .insecure = opts.insecure,
-            .json = opts.json,
-            .id_only = opts.id_only,
-            .help = help_command || opts.help,
-        };
-        rc = docs_main(&docs_opts, words + 1, word_count - 1);
+        rc = docs_main(&opts, words + 1, word_count - 1);
         goto done;
     }
-
     if (strcmp(words[0], "report") == 0) {
         /* The yearly review reads many series and writes a file: report.c. */
-        report_options_t report_opts = {
-            .endpoint = opts.endpoint,
-            .keys_dir = opts.keys_dir,
-            .as = opts.as,
-            .timeout_ms = opts.timeout_ms,
-            .retries = opts.retries,
-            .insecure = opts.insecure,
-            .help = help_command || opts.help,
-        };
-        rc = report_main(&report_opts, words + 1, word_count - 1);
+        rc = report_main(&opts, words + 1, word_count - 1);
         goto done;
     }
-
     if (indicators_command(words, word_count)) {
         /* Several requests to one table, a file to check before sending:
          * indicators.c runs them. */
-        indicators_options_t indicators_opts = {
-            .endpoint = opts.endpoint,
-            .keys_dir = opts.keys_dir,
-            .as = opts.as,
-            .idempotency_key = opts.idempotency_key,
-            .timeout_ms = opts.timeout_ms,
-            .retries = opts.retries,
-            .insecure = opts.insecure,
-            .json = opts.json,
-            .help = help_command || opts.help,
-        };
-        rc = indicators_main(&indicators_opts, words, word_count);
+        rc = indicators_main(&opts, words, word_count);
         goto done;
     }
 
@@ -1379,7 +1255,7 @@ int main(int argc, char **argv)
         goto done;
     }
     current_command = cmd;
-    if (help_command || opts.help) {
+    if (opts.help) {
         print_command_help(stdout, cmd);
         rc = 0;
         goto done;

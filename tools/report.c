@@ -25,10 +25,8 @@
 #define _GNU_SOURCE
 #include "report.h"
 
-#include "client.h"
-#include "config.h"
+#include "cli_common.h"
 #include "envelope.pb-c.h"
-#include "identity.h"
 #include "ids.h"
 #include "indicators.pb-c.h"
 #include "periods.h"
@@ -45,13 +43,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-enum {
-    EXIT_OK = 0,
-    EXIT_REPLY_ERROR = 1,
-    EXIT_USAGE = 2,
-    EXIT_UNREACHABLE = 3,
-};
 
 #define REPORT_DEFAULT_ENDPOINT "tcp://127.0.0.1:7403"
 #define MONTHS                  12
@@ -277,10 +268,8 @@ typedef struct {
 } figure_t;
 
 typedef struct {
-    const report_options_t *opts;
-    const char *endpoint;
-    const char *path; /* the file asked for */
-    client_t *client;
+    cli_service_t service; /* the indicators service */
+    const char *path;      /* the file asked for */
     int year;
     /* months of the year still to come: from this month on (1-12; 13
      * none, a past year; 1 all, a future year) */
@@ -312,35 +301,16 @@ static const char *scope_label(const char *scope)
     return name ? name : scope;
 }
 
-static int service_error(const report_t *r, const Passerelle__Reply *reply, const char *what,
-                         const char *scope)
+/* One request (cli_service_call), saying on failure also what was being
+ * read. 0 with *result_p (the caller frees it), or an exit code. */
+static int call(report_t *r, const char *type, const ProtobufCMessage *body,
+                const ProtobufCMessageDescriptor *reply_desc, const char *what, const char *scope,
+                ProtobufCMessage **result_p)
 {
-    fprintf(stderr, "error: %s: %s", status_name(reply->status),
-            reply->message ? reply->message : "");
-    if (reply->field && *reply->field)
-        fprintf(stderr, " (field: %s)", reply->field);
-    fprintf(stderr, "\n(while reading %s for %s from %s)\n", what, scope, r->endpoint);
-    return EXIT_REPLY_ERROR;
-}
-
-/* Sends one request; returns 0 with *reply_p OK, or an exit code after
- * saying why on stderr. */
-static int call(report_t *r, const char *type, const ProtobufCMessage *body, const char *what,
-                const char *scope, Passerelle__Reply **reply_p)
-{
-    Passerelle__Reply *reply = NULL;
-    if (client_call(r->client, type, body, NULL, &reply) != 0) {
-        fprintf(stderr, "error: no reply from the indicators service at %s (%s)\n", r->endpoint,
-                type);
-        return EXIT_UNREACHABLE;
-    }
-    if ((int)reply->status != ST_OK) {
-        int rc = service_error(r, reply, what, scope);
-        passerelle__reply__free_unpacked(reply, NULL);
-        return rc;
-    }
-    *reply_p = reply;
-    return 0;
+    int rc = cli_service_call(&r->service, type, body, NULL, reply_desc, result_p, NULL);
+    if (rc)
+        fprintf(stderr, "(while reading %s for %s from %s)\n", what, scope, r->service.endpoint);
+    return rc;
 }
 
 /* Reads one series into out[0..n) whose periods are already set: each
@@ -363,18 +333,11 @@ static int read_series(report_t *r, const char *scope, const line_t *line, const
     char what[160];
     snprintf(what, sizeof what, "%s%s%s by %s", line->indicator, *line->filter ? " " : "",
              line->filter, kind);
-    Passerelle__Reply *reply = NULL;
-    int rc = call(r, "indicator.series", &req.base, what, scope, &reply);
+    Passerelle__Series *series = NULL;
+    int rc = call(r, "indicator.series", &req.base, &passerelle__series__descriptor, what, scope,
+                  (ProtobufCMessage **)&series);
     if (rc)
         return rc;
-    Passerelle__Series *series =
-        passerelle__series__unpack(NULL, reply->body.len, reply->body.data);
-    if (!series) {
-        fprintf(stderr, "error: the indicators service answered %s with an unreadable series\n",
-                what);
-        passerelle__reply__free_unpacked(reply, NULL);
-        return EXIT_REPLY_ERROR;
-    }
     for (size_t i = 0; i < n && rc == 0; i++) {
         const Passerelle__Point *found = NULL;
         for (size_t p = 0; p < series->n_points && !found; p++)
@@ -383,7 +346,7 @@ static int read_series(report_t *r, const char *scope, const line_t *line, const
         if (!found) {
             fprintf(stderr, "error: the indicators service answered %s for %s without %s\n", what,
                     scope, out[i].period);
-            rc = EXIT_REPLY_ERROR;
+            rc = CLI_EXIT_REPLY_ERROR;
             break;
         }
         out[i].value = found->value;
@@ -402,7 +365,6 @@ static int read_series(report_t *r, const char *scope, const line_t *line, const
             r->generation_max = gen;
     }
     passerelle__series__free_unpacked(series, NULL);
-    passerelle__reply__free_unpacked(reply, NULL);
     return rc;
 }
 
@@ -415,7 +377,7 @@ static int collect_scope(report_t *r, size_t s)
     snprintf(first, sizeof first, "%04d-01", r->year % 10000);
     snprintf(last, sizeof last, "%04d-12", r->year % 10000);
     if (period_series(PERIOD_MONTH, first, last, months, MONTHS) != MONTHS)
-        return EXIT_USAGE;
+        return CLI_EXIT_USAGE;
     for (int y = 0; y < TREND_YEARS; y++)
         snprintf(years[y], sizeof years[y], "%04d", (r->year - (TREND_YEARS - 1) + y) % 10000);
 
@@ -449,17 +411,10 @@ static int collect_scope(report_t *r, size_t s)
 static int collect(report_t *r)
 {
     Passerelle__IndicatorListRequest list_req = PASSERELLE__INDICATOR_LIST_REQUEST__INIT;
-    Passerelle__Reply *reply = NULL;
-    int rc =
-        call(r, "indicator.list", &list_req.base, "the indicators' definitions", "all", &reply);
+    int rc = call(r, "indicator.list", &list_req.base, &passerelle__indicator_list__descriptor,
+                  "the indicators' definitions", "all", (ProtobufCMessage **)&r->definitions);
     if (rc)
         return rc;
-    r->definitions = passerelle__indicator_list__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    if (!r->definitions) {
-        fprintf(stderr, "error: the indicators service sent an unreadable indicator list\n");
-        return EXIT_REPLY_ERROR;
-    }
 
     for (int attempt = 0; attempt < COLLECT_ATTEMPTS; attempt++) {
         r->have_generation = false;
@@ -903,10 +858,56 @@ static void put_title(char *title, size_t size, const report_t *r, size_t s, con
     snprintf(title, size, "%s, %s, %d", what, scope_label(r->scopes[s]), r->year);
 }
 
+/* A block of a scope's section: its head, its charts, each titled
+ * "<what>, <scope>, <year>", then its table (a trend block's years, or
+ * the months and the year). */
+static void put_block(const report_t *r, FILE *out, size_t s, block_id_t b, chart_t *charts,
+                      const char *const *whats, size_t n_charts)
+{
+    put_block_head(r, out, s, b);
+    for (size_t i = 0; i < n_charts; i++) {
+        char title[256];
+        put_title(title, sizeof title, r, s, whats[i]);
+        charts[i].title = title;
+        put_chart(out, &charts[i]);
+        charts[i].title = NULL;
+    }
+    put_block_middle(out);
+    if (blocks[b].trend)
+        put_trend_table(r, out, s, b);
+    else
+        put_months_table(r, out, s, b);
+    put_block_tail(out);
+}
+
+/* A block whose chart shows some of its lines (their indexes) month by
+ * month. */
+static void put_months_block(const report_t *r, FILE *out, size_t s, block_id_t b,
+                             const size_t *lines, size_t n_lines, chart_style_t style,
+                             bool whole_numbers, const char *what)
+{
+    chart_t chart;
+    memset(&chart, 0, sizeof chart);
+    chart_months(r, &chart, s, b, lines, n_lines);
+    chart.style = style;
+    chart.whole_numbers = whole_numbers;
+    put_block(r, out, s, b, &chart, &what, 1);
+}
+
+/* The years of the trend blocks (the report's and the two before) as the
+ * categories of a chart; names holds their text. */
+static void chart_years(const report_t *r, chart_t *chart, char names[TREND_YEARS][8])
+{
+    chart->n_categories = TREND_YEARS;
+    for (int y = 0; y < TREND_YEARS; y++) {
+        snprintf(names[y], sizeof names[y], "%d", (r->year - (TREND_YEARS - 1) + y) % 10000);
+        chart->categories[y] = names[y];
+    }
+}
+
 static void put_scope_section(const report_t *r, FILE *out, size_t s)
 {
     const char *scope = r->scopes[s];
-    char title[256];
     fprintf(out, "<section class=\"scope\" id=\"%s\">\n<h2>", scope);
     if (strcmp(scope, "all") != 0) {
         put_escaped(out, scope);
@@ -916,22 +917,13 @@ static void put_scope_section(const report_t *r, FILE *out, size_t s)
     fputs("</h2>\n", out);
 
     /* conventions by state, month by month */
-    chart_t chart;
-    memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_STATES);
     static const size_t all_states[] = {0, 1, 2, 3, 4};
-    chart_months(r, &chart, s, BLOCK_STATES, all_states, STATE_COUNT);
-    put_title(title, sizeof title, r, s, "Conventions by state and month");
-    chart.title = title;
-    chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_STATES);
-    put_block_tail(out);
+    put_months_block(r, out, s, BLOCK_STATES, all_states, STATE_COUNT, CHART_BARS, true,
+                     "Conventions by state and month");
 
     /* by level: the year, states side by side */
+    chart_t chart;
     memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_LEVELS);
     chart.n_categories = STATE_COUNT;
     chart.n_series = LEVEL_COUNT;
     for (int st = 0; st < STATE_COUNT; st++)
@@ -942,52 +934,25 @@ static void put_scope_section(const report_t *r, FILE *out, size_t s)
             chart_take(r, &chart, (size_t)lv, (size_t)st, s, BLOCK_LEVELS,
                        (size_t)(lv * STATE_COUNT + st), YEAR_COLUMN);
     }
-    put_title(title, sizeof title, r, s, "Conventions by level over the year");
-    chart.title = title;
     chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_LEVELS);
-    put_block_tail(out);
+    static const char *const levels_what[] = {"Conventions by level over the year"};
+    put_block(r, out, s, BLOCK_LEVELS, &chart, levels_what, 1);
 
     /* active at the end of each month */
-    memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_ACTIVE);
     static const size_t all_active[] = {0, 1, 2, 3};
-    chart_months(r, &chart, s, BLOCK_ACTIVE, all_active, 4);
-    chart.style = CHART_LINES;
-    put_title(title, sizeof title, r, s, "Conventions active at the end of each month");
-    chart.title = title;
-    chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_ACTIVE);
-    put_block_tail(out);
+    put_months_block(r, out, s, BLOCK_ACTIVE, all_active, 4, CHART_LINES, true,
+                     "Conventions active at the end of each month");
 
     /* the delay to sign */
-    memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_DELAY);
     static const size_t both_delays[] = {0, 1};
-    chart_months(r, &chart, s, BLOCK_DELAY, both_delays, 2);
-    chart.style = CHART_LINES;
-    put_title(title, sizeof title, r, s, "Days from envisaged to signed");
-    chart.title = title;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_DELAY);
-    put_block_tail(out);
+    put_months_block(r, out, s, BLOCK_DELAY, both_delays, 2, CHART_LINES, false,
+                     "Days from envisaged to signed");
 
     /* objectives and what was reserved, over the three years */
     memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_OBJECTIVES);
     char year_names[TREND_YEARS][8];
-    chart.n_categories = TREND_YEARS;
+    chart_years(r, &chart, year_names);
     chart.n_series = 2;
-    for (int y = 0; y < TREND_YEARS; y++) {
-        snprintf(year_names[y], sizeof year_names[y], "%d",
-                 (r->year - (TREND_YEARS - 1) + y) % 10000);
-        chart.categories[y] = year_names[y];
-    }
     char achievement[TREND_YEARS][40];
     for (int y = 0; y < TREND_YEARS; y++) {
         const figure_t *f = &figures_of(r, s, BLOCK_OBJECTIVES, 2)[y];
@@ -1002,31 +967,18 @@ static void put_scope_section(const report_t *r, FILE *out, size_t s)
         for (int y = 0; y < TREND_YEARS; y++)
             chart_take(r, &chart, i, (size_t)y, s, BLOCK_OBJECTIVES, i, (size_t)y);
     }
-    put_title(title, sizeof title, r, s, "Units reserved for Action Logement against objectives");
-    chart.title = title;
     chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_trend_table(r, out, s, BLOCK_OBJECTIVES);
-    put_block_tail(out);
+    static const char *const objectives_what[] = {
+        "Units reserved for Action Logement against objectives"};
+    put_block(r, out, s, BLOCK_OBJECTIVES, &chart, objectives_what, 1);
 
     /* reservations created by mode */
-    memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_RESERVATIONS);
     static const size_t modes[] = {1, 2};
-    chart_months(r, &chart, s, BLOCK_RESERVATIONS, modes, 2);
-    chart.style = CHART_STACKED;
-    put_title(title, sizeof title, r, s, "Reservations created by mode and month");
-    chart.title = title;
-    chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_RESERVATIONS);
-    put_block_tail(out);
+    put_months_block(r, out, s, BLOCK_RESERVATIONS, modes, 2, CHART_STACKED, true,
+                     "Reservations created by mode and month");
 
     /* attributions by public, the year */
     memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_PUBLICS);
     chart.n_categories = PUBLIC_COUNT;
     chart.n_series = 2;
     chart.series[0].name = "Housed";
@@ -1037,66 +989,42 @@ static void put_scope_section(const report_t *r, FILE *out, size_t s)
         chart_take(r, &chart, 1, (size_t)p, s, BLOCK_PUBLICS, (size_t)(DECIDED_FIRST + 1 + p),
                    YEAR_COLUMN);
     }
-    put_title(title, sizeof title, r, s, "Attributions by priority public over the year");
-    chart.title = title;
     chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_PUBLICS);
-    put_block_tail(out);
+    static const char *const publics_what[] = {"Attributions by priority public over the year"};
+    put_block(r, out, s, BLOCK_PUBLICS, &chart, publics_what, 1);
 
     /* documents by theme */
-    memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_DOCUMENTS);
     static const size_t themes[] = {1, 2, 3};
-    chart_months(r, &chart, s, BLOCK_DOCUMENTS, themes, 3);
-    chart.style = CHART_STACKED;
-    put_title(title, sizeof title, r, s, "Documents published by theme and month");
-    chart.title = title;
-    chart.whole_numbers = true;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_months_table(r, out, s, BLOCK_DOCUMENTS);
-    put_block_tail(out);
+    put_months_block(r, out, s, BLOCK_DOCUMENTS, themes, 3, CHART_STACKED, true,
+                     "Documents published by theme and month");
 
     /* need against supply: the figures as bars, the ratios as lines */
-    memset(&chart, 0, sizeof chart);
-    put_block_head(r, out, s, BLOCK_NEED);
-    chart.n_categories = TREND_YEARS;
-    chart.n_series = NEED_FIGURES;
-    for (int y = 0; y < TREND_YEARS; y++)
-        chart.categories[y] = year_names[y];
+    chart_t need[2];
+    memset(need, 0, sizeof need);
+    chart_years(r, &need[0], year_names);
+    need[0].n_series = NEED_FIGURES;
     static const char *const need_short[NEED_FIGURES] = {"Expected jobs", "Requests",
                                                          "Reserved (AL)", "Housed (AL)"};
     for (size_t i = 0; i < NEED_FIGURES; i++) {
-        chart.series[i].name = need_short[i];
+        need[0].series[i].name = need_short[i];
         for (int y = 0; y < TREND_YEARS; y++)
-            chart_take(r, &chart, i, (size_t)y, s, BLOCK_NEED, i, (size_t)y);
+            chart_take(r, &need[0], i, (size_t)y, s, BLOCK_NEED, i, (size_t)y);
     }
-    put_title(title, sizeof title, r, s, "Need and supply over three years");
-    chart.title = title;
-    chart.whole_numbers = true;
-    put_chart(out, &chart);
-    memset(&chart, 0, sizeof chart);
-    chart.n_categories = TREND_YEARS;
-    chart.n_series = NEED_RATIOS;
-    chart.style = CHART_LINES;
-    for (int y = 0; y < TREND_YEARS; y++)
-        chart.categories[y] = year_names[y];
+    need[0].whole_numbers = true;
+    chart_years(r, &need[1], year_names);
+    need[1].n_series = NEED_RATIOS;
+    need[1].style = CHART_LINES;
     static const char *const ratio_short[NEED_RATIOS] = {
         "Jobs per reserved unit", "Requests per reserved unit", "Housed per request"};
     size_t first_ratio = blocks[BLOCK_NEED].n_lines - NEED_RATIOS;
     for (size_t i = 0; i < NEED_RATIOS; i++) {
-        chart.series[i].name = ratio_short[i];
+        need[1].series[i].name = ratio_short[i];
         for (int y = 0; y < TREND_YEARS; y++)
-            chart_take(r, &chart, i, (size_t)y, s, BLOCK_NEED, first_ratio + i, (size_t)y);
+            chart_take(r, &need[1], i, (size_t)y, s, BLOCK_NEED, first_ratio + i, (size_t)y);
     }
-    put_title(title, sizeof title, r, s, "Need against supply: the ratios' trend");
-    chart.title = title;
-    put_chart(out, &chart);
-    put_block_middle(out);
-    put_trend_table(r, out, s, BLOCK_NEED);
-    put_block_tail(out);
+    static const char *const need_what[] = {"Need and supply over three years",
+                                            "Need against supply: the ratios' trend"};
+    put_block(r, out, s, BLOCK_NEED, need, need_what, 2);
 
     fputs("</section>\n", out);
 }
@@ -1286,7 +1214,7 @@ static void put_report(const report_t *r, FILE *out)
                 "while the report was read)",
                 r->generation_min, r->generation_max);
     fputs(" of the indicators service at <code>", out);
-    put_escaped(out, r->endpoint);
+    put_escaped(out, r->service.endpoint);
     fputs("</code>.</p>\n<p class=\"meta\" id=\"made\">Made on ", out);
     put_escaped(out, r->made_local);
     fputs(" (Europe/Paris), <time datetime=\"", out);
@@ -1324,21 +1252,21 @@ static int write_report(const report_t *r)
     size_t len = strlen(r->path);
     char *temp = malloc(len + 16);
     if (!temp)
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     memcpy(temp, r->path, len);
     memcpy(temp + len, ".tmp-XXXXXX", 12);
     int fd = mkstemp(temp);
     if (fd < 0) {
         fprintf(stderr, "error: cannot write beside %s: %s\n", r->path, strerror(errno));
         free(temp);
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     FILE *out = fdopen(fd, "w");
     if (!out) {
         close(fd);
         unlink(temp);
         free(temp);
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     put_report(r, out);
     bool ok = !ferror(out);
@@ -1351,7 +1279,7 @@ static int write_report(const report_t *r)
         fprintf(stderr, "error: cannot write %s: %s\n", r->path, strerror(errno));
         unlink(temp);
         free(temp);
-        return EXIT_REPLY_ERROR;
+        return CLI_EXIT_REPLY_ERROR;
     }
     free(temp);
     return 0;
@@ -1383,48 +1311,37 @@ static int report_usage(const char *format, ...)
 {
     va_list args;
     va_start(args, format);
-    fputs("error: ", stderr);
-    vfprintf(stderr, format, args);
+    int rc = cli_usage_verror("report", format, args);
     va_end(args);
-    fputs("\n(see 'passerelle help report')\n", stderr);
-    return EXIT_USAGE;
+    return rc;
 }
 
-/* The flags, into r. 0 or EXIT_USAGE. */
+/* The flags, into r. 0 or CLI_EXIT_USAGE. */
 static int parse_args(report_t *r, char **args, int count, const char **territory)
 {
     const char *year_text = NULL;
     for (int i = 0; i < count; i++) {
-        const char *arg = args[i];
+        const char *arg = args[i], *name = NULL, *value = NULL;
         const char **target = NULL;
-        const char *name = arg;
-        const char *value = NULL;
-        size_t name_len = strlen(arg);
-        if (strncmp(arg, "--", 2) == 0) {
-            const char *eq = strchr(arg, '=');
-            if (eq) {
-                name_len = (size_t)(eq - arg);
-                value = eq + 1;
-            }
-        }
-        if (name_len == 6 && strncmp(name, "--year", 6) == 0)
+        size_t name_len = 0;
+        if (!cli_flag_split(arg, &name, &name_len, &value))
+            return report_usage(arg[0] == '-' ? "unknown flag %s for 'report'"
+                                              : "unexpected argument '%s' for 'report'",
+                                arg);
+        if (name_len == 4 && strncmp(name, "year", 4) == 0)
             target = &year_text;
-        else if ((name_len == 2 && strncmp(name, "-o", 2) == 0) ||
-                 (name_len == 8 && strncmp(name, "--output", 8) == 0))
+        else if (name_len == 6 && strncmp(name, "output", 6) == 0)
             target = &r->path;
-        else if (name_len == 11 && strncmp(name, "--territory", 11) == 0)
+        else if (name_len == 9 && strncmp(name, "territory", 9) == 0)
             target = territory;
-        else if (arg[0] == '-')
-            return report_usage("unknown flag %s for 'report'", arg);
         else
-            return report_usage("unexpected argument '%s' for 'report'", arg);
-        if (!value) {
-            if (i + 1 >= count || strncmp(args[i + 1], "--", 2) == 0)
-                return report_usage("%.*s needs a value", (int)name_len, name);
-            value = args[++i];
-        }
+            return report_usage("unknown flag %s for 'report'", arg);
+        /* the flag as given, without its value: "-o", "--year" */
+        int shown = (int)strcspn(arg, "=");
+        if (!value && !(value = cli_flag_next_value(args, count, &i)))
+            return report_usage("%.*s needs a value", shown, arg);
         if (!*value)
-            return report_usage("%.*s needs a value", (int)name_len, name);
+            return report_usage("%.*s needs a value", shown, arg);
         *target = value;
     }
     if (year_text) {
@@ -1437,31 +1354,6 @@ static int parse_args(report_t *r, char **args, int count, const char **territor
         r->year = (int)year;
     } else {
         r->year = date_today_paris().year;
-    }
-    return 0;
-}
-
-static int connect_client(report_t *r)
-{
-    const report_options_t *opts = r->opts;
-    if (!opts->insecure && !identity_name_valid(opts->as))
-        return report_usage("--as: '%s' is not a key name", opts->as);
-    char server_public[1024], client_cert[1024], err[512] = "";
-    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
-    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
-    client_config_t cfg = {
-        .endpoint = r->endpoint,
-        .server_public_path = server_public,
-        .client_cert_path = client_cert,
-        .insecure = opts->insecure,
-        .timeout_ms = (int)opts->timeout_ms,
-        .retries = (int)opts->retries,
-    };
-    r->client = client_new(&cfg, err, sizeof err);
-    if (!r->client) {
-        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
-                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
-        return EXIT_USAGE;
     }
     return 0;
 }
@@ -1485,18 +1377,15 @@ static void stamp(report_t *r)
         r->first_future_month = today.month + 1;
 }
 
-int report_main(const report_options_t *opts, char **args, int count)
+int report_main(const cli_options_t *opts, char **args, int count)
 {
     if (opts->help) {
         report_print_help(stdout);
-        return EXIT_OK;
+        return CLI_EXIT_OK;
     }
     report_t r;
     memset(&r, 0, sizeof r);
-    r.opts = opts;
-    r.endpoint = opts->endpoint
-                     ? opts->endpoint
-                     : config_str("PASSERELLE_INDICATORS_ENDPOINT", REPORT_DEFAULT_ENDPOINT);
+    cli_service_init(&r.service, opts, "PASSERELLE_INDICATORS_ENDPOINT", REPORT_DEFAULT_ENDPOINT);
     const char *territory = NULL;
     int rc = parse_args(&r, args, count, &territory);
     if (rc)
@@ -1524,8 +1413,8 @@ int report_main(const report_options_t *opts, char **args, int count)
 
     r.figures = calloc((size_t)SCOPES_MAX * BLOCK_COUNT * LINES_MAX * COLUMNS, sizeof *r.figures);
     if (!r.figures)
-        return EXIT_REPLY_ERROR;
-    rc = connect_client(&r);
+        return CLI_EXIT_REPLY_ERROR;
+    rc = cli_service_connect(&r.service, "report");
     if (rc == 0)
         rc = collect(&r);
     if (rc == 0) {
@@ -1537,7 +1426,7 @@ int report_main(const report_options_t *opts, char **args, int count)
         printf("%s\n", full ? full : r.path);
         free(full);
     }
-    client_destroy(&r.client);
+    cli_service_close(&r.service);
     if (r.definitions)
         passerelle__indicator_list__free_unpacked(r.definitions, NULL);
     free(r.figures);

@@ -6,26 +6,17 @@
 #ifndef PASSERELLE_TOOLS_REPORT_H
 #define PASSERELLE_TOOLS_REPORT_H
 
-#include <stdbool.h>
-#include <stdio.h>
+#include "cli_common.h"
 
-/* The global options, as passerelle.c parsed them (strings borrowed). */
-typedef struct {
-    const char *endpoint; /* --endpoint; NULL: PASSERELLE_INDICATORS_ENDPOINT */
-    const char *keys_dir;
-    const char *as;
-    long timeout_ms;
-    long retries;
-    bool insecure;
-    bool help;
-} report_options_t;
+#include <stdio.h>
 
 /* Runs `report [--year Y] [-o FILE] [--territory CTn]` (args: what follows
  * the word "report"). Writes the file (default report-<Y>.html in the
  * current folder) and prints its path. Returns the exit code: 0 OK, 1 the
  * service refused a query (or the file cannot be written), 2 usage error,
- * 3 no reply after the retries. */
-int report_main(const report_options_t *opts, char **args, int count);
+ * 3 no reply after the retries (cli_common.h). The endpoint is --endpoint,
+ * or PASSERELLE_INDICATORS_ENDPOINT. */
+int report_main(const cli_options_t *opts, char **args, int count);
 
 /* The report's part of `passerelle help`. */
 void report_print_help(FILE *out);

@@ -1,0 +1,193 @@
+/* The pieces every part of the passerelle CLI shares (cli_common.h). */
+#include "cli_common.h"
+
+#include "config.h"
+#include "identity.h"
+#include "pbjson.h"
+#include "status.h"
+
+#include <string.h>
+
+/* ==========================================================================
+ * Words on stderr
+ * ======================================================================== */
+
+int cli_usage_verror(const char *topic, const char *format, va_list args)
+{
+    fputs("error: ", stderr);
+    vfprintf(stderr, format, args);
+    fprintf(stderr, "\n(see 'passerelle help%s%s')\n", topic ? " " : "", topic ? topic : "");
+    return CLI_EXIT_USAGE;
+}
+
+int cli_usage_error(const char *topic, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    int rc = cli_usage_verror(topic, format, args);
+    va_end(args);
+    return rc;
+}
+
+void cli_print_reply_error(const Passerelle__Reply *reply)
+{
+    fprintf(stderr, "error: %s: %s", status_name(reply->status),
+            reply->message && *reply->message ? reply->message : "(no message)");
+    if (reply->field && *reply->field)
+        fprintf(stderr, " (field: %s)", reply->field);
+    fputc('\n', stderr);
+}
+
+/* ==========================================================================
+ * One service
+ * ======================================================================== */
+
+void cli_service_init(cli_service_t *svc, const cli_options_t *opts, const char *variable,
+                      const char *fallback)
+{
+    svc->opts = opts;
+    svc->endpoint = opts->endpoint ? opts->endpoint : config_str(variable, fallback);
+    svc->client = NULL;
+}
+
+int cli_service_connect(cli_service_t *svc, const char *topic)
+{
+    const cli_options_t *opts = svc->opts;
+    if (!opts->insecure && !identity_name_valid(opts->as))
+        return cli_usage_error(topic, "--as: '%s' is not a key name", opts->as);
+    char server_public[1024], client_cert[1024], err[512] = "";
+    keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
+    keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
+    client_config_t cfg = {
+        .endpoint = svc->endpoint,
+        .server_public_path = server_public,
+        .client_cert_path = client_cert,
+        .insecure = opts->insecure,
+        .timeout_ms = (int)opts->timeout_ms,
+        .retries = (int)opts->retries,
+    };
+    svc->client = client_new(&cfg, err, sizeof err);
+    if (!svc->client) {
+        fprintf(stderr, "error: %s\n(keys: %s, as: %s; see 'passerelle help keygen')\n",
+                *err ? err : "cannot set up the client", opts->keys_dir, opts->as);
+        return CLI_EXIT_USAGE;
+    }
+    return 0;
+}
+
+int cli_service_call(cli_service_t *svc, const char *type, const ProtobufCMessage *request,
+                     const char *idempotency_key, const ProtobufCMessageDescriptor *reply_desc,
+                     ProtobufCMessage **result_p, int *status_out)
+{
+    Passerelle__Reply *reply = NULL;
+    *result_p = NULL;
+    if (status_out)
+        *status_out = -1;
+    if (client_call(svc->client, type, request, idempotency_key, &reply) != 0) {
+        long retries = svc->opts->retries;
+        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n", svc->endpoint,
+                retries + 1, retries ? "s" : "");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    if (status_out)
+        *status_out = reply->status;
+    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        cli_print_reply_error(reply);
+        passerelle__reply__free_unpacked(reply, NULL);
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    ProtobufCMessage *result = protobuf_c_message_unpack(
+        reply_desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    if (!result) {
+        fprintf(stderr, "error: INTERNAL: the reply to %s does not decode as %s\n", type,
+                reply_desc->name);
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    *result_p = result;
+    return 0;
+}
+
+void cli_service_close(cli_service_t *svc)
+{
+    client_destroy(&svc->client);
+}
+
+/* ==========================================================================
+ * Output
+ * ======================================================================== */
+
+void cli_print_json(const json_t *json)
+{
+    if (!json) {
+        fprintf(stderr, "error: out of memory\n");
+        return;
+    }
+    json_dumpf(json, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+}
+
+void cli_print_message_json(const ProtobufCMessage *msg)
+{
+    json_t *json = pbjson_from_message(msg);
+    cli_print_json(json);
+    json_decref(json);
+}
+
+void cli_print_indented(FILE *out, const char *text)
+{
+    for (const char *line = text; *line;) {
+        size_t len = strcspn(line, "\n");
+        fprintf(out, "      %.*s\n", (int)len, line);
+        line += len;
+        if (*line == '\n')
+            line++;
+    }
+}
+
+/* ==========================================================================
+ * Flags
+ * ======================================================================== */
+
+int cli_flag_index(const char *flags, const char *name, size_t name_len, bool *repeatable)
+{
+    int index = 0;
+    for (const char *f = flags; *f; index++) {
+        size_t len = strcspn(f, " ");
+        bool star = f[len - 1] == '*';
+        size_t bare = star ? len - 1 : len;
+        if (bare == name_len && strncmp(f, name, name_len) == 0) {
+            if (repeatable)
+                *repeatable = star;
+            return index;
+        }
+        f += len;
+        while (*f == ' ')
+            f++;
+    }
+    return -1;
+}
+
+bool cli_flag_split(const char *arg, const char **name, size_t *name_len, const char **value)
+{
+    *value = NULL;
+    if (strcmp(arg, "-o") == 0) {
+        *name = "output";
+        *name_len = 6;
+        return true;
+    }
+    if (strncmp(arg, "--", 2) != 0 || !arg[2])
+        return false;
+    *name = arg + 2;
+    const char *eq = strchr(*name, '=');
+    *name_len = eq ? (size_t)(eq - *name) : strlen(*name);
+    *value = eq ? eq + 1 : NULL;
+    return true;
+}
+
+const char *cli_flag_next_value(char **args, int count, int *i)
+{
+    if (*i + 1 >= count || strncmp(args[*i + 1], "--", 2) == 0)
+        return NULL;
+    return args[++*i];
+}
