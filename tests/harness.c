@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <hiredis/hiredis.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -527,6 +528,14 @@ bool harness_service_stop_clean(harness_service_t *service)
     return false;
 }
 
+bool harness_service_stop_checked(harness_service_t *service)
+{
+    if (service->pid <= 0)
+        return true;
+    bool clean = harness_service_stop_clean(service);
+    return !harness_log_has_sanitizer_report(service->log_path) && clean;
+}
+
 /* --- a Redis with a store -------------------------------------------------- */
 
 int harness_store_start(harness_redis_t *redis, store_t **store_p)
@@ -724,6 +733,23 @@ Passerelle__Reply *harness_call(client_t *client, const char *type, const Protob
     return harness_call_keyed(client, type, body, NULL, status, field);
 }
 
+ProtobufCMessage *harness_call_ok(client_t *client, const char *type, const ProtobufCMessage *body,
+                                  const ProtobufCMessageDescriptor *reply_desc)
+{
+    Passerelle__Reply *reply =
+        harness_call(client, type, body, PASSERELLE__STATUS__STATUS_OK, NULL);
+    ProtobufCMessage *msg = NULL;
+    if (reply_desc) {
+        msg = protobuf_c_message_unpack(reply_desc, NULL, reply->has_body ? reply->body.len : 0,
+                                        reply->body.data);
+        if (!msg)
+            fprintf(stderr, "the reply to %s does not decode as %s\n", type, reply_desc->name);
+        assert_non_null(msg);
+    }
+    passerelle__reply__free_unpacked(reply, NULL);
+    return msg;
+}
+
 void harness_call_refused(client_t *client, const char *type, const ProtobufCMessage *body,
                           int status, const char *field)
 {
@@ -748,6 +774,46 @@ void harness_unit_request(Passerelle__UnitRegisterRequest *req, const char *exte
     req->landlord = "owner-7f3a";
     req->has_energy_class = true;
     req->energy_class = PASSERELLE__ENERGY_CLASS__ENERGY_D;
+}
+
+void harness_unit_social(Passerelle__UnitRegisterRequest *req, const char *landlord)
+{
+    req->has_stock = true;
+    req->stock = PASSERELLE__STOCK__STOCK_SOCIAL;
+    req->landlord = (char *)landlord;
+    req->has_financing = true;
+    req->financing = PASSERELLE__FINANCING__FINANCING_PLUS;
+}
+
+void harness_unit_register(client_t *client, const Passerelle__UnitRegisterRequest *req, char *id)
+{
+    Passerelle__Unit *unit = (Passerelle__Unit *)harness_call_ok(
+        client, "unit.register", &req->base, &passerelle__unit__descriptor);
+    if (id)
+        snprintf(id, ID_LEN, "%s", unit->id);
+    passerelle__unit__free_unpacked(unit, NULL);
+}
+
+void harness_pig_programme(client_t *client, const char *name, const char *commune, int first_year,
+                           int last_year, char *id)
+{
+    char *communes[] = {(char *)commune};
+    char start[DATE_LEN], end[DATE_LEN];
+    snprintf(start, sizeof start, "%04u-01-01", (unsigned)first_year % 10000u);
+    snprintf(end, sizeof end, "%04u-12-31", (unsigned)last_year % 10000u);
+    Passerelle__ProgrammeCreateRequest req = PASSERELLE__PROGRAMME_CREATE_REQUEST__INIT;
+    req.name = (char *)name;
+    req.has_kind = true;
+    req.kind = PASSERELLE__PROGRAMME_KIND__PROGRAMME_PIG;
+    req.communes = communes;
+    req.n_communes = 1;
+    req.start_date = start;
+    req.end_date = end;
+    req.operator_ = "Soliha";
+    Passerelle__Programme *p = (Passerelle__Programme *)harness_call_ok(
+        client, "programme.create", &req.base, &passerelle__programme__descriptor);
+    snprintf(id, ID_LEN, "%s", p->id);
+    passerelle__programme__free_unpacked(p, NULL);
 }
 
 /* --- the event stream -------------------------------------------------------- */
@@ -874,6 +940,7 @@ static void cli_exec(const harness_cli_t *cli, const char *out_path, const char 
     unsetenv("PASSERELLE_RESERVATIONS_ENDPOINT");
     unsetenv("PASSERELLE_DOCSTORE_ENDPOINT");
     unsetenv("PASSERELLE_NOTIFICATIONS_ENDPOINT");
+    unsetenv("PASSERELLE_INDICATORS_ENDPOINT");
     unsetenv("PASSERELLE_KEYS_DIR");
     unsetenv("PASSERELLE_CLIENT");
     unsetenv("PASSERELLE_INSECURE");
@@ -883,18 +950,28 @@ static void cli_exec(const harness_cli_t *cli, const char *out_path, const char 
     _exit(127);
 }
 
-harness_run_t harness_run_cli(const harness_cli_t *cli, const char *const *env, const char *first,
-                              ...)
+void harness_cli_service(harness_cli_t *cli, const char *variable, const char *endpoint,
+                         const char *keys_dir)
+{
+    snprintf(cli->endpoint_variable, sizeof cli->endpoint_variable, "%s", variable ? variable : "");
+    snprintf(cli->endpoint, sizeof cli->endpoint, "%s", endpoint);
+    snprintf(cli->keys_dir, sizeof cli->keys_dir, "%s", keys_dir);
+}
+
+/* Runs the program with the arguments `before` (n_before of them), then
+ * first and what follows it in args up to a NULL (harness_run_cli). */
+static harness_run_t cli_run(const harness_cli_t *cli, const char *const *env,
+                             const char *const *before, int n_before, const char *first,
+                             va_list args)
 {
     const char *argv[HARNESS_CLI_MAX_ARGS + 2];
     int argc = 0;
     argv[argc++] = cli->binary;
-    va_list args;
-    va_start(args, first);
+    for (int i = 0; i < n_before && argc <= HARNESS_CLI_MAX_ARGS; i++)
+        argv[argc++] = before[i];
     for (const char *arg = first; arg && argc <= HARNESS_CLI_MAX_ARGS;
          arg = va_arg(args, const char *))
         argv[argc++] = arg;
-    va_end(args);
     argv[argc] = NULL;
 
     char out_path[1024], err_path[1024];
@@ -914,8 +991,44 @@ harness_run_t harness_run_cli(const harness_cli_t *cli, const char *const *env, 
     run.out = harness_file_read(out_path, NULL);
     run.err = harness_file_read(err_path, NULL);
     if (getenv("PASSERELLE_TEST_VERBOSE"))
-        fprintf(stderr, "[cli %s ...] exit %d\n--- stdout\n%s--- stderr\n%s", first ? first : "",
-                run.exit_code, run.out, run.err);
+        fprintf(stderr, "[cli %s ...] exit %d\n--- stdout\n%s--- stderr\n%s",
+                argc > 1 ? argv[1] : "", run.exit_code, run.out, run.err);
+    return run;
+}
+
+harness_run_t harness_run_cli(const harness_cli_t *cli, const char *const *env, const char *first,
+                              ...)
+{
+    va_list args;
+    va_start(args, first);
+    harness_run_t run = cli_run(cli, env, NULL, 0, first, args);
+    va_end(args);
+    return run;
+}
+
+harness_run_t harness_run_cli_as(const harness_cli_t *cli, const char *name, const char *first, ...)
+{
+    char endpoint_env[200], keys_env[600];
+    const char *env[3] = {NULL};
+    const char *before[6];
+    int n_before = 0;
+    if (cli->endpoint_variable[0]) {
+        snprintf(endpoint_env, sizeof endpoint_env, "%s=%s", cli->endpoint_variable, cli->endpoint);
+        snprintf(keys_env, sizeof keys_env, "PASSERELLE_KEYS_DIR=%s", cli->keys_dir);
+        env[0] = endpoint_env;
+        env[1] = keys_env;
+    } else {
+        before[n_before++] = "--endpoint";
+        before[n_before++] = cli->endpoint;
+        before[n_before++] = "--keys";
+        before[n_before++] = cli->keys_dir;
+    }
+    before[n_before++] = "--as";
+    before[n_before++] = name;
+    va_list args;
+    va_start(args, first);
+    harness_run_t run = cli_run(cli, env, before, n_before, first, args);
+    va_end(args);
     return run;
 }
 
@@ -1459,4 +1572,317 @@ Passerelle__AttemptList *harness_notify_attempts(client_t *client, const char *s
     passerelle__reply__free_unpacked(reply, NULL);
     assert_non_null(list);
     return list;
+}
+
+/* --- indicators -------------------------------------------------------------- */
+
+int harness_indicators_start(const harness_stack_t *stack, harness_service_t *service,
+                             char *const extra_env[])
+{
+    return harness_service_start(service, "indicators", stack->dir, extra_env);
+}
+
+client_t *harness_indicators_client(const harness_stack_t *stack, const harness_service_t *service,
+                                    const char *name)
+{
+    return harness_client(service->endpoint, stack->keys, name, HARNESS_STACK_CLIENT_TIMEOUT_MS,
+                          HARNESS_STACK_CLIENT_RETRIES);
+}
+
+int harness_indicators_setup(void **state, size_t size, const char *tag, char *const extra_env[])
+{
+    if (size < sizeof(harness_indicators_t))
+        size = sizeof(harness_indicators_t);
+    if (harness_fixture_setup(state, size, tag, "admin") != 0)
+        return -1;
+    harness_indicators_t *f = *state;
+    if (harness_indicators_start(&f->stack, &f->indicators, extra_env) != 0)
+        return -1;
+    f->admin = harness_indicators_client(&f->stack, &f->indicators, "admin");
+    f->partner = harness_indicators_client(&f->stack, &f->indicators, "partner");
+    store_config_t cfg;
+    harness_redis_config(&f->stack.redis, &cfg);
+    f->store = store_new(&cfg);
+    return f->admin && f->partner && f->store ? 0 : -1;
+}
+
+int harness_indicators_teardown(void **state)
+{
+    harness_indicators_t *f = *state;
+    bool clean = true;
+    if (f) {
+        client_destroy(&f->admin);
+        client_destroy(&f->partner);
+        store_destroy(&f->store);
+        clean = harness_service_stop_checked(&f->indicators);
+    }
+    int rc = harness_fixture_teardown(state);
+    return clean ? rc : -1;
+}
+
+uint64_t harness_indicators_generation(store_t *store)
+{
+    redisReply *r = NULL;
+    assert_int_equal(store_command(store, &r, "GET indicators:current"), STORE_OK);
+    uint64_t gen = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    return gen;
+}
+
+long long harness_indicators_counter(store_t *store, const char *suffix, const char *field)
+{
+    redisReply *r = NULL;
+    assert_int_equal(store_command(store, &r, "HGET indicators:g%" PRIu64 ":%s %s",
+                                   harness_indicators_generation(store), suffix, field),
+                     STORE_OK);
+    long long v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    return v;
+}
+
+void harness_indicators_expect_counter(store_t *store, const char *suffix, const char *field,
+                                       long long want, int timeout_ms)
+{
+    int64_t deadline = time_now_ms() + timeout_ms;
+    long long got;
+    while ((got = harness_indicators_counter(store, suffix, field)) != want &&
+           time_now_ms() < deadline)
+        sleep_ms(HARNESS_POLL_MS);
+    if (got != want)
+        fail_msg("%s %s is %lld, expected %lld", suffix, field, got, want);
+}
+
+/* True if the "indicators" group has read stream up to end and holds
+ * nothing pending (XINFO GROUPS: last-delivered-id and pending). */
+static bool indicators_group_done(const redisReply *groups, const char *end)
+{
+    bool done = false;
+    for (size_t g = 0; groups->type == REDIS_REPLY_ARRAY && g < groups->elements; g++) {
+        const redisReply *info = groups->element[g];
+        const char *name = NULL, *delivered = NULL;
+        long long pending = -1;
+        for (size_t i = 0; i + 1 < info->elements; i += 2) {
+            const char *k = info->element[i]->str;
+            const redisReply *v = info->element[i + 1];
+            if (strcmp(k, "name") == 0)
+                name = v->str;
+            else if (strcmp(k, "last-delivered-id") == 0)
+                delivered = v->str;
+            else if (strcmp(k, "pending") == 0)
+                pending = v->integer;
+        }
+        if (name && strcmp(name, "indicators") == 0)
+            done = delivered && strcmp(delivered, end) == 0 && pending == 0;
+    }
+    return done;
+}
+
+void harness_indicators_wait_caught_up(store_t *store, const char *stream, int timeout_ms)
+{
+    int64_t deadline = time_now_ms() + timeout_ms;
+    for (;;) {
+        redisReply *last = NULL, *groups = NULL;
+        assert_int_equal(store_command(store, &last, "XREVRANGE %s + - COUNT 1", stream), STORE_OK);
+        /* An empty stream has nothing to wait for. */
+        bool caught_up = last->elements == 0;
+        if (!caught_up && store_command(store, &groups, "XINFO GROUPS %s", stream) == STORE_OK)
+            caught_up = indicators_group_done(groups, last->element[0]->element[0]->str);
+        freeReplyObject(last);
+        if (groups)
+            freeReplyObject(groups);
+        if (caught_up)
+            return;
+        if (time_now_ms() > deadline)
+            fail_msg("the indicators group did not catch up with %s", stream);
+        sleep_ms(HARNESS_POLL_MS);
+    }
+}
+
+/* Adds each counter hash of keys (one pipeline) to all as
+ * {suffix: {field: value}}, zeros left out; prefix_len is the length of
+ * "indicators:g<gen>:" the suffix follows. */
+static void counters_add(store_t *store, const redisReply *keys, size_t prefix_len, json_t *all)
+{
+    size_t n = keys->elements;
+    if (n == 0)
+        return;
+    store_cmd_t *cmds = calloc(n, sizeof *cmds);
+    const char **argv = calloc(2 * n, sizeof *argv);
+    redisReply **replies = calloc(n, sizeof *replies);
+    store_result_t *results = calloc(n, sizeof *results);
+    assert_true(cmds && argv && replies && results);
+    for (size_t i = 0; i < n; i++) {
+        argv[2 * i] = "HGETALL";
+        argv[2 * i + 1] = keys->element[i]->str;
+        cmds[i] = (store_cmd_t){2, &argv[2 * i], NULL};
+    }
+    store_command_many(store, cmds, n, replies, results);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(results[i], STORE_OK);
+        const redisReply *hash = replies[i];
+        json_t *fields = json_object();
+        for (size_t k = 0; k + 1 < hash->elements; k += 2) {
+            long long v = strtoll(hash->element[k + 1]->str, NULL, 10);
+            if (v != 0)
+                json_object_set_new(fields, hash->element[k]->str, json_integer(v));
+        }
+        if (json_object_size(fields) > 0)
+            json_object_set_new(all, keys->element[i]->str + prefix_len, fields);
+        else
+            json_decref(fields);
+        freeReplyObject(replies[i]);
+    }
+    free(cmds);
+    free(argv);
+    free(replies);
+    free(results);
+}
+
+json_t *harness_indicators_counters(store_t *store, uint64_t gen)
+{
+    json_t *all = json_object();
+    char pattern[64], cursor[32] = "0";
+    snprintf(pattern, sizeof pattern, "indicators:g%" PRIu64 ":c:*", gen);
+    size_t prefix_len = strlen(pattern) - 3; /* up to "c:" */
+    do {
+        redisReply *scan = NULL;
+        assert_int_equal(
+            store_command(store, &scan, "SCAN %s MATCH %s COUNT 1000", cursor, pattern), STORE_OK);
+        snprintf(cursor, sizeof cursor, "%s", scan->element[0]->str);
+        counters_add(store, scan->element[1], prefix_len, all);
+        freeReplyObject(scan);
+    } while (strcmp(cursor, "0") != 0);
+    return all;
+}
+
+void harness_indicators_expect_same_counters(json_t *a, json_t *b, const char *what)
+{
+    if (json_equal(a, b))
+        return;
+    int shown = 0;
+    const char *key;
+    json_t *fields;
+    json_object_foreach(a, key, fields)
+    {
+        json_t *other = json_object_get(b, key);
+        if (!json_equal(fields, other) && shown++ < 10) {
+            char *x = json_dumps(fields, JSON_COMPACT | JSON_SORT_KEYS);
+            char *y = other ? json_dumps(other, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+            fprintf(stderr, "%s: %s: %s vs %s\n", what, key, x, y ? y : "(absent)");
+            free(x);
+            free(y);
+        }
+    }
+    json_object_foreach(b, key, fields)
+    {
+        if (!json_object_get(a, key) && shown++ < 10)
+            fprintf(stderr, "%s: %s only in the second\n", what, key);
+    }
+    fail_msg("%s: the counters differ (%zu keys vs %zu)", what, json_object_size(a),
+             json_object_size(b));
+}
+
+/* How many keys match the pattern. */
+static size_t store_count_keys(store_t *store, const char *pattern)
+{
+    size_t n = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *scan = NULL;
+        assert_int_equal(
+            store_command(store, &scan, "SCAN %s MATCH %s COUNT 1000", cursor, pattern), STORE_OK);
+        snprintf(cursor, sizeof cursor, "%s", scan->element[0]->str);
+        n += scan->element[1]->elements;
+        freeReplyObject(scan);
+    } while (strcmp(cursor, "0") != 0);
+    return n;
+}
+
+void harness_store_expect_no_keys(store_t *store, const char *pattern, int timeout_ms)
+{
+    int64_t deadline = time_now_ms() + timeout_ms;
+    size_t left;
+    while ((left = store_count_keys(store, pattern)) > 0 && time_now_ms() < deadline)
+        sleep_ms(HARNESS_POLL_MS);
+    if (left > 0)
+        fail_msg("%zu keys %s are left after %d ms", left, pattern, timeout_ms);
+}
+
+Passerelle__RebuildStatus *harness_indicators_rebuild_call(client_t *client, const char *type,
+                                                           int status, char *message,
+                                                           size_t message_size)
+{
+    Passerelle__RebuildRequest req = PASSERELLE__REBUILD_REQUEST__INIT;
+    Passerelle__Reply *reply = harness_call(client, type, &req.base, status, NULL);
+    Passerelle__RebuildStatus *s = NULL;
+    if (status == PASSERELLE__STATUS__STATUS_OK) {
+        s = passerelle__rebuild_status__unpack(NULL, reply->body.len, reply->body.data);
+        assert_non_null(s);
+    }
+    if (message)
+        snprintf(message, message_size, "%s", str_or_empty(reply->message));
+    passerelle__reply__free_unpacked(reply, NULL);
+    return s;
+}
+
+Passerelle__RebuildStatus *harness_indicators_rebuild_wait(client_t *client, int timeout_ms)
+{
+    int64_t deadline = time_now_ms() + timeout_ms;
+    for (;;) {
+        Passerelle__RebuildStatus *s = harness_indicators_rebuild_call(
+            client, "indicator.rebuild_status", PASSERELLE__STATUS__STATUS_OK, NULL, 0);
+        if (strcmp(s->state, "running") != 0)
+            return s;
+        passerelle__rebuild_status__free_unpacked(s, NULL);
+        if (time_now_ms() > deadline)
+            fail_msg("the rebuild did not end within %d ms", timeout_ms);
+        sleep_ms(HARNESS_POLL_MS);
+    }
+}
+
+Passerelle__Series *harness_indicators_series(client_t *client, const char *indicator,
+                                              const char *territory, const char *commune,
+                                              const char *filter, const char *kind,
+                                              const char *from, const char *to)
+{
+    Passerelle__SeriesRequest req = PASSERELLE__SERIES_REQUEST__INIT;
+    Passerelle__Scope scope = PASSERELLE__SCOPE__INIT;
+    req.indicator = (char *)indicator;
+    req.period_kind = (char *)kind;
+    req.from = (char *)from;
+    req.to = (char *)to;
+    if (filter && *filter)
+        req.filter = (char *)filter;
+    scope.territory = (char *)territory;
+    scope.commune = (char *)commune;
+    req.scope = &scope;
+    return (Passerelle__Series *)harness_call_ok(client, "indicator.series", &req.base,
+                                                 &passerelle__series__descriptor);
+}
+
+Passerelle__DemandRow harness_demand_row(unsigned line, const char *period, const char *territory,
+                                         int public_, unsigned requests, unsigned visale,
+                                         unsigned loca_pass, unsigned mobility, unsigned other,
+                                         unsigned housed)
+{
+    Passerelle__DemandRow row = PASSERELLE__DEMAND_ROW__INIT;
+    row.has_line = line != 0;
+    row.line = line;
+    row.period = (char *)period;
+    row.territory = (char *)territory;
+    row.has_public_ = public_ != 0;
+    row.public_ = public_;
+    row.has_housing_requests = true;
+    row.housing_requests = requests;
+    row.has_aids_visale = true;
+    row.aids_visale = visale;
+    row.has_aids_loca_pass = true;
+    row.aids_loca_pass = loca_pass;
+    row.has_aids_mobility = true;
+    row.aids_mobility = mobility;
+    row.has_aids_other = true;
+    row.aids_other = other;
+    row.has_housed = true;
+    row.housed = housed;
+    return row;
 }

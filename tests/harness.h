@@ -16,6 +16,7 @@
 #include "client.h"
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
+#include "indicators.pb-c.h"
 #include "notifications.pb-c.h"
 #include "reservations.pb-c.h"
 #include "store.h"
@@ -101,6 +102,11 @@ const char *harness_bin(const char *relative);
 /* SIGTERM, and true if the service exited with status 0, as every service
  * must on SIGTERM; otherwise says how it ended on stderr. */
 bool harness_service_stop_clean(harness_service_t *service);
+
+/* For a teardown: when the service runs (pid > 0), harness_service_stop_clean
+ * and harness_log_has_sanitizer_report on its log; true if it stopped
+ * cleanly and left no report, or was not running. */
+bool harness_service_stop_checked(harness_service_t *service);
 
 /* --- a Redis with a store ------------------------------------------------ */
 
@@ -194,6 +200,13 @@ Passerelle__Reply *harness_call_keyed(client_t *client, const char *type,
                                       const ProtobufCMessage *body, const char *idempotency_key,
                                       int status, const char *field);
 
+/* Sends one request, which must be answered OK, and returns the reply's
+ * body unpacked as reply_desc (caller frees with
+ * protobuf_c_message_free_unpacked), which must decode; NULL when
+ * reply_desc is NULL (the body is not wanted). */
+ProtobufCMessage *harness_call_ok(client_t *client, const char *type, const ProtobufCMessage *body,
+                                  const ProtobufCMessageDescriptor *reply_desc);
+
 /* A refusal: harness_call's checks, then a message that says why. Frees
  * the reply. */
 void harness_call_refused(client_t *client, const char *type, const ProtobufCMessage *body,
@@ -202,6 +215,20 @@ void harness_call_refused(client_t *client, const char *type, const ProtobufCMes
 /* A valid private T3 unit in Pertuis with this reference (borrowed); a test
  * changes what it is about. */
 void harness_unit_request(Passerelle__UnitRegisterRequest *req, const char *external_ref);
+
+/* Makes the unit social stock: this landlord (borrowed), financed by a
+ * PLUS loan. */
+void harness_unit_social(Passerelle__UnitRegisterRequest *req, const char *landlord);
+
+/* unit.register by client, expecting OK; writes the unit's id (ID_LEN)
+ * when id is not NULL. */
+void harness_unit_register(client_t *client, const Passerelle__UnitRegisterRequest *req, char *id);
+
+/* programme.create by client, expecting OK, of a PIG run by Soliha in one
+ * commune from 1 January of first_year to 31 December of last_year;
+ * writes its id (ID_LEN). */
+void harness_pig_programme(client_t *client, const char *name, const char *commune, int first_year,
+                           int last_year, char *id);
 
 /* --- the event stream ------------------------------------------------------ */
 
@@ -232,11 +259,24 @@ typedef struct {
     char out_dir[512]; /* where its stdout and stderr are captured */
     char cwd[600];     /* its working folder; "" for this process's */
     int deadline_ms;   /* killed (SIGKILL) past that */
+    /* Where harness_run_cli_as points the program (harness_cli_service). */
+    char endpoint_variable[48]; /* "": through --endpoint and --keys */
+    char endpoint[128];
+    char keys_dir[512];
 } harness_cli_t;
 
 /* The CLI ($PASSERELLE_TEST_BIN_DIR/tools/passerelle), its output captured
  * in out_dir, run in cwd (NULL: this process's folder). */
 void harness_cli_init(harness_cli_t *cli, const char *out_dir, const char *cwd, int deadline_ms);
+
+/* Points harness_run_cli_as at one service and key directory: through the
+ * environment alone when variable is the service's endpoint variable
+ * (PASSERELLE_INDICATORS_ENDPOINT, which also tells the CLI which service
+ * its commands go to), as a user sets it up, with PASSERELLE_KEYS_DIR;
+ * through the global options --endpoint and --keys when variable is
+ * NULL. */
+void harness_cli_service(harness_cli_t *cli, const char *variable, const char *endpoint,
+                         const char *keys_dir);
 
 /* What a run printed and how it ended; harness_run_free releases it. */
 typedef struct {
@@ -257,6 +297,11 @@ typedef struct {
  * prints the run on stderr. Fails the test if it cannot fork. */
 harness_run_t harness_run_cli(const harness_cli_t *cli, const char *const *env, const char *first,
                               ...);
+/* A party's run against harness_cli_service's service: the same as
+ * harness_run_cli with that service's environment, or its --endpoint and
+ * --keys, then "--as name", before the arguments. */
+harness_run_t harness_run_cli_as(const harness_cli_t *cli, const char *name, const char *first,
+                                 ...);
 void harness_run_free(harness_run_t *run);
 
 /* Fails the test, showing the run, unless it exited with code. */
@@ -442,5 +487,100 @@ bool harness_log_has_sanitizer_report(const char *log_path);
 /* The attempts log of a subscription, latest first, up to 1000, expecting
  * OK (caller frees with passerelle__attempt_list__free_unpacked). */
 Passerelle__AttemptList *harness_notify_attempts(client_t *client, const char *sub_id);
+
+/* --- indicators -------------------------------------------------------------- */
+
+/* Starts the indicators service beside the stack's (same Redis, keys),
+ * logging in the stack's folder, with extra_env (may be NULL) as in
+ * harness_service_start. 0 or -1. */
+int harness_indicators_start(const harness_stack_t *stack, harness_service_t *service,
+                             char *const extra_env[]);
+
+/* A client of it with the named key, the stack client's timeout and
+ * retries (caller destroys); NULL on failure. */
+client_t *harness_indicators_client(const harness_stack_t *stack, const harness_service_t *service,
+                                    const char *name);
+
+/* The fixture the indicators engine tests share: a stack (Redis, the
+ * reservations service and its client with ADMIN's key), the
+ * indicators service beside it, an ADMIN and a PARTNER client of it, and
+ * the test's own connection to Redis. It comes first in a test's fixture,
+ * as the stack does in harness_fixture_setup's. */
+typedef struct {
+    harness_stack_t stack;
+    harness_service_t indicators;
+    client_t *admin;   /* of the indicators service */
+    client_t *partner; /* of the indicators service */
+    store_t *store;
+} harness_indicators_t;
+
+/* cmocka setup of such a fixture (a zeroed struct of `size` bytes in
+ * *state), the indicators service started with extra_env (may be NULL);
+ * 0 or -1. The teardown stops what runs, failing when a service did not
+ * stop cleanly or left a sanitizer report. */
+int harness_indicators_setup(void **state, size_t size, const char *tag, char *const extra_env[]);
+int harness_indicators_teardown(void **state);
+
+/* The generation indicators:current names (0 when unset). */
+uint64_t harness_indicators_generation(store_t *store);
+
+/* A counter field of the current generation: the hash
+ * indicators:g<gen>:<suffix> ("c:units.registered:all:all"), field ("*",
+ * "stock=PRIVATE"); 0 when absent. */
+long long harness_indicators_counter(store_t *store, const char *suffix, const char *field);
+
+/* Polls harness_indicators_counter until it is want; fails the test,
+ * with both values, if it is not within timeout_ms. */
+void harness_indicators_expect_counter(store_t *store, const char *suffix, const char *field,
+                                       long long want, int timeout_ms);
+
+/* Polls until the "indicators" consumer group has read stream to its end
+ * and holds nothing pending (what a killed reader held is taken over after
+ * a few seconds); fails the test past timeout_ms. */
+void harness_indicators_wait_caught_up(store_t *store, const char *stream, int timeout_ms);
+
+/* Every counter field of generation gen, zeros left out, as
+ * {suffix: {field: value}} (caller decrefs). */
+json_t *harness_indicators_counters(store_t *store, uint64_t gen);
+
+/* Fails the test, naming the first differences on stderr, unless a and b
+ * (as harness_indicators_counters makes them) are equal; what says which
+ * two they are. */
+void harness_indicators_expect_same_counters(json_t *a, json_t *b, const char *what);
+
+/* Polls until no key matches the pattern (SCAN); fails the test, saying
+ * how many are left, past timeout_ms. */
+void harness_store_expect_no_keys(store_t *store, const char *pattern, int timeout_ms);
+
+/* indicator.rebuild or indicator.rebuild_status (type) by client, which
+ * must answer status; the rebuild's status when OK (caller frees with
+ * passerelle__rebuild_status__free_unpacked), NULL otherwise. The reply's
+ * message into message (message_size bytes) when not NULL. */
+Passerelle__RebuildStatus *harness_indicators_rebuild_call(client_t *client, const char *type,
+                                                           int status, char *message,
+                                                           size_t message_size);
+
+/* Polls indicator.rebuild_status until the rebuild no longer runs, and
+ * returns that status (caller frees); fails the test past timeout_ms. */
+Passerelle__RebuildStatus *harness_indicators_rebuild_wait(client_t *client, int timeout_ms);
+
+/* indicator.series by client, which must answer OK: indicator over the
+ * periods of kind ("month", "year"...) from..to (NULL: the service's
+ * default), in the scope territory or commune (both NULL: the Métropole),
+ * narrowed by filter ("axis=VALUE"; NULL or "": none). Caller frees with
+ * passerelle__series__free_unpacked. */
+Passerelle__Series *harness_indicators_series(client_t *client, const char *indicator,
+                                              const char *territory, const char *commune,
+                                              const char *filter, const char *kind,
+                                              const char *from, const char *to);
+
+/* A row of Action Logement's demand figures: the period ("2026-04",
+ * "2026-Q2", "2026"), territory and public (0: all publics together), the
+ * line it came from (0: none), and the figures. The strings are the
+ * caller's. */
+Passerelle__DemandRow harness_demand_row(unsigned line, const char *period, const char *territory,
+                                         int public_, unsigned requests, unsigned visale,
+                                         unsigned loca_pass, unsigned mobility, unsigned other,
+                                         unsigned housed);
 
 #endif

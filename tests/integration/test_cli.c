@@ -37,10 +37,9 @@ static fixture_t fx;
 
 #define run_cli(...) run_cli_env(NULL, __VA_ARGS__, NULL)
 
-/* Runs the CLI against the test's service with the named key. */
-#define run_as(name, ...)                                                                          \
-    run_cli_env(NULL, "--endpoint", fx.stack.service.endpoint, "--keys", fx.stack.keys, "--as",    \
-                name, __VA_ARGS__, NULL)
+/* Runs the CLI against the test's service with the named key, given as
+ * --endpoint, --keys and --as. */
+#define run_as(name, ...) harness_run_cli_as(&fx.cli, name, __VA_ARGS__, NULL)
 
 static const char *json_str(const json_t *object, const char *key)
 {
@@ -803,6 +802,7 @@ static int setup(void **state)
         fprintf(stderr, "the reservations service did not start\n");
     }
     harness_cli_init(&fx.cli, fx.stack.dir, NULL, CLI_DEADLINE_MS);
+    harness_cli_service(&fx.cli, NULL, fx.stack.service.endpoint, fx.stack.keys);
     return 0;
 }
 

@@ -54,10 +54,9 @@ static fixture_t fx;
 
 #define run_cli(...) run_cli_env(NULL, __VA_ARGS__, NULL)
 
-/* Runs the CLI against the test's service with the named key. */
-#define run_as(name, ...)                                                                          \
-    run_cli_env(NULL, "--endpoint", fx.service.endpoint, "--keys", fx.keys, "--as", name,          \
-                __VA_ARGS__, NULL)
+/* Runs the CLI against the test's service with the named key, given as
+ * --endpoint, --keys and --as. */
+#define run_as(name, ...) harness_run_cli_as(&fx.cli, name, __VA_ARGS__, NULL)
 
 static void need_service(void)
 {
@@ -189,6 +188,7 @@ static int group_setup(void **state)
      * others then fail, saying so. */
     if (harness_service_start(&fx.service, "docstore", fx.dir, env) != 0)
         fx.service.pid = 0;
+    harness_cli_service(&fx.cli, NULL, fx.service.endpoint, fx.keys);
     return 0;
 }
 

@@ -36,17 +36,13 @@ typedef struct {
     harness_stack_t stack; /* Redis + reservations + keys */
     harness_service_t indicators;
     harness_cli_t cli;
-    char endpoint_env[128]; /* PASSERELLE_INDICATORS_ENDPOINT=... */
-    char keys_env[600];     /* PASSERELLE_KEYS_DIR=... */
 } fixture_t;
 
 static fixture_t fx;
 
 /* Runs the CLI with the named key, the endpoint and the keys given through
  * the environment only. */
-#define run_as(name, ...)                                                                          \
-    harness_run_cli(&fx.cli, (const char *const[]){fx.endpoint_env, fx.keys_env, NULL}, "--as",    \
-                    name, __VA_ARGS__, NULL)
+#define run_as(name, ...) harness_run_cli_as(&fx.cli, name, __VA_ARGS__, NULL)
 
 /* The same without any environment: for what needs no service. */
 #define run_bare(...) harness_run_cli(&fx.cli, NULL, __VA_ARGS__, NULL)
@@ -572,25 +568,19 @@ static int group_setup(void **state)
         if (!fx.stack.dir)
             return -1;
         fprintf(stderr, "the reservations service did not start\n");
-    } else if (harness_service_start(&fx.indicators, "indicators", fx.stack.dir, NULL) != 0) {
+    } else if (harness_indicators_start(&fx.stack, &fx.indicators, NULL) != 0) {
         fprintf(stderr, "the indicators service did not start\n");
-        fx.indicators.pid = 0;
     }
-    snprintf(fx.endpoint_env, sizeof fx.endpoint_env, "PASSERELLE_INDICATORS_ENDPOINT=%s",
-             fx.indicators.endpoint);
-    snprintf(fx.keys_env, sizeof fx.keys_env, "PASSERELLE_KEYS_DIR=%s", fx.stack.keys);
     harness_cli_init(&fx.cli, fx.stack.dir, NULL, CLI_DEADLINE_MS);
+    harness_cli_service(&fx.cli, "PASSERELLE_INDICATORS_ENDPOINT", fx.indicators.endpoint,
+                        fx.stack.keys);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    bool clean = true;
-    if (fx.indicators.pid > 0) {
-        clean = harness_service_stop_clean(&fx.indicators);
-        clean = !harness_log_has_sanitizer_report(fx.indicators.log_path) && clean;
-    }
+    bool clean = harness_service_stop_checked(&fx.indicators);
     bool stack_clean = harness_stack_stop(&fx.stack);
     return clean && stack_clean ? 0 : -1;
 }

@@ -68,15 +68,10 @@ typedef struct {
 } unit_t;
 
 typedef struct {
-    harness_stack_t stack; /* Redis, reservations, its client (operations') */
-    harness_service_t indicators;
-    bool indicators_up;
+    harness_indicators_t ind; /* Redis, reservations, indicators, clients, store */
     char endpoint_env[96];
     char *indicators_env[2];
-    client_t *driver;  /* of the reservations service, with retries */
-    client_t *admin;   /* of the indicators service */
-    client_t *partner; /* of the indicators service */
-    store_t *store;
+    client_t *driver; /* of the reservations service, with retries */
     int year;
     unit_t units[OPERATIONS];
     size_t unit_count;
@@ -88,64 +83,12 @@ typedef struct {
 
 /* ======================== Redis ======================================== */
 
-static uint64_t current_generation(fixture_t *f)
-{
-    redisReply *r = NULL;
-    assert_int_equal(store_command(f->store, &r, "GET indicators:current"), STORE_OK);
-    uint64_t gen = r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
-    freeReplyObject(r);
-    return gen;
-}
-
-/* Polls until the group has read the stream to its end and holds nothing
- * pending (entries a killed reader held are taken over after a few
- * seconds). */
-static void wait_caught_up(fixture_t *f, const char *stream)
-{
-    int64_t deadline = time_now_ms() + CATCH_UP_MS;
-    for (;;) {
-        redisReply *last = NULL, *groups = NULL;
-        assert_int_equal(store_command(f->store, &last, "XREVRANGE %s + - COUNT 1", stream),
-                         STORE_OK);
-        const char *end = last->elements ? last->element[0]->element[0]->str : "0-0";
-        bool caught_up = last->elements == 0;
-        if (store_command(f->store, &groups, "XINFO GROUPS %s", stream) == STORE_OK &&
-            groups->type == REDIS_REPLY_ARRAY) {
-            for (size_t g = 0; g < groups->elements; g++) {
-                const redisReply *info = groups->element[g];
-                const char *name = NULL, *delivered = NULL;
-                long long pending = -1;
-                for (size_t i = 0; i + 1 < info->elements; i += 2) {
-                    const char *k = info->element[i]->str;
-                    const redisReply *v = info->element[i + 1];
-                    if (strcmp(k, "name") == 0)
-                        name = v->str;
-                    else if (strcmp(k, "last-delivered-id") == 0)
-                        delivered = v->str;
-                    else if (strcmp(k, "pending") == 0)
-                        pending = v->integer;
-                }
-                if (name && strcmp(name, "indicators") == 0)
-                    caught_up = delivered && strcmp(delivered, end) == 0 && pending == 0;
-            }
-        }
-        freeReplyObject(last);
-        if (groups)
-            freeReplyObject(groups);
-        if (caught_up)
-            return;
-        if (time_now_ms() > deadline)
-            fail_msg("the indicators group did not catch up with %s", stream);
-        usleep(50000);
-    }
-}
-
 /* What the indicators group has yet to finish on the stream: entries not
  * delivered (lag) plus entries delivered and not acknowledged. */
 static long long group_backlog(fixture_t *f)
 {
     redisReply *groups = NULL;
-    assert_int_equal(store_command(f->store, &groups, "XINFO GROUPS %s", STREAM), STORE_OK);
+    assert_int_equal(store_command(f->ind.store, &groups, "XINFO GROUPS %s", STREAM), STORE_OK);
     long long backlog = 0;
     for (size_t g = 0; groups->type == REDIS_REPLY_ARRAY && g < groups->elements; g++) {
         const redisReply *info = groups->element[g];
@@ -166,57 +109,6 @@ static long long group_backlog(fixture_t *f)
     }
     freeReplyObject(groups);
     return backlog;
-}
-
-/* Every counter field of generation gen, zeros left out, as
- * {suffix: {field: value}} (caller decrefs). */
-static json_t *counters_of(fixture_t *f, uint64_t gen)
-{
-    json_t *all = json_object();
-    char pattern[64], cursor[32] = "0";
-    snprintf(pattern, sizeof pattern, "indicators:g%" PRIu64 ":c:*", gen);
-    size_t prefix_len = strlen(pattern) - 3; /* up to "c:" */
-    do {
-        redisReply *scan = NULL;
-        assert_int_equal(
-            store_command(f->store, &scan, "SCAN %s MATCH %s COUNT 1000", cursor, pattern),
-            STORE_OK);
-        snprintf(cursor, sizeof cursor, "%s", scan->element[0]->str);
-        const redisReply *keys = scan->element[1];
-        /* One pipeline per slice. */
-        size_t n = keys->elements;
-        store_cmd_t *cmds = calloc(n ? n : 1, sizeof *cmds);
-        const char **argv = calloc(2 * (n ? n : 1), sizeof *argv);
-        redisReply **replies = calloc(n ? n : 1, sizeof *replies);
-        store_result_t *results = calloc(n ? n : 1, sizeof *results);
-        for (size_t i = 0; i < n; i++) {
-            argv[2 * i] = "HGETALL";
-            argv[2 * i + 1] = keys->element[i]->str;
-            cmds[i] = (store_cmd_t){2, &argv[2 * i], NULL};
-        }
-        store_command_many(f->store, cmds, n, replies, results);
-        for (size_t i = 0; i < n; i++) {
-            assert_int_equal(results[i], STORE_OK);
-            const redisReply *hash = replies[i];
-            json_t *fields = json_object();
-            for (size_t k = 0; k + 1 < hash->elements; k += 2) {
-                long long v = strtoll(hash->element[k + 1]->str, NULL, 10);
-                if (v != 0)
-                    json_object_set_new(fields, hash->element[k]->str, json_integer(v));
-            }
-            if (json_object_size(fields) > 0)
-                json_object_set_new(all, keys->element[i]->str + prefix_len, fields);
-            else
-                json_decref(fields);
-            freeReplyObject(replies[i]);
-        }
-        free(cmds);
-        free(argv);
-        free(replies);
-        free(results);
-        freeReplyObject(scan);
-    } while (strcmp(cursor, "0") != 0);
-    return all;
 }
 
 /* ======================== what the stream says ========================= */
@@ -253,8 +145,9 @@ static json_t *counters_from_stream(fixture_t *f, const char *stream)
     char start[80] = "-";
     for (;;) {
         redisReply *page = NULL;
-        assert_int_equal(store_command(f->store, &page, "XRANGE %s %s + COUNT 1000", stream, start),
-                         STORE_OK);
+        assert_int_equal(
+            store_command(f->ind.store, &page, "XRANGE %s %s + COUNT 1000", stream, start),
+            STORE_OK);
         for (size_t i = 0; i < page->elements; i++) {
             const redisReply *entry = page->element[i];
             snprintf(start, sizeof start, "(%s", entry->element[0]->str);
@@ -286,7 +179,7 @@ static json_t *counters_from_stream(fixture_t *f, const char *stream)
     tally_each_replacement(tally, expected_replacement_cb, all);
     tally_destroy(&tally);
     json_decref(seen);
-    /* Zeros left out, as counters_of does. */
+    /* Zeros left out, as harness_indicators_counters does. */
     const char *key;
     json_t *fields;
     void *tmp;
@@ -304,34 +197,6 @@ static json_t *counters_from_stream(fixture_t *f, const char *stream)
             json_object_del(all, key);
     }
     return all;
-}
-
-/* Fails, naming the first differences, unless the two are equal. */
-static void expect_same_counters(json_t *a, json_t *b, const char *what)
-{
-    if (json_equal(a, b))
-        return;
-    int shown = 0;
-    const char *key;
-    json_t *fields;
-    json_object_foreach(a, key, fields)
-    {
-        json_t *other = json_object_get(b, key);
-        if (!json_equal(fields, other) && shown++ < 10) {
-            char *x = json_dumps(fields, JSON_COMPACT | JSON_SORT_KEYS);
-            char *y = other ? json_dumps(other, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-            fprintf(stderr, "%s: %s: %s vs %s\n", what, key, x, y ? y : "(absent)");
-            free(x);
-            free(y);
-        }
-    }
-    json_object_foreach(b, key, fields)
-    {
-        if (!json_object_get(a, key) && shown++ < 10)
-            fprintf(stderr, "%s: %s only in the second\n", what, key);
-    }
-    fail_msg("%s: the counters differ (%zu keys vs %zu)", what, json_object_size(a),
-             json_object_size(b));
 }
 
 /* ======================== the backlog ================================== */
@@ -463,7 +328,7 @@ static void append_backlog(fixture_t *f, unsigned count)
             lens[j][6] = len;
             cmds[j] = (store_cmd_t){7, argv[j], lens[j]};
         }
-        store_command_many(f->store, cmds, m, replies, results);
+        store_command_many(f->ind.store, cmds, m, replies, results);
         for (unsigned j = 0; j < m; j++) {
             assert_int_equal(results[j], STORE_OK);
             freeReplyObject(replies[j]);
@@ -510,10 +375,7 @@ static void op_register(fixture_t *f, unsigned r)
     req.commune = (char *)COMMUNES[r % 7][0];
     u->social = r % 3 == 0;
     if (u->social) {
-        req.stock = PASSERELLE__STOCK__STOCK_SOCIAL;
-        req.landlord = "Logirem";
-        req.has_financing = true;
-        req.financing = PASSERELLE__FINANCING__FINANCING_PLUS;
+        harness_unit_social(&req, "Logirem");
         req.has_in_qpv = true;
         req.in_qpv = (r >> 4) & 1;
     }
@@ -682,89 +544,41 @@ static void operate(fixture_t *f, unsigned r)
 
 static void create_programmes(fixture_t *f)
 {
-    static char *communes[2][1] = {{"Aix-en-Provence"}, {"Martigues"}};
-    for (int i = 0; i < 2; i++) {
-        Passerelle__ProgrammeCreateRequest prog = PASSERELLE__PROGRAMME_CREATE_REQUEST__INIT;
-        char start[DATE_LEN], end[DATE_LEN];
-        snprintf(start, sizeof start, "%04u-01-01", (unsigned)(f->year - 1) % 10000u);
-        snprintf(end, sizeof end, "%04u-12-31", (unsigned)(f->year + 2) % 10000u);
-        prog.name = i ? "PIG Martigues" : "PIG Pays d'Aix";
-        prog.has_kind = true;
-        prog.kind = PASSERELLE__PROGRAMME_KIND__PROGRAMME_PIG;
-        prog.communes = communes[i];
-        prog.n_communes = 1;
-        prog.start_date = start;
-        prog.end_date = end;
-        prog.operator_ = "Soliha";
-        Passerelle__Programme *p = (Passerelle__Programme *)drive(
-            f, "programme.create", &prog.base, &passerelle__programme__descriptor);
-        assert_non_null(p);
-        snprintf(f->programmes[i], ID_LEN, "%s", p->id);
-        passerelle__programme__free_unpacked(p, NULL);
-    }
+    harness_pig_programme(f->driver, "PIG Pays d'Aix", "Aix-en-Provence", f->year - 1, f->year + 2,
+                          f->programmes[0]);
+    harness_pig_programme(f->driver, "PIG Martigues", "Martigues", f->year - 1, f->year + 2,
+                          f->programmes[1]);
 }
 
 /* ======================== fixture ====================================== */
 
 static int setup(void **state)
 {
-    if (harness_fixture_setup(state, sizeof(fixture_t), "ind-faults", "admin") != 0)
+    /* The indicators service on a port of its own, kept across restarts. */
+    char endpoint_env[96];
+    snprintf(endpoint_env, sizeof endpoint_env, "PASSERELLE_INDICATORS_ENDPOINT=tcp://127.0.0.1:%d",
+             harness_free_port());
+    char *env[] = {endpoint_env, NULL};
+    if (harness_indicators_setup(state, sizeof(fixture_t), "ind-faults", env) != 0)
         return -1;
     fixture_t *f = *state;
-    /* A port of its own, kept across restarts. */
-    snprintf(f->endpoint_env, sizeof f->endpoint_env,
-             "PASSERELLE_INDICATORS_ENDPOINT=tcp://127.0.0.1:%d", harness_free_port());
+    snprintf(f->endpoint_env, sizeof f->endpoint_env, "%s", endpoint_env);
     f->indicators_env[0] = f->endpoint_env;
     f->indicators_env[1] = NULL;
-    if (harness_service_start(&f->indicators, "indicators", f->stack.dir, f->indicators_env) != 0)
-        return -1;
-    f->indicators_up = true;
-    f->admin = harness_notify_client(&f->stack, &f->indicators, "admin");
-    f->partner = harness_notify_client(&f->stack, &f->indicators, "partner");
-    f->driver = harness_stack_client(&f->stack, "admin", 3000, 3);
-    store_config_t cfg;
-    harness_redis_config(&f->stack.redis, &cfg);
-    f->store = store_new(&cfg);
+    f->driver = harness_stack_client(&f->ind.stack, "admin", 3000, 3);
     f->year = date_today_paris().year;
-    return f->admin && f->partner && f->driver && f->store ? 0 : -1;
+    return f->driver ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    bool clean = true;
-    if (f) {
-        client_destroy(&f->admin);
-        client_destroy(&f->partner);
+    if (f)
         client_destroy(&f->driver);
-        store_destroy(&f->store);
-        if (f->indicators_up) {
-            clean = harness_service_stop_clean(&f->indicators);
-            if (harness_log_has_sanitizer_report(f->indicators.log_path))
-                clean = false;
-        }
-    }
-    int rc = harness_fixture_teardown(state);
-    return clean ? rc : -1;
+    return harness_indicators_teardown(state);
 }
 
 /* ======================== tests ======================================== */
-
-static Passerelle__RebuildStatus *rebuild_call(client_t *client, const char *type, int status,
-                                               char *message, size_t message_size)
-{
-    Passerelle__RebuildRequest req = PASSERELLE__REBUILD_REQUEST__INIT;
-    Passerelle__Reply *reply = harness_call(client, type, &req.base, status, NULL);
-    Passerelle__RebuildStatus *s = NULL;
-    if (status == OK) {
-        s = passerelle__rebuild_status__unpack(NULL, reply->body.len, reply->body.data);
-        assert_non_null(s);
-    }
-    if (message)
-        snprintf(message, message_size, "%s", reply->message ? reply->message : "");
-    passerelle__reply__free_unpacked(reply, NULL);
-    return s;
-}
 
 /* The history, with the indicators service killed and restarted in the
  * middle: the counters are what the stream says. */
@@ -781,7 +595,7 @@ static void test_history_with_kills(void **state)
         if (next_kill < sizeof KILL_AT / sizeof KILL_AT[0] && op == KILL_AT[next_kill]) {
             /* Mid-stream: the backlog is still being read. */
             long long backlog = group_backlog(f);
-            int status = harness_service_stop(&f->indicators, SIGKILL);
+            int status = harness_service_stop(&f->ind.indicators, SIGKILL);
             fprintf(stderr, "killed after %d operations, %lld entries to go\n", op, backlog);
             killed_mid_stream += backlog > 0;
             assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -790,24 +604,26 @@ static void test_history_with_kills(void **state)
         }
         if (op == restart_at) {
             assert_int_equal(
-                harness_service_restart(&f->indicators, f->stack.dir, f->indicators_env), 0);
+                harness_service_restart(&f->ind.indicators, f->ind.stack.dir, f->indicators_env),
+                0);
             restart_at = -1;
         }
         operate(f, (unsigned)rand_r(&seed));
     }
     if (restart_at >= 0)
-        assert_int_equal(harness_service_restart(&f->indicators, f->stack.dir, f->indicators_env),
-                         0);
+        assert_int_equal(
+            harness_service_restart(&f->ind.indicators, f->ind.stack.dir, f->indicators_env), 0);
     fprintf(stderr, "driver: %d operations, %d refused, %zu units\n", OPERATIONS, f->refused,
             f->unit_count);
     assert_true(f->refused < OPERATIONS / 10);
     assert_true(killed_mid_stream > 0);
 
-    wait_caught_up(f, STREAM);
+    harness_indicators_wait_caught_up(f->ind.store, STREAM, CATCH_UP_MS);
     json_t *expected = counters_from_stream(f, STREAM);
-    json_t *counted = counters_of(f, current_generation(f));
+    json_t *counted =
+        harness_indicators_counters(f->ind.store, harness_indicators_generation(f->ind.store));
     assert_true(json_object_size(expected) > 1000);
-    expect_same_counters(expected, counted, "from the stream vs counted");
+    harness_indicators_expect_same_counters(expected, counted, "from the stream vs counted");
     json_decref(expected);
     json_decref(counted);
 }
@@ -820,11 +636,13 @@ static void test_history_with_kills(void **state)
 static void test_rebuild_beside_traffic(void **state)
 {
     fixture_t *f = *state;
-    rebuild_call(f->partner, "indicator.rebuild", PERMISSION_DENIED, NULL, 0);
+    harness_indicators_rebuild_call(f->ind.partner, "indicator.rebuild", PERMISSION_DENIED, NULL,
+                                    0);
 
-    wait_caught_up(f, STREAM);
-    uint64_t gen = current_generation(f);
-    Passerelle__RebuildStatus *s = rebuild_call(f->admin, "indicator.rebuild", OK, NULL, 0);
+    harness_indicators_wait_caught_up(f->ind.store, STREAM, CATCH_UP_MS);
+    uint64_t gen = harness_indicators_generation(f->ind.store);
+    Passerelle__RebuildStatus *s =
+        harness_indicators_rebuild_call(f->ind.admin, "indicator.rebuild", OK, NULL, 0);
     assert_string_equal(s->state, "running");
     assert_int_equal(s->current_generation, gen);
     assert_true(s->generation > gen);
@@ -835,7 +653,8 @@ static void test_rebuild_beside_traffic(void **state)
 
     /* At once, while it reads the backlog: refused, naming the holder. */
     char message[512];
-    rebuild_call(f->admin, "indicator.rebuild", FAILED_PRECONDITION, message, sizeof message);
+    harness_indicators_rebuild_call(f->ind.admin, "indicator.rebuild", FAILED_PRECONDITION, message,
+                                    sizeof message);
     if (!strstr(message, holder))
         fail_msg("'%s' does not name the holder %s", message, holder);
 
@@ -845,8 +664,8 @@ static void test_rebuild_beside_traffic(void **state)
     int running_reads = 0, writes = 0;
     int64_t deadline = time_now_ms() + CATCH_UP_MS;
     for (;;) {
-        Passerelle__RebuildStatus *st =
-            rebuild_call(f->partner, "indicator.rebuild_status", OK, NULL, 0);
+        Passerelle__RebuildStatus *st = harness_indicators_rebuild_call(
+            f->ind.partner, "indicator.rebuild_status", OK, NULL, 0);
         bool running = strcmp(st->state, "running") == 0;
         if (running) {
             assert_int_equal(st->current_generation, gen);
@@ -859,7 +678,7 @@ static void test_rebuild_beside_traffic(void **state)
         series.indicator = "units.registered";
         series.period_kind = "year";
         Passerelle__Reply *reply =
-            harness_call(f->partner, "indicator.series", &series.base, OK, NULL);
+            harness_call(f->ind.partner, "indicator.series", &series.base, OK, NULL);
         Passerelle__Series *sr =
             passerelle__series__unpack(NULL, reply->body.len, reply->body.data);
         assert_non_null(sr);
@@ -875,34 +694,18 @@ static void test_rebuild_beside_traffic(void **state)
     }
     fprintf(stderr, "while the rebuild ran: %d reads answered, %d writes\n", running_reads, writes);
     assert_true(running_reads > 0);
-    assert_int_equal(current_generation(f), next);
+    assert_int_equal(harness_indicators_generation(f->ind.store), next);
     /* And a few more after the switch. */
     for (int i = 0; i < 30; i++)
         operate(f, (unsigned)rand_r(&seed));
 
-    wait_caught_up(f, STREAM);
-    json_t *after = counters_of(f, next);
+    harness_indicators_wait_caught_up(f->ind.store, STREAM, CATCH_UP_MS);
+    json_t *after = harness_indicators_counters(f->ind.store, next);
     json_t *expected = counters_from_stream(f, STREAM);
-    expect_same_counters(expected, after, "from the stream vs rebuilt and counted on");
+    harness_indicators_expect_same_counters(expected, after,
+                                            "from the stream vs rebuilt and counted on");
     json_decref(after);
     json_decref(expected);
-}
-
-/* Keys matching pattern. */
-static size_t keys_matching(fixture_t *f, const char *pattern)
-{
-    size_t n = 0;
-    char cursor[32] = "0";
-    do {
-        redisReply *scan = NULL;
-        assert_int_equal(
-            store_command(f->store, &scan, "SCAN %s MATCH %s COUNT 1000", cursor, pattern),
-            STORE_OK);
-        snprintf(cursor, sizeof cursor, "%s", scan->element[0]->str);
-        n += scan->element[1]->elements;
-        freeReplyObject(scan);
-    } while (strcmp(cursor, "0") != 0);
-    return n;
 }
 
 /* The service stopped (SIGTERM) while a rebuild runs: it exits cleanly,
@@ -916,18 +719,17 @@ static void test_rebuild_stopped(void **state)
     /* A longer stream, so that the rebuild is still reading when the
      * service, having stopped its projectors and its server, stops it. */
     append_backlog(f, STOP_BACKLOG);
-    wait_caught_up(f, STREAM);
-    uint64_t gen = current_generation(f);
-    json_t *before = counters_of(f, gen);
-    Passerelle__RebuildStatus *s = rebuild_call(f->admin, "indicator.rebuild", OK, NULL, 0);
+    harness_indicators_wait_caught_up(f->ind.store, STREAM, CATCH_UP_MS);
+    uint64_t gen = harness_indicators_generation(f->ind.store);
+    json_t *before = harness_indicators_counters(f->ind.store, gen);
+    Passerelle__RebuildStatus *s =
+        harness_indicators_rebuild_call(f->ind.admin, "indicator.rebuild", OK, NULL, 0);
     uint64_t abandoned = s->generation;
     passerelle__rebuild_status__free_unpacked(s, NULL);
-    bool clean = harness_service_stop_clean(&f->indicators);
-    f->indicators_up = false;
-    assert_true(clean);
+    assert_true(harness_service_stop_clean(&f->ind.indicators));
 
     redisReply *r = NULL;
-    assert_int_equal(store_command(f->store, &r, "HGET indicators:rebuild state"), STORE_OK);
+    assert_int_equal(store_command(f->ind.store, &r, "HGET indicators:rebuild state"), STORE_OK);
     char state_text[32];
     snprintf(state_text, sizeof state_text, "%s", r->str);
     freeReplyObject(r);
@@ -937,41 +739,31 @@ static void test_rebuild_stopped(void **state)
         gen = abandoned;
     } else {
         assert_string_equal(state_text, "failed");
-        assert_int_equal(store_command(f->store, &r, "HGET indicators:rebuild message"), STORE_OK);
+        assert_int_equal(store_command(f->ind.store, &r, "HGET indicators:rebuild message"),
+                         STORE_OK);
         assert_non_null(strstr(r->str, "stopped"));
         freeReplyObject(r);
     }
-    assert_int_equal(current_generation(f), gen);
-    assert_int_equal(store_command(f->store, &r, "EXISTS indicators:rebuild:lease"), STORE_OK);
+    assert_int_equal(harness_indicators_generation(f->ind.store), gen);
+    assert_int_equal(store_command(f->ind.store, &r, "EXISTS indicators:rebuild:lease"), STORE_OK);
     assert_int_equal(r->integer, 0);
     freeReplyObject(r);
 
-    assert_int_equal(harness_service_restart(&f->indicators, f->stack.dir, f->indicators_env), 0);
-    f->indicators_up = true;
-    s = rebuild_call(f->admin, "indicator.rebuild", OK, NULL, 0);
+    assert_int_equal(
+        harness_service_restart(&f->ind.indicators, f->ind.stack.dir, f->indicators_env), 0);
+    s = harness_indicators_rebuild_call(f->ind.admin, "indicator.rebuild", OK, NULL, 0);
     uint64_t next = s->generation;
     assert_true(next > abandoned);
     passerelle__rebuild_status__free_unpacked(s, NULL);
-    int64_t deadline = time_now_ms() + CATCH_UP_MS;
-    for (;;) {
-        s = rebuild_call(f->admin, "indicator.rebuild_status", OK, NULL, 0);
-        bool running = strcmp(s->state, "running") == 0;
-        if (!running)
-            assert_string_equal(s->state, "done");
-        passerelle__rebuild_status__free_unpacked(s, NULL);
-        if (!running)
-            break;
-        assert_true(time_now_ms() < deadline);
-        usleep(20000);
-    }
-    assert_int_equal(current_generation(f), next);
+    s = harness_indicators_rebuild_wait(f->ind.admin, CATCH_UP_MS);
+    assert_string_equal(s->state, "done");
+    passerelle__rebuild_status__free_unpacked(s, NULL);
+    assert_int_equal(harness_indicators_generation(f->ind.store), next);
     char pattern[64];
     snprintf(pattern, sizeof pattern, "indicators:g%" PRIu64 ":*", abandoned);
-    while (keys_matching(f, pattern) > 0 && time_now_ms() < deadline)
-        usleep(20000);
-    assert_int_equal(keys_matching(f, pattern), 0);
-    json_t *after = counters_of(f, next);
-    expect_same_counters(before, after, "counted vs rebuilt after a stop");
+    harness_store_expect_no_keys(f->ind.store, pattern, CATCH_UP_MS);
+    json_t *after = harness_indicators_counters(f->ind.store, next);
+    harness_indicators_expect_same_counters(before, after, "counted vs rebuilt after a stop");
     json_decref(after);
     json_decref(before);
 }

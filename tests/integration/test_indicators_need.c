@@ -41,8 +41,6 @@
 #define TYPO(t)   PASSERELLE__TYPOLOGY__TYPOLOGY_##t
 #define PUBLIC(p) PASSERELLE__PRIORITY_PUBLIC__PUBLIC_##p
 
-#define CLIENT_TIMEOUT_MS 5000
-
 typedef struct {
     harness_stack_t stack; /* Redis + reservations (unused) + keys */
     harness_service_t indicators;
@@ -63,19 +61,11 @@ static void need_service(void)
                  fx.stack.dir ? fx.stack.dir : "?");
 }
 
-static Passerelle__EconomicProject *project_from_reply(Passerelle__Reply *reply)
-{
-    Passerelle__EconomicProject *project =
-        passerelle__economic_project__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(project);
-    return project;
-}
-
 static Passerelle__EconomicProject *project_call(client_t *client, const char *type,
                                                  const ProtobufCMessage *body)
 {
-    return project_from_reply(harness_call(client, type, body, OK, NULL));
+    return (Passerelle__EconomicProject *)harness_call_ok(
+        client, type, body, &passerelle__economic_project__descriptor);
 }
 
 /* A valid project of an aeronautics company in Pertuis (CT2), 2028, with
@@ -424,20 +414,16 @@ static void test_project_update(void **state)
     /* The territory index followed the commune. */
     Passerelle__ProjectListRequest list = PASSERELLE__PROJECT_LIST_REQUEST__INIT;
     list.territory = "CT5";
-    Passerelle__Reply *reply = harness_call(fx.metropole, "project.list", &list.base, OK, NULL);
-    Passerelle__ProjectList *listed =
-        passerelle__project_list__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(listed);
+    Passerelle__ProjectList *listed = (Passerelle__ProjectList *)harness_call_ok(
+        fx.metropole, "project.list", &list.base, &passerelle__project_list__descriptor);
     bool in_ct5 = false;
     for (size_t i = 0; i < listed->n_projects; i++)
         in_ct5 = in_ct5 || strcmp(listed->projects[i]->id, id) == 0;
     assert_true(in_ct5);
     passerelle__project_list__free_unpacked(listed, NULL);
     list.territory = "CT2";
-    reply = harness_call(fx.metropole, "project.list", &list.base, OK, NULL);
-    listed = passerelle__project_list__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
+    listed = (Passerelle__ProjectList *)harness_call_ok(fx.metropole, "project.list", &list.base,
+                                                        &passerelle__project_list__descriptor);
     for (size_t i = 0; i < listed->n_projects; i++)
         assert_string_not_equal(listed->projects[i]->id, id);
     passerelle__project_list__free_unpacked(listed, NULL);
@@ -508,7 +494,8 @@ static void test_project_update(void **state)
     jobs.id = id;
     jobs.has_expected_jobs = true;
     jobs.expected_jobs = 1;
-    reply = harness_call(fx.metropole, "project.update", &jobs.base, PRECONDITION, "status");
+    Passerelle__Reply *reply =
+        harness_call(fx.metropole, "project.update", &jobs.base, PRECONDITION, "status");
     harness_assert_contains(reply->message, "DROPPED");
     passerelle__reply__free_unpacked(reply, NULL);
     expect_no_event();
@@ -525,12 +512,8 @@ static void test_project_update(void **state)
 
 static Passerelle__ProjectList *list_call(const Passerelle__ProjectListRequest *req)
 {
-    Passerelle__Reply *reply = harness_call(fx.metropole, "project.list", &req->base, OK, NULL);
-    Passerelle__ProjectList *list =
-        passerelle__project_list__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(list);
-    return list;
+    return (Passerelle__ProjectList *)harness_call_ok(fx.metropole, "project.list", &req->base,
+                                                      &passerelle__project_list__descriptor);
 }
 
 static void test_project_list(void **state)
@@ -690,12 +673,8 @@ static Passerelle__DemandPeriod *demand_get(const char *period)
 {
     Passerelle__DemandGetRequest req = PASSERELLE__DEMAND_GET_REQUEST__INIT;
     req.period = (char *)period;
-    Passerelle__Reply *reply = harness_call(fx.metropole, "demand.get", &req.base, OK, NULL);
-    Passerelle__DemandPeriod *got =
-        passerelle__demand_period__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(got);
-    return got;
+    return (Passerelle__DemandPeriod *)harness_call_ok(fx.metropole, "demand.get", &req.base,
+                                                       &passerelle__demand_period__descriptor);
 }
 
 static void test_demand_import_and_replace(void **state)
@@ -957,12 +936,85 @@ static void test_access(void **state)
 }
 
 /* ==========================================================================
+ * Damaged records
+ * ======================================================================== */
+
+/* What the service's records hold is read by the server's record readers
+ * (server.h): a record that does not decode, and a reference that does not
+ * hold a project id, are INTERNAL replies naming the key, whether read by
+ * id, by reference or in a listing; nothing crashes, and the record read
+ * again once whole. */
+static void test_damaged_records(void **state)
+{
+    (void)state;
+    need_service();
+    Passerelle__ProjectCreateRequest create;
+    create_request(&create, "AMP-DAMAGED");
+    create.commune = "Martigues"; /* CT6: the listing below walks CT6 */
+    Passerelle__EconomicProject *p = project_call(fx.admin, "project.create", &create.base);
+    char id[ID_LEN], key[64];
+    snprintf(id, sizeof id, "%s", p->id);
+    passerelle__economic_project__free_unpacked(p, NULL);
+    expect_events(1, "economic_project.created", NULL, NULL);
+
+    store_config_t cfg;
+    harness_redis_config(&fx.stack.redis, &cfg);
+    store_t *store = store_new(&cfg);
+    assert_non_null(store);
+    snprintf(key, sizeof key, "indicators:project:%s", id);
+    redisReply *whole = NULL;
+    assert_int_equal(store_command(store, &whole, "HGET %s pb", key), STORE_OK);
+    assert_int_equal(whole->type, REDIS_REPLY_STRING);
+    assert_int_equal(store_command(store, NULL, "HSET %s pb %b", key, "\xff\xff\xff", (size_t)3),
+                     STORE_OK);
+
+    Passerelle__ProjectGetRequest get = PASSERELLE__PROJECT_GET_REQUEST__INIT;
+    get.id = id;
+    Passerelle__Reply *reply = harness_call(fx.metropole, "project.get", &get.base,
+                                            PASSERELLE__STATUS__STATUS_INTERNAL, NULL);
+    harness_assert_contains(reply->message, key);
+    harness_assert_contains(reply->message, "does not decode");
+    passerelle__reply__free_unpacked(reply, NULL);
+    get.id = "AMP-DAMAGED";
+    harness_call_refused(fx.metropole, "project.get", &get.base,
+                         PASSERELLE__STATUS__STATUS_INTERNAL, NULL);
+    Passerelle__ProjectListRequest list = PASSERELLE__PROJECT_LIST_REQUEST__INIT;
+    list.territory = "CT6";
+    harness_call_refused(fx.metropole, "project.list", &list.base,
+                         PASSERELLE__STATUS__STATUS_INTERNAL, NULL);
+
+    /* A reference whose value is not a project id. */
+    assert_int_equal(
+        store_command(store, NULL, "HSET indicators:project-ref:AMP-NOWHERE v 1 pb not-an-id"),
+        STORE_OK);
+    get.id = "AMP-NOWHERE";
+    reply = harness_call(fx.metropole, "project.get", &get.base,
+                         PASSERELLE__STATUS__STATUS_INTERNAL, NULL);
+    harness_assert_contains(reply->message, "does not hold a project id");
+    passerelle__reply__free_unpacked(reply, NULL);
+
+    /* Whole again: read again. */
+    assert_int_equal(store_command(store, NULL, "HSET %s pb %b", key, whole->str, whole->len),
+                     STORE_OK);
+    assert_int_equal(store_command(store, NULL, "DEL indicators:project-ref:AMP-NOWHERE"),
+                     STORE_OK);
+    freeReplyObject(whole);
+    store_destroy(&store);
+    get.id = id;
+    p = project_call(fx.metropole, "project.get", &get.base);
+    assert_string_equal(p->ref, "AMP-DAMAGED");
+    passerelle__economic_project__free_unpacked(p, NULL);
+    reply = harness_call(fx.metropole, "project.list", &list.base, OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+}
+
+/* ==========================================================================
  * Setup
  * ======================================================================== */
 
 static client_t *client_of(const char *name)
 {
-    return harness_client(fx.indicators.endpoint, fx.stack.keys, name, CLIENT_TIMEOUT_MS, 1);
+    return harness_indicators_client(&fx.stack, &fx.indicators, name);
 }
 
 static int group_setup(void **state)
@@ -974,9 +1026,8 @@ static int group_setup(void **state)
         fprintf(stderr, "the reservations service did not start\n");
         return 0;
     }
-    if (harness_service_start(&fx.indicators, "indicators", fx.stack.dir, NULL) != 0) {
+    if (harness_indicators_start(&fx.stack, &fx.indicators, NULL) != 0) {
         fprintf(stderr, "the indicators service did not start\n");
-        fx.indicators.pid = 0;
         return 0;
     }
     fx.metropole = client_of("metropole");
@@ -995,11 +1046,7 @@ static int group_teardown(void **state)
                             &fx.operator_};
     for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++)
         client_destroy(clients[i]);
-    bool clean = true;
-    if (fx.indicators.pid > 0) {
-        clean = harness_service_stop_clean(&fx.indicators);
-        clean = !harness_log_has_sanitizer_report(fx.indicators.log_path) && clean;
-    }
+    bool clean = harness_service_stop_checked(&fx.indicators);
     bool stack_clean = harness_stack_stop(&fx.stack);
     return clean && stack_clean ? 0 : -1;
 }
@@ -1014,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_demand_import_and_replace),
         cmocka_unit_test(test_demand_refusals),
         cmocka_unit_test(test_access),
+        cmocka_unit_test(test_damaged_records),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

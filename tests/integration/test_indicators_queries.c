@@ -40,15 +40,13 @@
 #define SIREN_A "732829320"
 #define SIREN_B "552100554"
 
-/* The stack comes first (harness_fixture_setup): Redis, the reservations
- * service and its client (operations', which may write everything). */
+/* The indicators fixture comes first (harness_indicators_setup): Redis,
+ * the reservations service and its client (operations', which may write
+ * everything), the indicators service, its ADMIN client (writes the need
+ * side) and its PARTNER client (reads the figures). */
 typedef struct {
-    harness_stack_t stack;
-    harness_service_t indicators;
-    bool indicators_up;
-    client_t *partner; /* reads the figures */
-    client_t *admin;   /* writes the need side to the indicators service */
-    int year;          /* Y: this year in Europe/Paris when the history was written */
+    harness_indicators_t ind;
+    int year; /* Y: this year in Europe/Paris when the history was written */
     char today[DATE_LEN];
     bool same_day; /* the history was written within one day */
     bool written;  /* and all of it was */
@@ -57,53 +55,12 @@ typedef struct {
 
 static int setup(void **state)
 {
-    int rc = harness_fixture_setup(state, sizeof(fixture_t), "ind-queries", "admin");
-    if (rc != 0)
-        return rc;
-    fixture_t *f = *state;
-    if (harness_service_start(&f->indicators, "indicators", f->stack.dir, NULL) != 0)
-        return -1;
-    f->indicators_up = true;
-    f->partner = harness_notify_client(&f->stack, &f->indicators, "partner");
-    f->admin = harness_notify_client(&f->stack, &f->indicators, "admin");
-    return f->partner && f->admin ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    bool clean = true;
-    if (f) {
-        client_destroy(&f->partner);
-        client_destroy(&f->admin);
-        if (f->indicators_up) {
-            clean = harness_service_stop_clean(&f->indicators);
-            if (harness_log_has_sanitizer_report(f->indicators.log_path))
-                clean = false;
-        }
-    }
-    int rc = harness_fixture_teardown(state);
-    return clean ? rc : -1;
+    return harness_indicators_setup(state, sizeof(fixture_t), "ind-queries", NULL);
 }
 
 /* ====================================================================== */
 /* Writing the history                                                    */
 /* ====================================================================== */
-
-/* Calls type expecting OK and returns the reply's body as msg_desc (caller
- * frees with protobuf_c_message_free_unpacked). */
-static ProtobufCMessage *call_ok(client_t *client, const char *type, const ProtobufCMessage *body,
-                                 const ProtobufCMessageDescriptor *reply_desc)
-{
-    Passerelle__Reply *reply = harness_call(client, type, body, OK, NULL);
-    ProtobufCMessage *msg = NULL;
-    if (reply_desc) {
-        msg = protobuf_c_message_unpack(reply_desc, NULL, reply->body.len, reply->body.data);
-        assert_non_null(msg);
-    }
-    passerelle__reply__free_unpacked(reply, NULL);
-    return msg;
-}
 
 static void register_unit(fixture_t *f, const char *ref, const char *commune, bool social,
                           bool in_qpv, char id[ID_LEN])
@@ -111,18 +68,11 @@ static void register_unit(fixture_t *f, const char *ref, const char *commune, bo
     Passerelle__UnitRegisterRequest req;
     harness_unit_request(&req, ref);
     req.commune = (char *)commune;
-    if (social) {
-        req.stock = PASSERELLE__STOCK__STOCK_SOCIAL;
-        req.landlord = "Logirem";
-        req.has_financing = true;
-        req.financing = PASSERELLE__FINANCING__FINANCING_PLUS;
-    }
+    if (social)
+        harness_unit_social(&req, "Logirem");
     req.has_in_qpv = true;
     req.in_qpv = in_qpv;
-    Passerelle__Unit *unit = (Passerelle__Unit *)call_ok(f->stack.client, "unit.register",
-                                                         &req.base, &passerelle__unit__descriptor);
-    snprintf(id, ID_LEN, "%s", unit->id);
-    passerelle__unit__free_unpacked(unit, NULL);
+    harness_unit_register(f->ind.stack.client, &req, id);
 }
 
 static void envisage(fixture_t *f, const char *unit, int level, const char *on)
@@ -132,7 +82,7 @@ static void envisage(fixture_t *f, const char *unit, int level, const char *on)
     req.has_level = true;
     req.level = level;
     req.envisaged_on = (char *)on;
-    call_ok(f->stack.client, "convention.envisage", &req.base, NULL);
+    harness_call_ok(f->ind.stack.client, "convention.envisage", &req.base, NULL);
 }
 
 /* A later step of the unit's convention (convention.sign, ...). */
@@ -143,7 +93,7 @@ static void step(fixture_t *f, const char *type, const char *unit, const char *o
     req.unit = (char *)unit;
     req.date = (char *)on;
     req.reason = (char *)reason;
-    call_ok(f->stack.client, type, &req.base, NULL);
+    harness_call_ok(f->ind.stack.client, type, &req.base, NULL);
 }
 
 /* A date of last year. */
@@ -177,8 +127,8 @@ static void reserve(fixture_t *f, int mode, int reservataire, const char *unit,
         req.has_units = true;
         req.units = units;
     }
-    Passerelle__Reservation *r = (Passerelle__Reservation *)call_ok(
-        f->stack.client, "reservation.create", &req.base, &passerelle__reservation__descriptor);
+    Passerelle__Reservation *r = (Passerelle__Reservation *)harness_call_ok(
+        f->ind.stack.client, "reservation.create", &req.base, &passerelle__reservation__descriptor);
     if (id)
         snprintf(id, ID_LEN, "%s", r->id);
     passerelle__reservation__free_unpacked(r, NULL);
@@ -188,7 +138,7 @@ static void reservation_step(fixture_t *f, const char *type, const char *id)
 {
     Passerelle__ReservationStepRequest req = PASSERELLE__RESERVATION_STEP_REQUEST__INIT;
     req.id = (char *)id;
-    call_ok(f->stack.client, type, &req.base, NULL);
+    harness_call_ok(f->ind.stack.client, type, &req.base, NULL);
 }
 
 static void propose(fixture_t *f, const char *reservation, const char *candidate, const char *siren,
@@ -205,8 +155,8 @@ static void propose(fixture_t *f, const char *reservation, const char *candidate
     req.employer_headcount = headcount;
     req.n_publics = n_publics;
     req.publics = (Passerelle__PriorityPublic *)publics;
-    Passerelle__Proposal *p = (Passerelle__Proposal *)call_ok(
-        f->stack.client, "proposal.record", &req.base, &passerelle__proposal__descriptor);
+    Passerelle__Proposal *p = (Passerelle__Proposal *)harness_call_ok(
+        f->ind.stack.client, "proposal.record", &req.base, &passerelle__proposal__descriptor);
     snprintf(id, ID_LEN, "%s", p->id);
     passerelle__proposal__free_unpacked(p, NULL);
 }
@@ -219,7 +169,7 @@ static void decide(fixture_t *f, const char *proposal, int decision, unsigned ra
     req.decision = decision;
     req.has_rank = rank > 0;
     req.rank = rank;
-    call_ok(f->stack.client, "attribution.decide", &req.base, NULL);
+    harness_call_ok(f->ind.stack.client, "attribution.decide", &req.base, NULL);
 }
 
 static void project(fixture_t *f, const char *ref, const char *commune, unsigned jobs,
@@ -239,37 +189,10 @@ static void project(fixture_t *f, const char *ref, const char *commune, unsigned
     req.status = status;
     req.n_needs = n_needs;
     req.needs = needs;
-    Passerelle__EconomicProject *p = (Passerelle__EconomicProject *)call_ok(
-        f->admin, "project.create", &req.base, &passerelle__economic_project__descriptor);
+    Passerelle__EconomicProject *p = (Passerelle__EconomicProject *)harness_call_ok(
+        f->ind.admin, "project.create", &req.base, &passerelle__economic_project__descriptor);
     snprintf(id, ID_LEN, "%s", p->id);
     passerelle__economic_project__free_unpacked(p, NULL);
-}
-
-static Passerelle__DemandRow demand_row(unsigned line, const char *period, const char *territory,
-                                        int public_, unsigned requests, unsigned visale,
-                                        unsigned loca_pass, unsigned mobility, unsigned other,
-                                        unsigned housed)
-{
-    Passerelle__DemandRow row = PASSERELLE__DEMAND_ROW__INIT;
-    row.has_line = true;
-    row.line = line;
-    row.period = (char *)period;
-    row.territory = (char *)territory;
-    row.has_public_ = public_ != 0;
-    row.public_ = public_;
-    row.has_housing_requests = true;
-    row.housing_requests = requests;
-    row.has_aids_visale = true;
-    row.aids_visale = visale;
-    row.has_aids_loca_pass = true;
-    row.aids_loca_pass = loca_pass;
-    row.has_aids_mobility = true;
-    row.aids_mobility = mobility;
-    row.has_aids_other = true;
-    row.aids_other = other;
-    row.has_housed = true;
-    row.housed = housed;
-    return row;
 }
 
 #define LOC1 PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC1
@@ -318,23 +241,8 @@ static void write_history(fixture_t *f)
     /* A programme in Aix (CT2) over three years; its objective for Y set
      * twice (the second replaces the first), and a per-level one, which
      * the figures do not count. */
-    static char *aix[] = {"Aix-en-Provence"};
-    Passerelle__ProgrammeCreateRequest prog = PASSERELLE__PROGRAMME_CREATE_REQUEST__INIT;
-    char start[DATE_LEN], end[DATE_LEN];
-    snprintf(start, sizeof start, "%04u-01-01", (unsigned)(f->year - 1) % 10000u);
-    snprintf(end, sizeof end, "%04u-12-31", (unsigned)(f->year + 1) % 10000u);
-    prog.name = "PIG Pays d'Aix";
-    prog.has_kind = true;
-    prog.kind = PASSERELLE__PROGRAMME_KIND__PROGRAMME_PIG;
-    prog.communes = aix;
-    prog.n_communes = 1;
-    prog.start_date = start;
-    prog.end_date = end;
-    prog.operator_ = "Soliha";
-    Passerelle__Programme *p = (Passerelle__Programme *)call_ok(
-        f->stack.client, "programme.create", &prog.base, &passerelle__programme__descriptor);
-    snprintf(f->programme, ID_LEN, "%s", p->id);
-    passerelle__programme__free_unpacked(p, NULL);
+    harness_pig_programme(f->ind.stack.client, "PIG Pays d'Aix", "Aix-en-Provence", f->year - 1,
+                          f->year + 1, f->programme);
     const unsigned objectives[3][2] = {{0, 8}, {0, 10}, {LOC2, 4}};
     for (int i = 0; i < 3; i++) {
         Passerelle__ObjectiveSetRequest obj = PASSERELLE__OBJECTIVE_SET_REQUEST__INIT;
@@ -345,7 +253,7 @@ static void write_history(fixture_t *f)
         obj.level = (Passerelle__ConventionLevel)objectives[i][0];
         obj.has_units = true;
         obj.units = objectives[i][1];
-        call_ok(f->stack.client, "objective.set", &obj.base, NULL);
+        harness_call_ok(f->ind.stack.client, "objective.set", &obj.base, NULL);
     }
 
     /* Reservations: R1 STOCK on the social unit in a QPV (CT1); R2 STOCK
@@ -405,7 +313,7 @@ static void write_history(fixture_t *f)
     drop.id = j2;
     drop.has_status = true;
     drop.status = PASSERELLE__PROJECT_STATUS__PROJECT_DROPPED;
-    call_ok(f->admin, "project.update", &drop.base, NULL);
+    harness_call_ok(f->ind.admin, "project.update", &drop.base, NULL);
 
     /* Demand figures: Y for CT2 (all publics, and the under-30s), March
      * of Y for CT1. */
@@ -413,15 +321,15 @@ static void write_history(fixture_t *f)
     snprintf(year, sizeof year, "%04d", f->year % 10000);
     snprintf(march, sizeof march, "%04d-03", f->year % 10000);
     Passerelle__DemandRow rows[3] = {
-        demand_row(1, year, "CT2", 0, 200, 10, 5, 3, 2, 20),
-        demand_row(2, year, "CT2", UNDER_30, 80, 4, 0, 0, 0, 12),
-        demand_row(3, march, "CT1", 0, 50, 1, 0, 0, 0, 5),
+        harness_demand_row(1, year, "CT2", 0, 200, 10, 5, 3, 2, 20),
+        harness_demand_row(2, year, "CT2", UNDER_30, 80, 4, 0, 0, 0, 12),
+        harness_demand_row(3, march, "CT1", 0, 50, 1, 0, 0, 0, 5),
     };
     Passerelle__DemandRow *row_ptrs[3] = {&rows[0], &rows[1], &rows[2]};
     Passerelle__DemandImportRequest import = PASSERELLE__DEMAND_IMPORT_REQUEST__INIT;
     import.n_rows = 3;
     import.rows = row_ptrs;
-    call_ok(f->admin, "demand.import", &import.base, NULL);
+    harness_call_ok(f->ind.admin, "demand.import", &import.base, NULL);
 }
 
 /* ====================================================================== */
@@ -540,24 +448,6 @@ static const expect_t expected[] = {
     {"need_supply.housed_per_request", "CT2", NULL, "public=UNDER_30", 0.15},
 };
 
-static Passerelle__Series *series_of(client_t *client, const char *indicator, const char *territory,
-                                     const char *commune, const char *filter, const char *kind,
-                                     const char *from, const char *to)
-{
-    Passerelle__SeriesRequest req = PASSERELLE__SERIES_REQUEST__INIT;
-    Passerelle__Scope scope = PASSERELLE__SCOPE__INIT;
-    req.indicator = (char *)indicator;
-    req.period_kind = (char *)kind;
-    req.from = (char *)from;
-    req.to = (char *)to;
-    req.filter = (char *)filter;
-    scope.territory = (char *)territory;
-    scope.commune = (char *)commune;
-    req.scope = &scope;
-    return (Passerelle__Series *)call_ok(client, "indicator.series", &req.base,
-                                         &passerelle__series__descriptor);
-}
-
 static bool same_value(const Passerelle__Point *point, double value)
 {
     if (value == UNDEFINED)
@@ -573,8 +463,8 @@ static size_t misses(fixture_t *f, char *why, size_t why_size)
     size_t missed = 0;
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         const expect_t *e = &expected[i];
-        Passerelle__Series *s = series_of(f->partner, e->indicator, e->territory, e->commune,
-                                          e->filter, "year", year, year);
+        Passerelle__Series *s = harness_indicators_series(
+            f->ind.partner, e->indicator, e->territory, e->commune, e->filter, "year", year, year);
         assert_int_equal(s->n_points, 1);
         const Passerelle__Point *point = s->points[0];
         if (!same_value(point, e->value)) {
@@ -639,8 +529,8 @@ static void test_series(void **state)
      * counted this year), then what is active now. */
     snprintf(from, sizeof from, "%04d", (f->year - 1) % 10000);
     snprintf(to, sizeof to, "%04d", f->year % 10000);
-    Passerelle__Series *s =
-        series_of(f->partner, "conventions.active", NULL, NULL, NULL, "year", from, to);
+    Passerelle__Series *s = harness_indicators_series(f->ind.partner, "conventions.active", NULL,
+                                                      NULL, NULL, "year", from, to);
     assert_int_equal(s->n_points, 2);
     assert_true(same_value(s->points[0], 0));
     assert_true(same_value(s->points[1], 2));
@@ -649,7 +539,8 @@ static void test_series(void **state)
     /* Stated months: CT1's demand counted in March of Y. */
     snprintf(from, sizeof from, "%04d-01", f->year % 10000);
     snprintf(to, sizeof to, "%04d-04", f->year % 10000);
-    s = series_of(f->partner, "demand.requests", "CT1", NULL, NULL, "month", from, to);
+    s = harness_indicators_series(f->ind.partner, "demand.requests", "CT1", NULL, NULL, "month",
+                                  from, to);
     assert_int_equal(s->n_points, 4);
     assert_true(same_value(s->points[0], 0));
     assert_true(same_value(s->points[2], 50));
@@ -661,22 +552,25 @@ static void test_series(void **state)
     snprintf(filter, sizeof filter, "programme=%s", f->programme);
     snprintf(from, sizeof from, "%04d", f->year % 10000);
     snprintf(to, sizeof to, "%04d", (f->year + 1) % 10000);
-    s = series_of(f->partner, "objectives.achievement", NULL, NULL, filter, "year", from, to);
+    s = harness_indicators_series(f->ind.partner, "objectives.achievement", NULL, NULL, filter,
+                                  "year", from, to);
     assert_true(same_value(s->points[0], 0.5));
     assert_true(same_value(s->points[1], UNDEFINED));
     passerelle__series__free_unpacked(s, NULL);
-    s = series_of(f->partner, "projects.expected_jobs", "CT2", NULL, NULL, "year", from, to);
+    s = harness_indicators_series(f->ind.partner, "projects.expected_jobs", "CT2", NULL, NULL,
+                                  "year", from, to);
     assert_true(same_value(s->points[0], 120));
     assert_true(same_value(s->points[1], 30));
     passerelle__series__free_unpacked(s, NULL);
 
     /* Today, by day, for a territory (when the history fits in one day). */
     if (f->same_day) {
-        s = series_of(f->partner, "units.registered", "CT2", NULL, NULL, "day", f->today, f->today);
+        s = harness_indicators_series(f->ind.partner, "units.registered", "CT2", NULL, NULL, "day",
+                                      f->today, f->today);
         assert_true(same_value(s->points[0], 3));
         passerelle__series__free_unpacked(s, NULL);
-        s = series_of(f->partner, "conventions.active", NULL, NULL, NULL, "day", f->today,
-                      f->today);
+        s = harness_indicators_series(f->ind.partner, "conventions.active", NULL, NULL, NULL, "day",
+                                      f->today, f->today);
         assert_true(same_value(s->points[0], 2));
         passerelle__series__free_unpacked(s, NULL);
     }
@@ -712,8 +606,8 @@ static void test_snapshot(void **state)
     scope.territory = "CT2";
     req.scope = &scope;
     req.date = f->today;
-    Passerelle__Snapshot *snap = (Passerelle__Snapshot *)call_ok(
-        f->partner, "indicator.snapshot", &req.base, &passerelle__snapshot__descriptor);
+    Passerelle__Snapshot *snap = (Passerelle__Snapshot *)harness_call_ok(
+        f->ind.partner, "indicator.snapshot", &req.base, &passerelle__snapshot__descriptor);
     assert_string_equal(snap->date, f->today);
     assert_int_equal(snap->n_rows, catalog_count);
     char at[32], year[8];
@@ -749,8 +643,8 @@ static void test_snapshot(void **state)
 
     /* The Métropole. */
     scope.territory = NULL;
-    snap = (Passerelle__Snapshot *)call_ok(f->partner, "indicator.snapshot", &req.base,
-                                           &passerelle__snapshot__descriptor);
+    snap = (Passerelle__Snapshot *)harness_call_ok(f->ind.partner, "indicator.snapshot", &req.base,
+                                                   &passerelle__snapshot__descriptor);
     expect_row(snap, "units.total", 5);
     expect_row(snap, "conventions.active", 2);
     expect_row(snap, "conventions.delay_to_sign.median", 30);
@@ -768,8 +662,8 @@ static void test_partner_reads(void **state)
     if (!f->written)
         skip();
     Passerelle__IndicatorListRequest list_req = PASSERELLE__INDICATOR_LIST_REQUEST__INIT;
-    Passerelle__IndicatorList *list = (Passerelle__IndicatorList *)call_ok(
-        f->partner, "indicator.list", &list_req.base, &passerelle__indicator_list__descriptor);
+    Passerelle__IndicatorList *list = (Passerelle__IndicatorList *)harness_call_ok(
+        f->ind.partner, "indicator.list", &list_req.base, &passerelle__indicator_list__descriptor);
     assert_int_equal(list->n_indicators, catalog_count);
     passerelle__indicator_list__free_unpacked(list, NULL);
 
@@ -782,8 +676,8 @@ static void test_partner_reads(void **state)
     req.period_kind = "year";
     req.from = year;
     req.to = year;
-    Passerelle__ExportReply *out = (Passerelle__ExportReply *)call_ok(
-        f->partner, "indicator.export", &req.base, &passerelle__export_reply__descriptor);
+    Passerelle__ExportReply *out = (Passerelle__ExportReply *)harness_call_ok(
+        f->ind.partner, "indicator.export", &req.base, &passerelle__export_reply__descriptor);
     assert_string_equal(out->media_type, "text/csv");
     assert_int_equal(out->rows, 7);
     char *text = strndup((const char *)out->content.data, out->content.len);
@@ -796,8 +690,8 @@ static void test_partner_reads(void **state)
     passerelle__export_reply__free_unpacked(out, NULL);
 
     req.format = "json";
-    out = (Passerelle__ExportReply *)call_ok(f->partner, "indicator.export", &req.base,
-                                             &passerelle__export_reply__descriptor);
+    out = (Passerelle__ExportReply *)harness_call_ok(f->ind.partner, "indicator.export", &req.base,
+                                                     &passerelle__export_reply__descriptor);
     assert_string_equal(out->media_type, "application/json");
     text = strndup((const char *)out->content.data, out->content.len);
     json_t *doc = harness_parse_json(text);
@@ -816,9 +710,10 @@ static void test_partner_reads(void **state)
     Passerelle__SeriesRequest bad = PASSERELLE__SERIES_REQUEST__INIT;
     bad.indicator = "conventions.signed";
     bad.filter = "stock=PRIVATE";
-    harness_call_refused(f->partner, "indicator.series", &bad.base, INVALID_ARGUMENT, "filter");
+    harness_call_refused(f->ind.partner, "indicator.series", &bad.base, INVALID_ARGUMENT, "filter");
     Passerelle__RebuildRequest rebuild = PASSERELLE__REBUILD_REQUEST__INIT;
-    harness_call_refused(f->partner, "indicator.rebuild", &rebuild.base, PERMISSION_DENIED, NULL);
+    harness_call_refused(f->ind.partner, "indicator.rebuild", &rebuild.base, PERMISSION_DENIED,
+                         NULL);
 }
 
 int main(void)
@@ -829,5 +724,5 @@ int main(void)
         cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_partner_reads),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, harness_indicators_teardown);
 }

@@ -61,9 +61,7 @@ static fixture_t fx;
 
 /* Runs the CLI against the indicators service as the housing observatory
  * would (a partner key: reading figures is open to every party). */
-#define run_report(...)                                                                            \
-    run_cli("--endpoint", fx.indicators.endpoint, "--keys", fx.stack.keys, "--as", "partner",      \
-            "report", __VA_ARGS__)
+#define run_report(...) harness_run_cli_as(&fx.cli, "partner", "report", __VA_ARGS__, NULL)
 
 static void path_in(char *out, size_t out_size, const char *name)
 {
@@ -89,13 +87,14 @@ static int group_setup(void **state)
     char *docstore_env[] = {blobs_env, NULL};
     if (harness_service_start(&fx.docstore, "docstore", fx.stack.dir, docstore_env) != 0)
         return -1;
-    if (harness_service_start(&fx.indicators, "indicators", fx.stack.dir, NULL) != 0)
+    if (harness_indicators_start(&fx.stack, &fx.indicators, NULL) != 0)
         return -1;
     fx.docs = harness_notify_client(&fx.stack, &fx.docstore, "admin");
-    fx.ind = harness_notify_client(&fx.stack, &fx.indicators, "admin");
+    fx.ind = harness_indicators_client(&fx.stack, &fx.indicators, "admin");
     if (!fx.docs || !fx.ind)
         return -1;
     harness_cli_init(&fx.cli, fx.stack.dir, NULL, CLI_DEADLINE_MS);
+    harness_cli_service(&fx.cli, NULL, fx.indicators.endpoint, fx.stack.keys);
     fx.year = date_today_paris().year;
     snprintf(fx.year_text, sizeof fx.year_text, "%d", fx.year % 10000);
     return 0;
@@ -106,16 +105,9 @@ static int group_teardown(void **state)
     (void)state;
     client_destroy(&fx.docs);
     client_destroy(&fx.ind);
-    bool clean = true;
     /* a run under the sanitizers must leave no report in the services' logs */
-    if (fx.indicators.pid > 0 && harness_log_has_sanitizer_report(fx.indicators.log_path))
-        clean = false;
-    if (fx.docstore.pid > 0 && harness_log_has_sanitizer_report(fx.docstore.log_path))
-        clean = false;
-    if (fx.indicators.pid > 0)
-        clean = harness_service_stop_clean(&fx.indicators) && clean;
-    if (fx.docstore.pid > 0)
-        clean = harness_service_stop_clean(&fx.docstore) && clean;
+    bool clean = harness_service_stop_checked(&fx.indicators);
+    clean = harness_service_stop_checked(&fx.docstore) && clean;
     clean = harness_stack_stop(&fx.stack) && clean;
     return clean ? 0 : -1;
 }
@@ -146,18 +138,9 @@ static void unit(const char *ref, const char *commune, const char *arrondissemen
     harness_unit_request(&req, ref);
     req.commune = (char *)commune;
     req.arrondissement = (char *)arrondissement;
-    if (social) {
-        req.stock = PASSERELLE__STOCK__STOCK_SOCIAL;
-        req.landlord = "Erilia";
-        req.has_financing = true;
-        req.financing = PASSERELLE__FINANCING__FINANCING_PLUS;
-    }
-    Passerelle__Reply *reply = harness_call(fx.stack.client, "unit.register", &req.base, OK, NULL);
-    Passerelle__Unit *u = passerelle__unit__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(u);
-    snprintf(id, ID_LEN, "%s", u->id);
-    passerelle__unit__free_unpacked(u, NULL);
+    if (social)
+        harness_unit_social(&req, "Erilia");
+    harness_unit_register(fx.stack.client, &req, id);
 }
 
 static void envisage(const char *unit_id, Passerelle__ConventionLevel level, int days_before)
@@ -169,8 +152,7 @@ static void envisage(const char *unit_id, Passerelle__ConventionLevel level, int
     req.has_level = true;
     req.level = level;
     req.envisaged_on = on;
-    passerelle__reply__free_unpacked(
-        harness_call(fx.stack.client, "convention.envisage", &req.base, OK, NULL), NULL);
+    harness_call_ok(fx.stack.client, "convention.envisage", &req.base, NULL);
 }
 
 /* convention.sign, .in_force, .end or .abandon of the unit's convention,
@@ -180,19 +162,14 @@ static void step(const char *type, const char *unit_id, const char *reason)
     Passerelle__ConventionStepRequest req = PASSERELLE__CONVENTION_STEP_REQUEST__INIT;
     req.unit = (char *)unit_id;
     req.reason = (char *)reason;
-    passerelle__reply__free_unpacked(harness_call(fx.stack.client, type, &req.base, OK, NULL),
-                                     NULL);
+    harness_call_ok(fx.stack.client, type, &req.base, NULL);
 }
 
 /* An Action Logement reservation; its id. */
 static void reserve(Passerelle__ReservationCreateRequest *req, char id[ID_LEN])
 {
-    Passerelle__Reply *reply =
-        harness_call(fx.stack.client, "reservation.create", &req->base, OK, NULL);
-    Passerelle__Reservation *r =
-        passerelle__reservation__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(r);
+    Passerelle__Reservation *r = (Passerelle__Reservation *)harness_call_ok(
+        fx.stack.client, "reservation.create", &req->base, &passerelle__reservation__descriptor);
     snprintf(id, ID_LEN, "%s", r->id);
     passerelle__reservation__free_unpacked(r, NULL);
 }
@@ -223,17 +200,13 @@ static void propose_and_decide(const char *reservation, const char *candidate,
     req.employer_headcount = 250;
     req.publics = publics;
     req.n_publics = n_publics;
-    Passerelle__Reply *reply =
-        harness_call(fx.stack.client, "proposal.record", &req.base, OK, NULL);
-    Passerelle__Proposal *p = passerelle__proposal__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(p);
+    Passerelle__Proposal *p = (Passerelle__Proposal *)harness_call_ok(
+        fx.stack.client, "proposal.record", &req.base, &passerelle__proposal__descriptor);
     Passerelle__AttributionDecideRequest decide = PASSERELLE__ATTRIBUTION_DECIDE_REQUEST__INIT;
     decide.proposal = p->id;
     decide.has_decision = true;
     decide.decision = decision;
-    passerelle__reply__free_unpacked(
-        harness_call(fx.stack.client, "attribution.decide", &decide.base, OK, NULL), NULL);
+    harness_call_ok(fx.stack.client, "attribution.decide", &decide.base, NULL);
     passerelle__proposal__free_unpacked(p, NULL);
 }
 
@@ -281,12 +254,8 @@ static void write_history(void)
     prog.start_date = "2024-01-01";
     prog.end_date = "2029-12-31";
     prog.operator_ = "Soliha";
-    Passerelle__Reply *reply =
-        harness_call(fx.stack.client, "programme.create", &prog.base, OK, NULL);
-    Passerelle__Programme *p =
-        passerelle__programme__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(p);
+    Passerelle__Programme *p = (Passerelle__Programme *)harness_call_ok(
+        fx.stack.client, "programme.create", &prog.base, &passerelle__programme__descriptor);
     char programme[ID_LEN];
     snprintf(programme, sizeof programme, "%s", p->id);
     passerelle__programme__free_unpacked(p, NULL);
@@ -295,8 +264,7 @@ static void write_history(void)
     objective.has_year = objective.has_units = true;
     objective.year = (uint32_t)fx.year;
     objective.units = 4;
-    passerelle__reply__free_unpacked(
-        harness_call(fx.stack.client, "objective.set", &objective.base, OK, NULL), NULL);
+    harness_call_ok(fx.stack.client, "objective.set", &objective.base, NULL);
 
     /* reservations: U1 (CT2) and U5 (CT6) in stock, 3 units of the
      * programme in flow */
@@ -334,8 +302,7 @@ static void write_history(void)
     project.expected_jobs = 120;
     project.horizon_year = (uint32_t)fx.year;
     project.status = PASSERELLE__PROJECT_STATUS__PROJECT_CONFIRMED;
-    passerelle__reply__free_unpacked(
-        harness_call(fx.ind, "project.create", &project.base, OK, NULL), NULL);
+    harness_call_ok(fx.ind, "project.create", &project.base, NULL);
     Passerelle__DemandRow row = PASSERELLE__DEMAND_ROW__INIT;
     row.has_line = row.has_housing_requests = row.has_housed = true;
     row.line = 1;
@@ -347,8 +314,7 @@ static void write_history(void)
     Passerelle__DemandImportRequest import = PASSERELLE__DEMAND_IMPORT_REQUEST__INIT;
     import.rows = rows;
     import.n_rows = 1;
-    passerelle__reply__free_unpacked(harness_call(fx.ind, "demand.import", &import.base, OK, NULL),
-                                     NULL);
+    harness_call_ok(fx.ind, "demand.import", &import.base, NULL);
 }
 
 /* ==========================================================================
@@ -360,23 +326,8 @@ static void write_history(void)
 static Passerelle__Series *series(const char *indicator, const char *scope, const char *kind,
                                   const char *from, const char *to, const char *filter)
 {
-    Passerelle__SeriesRequest req = PASSERELLE__SERIES_REQUEST__INIT;
-    Passerelle__Scope scope_msg = PASSERELLE__SCOPE__INIT;
-    req.indicator = (char *)indicator;
-    req.period_kind = (char *)kind;
-    req.from = (char *)from;
-    req.to = (char *)to;
-    if (filter && *filter)
-        req.filter = (char *)filter;
-    if (scope && strcmp(scope, "all") != 0) {
-        scope_msg.territory = (char *)scope;
-        req.scope = &scope_msg;
-    }
-    Passerelle__Reply *reply = harness_call(fx.ind, "indicator.series", &req.base, OK, NULL);
-    Passerelle__Series *s = passerelle__series__unpack(NULL, reply->body.len, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    assert_non_null(s);
-    return s;
+    const char *territory = scope && strcmp(scope, "all") != 0 ? scope : NULL;
+    return harness_indicators_series(fx.ind, indicator, territory, NULL, filter, kind, from, to);
 }
 
 /* What the history counts this year, by hand. */
@@ -1129,9 +1080,9 @@ static void test_one_territory_default_name_and_refusals(void **state)
     assert_int_equal(mkdir(cwd, 0700), 0);
     harness_cli_t cli;
     harness_cli_init(&cli, fx.stack.dir, cwd, CLI_DEADLINE_MS);
-    harness_run_t run = harness_run_cli(&cli, NULL, "--endpoint", fx.indicators.endpoint, "--keys",
-                                        fx.stack.keys, "--as", "partner", "report", "--year",
-                                        fx.year_text, "--territory", "ct2", NULL);
+    harness_cli_service(&cli, NULL, fx.indicators.endpoint, fx.stack.keys);
+    harness_run_t run = harness_run_cli_as(&cli, "partner", "report", "--year", fx.year_text,
+                                           "--territory", "ct2", NULL);
     harness_assert_exit(&run, 0);
     char name[32], path[760];
     snprintf(name, sizeof name, "report-%d.html", fx.year % 10000);

@@ -31,17 +31,13 @@ typedef struct {
     harness_service_t notify;
     harness_cli_t cli;
     harness_proc_t sink;
-    char endpoint_env[128]; /* PASSERELLE_NOTIFICATIONS_ENDPOINT=... */
-    char keys_env[600];     /* PASSERELLE_KEYS_DIR=... */
 } fixture_t;
 
 static fixture_t fx;
 
 /* Runs the CLI with the named key, the notifications endpoint and the keys
  * given through the environment only. */
-#define run_as(name, ...)                                                                          \
-    harness_run_cli(&fx.cli, (const char *const[]){fx.endpoint_env, fx.keys_env, NULL}, "--as",    \
-                    name, __VA_ARGS__, NULL)
+#define run_as(name, ...) harness_run_cli_as(&fx.cli, name, __VA_ARGS__, NULL)
 
 /* The same without any environment: for what needs no service. */
 #define run_bare(...) harness_run_cli(&fx.cli, NULL, __VA_ARGS__, NULL)
@@ -182,12 +178,13 @@ static void test_endpoint_default(void **state)
 {
     (void)state;
     need_services();
-    char nowhere[64], nowhere_env[128], reservations_env[128];
+    char nowhere[64], nowhere_env[128], reservations_env[128], keys_env[600];
     snprintf(nowhere, sizeof nowhere, "tcp://127.0.0.1:%d", harness_free_port());
     snprintf(nowhere_env, sizeof nowhere_env, "PASSERELLE_NOTIFICATIONS_ENDPOINT=%s", nowhere);
     snprintf(reservations_env, sizeof reservations_env, "PASSERELLE_RESERVATIONS_ENDPOINT=%s",
              fx.notify.endpoint);
-    const char *env[] = {nowhere_env, reservations_env, fx.keys_env, NULL};
+    snprintf(keys_env, sizeof keys_env, "PASSERELLE_KEYS_DIR=%s", fx.stack.keys);
+    const char *env[] = {nowhere_env, reservations_env, keys_env, NULL};
     harness_run_t run =
         harness_run_cli(&fx.cli, env, "--timeout-ms", "200", "--retries", "0", "latency", NULL);
     harness_assert_exit(&run, 3);
@@ -515,17 +512,16 @@ static int group_setup(void **state)
     } else if (harness_notify_start(&fx.stack, &fx.notify, NULL) != 0) {
         fprintf(stderr, "the notifications service did not start\n");
     }
-    snprintf(fx.endpoint_env, sizeof fx.endpoint_env, "PASSERELLE_NOTIFICATIONS_ENDPOINT=%s",
-             fx.notify.endpoint);
-    snprintf(fx.keys_env, sizeof fx.keys_env, "PASSERELLE_KEYS_DIR=%s", fx.stack.keys);
     harness_cli_init(&fx.cli, fx.stack.dir, NULL, CLI_DEADLINE_MS);
+    harness_cli_service(&fx.cli, "PASSERELLE_NOTIFICATIONS_ENDPOINT", fx.notify.endpoint,
+                        fx.stack.keys);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    bool clean = fx.notify.pid <= 0 || harness_service_stop_clean(&fx.notify);
+    bool clean = harness_service_stop_checked(&fx.notify);
     harness_proc_stop(&fx.sink, SIGTERM);
     bool stack_clean = harness_stack_stop(&fx.stack);
     return clean && stack_clean ? 0 : -1;
