@@ -103,32 +103,55 @@ static int days_in_month(int year, int month)
     return month == 2 && is_leap(year) ? 29 : days[month - 1];
 }
 
-/* Day of the week, 0 = Sunday (Sakamoto's method). */
-static int weekday(int year, int month, int day)
+/* Floor division: instants before 1970 stay in their own day. */
+static int64_t floor_div(int64_t a, int64_t b)
 {
-    static const int t[] = {0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4};
-    if (month < 3)
-        year--;
-    return (year + year / 4 - year / 100 + year / 400 + t[month - 1] + day) % 7;
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
 }
 
-static int last_sunday(int year, int month)
+int64_t date_to_days(date_t d)
 {
-    int day = days_in_month(year, month);
-    return day - weekday(year, month, day);
+    /* Years counted from March, so that the leap day ends a year; eras of
+     * 400 years (146097 days) repeat the calendar exactly. */
+    int64_t y = (int64_t)d.year - (d.month <= 2);
+    int64_t era = floor_div(y, 400);
+    int64_t year_of_era = y - era * 400;
+    int64_t month_from_march = (d.month + 9) % 12;
+    int64_t day_of_year = (153 * month_from_march + 2) / 5 + d.day - 1;
+    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    return era * 146097 + day_of_era - 719468; /* 719468: 0000-03-01 to 1970-01-01 */
+}
+
+date_t date_from_days(int64_t days)
+{
+    int64_t z = days + 719468;
+    int64_t era = floor_div(z, 146097);
+    int64_t day_of_era = z - era * 146097;
+    int64_t year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
+    int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    int64_t month_from_march = (5 * day_of_year + 2) / 153;
+    int day = (int)(day_of_year - (153 * month_from_march + 2) / 5 + 1);
+    int month = (int)(month_from_march < 10 ? month_from_march + 3 : month_from_march - 9);
+    return (date_t){(int)(year_of_era + era * 400 + (month <= 2)), month, day};
+}
+
+/* The instant (UTC seconds) summer time starts (month 3) or ends (month
+ * 10) in year: the month's last Sunday at 01:00 UTC. 1970-01-01 was a
+ * Thursday, so day n is a Sunday when (n + 4) % 7 is 0. */
+static int64_t summer_change_s(int year, int month)
+{
+    int64_t last = date_to_days((date_t){year, month, 31});
+    int64_t sunday = last - (last + 4 - floor_div(last + 4, 7) * 7);
+    return sunday * 86400 + 3600;
 }
 
 int time_paris_offset_s(time_t utc)
 {
-    struct tm tm;
-    gmtime_r(&utc, &tm);
-    int year = tm.tm_year + 1900;
-    struct tm start = {
-        .tm_year = year - 1900, .tm_mon = 2, .tm_mday = last_sunday(year, 3), .tm_hour = 1};
-    struct tm end = {
-        .tm_year = year - 1900, .tm_mon = 9, .tm_mday = last_sunday(year, 10), .tm_hour = 1};
-    time_t summer_from = timegm(&start), summer_until = timegm(&end);
-    return utc >= summer_from && utc < summer_until ? 7200 : 3600;
+    /* Plain arithmetic rather than gmtime_r and timegm: a rebuild asks this
+     * for a million events, and glibc takes a process-wide lock in both. */
+    int year = date_from_days(floor_div((int64_t)utc, 86400)).year;
+    return utc >= summer_change_s(year, 3) && utc < summer_change_s(year, 10) ? 7200 : 3600;
 }
 
 bool date_parse(const char *s, date_t *out)
@@ -158,10 +181,7 @@ void date_format(date_t d, char out[DATE_LEN])
 date_t date_today_paris(void)
 {
     time_t now = time(NULL);
-    time_t local = now + time_paris_offset_s(now);
-    struct tm tm;
-    gmtime_r(&local, &tm);
-    return (date_t){tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday};
+    return date_from_days(floor_div((int64_t)now + time_paris_offset_s(now), 86400));
 }
 
 date_t date_add_years(date_t d, int years)
@@ -183,31 +203,63 @@ int date_compare(date_t a, date_t b)
     return 0;
 }
 
+/* The value of the n digits at s, or -1 if one is not a digit (the NUL
+ * ending a short text is not, so nothing past it is read). */
+static int fixed_digits(const char *s, int n)
+{
+    int value = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        value = value * 10 + (s[i] - '0');
+    }
+    return value;
+}
+
 bool time_parse_rfc3339(const char *text, int64_t *epoch_ms)
 {
-    int year, month, day, hour, minute, second, used = 0;
-    if (!text || sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d%n", &year, &month, &day, &hour, &minute,
-                        &second, &used) != 6)
+    /* Fixed positions, read by hand: events carry their time as text and a
+     * rebuild parses a million of them (sscanf and timegm cost more than
+     * the rest of an event's counting). "YYYY-MM-DDTHH:MM:SS". */
+    if (!text)
         return false;
-    const char *rest = text + used;
+    int year = fixed_digits(text, 4);
+    if (year < 0 || text[4] != '-')
+        return false;
+    int month = fixed_digits(text + 5, 2);
+    if (month < 0 || text[7] != '-')
+        return false;
+    int day = fixed_digits(text + 8, 2);
+    if (day < 0 || text[10] != 'T')
+        return false;
+    int hour = fixed_digits(text + 11, 2);
+    if (hour < 0 || text[13] != ':')
+        return false;
+    int minute = fixed_digits(text + 14, 2);
+    if (minute < 0 || text[16] != ':')
+        return false;
+    int second = fixed_digits(text + 17, 2);
+    if (second < 0)
+        return false;
+    const char *rest = text + 19;
     int64_t fraction_ms = 0;
     if (*rest == '.') {
         int digits = 0;
         for (rest++; *rest >= '0' && *rest <= '9'; rest++, digits++)
             if (digits < 3)
                 fraction_ms = fraction_ms * 10 + (*rest - '0');
+        if (digits == 0)
+            return false;
         for (; digits < 3; digits++)
             fraction_ms *= 10;
     }
-    if (strcmp(rest, "Z") != 0 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 ||
-        minute > 59 || second > 60)
+    /* A real calendar day; second 60 is a leap second, the next minute's
+     * first, as timegm reads it. */
+    if (strcmp(rest, "Z") != 0 || month < 1 || month > 12 || day < 1 ||
+        day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60)
         return false;
-    struct tm tm = {.tm_year = year - 1900,
-                    .tm_mon = month - 1,
-                    .tm_mday = day,
-                    .tm_hour = hour,
-                    .tm_min = minute,
-                    .tm_sec = second};
-    *epoch_ms = (int64_t)timegm(&tm) * 1000 + fraction_ms;
+    int64_t seconds =
+        date_to_days((date_t){year, month, day}) * 86400 + hour * 3600 + minute * 60 + second;
+    *epoch_ms = seconds * 1000 + fraction_ms;
     return true;
 }

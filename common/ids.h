@@ -52,5 +52,10 @@ date_t date_today_paris(void);
 date_t date_add_years(date_t d, int years);
 /* <0, 0, >0 as a is before, equal to, after b. */
 int date_compare(date_t a, date_t b);
+/* Days from 1970-01-01 to d (proleptic Gregorian; negative before), and
+ * back: plain arithmetic, for callers that must not take the C library's
+ * time-zone lock (gmtime_r, timegm) once per event. */
+int64_t date_to_days(date_t d);
+date_t date_from_days(int64_t days);
 
 #endif

@@ -33,46 +33,109 @@ typedef struct {
     date_t day;
 } period_t;
 
+/* Writes the n last decimal digits of value at out, zero-padded. */
+static void put_digits(char *out, unsigned value, int n)
+{
+    for (int i = n - 1; i >= 0; i--) {
+        out[i] = (char)('0' + value % 10u);
+        value /= 10u;
+    }
+}
+
+/* Keys are written by hand, not with snprintf: a rebuild writes them for
+ * every counter an event moves. */
 static void period_format(period_kind_t kind, const period_t *p, char out[PERIOD_KEY_LEN])
 {
     /* The ranges, for the compiler as for the reader: years 0-9999. */
     unsigned year = (unsigned)p->year % 10000u, index = (unsigned)p->index % 100u;
+    put_digits(out, kind == PERIOD_DAY ? (unsigned)p->day.year % 10000u : year, 4);
     switch (kind) {
     case PERIOD_DAY:
-        date_format(p->day, out);
+        out[4] = '-';
+        put_digits(out + 5, (unsigned)p->day.month % 100u, 2);
+        out[7] = '-';
+        put_digits(out + 8, (unsigned)p->day.day % 100u, 2);
+        out[10] = '\0';
         break;
     case PERIOD_MONTH:
-        snprintf(out, PERIOD_KEY_LEN, "%04u-%02u", year, index);
+        out[4] = '-';
+        put_digits(out + 5, index, 2);
+        out[7] = '\0';
         break;
     case PERIOD_QUARTER:
-        snprintf(out, PERIOD_KEY_LEN, "%04u-Q%u", year, index % 10u);
+        out[4] = '-';
+        out[5] = 'Q';
+        out[6] = (char)('0' + index % 10u);
+        out[7] = '\0';
         break;
     default:
-        snprintf(out, PERIOD_KEY_LEN, "%04u", year);
+        out[4] = '\0';
         break;
     }
 }
 
+/* Floor division: instants before 1970 stay in their own second and day. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+int64_t period_local_day(int64_t utc_ms)
+{
+    /* The offset is the same all day long but on the two days a year the
+     * clocks change: each thread keeps the last UTC day it met with one
+     * offset throughout, since a rebuild asks for the events of one day
+     * after another. */
+    static _Thread_local int64_t steady_day = INT64_MIN;
+    static _Thread_local int steady_offset_s;
+    int64_t utc = floor_div(utc_ms, 1000), utc_day = floor_div(utc, 86400);
+    int offset_s;
+    if (utc_day == steady_day) {
+        offset_s = steady_offset_s;
+    } else {
+        offset_s = time_paris_offset_s((time_t)utc);
+        time_t first = (time_t)(utc_day * 86400), last = first + 86399;
+        if (time_paris_offset_s(first) == offset_s && time_paris_offset_s(last) == offset_s) {
+            steady_day = utc_day;
+            steady_offset_s = offset_s;
+        }
+    }
+    return floor_div(utc + offset_s, 86400);
+}
+
 void period_key(period_kind_t kind, int64_t utc_ms, char out[PERIOD_KEY_LEN])
 {
-    /* Floor division: an instant before 1970 stays in its own second. */
-    time_t utc = (time_t)(utc_ms >= 0 ? utc_ms / 1000 : -((-utc_ms + 999) / 1000));
-    time_t local = utc + time_paris_offset_s(utc);
-    struct tm tm;
-    gmtime_r(&local, &tm);
+    date_t day = date_from_days(period_local_day(utc_ms));
     period_t p = {
-        .year = tm.tm_year + 1900,
-        .index = kind == PERIOD_QUARTER ? tm.tm_mon / 3 + 1 : tm.tm_mon + 1,
-        .day = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday},
+        .year = day.year,
+        .index = kind == PERIOD_QUARTER ? (day.month - 1) / 3 + 1 : day.month,
+        .day = day,
     };
     period_format(kind, &p, out);
 }
 
+/* The value of the n digits at s, or -1 if one is not a digit (a NUL
+ * ends the reading there). */
+static int key_digits(const char *s, int n)
+{
+    int value = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        value = value * 10 + (s[i] - '0');
+    }
+    return value;
+}
+
+/* Reads a key of the kind at its fixed positions, the whole key and
+ * nothing more. */
 static bool period_parse(period_kind_t kind, const char *key, period_t *out)
 {
     if (!key)
         return false;
-    int year = 0, index = 0, used = 0;
+    int year = key_digits(key, 4), index = 0;
+    if (year < 0)
+        return false;
     switch (kind) {
     case PERIOD_DAY:
         if (!date_parse(key, &out->day))
@@ -80,26 +143,22 @@ static bool period_parse(period_kind_t kind, const char *key, period_t *out)
         out->year = out->day.year;
         return true;
     case PERIOD_MONTH:
-        if (strlen(key) != 7 || sscanf(key, "%4d-%2d%n", &year, &index, &used) != 2 || used != 7 ||
-            key[4] != '-' || index < 1 || index > 12)
+        if (key[4] != '-' || (index = key_digits(key + 5, 2)) < 1 || index > 12 || key[7] != '\0')
             return false;
         break;
     case PERIOD_QUARTER:
-        if (strlen(key) != 7 || sscanf(key, "%4d-Q%1d%n", &year, &index, &used) != 2 || used != 7 ||
-            index < 1 || index > 4)
+        if (key[4] != '-' || key[5] != 'Q' || (index = key_digits(key + 6, 1)) < 1 || index > 4 ||
+            key[7] != '\0')
             return false;
         break;
     case PERIOD_YEAR:
-        if (strlen(key) != 4 || sscanf(key, "%4d%n", &year, &used) != 1 || used != 4)
+        if (key[4] != '\0')
             return false;
         break;
     default:
         return false;
     }
-    for (const char *p = key; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || *p == '-' || *p == 'Q'))
-            return false;
-    if (year < 1900 || year > 9999)
+    if (year < 1900)
         return false;
     out->year = year;
     out->index = index;
@@ -118,19 +177,10 @@ bool period_next(period_kind_t kind, const char *key, char out[PERIOD_KEY_LEN])
     if (!period_parse(kind, key, &p))
         return false;
     switch (kind) {
-    case PERIOD_DAY: {
-        /* Noon UTC of the day, plus a day: clear of any clock change. */
-        struct tm tm = {.tm_year = p.day.year - 1900,
-                        .tm_mon = p.day.month - 1,
-                        .tm_mday = p.day.day + 1,
-                        .tm_hour = 12};
-        time_t t = timegm(&tm);
-        struct tm next;
-        gmtime_r(&t, &next);
-        p.day = (date_t){next.tm_year + 1900, next.tm_mon + 1, next.tm_mday};
+    case PERIOD_DAY:
+        p.day = date_from_days(date_to_days(p.day) + 1);
         p.year = p.day.year;
         break;
-    }
     case PERIOD_MONTH:
     case PERIOD_QUARTER:
         if (++p.index > (kind == PERIOD_MONTH ? 12 : 4)) {

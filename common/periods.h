@@ -34,6 +34,11 @@ const char *period_kind_name(period_kind_t kind);
  * epoch) falls in, in Europe/Paris local time. */
 void period_key(period_kind_t kind, int64_t utc_ms, char out[PERIOD_KEY_LEN]);
 
+/* The Europe/Paris day the instant (UTC, ms since the epoch) falls in, as
+ * days since 1970-01-01 (date_from_days, ids.h, gives its date): the day
+ * period_key reads every key of the instant from. */
+int64_t period_local_day(int64_t utc_ms);
+
 /* True if key is a well-formed key of the kind (a real calendar day for
  * days; years 1900-9999). */
 bool period_key_valid(period_kind_t kind, const char *key);

@@ -269,16 +269,69 @@ static void test_time_parse_rfc3339(void **state)
     assert_int_equal(ms, 1795946400500);
     assert_true(time_parse_rfc3339("2026-11-29T10:00:00.123456Z", &ms));
     assert_int_equal(ms, 1795946400123);
-    const char *bad[] = {NULL,
-                         "",
-                         "2026-11-29",
-                         "2026-11-29T10:00:00",
-                         "2026-11-29T10:00:00+01:00",
-                         "2026-13-01T00:00:00Z",
-                         "2026-11-29T24:00:00Z",
-                         "2026-11-29T10:00:00Zjunk"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_false(time_parse_rfc3339(bad[i], &ms));
+    /* A leap second is the next minute's first, as timegm reads it; a
+     * time before 1970 is negative. */
+    assert_true(time_parse_rfc3339("2016-12-31T23:59:60Z", &ms));
+    assert_int_equal(ms, 1483228800000);
+    assert_true(time_parse_rfc3339("1969-12-31T23:59:59.250Z", &ms));
+    assert_int_equal(ms, -750);
+    const char *bad[] = {NULL, "", "2026-11-29", "2026-11-29T10:00:00", "2026-11-29T10:00:00+01:00",
+                         "2026-13-01T00:00:00Z", "2026-11-29T24:00:00Z", "2026-11-29T10:00:00Zjunk",
+                         /* fixed positions, real days, a fraction with digits */
+                         "2026-02-29T10:00:00Z", "2026-04-31T10:00:00Z", "2026-00-10T10:00:00Z",
+                         "2026-11-00T10:00:00Z", "2026-1-29T10:00:00Z", "2026-11-29T1:00:00Z",
+                         " 2026-11-29T10:00:00Z", "+026-11-29T10:00:00Z", "2026-11-29t10:00:00Z",
+                         "2026-11-29T10:00:00z", "2026-11-29T10:00:00.Z", "2026-11-29T10:60:00Z",
+                         "2026-11-29T10:00:61Z", "2026-11-29T10:00", "2026-11-29T10:00:0"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ms = 42;
+        if (time_parse_rfc3339(bad[i], &ms))
+            fail_msg("accepted \"%s\"", bad[i] ? bad[i] : "(null)");
+        assert_int_equal(ms, 42); /* untouched on failure */
+    }
+}
+
+/* Every six hours and a few seconds from 1901 to 2100, what strftime writes
+ * parses back to the instant, as timegm would compute it. */
+static void test_time_parse_matches_libc(void **state)
+{
+    (void)state;
+    for (time_t t = -2177452800; t < 4102444800; t += 6 * 3600 + 7) {
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char text[32];
+        strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        int64_t ms = 0;
+        if (!time_parse_rfc3339(text, &ms) || ms != (int64_t)t * 1000)
+            fail_msg("%s: %lld, not %lld", text, (long long)ms, (long long)t * 1000);
+    }
+}
+
+/* Days since 1970 and back, for every day from 1600 to 2400 (leap
+ * centuries both ways), against timegm. */
+static void test_days_arithmetic(void **state)
+{
+    (void)state;
+    assert_int_equal(date_to_days((date_t){1970, 1, 1}), 0);
+    assert_int_equal(date_to_days((date_t){1969, 12, 31}), -1);
+    assert_int_equal(date_to_days((date_t){2000, 3, 1}), 11017);
+    int64_t expected = date_to_days((date_t){1600, 1, 1});
+    for (int year = 1600; year <= 2400; year++)
+        for (int month = 1; month <= 12; month++)
+            for (int day = 1; day <= 31; day++) {
+                struct tm tm = {.tm_year = year - 1900, .tm_mon = month - 1, .tm_mday = day};
+                time_t t = timegm(&tm);
+                if (tm.tm_mday != day) /* no such day: timegm moved on */
+                    continue;
+                int64_t days = date_to_days((date_t){year, month, day});
+                if (days != (int64_t)t / 86400 || days != expected)
+                    fail_msg("%04d-%02d-%02d: %lld", year, month, day, (long long)days);
+                date_t back = date_from_days(days);
+                if (back.year != year || back.month != month || back.day != day)
+                    fail_msg("%lld: %04d-%02d-%02d", (long long)days, back.year, back.month,
+                             back.day);
+                expected++;
+            }
 }
 
 int main(void)
@@ -294,6 +347,8 @@ int main(void)
         cmocka_unit_test(test_date_format_and_arithmetic),
         cmocka_unit_test(test_today_paris),
         cmocka_unit_test(test_time_parse_rfc3339),
+        cmocka_unit_test(test_time_parse_matches_libc),
+        cmocka_unit_test(test_days_arithmetic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,6 +57,45 @@ static void test_local_boundaries(void **state)
     expect_keys("2026-06-30T22:00:00Z", "2026-07-01", "2026-07", "2026-Q3", "2026");
 }
 
+/* The local day of an instant is the day of its keys, asked in an order
+ * that goes through a steady day, each clock change and back (each
+ * thread remembers the last steady day it met), and before 1970. */
+static void test_local_day(void **state)
+{
+    (void)state;
+    const char *instants[] = {
+        "2026-03-28T12:00:00Z", "2026-03-28T22:59:59Z", "2026-03-28T23:00:00Z",
+        "2026-03-29T00:30:00Z", "2026-03-29T01:00:00Z", "2026-03-29T21:59:59Z",
+        "2026-03-29T22:00:00Z", "2026-03-29T12:00:00Z", "2026-03-28T23:30:00Z",
+        "2026-10-24T21:59:59Z", "2026-10-24T22:00:00Z", "2026-10-25T00:59:59Z",
+        "2026-10-25T01:00:00Z", "2026-10-25T22:59:59Z", "2026-10-25T23:00:00Z",
+        "2026-10-24T23:30:00Z", "2026-06-30T21:59:59Z", "2026-06-30T22:00:00Z",
+        "1969-12-31T22:59:59Z", "1969-12-31T23:00:00Z", "1969-12-31T12:00:00Z",
+    };
+    const char *days[] = {
+        "2026-03-28", "2026-03-28", "2026-03-29", "2026-03-29", "2026-03-29", "2026-03-29",
+        "2026-03-30", "2026-03-29", "2026-03-29", "2026-10-24", "2026-10-25", "2026-10-25",
+        "2026-10-25", "2026-10-25", "2026-10-26", "2026-10-25", "2026-06-30", "2026-07-01",
+        "1969-12-31", "1970-01-01", "1969-12-31",
+    };
+    for (size_t i = 0; i < sizeof instants / sizeof instants[0]; i++) {
+        int64_t ms = at(instants[i]);
+        char key[PERIOD_KEY_LEN], from_day[DATE_LEN];
+        period_key(PERIOD_DAY, ms, key);
+        date_format(date_from_days(period_local_day(ms)), from_day);
+        if (strcmp(key, days[i]) != 0 || strcmp(from_day, days[i]) != 0)
+            fail_msg("%s: key %s, local day %s, not %s", instants[i], key, from_day, days[i]);
+    }
+    /* Hour by hour over two years, the day's number and its key agree. */
+    for (int64_t ms = at("2025-12-31T00:30:00Z"); ms < at("2028-01-01T00:00:00Z");
+         ms += 3600 * 1000) {
+        char key[PERIOD_KEY_LEN], from_day[DATE_LEN];
+        period_key(PERIOD_DAY, ms, key);
+        date_format(date_from_days(period_local_day(ms)), from_day);
+        assert_string_equal(key, from_day);
+    }
+}
+
 static void test_kinds_and_keys(void **state)
 {
     (void)state;
@@ -80,6 +119,17 @@ static void test_kinds_and_keys(void **state)
     assert_false(period_key_valid(PERIOD_YEAR, "1899"));
     assert_false(period_key_valid(PERIOD_YEAR, "20260"));
     assert_false(period_key_valid(PERIOD_YEAR, NULL));
+    /* Fixed positions, nothing more, nothing less. */
+    const char *bad_quarters[] = {"2026-Q", "2026-Q12", "2026-1Q", "2026Q1", "2026-q1", "2026-Qa"};
+    for (size_t i = 0; i < sizeof bad_quarters / sizeof bad_quarters[0]; i++)
+        assert_false(period_key_valid(PERIOD_QUARTER, bad_quarters[i]));
+    const char *bad_years[] = {"202", "2026 ", " 2026", "+026", "20a6", "2026-01"};
+    for (size_t i = 0; i < sizeof bad_years / sizeof bad_years[0]; i++)
+        assert_false(period_key_valid(PERIOD_YEAR, bad_years[i]));
+    assert_false(period_key_valid(PERIOD_MONTH, "2026-1a"));
+    assert_false(period_key_valid(PERIOD_MONTH, "1899-12"));
+    assert_true(period_key_valid(PERIOD_MONTH, "9999-12"));
+    assert_false(period_key_valid(PERIOD_DAY, "2026-04-01 "));
 }
 
 static void test_next_and_series(void **state)
@@ -119,6 +169,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_boundaries),
+        cmocka_unit_test(test_local_day),
         cmocka_unit_test(test_kinds_and_keys),
         cmocka_unit_test(test_next_and_series),
     };
