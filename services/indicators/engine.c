@@ -15,12 +15,18 @@
  * done marker, the rebuild a set of the ids it counted (an entry appended
  * twice would otherwise count twice in a rebuild and once incrementally).
  *
- * The rebuild's cost is counting: decoding an event, projection_of (about
- * a hundred triples) and the tally take several times what reading the
- * entry from Redis does. So Redis never sees a command per event (pages
- * of a thousand entries, sums written once per field), and where the
- * process may use more than one core, worker threads count pages while the
- * rebuild's thread reads the next ones and counts its share. */
+ * The rebuild's cost is reading and counting, a million events in a row,
+ * so counting takes no more than reading the entry from Redis does: the
+ * event is read off the wire and its data decoded into an arena reused
+ * from event to event (nothing freed field by field), what it counts goes
+ * as increments (projection_count_each) into a tally that sums them as
+ * they are, each distinct one expanded into its counters once, when the
+ * sums are written. Redis never sees a command per event (pages of a
+ * thousand entries, sums written once per field), and where the process
+ * may use more than one core, worker threads count pages while the
+ * rebuild's thread reads the next ones and counts its share. A
+ * projector's batch counts the same way: increments, summed, expanded
+ * once. */
 #define _GNU_SOURCE /* sched_getaffinity */
 #include "engine.h"
 
@@ -38,6 +44,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +213,40 @@ static void args_fmt(args_t *a, const char *format, ...)
     args_add(a, p, (size_t)n);
 }
 
+/* Adds n in decimal as an argument; by hand, as args_concat: a rebuild
+ * writes a hundred thousand sums. */
+static void args_int(args_t *a, int64_t n)
+{
+    char digits[24];
+    size_t len = 0;
+    uint64_t v = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
+    do {
+        digits[len++] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v);
+    if (n < 0)
+        digits[len++] = '-';
+    char *p = args_room(a, len + 1);
+    if (!p)
+        return;
+    for (size_t i = 0; i < len; i++)
+        p[i] = digits[len - 1 - i];
+    p[len] = '\0';
+    args_add(a, p, len);
+}
+
+/* Adds the text of first then second as one argument. */
+static void args_concat(args_t *a, const char *first, const char *second)
+{
+    size_t n1 = strlen(first), n2 = strlen(second);
+    char *p = args_room(a, n1 + n2 + 1);
+    if (!p)
+        return;
+    memcpy(p, first, n1);
+    memcpy(p + n1, second, n2 + 1);
+    args_add(a, p, n1 + n2);
+}
+
 /* A placeholder for a count known later (args_set_count). */
 static size_t args_placeholder(args_t *a)
 {
@@ -265,7 +306,7 @@ static void args_triple(args_t *a, const char *key, const char *field, int64_t d
 {
     args_str(a, key);
     args_str(a, field);
-    args_fmt(a, "%" PRId64, delta);
+    args_int(a, delta);
 }
 
 typedef struct {
@@ -357,6 +398,7 @@ struct projector_t {
     store_t *store;
     int apply_script;
     tally_t *tally;
+    increments_t adds; /* a batch's, reused */
     args_t args;
     /* The generation written into and how far its rebuild counted this
      * stream (entries up to there are only marked done). */
@@ -425,23 +467,45 @@ typedef enum {
     ENTRY_REPEAT, /* the event of an earlier entry of the batch: done with it */
 } entry_state_t;
 
-/* An upper bound of the arguments an entry adds to a call (its sums can
+/* A batch being applied: entry i counts the increments adds->items[from[i]]
+ * to adds->items[from[i + 1]] (projection_count) and the replacements of
+ * proj[i]; cost[i] bounds the arguments it adds to a call. */
+typedef struct {
+    const consumer_entry_t *entries;
+    size_t count;
+    const increments_t *adds;
+    size_t *from; /* count + 1 */
+    projection_t *proj;
+    entry_state_t *state;
+    size_t *cost;
+    size_t *same; /* of an ENTRY_REPEAT: the entry it repeats */
+} batch_t;
+
+/* An upper bound of the arguments entry i adds to a call (its sums can
  * only merge with others'). */
-static size_t entry_args(const projection_t *p)
+static size_t entry_args(const batch_t *b, size_t i)
 {
-    size_t n = 1 + 3 * p->adds.count;
-    for (size_t i = 0; i < p->replacement_count; i++)
-        n += 3 + 3 * p->replacements[i].triples.count;
+    size_t n = 1;
+    for (size_t k = b->from[i]; k < b->from[i + 1]; k++)
+        n += 3 * projection_triple_count(&b->adds->items[k]);
+    const projection_t *p = &b->proj[i];
+    for (size_t r = 0; r < p->replacement_count; r++)
+        n += 3 + 3 * p->replacements[r].triples.count;
     return n;
+}
+
+/* What a part of a batch takes so far: its done markers, sums (bounded by
+ * tally_size) and replacements. */
+static size_t part_args(projector_t *self, size_t n_done, size_t repl_args)
+{
+    return 8 + n_done + 3 * tally_size(self->tally) + repl_args;
 }
 
 /* Applies the entries from first on that are still to do, as many as
  * their arguments allow, as one apply.lua call; those after the rebuild
  * cursor are counted, all are marked done. *end_p gets the entry it
  * stopped before. APPLY_DONE without a call when none was to do. */
-static apply_outcome_t projector_apply_part(projector_t *self, const consumer_entry_t *entries,
-                                            const projection_t *proj, const entry_state_t *state,
-                                            const size_t *cost, size_t count, size_t first,
+static apply_outcome_t projector_apply_part(projector_t *self, const batch_t *b, size_t first,
                                             size_t *end_p, redisReply **already)
 {
     tally_clear(self->tally);
@@ -450,27 +514,35 @@ static apply_outcome_t projector_apply_part(projector_t *self, const consumer_en
     apply_args_head(a, self->gen_text, true);
     size_t done_count = args_placeholder(a);
     size_t n_done = 0, repl_args = 0, skipped = 0, end = first;
-    for (; end < count; end++) {
-        if (state[end] != ENTRY_TODO)
+    for (; end < b->count; end++) {
+        if (b->state[end] != ENTRY_TODO)
             continue;
-        /* What the part takes so far (its sums merged), and at most what
-         * this entry adds. */
-        size_t args = 8 + n_done + 3 * tally_size(self->tally) + repl_args;
-        if (n_done > 0 && args + cost[end] > APPLY_ARGS_MAX)
-            break;
-        args_str(a, entries[end].done_key);
+        /* What the part takes so far, and at most what this entry adds.
+         * tally_size counts each increment's triples on their own: when
+         * that is too many, the increments are expanded, the entries'
+         * sums merged, and the exact size decides. */
+        if (n_done > 0 && part_args(self, n_done, repl_args) + b->cost[end] > APPLY_ARGS_MAX) {
+            if (!tally_expand(self->tally))
+                a->failed = true;
+            if (part_args(self, n_done, repl_args) + b->cost[end] > APPLY_ARGS_MAX)
+                break;
+        }
+        args_str(a, b->entries[end].done_key);
         n_done++;
         stream_pos_t pos;
-        bool counted = !self->has_cursor || !stream_pos_parse(entries[end].position, &pos) ||
+        bool counted = !self->has_cursor || !stream_pos_parse(b->entries[end].position, &pos) ||
                        stream_pos_after(pos, self->cursor);
         if (!counted) {
             skipped++;
             continue;
         }
-        if (!tally_add_projection(self->tally, &proj[end]))
+        const projection_t *p = &b->proj[end];
+        if (!tally_add_increments(self->tally, &b->adds->items[b->from[end]],
+                                  b->from[end + 1] - b->from[end]) ||
+            !tally_add_projection(self->tally, p))
             a->failed = true;
-        for (size_t r = 0; r < proj[end].replacement_count; r++)
-            repl_args += 3 + 3 * proj[end].replacements[r].triples.count;
+        for (size_t r = 0; r < p->replacement_count; r++)
+            repl_args += 3 + 3 * p->replacements[r].triples.count;
     }
     *end_p = end;
     if (n_done == 0)
@@ -481,7 +553,8 @@ static apply_outcome_t projector_apply_part(projector_t *self, const consumer_en
     args_set_count(a, done_count, n_done);
     size_t adds_count = args_placeholder(a);
     args_counter_t adds = {a, 0};
-    tally_each(self->tally, apply_add_arg, &adds);
+    if (!tally_each(self->tally, apply_add_arg, &adds))
+        a->failed = true;
     args_set_count(a, adds_count, adds.count);
     size_t repl_count = args_placeholder(a);
     args_counter_t repl = {a, 0};
@@ -497,27 +570,37 @@ static apply_outcome_t projector_apply_part(projector_t *self, const consumer_en
 static void projector_batch(void *arg, const consumer_entry_t *entries, size_t count, int *results)
 {
     projector_t *self = arg;
-    projection_t *proj = calloc(count, sizeof *proj);
-    entry_state_t *state = calloc(count, sizeof *state);
-    size_t *cost = calloc(count, sizeof *cost);
-    size_t *same = calloc(count, sizeof *same);
-    if (!proj || !state || !cost || !same)
+    increments_reset(&self->adds);
+    batch_t b = {
+        .entries = entries,
+        .count = count,
+        .adds = &self->adds,
+        .from = calloc(count + 1, sizeof *b.from),
+        .proj = calloc(count, sizeof *b.proj),
+        .state = calloc(count, sizeof *b.state),
+        .cost = calloc(count, sizeof *b.cost),
+        .same = calloc(count, sizeof *b.same),
+    };
+    if (!b.from || !b.proj || !b.state || !b.cost || !b.same)
         goto out;
     for (size_t i = 0; i < count; i++) {
-        if (!projection_of(entries[i].event, &proj[i])) {
+        b.from[i] = self->adds.count;
+        if (!projection_count(entries[i].event, NULL, &self->adds, &b.proj[i])) {
             log_error("out of memory projecting an event", "{s:s}", "event", entries[i].event->id);
-            state[i] = ENTRY_LEFT;
+            b.state[i] = ENTRY_LEFT;
         }
-        cost[i] = entry_args(&proj[i]);
+        b.from[i + 1] = self->adds.count;
     }
+    for (size_t i = 0; i < count; i++)
+        b.cost[i] = entry_args(&b, i);
     /* The same event twice in one batch (appended twice): its done marker
      * is not set yet for either, so only the first goes to the script and
      * the other follows it. */
     for (size_t i = 1; i < count; i++)
-        for (size_t j = 0; j < i && state[i] == ENTRY_TODO; j++)
-            if (state[j] == ENTRY_TODO && strcmp(entries[i].done_key, entries[j].done_key) == 0) {
-                state[i] = ENTRY_REPEAT;
-                same[i] = j;
+        for (size_t j = 0; j < i && b.state[i] == ENTRY_TODO; j++)
+            if (b.state[j] == ENTRY_TODO && strcmp(entries[i].done_key, entries[j].done_key) == 0) {
+                b.state[i] = ENTRY_REPEAT;
+                b.same[i] = j;
             }
 
     for (int attempt = 0; attempt < PROJECTOR_ATTEMPTS; attempt++) {
@@ -526,12 +609,11 @@ static void projector_batch(void *arg, const consumer_entry_t *entries, size_t c
         bool again = false, failed = false;
         for (size_t first = 0, end; first < count && !again && !failed; first = end) {
             redisReply *already = NULL;
-            switch (projector_apply_part(self, entries, proj, state, cost, count, first, &end,
-                                         &already)) {
+            switch (projector_apply_part(self, &b, first, &end, &already)) {
             case APPLY_DONE:
                 for (size_t i = first; i < end; i++)
-                    if (state[i] == ENTRY_TODO)
-                        state[i] = ENTRY_DONE;
+                    if (b.state[i] == ENTRY_TODO)
+                        b.state[i] = ENTRY_DONE;
                 break;
             case APPLY_STALE:
                 /* Switched by a rebuild: read its cursor, and redo. */
@@ -544,8 +626,8 @@ static void projector_batch(void *arg, const consumer_entry_t *entries, size_t c
                 for (size_t k = 1; k < already->elements; k++) {
                     const redisReply *key = already->element[k];
                     for (size_t i = first; key->type == REDIS_REPLY_STRING && i < end; i++)
-                        if (state[i] == ENTRY_TODO && strcmp(entries[i].done_key, key->str) == 0)
-                            state[i] = ENTRY_DONE;
+                        if (b.state[i] == ENTRY_TODO && strcmp(entries[i].done_key, key->str) == 0)
+                            b.state[i] = ENTRY_DONE;
                 }
                 freeReplyObject(already);
                 again = true;
@@ -559,15 +641,17 @@ static void projector_batch(void *arg, const consumer_entry_t *entries, size_t c
             break;
     }
     for (size_t i = 0; i < count; i++)
-        if (state[i] == ENTRY_DONE || (state[i] == ENTRY_REPEAT && state[same[i]] == ENTRY_DONE))
+        if (b.state[i] == ENTRY_DONE ||
+            (b.state[i] == ENTRY_REPEAT && b.state[b.same[i]] == ENTRY_DONE))
             results[i] = 0;
 out:
-    for (size_t i = 0; proj && i < count; i++)
-        projection_free(&proj[i]);
-    free(proj);
-    free(state);
-    free(cost);
-    free(same);
+    for (size_t i = 0; b.proj && i < count; i++)
+        projection_free(&b.proj[i]);
+    free(b.from);
+    free(b.proj);
+    free(b.state);
+    free(b.cost);
+    free(b.same);
     if (self->tally)
         tally_clear(self->tally);
 }
@@ -629,6 +713,7 @@ static void projector_actor(zsock_t *pipe, void *arg)
 out:
     consumer_destroy(&consumer);
     args_free(&self->args);
+    increments_free(&self->adds);
     tally_destroy(&self->tally);
     store_destroy(&self->store);
 }
@@ -719,37 +804,70 @@ bool engine_scripts_add(store_t *store)
 
 /* ======================== rebuild: the thread ========================== */
 
-/* protobuf-c allocations of one event, from a buffer reused for every
- * event (a rebuild decodes a million of them); what does not fit goes to
- * malloc. */
+/* protobuf-c allocations of one event (the Event and its data), from a
+ * buffer reused for every event: a rebuild decodes a million of them, and
+ * a malloc and a free per field, with free_unpacked's walk over every
+ * message, cost more than the decoding. Nothing is freed one by one:
+ * pb_arena_reset drops everything at once, which is what stands for
+ * free_unpacked here. What does not fit in the buffer is malloc'd and
+ * chained, for the reset to free. */
+typedef struct pb_spill_t {
+    struct pb_spill_t *next;
+    _Alignas(max_align_t) unsigned char data[];
+} pb_spill_t;
+
 typedef struct {
-    char buf[16384];
+    _Alignas(max_align_t) unsigned char buf[16384];
     size_t used;
+    pb_spill_t *spills;
 } pb_arena_t;
 
 static void *pb_arena_alloc(void *data, size_t size)
 {
     pb_arena_t *arena = data;
-    size = (size + 15) & ~(size_t)15;
+    size = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
     if (sizeof arena->buf - arena->used >= size) {
         void *p = arena->buf + arena->used;
         arena->used += size;
         return p;
     }
-    return malloc(size);
+    pb_spill_t *spill = malloc(sizeof *spill + size);
+    if (!spill)
+        return NULL;
+    spill->next = arena->spills;
+    arena->spills = spill;
+    return spill->data;
 }
 
 static void pb_arena_free(void *data, void *p)
 {
-    pb_arena_t *arena = data;
-    if ((char *)p >= arena->buf && (char *)p < arena->buf + sizeof arena->buf)
-        return;
-    free(p);
+    /* Freed with the rest of the arena (pb_arena_reset), whatever
+     * protobuf-c lets go of as it decodes (a field given twice, its
+     * scratch space). */
+    (void)data;
+    (void)p;
+}
+
+static void pb_arena_reset(pb_arena_t *arena)
+{
+    arena->used = 0;
+    while (arena->spills) {
+        pb_spill_t *next = arena->spills->next;
+        free(arena->spills);
+        arena->spills = next;
+    }
 }
 
 /* A set of event ids, each held as two independent 64-bit hashes (16
  * bytes, a million ids in 32 MB): two ids would have to agree on 128 bits
- * to be taken for one another. */
+ * to be taken for one another.
+ *
+ * At that size nearly every lookup misses the caches, and the ids of a
+ * page are looked up one after the other: so a page's ids are hashed
+ * first and their slots prefetched a few ids ahead, which overlaps the
+ * misses, and the table is made big enough for every event of the
+ * streams when the rebuild starts, rather than grown (each growth moves
+ * every id to a random place). */
 typedef struct {
     uint64_t a, b;
 } id_hash_t;
@@ -759,41 +877,85 @@ typedef struct {
     size_t cap, count;
 } id_set_t;
 
-/* Adds the id; false if it was there already. An id that cannot be held
- * (out of memory) counts as new: counting an event twice is better than
- * losing it. */
-static bool id_set_add(id_set_t *set, const char *id, size_t len)
+#define ID_SET_MIN 65536
+/* The most slots made ahead of need (256 MB); past it, the set grows. */
+#define ID_SET_PRESIZE_MAX ((size_t)1 << 24)
+/* How many ids ahead a page's slots are prefetched. */
+#define ID_SET_PREFETCH 16
+
+/* Two 64-bit hashes of the id, each a multiply-xor over 8-byte words
+ * with its own constants, finished so that every bit depends on every
+ * byte (the murmur3 finaliser). */
+static uint64_t id_hash_finish(uint64_t h)
 {
-    uint64_t a = 0xcbf29ce484222325ULL, b = 0x84222325cbf29ce4ULL;
-    for (size_t i = 0; i < len; i++) {
-        a = (a ^ (unsigned char)id[i]) * 0x100000001b3ULL;
-        b = (b + (unsigned char)id[i]) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static id_hash_t id_hash(const char *id, size_t len)
+{
+    uint64_t a = 0xcbf29ce484222325ULL ^ len, b = 0x84222325cbf29ce4ULL + len;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t w = 0;
+        memcpy(&w, id + i, len - i < 8 ? len - i : 8);
+        a = (a ^ w) * 0x9e3779b97f4a7c15ULL;
+        a ^= a >> 29;
+        b = (b + w) * 0xc2b2ae3d27d4eb4fULL;
         b ^= b >> 31;
     }
-    a ^= a >> 29;
-    a = a ? a : 1;
-    if ((set->count + 1) * 2 > set->cap) {
-        size_t cap = set->cap ? 2 * set->cap : 65536;
-        id_hash_t *slots = calloc(cap, sizeof *slots);
-        if (!slots)
-            return true;
-        for (size_t i = 0; i < set->cap; i++) {
-            if (!set->slots[i].a)
-                continue;
-            size_t j = set->slots[i].a & (cap - 1);
-            while (slots[j].a)
-                j = (j + 1) & (cap - 1);
-            slots[j] = set->slots[i];
-        }
-        free(set->slots);
-        set->slots = slots;
-        set->cap = cap;
+    a = id_hash_finish(a);
+    b = id_hash_finish(b ^ 0x165667b19e3779f9ULL);
+    return (id_hash_t){a ? a : 1, b};
+}
+
+static void id_set_free(id_set_t *set)
+{
+    free(set->slots);
+    memset(set, 0, sizeof *set);
+}
+
+/* Makes room for more ids (at most half full after them). False when out
+ * of memory: the set stays as it was. */
+static bool id_set_reserve(id_set_t *set, size_t more)
+{
+    if ((set->count + more) * 2 <= set->cap)
+        return true;
+    size_t cap = set->cap ? set->cap : ID_SET_MIN;
+    while ((set->count + more) * 2 > cap)
+        cap *= 2;
+    id_hash_t *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < set->cap; i++) {
+        if (!set->slots[i].a)
+            continue;
+        size_t j = set->slots[i].a & (cap - 1);
+        while (slots[j].a)
+            j = (j + 1) & (cap - 1);
+        slots[j] = set->slots[i];
     }
-    size_t i = a & (set->cap - 1);
+    free(set->slots);
+    set->slots = slots;
+    set->cap = cap;
+    return true;
+}
+
+/* Adds the id of hash h; false if it was there already. An id that cannot
+ * be held (out of memory) counts as new: counting an event twice is better
+ * than losing it. */
+static bool id_set_add(id_set_t *set, id_hash_t h)
+{
+    if (!id_set_reserve(set, 1))
+        return true;
+    size_t i = h.a & (set->cap - 1);
     for (; set->slots[i].a; i = (i + 1) & (set->cap - 1))
-        if (set->slots[i].a == a && set->slots[i].b == b)
+        if (set->slots[i].a == h.a && set->slots[i].b == h.b)
             return false;
-    set->slots[i] = (id_hash_t){a, b};
+    set->slots[i] = h;
     set->count++;
     return true;
 }
@@ -904,9 +1066,12 @@ struct rebuild_t {
     /* The events counted, by id: an event appended twice counts once, as
      * for the projectors, whose done markers are per event id. */
     id_set_t seen;
-    /* Where the time goes, for the log: reading pages, counting them (in
-     * this thread; workers count beside it), writing sums. */
-    int64_t read_us, count_us, write_us;
+    id_hash_t page_hashes[REBUILD_PAGE]; /* rebuild_drop_repeats' */
+    uint64_t events_total;               /* in the streams when it started */
+    /* Where the time goes, for the log: reading pages, setting repeated
+     * events aside, counting pages (in this thread; workers count beside
+     * it), writing sums. */
+    int64_t read_us, dedup_us, count_us, write_us;
 };
 
 /* Records why the rebuild ends; returns false, for the callers that end
@@ -1028,12 +1193,12 @@ static void pipeline_sum(void *arg, const char *key, const char *field, int64_t 
             pipeline_send(p);
         p->starts[p->count++] = a->argc;
         args_str(a, p->rb->fresh ? "HSET" : "HINCRBY");
-        args_fmt(a, "%s%s", p->rb->prefix, key);
+        args_concat(a, p->rb->prefix, key);
         p->open_key = p->rb->fresh ? key : NULL;
         p->open_fields = 0;
     }
     args_str(a, field);
-    args_fmt(a, "%" PRId64, delta);
+    args_int(a, delta);
     p->open_fields++;
 }
 
@@ -1109,9 +1274,11 @@ static bool rebuild_flush(rebuild_t *self)
         return rebuild_fail(self, "out of memory writing the sums");
     p->rb = self;
     args_reset(&self->args);
-    tally_each(self->tally, pipeline_sum, p);
+    bool expanded = tally_each(self->tally, pipeline_sum, p);
     pipeline_send(p);
     bool ok = !p->failed;
+    if (!expanded)
+        ok = rebuild_fail(self, "out of memory writing the sums");
     free(p);
     bool wrote = tally_size(self->tally) > 0 || tally_replacement_count(self->tally) > 0;
     ok = ok && rebuild_write_replacements(self);
@@ -1124,43 +1291,66 @@ static bool rebuild_flush(rebuild_t *self)
 
 /* --- reading --------------------------------------------------------- */
 
-/* One page of entries into tally. False when out of memory. */
+/* projection_count_each's callback: an add straight into the tally. */
+static bool tally_take(void *arg, const increment_t *inc)
+{
+    return tally_add_increments(arg, inc, 1);
+}
+
+/* One page of entries into tally: each event's adds as increments handed
+ * straight to it (projection_count_each), the event and its data decoded
+ * in arena. False when out of memory. */
 static bool count_page(tally_t *tally, pb_arena_t *arena, const redisReply *page)
 {
     ProtobufCAllocator allocator = {pb_arena_alloc, pb_arena_free, arena};
-    for (size_t i = 0; i < page->elements; i++) {
+    bool ok = true;
+    for (size_t i = 0; ok && i < page->elements; i++) {
         const redisReply *packed = entry_event(page->element[i]);
         if (!packed)
             continue; /* not an event: the projectors dead-letter it */
-        arena->used = 0;
-        Passerelle__Event *event =
-            passerelle__event__unpack(&allocator, packed->len, (const uint8_t *)packed->str);
-        if (!event)
+        /* The previous event's decoding goes: no free_unpacked (above). */
+        pb_arena_reset(arena);
+        Passerelle__Event *event = (Passerelle__Event *)projection_message_read(
+            &passerelle__event__descriptor, (const uint8_t *)packed->str, packed->len, &allocator);
+        if (!event || !event->id || !*event->id)
             continue;
         projection_t p;
-        memset(&p, 0, sizeof p);
-        bool ok = !event->id || !*event->id ||
-                  (projection_of(event, &p) && tally_add_projection(tally, &p));
+        ok = projection_count_each(event, &allocator, tally_take, tally, &p) &&
+             tally_add_projection(tally, &p);
         projection_free(&p);
-        passerelle__event__free_unpacked(event, &allocator);
-        if (!ok)
-            return false;
     }
-    return true;
+    pb_arena_reset(arena);
+    return ok;
 }
 
 /* Takes out of page the entries whose event was seen before (in this
  * stream or another), so that it is counted once. */
 static void rebuild_drop_repeats(rebuild_t *self, redisReply *page)
 {
+    id_set_t *seen = &self->seen;
+    id_hash_t *hashes = self->page_hashes;
+    /* A page holds REBUILD_PAGE entries at most (XRANGE ... COUNT). */
+    size_t n = page->elements < REBUILD_PAGE ? page->elements : REBUILD_PAGE;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *packed = entry_event(page->element[i]);
+        const char *id;
+        size_t id_len;
+        /* No id: kept, and counted as it comes (count_page skips it). */
+        hashes[i] =
+            packed && packed_event_id((const uint8_t *)packed->str, packed->len, &id, &id_len)
+                ? id_hash(id, id_len)
+                : (id_hash_t){0, 0};
+    }
+    /* Out of memory: id_set_add grows the set (or counts ids as new). */
+    id_set_reserve(seen, n);
+    for (size_t i = 0; i < n && i < ID_SET_PREFETCH; i++)
+        __builtin_prefetch(&seen->slots[hashes[i].a & (seen->cap - 1)]);
     size_t kept = 0;
     for (size_t i = 0; i < page->elements; i++) {
         redisReply *entry = page->element[i];
-        const redisReply *packed = entry_event(entry);
-        const char *id;
-        size_t id_len;
-        if (packed && packed_event_id((const uint8_t *)packed->str, packed->len, &id, &id_len) &&
-            !id_set_add(&self->seen, id, id_len)) {
+        if (i + ID_SET_PREFETCH < n)
+            __builtin_prefetch(&seen->slots[hashes[i + ID_SET_PREFETCH].a & (seen->cap - 1)]);
+        if (i < n && hashes[i].a && !id_set_add(seen, hashes[i])) {
             freeReplyObject(entry);
             continue;
         }
@@ -1294,7 +1484,8 @@ static bool rebuild_gather(rebuild_t *self)
             rebuild_fail(self, "out of memory counting the events");
             return false;
         }
-        tally_each(c->tally, merge_add, self);
+        if (!tally_each(c->tally, merge_add, self))
+            self->merge_failed = true;
         tally_each_replacement(c->tally, merge_replacement, self);
         tally_clear(c->tally);
         if (self->merge_failed) {
@@ -1321,8 +1512,13 @@ static bool rebuild_count(rebuild_t *self, redisReply *page)
     self->count_us += zclock_usecs() - started;
     if (!ok)
         return rebuild_fail(self, "out of memory counting the events");
-    /* The workers' tallies grow as this one does. */
-    if (tally_size(self->tally) * (self->worker_count + 1) >= REBUILD_FLUSH_AT)
+    /* The workers' tallies grow as this one does. tally_size counts the
+     * triples of every increment held as if none shared a key: when it
+     * says full, the increments are expanded, and the exact size decides. */
+    size_t tallies = self->worker_count + 1;
+    if (tally_size(self->tally) * tallies >= REBUILD_FLUSH_AT && !tally_expand(self->tally))
+        return rebuild_fail(self, "out of memory counting the events");
+    if (tally_size(self->tally) * tallies >= REBUILD_FLUSH_AT)
         return rebuild_flush(self);
     return true;
 }
@@ -1377,7 +1573,9 @@ static long rebuild_read_stream(rebuild_t *self, size_t s)
             }
             snprintf(cursor, STREAM_ID_LEN, "%s", last->element[0]->str);
             self->events_read += n;
+            int64_t dedup_started = zclock_usecs();
             rebuild_drop_repeats(self, page);
+            self->dedup_us += zclock_usecs() - dedup_started;
             read += (long)n;
             if (!rebuild_count(self, page))
                 return -1;
@@ -1572,6 +1770,12 @@ static void *rebuild_main(void *arg)
             self->release_script < 0) {
             rebuild_fail(self, "cannot register the rebuild's scripts");
         } else {
+            /* Room for every event the streams held at the start (not
+             * more than ID_SET_PRESIZE_MAX slots); out of memory, the set
+             * grows as it goes. */
+            uint64_t presize = self->events_total < ID_SET_PRESIZE_MAX / 2 ? self->events_total
+                                                                           : ID_SET_PRESIZE_MAX / 2;
+            id_set_reserve(&self->seen, (size_t)presize);
             workers_start(self);
             workers = self->worker_count;
             outcome = rebuild_work(self);
@@ -1580,12 +1784,12 @@ static void *rebuild_main(void *arg)
     }
     double seconds = (double)(time_now_ms() - started_ms) / 1000.0;
     if (outcome == REBUILD_SWITCHED) {
-        log_info("rebuild done", "{s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:i}", "generation",
+        log_info("rebuild done", "{s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:i}", "generation",
                  (json_int_t)self->generation, "events", (json_int_t)self->events_read, "seconds",
                  seconds, "events_per_s", seconds > 0 ? (double)self->events_read / seconds : 0.0,
                  "reading_s", (double)self->read_us / 1e6, "counting_s",
-                 (double)self->count_us / 1e6, "writing_s", (double)self->write_us / 1e6, "workers",
-                 (int)workers);
+                 (double)self->count_us / 1e6, "writing_s", (double)self->write_us / 1e6, "dedup_s",
+                 (double)self->dedup_us / 1e6, "workers", (int)workers);
         rebuild_cleanup(self);
         rebuild_release(self, "", "");
     } else if (self->store) {
@@ -1601,8 +1805,7 @@ static void *rebuild_main(void *arg)
     store_destroy(&self->store);
     free(self->cursors);
     self->cursors = NULL;
-    free(self->seen.slots);
-    memset(&self->seen, 0, sizeof self->seen);
+    id_set_free(&self->seen);
     atomic_store(&self->finished, true);
     return NULL;
 }
@@ -1730,6 +1933,7 @@ INDICATORS_HANDLER(handle_indicator_rebuild)
         rb->store_cfg = *ind->store_cfg;
         snprintf(rb->holder, sizeof rb->holder, "%s", ind->process_name);
         rb->generation = gen;
+        rb->events_total = total;
         snprintf(rb->gen_text, sizeof rb->gen_text, "%" PRIu64, gen);
         indicators_generation_prefix(gen, rb->prefix, sizeof rb->prefix);
         rb->streams = calloc(ind->stream_count ? ind->stream_count : 1, sizeof *rb->streams);

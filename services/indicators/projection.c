@@ -10,7 +10,14 @@
  * Data that cannot be counted (it does not decode, its schema is not the
  * one its type carries, its time does not parse) is logged and gives an
  * empty projection: the event is acknowledged rather than retried forever,
- * since reading it again would not change what it says. */
+ * since reading it again would not change what it says.
+ *
+ * A rebuild counts a million events in a row, as fast as Redis hands them
+ * over: so what an event counts is handed out as increments, not expanded
+ * (a tally sums them, and expands each distinct one once), times and keys
+ * are read and written by hand, and messages are read off the wire into an
+ * arena (projection_message_read) rather than decoded field by field with
+ * a malloc each; protobuf-c's decoder stays the judge of anything unusual. */
 #include "projection.h"
 
 #include "catalog.h"
@@ -131,15 +138,82 @@ static bool counter_per_commune(const char *counter)
     return false;
 }
 
+/* The fields an increment moves ("*" unless dims_only, then each distinct
+ * dim: a public named twice still counts once), after checking the
+ * increment is well formed. False if it is not. */
+static bool increment_fields(const increment_t *inc, const char *fields[PROJ_DIMS_MAX + 1],
+                             size_t *field_count)
+{
+    if (!inc || !inc->counter || !*inc->counter || inc->dim_count > PROJ_DIMS_MAX)
+        return false;
+    /* "c:" counter ":" scope ":" period: the longest scope and period
+     * are short and fixed, only the counter name can overflow a key. */
+    if (strlen(inc->counter) + 2 + 1 + 5 + 1 + PERIOD_KEY_LEN > INDICATORS_KEY_MAX)
+        return false;
+    if (inc->stated_period) {
+        period_kind_t from = inc->stated_kind;
+        if (from < PERIOD_DAY || from > PERIOD_YEAR || !period_key_valid(from, inc->stated_period))
+            return false;
+    }
+    size_t n = 0;
+    if (!inc->dims_only)
+        fields[n++] = "*";
+    for (size_t i = 0; i < inc->dim_count; i++) {
+        const char *dim = inc->dims[i];
+        if (!dim || !*dim)
+            continue;
+        if (strlen(dim) >= PROJ_FIELD_MAX || !strchr(dim, '='))
+            return false;
+        bool seen = false;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = strcmp(fields[j], dim) == 0;
+        if (!seen)
+            fields[n++] = dim;
+    }
+    *field_count = n;
+    return true;
+}
+
+bool projection_check(const increment_t *inc)
+{
+    const char *fields[PROJ_DIMS_MAX + 1];
+    size_t field_count;
+    return increment_fields(inc, fields, &field_count);
+}
+
+/* The scopes of an increment: the Métropole, the territory if known, the
+ * commune if known and the counter is kept per commune. */
+typedef struct {
+    const char *names[3];
+    bool commune[3];
+    size_t count;
+} scopes_t;
+
+static void scopes_of(const increment_t *inc, scopes_t *scopes)
+{
+    scopes->count = 0;
+    scopes->names[scopes->count] = SCOPE_ALL;
+    scopes->commune[scopes->count++] = false;
+    if (territory_valid(inc->territory)) {
+        scopes->names[scopes->count] = inc->territory;
+        scopes->commune[scopes->count++] = false;
+    }
+    if (commune_valid(inc->commune) && counter_per_commune(inc->counter)) {
+        scopes->names[scopes->count] = inc->commune;
+        scopes->commune[scopes->count++] = true;
+    }
+}
+
 typedef struct {
     char keys[PERIOD_KINDS + 1][PERIOD_KEY_LEN];
     bool is_day[PERIOD_KINDS + 1];
     size_t count;
 } period_set_t;
 
+/* key is a period key (at most PERIOD_KEY_LEN - 1 characters) or "all". */
 static void period_set_add(period_set_t *set, const char *key, bool is_day)
 {
-    snprintf(set->keys[set->count], PERIOD_KEY_LEN, "%s", key);
+    memcpy(set->keys[set->count], key, strlen(key) + 1);
     set->is_day[set->count] = is_day;
     set->count++;
 }
@@ -151,28 +225,32 @@ static void containing_key(period_kind_t from, const char *key, period_kind_t to
                            char out[PERIOD_KEY_LEN])
 {
     if (to == from) {
-        snprintf(out, PERIOD_KEY_LEN, "%s", key);
+        memcpy(out, key, strlen(key) + 1);
         return;
     }
     switch (to) {
     case PERIOD_MONTH: /* from a day "2026-04-01" */
-        snprintf(out, PERIOD_KEY_LEN, "%.7s", key);
+        memcpy(out, key, 7);
+        out[7] = '\0';
         break;
     case PERIOD_QUARTER: { /* from a day or a month: "2026-04..." */
         int month = (key[5] - '0') * 10 + (key[6] - '0');
-        char quarter = (char)('1' + (month - 1) / 3);
-        snprintf(out, PERIOD_KEY_LEN, "%.4s-Q%c", key, quarter);
+        memcpy(out, key, 4);
+        out[4] = '-';
+        out[5] = 'Q';
+        out[6] = (char)('1' + (month - 1) / 3);
+        out[7] = '\0';
         break;
     }
     default:
-        snprintf(out, PERIOD_KEY_LEN, "%.4s", key);
+        memcpy(out, key, 4);
+        out[4] = '\0';
         break;
     }
 }
 
-/* The periods an increment counts in, longest last ("all"). False if a
- * stated period is not a valid key of its kind. */
-static bool periods_of(const increment_t *inc, period_set_t *set)
+/* The periods of a well-formed increment, longest last ("all"). */
+static void periods_of(const increment_t *inc, period_set_t *set)
 {
     set->count = 0;
     char key[PERIOD_KEY_LEN];
@@ -187,88 +265,185 @@ static bool periods_of(const increment_t *inc, period_set_t *set)
         }
     } else {
         period_kind_t from = inc->stated_kind;
-        if (from < PERIOD_DAY || from > PERIOD_YEAR || !period_key_valid(from, inc->stated_period))
-            return false;
         for (int kind = from; kind <= PERIOD_YEAR; kind++) {
             containing_key(from, inc->stated_period, (period_kind_t)kind, key);
             period_set_add(set, key, kind == PERIOD_DAY);
         }
     }
     period_set_add(set, PERIOD_ALL, false);
+}
+
+bool projection_expand_each(const increment_t *inc, projection_key_fn *fn, void *arg)
+{
+    const char *fields[PROJ_DIMS_MAX + 1];
+    size_t field_count;
+    if (!increment_fields(inc, fields, &field_count))
+        return false;
+    if (inc->amount == 0 || field_count == 0)
+        return true;
+    period_set_t periods;
+    periods_of(inc, &periods);
+    scopes_t scopes;
+    scopes_of(inc, &scopes);
+
+    /* The layout of indicators_counter_key, "c:<counter>:<scope>:<period>",
+     * put together with memcpy: the counter part once, then each scope
+     * and period after it. increment_fields checked that it fits. */
+    char key[INDICATORS_KEY_MAX];
+    size_t counter_len = strlen(inc->counter);
+    memcpy(key, "c:", 2);
+    memcpy(key + 2, inc->counter, counter_len);
+    key[2 + counter_len] = ':';
+    char *scope_at = key + 3 + counter_len;
+    for (size_t s = 0; s < scopes.count; s++) {
+        size_t scope_len = strlen(scopes.names[s]);
+        memcpy(scope_at, scopes.names[s], scope_len);
+        scope_at[scope_len] = ':';
+        char *period_at = scope_at + scope_len + 1;
+        for (size_t p = 0; p < periods.count; p++) {
+            /* Day keys for the Métropole and territories only: by commune
+             * they would be most of the key space and few would read them. */
+            if (periods.is_day[p] && scopes.commune[s])
+                continue;
+            memcpy(period_at, periods.keys[p], strlen(periods.keys[p]) + 1);
+            if (!fn(arg, key, fields, field_count, inc->amount))
+                return false;
+        }
+    }
+    return true;
+}
+
+static bool append_triples(void *arg, const char *key, const char *const *fields,
+                           size_t field_count, int64_t amount)
+{
+    triples_t *out = arg;
+    for (size_t f = 0; f < field_count; f++)
+        if (!triples_add(out, key, fields[f], amount))
+            return false;
     return true;
 }
 
 bool projection_expand(const increment_t *inc, triples_t *out)
 {
-    if (!inc || !out || !inc->counter || !*inc->counter || inc->dim_count > PROJ_DIMS_MAX)
+    if (!out)
         return false;
-    period_set_t periods;
-    if (!periods_of(inc, &periods))
-        return false;
-
-    /* The fields: "*" and each distinct dim (a public named twice still
-     * counts once). */
-    const char *fields[PROJ_DIMS_MAX + 1];
-    size_t field_count = 0;
-    if (!inc->dims_only)
-        fields[field_count++] = "*";
-    for (size_t i = 0; i < inc->dim_count; i++) {
-        const char *dim = inc->dims[i];
-        if (!dim || !*dim)
-            continue;
-        if (strlen(dim) >= PROJ_FIELD_MAX || !strchr(dim, '='))
-            return false;
-        bool seen = false;
-        for (size_t j = 0; j < field_count && !seen; j++)
-            seen = strcmp(fields[j], dim) == 0;
-        if (!seen)
-            fields[field_count++] = dim;
-    }
-
-    const char *scopes[3];
-    bool commune_scope[3] = {false, false, false};
-    size_t scope_count = 0;
-    scopes[scope_count++] = SCOPE_ALL;
-    if (territory_valid(inc->territory))
-        scopes[scope_count++] = inc->territory;
-    if (commune_valid(inc->commune) && counter_per_commune(inc->counter)) {
-        commune_scope[scope_count] = true;
-        scopes[scope_count++] = inc->commune;
-    }
-
-    /* "c:" counter ":" scope ":" period: the longest scope and period
-     * are short and fixed, only the counter name can overflow a key. */
-    if (strlen(inc->counter) + 2 + 1 + 5 + 1 + PERIOD_KEY_LEN > INDICATORS_KEY_MAX)
-        return false;
-    if (inc->amount == 0 || field_count == 0)
-        return true;
-
     size_t start = out->count;
-    char key[INDICATORS_KEY_MAX];
-    for (size_t s = 0; s < scope_count; s++)
-        for (size_t p = 0; p < periods.count; p++) {
-            /* Day keys for the Métropole and territories only: by commune
-             * they would be most of the key space and few would read them. */
-            if (periods.is_day[p] && commune_scope[s])
-                continue;
-            indicators_counter_key(inc->counter, scopes[s], periods.keys[p], key);
-            for (size_t f = 0; f < field_count; f++)
-                if (!triples_add(out, key, fields[f], inc->amount)) {
-                    out->count = start; /* all of inc or nothing */
-                    return false;
-                }
+    if (projection_expand_each(inc, append_triples, out))
+        return true;
+    out->count = start; /* all of inc or nothing */
+    return false;
+}
+
+size_t projection_triple_count(const increment_t *inc)
+{
+    const char *fields[PROJ_DIMS_MAX + 1];
+    size_t field_count;
+    if (!increment_fields(inc, fields, &field_count) || inc->amount == 0)
+        return 0;
+    /* As periods_of and scopes_of make them, without the keys. */
+    size_t periods, days;
+    if (!inc->stated_period) {
+        days = inc->days ? 1 : 0;
+        periods = days + 3 + 1;
+    } else {
+        days = inc->stated_kind == PERIOD_DAY ? 1 : 0;
+        periods = (size_t)(PERIOD_YEAR - inc->stated_kind) + 1 + 1;
+    }
+    scopes_t scopes;
+    scopes_of(inc, &scopes);
+    size_t keys = 0;
+    for (size_t s = 0; s < scopes.count; s++)
+        keys += scopes.commune[s] ? periods - days : periods;
+    return keys * field_count;
+}
+
+/* ====================================================================== */
+/* Increments held with their text                                        */
+/* ====================================================================== */
+
+struct increments_text_t {
+    increments_text_t *next;
+    size_t used, size;
+    char data[];
+};
+
+/* Text chunks: one holds what a few events' increments name. */
+#define INCREMENTS_TEXT_CHUNK 4096
+
+void increments_init(increments_t *l)
+{
+    memset(l, 0, sizeof *l);
+}
+
+void increments_reset(increments_t *l)
+{
+    l->count = 0;
+    /* Keep one ordinary chunk, emptied: most events fit in it. */
+    increments_text_t *keep = NULL;
+    for (increments_text_t *chunk = l->text, *next; chunk; chunk = next) {
+        next = chunk->next;
+        if (!keep && chunk->size == INCREMENTS_TEXT_CHUNK) {
+            keep = chunk;
+            keep->next = NULL;
+            keep->used = 0;
+        } else {
+            free(chunk);
         }
-    return true;
+    }
+    l->text = keep;
+}
+
+void increments_free(increments_t *l)
+{
+    if (!l)
+        return;
+    increments_reset(l);
+    free(l->text);
+    free(l->items);
+    increments_init(l);
+}
+
+/* Room for len bytes in l's text, which stays put until increments_reset;
+ * NULL when out of memory. */
+static char *increments_room(increments_t *l, size_t len)
+{
+    increments_text_t *chunk = l->text;
+    if (!chunk || chunk->size - chunk->used < len) {
+        size_t size = len > INCREMENTS_TEXT_CHUNK ? len : INCREMENTS_TEXT_CHUNK;
+        chunk = malloc(sizeof *chunk + size);
+        if (!chunk)
+            return NULL;
+        chunk->used = 0;
+        chunk->size = size;
+        chunk->next = l->text;
+        l->text = chunk;
+    }
+    char *room = chunk->data + chunk->used;
+    chunk->used += len;
+    return room;
+}
+
+/* Copies s, of length len, at *at and moves *at past it; NULL stays NULL. */
+static const char *text_put(char **at, const char *s, size_t len)
+{
+    if (!s)
+        return NULL;
+    char *copy = *at;
+    memcpy(copy, s, len + 1);
+    *at += len + 1;
+    return copy;
 }
 
 /* ====================================================================== */
 /* Axis values                                                            */
 /* ====================================================================== */
 
-/* "axis=VALUE" fields of one increment, formatted into buffers of their
- * own. */
+/* The axis values of one increment, as (axis, value) pairs: count makes
+ * the "axis=VALUE" fields. The strings are borrowed (enum names, the
+ * event's data, buffers of the caller). */
 typedef struct {
-    char buf[PROJ_DIMS_MAX][PROJ_FIELD_MAX];
+    const char *axis[PROJ_DIMS_MAX];
+    const char *value[PROJ_DIMS_MAX];
     size_t count;
 } dims_t;
 
@@ -278,8 +453,25 @@ static void dims_add(dims_t *d, const char *axis, const char *value)
 {
     if (!value || !*value || d->count >= PROJ_DIMS_MAX)
         return;
-    snprintf(d->buf[d->count], PROJ_FIELD_MAX, "%s=%s", axis, value);
+    d->axis[d->count] = axis;
+    d->value[d->count] = value;
     d->count++;
+}
+
+/* "axis=value" into out, cut to the buffer as snprintf would cut it (the
+ * values counted here are enum names and checked tokens, far shorter). By
+ * hand: this runs for every axis value of every event a rebuild reads. */
+static void field_format(const char *axis, const char *value, char out[PROJ_FIELD_MAX])
+{
+    size_t axis_len = strlen(axis), value_len = strlen(value);
+    if (axis_len > PROJ_FIELD_MAX - 2)
+        axis_len = PROJ_FIELD_MAX - 2;
+    if (value_len > PROJ_FIELD_MAX - 2 - axis_len)
+        value_len = PROJ_FIELD_MAX - 2 - axis_len;
+    memcpy(out, axis, axis_len);
+    out[axis_len] = '=';
+    memcpy(out + axis_len + 1, value, value_len);
+    out[axis_len + 1 + value_len] = '\0';
 }
 
 /* The axis value of an enum: its name without the enum's prefix
@@ -356,27 +548,47 @@ static bool blank(const char *s)
     return !s || !*s;
 }
 
-/* Days from 1970-01-01 to d (proleptic Gregorian), for differences of
- * dates. */
-static int64_t civil_days(date_t d)
+/* A year's period key "2026" (year_valid years). */
+static void year_key_of(uint32_t year, char out[PERIOD_KEY_LEN])
 {
-    int64_t y = d.year - (d.month <= 2);
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t mp = (d.month + 9) % 12;
-    int64_t doy = (153 * mp + 2) / 5 + d.day - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
+    for (int i = 3; i >= 0; i--) {
+        out[i] = (char)('0' + year % 10u);
+        year /= 10u;
+    }
+    out[4] = '\0';
+}
+
+/* n >= 0 in decimal, into out (room for any int64_t). */
+static void decimal_of(int64_t n, char out[24])
+{
+    char digits[24];
+    size_t len = 0;
+    uint64_t v = (uint64_t)n;
+    do {
+        digits[len++] = (char)('0' + v % 10u);
+        v /= 10u;
+    } while (v);
+    for (size_t i = 0; i < len; i++)
+        out[i] = digits[len - 1 - i];
+    out[len] = '\0';
 }
 
 /* ====================================================================== */
 /* Counting one event                                                     */
 /* ====================================================================== */
 
-/* Where and when one event's increments count. */
+/* Where an event's adds go (projection_count_each). */
+typedef struct {
+    projection_add_fn *fn;
+    void *arg;
+} adds_t;
+
+/* Where and when one event's increments count: its adds, handed out as
+ * increments, or a replacement's triples. */
 typedef struct {
     const Passerelle__Event *event;
-    triples_t *into; /* the adds, or a replacement's triples */
+    const adds_t *adds; /* or NULL, and: */
+    triples_t *into;    /* a replacement's triples */
     int64_t at_ms;
     const char *territory;
     const char *commune;
@@ -384,9 +596,50 @@ typedef struct {
     period_kind_t stated_kind;
 } counting_t;
 
+/* projection_count's sink: appends a copy of inc to the list arg, its
+ * strings copied into the list's text in one piece (its counter, a static
+ * string, is not). False when out of memory (nothing appended). */
+static bool increments_add(void *arg, const increment_t *inc)
+{
+    increments_t *l = arg;
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        increment_t *items = realloc(l->items, cap * sizeof *items);
+        if (!items)
+            return false;
+        l->items = items;
+        l->cap = cap;
+    }
+    size_t territory_len = inc->territory ? strlen(inc->territory) : 0;
+    size_t commune_len = inc->commune ? strlen(inc->commune) : 0;
+    size_t stated_len = inc->stated_period ? strlen(inc->stated_period) : 0;
+    size_t dim_len[PROJ_DIMS_MAX];
+    size_t total = territory_len + commune_len + stated_len + 3;
+    for (size_t i = 0; i < inc->dim_count; i++) {
+        dim_len[i] = inc->dims[i] ? strlen(inc->dims[i]) : 0;
+        total += dim_len[i] + 1;
+    }
+    char *at = increments_room(l, total);
+    if (!at)
+        return false;
+    increment_t *copy = &l->items[l->count];
+    *copy = *inc;
+    copy->territory = text_put(&at, inc->territory, territory_len);
+    copy->commune = text_put(&at, inc->commune, commune_len);
+    copy->stated_period = text_put(&at, inc->stated_period, stated_len);
+    for (size_t i = 0; i < inc->dim_count; i++)
+        copy->dims[i] = text_put(&at, inc->dims[i], dim_len[i]);
+    l->count++;
+    return true;
+}
+
 static bool count(const counting_t *c, const char *counter, int64_t amount, const dims_t *d,
                   bool dims_only)
 {
+    /* An add that moves no field (no amount, or only dims and none) is
+     * left out here: a tally would only hold it. */
+    if (c->adds && (amount == 0 || (dims_only && (!d || d->count == 0))))
+        return true;
     increment_t inc = {
         .counter = counter,
         .territory = c->territory,
@@ -398,9 +651,12 @@ static bool count(const counting_t *c, const char *counter, int64_t amount, cons
         .days = c->stated == NULL,
         .dims_only = dims_only,
     };
-    for (size_t i = 0; d && i < d->count; i++)
-        inc.dims[inc.dim_count++] = d->buf[i];
-    if (projection_expand(&inc, c->into))
+    char fields[PROJ_DIMS_MAX][PROJ_FIELD_MAX];
+    for (size_t i = 0; d && i < d->count; i++) {
+        field_format(d->axis[i], d->value[i], fields[i]);
+        inc.dims[inc.dim_count++] = fields[i];
+    }
+    if (c->adds ? c->adds->fn(c->adds->arg, &inc) : projection_expand(&inc, c->into))
         return true;
     /* Every value was checked before it got here, so a refusal is memory
      * running out - or a mistake here, which the log names. */
@@ -432,15 +688,16 @@ static void warn_event(const Passerelle__Event *event, const char *msg)
  * replacements. counter is the type's own counter from the table below.
  * False only when out of memory. */
 typedef bool(project_fn)(const Passerelle__Event *event, const ProtobufCMessage *data,
-                         const char *counter, int64_t at_ms, projection_t *out);
+                         const char *counter, int64_t at_ms, const adds_t *adds, projection_t *out);
 
 /* --- the reservations stream ------------------------------------------- */
 
 static bool project_unit(const Passerelle__Event *event, const ProtobufCMessage *data,
-                         const char *counter, int64_t at_ms, projection_t *out)
+                         const char *counter, int64_t at_ms, const adds_t *adds, projection_t *out)
 {
+    (void)out;
     const Passerelle__Unit *unit = (const Passerelle__Unit *)data;
-    counting_t c = {event, &out->adds, at_ms, unit->territory, unit->commune_insee, NULL, 0};
+    counting_t c = {event, adds, NULL, at_ms, unit->territory, unit->commune_insee, NULL, 0};
     dims_t d = {.count = 0};
     dims_add(&d, "stock",
              enum_axis_value(&passerelle__stock__descriptor, unit->has_stock, (int)unit->stock,
@@ -456,17 +713,19 @@ static int64_t delay_to_sign_days(const Passerelle__Convention *conv)
     if (!conv->envisaged_on || !conv->signed_on || !date_parse(conv->envisaged_on, &envisaged) ||
         !date_parse(conv->signed_on, &signed_on))
         return -1;
-    int64_t days = civil_days(signed_on) - civil_days(envisaged);
+    int64_t days = date_to_days(signed_on) - date_to_days(envisaged);
     return days >= 0 ? days : -1;
 }
 
 static bool project_convention(const Passerelle__Event *event, const ProtobufCMessage *data,
-                               const char *counter, int64_t at_ms, projection_t *out)
+                               const char *counter, int64_t at_ms, const adds_t *adds,
+                               projection_t *out)
 {
+    (void)out;
     const Passerelle__Convention *conv = (const Passerelle__Convention *)data;
     const Passerelle__Unit *unit = conv->unit;
     counting_t c = {
-        event, &out->adds, at_ms, unit ? unit->territory : NULL, unit ? unit->commune_insee : NULL,
+        event, adds, NULL, at_ms, unit ? unit->territory : NULL, unit ? unit->commune_insee : NULL,
         NULL,  0};
     dims_t d = {.count = 0};
     dims_add(&d, "level",
@@ -486,7 +745,7 @@ static bool project_convention(const Passerelle__Event *event, const ProtobufCMe
         }
         dims_t delay = {.count = 0};
         char value[24];
-        snprintf(value, sizeof value, "%" PRId64, days);
+        decimal_of(days, value);
         dims_add(&delay, "v", value);
         return count(&c, "conventions.delay_to_sign", 1, &delay, false);
     }
@@ -498,7 +757,7 @@ static bool project_convention(const Passerelle__Event *event, const ProtobufCMe
 /* Units reserved for Action Logement: what the reservations service's
  * progress counts (progress.c), so the two agree. */
 static bool count_al_units(const Passerelle__Event *event, const Passerelle__Reservation *r,
-                           const char *territory, int sign, projection_t *out)
+                           const char *territory, int sign, const adds_t *adds)
 {
     bool for_al = !r->has_reservataire ||
                   r->reservataire == PASSERELLE__RESERVATAIRE__RESERVATAIRE_UNSPECIFIED ||
@@ -517,8 +776,8 @@ static bool count_al_units(const Passerelle__Event *event, const Passerelle__Res
     int64_t units = stock ? 1 : (int64_t)r->units;
 
     char year_key[PERIOD_KEY_LEN];
-    snprintf(year_key, sizeof year_key, "%04u", (unsigned)(year % 10000u));
-    counting_t c = {event, &out->adds, 0, territory, NULL, year_key, PERIOD_YEAR};
+    year_key_of(year, year_key);
+    counting_t c = {event, adds, NULL, 0, territory, NULL, year_key, PERIOD_YEAR};
     dims_t d = {.count = 0};
     if (token_valid(r->programme_id, TOKEN_MAX))
         dims_add(&d, "programme", r->programme_id);
@@ -529,15 +788,17 @@ static bool count_al_units(const Passerelle__Event *event, const Passerelle__Res
 }
 
 static bool project_reservation(const Passerelle__Event *event, const ProtobufCMessage *data,
-                                const char *counter, int64_t at_ms, projection_t *out)
+                                const char *counter, int64_t at_ms, const adds_t *adds,
+                                projection_t *out)
 {
+    (void)out;
     const Passerelle__Reservation *r = (const Passerelle__Reservation *)data;
     bool stock = r->has_mode && r->mode == PASSERELLE__RESERVATION_MODE__MODE_STOCK;
     const char *territory = !blank(r->territory) ? r->territory
                             : r->unit            ? r->unit->territory
                                                  : NULL;
     const char *commune = stock && r->unit ? r->unit->commune_insee : NULL;
-    counting_t c = {event, &out->adds, at_ms, territory, commune, NULL, 0};
+    counting_t c = {event, adds, NULL, at_ms, territory, commune, NULL, 0};
 
     const char *mode = enum_axis_value(&passerelle__reservation_mode__descriptor, r->has_mode,
                                        (int)r->mode, "MODE_");
@@ -556,15 +817,17 @@ static bool project_reservation(const Passerelle__Event *event, const ProtobufCM
         return false;
     /* A released reservation was used: it stays achieved. */
     if (created)
-        return count_al_units(event, r, territory, 1, out);
+        return count_al_units(event, r, territory, 1, adds);
     if (strcmp(event->type, "reservation.cancelled") == 0)
-        return count_al_units(event, r, territory, -1, out);
+        return count_al_units(event, r, territory, -1, adds);
     return true;
 }
 
 static bool project_objective(const Passerelle__Event *event, const ProtobufCMessage *data,
-                              const char *counter, int64_t at_ms, projection_t *out)
+                              const char *counter, int64_t at_ms, const adds_t *adds,
+                              projection_t *out)
 {
+    (void)adds;
     (void)at_ms;
     const Passerelle__Objective *o = (const Passerelle__Objective *)data;
     /* Objectives per level or financing are parts of the total, and
@@ -579,12 +842,12 @@ static bool project_objective(const Passerelle__Event *event, const ProtobufCMes
         return true;
     }
     char identity[PROJ_IDENTITY_MAX], year_key[PERIOD_KEY_LEN];
-    snprintf(year_key, sizeof year_key, "%04u", (unsigned)(year % 10000u));
+    year_key_of(year, year_key);
     snprintf(identity, sizeof identity, "objective:%s:%s", o->programme_id, year_key);
     replacement_t *r = replacement_new(out, identity, o->has_version ? o->version : 0);
     if (!r)
         return false;
-    counting_t c = {event, &r->triples, 0, o->territory, NULL, year_key, PERIOD_YEAR};
+    counting_t c = {event, NULL, &r->triples, 0, o->territory, NULL, year_key, PERIOD_YEAR};
     dims_t d = {.count = 0};
     dims_add(&d, "programme", o->programme_id);
     return count(&c, counter, o->has_units ? o->units : 0, &d, false);
@@ -597,10 +860,12 @@ static void dims_add_publics(dims_t *d, const Passerelle__Proposal *p)
 }
 
 static bool project_proposal(const Passerelle__Event *event, const ProtobufCMessage *data,
-                             const char *counter, int64_t at_ms, projection_t *out)
+                             const char *counter, int64_t at_ms, const adds_t *adds,
+                             projection_t *out)
 {
+    (void)out;
     const Passerelle__Proposal *p = (const Passerelle__Proposal *)data;
-    counting_t c = {event, &out->adds, at_ms, p->territory, NULL, NULL, 0};
+    counting_t c = {event, adds, NULL, at_ms, p->territory, NULL, NULL, 0};
     dims_t d = {.count = 0};
     dims_add_publics(&d, p);
     if (p->has_eligible)
@@ -615,10 +880,12 @@ static bool project_proposal(const Passerelle__Event *event, const ProtobufCMess
 }
 
 static bool project_attribution(const Passerelle__Event *event, const ProtobufCMessage *data,
-                                const char *counter, int64_t at_ms, projection_t *out)
+                                const char *counter, int64_t at_ms, const adds_t *adds,
+                                projection_t *out)
 {
+    (void)out;
     const Passerelle__Proposal *p = (const Passerelle__Proposal *)data;
-    counting_t c = {event, &out->adds, at_ms, p->territory, NULL, NULL, 0};
+    counting_t c = {event, adds, NULL, at_ms, p->territory, NULL, NULL, 0};
     dims_t publics = {.count = 0};
     dims_add_publics(&publics, p);
     dims_t d = publics;
@@ -635,14 +902,18 @@ static bool project_attribution(const Passerelle__Event *event, const ProtobufCM
 /* --- the document store's stream --------------------------------------- */
 
 static bool project_document(const Passerelle__Event *event, const ProtobufCMessage *data,
-                             const char *counter, int64_t at_ms, projection_t *out)
+                             const char *counter, int64_t at_ms, const adds_t *adds,
+                             projection_t *out)
 {
+    (void)out;
     const Passerelle__Document *doc = (const Passerelle__Document *)data;
     /* No territory: a document of the whole Métropole, counted there only. */
-    counting_t c = {event, &out->adds, at_ms, doc->territory, NULL, NULL, 0};
+    counting_t c = {event, adds, NULL, at_ms, doc->territory, NULL, NULL, 0};
     dims_t d = {.count = 0};
+    /* Borrowed by d until counted. */
+    char theme[2] = {'\0', '\0'};
     if (doc->has_theme && doc->theme >= 1 && doc->theme <= 3) {
-        char theme[2] = {(char)('0' + doc->theme), '\0'};
+        theme[0] = (char)('0' + doc->theme);
         dims_add(&d, "theme", theme);
     }
     dims_add(&d, "kind",
@@ -654,8 +925,10 @@ static bool project_document(const Passerelle__Event *event, const ProtobufCMess
 /* --- this service's own stream ----------------------------------------- */
 
 static bool project_economic_project(const Passerelle__Event *event, const ProtobufCMessage *data,
-                                     const char *counter, int64_t at_ms, projection_t *out)
+                                     const char *counter, int64_t at_ms, const adds_t *adds,
+                                     projection_t *out)
 {
+    (void)adds;
     (void)counter;
     (void)at_ms;
     const Passerelle__EconomicProject *project = (const Passerelle__EconomicProject *)data;
@@ -684,9 +957,10 @@ static bool project_economic_project(const Passerelle__Event *event, const Proto
         return true;
     }
     char year_key[PERIOD_KEY_LEN];
-    snprintf(year_key, sizeof year_key, "%04u", (unsigned)(year % 10000u));
-    counting_t c = {event,    &r->triples, 0, project->territory, project->commune_insee,
-                    year_key, PERIOD_YEAR};
+    year_key_of(year, year_key);
+    counting_t c = {
+        event,    NULL,       &r->triples, 0, project->territory, project->commune_insee,
+        year_key, PERIOD_YEAR};
 
     /* Unspecified is a prospect, as in requests. */
     const char *status_value =
@@ -761,8 +1035,10 @@ static bool count_demand_row(const counting_t *c, const Passerelle__DemandRow *r
 }
 
 static bool project_demand(const Passerelle__Event *event, const ProtobufCMessage *data,
-                           const char *counter, int64_t at_ms, projection_t *out)
+                           const char *counter, int64_t at_ms, const adds_t *adds,
+                           projection_t *out)
 {
+    (void)adds;
     (void)counter;
     (void)at_ms;
     const Passerelle__DemandPeriod *period = (const Passerelle__DemandPeriod *)data;
@@ -787,12 +1063,213 @@ static bool project_demand(const Passerelle__Event *event, const ProtobufCMessag
             warn_event(event, "projection: a demand row of another period, left out");
             continue;
         }
-        counting_t c = {event, &r->triples, 0, row->territory, NULL, period->period, kind};
+        counting_t c = {event, NULL, &r->triples, 0, row->territory, NULL, period->period, kind};
         if (!count_demand_row(&c, row))
             return false;
     }
     triples_merge(&r->triples);
     return true;
+}
+
+/* ====================================================================== */
+/* Reading messages off the wire                                          */
+/* ====================================================================== */
+
+/* A varint of at most max bytes at *i; false if it runs past len or is
+ * longer (protobuf-c's own limits: 5 bytes for tags and lengths, 10 for
+ * values). */
+static bool wire_varint(const uint8_t *p, size_t len, size_t *i, int max, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int k = 0; k < max && *i < len; k++) {
+        uint8_t b = p[(*i)++];
+        v |= (uint64_t)(b & 0x7f) << (7 * k);
+        if (!(b & 0x80)) {
+            *out = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* What message_read makes of a message. */
+typedef enum {
+    READ_DONE,
+    READ_OTHER, /* not a message it reads: protobuf-c decides */
+    READ_NO_MEMORY,
+} read_outcome_t;
+
+/* A scalar field's value from the wire into member, as protobuf-c stores
+ * it (parse_required_member). READ_OTHER when the wire type is not the
+ * field's (protobuf-c refuses the message; a bool it reads from any). */
+static read_outcome_t read_scalar(const ProtobufCFieldDescriptor *f, unsigned wire,
+                                  const uint8_t *p, size_t len, size_t *i, void *member)
+{
+    if (wire == 0) {
+        size_t start = *i;
+        uint64_t v;
+        if (!wire_varint(p, len, i, 10, &v))
+            return READ_OTHER;
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_INT32:
+        case PROTOBUF_C_TYPE_UINT32:
+        case PROTOBUF_C_TYPE_ENUM:
+            *(uint32_t *)member = (uint32_t)v; /* the low 32 bits */
+            return READ_DONE;
+        case PROTOBUF_C_TYPE_SINT32: {
+            uint32_t u = (uint32_t)v;
+            *(int32_t *)member = (int32_t)(u >> 1) ^ -(int32_t)(u & 1);
+            return READ_DONE;
+        }
+        case PROTOBUF_C_TYPE_INT64:
+        case PROTOBUF_C_TYPE_UINT64:
+            *(uint64_t *)member = v;
+            return READ_DONE;
+        case PROTOBUF_C_TYPE_SINT64:
+            *(int64_t *)member = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+            return READ_DONE;
+        case PROTOBUF_C_TYPE_BOOL: {
+            /* True if any bit is set, even past the 64th. */
+            protobuf_c_boolean set = 0;
+            for (size_t k = start; k < *i; k++)
+                set = set || (p[k] & 0x7f);
+            *(protobuf_c_boolean *)member = set;
+            return READ_DONE;
+        }
+        default:
+            return READ_OTHER;
+        }
+    }
+    size_t width = wire == 5 ? 4 : wire == 1 ? 8 : 0;
+    bool fits =
+        (wire == 5 && (f->type == PROTOBUF_C_TYPE_FIXED32 || f->type == PROTOBUF_C_TYPE_SFIXED32 ||
+                       f->type == PROTOBUF_C_TYPE_FLOAT)) ||
+        (wire == 1 && (f->type == PROTOBUF_C_TYPE_FIXED64 || f->type == PROTOBUF_C_TYPE_SFIXED64 ||
+                       f->type == PROTOBUF_C_TYPE_DOUBLE));
+    if (!fits || len - *i < width)
+        return READ_OTHER;
+    memcpy(member, p + *i, width); /* little-endian, as on the wire */
+    *i += width;
+    return READ_DONE;
+}
+
+/* Reads a message of desc off the wire into *out, allocated in the arena,
+ * as protobuf-c's unpack would: optional fields (not of a oneof) of any
+ * scalar type, strings (copied into the arena), bytes (left in packed),
+ * messages given once, read the same way; fields this build does not know
+ * are skipped (protobuf-c keeps them aside, which counting never reads).
+ * Anything else is READ_OTHER: a repeated or required field, a message
+ * field given twice (protobuf-c merges them), a wire type that is not the
+ * field's, a group, a field number or length out of the usual, a message
+ * cut short. */
+static read_outcome_t message_read(const ProtobufCMessageDescriptor *desc, const uint8_t *packed,
+                                   size_t len, ProtobufCAllocator *allocator,
+                                   ProtobufCMessage **out)
+{
+    if (!desc->message_init)
+        return READ_OTHER;
+    ProtobufCMessage *msg = allocator->alloc(allocator->allocator_data, desc->sizeof_message);
+    if (!msg)
+        return READ_NO_MEMORY;
+    desc->message_init(msg);
+    size_t i = 0;
+    while (i < len) {
+        uint64_t tag, n;
+        if (!wire_varint(packed, len, &i, 5, &tag) || tag >> 3 == 0 || tag >> 3 > 0x1fffffff)
+            return READ_OTHER;
+        unsigned wire = (unsigned)(tag & 7), number = (unsigned)(tag >> 3);
+        if (wire == 3 || wire == 4 || wire > 5)
+            return READ_OTHER;
+        /* Fields are mostly numbered from 1 in order: found by index,
+         * others looked up. */
+        const ProtobufCFieldDescriptor *f =
+            number <= desc->n_fields && desc->fields[number - 1].id == number
+                ? &desc->fields[number - 1]
+                : protobuf_c_message_descriptor_get_field(desc, number);
+        if (f &&
+            (f->label != PROTOBUF_C_LABEL_OPTIONAL || (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)))
+            return READ_OTHER;
+        void *member = f ? (char *)msg + f->offset : NULL;
+        if (wire != 2) {
+            if (f) {
+                read_outcome_t scalar = read_scalar(f, wire, packed, len, &i, member);
+                if (scalar != READ_DONE)
+                    return scalar;
+                if (f->quantifier_offset)
+                    *(protobuf_c_boolean *)((char *)msg + f->quantifier_offset) = 1;
+            } else if (wire == 0) {
+                if (!wire_varint(packed, len, &i, 10, &n))
+                    return READ_OTHER;
+            } else {
+                size_t width = wire == 1 ? 8 : 4;
+                if (len - i < width)
+                    return READ_OTHER;
+                i += width;
+            }
+            continue;
+        }
+        if (!wire_varint(packed, len, &i, 5, &n) || n > INT32_MAX || n > len - i)
+            return READ_OTHER;
+        if (!f) {
+            i += (size_t)n;
+            continue;
+        }
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_STRING: {
+            char *text = allocator->alloc(allocator->allocator_data, (size_t)n + 1);
+            if (!text)
+                return READ_NO_MEMORY;
+            memcpy(text, packed + i, (size_t)n);
+            text[n] = '\0';
+            *(char **)member = text;
+            break;
+        }
+        case PROTOBUF_C_TYPE_BYTES: {
+            ProtobufCBinaryData *bytes = member;
+            bytes->data = n ? (uint8_t *)(packed + i) : NULL;
+            bytes->len = (size_t)n;
+            break;
+        }
+        case PROTOBUF_C_TYPE_MESSAGE: {
+            ProtobufCMessage **sub = member;
+            if (*sub && *sub != f->default_value)
+                return READ_OTHER;
+            read_outcome_t inner =
+                message_read(f->descriptor, packed + i, (size_t)n, allocator, sub);
+            if (inner != READ_DONE)
+                return inner;
+            break;
+        }
+        default:
+            return READ_OTHER; /* a packed scalar: only repeated fields are */
+        }
+        if (f->quantifier_offset)
+            *(protobuf_c_boolean *)((char *)msg + f->quantifier_offset) = 1;
+        i += (size_t)n;
+    }
+    *out = msg;
+    return READ_DONE;
+}
+
+/* The messages as the services write them (projection.h): read here,
+ * field by field, with the rules of protobuf-c's own decoder, so that
+ * what it takes it reads the same; at the first thing it does not take,
+ * the decoder starts again and decides. */
+ProtobufCMessage *projection_message_read(const ProtobufCMessageDescriptor *desc,
+                                          const uint8_t *packed, size_t len,
+                                          ProtobufCAllocator *allocator)
+{
+    if (!allocator)
+        return protobuf_c_message_unpack(desc, NULL, len, packed);
+    ProtobufCMessage *msg = NULL;
+    switch (message_read(desc, packed, len, allocator, &msg)) {
+    case READ_DONE:
+        return msg;
+    case READ_NO_MEMORY:
+        return NULL;
+    default:
+        return protobuf_c_message_unpack(desc, allocator, len, packed);
+    }
 }
 
 /* ====================================================================== */
@@ -860,7 +1337,8 @@ void projection_free(projection_t *p)
     projection_init(p);
 }
 
-bool projection_of(const Passerelle__Event *event, projection_t *out)
+bool projection_count_each(const Passerelle__Event *event, ProtobufCAllocator *allocator,
+                           projection_add_fn *add, void *arg, projection_t *out)
 {
     projection_init(out);
     if (!event || !event->type)
@@ -885,15 +1363,42 @@ bool projection_of(const Passerelle__Event *event, projection_t *out)
         warn_event(event, "projection: event time does not parse");
         return true;
     }
-    ProtobufCMessage *data =
-        protobuf_c_message_unpack(schema, NULL, event->has_data ? event->data.len : 0,
-                                  event->has_data ? event->data.data : NULL);
+    size_t data_len = event->has_data ? event->data.len : 0;
+    const uint8_t *data_bytes = event->has_data ? event->data.data : NULL;
+    ProtobufCMessage *data = allocator
+                                 ? projection_message_read(schema, data_bytes, data_len, allocator)
+                                 : protobuf_c_message_unpack(schema, NULL, data_len, data_bytes);
     if (!data) {
         warn_event(event, "projection: event data does not decode");
         return true;
     }
-    bool ok = event_types[i].project(event, data, event_types[i].counter, at_ms, out);
-    protobuf_c_message_free_unpacked(data, NULL);
+    adds_t adds = {add, arg};
+    bool ok = event_types[i].project(event, data, event_types[i].counter, at_ms, &adds, out);
+    if (!allocator)
+        protobuf_c_message_free_unpacked(data, NULL);
+    if (!ok)
+        projection_free(out);
+    return ok;
+}
+
+bool projection_count(const Passerelle__Event *event, ProtobufCAllocator *allocator,
+                      increments_t *adds, projection_t *out)
+{
+    size_t before = adds->count;
+    if (projection_count_each(event, allocator, increments_add, adds, out))
+        return true;
+    adds->count = before;
+    return false;
+}
+
+bool projection_of(const Passerelle__Event *event, projection_t *out)
+{
+    increments_t adds;
+    increments_init(&adds);
+    bool ok = projection_count(event, NULL, &adds, out);
+    for (size_t i = 0; ok && i < adds.count; i++)
+        ok = projection_expand(&adds.items[i], &out->adds);
+    increments_free(&adds);
     if (!ok)
         projection_free(out);
     return ok;

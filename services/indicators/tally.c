@@ -1,7 +1,8 @@
 /* Counts gathered in memory (tally.h).
  *
- * A rebuild pushes a hundred or so triples per event through here, a
- * million events in a row, so this is built for that. Counter keys live
+ * A rebuild pushes a million events' increments through here in a row,
+ * and expands the distinct ones into tens of thousands of sums, so this
+ * is built for that. Counter keys live
  * in an open-addressing table whose slots hold the hash next to the entry,
  * so a probe rarely leaves the slot array; a key's fields are chained to
  * it and, while they are few (most keys have "*" and a few axis values),
@@ -14,10 +15,21 @@
  * costs a few frees. tally_each hands out the fields of one key one after
  * the other (the rebuild writes a key's fields in one command).
  *
+ * Increments come before all that: an increment table keyed by the
+ * increment packed into bytes (inc_pack), its Europe/Paris day standing
+ * for its instant, holds the sum of their amounts. Expanding is linear in
+ * the amount, so each distinct increment is expanded once, into the sums
+ * above, when they are asked for (tally_expand): a rebuild's events share
+ * their counter, territory, axis values and day by the thousand (a
+ * million events of two years are some twenty thousand increments), and
+ * expanding each event on its own would cost dozens of sums per event.
+ *
  * Replacements are few (one per record counted: objectives, projects,
  * demand periods) and kept in a table of their own, each a deep copy of
  * the newest version seen. */
 #include "tally.h"
+
+#include "periods.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +79,21 @@ typedef struct chunk_t {
     char data[];
 } chunk_t;
 
+/* A distinct increment: its packed form and the sum of the amounts. */
+typedef struct {
+    int64_t amount;
+    size_t len;
+    unsigned char packed[];
+} inc_entry_t;
+
 struct tally_t {
     chunk_t *chunks;        /* the current chunk first */
+    table_t increments;     /* inc_entry_t */
+    size_t increment_bound; /* the triples the increments held expand to */
+    /* The last instant added and its day: an event's increments, and
+     * often the next event's, share them. */
+    bool day_known;
+    int64_t day_of_ms, day;
     table_t keys;           /* key_entry_t */
     table_t fields;         /* field_entry_t */
     key_entry_t **key_list; /* every key, in insertion order, for tally_each */
@@ -79,14 +104,12 @@ struct tally_t {
 
 /* ======================== hashing ====================================== */
 
-/* A multiply-xor hash over 8-byte words (the strings are short, their
- * length known after one strlen), finished so that the low bits (the
- * table index) depend on every byte. Never 0. Writes the length of s
- * into *len. */
-static uint64_t hash_str(const char *s, size_t *len)
+/* A multiply-xor hash over 8-byte words (the strings are short),
+ * finished so that the low bits (the table index) depend on every byte.
+ * Never 0. */
+static uint64_t hash_bytes(const void *bytes, size_t n)
 {
-    size_t n = strlen(s);
-    *len = n;
+    const unsigned char *s = bytes;
     uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0xFF51AFD7ED558CCDULL);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -104,6 +127,13 @@ static uint64_t hash_str(const char *s, size_t *len)
     h *= 0x9E3779B97F4A7C15ULL;
     h ^= h >> 29;
     return h ? h : 1;
+}
+
+/* hash_bytes of the string s; writes its length into *len. */
+static uint64_t hash_str(const char *s, size_t *len)
+{
+    *len = strlen(s);
+    return hash_bytes(s, *len);
 }
 
 /* The hash of a (key, field) pair from the key entry's address and the
@@ -204,7 +234,7 @@ tally_t *tally_new(void)
     tally_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
-    if (!table_init(&self->keys) || !table_init(&self->fields) ||
+    if (!table_init(&self->increments) || !table_init(&self->keys) || !table_init(&self->fields) ||
         !table_init(&self->replacements)) {
         tally_destroy(&self);
         return NULL;
@@ -240,6 +270,7 @@ void tally_destroy(tally_t **self_p)
         free(chunk);
         chunk = next;
     }
+    free(self->increments.slots);
     free(self->keys.slots);
     free(self->fields.slots);
     free(self->replacements.slots);
@@ -250,6 +281,8 @@ void tally_destroy(tally_t **self_p)
 
 void tally_clear(tally_t *self)
 {
+    table_empty(&self->increments);
+    self->increment_bound = 0;
     table_empty(&self->keys);
     table_empty(&self->fields);
     replacements_clear(self);
@@ -364,17 +397,202 @@ bool tally_add(tally_t *self, const char *key, const char *field, int64_t delta)
 
 size_t tally_size(const tally_t *self)
 {
-    return self->field_count;
+    return self->field_count + self->increment_bound;
 }
 
-void tally_each(const tally_t *self, tally_fn *fn, void *arg)
+bool tally_each(tally_t *self, tally_fn *fn, void *arg)
 {
+    if (!tally_expand(self))
+        return false;
     for (size_t i = 0; i < self->keys.count; i++) {
         const key_entry_t *k = self->key_list[i];
         for (const field_entry_t *f = k->fields; f; f = f->next_in_key)
             if (f->sum != 0)
                 fn(arg, k->key, f->field, f->sum);
     }
+    return true;
+}
+
+/* ======================== increments =================================== */
+
+/* The packed form of an increment, all of it but the amount:
+ *   [flags][stated kind][dim count][day, 8 bytes]
+ *   counter \0 territory \0 commune \0 stated period \0 dim \0 ...
+ * (a NULL string packed as ""; projection_expand takes NULL and "" alike).
+ * An instant is packed as its Europe/Paris day, all that its periods are
+ * read from, so the increments of one day sum into one. */
+#define PACK_HEAD   11
+#define PACK_DAYS   1
+#define PACK_PARTS  2
+#define PACK_STATED 4
+#define PACK_INLINE 1024
+#define DAY_MS      86400000LL
+
+static void inc_strings(const increment_t *inc, const char *out[4])
+{
+    out[0] = inc->counter;
+    out[1] = inc->territory ? inc->territory : "";
+    out[2] = inc->commune ? inc->commune : "";
+    out[3] = inc->stated_period ? inc->stated_period : "";
+}
+
+/* Appends s and its NUL at *used, if it fits in cap. */
+static void pack_string(unsigned char *out, size_t cap, size_t *used, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    if (*used + n <= cap)
+        memcpy(out + *used, s, n);
+    *used += n;
+}
+
+/* Packs inc into out if it fits in cap; returns the packed length either
+ * way (the caller packs again into a bigger buffer when it did not fit). */
+static size_t inc_pack(const increment_t *inc, int64_t day, unsigned char *out, size_t cap)
+{
+    size_t used = PACK_HEAD;
+    if (cap >= PACK_HEAD) {
+        out[0] = (unsigned char)((inc->days ? PACK_DAYS : 0) | (inc->dims_only ? PACK_PARTS : 0) |
+                                 (inc->stated_period ? PACK_STATED : 0));
+        out[1] = (unsigned char)inc->stated_kind;
+        out[2] = (unsigned char)inc->dim_count;
+        memcpy(out + 3, &day, sizeof day);
+    }
+    const char *strings[4];
+    inc_strings(inc, strings);
+    for (size_t i = 0; i < 4; i++)
+        pack_string(out, cap, &used, strings[i]);
+    for (size_t i = 0; i < inc->dim_count; i++)
+        pack_string(out, cap, &used, inc->dims[i] ? inc->dims[i] : "");
+    return used;
+}
+
+/* The increment e holds, its strings pointing into e. Its instant is noon
+ * UTC of its day, which is 13:00 or 14:00 of the same day in Paris. */
+static void inc_unpack(const inc_entry_t *e, increment_t *inc)
+{
+    memset(inc, 0, sizeof *inc);
+    const unsigned char *p = e->packed;
+    inc->days = p[0] & PACK_DAYS;
+    inc->dims_only = p[0] & PACK_PARTS;
+    inc->stated_kind = (period_kind_t)p[1];
+    inc->dim_count = p[2];
+    int64_t day;
+    memcpy(&day, p + 3, sizeof day);
+    inc->at_ms = day * DAY_MS + DAY_MS / 2;
+    const char *at = (const char *)p + PACK_HEAD;
+    const char *strings[4];
+    for (size_t i = 0; i < 4; i++) {
+        strings[i] = at;
+        at += strlen(at) + 1;
+    }
+    inc->counter = strings[0];
+    inc->territory = strings[1];
+    inc->commune = strings[2];
+    inc->stated_period = p[0] & PACK_STATED ? strings[3] : NULL;
+    for (size_t i = 0; i < inc->dim_count; i++) {
+        inc->dims[i] = at;
+        at += strlen(at) + 1;
+    }
+    inc->amount = e->amount;
+}
+
+/* Adds inc's amount to its entry, made if new. Only a new entry is
+ * checked in full: an equal packed form means equal strings, so an
+ * increment that matches one held is as well formed as it (what packing
+ * would cut short is checked here). */
+static bool increment_add(tally_t *self, const increment_t *inc, int64_t day)
+{
+    if (!inc->counter || inc->dim_count > PROJ_DIMS_MAX ||
+        (inc->stated_period && (inc->stated_kind < PERIOD_DAY || inc->stated_kind > PERIOD_YEAR)))
+        return false;
+    unsigned char inline_buf[PACK_INLINE];
+    unsigned char *packed = inline_buf;
+    size_t len = inc_pack(inc, day, inline_buf, sizeof inline_buf);
+    if (len > sizeof inline_buf) {
+        packed = malloc(len);
+        if (!packed)
+            return false;
+        inc_pack(inc, day, packed, len);
+    }
+    uint64_t h = hash_bytes(packed, len);
+    table_t *t = &self->increments;
+    size_t i = h & (t->cap - 1);
+    bool ok = true;
+    for (; t->slots[i].hash; i = (i + 1) & (t->cap - 1)) {
+        inc_entry_t *e = t->slots[i].entry;
+        if (t->slots[i].hash == h && e->len == len && memcmp(e->packed, packed, len) == 0) {
+            e->amount += inc->amount;
+            goto out;
+        }
+    }
+    inc_entry_t *e = NULL;
+    ok = projection_check(inc) && (e = arena_alloc(self, sizeof *e + len)) && table_reserve(t);
+    if (!ok)
+        goto out;
+    e->amount = inc->amount;
+    e->len = len;
+    memcpy(e->packed, packed, len);
+    i = h & (t->cap - 1);
+    while (t->slots[i].hash)
+        i = (i + 1) & (t->cap - 1);
+    t->slots[i] = (slot_t){h, e};
+    t->count++;
+    self->increment_bound += projection_triple_count(inc);
+out:
+    if (packed != inline_buf)
+        free(packed);
+    return ok;
+}
+
+bool tally_add_increments(tally_t *self, const increment_t *incs, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const increment_t *inc = &incs[i];
+        if (inc->amount == 0)
+            continue;
+        if (!inc->stated_period && (!self->day_known || inc->at_ms != self->day_of_ms)) {
+            self->day_of_ms = inc->at_ms;
+            self->day = period_local_day(inc->at_ms);
+            self->day_known = true;
+        }
+        if (!increment_add(self, inc, inc->stated_period ? 0 : self->day))
+            return false;
+    }
+    return true;
+}
+
+/* projection_expand_each's callback: a key's fields into the sums. */
+static bool expand_key(void *arg, const char *key, const char *const *fields, size_t field_count,
+                       int64_t amount)
+{
+    tally_t *self = arg;
+    key_entry_t *k = key_find(self, key);
+    if (!k)
+        return false;
+    for (size_t f = 0; f < field_count; f++)
+        if (!key_add(self, k, fields[f], amount))
+            return false;
+    return true;
+}
+
+bool tally_expand(tally_t *self)
+{
+    table_t *t = &self->increments;
+    if (t->count == 0)
+        return true;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->slots[i].hash)
+            continue;
+        increment_t inc;
+        inc_unpack(t->slots[i].entry, &inc);
+        /* Checked when added: a refusal is memory running out. */
+        if (!projection_expand_each(&inc, expand_key, self))
+            return false;
+    }
+    /* Their entries stay in the arena until tally_clear. */
+    table_empty(t);
+    self->increment_bound = 0;
+    return true;
 }
 
 /* ======================== replacements ================================= */

@@ -3,7 +3,14 @@
  * the Europe/Paris period boundaries (the end of March in summer time,
  * both 2026 clock changes, the new year); stated periods; day keys for
  * the Métropole and territories only; replacements (objectives, economic
- * projects, demand figures); and the events that count nothing. */
+ * projects, demand figures); and the events that count nothing.
+ * Increments (what a tally sums before expanding): expanding one key at a
+ * time and counting the triples agree with projection_expand; the
+ * increments an event gives, their strings held in the list, decoded with
+ * malloc or an arena, expand to what projection_of gives. Reading a
+ * message off the wire gives what protobuf-c's decoder gives, for every
+ * message an event carries, whole, with fields it does not know, repeated,
+ * at the edges of their encodings, cut short or damaged. */
 #include "projection.h"
 
 #include "docstore.pb-c.h"
@@ -141,9 +148,8 @@ static void expect_blocks(const triples_t *t, const block_t *blocks, size_t n)
         expect_blocks((t), blocks_, sizeof blocks_ / sizeof blocks_[0]);                           \
     } while (0)
 
-/* Projects an event of that type, time and data into out. */
-static void project(const char *type, const char *time, const ProtobufCMessage *msg,
-                    projection_t *out)
+/* An event of that type, time and data (its data malloc'd: free it). */
+static Passerelle__Event event_of(const char *type, const char *time, const ProtobufCMessage *msg)
 {
     Passerelle__Event event = PASSERELLE__EVENT__INIT;
     event.id = "E01TESTEVENT00000000000000";
@@ -158,6 +164,14 @@ static void project(const char *type, const char *time, const ProtobufCMessage *
     event.data.data = malloc(event.data.len ? event.data.len : 1);
     assert_non_null(event.data.data);
     protobuf_c_message_pack(msg, event.data.data);
+    return event;
+}
+
+/* Projects an event of that type, time and data into out. */
+static void project(const char *type, const char *time, const ProtobufCMessage *msg,
+                    projection_t *out)
+{
+    Passerelle__Event event = event_of(type, time, msg);
     bool ok = projection_of(&event, out);
     free(event.data.data);
     assert_true(ok);
@@ -1188,6 +1202,604 @@ static void test_nothing_counted(void **state)
     free(bytes);
 }
 
+/* ====================================================================== */
+/* Increments: what a tally sums                                          */
+/* ====================================================================== */
+
+/* projection_expand_each's callback: the triples of each key into a
+ * triples_t. */
+static bool collect_key(void *arg, const char *key, const char *const *fields, size_t field_count,
+                        int64_t amount)
+{
+    triples_t *t = arg;
+    for (size_t f = 0; f < field_count; f++)
+        assert_true(triples_add(t, key, fields[f], amount));
+    return true;
+}
+
+static bool stop_at_second_key(void *arg, const char *key, const char *const *fields,
+                               size_t field_count, int64_t amount)
+{
+    (void)key;
+    (void)fields;
+    (void)field_count;
+    (void)amount;
+    size_t *calls = arg;
+    return ++*calls < 2;
+}
+
+static void expect_same_triples(const triples_t *a, const triples_t *b)
+{
+    assert_int_equal(a->count, b->count);
+    for (size_t i = 0; i < a->count; i++) {
+        assert_string_equal(a->items[i].key, b->items[i].key);
+        assert_string_equal(a->items[i].field, b->items[i].field);
+        assert_int_equal(a->items[i].delta, b->items[i].delta);
+    }
+}
+
+/* One key at a time, the same triples in the same order; the count of
+ * triples without making them; malformed increments refused alike. */
+static void test_expand_each_and_count(void **state)
+{
+    (void)state;
+    const increment_t incs[] = {
+        {.counter = "conventions.signed",
+         .territory = "CT2",
+         .commune = "13001",
+         .dims = {"level=LOC2", "public=UNDER_30", "level=LOC2"},
+         .dim_count = 3,
+         .amount = 3,
+         .at_ms = at(T_APR1),
+         .days = true},
+        {.counter = "conventions.signed", .territory = "CT2", .amount = -1, .at_ms = at(T_APR1)},
+        {.counter = "projects.count",
+         .territory = "CT3",
+         .commune = "13103",
+         .amount = 5,
+         .stated_period = "2026-03-29",
+         .stated_kind = PERIOD_DAY,
+         .days = true},
+        {.counter = "projects.count",
+         .commune = "13103",
+         .amount = 5,
+         .stated_period = "2026-Q3",
+         .stated_kind = PERIOD_QUARTER},
+        {.counter = "demand.aids_granted",
+         .territory = "CT1",
+         .dims = {"aid=VISALE", ""},
+         .dim_count = 2,
+         .amount = 7,
+         .stated_period = "2026-04",
+         .stated_kind = PERIOD_MONTH,
+         .dims_only = true},
+        {.counter = "units.registered", .territory = "ct2", .commune = "1300", .amount = 1},
+        /* Nothing to count: no field, or an amount of 0. */
+        {.counter = "demand.aids_granted", .amount = 7, .dims_only = true},
+        {.counter = "units.registered", .territory = "CT1", .amount = 0, .at_ms = at(T_APR1)},
+    };
+    for (size_t i = 0; i < sizeof incs / sizeof incs[0]; i++) {
+        triples_t whole, by_key;
+        triples_init(&whole);
+        triples_init(&by_key);
+        assert_true(projection_check(&incs[i]));
+        assert_true(projection_expand(&incs[i], &whole));
+        assert_true(projection_expand_each(&incs[i], collect_key, &by_key));
+        expect_same_triples(&whole, &by_key);
+        assert_int_equal(projection_triple_count(&incs[i]), whole.count);
+        triples_free(&whole);
+        triples_free(&by_key);
+    }
+    assert_int_equal(projection_triple_count(&incs[0]), 5 * 3 + 5 * 3 + 4 * 3);
+    assert_int_equal(projection_triple_count(&incs[2]), 5 + 5 + 4);
+
+    /* A callback that says stop stops the expansion. */
+    size_t calls = 0;
+    assert_false(projection_expand_each(&incs[0], stop_at_second_key, &calls));
+    assert_int_equal(calls, 2);
+
+    increment_t bad[] = {
+        {.counter = NULL, .amount = 1},
+        {.counter = "", .amount = 1},
+        {.counter = "units.registered", .dims = {"stock"}, .dim_count = 1, .amount = 1},
+        {.counter = "units.registered", .dim_count = PROJ_DIMS_MAX + 1, .amount = 1},
+        {.counter = "projects.count",
+         .amount = 1,
+         .stated_period = "2026-13",
+         .stated_kind = PERIOD_MONTH},
+        {.counter = "projects.count", .amount = 1, .stated_period = "2026", .stated_kind = 7},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        calls = 0;
+        assert_false(projection_check(&bad[i]));
+        assert_int_equal(projection_triple_count(&bad[i]), 0);
+        assert_false(projection_expand_each(&bad[i], stop_at_second_key, &calls));
+        assert_int_equal(calls, 0);
+    }
+    char long_counter[INDICATORS_KEY_MAX];
+    memset(long_counter, 'c', sizeof long_counter - 1);
+    long_counter[sizeof long_counter - 1] = '\0';
+    increment_t too_long = {.counter = long_counter, .amount = 1};
+    assert_false(projection_check(&too_long));
+}
+
+/* Every add of the event's, expanded in order: what projection_of gives. */
+static void expect_expands_to_projection(const increments_t *l, size_t from,
+                                         const Passerelle__Event *event)
+{
+    triples_t expanded;
+    triples_init(&expanded);
+    for (size_t i = from; i < l->count; i++)
+        assert_true(projection_expand(&l->items[i], &expanded));
+    projection_t p;
+    assert_true(projection_of(event, &p));
+    expect_same_triples(&expanded, &p.adds);
+    projection_free(&p);
+    triples_free(&expanded);
+}
+
+static void test_count_gives_increments(void **state)
+{
+    (void)state;
+    Passerelle__Unit unit = aix_unit();
+    Passerelle__Convention conv = convention_of(&unit, PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC2);
+    conv.signed_on = "2026-04-01";
+    Passerelle__Event signed_event = event_of("convention.signed", T_APR1, &conv.base);
+    Passerelle__Unit marseille = marseille_unit();
+    Passerelle__Reservation r = stock_reservation(&marseille);
+    Passerelle__Event created = event_of("reservation.created", T_APR1, &r.base);
+
+    increments_t l;
+    increments_init(&l);
+    projection_t p;
+    assert_true(projection_count(&signed_event, NULL, &l, &p));
+    assert_int_equal(p.adds.count, 0);
+    assert_int_equal(p.replacement_count, 0);
+    projection_free(&p);
+    assert_int_equal(l.count, 3);
+    const char *counters[] = {"conventions.signed", "conventions.active",
+                              "conventions.delay_to_sign"};
+    const char *dims[] = {"level=LOC2", "level=LOC2", "v=81"};
+    for (size_t i = 0; i < 3; i++) {
+        const increment_t *inc = &l.items[i];
+        assert_string_equal(inc->counter, counters[i]);
+        assert_string_equal(inc->territory, "CT2");
+        assert_string_equal(inc->commune, "13001");
+        assert_int_equal(inc->dim_count, 1);
+        assert_string_equal(inc->dims[0], dims[i]);
+        assert_int_equal(inc->amount, 1);
+        assert_int_equal(inc->at_ms, at(T_APR1));
+        assert_true(inc->days);
+        assert_false(inc->dims_only);
+        assert_null(inc->stated_period);
+    }
+    expect_expands_to_projection(&l, 0, &signed_event);
+
+    /* Appended after them: the reservation's Action Logement units count
+     * in its stated year. */
+    assert_true(projection_count(&created, NULL, &l, &p));
+    projection_free(&p);
+    assert_int_equal(l.count, 6);
+    assert_string_equal(l.items[2].dims[0], "v=81");
+    assert_string_equal(l.items[5].counter, "reservations.al_units");
+    assert_string_equal(l.items[5].stated_period, "2026");
+    assert_int_equal(l.items[5].stated_kind, PERIOD_YEAR);
+    assert_string_equal(l.items[5].dims[0], "programme=" PROG);
+    assert_string_equal(l.items[5].dims[1], "mode=STOCK");
+    expect_expands_to_projection(&l, 3, &created);
+
+    /* Many events into one list: the text grows in chunks that stay put. */
+    increments_reset(&l);
+    assert_int_equal(l.count, 0);
+    for (int i = 0; i < 500; i++) {
+        assert_true(projection_count(i % 2 ? &created : &signed_event, NULL, &l, &p));
+        projection_free(&p);
+    }
+    assert_int_equal(l.count, 1500);
+    for (size_t i = 0; i < l.count; i++) {
+        bool convention = (i / 3) % 2 == 0;
+        assert_string_equal(l.items[i].territory, convention ? "CT2" : "CT1");
+        assert_string_equal(l.items[i].dims[0], convention   ? dims[i % 3]
+                                                : i % 3 == 2 ? "programme=" PROG
+                                                             : "mode=STOCK");
+    }
+    /* An event that counts nothing appends nothing. */
+    Passerelle__Event other = event_of("programme.created", T_APR1, &conv.base);
+    assert_true(projection_count(&other, NULL, &l, &p));
+    assert_int_equal(l.count, 1500);
+    projection_free(&p);
+    increments_free(&l);
+    assert_int_equal(l.count, 0);
+    increments_free(&l); /* twice is harmless */
+    free(other.data.data);
+    free(signed_event.data.data);
+    free(created.data.data);
+}
+
+/* A sink that takes increments until it has had `left` of them. */
+typedef struct {
+    size_t taken, left;
+    const char *counters[8];
+} sink_t;
+
+static bool sink_take(void *arg, const increment_t *inc)
+{
+    sink_t *sink = arg;
+    if (sink->left == 0)
+        return false;
+    sink->left--;
+    sink->counters[sink->taken++] = inc->counter;
+    return true;
+}
+
+/* Adds handed out one at a time, in the order of the list; a sink that
+ * says stop ends the counting, which reports it. */
+static void test_count_each(void **state)
+{
+    (void)state;
+    Passerelle__Unit unit = aix_unit();
+    Passerelle__Convention conv = convention_of(&unit, PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC2);
+    conv.signed_on = "2026-04-01";
+    Passerelle__Event event = event_of("convention.signed", T_APR1, &conv.base);
+    projection_t p;
+    sink_t sink = {.taken = 0, .left = 8};
+    assert_true(projection_count_each(&event, NULL, sink_take, &sink, &p));
+    projection_free(&p);
+    assert_int_equal(sink.taken, 3);
+    assert_string_equal(sink.counters[0], "conventions.signed");
+    assert_string_equal(sink.counters[2], "conventions.delay_to_sign");
+
+    sink = (sink_t){.taken = 0, .left = 1};
+    assert_false(projection_count_each(&event, NULL, sink_take, &sink, &p));
+    assert_int_equal(sink.taken, 1);
+    assert_int_equal(p.replacement_count, 0);
+    assert_int_equal(p.adds.count, 0);
+    projection_free(&p);
+    free(event.data.data);
+}
+
+/* An allocator that hands out malloc'd blocks and remembers them, and
+ * counts the frees asked of it. */
+typedef struct {
+    void *blocks[64];
+    size_t count;
+    size_t frees;
+} recording_arena_t;
+
+static void *recording_alloc(void *data, size_t size)
+{
+    recording_arena_t *arena = data;
+    assert_true(arena->count < 64);
+    void *p = malloc(size);
+    assert_non_null(p);
+    arena->blocks[arena->count++] = p;
+    return p;
+}
+
+static void recording_free(void *data, void *p)
+{
+    (void)p;
+    recording_arena_t *arena = data;
+    arena->frees++;
+}
+
+/* With an arena, the data is decoded into it and left there: nothing is
+ * freed one by one, and the increments are the same. */
+static void test_count_with_an_arena(void **state)
+{
+    (void)state;
+    Passerelle__Unit unit = aix_unit();
+    Passerelle__Reservation r = stock_reservation(&unit);
+    Passerelle__Event event = event_of("reservation.cancelled", T_APR1, &r.base);
+    recording_arena_t arena = {.count = 0, .frees = 0};
+    ProtobufCAllocator allocator = {recording_alloc, recording_free, &arena};
+    increments_t with_arena, with_malloc;
+    increments_init(&with_arena);
+    increments_init(&with_malloc);
+    projection_t p;
+    assert_true(projection_count(&event, &allocator, &with_arena, &p));
+    projection_free(&p);
+    assert_true(arena.count > 0);
+    assert_int_equal(arena.frees, 0);
+    for (size_t i = 0; i < arena.count; i++)
+        free(arena.blocks[i]);
+    assert_true(projection_count(&event, NULL, &with_malloc, &p));
+    projection_free(&p);
+    assert_int_equal(with_arena.count, 3);
+    assert_int_equal(with_malloc.count, 3);
+    for (size_t i = 0; i < with_arena.count; i++) {
+        triples_t a, b;
+        triples_init(&a);
+        triples_init(&b);
+        assert_true(projection_expand(&with_arena.items[i], &a));
+        assert_true(projection_expand(&with_malloc.items[i], &b));
+        expect_same_triples(&a, &b);
+        triples_free(&a);
+        triples_free(&b);
+    }
+    assert_int_equal(with_arena.items[2].amount, -1); /* al_units, cancelled */
+    increments_free(&with_arena);
+    increments_free(&with_malloc);
+    free(event.data.data);
+}
+
+/* ====================================================================== */
+/* Reading messages off the wire                                          */
+/* ====================================================================== */
+
+static void expect_same_text(const char *a, const char *b)
+{
+    if (!a || !b)
+        assert_true(a == b);
+    else
+        assert_string_equal(a, b);
+}
+
+static void expect_same_message(const ProtobufCMessage *a, const ProtobufCMessage *b);
+
+/* The size of one value of a field of that type, as protobuf-c lays it
+ * out. */
+static size_t value_size(ProtobufCType type)
+{
+    switch (type) {
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(void *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return 8;
+    default:
+        return 4;
+    }
+}
+
+static void expect_same_value(const ProtobufCFieldDescriptor *f, const void *a, const void *b)
+{
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_STRING:
+        expect_same_text(*(char *const *)a, *(char *const *)b);
+        break;
+    case PROTOBUF_C_TYPE_BYTES: {
+        const ProtobufCBinaryData *x = a, *y = b;
+        assert_int_equal(x->len, y->len);
+        assert_true((x->data == NULL) == (y->data == NULL));
+        if (x->len)
+            assert_memory_equal(x->data, y->data, x->len);
+        break;
+    }
+    case PROTOBUF_C_TYPE_MESSAGE: {
+        const ProtobufCMessage *x = *(ProtobufCMessage *const *)a;
+        const ProtobufCMessage *y = *(ProtobufCMessage *const *)b;
+        assert_true((x == NULL) == (y == NULL));
+        if (x)
+            expect_same_message(x, y);
+        break;
+    }
+    default:
+        assert_memory_equal(a, b, value_size(f->type));
+        break;
+    }
+}
+
+/* Every field of a and b the same, by their descriptor. */
+static void expect_same_message(const ProtobufCMessage *a, const ProtobufCMessage *b)
+{
+    assert_ptr_equal(a->descriptor, b->descriptor);
+    const ProtobufCMessageDescriptor *d = a->descriptor;
+    for (unsigned k = 0; k < d->n_fields; k++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[k];
+        const char *fa = (const char *)a + f->offset, *fb = (const char *)b + f->offset;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t na = *(const size_t *)((const char *)a + f->quantifier_offset);
+            size_t nb = *(const size_t *)((const char *)b + f->quantifier_offset);
+            assert_int_equal(na, nb);
+            const char *va = *(char *const *)fa, *vb = *(char *const *)fb;
+            for (size_t i = 0; i < na; i++)
+                expect_same_value(f, va + i * value_size(f->type), vb + i * value_size(f->type));
+            continue;
+        }
+        if (f->quantifier_offset)
+            assert_memory_equal((const char *)a + f->quantifier_offset,
+                                (const char *)b + f->quantifier_offset, sizeof(protobuf_c_boolean));
+        expect_same_value(f, fa, fb);
+    }
+}
+
+/* The message read equals the one protobuf-c decodes, or both are NULL;
+ * returns whether an Event was read directly: its data points into packed
+ * (protobuf-c copies it). */
+static bool expect_read_as_decoded(const ProtobufCMessageDescriptor *desc, const uint8_t *packed,
+                                   size_t len)
+{
+    recording_arena_t arena = {.count = 0, .frees = 0};
+    ProtobufCAllocator allocator = {recording_alloc, recording_free, &arena};
+    ProtobufCMessage *read = projection_message_read(desc, packed, len, &allocator);
+    ProtobufCMessage *decoded = protobuf_c_message_unpack(desc, NULL, len, packed);
+    assert_true((read == NULL) == (decoded == NULL));
+    bool direct = false;
+    if (read) {
+        expect_same_message(read, decoded);
+        if (desc == &passerelle__event__descriptor) {
+            const Passerelle__Event *event = (const Passerelle__Event *)read;
+            direct = event->data.len > 0 && event->data.data >= packed &&
+                     event->data.data < packed + len;
+        }
+    }
+    protobuf_c_message_free_unpacked(decoded, NULL);
+    for (size_t i = 0; i < arena.count; i++)
+        free(arena.blocks[i]);
+    return direct;
+}
+
+/* A varint at out; its length. */
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        out[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            out[n] |= 0x80;
+        n++;
+    } while (v);
+    return n;
+}
+
+/* msg packed, cut short at every length and damaged a few bytes at a
+ * time: read as decoded every time. */
+static void expect_read_as_decoded_damaged(const ProtobufCMessage *msg, uint64_t seed)
+{
+    uint8_t packed[2048], odd[2048];
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    assert_true(len <= sizeof packed);
+    protobuf_c_message_pack(msg, packed);
+    expect_read_as_decoded(msg->descriptor, packed, len);
+    for (size_t cut = 0; cut < len; cut++)
+        expect_read_as_decoded(msg->descriptor, packed, cut);
+    for (int round = 0; round < 1500; round++) {
+        memcpy(odd, packed, len);
+        for (int k = 0; k < 1 + round % 3; k++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            odd[(seed >> 33) % len] = (uint8_t)(seed >> 17);
+        }
+        expect_read_as_decoded(msg->descriptor, odd, len);
+    }
+}
+
+static void test_message_read(void **state)
+{
+    (void)state;
+    Passerelle__Unit unit = marseille_unit();
+    Passerelle__Event event = event_of("unit.registered", T_APR1, &unit.base);
+    uint8_t packed[1024];
+    size_t len = protobuf_c_message_get_packed_size(&event.base);
+    assert_true(len < sizeof packed - 64);
+    protobuf_c_message_pack(&event.base, packed);
+
+    /* The envelope as written, and empty: read directly. */
+    assert_true(expect_read_as_decoded(&passerelle__event__descriptor, packed, len));
+    expect_read_as_decoded(&passerelle__event__descriptor, packed, 0);
+
+    /* Empty data: no bytes to point to, as protobuf-c has it. */
+    const uint8_t empty_data[] = {8 << 3 | 2, 0x00};
+    expect_read_as_decoded(&passerelle__event__descriptor, empty_data, sizeof empty_data);
+
+    /* Fields this build does not know, of every wire type, are skipped;
+     * a field given twice is the last one. */
+    uint8_t more[1200];
+    memcpy(more, packed, len);
+    size_t n = len;
+    n += put_varint(more + n, (uint64_t)100 << 3 | 0); /* varint */
+    n += put_varint(more + n, 300);
+    n += put_varint(more + n, (uint64_t)101 << 3 | 1); /* fixed 64 */
+    memset(more + n, 0xab, 8);
+    n += 8;
+    n += put_varint(more + n, (uint64_t)102 << 3 | 5); /* fixed 32 */
+    memset(more + n, 0xcd, 4);
+    n += 4;
+    n += put_varint(more + n, (uint64_t)100000 << 3 | 2); /* bytes */
+    n += put_varint(more + n, 3);
+    memcpy(more + n, "abc", 3);
+    n += 3;
+    n += put_varint(more + n, 3 << 3 | 2); /* type again */
+    n += put_varint(more + n, 17);
+    memcpy(more + n, "convention.signed", 17);
+    n += 17;
+    assert_true(expect_read_as_decoded(&passerelle__event__descriptor, more, n));
+    /* A string with a NUL inside reads as C reads it. */
+    more[n - 5] = '\0';
+    assert_true(expect_read_as_decoded(&passerelle__event__descriptor, more, n));
+
+    /* What it does not take goes to the decoder, which decides: a known
+     * field with another wire type, a group, field number 0. */
+    uint8_t odd[1200];
+    const uint64_t tags[] = {3 << 3 | 0, 100 << 3 | 3, 0 << 3 | 2};
+    for (size_t t = 0; t < sizeof tags / sizeof tags[0]; t++) {
+        memcpy(odd, packed, len);
+        size_t m = len + put_varint(odd + len, tags[t]);
+        odd[m++] = 0;
+        assert_false(expect_read_as_decoded(&passerelle__event__descriptor, odd, m));
+    }
+
+    /* Scalars at the edges of their encodings (Unit: 8 stock, an enum; 10
+     * surface_m2, a double; 13 and 15 bools; 21 version, a uint64): a bool
+     * whose only bit set is past the 64th, a negative enum in ten bytes, a
+     * number in more bytes than it needs, the largest uint64, a bool in
+     * other wire types. */
+    const uint8_t edges[][16] = {
+        {15 << 3 | 0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02},
+        {8 << 3 | 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+        {8 << 3 | 0, 0x82, 0x80, 0x80, 0x00},
+        {0xa8, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},
+        {10 << 3 | 1, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 13 << 3 | 0, 0x01},
+        {13 << 3 | 2, 0x01, 0x00},
+        {13 << 3 | 5, 0x80, 0x00, 0x00, 0x00},
+    };
+    const size_t edge_len[] = {11, 11, 5, 12, 11, 3, 5};
+    for (size_t e = 0; e < sizeof edges / sizeof edges[0]; e++)
+        expect_read_as_decoded(&passerelle__unit__descriptor, edges[e], edge_len[e]);
+
+    /* A message field given twice: protobuf-c merges the two, so the
+     * commune name of the first stays. */
+    Passerelle__Convention conv = convention_of(&unit, PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC2);
+    size_t first = protobuf_c_message_get_packed_size(&conv.base);
+    protobuf_c_message_pack(&conv.base, odd);
+    Passerelle__Unit other = aix_unit();
+    other.commune_name = NULL;
+    Passerelle__Convention second = PASSERELLE__CONVENTION__INIT;
+    second.unit = &other;
+    size_t second_len = protobuf_c_message_get_packed_size(&second.base);
+    assert_true(first + second_len < sizeof odd);
+    protobuf_c_message_pack(&second.base, odd + first);
+    expect_read_as_decoded(&passerelle__convention__descriptor, odd, first + second_len);
+    Passerelle__Convention *merged = passerelle__convention__unpack(NULL, first + second_len, odd);
+    assert_non_null(merged);
+    assert_string_equal(merged->unit->commune_name, "Marseille");
+    assert_string_equal(merged->unit->territory, "CT2");
+    passerelle__convention__free_unpacked(merged, NULL);
+
+    /* Every message an event carries, whole, cut short and damaged. */
+    expect_read_as_decoded_damaged(&event.base, 1);
+    expect_read_as_decoded_damaged(&unit.base, 2);
+    conv.signed_on = "2026-04-01";
+    expect_read_as_decoded_damaged(&conv.base, 3);
+    Passerelle__Reservation stock = stock_reservation(&unit);
+    expect_read_as_decoded_damaged(&stock.base, 4);
+    Passerelle__Reservation flow = flow_reservation();
+    expect_read_as_decoded_damaged(&flow.base, 5);
+    Passerelle__PriorityPublic publics[] = {PASSERELLE__PRIORITY_PUBLIC__PUBLIC_UNDER_30,
+                                            PASSERELLE__PRIORITY_PUBLIC__PUBLIC_MOBILITY};
+    Passerelle__Proposal prop = proposal_of(publics, 2);
+    expect_read_as_decoded_damaged(&prop.base, 6);
+    Passerelle__Document doc = PASSERELLE__DOCUMENT__INIT;
+    doc.id = "F01JTESTDOCUMENT0000000000";
+    doc.title = "Diagnostic";
+    doc.has_kind = true;
+    doc.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_EMPLOYMENT_HOUSING_DIAGNOSTIC;
+    doc.has_theme = true;
+    doc.theme = 2;
+    expect_read_as_decoded_damaged(&doc.base, 7);
+    Passerelle__DemandRow row =
+        demand_row("CT1", PASSERELLE__PRIORITY_PUBLIC__PUBLIC_UNDER_30, 5, 1, 2, 3, 4, 6);
+    Passerelle__DemandRow *rows[] = {&row, &row};
+    Passerelle__DemandPeriod period = PASSERELLE__DEMAND_PERIOD__INIT;
+    period.period = "2026-Q2";
+    period.has_version = true;
+    period.version = 3;
+    period.rows = rows;
+    period.n_rows = 2;
+    expect_read_as_decoded_damaged(&period.base, 8);
+    free(event.data.data);
+}
+
 int main(void)
 {
     /* Data that cannot be counted is logged as a warning: expected here. */
@@ -1209,6 +1821,11 @@ int main(void)
         cmocka_unit_test(test_economic_project),
         cmocka_unit_test(test_demand_figures),
         cmocka_unit_test(test_nothing_counted),
+        cmocka_unit_test(test_expand_each_and_count),
+        cmocka_unit_test(test_count_gives_increments),
+        cmocka_unit_test(test_count_each),
+        cmocka_unit_test(test_count_with_an_arena),
+        cmocka_unit_test(test_message_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,14 @@
 /* The tally (tally.h), without Redis: sums per (key, field), zero sums
  * left out, a key's fields handed out together, the newest replacement per
  * identity whatever the order, deep copies, clearing and reuse, and a
- * large tally (growth of every table) against sums computed another way. */
+ * large tally (growth of every table) against sums computed another way.
+ * Increments: summed as they are and expanded once give the same sums as
+ * every increment expanded on its own (the instants of one Europe/Paris
+ * day, around the clock changes, summed into one), the size bound, and
+ * the increments refused. */
 #include "tally.h"
+
+#include "ids.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -313,6 +319,258 @@ static void test_large(void **state)
     tally_destroy(&t);
 }
 
+/* --- increments --------------------------------------------------------- */
+
+/* A small deterministic generator, so that a failure repeats. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static uint32_t rng(uint32_t n)
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)((rng_state >> 33) % n);
+}
+
+static int64_t at_ms(const char *rfc3339)
+{
+    int64_t ms = 0;
+    assert_true(time_parse_rfc3339(rfc3339, &ms));
+    return ms;
+}
+
+/* Sums handed out, sorted, for comparing two tallies. */
+static int seen_order(const void *a, const void *b)
+{
+    const seen_t *x = a, *y = b;
+    int by_key = strcmp(x->key, y->key);
+    return by_key ? by_key : strcmp(x->field, y->field);
+}
+
+static void expect_same_sums(tally_t *a, tally_t *b)
+{
+    seen_list_t sa = {0}, sb = {0};
+    assert_true(tally_each(a, seen_add, &sa));
+    assert_true(tally_each(b, seen_add, &sb));
+    if (sa.count)
+        qsort(sa.items, sa.count, sizeof *sa.items, seen_order);
+    if (sb.count)
+        qsort(sb.items, sb.count, sizeof *sb.items, seen_order);
+    assert_int_equal(sa.count, sb.count);
+    for (size_t i = 0; i < sa.count; i++) {
+        if (seen_order(&sa.items[i], &sb.items[i]) != 0 || sa.items[i].delta != sb.items[i].delta)
+            fail_msg("%s %s %lld against %s %s %lld", sa.items[i].key, sa.items[i].field,
+                     (long long)sa.items[i].delta, sb.items[i].key, sb.items[i].field,
+                     (long long)sb.items[i].delta);
+    }
+    free(sa.items);
+    free(sb.items);
+}
+
+/* Every triple of inc into t, one tally_add each. */
+static void add_expanded(tally_t *t, const increment_t *inc)
+{
+    triples_t triples;
+    triples_init(&triples);
+    assert_true(projection_expand(inc, &triples));
+    for (size_t i = 0; i < triples.count; i++)
+        assert_true(
+            tally_add(t, triples.items[i].key, triples.items[i].field, triples.items[i].delta));
+    triples_free(&triples);
+}
+
+/* Instants around midnight and both clock changes of 2026, and a new
+ * year, so that days, months, quarters and years all differ. */
+static const char *const instants[] = {
+    "2026-03-28T22:59:59Z", "2026-03-28T23:00:00Z",     "2026-03-29T00:30:00Z",
+    "2026-03-29T21:59:59Z", "2026-03-29T22:00:00Z",     "2026-03-31T21:59:59Z",
+    "2026-03-31T22:00:00Z", "2026-10-24T21:59:00Z",     "2026-10-24T22:30:00Z",
+    "2026-10-25T22:59:00Z", "2026-10-25T23:00:00Z",     "2026-12-31T22:59:59Z",
+    "2026-12-31T23:00:00Z", "2027-06-30T21:59:59.999Z", "2027-06-30T22:00:00Z",
+};
+
+/* A random well-formed increment; its strings are static. */
+static increment_t random_increment(void)
+{
+    static const char *const counters[] = {"units.registered", "conventions.signed",
+                                           "proposals.recorded", "conventions.delay_to_sign",
+                                           "projects.count"};
+    static const char *const territories[] = {"CT1", "CT4", "", NULL, "CT9"};
+    static const char *const communes[] = {"13001", "13055", "2A004", NULL, "130"};
+    static const char *const dims[] = {
+        "level=LOC1", "level=LOC2", "public=UNDER_30", "public=MOBILITY", "v=3", "v=12", ""};
+    static const struct {
+        const char *key;
+        period_kind_t kind;
+    } stated[] = {{"2026", PERIOD_YEAR},
+                  {"2027-Q1", PERIOD_QUARTER},
+                  {"2026-12", PERIOD_MONTH},
+                  {"2026-03-29", PERIOD_DAY}};
+    increment_t inc = {
+        .counter = counters[rng(5)],
+        .territory = territories[rng(5)],
+        .commune = communes[rng(5)],
+        .amount = (int64_t)rng(7) - 3,
+        .days = rng(2),
+        .dims_only = rng(5) == 0,
+    };
+    inc.dim_count = rng(4);
+    for (size_t i = 0; i < inc.dim_count; i++)
+        inc.dims[i] = dims[rng(7)];
+    if (rng(4) == 0) {
+        size_t k = rng(4);
+        inc.stated_period = stated[k].key;
+        inc.stated_kind = stated[k].kind;
+    } else {
+        inc.at_ms = at_ms(instants[rng(sizeof instants / sizeof instants[0])]);
+    }
+    return inc;
+}
+
+/* Expansion is linear in the amount: summing increments first, then
+ * expanding each distinct one, gives the sums of expanding every one. */
+static void test_increments_sum_like_their_triples(void **state)
+{
+    (void)state;
+    tally_t *summed = tally_new(), *expanded = tally_new();
+    enum { N = 4000 };
+    increment_t *incs = calloc(N, sizeof *incs);
+    assert_non_null(incs);
+    for (size_t i = 0; i < N; i++) {
+        incs[i] = random_increment();
+        add_expanded(expanded, &incs[i]);
+    }
+    /* In runs of various lengths, as events give them. */
+    for (size_t i = 0; i < N;) {
+        size_t run = 1 + rng(5);
+        if (run > N - i)
+            run = N - i;
+        assert_true(tally_add_increments(summed, &incs[i], run));
+        i += run;
+    }
+    /* The bound holds before expanding, and is exact after. */
+    size_t bound = tally_size(summed);
+    assert_true(tally_expand(summed));
+    assert_true(tally_size(summed) <= bound);
+    assert_int_equal(tally_size(summed), tally_size(expanded));
+    expect_same_sums(summed, expanded);
+
+    /* Increments and sums side by side, expanded in two goes. */
+    tally_clear(summed);
+    tally_clear(expanded);
+    for (size_t i = 0; i < N; i++) {
+        add_expanded(expanded, &incs[i]);
+        if (i % 3 == 0)
+            add_expanded(summed, &incs[i]);
+        else
+            assert_true(tally_add_increments(summed, &incs[i], 1));
+        if (i == N / 2)
+            assert_true(tally_expand(summed));
+    }
+    expect_same_sums(summed, expanded);
+    free(incs);
+    tally_destroy(&summed);
+    tally_destroy(&expanded);
+}
+
+/* The instants of one Europe/Paris day are one increment; the next day
+ * is another. The day of 29 March 2026 runs from 23:00 UTC on the 28th
+ * to 22:00 UTC on the 29th (the clocks go forward at 01:00 UTC). */
+static void test_increments_of_a_day(void **state)
+{
+    (void)state;
+    tally_t *t = tally_new();
+    const char *same_day[] = {"2026-03-28T23:00:00Z", "2026-03-29T00:59:59Z",
+                              "2026-03-29T01:00:00Z", "2026-03-29T12:00:00Z",
+                              "2026-03-29T21:59:59.999Z"};
+    increment_t inc = {
+        .counter = "conventions.signed",
+        .territory = "CT2",
+        .commune = "13001",
+        .dims = {"level=LOC2"},
+        .dim_count = 1,
+        .amount = 1,
+        .days = true,
+    };
+    size_t one = projection_triple_count(&inc);
+    assert_int_equal(one, 28);
+    for (size_t i = 0; i < sizeof same_day / sizeof same_day[0]; i++) {
+        inc.at_ms = at_ms(same_day[i]);
+        assert_true(tally_add_increments(t, &inc, 1));
+        assert_int_equal(tally_size(t), one);
+    }
+    inc.at_ms = at_ms("2026-03-29T22:00:00Z"); /* 00:00 on the 30th in Paris */
+    assert_true(tally_add_increments(t, &inc, 1));
+    assert_int_equal(tally_size(t), 2 * one);
+    seen_list_t seen = {0};
+    assert_true(tally_each(t, seen_add, &seen));
+    assert_int_equal(seen_find(&seen, "c:conventions.signed:CT2:2026-03-29", "*")->delta, 5);
+    assert_int_equal(seen_find(&seen, "c:conventions.signed:CT2:2026-03-30", "level=LOC2")->delta,
+                     1);
+    assert_int_equal(seen_find(&seen, "c:conventions.signed:13001:2026-03", "*")->delta, 6);
+    assert_int_equal(seen_find(&seen, "c:conventions.signed:all:all", "level=LOC2")->delta, 6);
+    assert_null(seen_find(&seen, "c:conventions.signed:13001:2026-03-29", "*"));
+    /* Expanded: the day, month... of both days share their longer keys. */
+    assert_int_equal(tally_size(t), seen.count);
+    free(seen.items);
+
+    /* Amounts that cancel out hand out nothing. */
+    tally_clear(t);
+    inc.amount = 2;
+    assert_true(tally_add_increments(t, &inc, 1));
+    inc.amount = -2;
+    assert_true(tally_add_increments(t, &inc, 1));
+    seen_list_t none = {0};
+    assert_true(tally_each(t, seen_add, &none));
+    assert_int_equal(none.count, 0);
+    tally_destroy(&t);
+}
+
+/* Malformed increments are refused, the ones before them kept; the
+ * strings are the tally's own copies. */
+static void test_increments_refused_and_copied(void **state)
+{
+    (void)state;
+    tally_t *t = tally_new();
+    char *territory = strdup("CT3"), *dim = strdup("stock=SOCIAL");
+    assert_non_null(territory);
+    assert_non_null(dim);
+    increment_t incs[2] = {
+        {.counter = "units.registered",
+         .territory = territory,
+         .dims = {dim},
+         .dim_count = 1,
+         .amount = 1,
+         .at_ms = at_ms("2026-05-12T08:00:00Z"),
+         .days = true},
+        {.counter = "units.registered", .dims = {"stock"}, .dim_count = 1, .amount = 1},
+    };
+    assert_false(tally_add_increments(t, incs, 2));
+    incs[1].dims[0] = "stock=PRIVATE";
+    incs[1].stated_period = "2026-13";
+    incs[1].stated_kind = PERIOD_MONTH;
+    assert_false(tally_add_increments(t, &incs[1], 1));
+    incs[1].counter = NULL;
+    assert_false(tally_add_increments(t, &incs[1], 1));
+    incs[1].counter = "units.registered";
+    incs[1].dim_count = PROJ_DIMS_MAX + 1;
+    assert_false(tally_add_increments(t, &incs[1], 1));
+    /* Nothing to count is no error. */
+    incs[1].dim_count = 0;
+    incs[1].amount = 0;
+    assert_true(tally_add_increments(t, &incs[1], 1));
+
+    memset(territory, 'x', 3);
+    memset(dim, 'x', strlen(dim));
+    free(territory);
+    free(dim);
+    seen_list_t seen = {0};
+    assert_true(tally_each(t, seen_add, &seen));
+    assert_int_equal(seen.count, 5 * 2 * 2);
+    assert_int_equal(seen_find(&seen, "c:units.registered:CT3:2026-05-12", "stock=SOCIAL")->delta,
+                     1);
+    free(seen.items);
+    tally_destroy(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +578,9 @@ int main(void)
         cmocka_unit_test(test_fields_of_a_key_together),
         cmocka_unit_test(test_projection_and_replacements),
         cmocka_unit_test(test_large),
+        cmocka_unit_test(test_increments_sum_like_their_triples),
+        cmocka_unit_test(test_increments_of_a_day),
+        cmocka_unit_test(test_increments_refused_and_copied),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
