@@ -1,9 +1,10 @@
 /* Fuzz target: whatever bytes a peer sends go through the same path as a
  * request frame — the envelope codec, the body decoded as every request
- * type of the reservations service, the document store and notifications, the
- * protobuf-JSON mapping both ways (the CLI's and the future webhooks'
- * path), and the pure validators a handler calls before it touches Redis
- * or the disk. Nothing here may crash, leak, or read out of bounds.
+ * type of the reservations service, the document store, notifications and
+ * indicators, the protobuf-JSON mapping both ways (the CLI's and the
+ * webhooks' path), what an event counts as indicators (an event is input
+ * too: any producer may append to a stream), and the pure validators a handler calls before it
+ * touches Redis or the disk. Nothing here may crash, leak, or read out of bounds.
  *
  * Built two ways: with clang's libFuzzer (-DPASSERELLE_FUZZ=ON, then
  * `build-fuzz/tests/fuzz_request -max_total_time=60 tests/fuzz/corpus`),
@@ -15,7 +16,9 @@
 #include "docstore.pb-c.h"
 #include "domain.h"
 #include "envelope.h"
+#include "indicators.pb-c.h"
 #include "match.h"
+#include "projection.h"
 #include "notifications.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
@@ -152,6 +155,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         &passerelle__subscription__descriptor,
         &passerelle__delivery__descriptor,
         &passerelle__digest__descriptor,
+        &passerelle__project_create_request__descriptor,
+        &passerelle__project_update_request__descriptor,
+        &passerelle__project_list_request__descriptor,
+        &passerelle__demand_import_request__descriptor,
+        &passerelle__series_request__descriptor,
+        &passerelle__snapshot_request__descriptor,
+        &passerelle__export_request__descriptor,
+        &passerelle__economic_project__descriptor,
+        &passerelle__demand_period__descriptor,
     };
     status_t status;
     char field[64], message[256];
@@ -175,6 +187,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (req)
         passerelle__request__free_unpacked(req, NULL);
+
+    /* The bytes as an event of a stream, counted as the indicators count it. */
+    Passerelle__Event *event = passerelle__event__unpack(NULL, size, data);
+    if (event) {
+        projection_t counted;
+        if (projection_of(event, &counted))
+            projection_free(&counted);
+        passerelle__event__free_unpacked(event, NULL);
+    }
 
     /* The same bytes as JSON text, as the CLI would feed them. */
     json_error_t jerr;
