@@ -16,7 +16,9 @@
 -- current (nothing written: the caller reads the generation and its
 -- cursors again); {-2, key...} with the done markers already set (nothing
 -- written: another reader counted those events, the caller leaves them
--- out and calls again).
+-- out and calls again); {-3, key} when a record's stored replacement does
+-- not read (nothing written: the batch fails and is read again, and is
+-- dead-lettered if it keeps failing).
 --
 -- A field that comes back to 0 is deleted, so a record's replacement that
 -- moves its count elsewhere leaves nothing behind, and the key space holds
@@ -51,39 +53,57 @@ end
 
 local i = done_first + n_done
 local n_adds = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, n_adds do
-  move(ARGV[i], ARGV[i + 1], ARGV[i + 2])
-  i = i + 3
-end
+local adds_first = i + 1
+i = adds_first + 3 * n_adds
 
+-- Replacements are read before anything is written: Redis does not undo
+-- what a script wrote before an error, so a record whose stored version
+-- or triples do not read must stop the batch while nothing is written yet.
 -- A replacement: what the record counted as of an older version is taken
 -- back, and what it counts now is counted and kept (version "v", triples
 -- "t" as a flat JSON array of strings), unless the version held is as new.
 local n_repl = tonumber(ARGV[i])
 i = i + 1
+local plans = {}
 for _ = 1, n_repl do
   local identity, version, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
   local rkey = prefix .. "r:" .. identity
   local held = redis.call("HMGET", rkey, "v", "t")
-  if not held[1] or tonumber(held[1]) < tonumber(version) then
-    if held[2] then
-      local old = cjson.decode(held[2])
-      for j = 1, #old, 3 do
-        move(old[j], old[j + 1], -tonumber(old[j + 2]))
-      end
-    end
-    local now = {}
-    for j = i, i + 3 * n - 1, 3 do
-      move(ARGV[j], ARGV[j + 1], ARGV[j + 2])
-      now[#now + 1] = ARGV[j]
-      now[#now + 1] = ARGV[j + 1]
-      now[#now + 1] = ARGV[j + 2]
-    end
-    redis.call("HSET", rkey, "v", version, "t", n > 0 and cjson.encode(now) or "[]")
+  local held_version = held[1] and tonumber(held[1])
+  if held[1] and not held_version then
+    return {-3, rkey}
   end
-  i = i + 3 * n
+  if not held_version or held_version < tonumber(version) then
+    local old = {}
+    if held[2] then
+      local ok, decoded = pcall(cjson.decode, held[2])
+      if not ok or type(decoded) ~= "table" then
+        return {-3, rkey}
+      end
+      old = decoded
+    end
+    plans[#plans + 1] = {rkey = rkey, version = version, old = old, first = i + 3, n = n}
+  end
+  i = i + 3 + 3 * n
+end
+
+for a = adds_first, adds_first + 3 * n_adds - 1, 3 do
+  move(ARGV[a], ARGV[a + 1], ARGV[a + 2])
+end
+
+for _, plan in ipairs(plans) do
+  local old = plan.old
+  for j = 1, #old, 3 do
+    move(old[j], old[j + 1], -tonumber(old[j + 2]))
+  end
+  local now = {}
+  for j = plan.first, plan.first + 3 * plan.n - 1, 3 do
+    move(ARGV[j], ARGV[j + 1], ARGV[j + 2])
+    now[#now + 1] = ARGV[j]
+    now[#now + 1] = ARGV[j + 1]
+    now[#now + 1] = ARGV[j + 2]
+  end
+  redis.call("HSET", plan.rkey, "v", plan.version, "t", plan.n > 0 and cjson.encode(now) or "[]")
 end
 
 local ttl = ARGV[3]

@@ -376,6 +376,13 @@ static apply_outcome_t apply_run(store_t *store, int script, const args_t *a, re
             outcome = APPLY_STALE;
         else if (code == -2)
             outcome = APPLY_ALREADY;
+        else if (code == -3 && reply->elements >= 2 &&
+                 reply->element[1]->type == REDIS_REPLY_STRING) {
+            log_error("a record's stored counts do not read: the batch is refused", "{s:s}", "key",
+                      reply->element[1]->str);
+            freeReplyObject(reply);
+            return APPLY_FAILED;
+        }
     }
     if (outcome == APPLY_FAILED)
         log_error("apply.lua answered something unexpected", NULL);
@@ -1587,6 +1594,18 @@ static long rebuild_read_stream(rebuild_t *self, size_t s)
     }
 }
 
+/* True if this rebuild's generation is the current one: asked again when
+ * the switch's answer was lost, since the script may have run. */
+static bool rebuild_switched(rebuild_t *self)
+{
+    redisReply *reply = NULL;
+    bool switched = store_command(self->store, &reply, "GET %s", INDICATORS_CURRENT) == STORE_OK &&
+                    reply->type == REDIS_REPLY_STRING && strcmp(reply->str, self->gen_text) == 0;
+    if (reply)
+        freeReplyObject(reply);
+    return switched;
+}
+
 /* switch.lua: 1 switched, 0 a stream moved on, -1 failed (message set). */
 static int rebuild_switch(rebuild_t *self)
 {
@@ -1619,7 +1638,10 @@ static int rebuild_switch(rebuild_t *self)
         store_script_run(self->store, self->switch_script, &reply, (int)nkeys, (int)k, argv, NULL);
     free(argv);
     int rc = -1;
-    if (result != STORE_OK) {
+    if (result == STORE_LOST && rebuild_switched(self)) {
+        /* The script ran and its answer was lost: the switch is done. */
+        rc = 1;
+    } else if (result != STORE_OK) {
         rebuild_fail(self, "the switch failed (%s)", store_last_error(self->store));
     } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
                reply->element[0]->type == REDIS_REPLY_INTEGER) {

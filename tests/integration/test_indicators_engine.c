@@ -376,6 +376,30 @@ static void test_apply_script(void **state)
         STORE_OK);
     assert_int_equal(exists->integer, 0);
     freeReplyObject(exists);
+
+    /* A record whose stored counts do not read refuses the whole batch
+     * before anything is written: the add beside it is not counted, its
+     * done marker not set. */
+    assert_int_equal(store_command(f->ind.store, NULL, "HSET indicators:g%s:r:test:record t %s",
+                                   gen, "not json"),
+                     STORE_OK);
+    char other[128];
+    id_new('E', id);
+    snprintf(other, sizeof other, "%s:done:indicators:%s", STREAM, id);
+    const char *bad[] = {"indicators:current",   gen, "1", "60", "1",           other, "1",
+                         "c:test.apply:all:all", "*", "1", "1",  "test:record", "4",   "1",
+                         "c:test.repl:all:all",  "*", "1"};
+    redisReply *refused = NULL;
+    assert_int_equal(store_script_run(f->ind.store, script, &refused, 1, 17, bad, NULL), STORE_OK);
+    assert_int_equal(refused->element[0]->integer, -3);
+    freeReplyObject(refused);
+    assert_int_equal(harness_indicators_counter(f->ind.store, "c:test.apply:all:all", "*"), 1);
+    assert_int_equal(harness_indicators_counter(f->ind.store, "c:test.repl:all:all", "*"), 0);
+    assert_int_equal(harness_indicators_counter(f->ind.store, "c:test.repl:all:all", "x=Y"), 2);
+    redisReply *marker = NULL;
+    assert_int_equal(store_command(f->ind.store, &marker, "EXISTS %s", other), STORE_OK);
+    assert_int_equal(marker->integer, 0);
+    freeReplyObject(marker);
     /* The test's keys go: the rebuild below compares every counter. */
     assert_int_equal(
         store_command(f->ind.store, NULL,
