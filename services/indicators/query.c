@@ -1382,8 +1382,13 @@ static json_t *points_json(const range_t *range, const figure_t *figures)
 
 /* The JSON of one indicator for one scope: its points and, per axis
  * value present, the same series for that value alone. */
+/* The points a JSON export may hold, breakdowns included: the totals are
+ * bounded by EXPORT_ROWS_MAX before anything is read, but how many axis
+ * values the figures hold (one series each) is known only here. */
+#define EXPORT_JSON_POINTS_MAX (4 * EXPORT_ROWS_MAX)
+
 static json_t *series_json(const eval_t *ev, const indicator_def_t *def, const scope_t *scope,
-                           const range_t *range, figure_t *figures)
+                           const range_t *range, figure_t *figures, size_t *points)
 {
     json_t *by = json_object();
     names_t names = {0};
@@ -1391,6 +1396,9 @@ static json_t *series_json(const eval_t *ev, const indicator_def_t *def, const s
     if (names.count)
         qsort(names.items, names.count, sizeof *names.items, name_compare);
     for (size_t i = 0; by && i < names.count; i++) {
+        *points += range->count;
+        if (*points > EXPORT_JSON_POINTS_MAX)
+            break;
         eval_series(ev, def, scope->key, names.items[i], range->kind, range->keys, range->count,
                     figures, 0);
         json_object_set_new(by, names.items[i], points_json(range, figures));
@@ -1403,8 +1411,9 @@ static json_t *series_json(const eval_t *ev, const indicator_def_t *def, const s
 
 /* The export's content: CSV text or JSON, each row computed from reads. */
 static bool export_render(const export_t *ex, const eval_t *ev, text_t *csv, json_t **json_p,
-                          uint32_t *rows)
+                          uint32_t *rows, bool *too_big)
 {
+    size_t points = 0;
     figure_t *figures = calloc(ex->range.count, sizeof *figures);
     if (!figures)
         return false;
@@ -1430,8 +1439,17 @@ static bool export_render(const export_t *ex, const eval_t *ev, text_t *csv, jso
         for (size_t s = 0; s < ex->n_scopes; s++) {
             const scope_t *scope = &ex->scopes[s];
             if (ex->json) {
-                json_array_append_new(series, series_json(ev, def, scope, &ex->range, figures));
+                points += ex->range.count;
+                json_array_append_new(series,
+                                      series_json(ev, def, scope, &ex->range, figures, &points));
                 *rows += (uint32_t)ex->range.count;
+                if (points > EXPORT_JSON_POINTS_MAX) {
+                    *too_big = true;
+                    json_decref(series);
+                    json_decref(indicators);
+                    free(figures);
+                    return false;
+                }
                 continue;
             }
             eval_series(ev, def, scope->key, "*", ex->range.kind, ex->range.keys, ex->range.count,
@@ -1566,11 +1584,18 @@ INDICATORS_HANDLER(handle_indicator_export)
     reads.whole = ex.json;
     eval_t ev = {.reads = &reads, .this_year = date_today_paris().year};
     uint32_t rows = 0;
-    export_render(&ex, &ev, &csv, &json, &rows);
+    bool too_big = false;
+    export_render(&ex, &ev, &csv, &json, &rows, &too_big);
     if (!reads_fetch(&reads, ind, reply))
         goto done;
-    if (!export_render(&ex, &ev, &csv, &json, &rows) || reads.oom) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+    if (!export_render(&ex, &ev, &csv, &json, &rows, &too_big) || reads.oom) {
+        if (too_big)
+            reply_error(reply, ST_RESOURCE_EXHAUSTED, "to",
+                        "the JSON export would hold more than %d points with its breakdowns: "
+                        "ask for fewer periods, indicators or scopes",
+                        EXPORT_JSON_POINTS_MAX);
+        else
+            reply_error(reply, ST_INTERNAL, NULL, "out of memory");
         goto done;
     }
     Passerelle__ExportReply out = PASSERELLE__EXPORT_REPLY__INIT;
