@@ -83,7 +83,9 @@ struct server_t {
     struct slot_t *slots;
     txn_batch_item_t *items;
     txn_lookup_item_t *lookups;
-    size_t last_writes; /* writes committed by the previous batch */
+    size_t last_writes;       /* writes committed by the previous batch */
+    metric_t *requests_total; /* NULL without a registry */
+    metric_t *request_duration;
 };
 
 /* ------------------------------------------------------------------------
@@ -756,6 +758,17 @@ static void server_log(const server_t *self, const outcome_t *out, int64_t durat
     log_debug("request", "{s:s, s:s, s:I, s:s, s:b}", "type", type, "status", status_name(status),
               "duration_us", (json_int_t)duration_us, "party", party, "replayed",
               out->reply.stored != NULL);
+    if (self->requests_total) {
+        /* A replayed reply's status is inside it: decoding it is the cost
+         * of a repeat only. A type no route knows is counted as "unknown",
+         * so that callers cannot grow the series without bound. */
+        if (out->reply.stored && !log_enabled(LOG_LEVEL_DEBUG))
+            status = outcome_status(out);
+        void *ctx = NULL;
+        const char *known = server_route_find(self, type, &ctx) ? type : "unknown";
+        metric_add(self->requests_total, (const char *[]){known, status_name(status)}, 1);
+        metric_observe(self->request_duration, (const char *[]){known}, (double)duration_us / 1e6);
+    }
 }
 
 /* One message from the ROUTER: [routing id][empty][payload], or without the
@@ -1235,6 +1248,19 @@ server_t *server_new(const server_config_t *cfg)
     if (!self->cfg.idempotency_ttl_s)
         self->cfg.idempotency_ttl_s = 86400;
     self->started_ms = time_now_ms();
+    if (cfg->metrics) {
+        static const char *const by_type_status[] = {"type", "status"};
+        static const char *const by_type[] = {"type"};
+        static const double bounds_s[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                          0.05,   0.1,   0.25,   0.5,   1,    2.5};
+        self->requests_total =
+            metrics_counter(cfg->metrics, "passerelle_requests_total",
+                            "Requests answered, by type and status.", by_type_status, 2);
+        self->request_duration =
+            metrics_histogram(cfg->metrics, "passerelle_request_duration_seconds",
+                              "Time from a request's arrival to its reply, by type.", by_type, 1,
+                              bounds_s, sizeof bounds_s / sizeof bounds_s[0]);
+    }
     self->slots = calloc(SERVER_BATCH_MAX, sizeof *self->slots);
     self->items = calloc(SERVER_BATCH_MAX, sizeof *self->items);
     self->lookups = calloc(SERVER_BATCH_MAX, sizeof *self->lookups);

@@ -67,6 +67,7 @@
 #include "identity.h"
 #include "ids.h"
 #include "listing.h"
+#include "metrics.h"
 #include "status.h"
 #include "store.h"
 #include "txn.h"
@@ -227,6 +228,10 @@ typedef struct {
      * short and do long work a slice at a time. */
     void (*tick)(void *ctx);
     int tick_ms;
+    /* Where to count requests (passerelle_requests_total by type and
+     * status, passerelle_request_duration_seconds by type); NULL for
+     * nowhere. Borrowed: it must outlive the server. */
+    metrics_t *metrics;
 } server_config_t;
 
 typedef struct server_t server_t;

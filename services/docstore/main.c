@@ -6,6 +6,8 @@
  *
  * Configuration (besides the store's and the server's common variables):
  *   PASSERELLE_DOCSTORE_ENDPOINT     where to bind (tcp://127.0.0.1:7404)
+ *   PASSERELLE_DOCSTORE_HTTP_ENDPOINT health, readiness and metrics over
+ *                                    HTTP (127.0.0.1:9404; off for none)
  *   PASSERELLE_DOCSTORE_DIR          the volume's folder (./var/docstore)
  *   PASSERELLE_DOCSTORE_MAX_BYTES    largest document, bytes (536870912)
  *   PASSERELLE_DOCSTORE_QUOTA_BYTES  bytes the blobs and uploads may use
@@ -21,7 +23,9 @@
 #include "blobs.h"
 #include "config.h"
 #include "docs.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "store.h"
 
@@ -96,9 +100,29 @@ int main(void)
     server_cfg.tick = docstore_tick;
     server_cfg.tick_ms = (int)tick_ms;
 
+    /* The operations port: health, readiness (a PING on a connection of
+     * its own: the server's belongs to the server thread) and metrics. */
+    metrics_t *metrics = metrics_new();
+    store_t *ready_store = store_new(&store_cfg);
+    httpd_t *httpd = NULL;
+    if (!metrics || !ready_store ||
+        !httpd_start_for_service(&httpd, "PASSERELLE_DOCSTORE_HTTP_ENDPOINT", "127.0.0.1:9404",
+                                 metrics, ready_store)) {
+        httpd_destroy(&httpd);
+        store_destroy(&ready_store);
+        metrics_destroy(&metrics);
+        store_destroy(&store);
+        blobstore_destroy(&blobs);
+        return 1;
+    }
+    server_cfg.metrics = metrics;
+
     server_t *server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
+        httpd_destroy(&httpd);
+        store_destroy(&ready_store);
+        metrics_destroy(&metrics);
         store_destroy(&store);
         blobstore_destroy(&blobs);
         return 1;
@@ -108,6 +132,9 @@ int main(void)
              "gc_grace_s", (int)grace_s);
     server_wait_for_signal(server);
     server_destroy(&server);
+    httpd_destroy(&httpd);
+    store_destroy(&ready_store);
+    metrics_destroy(&metrics);
     store_destroy(&store);
     blobstore_destroy(&blobs);
     log_info("stopped", NULL);

@@ -5,12 +5,16 @@
  *
  * Configuration (besides the store's and the server's common variables):
  *   PASSERELLE_INDICATORS_ENDPOINT  requests (tcp://127.0.0.1:7403)
+ *   PASSERELLE_INDICATORS_HTTP_ENDPOINT health, readiness and metrics over
+ *       HTTP (127.0.0.1:9403; off for none)
  *   PASSERELLE_INDICATORS_STREAMS   the streams projected
  *       (reservations:events,docstore:events,indicators:events) */
 #include "config.h"
 #include "engine.h"
+#include "httpd.h"
 #include "indicators.h"
 #include "log.h"
+#include "metrics.h"
 #include "query.h"
 #include "server.h"
 #include "store.h"
@@ -86,7 +90,18 @@ int main(void)
     int rc = 1;
     projector_t *projectors[STREAMS_MAX] = {0};
     size_t n_projectors = 0;
-    server_t *server = server_new(&server_cfg);
+    server_t *server = NULL;
+    /* The operations port: health, readiness (a PING on a connection of
+     * its own: the server's belongs to the server thread) and metrics. */
+    metrics_t *metrics = metrics_new();
+    store_t *ready_store = store_new(&store_cfg);
+    httpd_t *httpd = NULL;
+    if (!metrics || !ready_store ||
+        !httpd_start_for_service(&httpd, "PASSERELLE_INDICATORS_HTTP_ENDPOINT", "127.0.0.1:9403",
+                                 metrics, ready_store))
+        goto out;
+    server_cfg.metrics = metrics;
+    server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
         goto out;
@@ -113,6 +128,9 @@ out:
     /* The server first: no request may start a rebuild once it is stopped. */
     server_destroy(&server);
     rebuild_stop(&ind.rebuild);
+    httpd_destroy(&httpd);
+    store_destroy(&ready_store);
+    metrics_destroy(&metrics);
     store_destroy(&store);
     log_info("stopped", NULL);
     return rc;

@@ -7,6 +7,8 @@
  *
  * Configuration (besides the store's and the server's common variables):
  *   PASSERELLE_NOTIFICATIONS_ENDPOINT  requests (tcp://127.0.0.1:7402)
+ *   PASSERELLE_NOTIFICATIONS_HTTP_ENDPOINT health, readiness and metrics
+ *                                      over HTTP (127.0.0.1:9402; off)
  *   PASSERELLE_FEED_ENDPOINT           the partner feed's PUB socket
  *                                      (tcp://127.0.0.1:7406)
  *   PASSERELLE_NOTIFY_STREAMS          the streams read
@@ -31,8 +33,10 @@
 #include "digest.h"
 #include "fanout.h"
 #include "feed.h"
+#include "httpd.h"
 #include "identity.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "refdata.h"
 #include "server.h"
@@ -245,7 +249,18 @@ int main(void)
     deliver_t *deliver = NULL;
     digest_t *digest = NULL;
     store_t *seed_store = NULL;
-    server_t *server = server_new(&server_cfg);
+    server_t *server = NULL;
+    /* The operations port: health, readiness (a PING on a connection of
+     * its own: the server's belongs to the server thread) and metrics. */
+    metrics_t *metrics = metrics_new();
+    store_t *ready_store = store_new(&store_cfg);
+    httpd_t *httpd = NULL;
+    if (!metrics || !ready_store ||
+        !httpd_start_for_service(&httpd, "PASSERELLE_NOTIFICATIONS_HTTP_ENDPOINT", "127.0.0.1:9402",
+                                 metrics, ready_store))
+        goto out;
+    server_cfg.metrics = metrics;
+    server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
         goto out;
@@ -336,6 +351,9 @@ out:
     deliver_destroy(&deliver);
     feed_destroy(&feed);
     server_destroy(&server);
+    httpd_destroy(&httpd);
+    store_destroy(&ready_store);
+    metrics_destroy(&metrics);
     store_destroy(&seed_store);
     store_destroy(&store);
     url_policy_destroy(&policy);

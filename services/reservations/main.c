@@ -5,6 +5,8 @@
  *
  * Configuration (besides the store's and the server's common variables):
  *   PASSERELLE_RESERVATIONS_ENDPOINT   where to bind (tcp://127.0.0.1:7401)
+ *   PASSERELLE_RESERVATIONS_HTTP_ENDPOINT health, readiness and metrics
+ *       over HTTP (127.0.0.1:9401; off for none)
  *   PASSERELLE_CONVENTION_ENERGY_RULES the worst energy class a unit may
  *       have for a convention to be signed, over time (E,2028-01-01:D)
  *   PASSERELLE_ELIGIBILITY_MIN_HEADCOUNT_PRIVATE      the fewest employees a
@@ -14,7 +16,9 @@
  *       agricultural employers (50) */
 #include "config.h"
 #include "handlers.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "proposal_rules.h"
 #include "server.h"
 #include "store.h"
@@ -73,15 +77,37 @@ int main(void)
     server_cfg.store = store;
     server_cfg.stream = RESERVATIONS_STREAM;
 
+    /* The operations port: health, readiness (a PING on a connection of
+     * its own: the server's belongs to the server thread) and metrics. */
+    metrics_t *metrics = metrics_new();
+    store_t *ready_store = store_new(&store_cfg);
+    httpd_t *httpd = NULL;
+    if (!metrics || !ready_store ||
+        !httpd_start_for_service(&httpd, "PASSERELLE_RESERVATIONS_HTTP_ENDPOINT", "127.0.0.1:9401",
+                                 metrics, ready_store)) {
+        httpd_destroy(&httpd);
+        store_destroy(&ready_store);
+        metrics_destroy(&metrics);
+        store_destroy(&store);
+        return 1;
+    }
+    server_cfg.metrics = metrics;
+
     server_t *server = server_new(&server_cfg);
     if (!server) {
         /* server_new has logged why (bind, certificate, authentication). */
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
+        httpd_destroy(&httpd);
+        store_destroy(&ready_store);
+        metrics_destroy(&metrics);
         store_destroy(&store);
         return 1;
     }
     server_wait_for_signal(server);
     server_destroy(&server);
+    httpd_destroy(&httpd);
+    store_destroy(&ready_store);
+    metrics_destroy(&metrics);
     store_destroy(&store);
     log_info("stopped", NULL);
     return 0;
