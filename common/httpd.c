@@ -187,32 +187,65 @@ static bool store_ready(void *arg, char *why, size_t why_size)
     return false;
 }
 
-bool httpd_start_for_service(httpd_t **self_p, const char *variable, const char *default_endpoint,
-                             metrics_t *metrics, store_t *ready_store)
+struct ops_t {
+    metrics_t *metrics;
+    store_t *ready_store;
+    httpd_t *httpd; /* NULL: off, or its port was taken */
+};
+
+ops_t *ops_start(const char *variable, const char *default_endpoint,
+                 const store_config_t *store_cfg)
 {
-    *self_p = NULL;
     const char *endpoint = config_str(variable, default_endpoint);
-    if (strcmp(endpoint, "off") == 0) {
-        log_info("http off", "{s:s}", "variable", variable);
-        return true;
-    }
+    bool off = strcmp(endpoint, "off") == 0;
     struct sockaddr_in addr;
-    if (!endpoint_parse(endpoint, &addr)) {
+    if (!off && !endpoint_parse(endpoint, &addr)) {
         log_error("bad configuration", "{s:s, s:s, s:s}", "variable", variable, "value", endpoint,
                   "error", "expected a.b.c.d:port or off");
-        return false;
+        return NULL;
     }
-    httpd_t *self = httpd_new(endpoint, metrics, ready_store ? store_ready : NULL, ready_store);
-    if (!self) {
+    ops_t *self = calloc(1, sizeof *self);
+    if (self) {
+        self->metrics = metrics_new();
+        self->ready_store = off ? NULL : store_new(store_cfg);
+    }
+    if (!self || !self->metrics || (!off && !self->ready_store)) {
+        log_error("out of memory starting the operations port", NULL);
+        ops_destroy(&self);
+        return NULL;
+    }
+    if (off) {
+        log_info("http off", "{s:s}", "variable", variable);
+        return self;
+    }
+    self->httpd = httpd_new(endpoint, self->metrics, store_ready, self->ready_store);
+    if (!self->httpd) {
         /* The port is taken (another instance on this host): the service
          * still serves its requests; only its monitoring is missing, which
          * the scraper sees as a refused connection. */
         log_error("http unavailable: the service runs without its operations port", "{s:s, s:s}",
                   "variable", variable, "endpoint", endpoint);
-        return true;
+        return self;
     }
-    log_info("http listening", "{s:s, s:i}", "address", httpd_address(self), "port",
-             (int)httpd_port(self));
-    *self_p = self;
-    return true;
+    log_info("http listening", "{s:s, s:i}", "address", httpd_address(self->httpd), "port",
+             (int)httpd_port(self->httpd));
+    return self;
+}
+
+metrics_t *ops_metrics(const ops_t *self)
+{
+    return self->metrics;
+}
+
+void ops_destroy(ops_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ops_t *self = *self_p;
+    /* The HTTP thread reads the registry and the store: it stops first. */
+    httpd_destroy(&self->httpd);
+    store_destroy(&self->ready_store);
+    metrics_destroy(&self->metrics);
+    free(self);
+    *self_p = NULL;
 }

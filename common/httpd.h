@@ -39,15 +39,22 @@ uint16_t httpd_port(const httpd_t *self);
 /* The bound address, "127.0.0.1:9401". */
 const char *httpd_address(const httpd_t *self);
 
-/* A service's operations port, as its main starts it: the endpoint from
- * variable (default_endpoint when unset; "off": none, *self_p stays NULL),
- * ready while a PING of ready_store succeeds (a store of its own, used by
- * the HTTP thread only: the server's is not thread-safe), and a log line
- * "http listening" with the address and port. ready_store and metrics must
- * outlive the server. False (logged) when the endpoint does not parse; a
- * port that cannot be bound (taken by another instance on the host) is
- * logged and leaves *self_p NULL: the service runs on without it. */
-bool httpd_start_for_service(httpd_t **self_p, const char *variable, const char *default_endpoint,
-                             metrics_t *metrics, store_t *ready_store);
+/* A service's operations port, as its main starts it: the registry its
+ * request server counts into, the HTTP server (endpoint from variable,
+ * default_endpoint when unset, "off" for none), and readiness = a PING
+ * of a Redis connection of its own (the server's belongs to the server
+ * thread), all owned together; "http listening" is logged with the address
+ * and port. NULL (logged) when the endpoint does not parse or memory runs
+ * out. A port that cannot be bound (taken by another instance on the
+ * host) is logged and the service runs on without it: its metrics are
+ * still counted. */
+typedef struct ops_t ops_t;
+
+ops_t *ops_start(const char *variable, const char *default_endpoint,
+                 const store_config_t *store_cfg);
+/* The registry to hand the request server (server_config_t.metrics). */
+metrics_t *ops_metrics(const ops_t *self);
+/* Stops the HTTP server, then frees the store and the registry. */
+void ops_destroy(ops_t **self_p);
 
 #endif

@@ -100,29 +100,19 @@ int main(void)
     server_cfg.tick = docstore_tick;
     server_cfg.tick_ms = (int)tick_ms;
 
-    /* The operations port: health, readiness (a PING on a connection of
-     * its own: the server's belongs to the server thread) and metrics. */
-    metrics_t *metrics = metrics_new();
-    store_t *ready_store = store_new(&store_cfg);
-    httpd_t *httpd = NULL;
-    if (!metrics || !ready_store ||
-        !httpd_start_for_service(&httpd, "PASSERELLE_DOCSTORE_HTTP_ENDPOINT", "127.0.0.1:9404",
-                                 metrics, ready_store)) {
-        httpd_destroy(&httpd);
-        store_destroy(&ready_store);
-        metrics_destroy(&metrics);
+    /* The operations port: health, readiness and metrics. */
+    ops_t *ops = ops_start("PASSERELLE_DOCSTORE_HTTP_ENDPOINT", "127.0.0.1:9404", &store_cfg);
+    if (!ops) {
         store_destroy(&store);
         blobstore_destroy(&blobs);
         return 1;
     }
-    server_cfg.metrics = metrics;
+    server_cfg.metrics = ops_metrics(ops);
 
     server_t *server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
-        httpd_destroy(&httpd);
-        store_destroy(&ready_store);
-        metrics_destroy(&metrics);
+        ops_destroy(&ops);
         store_destroy(&store);
         blobstore_destroy(&blobs);
         return 1;
@@ -132,9 +122,7 @@ int main(void)
              "gc_grace_s", (int)grace_s);
     server_wait_for_signal(server);
     server_destroy(&server);
-    httpd_destroy(&httpd);
-    store_destroy(&ready_store);
-    metrics_destroy(&metrics);
+    ops_destroy(&ops);
     store_destroy(&store);
     blobstore_destroy(&blobs);
     log_info("stopped", NULL);

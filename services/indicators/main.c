@@ -91,16 +91,11 @@ int main(void)
     projector_t *projectors[STREAMS_MAX] = {0};
     size_t n_projectors = 0;
     server_t *server = NULL;
-    /* The operations port: health, readiness (a PING on a connection of
-     * its own: the server's belongs to the server thread) and metrics. */
-    metrics_t *metrics = metrics_new();
-    store_t *ready_store = store_new(&store_cfg);
-    httpd_t *httpd = NULL;
-    if (!metrics || !ready_store ||
-        !httpd_start_for_service(&httpd, "PASSERELLE_INDICATORS_HTTP_ENDPOINT", "127.0.0.1:9403",
-                                 metrics, ready_store))
+    /* The operations port: health, readiness and metrics. */
+    ops_t *ops = ops_start("PASSERELLE_INDICATORS_HTTP_ENDPOINT", "127.0.0.1:9403", &store_cfg);
+    if (!ops)
         goto out;
-    server_cfg.metrics = metrics;
+    server_cfg.metrics = ops_metrics(ops);
     server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
@@ -128,9 +123,7 @@ out:
     /* The server first: no request may start a rebuild once it is stopped. */
     server_destroy(&server);
     rebuild_stop(&ind.rebuild);
-    httpd_destroy(&httpd);
-    store_destroy(&ready_store);
-    metrics_destroy(&metrics);
+    ops_destroy(&ops);
     store_destroy(&store);
     log_info("stopped", NULL);
     return rc;

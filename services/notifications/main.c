@@ -250,16 +250,11 @@ int main(void)
     digest_t *digest = NULL;
     store_t *seed_store = NULL;
     server_t *server = NULL;
-    /* The operations port: health, readiness (a PING on a connection of
-     * its own: the server's belongs to the server thread) and metrics. */
-    metrics_t *metrics = metrics_new();
-    store_t *ready_store = store_new(&store_cfg);
-    httpd_t *httpd = NULL;
-    if (!metrics || !ready_store ||
-        !httpd_start_for_service(&httpd, "PASSERELLE_NOTIFICATIONS_HTTP_ENDPOINT", "127.0.0.1:9402",
-                                 metrics, ready_store))
+    /* The operations port: health, readiness and metrics. */
+    ops_t *ops = ops_start("PASSERELLE_NOTIFICATIONS_HTTP_ENDPOINT", "127.0.0.1:9402", &store_cfg);
+    if (!ops)
         goto out;
-    server_cfg.metrics = metrics;
+    server_cfg.metrics = ops_metrics(ops);
     server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
@@ -351,9 +346,7 @@ out:
     deliver_destroy(&deliver);
     feed_destroy(&feed);
     server_destroy(&server);
-    httpd_destroy(&httpd);
-    store_destroy(&ready_store);
-    metrics_destroy(&metrics);
+    ops_destroy(&ops);
     store_destroy(&seed_store);
     store_destroy(&store);
     url_policy_destroy(&policy);

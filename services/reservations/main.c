@@ -77,37 +77,25 @@ int main(void)
     server_cfg.store = store;
     server_cfg.stream = RESERVATIONS_STREAM;
 
-    /* The operations port: health, readiness (a PING on a connection of
-     * its own: the server's belongs to the server thread) and metrics. */
-    metrics_t *metrics = metrics_new();
-    store_t *ready_store = store_new(&store_cfg);
-    httpd_t *httpd = NULL;
-    if (!metrics || !ready_store ||
-        !httpd_start_for_service(&httpd, "PASSERELLE_RESERVATIONS_HTTP_ENDPOINT", "127.0.0.1:9401",
-                                 metrics, ready_store)) {
-        httpd_destroy(&httpd);
-        store_destroy(&ready_store);
-        metrics_destroy(&metrics);
+    /* The operations port: health, readiness and metrics. */
+    ops_t *ops = ops_start("PASSERELLE_RESERVATIONS_HTTP_ENDPOINT", "127.0.0.1:9401", &store_cfg);
+    if (!ops) {
         store_destroy(&store);
         return 1;
     }
-    server_cfg.metrics = metrics;
+    server_cfg.metrics = ops_metrics(ops);
 
     server_t *server = server_new(&server_cfg);
     if (!server) {
         /* server_new has logged why (bind, certificate, authentication). */
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
-        httpd_destroy(&httpd);
-        store_destroy(&ready_store);
-        metrics_destroy(&metrics);
+        ops_destroy(&ops);
         store_destroy(&store);
         return 1;
     }
     server_wait_for_signal(server);
     server_destroy(&server);
-    httpd_destroy(&httpd);
-    store_destroy(&ready_store);
-    metrics_destroy(&metrics);
+    ops_destroy(&ops);
     store_destroy(&store);
     log_info("stopped", NULL);
     return 0;
