@@ -431,11 +431,17 @@ static int service_spawn(harness_service_t *service, const char *log_dir, char *
     service->endpoint[0] = '\0';
     service->port = 0;
 
+    /* A port the kernel hands out, not "*": CZMQ gives "*" the first free
+     * port from 49152 up, the same one to every service starting at that
+     * moment, and takes a killed service's port for the next one to start,
+     * so that a restart on it would find it gone. */
+    char fallback[64];
+    snprintf(fallback, sizeof fallback, "tcp://127.0.0.1:%d", harness_free_port());
     pid_t pid = fork_child();
     if (pid == -1)
         return -1;
     if (pid == 0) {
-        setenv(variable, "tcp://127.0.0.1:*", 1);
+        setenv(variable, fallback, 1);
         for (size_t i = 0; extra_env && extra_env[i]; i++)
             putenv(extra_env[i]);
         if (endpoint)
@@ -478,7 +484,16 @@ int harness_service_start(harness_service_t *service, const char *name, const ch
 {
     memset(service, 0, sizeof *service);
     snprintf(service->name, sizeof service->name, "%s", name);
-    return service_spawn(service, log_dir, extra_env, NULL) == 0 ? 0 : -1;
+    /* The free port may be taken before the service binds it: another is
+     * tried, as for Redis. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int spawned = service_spawn(service, log_dir, extra_env, NULL);
+        if (spawned == 0)
+            return 0;
+        if (spawned == -2)
+            break;
+    }
+    return -1;
 }
 
 int harness_service_stop(harness_service_t *service, int sig)

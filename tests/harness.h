@@ -84,8 +84,9 @@ typedef struct {
 /* Starts $PASSERELLE_TEST_BIN_DIR/services/<name>/passerelle-<name> with
  * this process's environment plus extra_env ("NAME=value" strings,
  * NULL-terminated, may be NULL), its endpoint variable
- * (PASSERELLE_<NAME>_ENDPOINT) set to tcp://127.0.0.1:* unless extra_env
- * sets it, its stderr to log_dir/<name>.log, and waits (up to 10 s) for its
+ * (PASSERELLE_<NAME>_ENDPOINT) set to a free port the kernel picks unless
+ * extra_env sets it (another is tried if it is taken before the service
+ * binds it), its stderr to log_dir/<name>.log, and waits (up to 10 s) for its
  * "listening" log line, from which it reads the endpoint. 0 or -1. */
 int harness_service_start(harness_service_t *service, const char *name, const char *log_dir,
                           char *const extra_env[]);
@@ -471,11 +472,7 @@ void harness_sink_mode(const char *dir, const char *tag, const char *mode);
  * requests were served on before, with harness_notify_start's test settings
  * and extra_env (pass the same as at the start: a fixed
  * PASSERELLE_FEED_ENDPOINT keeps the feed where its subscribers look). A
- * port still held by the dead process is tried again for a while. 0 or -1.
- * A test that restarts should start the service on harness_free_port()
- * ports (PASSERELLE_NOTIFICATIONS_ENDPOINT in extra_env): CZMQ gives "*"
- * the first free port from 49152 up, which a test running beside it takes
- * as soon as the service is down. */
+ * port still held by the dead process is tried again for a while. 0 or -1. */
 int harness_notify_restart(const harness_stack_t *stack, harness_service_t *service,
                            char *const extra_env[]);
 
