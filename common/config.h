@@ -19,4 +19,13 @@ bool config_int(const char *name, long fallback, long min, long max, long *out);
  * and logs when the value is none of these. */
 bool config_bool(const char *name, bool fallback, bool *out);
 
+/* A secret: the value of name, or else the content of the file that
+ * name_FILE names (a container's mounted secret, so that the secret is in
+ * neither the environment nor the image), its final newline removed.
+ * *out is NULL when neither is set. A file is read once per process and
+ * kept for its life (not owned). Returns false, and logs which variable
+ * is wrong, when the file cannot be read or is empty; a service must not
+ * start without the secret it was told to use. */
+bool config_secret(const char *name, const char **out);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -190,6 +191,55 @@ static void test_status_names(void **state)
     assert_int_equal(status_parse("STATUS_OK"), -1);
 }
 
+/* A secret from the variable itself, else from the file VAR_FILE names,
+ * read once; an unreadable or empty file is refused, naming the variable. */
+static void test_config_secret(void **state)
+{
+    (void)state;
+    const char *value = "unset";
+    unsetenv(VAR "_FILE");
+    assert_true(config_secret(VAR, &value));
+    assert_null(value);
+
+    setenv(VAR, "direct", 1);
+    assert_true(config_secret(VAR, &value));
+    assert_string_equal(value, "direct");
+    unsetenv(VAR);
+
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/passerelle-secret-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "s3cret\n", 7), 7);
+    close(fd);
+    setenv(VAR "_FILE", path, 1);
+    assert_true(config_secret(VAR, &value));
+    assert_string_equal(value, "s3cret");
+    /* Read once: the file changing or going does not change the answer. */
+    unlink(path);
+    assert_true(config_secret(VAR, &value));
+    assert_string_equal(value, "s3cret");
+
+    setenv("PASSERELLE_TEST_CONFIG_OTHER_FILE", "/nonexistent/secret", 1);
+    capture_start();
+    assert_false(config_secret("PASSERELLE_TEST_CONFIG_OTHER", &value));
+    char *log = capture_end();
+    assert_non_null(strstr(log, "PASSERELLE_TEST_CONFIG_OTHER_FILE"));
+    free(log);
+
+    fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "\n", 1), 1);
+    close(fd);
+    setenv("PASSERELLE_TEST_CONFIG_OTHER_FILE", path, 1);
+    capture_start();
+    assert_false(config_secret("PASSERELLE_TEST_CONFIG_OTHER", &value));
+    free(capture_end());
+    unlink(path);
+    unsetenv("PASSERELLE_TEST_CONFIG_OTHER_FILE");
+    unsetenv(VAR "_FILE");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -197,6 +247,7 @@ int main(void)
         cmocka_unit_test_setup(test_config_int_accepts, setup),
         cmocka_unit_test_setup(test_config_int_refuses, setup),
         cmocka_unit_test_setup(test_config_bool, setup),
+        cmocka_unit_test_setup(test_config_secret, setup),
         cmocka_unit_test(test_status_matches_proto),
         cmocka_unit_test(test_status_names),
     };
