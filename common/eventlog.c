@@ -16,11 +16,22 @@
 #include "log.h"
 
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STREAM_ID_LEN 48 /* "<ms>-<seq>": two 20-digit numbers and a dash */
+
+/* Consumers one process may have at once and be watched (eventlog.h,
+ * health): a service has one per stream it reads, a test a few more. */
+#define BEAT_SLOTS      64
+#define BEAT_STREAM_MAX 192
+#define BEAT_GROUP_MAX  128
+
+typedef struct beat_slot_t beat_slot_t;
 
 struct consumer_t {
     store_t *store; /* borrowed */
@@ -34,6 +45,8 @@ struct consumer_t {
     int done_ttl_s;
     bool ordered;
 
+    beat_slot_t *beat; /* NULL: not watched (the table was full) */
+
     bool group_ready;
     bool own_pending_seen;
     char own_cursor[STREAM_ID_LEN];   /* where the own-pending pass is */
@@ -45,6 +58,118 @@ typedef enum {
     SOURCE_CLAIMED,
     SOURCE_NEW,
 } entry_source_t;
+
+/* ======================== health ======================================= */
+
+/* One consumer's slot. The names, live and used change only under
+ * beat_lock; the beat and the counts are atomics that the consumer's own
+ * thread writes without the lock and a reader (the HTTP thread) loads
+ * under it. A slot is never freed: a live consumer's pointer stays valid,
+ * and only a slot whose consumer is gone is given to another. */
+struct beat_slot_t {
+    char stream[BEAT_STREAM_MAX];
+    char group[BEAT_GROUP_MAX];
+    bool used; /* named: a consumer of them was made */
+    bool live; /* its consumer exists */
+    atomic_int_fast64_t beat_ms;
+    atomic_uint_fast64_t handled;
+    atomic_uint_fast64_t dead_lettered;
+};
+
+static beat_slot_t beat_slots[BEAT_SLOTS];
+static pthread_mutex_t beat_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Monotonic: a wall clock set back would make a consumer look stuck. */
+static int64_t beat_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool beat_names(const beat_slot_t *slot, const char *stream, const char *group)
+{
+    return slot->used && strcmp(slot->stream, stream) == 0 && strcmp(slot->group, group) == 0;
+}
+
+/* A slot for a new consumer of stream and group: preferably one its
+ * predecessor of the same names left (its counts go on), else one never
+ * used, else any whose consumer is gone. NULL when every slot is live or
+ * a name is too long to keep (the consumer works all the same, unwatched:
+ * readiness then says it is absent, which an operator can see). */
+static beat_slot_t *beat_claim(const char *stream, const char *group)
+{
+    if (strlen(stream) >= BEAT_STREAM_MAX || strlen(group) >= BEAT_GROUP_MAX)
+        return NULL;
+    pthread_mutex_lock(&beat_lock);
+    beat_slot_t *slot = NULL;
+    for (size_t i = 0; !slot && i < BEAT_SLOTS; i++)
+        if (!beat_slots[i].live && beat_names(&beat_slots[i], stream, group))
+            slot = &beat_slots[i];
+    for (size_t i = 0; !slot && i < BEAT_SLOTS; i++)
+        if (!beat_slots[i].used)
+            slot = &beat_slots[i];
+    for (size_t i = 0; !slot && i < BEAT_SLOTS; i++)
+        if (!beat_slots[i].live)
+            slot = &beat_slots[i];
+    if (slot) {
+        if (!beat_names(slot, stream, group)) {
+            snprintf(slot->stream, sizeof slot->stream, "%s", stream);
+            snprintf(slot->group, sizeof slot->group, "%s", group);
+            atomic_store(&slot->handled, 0);
+            atomic_store(&slot->dead_lettered, 0);
+        }
+        slot->used = true;
+        slot->live = true;
+        /* Made is a beat: a consumer is not stuck before its first poll. */
+        atomic_store(&slot->beat_ms, beat_now_ms());
+    }
+    pthread_mutex_unlock(&beat_lock);
+    return slot;
+}
+
+static void beat_release(beat_slot_t *slot)
+{
+    if (!slot)
+        return;
+    pthread_mutex_lock(&beat_lock);
+    slot->live = false;
+    pthread_mutex_unlock(&beat_lock);
+}
+
+void consumer_beat(consumer_t *self)
+{
+    if (self && self->beat)
+        atomic_store_explicit(&self->beat->beat_ms, beat_now_ms(), memory_order_relaxed);
+}
+
+void consumer_health(const char *stream, const char *group, consumer_health_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->state = CONSUMER_ABSENT;
+    if (!stream || !group)
+        return;
+    int64_t now = beat_now_ms(), oldest = now;
+    pthread_mutex_lock(&beat_lock);
+    for (size_t i = 0; i < BEAT_SLOTS; i++) {
+        beat_slot_t *slot = &beat_slots[i];
+        if (!beat_names(slot, stream, group))
+            continue;
+        out->handled += atomic_load_explicit(&slot->handled, memory_order_relaxed);
+        out->dead_lettered += atomic_load_explicit(&slot->dead_lettered, memory_order_relaxed);
+        if (slot->live) {
+            int64_t beat = atomic_load_explicit(&slot->beat_ms, memory_order_relaxed);
+            if (beat < oldest)
+                oldest = beat;
+            out->state = CONSUMER_RUNNING;
+        } else if (out->state == CONSUMER_ABSENT) {
+            out->state = CONSUMER_STOPPED;
+        }
+    }
+    pthread_mutex_unlock(&beat_lock);
+    if (out->state == CONSUMER_RUNNING)
+        out->idle_ms = now - oldest;
+}
 
 /* ======================== life cycle =================================== */
 
@@ -72,6 +197,10 @@ consumer_t *consumer_new(store_t *store, const consumer_config_t *cfg)
     self->ordered = cfg->ordered;
     strcpy(self->own_cursor, "0");
     strcpy(self->claim_cursor, "0-0");
+    self->beat = beat_claim(self->stream, self->group);
+    if (!self->beat)
+        log_warn("consumer not watched: readiness will call it absent", "{s:s, s:s, s:i}", "stream",
+                 self->stream, "group", self->group, "watched_most", BEAT_SLOTS);
     return self;
 }
 
@@ -80,6 +209,7 @@ void consumer_destroy(consumer_t **self_p)
     if (!self_p || !*self_p)
         return;
     consumer_t *self = *self_p;
+    beat_release(self->beat);
     free(self->stream);
     free(self->group);
     free(self->consumer);
@@ -215,6 +345,8 @@ static int dead_letter(consumer_t *self, const char *id, const redisReply *field
                   self->dead_stream, "error", store_last_error(self->store));
         return 0; /* left pending: it will be tried again */
     }
+    if (self->beat)
+        atomic_fetch_add_explicit(&self->beat->dead_lettered, 1, memory_order_relaxed);
     log_error("event dead-lettered", "{s:s, s:s, s:s, s:s, s:I}", "stream", self->stream, "group",
               self->group, "position", id, "reason", reason, "deliveries", (json_int_t)deliveries);
     return ack(self, id);
@@ -558,9 +690,22 @@ static int poll_batches(consumer_t *self, int block_ms, consumer_batch_fn *fn, v
     return read_group(self, ">", block_ms, SOURCE_NEW, fn, arg, set_done, NULL);
 }
 
+/* poll_batches, and the beat when Redis answered (eventlog.h, health). */
+static int poll_and_beat(consumer_t *self, int block_ms, consumer_batch_fn *fn, void *arg,
+                         bool set_done)
+{
+    int handled = poll_batches(self, block_ms, fn, arg, set_done);
+    if (handled >= 0 && self->beat) {
+        atomic_fetch_add_explicit(&self->beat->handled, (uint_fast64_t)handled,
+                                  memory_order_relaxed);
+        consumer_beat(self);
+    }
+    return handled;
+}
+
 int consumer_poll_batch(consumer_t *self, int block_ms, consumer_batch_fn *fn, void *arg)
 {
-    return poll_batches(self, block_ms, fn, arg, false);
+    return poll_and_beat(self, block_ms, fn, arg, false);
 }
 
 /* consumer_poll's handler, called once per entry of a batch. */
@@ -579,7 +724,7 @@ static void one_by_one(void *arg, const consumer_entry_t *entries, size_t count,
 int consumer_poll(consumer_t *self, int block_ms, consumer_fn *fn, void *arg)
 {
     one_by_one_t one = {fn, arg};
-    return poll_batches(self, block_ms, one_by_one, &one, true);
+    return poll_and_beat(self, block_ms, one_by_one, &one, true);
 }
 
 /* ======================== listing ====================================== */

@@ -81,6 +81,38 @@ int consumer_poll_batch(consumer_t *self, int block_ms, consumer_batch_fn *fn, v
 /* The done-marker key of an event id for this group (written into out). */
 void consumer_done_key(const consumer_t *self, const char *event_id, char *out, size_t out_size);
 
+/* --- health --------------------------------------------------------------
+ * Every consumer of the process has a slot in a process-wide table, kept
+ * by stream and group, in which it beats: when it is made, and at the end
+ * of each poll that Redis answered (a BLOCK that timed out included; a
+ * poll finds Redis away returns -1 and does not beat). Polls come every
+ * fraction of a second, so a consumer that has not beaten for seconds is
+ * stuck (a handler that does not return, Redis away or refusing its reads)
+ * and one destroyed has stopped. The operations port reads the table for
+ * /readyz and /metrics (httpd.h, ops_watch_consumer). */
+
+typedef enum {
+    CONSUMER_ABSENT,  /* none of this stream and group was made in the process */
+    CONSUMER_RUNNING, /* at least one is alive */
+    CONSUMER_STOPPED, /* every one made has been destroyed */
+} consumer_state_t;
+
+typedef struct {
+    consumer_state_t state;
+    int64_t idle_ms;        /* RUNNING: since the oldest last beat among the live ones */
+    uint64_t handled;       /* entries handled, skipped ones included, by all of them */
+    uint64_t dead_lettered; /* entries they moved to the dead-letter stream */
+} consumer_health_t;
+
+/* The health of this process's consumers of stream and group (a
+ * laggard among several shows in idle_ms). Safe from any thread. */
+void consumer_health(const char *stream, const char *group, consumer_health_t *out);
+
+/* A beat without a poll: for a reader whose loop passes without reading
+ * by choice (standing by while another replica reads the stream), so
+ * that it is not taken for stuck. */
+void consumer_beat(consumer_t *self);
+
 /* Reads up to limit entries after position (exclusive; "0" or "" for the
  * start) without a group: for the event.list request. Fills reply's events
  * (caller frees with eventlog_list_free). */

@@ -10,6 +10,7 @@
 
 typedef enum {
     METRIC_COUNTER,
+    METRIC_GAUGE,
     METRIC_HISTOGRAM,
 } metric_kind_t;
 
@@ -17,7 +18,7 @@ typedef struct _series_t {
     struct _series_t *next;
     char *values[METRICS_LABELS_MAX];
     uint64_t count; /* the counter's value, or the histogram's observations */
-    double sum;
+    double sum;     /* the histogram's; the gauge's value */
     /* Per bucket, not cumulative: rendering adds them up. */
     uint64_t buckets[METRICS_BUCKETS_MAX];
 } series_t;
@@ -36,10 +37,17 @@ struct _metric_t {
     series_t *series_tail;
 };
 
+typedef struct {
+    metrics_collect_fn *fn;
+    void *arg;
+} collector_t;
+
 struct _metrics_t {
     pthread_mutex_t lock;
     metric_t *first; /* in declaration order */
     metric_t *last;
+    collector_t collectors[METRICS_COLLECTORS_MAX];
+    size_t collector_count;
 };
 
 metrics_t *metrics_new(void)
@@ -165,6 +173,13 @@ metric_t *metrics_counter(metrics_t *self, const char *name, const char *help,
     return metric ? metric_register(self, metric) : NULL;
 }
 
+metric_t *metrics_gauge(metrics_t *self, const char *name, const char *help,
+                        const char *const *label_names, size_t label_count)
+{
+    metric_t *metric = metric_declare(self, METRIC_GAUGE, name, help, label_names, label_count);
+    return metric ? metric_register(self, metric) : NULL;
+}
+
 metric_t *metrics_histogram(metrics_t *self, const char *name, const char *help,
                             const char *const *label_names, size_t label_count,
                             const double *bounds, size_t bound_count)
@@ -245,6 +260,31 @@ void metric_observe(metric_t *metric, const char *const *label_values, double va
     pthread_mutex_unlock(&metric->registry->lock);
 }
 
+void metric_set(metric_t *metric, const char *const *label_values, double value)
+{
+    if (!metric || metric->kind == METRIC_HISTOGRAM)
+        return;
+    pthread_mutex_lock(&metric->registry->lock);
+    series_t *series = series_find(metric, label_values);
+    if (series && metric->kind == METRIC_GAUGE)
+        series->sum = value;
+    else if (series && value >= 0) /* NaN compares false: the count stays */
+        series->count = value >= 0x1p64 ? UINT64_MAX : (uint64_t)value;
+    pthread_mutex_unlock(&metric->registry->lock);
+}
+
+bool metrics_collector(metrics_t *self, metrics_collect_fn *fn, void *arg)
+{
+    if (!self || !fn)
+        return false;
+    pthread_mutex_lock(&self->lock);
+    bool room = self->collector_count < METRICS_COLLECTORS_MAX;
+    if (room)
+        self->collectors[self->collector_count++] = (collector_t){fn, arg};
+    pthread_mutex_unlock(&self->lock);
+    return room;
+}
+
 /* ---- rendering ---- */
 
 /* Writes text escaped as the format wants: backslash and newline always,
@@ -318,6 +358,17 @@ char *metrics_render(metrics_t *self)
 {
     if (!self)
         return NULL;
+    /* The collectors run unlocked, since they update the registry; a copy
+     * of the list is taken under the lock because another thread may be
+     * registering one meanwhile (the entries never change once added). */
+    collector_t collectors[METRICS_COLLECTORS_MAX];
+    pthread_mutex_lock(&self->lock);
+    size_t collector_count = self->collector_count;
+    memcpy(collectors, self->collectors, collector_count * sizeof *collectors);
+    pthread_mutex_unlock(&self->lock);
+    for (size_t i = 0; i < collector_count; i++)
+        collectors[i].fn(collectors[i].arg);
+
     char *text = NULL;
     size_t size = 0;
     FILE *out = open_memstream(&text, &size);
@@ -325,14 +376,18 @@ char *metrics_render(metrics_t *self)
         return NULL;
     pthread_mutex_lock(&self->lock);
     for (const metric_t *metric = self->first; metric; metric = metric->next) {
+        static const char *const kind_names[] = {"counter", "gauge", "histogram"};
         fprintf(out, "# HELP %s ", metric->name);
         write_escaped(out, metric->help, false);
-        fprintf(out, "\n# TYPE %s %s\n", metric->name,
-                metric->kind == METRIC_COUNTER ? "counter" : "histogram");
+        fprintf(out, "\n# TYPE %s %s\n", metric->name, kind_names[metric->kind]);
         for (const series_t *series = metric->series; series; series = series->next) {
             if (metric->kind == METRIC_COUNTER) {
                 write_series_name(out, metric, "", series, NULL);
                 fprintf(out, "%llu\n", (unsigned long long)series->count);
+            } else if (metric->kind == METRIC_GAUGE) {
+                write_series_name(out, metric, "", series, NULL);
+                write_double(out, series->sum);
+                fputc('\n', out);
             } else {
                 write_histogram(out, metric, series);
             }

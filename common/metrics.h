@@ -1,4 +1,4 @@
-/* Metrics: a registry of counters and histograms with labels, rendered in
+/* Metrics: a registry of counters, gauges and histograms with labels, rendered in
  * the Prometheus text exposition format (version 0.0.4) for an HTTP scrape
  * (httpd.h), e.g.
  *   # HELP passerelle_requests_total Requests answered, by type and status.
@@ -18,6 +18,7 @@
 #ifndef PASSERELLE_METRICS_H
 #define PASSERELLE_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,8 +60,33 @@ void metric_add(metric_t *metric, const char *const *label_values, uint64_t amou
  * label_values; a no-op as metric_add on a NULL metric or a counter. */
 void metric_observe(metric_t *metric, const char *const *label_values, double value);
 
+/* Declares a gauge, as metrics_counter: a value that goes up and down (an
+ * upload count, a consumer's lag), rendered "# TYPE name gauge". */
+metric_t *metrics_gauge(metrics_t *self, const char *name, const char *help,
+                        const char *const *label_names, size_t label_count);
+
+/* Sets the series for label_values of a gauge to value; NaN says the
+ * value is unknown right now (rendered "NaN"). On a counter, sets its
+ * count (value rounded down; NaN or a negative leaves it): for a count kept elsewhere
+ * and copied in at scrape time (a collector), which must only grow. A
+ * no-op on a NULL metric or a histogram. */
+void metric_set(metric_t *metric, const char *const *label_values, double value);
+
+/* A collector: called by metrics_render before it writes, on the
+ * rendering thread and without the registry's lock (it may declare, set
+ * and add), so that values read at scrape time (from Redis, from counts
+ * kept by another module) are fresh in the text. */
+typedef void(metrics_collect_fn)(void *arg);
+
+#define METRICS_COLLECTORS_MAX 8
+
+/* Registers fn (with arg, which must outlive the registry's renders) to
+ * run at every render, in registration order. False when
+ * METRICS_COLLECTORS_MAX are registered already or fn is NULL. */
+bool metrics_collector(metrics_t *self, metrics_collect_fn *fn, void *arg);
+
 /* The registry's text (exposition format 0.0.4), NUL-terminated, owned by
- * the caller (free); NULL when out of memory. */
+ * the caller (free); NULL when out of memory. Runs the collectors first. */
 char *metrics_render(metrics_t *self);
 
 #endif

@@ -49,6 +49,14 @@
 #define EVENT_LIST_MAX      1000
 /* Replies still queued when the server stops get this long to leave. */
 #define SERVER_LINGER_MS 500
+/* A draining server closes once no request has come for this long
+ * (server_drain). Longer than a client takes from one reply to its next
+ * request, so that a request sent as the stop began is answered rather
+ * than cut off with its connection; shorter than the pause a client makes
+ * before it retries an UNAVAILABLE reply (client.c, 200 ms), so that the
+ * retries of the clients just refused do not keep the server open until
+ * the end of the grace period. */
+#define SERVER_DRAIN_QUIET_MS 100
 /* Requests one batch drains from the socket: enough for every client of a
  * busy service to share one fsync, few enough that the first request of a
  * batch does not wait long for the handlers of the others. */
@@ -76,6 +84,9 @@ struct server_t {
     bool bound;
     int port;
     char endpoint[256];
+    /* The endpoint as ZeroMQ names it once bound, the wildcard host as
+     * 0.0.0.0 and the port resolved: what zsock_unbind wants. */
+    char bound_endpoint[256];
     int64_t started_ms;
     sha256_t *hasher; /* request fingerprints, server thread only */
     /* Group commit: the requests of the batch in flight and their commits,
@@ -1094,6 +1105,73 @@ static void server_serve_batch(server_t *self, zsock_t *router)
 }
 
 /* ------------------------------------------------------------------------
+ * Draining (server_drain) */
+
+/* A request that came while stopping: answered UNAVAILABLE without its
+ * handler or Redis. It is still decoded and its caller checked, so that
+ * a malformed or unknown request gets the answer it always gets, and the
+ * reply carries its request id (a client drops a reply it cannot match). */
+static void server_refuse_stopping(server_t *self, zsock_t *router, zmsg_t *msg)
+{
+    slot_t *slot = &self->slots[0];
+    if (server_begin(self, slot, msg))
+        outcome_error(&slot->out, ST_UNAVAILABLE, NULL, "the service is stopping; retry");
+    server_finish(self, router, slot);
+}
+
+/* Refuses what comes until the socket has been quiet SERVER_DRAIN_QUIET_MS
+ * or deadline_ms (zclock_mono) passes, then unbinds and closes the socket,
+ * lingering what is left of the grace period. */
+static void server_drain_requests(server_t *self, zsock_t **router_p, int64_t deadline_ms)
+{
+    zsock_t *router = *router_p;
+    int64_t began_ms = zclock_mono();
+    log_info("stopped taking requests", "{s:s, s:I}", "endpoint", self->endpoint, "grace_ms",
+             (json_int_t)(deadline_ms > began_ms ? deadline_ms - began_ms : 0));
+    struct pollfd fd = {.fd = zsock_fd(router), .events = POLLIN};
+    int64_t quiet_since_ms = began_ms;
+    size_t refused = 0;
+    bool deadline_passed = false;
+    for (;;) {
+        /* ZMQ_FD is edge-triggered: ZMQ_EVENTS says whether a request
+         * waits, after every wake-up (see server_gather). */
+        while (zsock_events(router) & ZMQ_POLLIN && zclock_mono() < deadline_ms) {
+            zmsg_t *msg = zmsg_recv(router);
+            if (!msg)
+                break;
+            server_refuse_stopping(self, router, msg);
+            zmsg_destroy(&msg);
+            refused++;
+            quiet_since_ms = zclock_mono();
+        }
+        int64_t now_ms = zclock_mono();
+        if (now_ms >= deadline_ms) {
+            deadline_passed = true;
+            break;
+        }
+        int64_t wait_ms = quiet_since_ms + SERVER_DRAIN_QUIET_MS - now_ms;
+        if (wait_ms <= 0)
+            break;
+        if (wait_ms > deadline_ms - now_ms)
+            wait_ms = deadline_ms - now_ms;
+        if (poll(&fd, 1, (int)wait_ms) < 0 && errno != EINTR)
+            break;
+    }
+    /* The linger first: it is the socket's value at the time of the unbind
+     * that lets the replies just sent leave before their connections
+     * close. */
+    int64_t left_ms = deadline_ms - zclock_mono();
+    zsock_set_linger(router, left_ms > 0 ? (int)left_ms : 0);
+    if (self->bound_endpoint[0] && zsock_unbind(router, "%s", self->bound_endpoint) != 0)
+        log_warn("cannot unbind", "{s:s, s:s}", "endpoint", self->bound_endpoint, "error",
+                 zmq_strerror(zmq_errno()));
+    zsock_destroy(router_p);
+    log_info("drained", "{s:s, s:I, s:I, s:b}", "endpoint", self->endpoint, "refused",
+             (json_int_t)refused, "took_ms", (json_int_t)(zclock_mono() - began_ms),
+             "deadline_passed", deadline_passed);
+}
+
+/* ------------------------------------------------------------------------
  * The actor */
 
 /* The address a local client can connect to: a wildcard bind is reachable
@@ -1128,6 +1206,9 @@ static zsock_t *server_bind(server_t *self)
         return NULL;
     }
     self->port = port;
+    char *last = zsock_last_endpoint(router);
+    snprintf(self->bound_endpoint, sizeof self->bound_endpoint, "%s", last ? last : "");
+    zstr_free(&last);
     const char *bound = zsock_endpoint(router);
     server_connectable(bound ? bound : self->endpoint_cfg, port, self->endpoint,
                        sizeof self->endpoint);
@@ -1155,6 +1236,8 @@ static void server_actor(zsock_t *pipe, void *args)
     bool ticks = self->cfg.tick && self->cfg.tick_ms > 0;
     int64_t next_tick_ms = ticks ? zclock_mono() + self->cfg.tick_ms : 0;
     bool running = true;
+    bool draining = false;
+    int64_t drain_deadline_ms = 0;
     while (running) {
         int timeout_ms = -1;
         if (ticks) {
@@ -1167,8 +1250,15 @@ static void server_actor(zsock_t *pipe, void *args)
         } else if (which == pipe) {
             zmsg_t *msg = zmsg_recv(pipe);
             char *command = msg ? zmsg_popstr(msg) : NULL;
-            if (!command || streq(command, "$TERM"))
+            if (command && streq(command, "DRAIN")) {
+                char *deadline = zmsg_popstr(msg);
+                drain_deadline_ms = deadline ? strtoll(deadline, NULL, 10) : 0;
+                zstr_free(&deadline);
+                draining = true;
                 running = false;
+            } else if (!command || streq(command, "$TERM")) {
+                running = false;
+            }
             zstr_free(&command);
             zmsg_destroy(&msg);
         } else if (!zpoller_expired(poller) && zmq_errno() == ETERM) {
@@ -1179,10 +1269,27 @@ static void server_actor(zsock_t *pipe, void *args)
             next_tick_ms = zclock_mono() + self->cfg.tick_ms;
         }
     }
+    zpoller_destroy(&poller);
+    if (draining) {
+        server_drain_requests(self, &router, drain_deadline_ms);
+        zsock_signal(pipe, 0);
+        /* Drained: wait for $TERM (server_destroy), telling a second
+         * server_drain that it is done. */
+        for (;;) {
+            zmsg_t *msg = zmsg_recv(pipe);
+            char *command = msg ? zmsg_popstr(msg) : NULL;
+            bool again = command && streq(command, "DRAIN");
+            zstr_free(&command);
+            zmsg_destroy(&msg);
+            if (!again)
+                break;
+            zsock_signal(pipe, 0);
+        }
+        return;
+    }
     /* Answer what already arrived before closing, then let linger flush. */
     while (zsock_events(router) & ZMQ_POLLIN)
         server_serve_batch(self, router);
-    zpoller_destroy(&poller);
     zsock_destroy(&router);
 }
 
@@ -1199,8 +1306,13 @@ bool server_config_from_env(server_config_t *cfg)
     long max_bytes = 0, ttl_s = 0;
     ok &= config_int("PASSERELLE_MAX_REQUEST_BYTES", 1048576, 1024, 256L * 1024 * 1024, &max_bytes);
     ok &= config_int("PASSERELLE_IDEMPOTENCY_TTL_S", 86400, 1, 365L * 86400, &ttl_s);
+    /* Ten seconds by default: within what `./dev down` and the compose
+     * file give a process before they kill it. */
+    long grace_ms = 0;
+    ok &= config_int("PASSERELLE_SHUTDOWN_GRACE_MS", 10000, 0, 600000, &grace_ms);
     cfg->max_request_bytes = (size_t)max_bytes;
     cfg->idempotency_ttl_s = (uint32_t)ttl_s;
+    cfg->shutdown_grace_ms = (int)grace_ms;
     return ok;
 }
 
@@ -1306,6 +1418,22 @@ server_t *server_new(const server_config_t *cfg)
     }
     log_info("listening", "{s:s, s:b}", "endpoint", self->endpoint, "curve", !self->cfg.insecure);
     return self;
+}
+
+void server_drain(server_t *self, int grace_ms)
+{
+    if (!self || !self->actor)
+        return;
+    /* The deadline counts from now, not from when the actor reads this:
+     * the batch in hand is part of the grace period. */
+    int64_t deadline_ms = zclock_mono() + (grace_ms > 0 ? grace_ms : 0);
+    char deadline[24];
+    snprintf(deadline, sizeof deadline, "%lld", (long long)deadline_ms);
+    if (zstr_sendx(self->actor, "DRAIN", deadline, NULL) != 0)
+        return;
+    /* A second signal to the process interrupts the wait, not the drain. */
+    while (zsock_wait(self->actor) < 0 && zmq_errno() == EINTR)
+        ;
 }
 
 void server_destroy(server_t **self_p)

@@ -232,12 +232,17 @@ typedef struct {
      * status, passerelle_request_duration_seconds by type); NULL for
      * nowhere. Borrowed: it must outlive the server. */
     metrics_t *metrics;
+    /* PASSERELLE_SHUTDOWN_GRACE_MS: how long a service may take to stop
+     * once told to (SIGTERM), for its main to hand to server_drain and to
+     * what it stops after the server. Not used by the server itself. */
+    int shutdown_grace_ms;
 } server_config_t;
 
 typedef struct server_t server_t;
 
-/* Reads PASSERELLE_INSECURE, PASSERELLE_KEYS_DIR, PASSERELLE_MAX_REQUEST_BYTES
- * and PASSERELLE_IDEMPOTENCY_TTL_S into cfg. False (logged) on a bad value. */
+/* Reads PASSERELLE_INSECURE, PASSERELLE_KEYS_DIR, PASSERELLE_MAX_REQUEST_BYTES,
+ * PASSERELLE_IDEMPOTENCY_TTL_S and PASSERELLE_SHUTDOWN_GRACE_MS (0 to
+ * 600000, default 10000) into cfg. False (logged) on a bad value. */
 bool server_config_from_env(server_config_t *cfg);
 
 /* Starts the server actor: binds, and with CURVE starts zauth on the
@@ -246,7 +251,31 @@ bool server_config_from_env(server_config_t *cfg);
  * ctx and store, which must outlive the server. */
 server_t *server_new(const server_config_t *cfg);
 
-/* Stops taking requests, answers what it holds, and joins the actor. */
+/* The clean stop of a service (SIGTERM), within grace_ms from this call.
+ * Blocks until done:
+ *   1. the batch in hand completes as ever: its replies leave once its
+ *      commit is durable;
+ *   2. every request still queued, or arriving on a connection already
+ *      open, is answered at once UNAVAILABLE "the service is stopping;
+ *      retry", with no handler run and no Redis call (client.h retries
+ *      UNAVAILABLE after a pause, and writes are idempotent, so the retry
+ *      lands on the restarted service or on another replica);
+ *   3. once no request has come for SERVER_DRAIN_QUIET_MS (server.c), or
+ *      when grace_ms has passed, whichever comes first, the endpoint is
+ *      unbound and the socket closed, lingering at most what is left of
+ *      grace_ms for the last replies to leave. Requests still queued at the
+ *      deadline get no reply: their clients time out and retry.
+ * The endpoint stays bound while it drains, not unbound first: unbinding
+ * a ZeroMQ endpoint also drops the connections it accepted, and with them
+ * the replies to the requests in flight on them. A client connecting
+ * meanwhile is answered like the others. Logs "stopped taking requests"
+ * and "drained" (requests refused, time taken). grace_ms 0 stops at once
+ * after the batch in hand. Then server_destroy; a second call returns at
+ * once. */
+void server_drain(server_t *self, int grace_ms);
+
+/* Joins the actor. Without server_drain before, the server stops at once,
+ * answering normally the requests already queued. */
 void server_destroy(server_t **self_p);
 
 /* The bound TCP port and endpoint ("tcp://127.0.0.1:41234"). */

@@ -17,6 +17,7 @@
 
 #include <jansson.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +69,8 @@ bool store_config_from_env(store_config_t *cfg)
     long port, connect_ms, command_ms;
     memset(cfg, 0, sizeof *cfg);
     cfg->host = config_str("PASSERELLE_REDIS_HOST", "127.0.0.1");
-    cfg->password = config_str("PASSERELLE_REDIS_PASSWORD", NULL);
-    if (!config_int("PASSERELLE_REDIS_PORT", 6379, 1, 65535, &port) ||
+    if (!config_secret("PASSERELLE_REDIS_PASSWORD", &cfg->password) ||
+        !config_int("PASSERELLE_REDIS_PORT", 6379, 1, 65535, &port) ||
         !config_int("PASSERELLE_REDIS_CONNECT_TIMEOUT_MS", 500, 1, 600000, &connect_ms) ||
         !config_int("PASSERELLE_REDIS_COMMAND_TIMEOUT_MS", 2000, 1, 600000, &command_ms))
         return false;
@@ -115,6 +116,24 @@ void store_destroy(store_t **self_p)
     *self_p = NULL;
 }
 
+/* ======================== process-wide counts ========================== */
+
+/* Relaxed: each count is a tally read on its own by a scrape; nothing
+ * else is ordered by it. */
+static atomic_uint_fast64_t counted_lost, counted_refused, counted_reconnects;
+
+static void tally(atomic_uint_fast64_t *what)
+{
+    atomic_fetch_add_explicit(what, 1, memory_order_relaxed);
+}
+
+void store_counts(store_counts_t *out)
+{
+    out->lost = atomic_load_explicit(&counted_lost, memory_order_relaxed);
+    out->refused = atomic_load_explicit(&counted_refused, memory_order_relaxed);
+    out->reconnects = atomic_load_explicit(&counted_reconnects, memory_order_relaxed);
+}
+
 /* ======================== connection =================================== */
 
 static struct timeval timeval_ms(int ms)
@@ -135,6 +154,7 @@ static void drop_connection(store_t *self)
 {
     if (!self->ctx)
         return;
+    tally(&counted_lost);
     set_error(self, "connection lost", self->ctx->errstr);
     log_warn("redis connection lost", "{s:s, s:i, s:s}", "host", self->host, "port", self->port,
              "error", self->last_error);
@@ -158,6 +178,7 @@ static store_result_t load_script(store_t *self, store_script_t *script)
         set_error(self, "SCRIPT LOAD failed",
                   reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         log_error("redis refused a script", "{s:s}", "error", self->last_error);
+        tally(&counted_refused);
         result = STORE_REFUSED;
     }
     freeReplyObject(reply);
@@ -172,6 +193,7 @@ static store_result_t connect_now(store_t *self)
     redisContext *ctx =
         redisConnectWithTimeout(self->host, self->port, timeval_ms(self->connect_timeout_ms));
     if (!ctx || ctx->err) {
+        tally(&counted_lost);
         set_error(self, "cannot connect", ctx ? ctx->errstr : "out of memory");
         if (!self->down_logged)
             log_warn("redis unavailable", "{s:s, s:i, s:s}", "host", self->host, "port", self->port,
@@ -192,6 +214,7 @@ static store_result_t connect_now(store_t *self)
             return STORE_LOST;
         }
         if (reply->type == REDIS_REPLY_ERROR) {
+            tally(&counted_refused);
             set_error(self, "authentication refused", reply->str);
             log_error("redis refused the password", "{s:s, s:i, s:s}", "host", self->host, "port",
                       self->port, "error", reply->str);
@@ -212,6 +235,7 @@ static store_result_t connect_now(store_t *self)
 
     if (self->ever_connected) {
         self->reconnects++;
+        tally(&counted_reconnects);
         log_info("redis reconnected", "{s:s, s:i, s:I}", "host", self->host, "port", self->port,
                  "reconnects", (json_int_t)self->reconnects);
     } else if (self->down_logged) {
@@ -238,6 +262,10 @@ static store_result_t finish(store_t *self, redisReply *reply, redisReply **repl
     store_result_t result = STORE_OK;
     if (reply->type == REDIS_REPLY_ERROR) {
         set_error(self, "", reply->str);
+        /* A consumer creates its group at every start: "it exists
+         * already" is the answer it expects, not a failure worth an alert. */
+        if (strncmp(reply->str, "BUSYGROUP", 9) != 0)
+            tally(&counted_refused);
         result = STORE_REFUSED;
     }
     if (reply_p)
@@ -471,6 +499,7 @@ void store_script_run_many(store_t *self, int script, const store_call_t *calls,
     /* Still NOSCRIPT after a reload: Redis will not keep the script. */
     for (size_t j = 0; j < todo_count; j++) {
         set_error(self, "NOSCRIPT after reloading the script", NULL);
+        tally(&counted_refused);
         results[todo[j]] = STORE_REFUSED;
     }
     free(todo);

@@ -114,6 +114,26 @@ const char *store_last_error(const store_t *self);
 /* How many times the connection was re-established after a loss. */
 uint64_t store_reconnects(const store_t *self);
 
+/* What every store of the process (the server's, each consumer's, the
+ * operations port's...) met, added up since the process started, for its
+ * metrics (httpd.h reads them at each scrape):
+ *   lost        a call found no Redis: a connection that could not be
+ *               made, or one dropped because a command got no answer;
+ *   refused     Redis answered an error (a refused password or script
+ *               included; NOSCRIPT, which the store repairs by itself, and
+ *               BUSYGROUP, which says a consumer group exists already, are
+ *               answers rather than failures and not counted);
+ *   reconnects  connections made again after a loss.
+ * The counts are process-wide atomics, so any thread may read them while
+ * the stores count; a store needs no registry to count into. */
+typedef struct {
+    uint64_t lost;
+    uint64_t refused;
+    uint64_t reconnects;
+} store_counts_t;
+
+void store_counts(store_counts_t *out);
+
 /* --- records ---------------------------------------------------------
  * A record is a Redis hash {v: version, pb: packed protobuf}. Versions
  * start at 1; version 0 means "absent". txn.h writes them atomically. */

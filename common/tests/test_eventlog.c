@@ -1,6 +1,7 @@
 /* Consumer groups over a real redis-server: every event once per group,
  * done markers, recovery of one's own pending entries after a crash,
- * takeover of a dead consumer's entries, dead-lettering, and listing. */
+ * takeover of a dead consumer's entries, dead-lettering, the health table
+ * readiness reads, and listing. */
 #include "envelope.pb-c.h"
 #include "eventlog.h"
 #include "harness.h"
@@ -360,6 +361,95 @@ static void test_group_deleted_and_redis_down(void **state)
     consumer_destroy(&consumer);
 }
 
+/* Polls the health of stream and group until its idle time reaches at
+ * least ms (time passing, not a sleep that hopes for it); returns it. */
+static int64_t idle_at_least(const char *stream, const char *group, int64_t ms)
+{
+    consumer_health_t health;
+    for (int i = 0; i < 2000; i++) {
+        consumer_health(stream, group, &health);
+        assert_int_equal(health.state, CONSUMER_RUNNING);
+        if (health.idle_ms >= ms)
+            return health.idle_ms;
+        sleep_ms(1);
+    }
+    fail_msg("idle stayed under %lld ms", (long long)ms);
+    return 0;
+}
+
+/* The health table: absent until made, running and beating at each poll
+ * Redis answers (not at one it does not), stalled-looking between polls,
+ * counting what it handled and dead-lettered, stopped once destroyed; a
+ * laggard among two consumers of one group shows. */
+static void test_health_beats(void **state)
+{
+    (void)state;
+    const char *stream = "ev:health";
+    consumer_health_t health;
+    consumer_health(stream, "g", &health);
+    assert_int_equal(health.state, CONSUMER_ABSENT);
+
+    consumer_t *consumer = new_consumer(store, stream, "g", "c", 60000, 10);
+    consumer_health(stream, "g", &health);
+    assert_int_equal(health.state, CONSUMER_RUNNING);
+    assert_true(health.idle_ms < 1000);
+    assert_int_equal(health.handled, 0);
+    consumer_health(stream, "other", &health);
+    assert_int_equal(health.state, CONSUMER_ABSENT);
+
+    append_event(stream, "thing.happened", NULL);
+    append_event(stream, "thing.happened", NULL);
+    assert_int_equal(store_command(store, NULL, "XADD %s * junk 1", stream), STORE_OK);
+    seen_t seen = {0};
+    int64_t idle = idle_at_least(stream, "g", 20);
+    assert_int_equal(drain(consumer, &seen), 3);
+    consumer_health(stream, "g", &health);
+    assert_true(health.idle_ms < idle);
+    assert_int_equal(health.handled, 3);
+    assert_int_equal(health.dead_lettered, 1);
+    assert_int_equal(seen.calls, 2);
+
+    /* Redis away: the poll fails and does not beat. */
+    idle = idle_at_least(stream, "g", 20);
+    harness_redis_kill(&redis);
+    assert_int_equal(consumer_poll(consumer, 5, record_event, &seen), -1);
+    consumer_health(stream, "g", &health);
+    assert_true(health.idle_ms >= idle);
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    idle = health.idle_ms;
+    assert_int_equal(consumer_poll(consumer, 5, record_event, &seen), 0);
+    consumer_health(stream, "g", &health);
+    assert_true(health.idle_ms < idle);
+
+    /* A beat without a poll (a replica standing by). */
+    idle = idle_at_least(stream, "g", 20);
+    consumer_beat(consumer);
+    consumer_health(stream, "g", &health);
+    assert_true(health.idle_ms < idle);
+
+    /* Two of one group: the one that has not passed shows. */
+    consumer_t *laggard = new_consumer(store, stream, "g", "d", 60000, 10);
+    idle = idle_at_least(stream, "g", 20);
+    assert_int_equal(consumer_poll(consumer, 5, record_event, &seen), 0);
+    consumer_health(stream, "g", &health);
+    assert_true(health.idle_ms >= idle);
+    consumer_destroy(&laggard);
+    consumer_health(stream, "g", &health);
+    assert_true(health.idle_ms < idle);
+
+    consumer_destroy(&consumer);
+    consumer_health(stream, "g", &health);
+    assert_int_equal(health.state, CONSUMER_STOPPED);
+    assert_int_equal(health.handled, 3);
+    /* Made again: running, and its counts go on. */
+    consumer = new_consumer(store, stream, "g", "c", 60000, 10);
+    consumer_health(stream, "g", &health);
+    assert_int_equal(health.state, CONSUMER_RUNNING);
+    assert_int_equal(health.handled, 3);
+    assert_int_equal(health.dead_lettered, 1);
+    consumer_destroy(&consumer);
+}
+
 static void test_list_pages(void **state)
 {
     (void)state;
@@ -420,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_crash_loop_dead_lettered),
         cmocka_unit_test(test_garbage_dead_lettered),
         cmocka_unit_test(test_group_deleted_and_redis_down),
+        cmocka_unit_test(test_health_beats),
         cmocka_unit_test(test_list_pages),
     };
     return harness_store_tests(tests, &redis, &store);

@@ -1,8 +1,9 @@
 /* The metrics registry: exact exposition text for a small registry, label
- * value escaping, cumulative histogram buckets, and the declarations it
- * refuses. */
+ * value escaping, cumulative histogram buckets, the declarations it
+ * refuses, gauges and the collectors run at each render. */
 #include "metrics.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -175,6 +176,109 @@ static void test_update_while_rendering(void **state)
     metrics_destroy(&metrics);
 }
 
+/* Gauges: declared, set, set again (the last value wins), NaN for
+ * unknown, labels as counters have them; metric_set on a counter copies a
+ * count kept elsewhere and ignores what cannot be a count. */
+static void test_gauges_render_and_update(void **state)
+{
+    (void)state;
+    metrics_t *metrics = metrics_new();
+    const char *labels[] = {"stream", "group"};
+    metric_t *lag = metrics_gauge(metrics, "passerelle_consumer_lag", "Lag.", labels, 2);
+    assert_non_null(lag);
+    assert_ptr_equal(metrics_gauge(metrics, "passerelle_consumer_lag", "Lag.", labels, 2), lag);
+    assert_null(metrics_counter(metrics, "passerelle_consumer_lag", "Lag.", labels, 2));
+    metric_t *open = metrics_gauge(metrics, "open", "Open.", NULL, 0);
+    metric_t *copied = metrics_counter(metrics, "copied_total", "Copied.", NULL, 0);
+
+    metric_set(lag, (const char *[]){"a:events", "g"}, 7);
+    metric_set(lag, (const char *[]){"b:events", "g"}, 0.5);
+    metric_set(open, NULL, 3);
+    metric_set(copied, NULL, 41);
+    char *text = metrics_render(metrics);
+    assert_string_equal(text, "# HELP passerelle_consumer_lag Lag.\n"
+                              "# TYPE passerelle_consumer_lag gauge\n"
+                              "passerelle_consumer_lag{stream=\"a:events\",group=\"g\"} 7\n"
+                              "passerelle_consumer_lag{stream=\"b:events\",group=\"g\"} 0.5\n"
+                              "# HELP open Open.\n"
+                              "# TYPE open gauge\n"
+                              "open 3\n"
+                              "# HELP copied_total Copied.\n"
+                              "# TYPE copied_total counter\n"
+                              "copied_total 41\n");
+    free(text);
+
+    /* Down, unknown, and a count that cannot go back. */
+    metric_set(lag, (const char *[]){"a:events", "g"}, 2);
+    metric_set(lag, (const char *[]){"b:events", "g"}, NAN);
+    metric_set(open, NULL, -1);
+    metric_set(copied, NULL, NAN);
+    metric_set(copied, NULL, -5);
+    metric_add(open, NULL, 1);     /* a gauge is set, not added to */
+    metric_observe(open, NULL, 1); /* nor observed */
+    metric_set(NULL, NULL, 1);     /* no metric: nothing */
+    text = metrics_render(metrics);
+    assert_non_null(strstr(text, "passerelle_consumer_lag{stream=\"a:events\",group=\"g\"} 2\n"));
+    assert_non_null(strstr(text, "passerelle_consumer_lag{stream=\"b:events\",group=\"g\"} NaN\n"));
+    assert_non_null(strstr(text, "\nopen -1\n"));
+    assert_non_null(strstr(text, "\ncopied_total 41\n"));
+    free(text);
+    metric_set(copied, NULL, 1e30);
+    text = metrics_render(metrics);
+    assert_non_null(strstr(text, "\ncopied_total 18446744073709551615\n"));
+    free(text);
+    metrics_destroy(&metrics);
+}
+
+/* A histogram ignores metric_set. */
+static void test_set_ignored_on_histogram(void **state)
+{
+    (void)state;
+    metrics_t *metrics = metrics_new();
+    const double bounds[] = {1};
+    metric_t *h = metrics_histogram(metrics, "h", "H.", NULL, 0, bounds, 1);
+    metric_set(h, NULL, 5);
+    char *text = metrics_render(metrics);
+    assert_string_equal(text, "# HELP h H.\n# TYPE h histogram\n");
+    free(text);
+    metrics_destroy(&metrics);
+}
+
+typedef struct {
+    metric_t *gauge;
+    int calls;
+} scrape_t;
+
+/* A collector sets the value it reads at scrape time. */
+static void collect_calls(void *arg)
+{
+    scrape_t *scrape = arg;
+    scrape->calls++;
+    metric_set(scrape->gauge, NULL, scrape->calls * 10);
+}
+
+static void test_collectors_run_before_render(void **state)
+{
+    (void)state;
+    metrics_t *metrics = metrics_new();
+    scrape_t scrape = {metrics_gauge(metrics, "scraped", "Scraped.", NULL, 0), 0};
+    assert_true(metrics_collector(metrics, collect_calls, &scrape));
+    assert_false(metrics_collector(metrics, NULL, &scrape));
+    char *text = metrics_render(metrics);
+    assert_int_equal(scrape.calls, 1);
+    assert_string_equal(text, "# HELP scraped Scraped.\n# TYPE scraped gauge\nscraped 10\n");
+    free(text);
+    text = metrics_render(metrics);
+    assert_int_equal(scrape.calls, 2);
+    assert_non_null(strstr(text, "scraped 20\n"));
+    free(text);
+    /* The table has a bound. */
+    for (int i = 1; i < METRICS_COLLECTORS_MAX; i++)
+        assert_true(metrics_collector(metrics, collect_calls, &scrape));
+    assert_false(metrics_collector(metrics, collect_calls, &scrape));
+    metrics_destroy(&metrics);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +288,9 @@ int main(void)
         cmocka_unit_test(test_histogram_buckets_cumulative),
         cmocka_unit_test(test_refused_declarations),
         cmocka_unit_test(test_update_while_rendering),
+        cmocka_unit_test(test_gauges_render_and_update),
+        cmocka_unit_test(test_set_ignored_on_histogram),
+        cmocka_unit_test(test_collectors_run_before_render),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* The Redis store against a real redis-server: the REFUSED/LOST split,
- * reconnection after a crash, authentication, timeouts, scripts surviving
- * SCRIPT FLUSH, and records. */
+ * reconnection after a crash, the process-wide counts of both and of
+ * reconnects, authentication, timeouts, scripts surviving SCRIPT FLUSH, and
+ * records. */
 #include "harness.h"
 #include "log.h"
 #include "store.h"
@@ -91,6 +92,60 @@ static void test_lost_then_reconnected(void **state)
     freeReplyObject(reply);
     assert_int_equal(store_reconnects(store), 1);
     store_destroy(&store);
+}
+
+/* The process-wide counts (store_counts): every store of the process adds
+ * to them; a refusal is one "refused" (BUSYGROUP aside), a command that gets
+ * no answer and a connection that cannot be made are one "lost" each, and a
+ * connection made again after a loss is one reconnect. */
+static void test_process_counts(void **state)
+{
+    (void)state;
+    store_t *first = new_store(), *second = new_store();
+    assert_true(store_ping(first));
+    assert_true(store_ping(second));
+    store_counts_t before, after;
+    store_counts(&before);
+
+    assert_int_equal(store_command(first, NULL, "NOSUCHCOMMAND"), STORE_REFUSED);
+    assert_int_equal(store_command(second, NULL, "INCR %s", "store:counts:text"), STORE_OK);
+    assert_int_equal(store_command(second, NULL, "SET %s %s", "store:counts:text", "x"), STORE_OK);
+    assert_int_equal(store_command(second, NULL, "INCR %s", "store:counts:text"), STORE_REFUSED);
+    /* "The group exists already" is the answer a consumer expects. */
+    assert_int_equal(
+        store_command(first, NULL, "XGROUP CREATE %s %s 0 MKSTREAM", "store:counts:stream", "g"),
+        STORE_OK);
+    assert_int_equal(
+        store_command(first, NULL, "XGROUP CREATE %s %s 0 MKSTREAM", "store:counts:stream", "g"),
+        STORE_REFUSED);
+    store_counts(&after);
+    assert_int_equal(after.refused - before.refused, 2);
+    assert_int_equal(after.lost, before.lost);
+    assert_int_equal(after.reconnects, before.reconnects);
+
+    harness_redis_kill(&redis);
+    /* A command on a connection that was up: dropped, one lost. */
+    assert_int_equal(store_command(first, NULL, "GET %s", "store:counts:text"), STORE_LOST);
+    store_counts(&after);
+    assert_int_equal(after.lost - before.lost, 1);
+    /* Each call while Redis is away fails to connect: one lost each. */
+    assert_false(store_ping(first));
+    assert_int_equal(store_command(second, NULL, "GET %s", "store:counts:text"), STORE_LOST);
+    assert_false(store_ping(second));
+    store_counts(&after);
+    assert_int_equal(after.lost - before.lost, 4);
+    assert_int_equal(after.reconnects, before.reconnects);
+
+    assert_int_equal(harness_redis_restart(&redis), 0);
+    assert_true(store_ping(first));
+    assert_true(store_ping(second));
+    assert_true(store_ping(first));
+    store_counts(&after);
+    assert_int_equal(after.reconnects - before.reconnects, 2);
+    assert_int_equal(after.lost - before.lost, 4);
+    assert_int_equal(after.refused - before.refused, 2);
+    store_destroy(&first);
+    store_destroy(&second);
 }
 
 static void test_made_while_redis_is_down(void **state)
@@ -439,6 +494,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commands_and_refusals),
         cmocka_unit_test(test_lost_then_reconnected),
+        cmocka_unit_test(test_process_counts),
         cmocka_unit_test(test_made_while_redis_is_down),
         cmocka_unit_test(test_authentication),
         cmocka_unit_test(test_command_timeout_is_lost),

@@ -13,6 +13,7 @@
 #include "txn.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,6 +379,10 @@ void handle_upload_chunk(void *ctx, const call_t *call, const ProtobufCMessage *
                       blob_err);
             reply_error(reply, ST_INTERNAL, NULL, "cannot write the chunk: %s", blob_err);
         } else {
+            /* Accepted: on the volume. Counted here, in the run that wrote
+             * it (a run that gave up earlier, on a record not read yet,
+             * wrote nothing). */
+            metric_add(self->bytes_total, (const char *[]){"in"}, req->data.len);
             char expires[TIME_RFC3339_LEN];
             expiry_after(self->upload_ttl_s, expires);
             s->version += req->data.len;
@@ -651,6 +656,7 @@ void handle_document_read(void *ctx, const call_t *call, const ProtobufCMessage 
         out.size = v->size;
         out.sha256 = v->sha256;
         reply_set_body(reply, &out.base);
+        metric_add(self->bytes_total, (const char *[]){"out"}, got);
     }
 done:
     free(buf);
@@ -1276,6 +1282,39 @@ void docstore_tick(void *ctx)
     self->tick_failing = !ok;
     if (ok && counts.files > 0)
         log_info("temporary files of abandoned uploads removed", "{s:i}", "files", counts.files);
+}
+
+/* ====================================================================== */
+/* Metrics                                                                */
+/* ====================================================================== */
+
+void docstore_count_into(docstore_t *self, metrics_t *metrics)
+{
+    static const char *const by_direction[] = {"direction"};
+    self->bytes_total = metrics_counter(
+        metrics, "passerelle_docstore_bytes_total",
+        "Document bytes transferred: in, chunks written into uploads; out, read to clients.",
+        by_direction, 1);
+    self->uploads_open = metrics_gauge(
+        metrics, "passerelle_docstore_uploads_in_progress",
+        "Uploads begun and neither committed nor abandoned, across replicas.", NULL, 0);
+    /* Both directions from the first scrape, so that a rate is defined
+     * before the first transfer. */
+    metric_add(self->bytes_total, (const char *[]){"in"}, 0);
+    metric_add(self->bytes_total, (const char *[]){"out"}, 0);
+}
+
+void docstore_collect(void *ctx, store_t *store, metrics_t *metrics)
+{
+    (void)metrics;
+    docstore_t *self = ctx;
+    redisReply *r = NULL;
+    store_result_t result = store_command(store, &r, "ZCARD docstore:uploads");
+    /* Unknown while Redis cannot be asked: NaN, not a stale count. */
+    double open = result == STORE_OK && r->type == REDIS_REPLY_INTEGER ? (double)r->integer : NAN;
+    if (r)
+        freeReplyObject(r);
+    metric_set(self->uploads_open, NULL, open);
 }
 
 /* ====================================================================== */

@@ -72,10 +72,31 @@ typedef struct {
     /* The housekeeping's own state (docstore_tick); zero to start. */
     blob_cursor_t gc_cursor;
     bool tick_failing; /* the last tick could not reach Redis (logged once) */
+    /* Set by docstore_count_into, NULL for no counting. */
+    metric_t *bytes_total;
+    metric_t *uploads_open;
 } docstore_t;
 
 extern const route_t docstore_routes[];
 extern const size_t docstore_route_count;
+
+/* Declares the document store's metrics in metrics and counts into them:
+ *   passerelle_docstore_bytes_total{direction="in"}  chunk bytes written
+ *       into uploads (a chunk sent again after it was acknowledged is not
+ *       counted again; one whose commit went stale and ran again would be,
+ *       but a client sends one chunk of an upload at a time);
+ *   passerelle_docstore_bytes_total{direction="out"} bytes read out to
+ *       clients by document.read (fsck reads are not transfers);
+ *   passerelle_docstore_uploads_in_progress (gauge) the uploads begun and
+ *       neither committed nor swept, across replicas (docstore:uploads,
+ *       the set PASSERELLE_DOCSTORE_MAX_UPLOADS is checked against), read
+ *       at each scrape by docstore_collect.
+ * Call before the server starts (the handles are then only read). */
+void docstore_count_into(docstore_t *self, metrics_t *metrics);
+
+/* The uploads gauge, for ops_collect (httpd.h): ctx is the docstore_t,
+ * store the operations port's own connection, on the HTTP thread. */
+void docstore_collect(void *ctx, store_t *store, metrics_t *metrics);
 
 /* Removes abandoned uploads: sessions expired are taken out of the index of
  * uploads in progress, and temporary files older than the time to live

@@ -108,6 +108,8 @@ int main(void)
         return 1;
     }
     server_cfg.metrics = ops_metrics(ops);
+    docstore_count_into(&docstore, ops_metrics(ops));
+    ops_collect(ops, docstore_collect, &docstore);
 
     server_t *server = server_new(&server_cfg);
     if (!server) {
@@ -117,10 +119,15 @@ int main(void)
         blobstore_destroy(&blobs);
         return 1;
     }
+    ops_keys_loaded(ops, server_cfg.keys_dir, server_cfg.insecure);
     log_info("document volume", "{s:s, s:I, s:I, s:i, s:i}", "dir", dir, "max_bytes",
              (json_int_t)max_bytes, "quota_bytes", (json_int_t)quota_bytes, "tick_ms", (int)tick_ms,
              "gc_grace_s", (int)grace_s);
     server_wait_for_signal(server);
+    ops_stopping(ops);
+    /* Answer what is in flight, refuse what comes, within the grace: an
+     * upload cut short resumes from what was acknowledged. */
+    server_drain(server, server_cfg.shutdown_grace_ms);
     server_destroy(&server);
     ops_destroy(&ops);
     store_destroy(&store);

@@ -698,7 +698,10 @@ static void projector_actor(zsock_t *pipe, void *arg)
     zpoller_set_nonstop(poller, true);
     bool down = false;
     while (true) {
-        /* The pipe first, without waiting: the wait is XREADGROUP's. */
+        /* The pipe first, without waiting: the wait is XREADGROUP's. $TERM
+         * is heard only here, between polls, so a poll's batch is always
+         * counted and acknowledged before the actor stops: a clean stop
+         * leaves nothing this reader took pending. */
         if (projector_stop_asked(poller, pipe, 0))
             break;
         int handled = consumer_poll_batch(consumer, PROJECTOR_BLOCK_MS, projector_batch, self);

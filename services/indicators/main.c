@@ -101,6 +101,7 @@ int main(void)
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
         goto out;
     }
+    ops_keys_loaded(ops, server_cfg.keys_dir, server_cfg.insecure);
     for (size_t i = 0; i < stream_count; i++) {
         projector_config_t pcfg = {
             .store = &store_cfg,
@@ -111,16 +112,23 @@ int main(void)
         if (!projectors[n_projectors])
             goto out;
         n_projectors++;
+        ops_watch_consumer(ops, streams[i], INDICATORS_GROUP);
     }
 
     log_info("indicators running", "{s:s, s:i}", "endpoint", server_endpoint(server), "streams",
              (int)n_projectors);
     server_wait_for_signal(server);
+    ops_stopping(ops);
+    /* The requests first (answered or refused, within the grace), then the
+     * projectors, each of which finishes and acknowledges the batch in
+     * hand before it stops: no event it took stays pending. */
+    server_drain(server, server_cfg.shutdown_grace_ms);
     rc = 0;
 out:
     for (size_t i = n_projectors; i-- > 0;)
         projector_destroy(&projectors[i]);
-    /* The server first: no request may start a rebuild once it is stopped. */
+    /* The server before the rebuild: no request may start a rebuild once
+     * it is stopped. */
     server_destroy(&server);
     rebuild_stop(&ind.rebuild);
     ops_destroy(&ops);

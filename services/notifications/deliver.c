@@ -71,6 +71,11 @@ struct deliver_t {
     size_t ready_count;
     finished_t *finished;
     size_t finished_count, finished_size;
+    /* Declared by deliver_new before the actor starts, then only read;
+     * NULL without a registry (metric_add and metric_observe skip them). */
+    metric_t *deliveries_total;
+    metric_t *attempt_seconds;
+    metric_t *envisaged_seconds;
 };
 
 /* ====================================================================== */
@@ -558,6 +563,13 @@ typedef struct {
     uint8_t *attempt; /* packed DeliveryAttempt */
     size_t attempt_len;
     outcome_args_t args;
+    /* For the metrics: the subscription's channel when the attempt ended
+     * ("webhook", "email"; "deleted" if it is gone from the cache),
+     * whether a transfer ran (its duration is one), and commit to delivery
+     * in ms (-1: not delivered, or no event time). */
+    const char *channel;
+    bool transferred;
+    int64_t latency_ms;
 } outcome_t;
 
 /* Decides what the attempt means and packs what outcome.lua records.
@@ -581,6 +593,10 @@ static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
     const Passerelle__Subscription *sub = subcache_find(self->subs, flight->sub_id);
     o->gone =
         result && sub && sub->channel == PASSERELLE__CHANNEL__CHANNEL_WEBHOOK && status == 410;
+    o->channel = !sub                                                 ? "deleted"
+                 : sub->channel == PASSERELLE__CHANNEL__CHANNEL_EMAIL ? "email"
+                                                                      : "webhook";
+    o->transferred = result != NULL;
     int64_t now = time_now_ms();
     uint32_t attempt_no = d->attempts + 1;
     d->has_attempts = true;
@@ -635,6 +651,7 @@ static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
     int64_t latency = -1, committed = 0;
     if (o->ok && d->event && time_parse_rfc3339(d->event->time, &committed))
         latency = now - committed < 0 ? 0 : now - committed;
+    o->latency_ms = latency;
     if (!outcome_args(&o->args, o->op, d, now, next_ms, self->cfg.attempts_kept, o->attempt,
                       o->attempt_len, latency)) {
         free(o->attempt);
@@ -659,6 +676,17 @@ static void outcome_finish(deliver_t *self, outcome_t *o, store_result_t res, re
                  store_last_error(self->store));
         return;
     }
+    /* Counted once recorded: an outcome the store lost is not one, the
+     * attempt is made again and counted then. The outcome is the attempts
+     * log's word (delivered, retry, dead; disabled for a 410 Gone). */
+    metric_add(self->deliveries_total, (const char *[]){o->channel, o->gone ? "disabled" : o->op},
+               1);
+    if (o->transferred)
+        metric_observe(self->attempt_seconds, (const char *[]){o->channel},
+                       (double)o->duration_ms / 1000);
+    if (o->latency_ms >= 0 && d->event && d->event->type &&
+        strcmp(d->event->type, "convention.envisaged") == 0)
+        metric_observe(self->envisaged_seconds, NULL, (double)o->latency_ms / 1000);
     int64_t failing_since = 0;
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2)
         failing_since = r->element[1]->integer;
@@ -910,6 +938,34 @@ static size_t start_ready(deliver_t *self)
     return started;
 }
 
+/* The start of a drain (deliver_drain): what was taken and not started
+ * goes back to the due set at once, rather than when its lease runs out,
+ * so that the restarted worker or a replica sends it without waiting.
+ * Returns how many went back. */
+static size_t deliver_drain_begin(deliver_t *self)
+{
+    size_t released = 0;
+    while (self->ready_head) {
+        release_flight(self, self->ready_head, "release");
+        released++;
+    }
+    return released;
+}
+
+/* After a drain: waits for $TERM (deliver_destroy), telling a second
+ * deliver_drain that it is done. */
+static void deliver_await_term(zsock_t *pipe)
+{
+    for (;;) {
+        char *command = zstr_recv(pipe);
+        bool again = command && streq(command, "DRAIN");
+        zstr_free(&command);
+        if (!again)
+            return;
+        zsock_signal(pipe, 0);
+    }
+}
+
 static void deliver_actor(zsock_t *pipe, void *arg)
 {
     deliver_t *self = arg;
@@ -929,16 +985,43 @@ static void deliver_actor(zsock_t *pipe, void *arg)
     /* A SIGTERM must not stop the poller: $TERM is how this actor stops. */
     zpoller_set_nonstop(poller, true);
     int wait = 0;
+    /* Draining (deliver_drain): until when, on zclock_mono; -1 when not. */
+    int64_t drain_until_ms = -1, drain_began_ms = 0;
+    size_t drain_released = 0, drain_finished = 0;
     while (true) {
         if (zpoller_wait(poller, 0) == pipe) {
-            char *command = zstr_recv(pipe);
+            zmsg_t *msg = zmsg_recv(pipe);
+            char *command = msg ? zmsg_popstr(msg) : NULL;
+            bool drain = command && streq(command, "DRAIN");
             bool term = !command || streq(command, "$TERM");
+            if (drain && drain_until_ms < 0) {
+                char *until = zmsg_popstr(msg);
+                drain_began_ms = zclock_mono();
+                drain_until_ms = until ? strtoll(until, NULL, 10) : drain_began_ms;
+                zstr_free(&until);
+                drain_released = deliver_drain_begin(self);
+            }
             zstr_free(&command);
+            zmsg_destroy(&msg);
             if (term)
                 break;
         }
+        if (drain_until_ms >= 0 &&
+            (outbox_total(self->outbox) == 0 || zclock_mono() >= drain_until_ms)) {
+            log_info("deliveries drained", "{s:i, s:i, s:i, s:i}", "finished", (int)drain_finished,
+                     "released", (int)drain_released, "abandoned", (int)outbox_total(self->outbox),
+                     "took_ms", (int)(zclock_mono() - drain_began_ms));
+            zsock_signal(pipe, 0);
+            deliver_await_term(pipe);
+            break;
+        }
+        if (drain_until_ms >= 0) {
+            int64_t left_ms = drain_until_ms - zclock_mono();
+            wait = left_ms < wait ? (int)left_ms : wait;
+        }
         /* Cap the wait so that $TERM is seen within a tenth of a second. */
         outbox_run(self->outbox, wait > 100 ? 100 : wait, on_finished, self);
+        drain_finished += drain_until_ms >= 0 ? self->finished_count : 0;
         /* Every transfer that ended in this pass, recorded together. */
         if (self->finished_count > 0) {
             outcome_t *outcomes = calloc(self->finished_count, sizeof *outcomes);
@@ -955,6 +1038,11 @@ static void deliver_actor(zsock_t *pipe, void *arg)
                 outcomes_record(self, outcomes, n);
             free(outcomes);
             self->finished_count = 0;
+        }
+        if (drain_until_ms >= 0) {
+            /* Draining: no transfer starts, nothing more is taken. */
+            wait = IDLE_WAIT_MS;
+            continue;
         }
         start_ready(self);
         /* Take more while what waits would not keep the slots busy. */
@@ -1002,6 +1090,28 @@ deliver_t *deliver_new(const deliver_config_t *cfg)
     snprintf(self->smtp_url, sizeof self->smtp_url, "%s", cfg->smtp_url ? cfg->smtp_url : "");
     snprintf(self->smtp_from, sizeof self->smtp_from, "%s",
              cfg->smtp_from && *cfg->smtp_from ? cfg->smtp_from : "passerelle@localhost");
+    if (cfg->metrics) {
+        static const char *const by_channel_outcome[] = {"channel", "outcome"};
+        static const char *const by_channel[] = {"channel"};
+        /* Up to the transfer timeout (15 s by default). */
+        static const double attempt_s[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                           0.5,   1,    2.5,   5,    10,  30};
+        /* The aim is tens of milliseconds; an endpoint that was down makes
+         * it minutes or days, retries included. */
+        static const double promise_s[] = {0.005, 0.01, 0.02, 0.05, 0.1,  0.25, 0.5,
+                                           1,     5,    30,   300,  3600, 86400};
+        self->deliveries_total = metrics_counter(
+            cfg->metrics, "passerelle_deliveries_total",
+            "Delivery attempts recorded, by channel and outcome.", by_channel_outcome, 2);
+        self->attempt_seconds =
+            metrics_histogram(cfg->metrics, "passerelle_delivery_attempt_seconds",
+                              "Time of one delivery transfer (webhook POST, e-mail), by channel.",
+                              by_channel, 1, attempt_s, sizeof attempt_s / sizeof attempt_s[0]);
+        self->envisaged_seconds =
+            metrics_histogram(cfg->metrics, "passerelle_envisaged_delivery_seconds",
+                              "Time from a convention.envisaged commit to its successful delivery.",
+                              NULL, 0, promise_s, sizeof promise_s / sizeof promise_s[0]);
+    }
     outbox_config_t ocfg = {
         .timeout_ms = self->cfg.timeout_ms,
         .per_key_max = self->cfg.per_endpoint,
@@ -1019,6 +1129,20 @@ deliver_t *deliver_new(const deliver_config_t *cfg)
         deliver_destroy(&self);
     }
     return self;
+}
+
+void deliver_drain(deliver_t *self, int grace_ms)
+{
+    if (!self || !self->actor)
+        return;
+    int64_t until_ms = zclock_mono() + (grace_ms > 0 ? grace_ms : 0);
+    char until[24];
+    snprintf(until, sizeof until, "%lld", (long long)until_ms);
+    if (zstr_sendx(self->actor, "DRAIN", until, NULL) != 0)
+        return;
+    /* A second signal to the process interrupts the wait, not the drain. */
+    while (zsock_wait(self->actor) < 0 && zmq_errno() == EINTR)
+        ;
 }
 
 void deliver_destroy(deliver_t **self_p)

@@ -24,6 +24,7 @@
 #ifndef NOTIFY_DELIVER_H
 #define NOTIFY_DELIVER_H
 
+#include "metrics.h"
 #include "notifications.pb-c.h"
 #include "store.h"
 #include "url_policy.h"
@@ -44,10 +45,24 @@ typedef struct {
     uint32_t attempts_kept;   /* attempts log length per subscription */
     const char *smtp_url;     /* e-mail digests: "smtp://127.0.0.1:25" */
     const char *smtp_from;
+    /* Where to count the attempts (passerelle_deliveries_total by channel
+     * and outcome, passerelle_delivery_attempt_seconds by channel) and the
+     * measured promise (passerelle_envisaged_delivery_seconds); NULL for
+     * nowhere. Borrowed: it must outlive the worker. */
+    metrics_t *metrics;
 } deliver_config_t;
 
 deliver_t *deliver_new(const deliver_config_t *cfg);
 void deliver_destroy(deliver_t **self_p);
+
+/* The clean stop (SIGTERM), within grace_ms from this call; blocks until
+ * done. The worker takes no more deliveries, puts those it took but had
+ * not started back in the due set (due again at once), and lets the
+ * transfers in flight end, recording their outcomes, until none is left or
+ * grace_ms has passed. Those still in flight then are abandoned by
+ * deliver_destroy: they stay scheduled, their claims' leases make them due
+ * again, and they are sent after the restart or by another replica. */
+void deliver_drain(deliver_t *self, int grace_ms);
 
 /* Something was queued: look at the due set now. Safe from any thread. */
 void deliver_wake(void *self);

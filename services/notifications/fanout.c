@@ -299,7 +299,10 @@ static void fanout_actor(zsock_t *pipe, void *arg)
     zpoller_set_nonstop(poller, true);
     bool down = false;
     while (true) {
-        /* The pipe first, without waiting: the wait is XREADGROUP's. */
+        /* The pipe first, without waiting: the wait is XREADGROUP's. $TERM
+         * is heard only between polls, so a poll's batch is always routed
+         * and acknowledged before the actor stops: a clean stop leaves
+         * nothing this reader took pending. */
         if (zpoller_wait(poller, 0) == pipe) {
             char *command = zstr_recv(pipe);
             bool term = !command || streq(command, "$TERM");
@@ -310,7 +313,9 @@ static void fanout_actor(zsock_t *pipe, void *arg)
         int lease = lease_hold(self);
         if (lease == 0) {
             /* Another replica routes this stream: stand by, ready to take
-             * over when its lease runs out. */
+             * over when its lease runs out. Standing by is running: the
+             * beat says so to readiness (eventlog.h). */
+            consumer_beat(consumer);
             if (zpoller_wait(poller, FANOUT_LEASE_MS / 4) == pipe) {
                 char *command = zstr_recv(pipe);
                 bool term = !command || streq(command, "$TERM");

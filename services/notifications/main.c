@@ -243,6 +243,8 @@ int main(void)
     server_cfg.stream = NOTIFY_STREAM;
 
     int rc = 1;
+    /* When the stop's grace period ends (zclock_mono), once told to stop. */
+    int64_t stop_by_ms = -1;
     fanout_t *fanouts[STREAMS_MAX] = {0};
     size_t n_fanouts = 0;
     feed_t *feed = NULL;
@@ -260,6 +262,7 @@ int main(void)
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
         goto out;
     }
+    ops_keys_loaded(ops, server_cfg.keys_dir, server_cfg.insecure);
 
     feed_config_t feed_cfg = {
         .endpoint = config_str("PASSERELLE_FEED_ENDPOINT", "tcp://127.0.0.1:7406"),
@@ -282,6 +285,7 @@ int main(void)
         .attempts_kept = (uint32_t)kept,
         .smtp_url = config_str("PASSERELLE_SMTP_URL", ""),
         .smtp_from = config_str("PASSERELLE_SMTP_FROM", "passerelle@localhost"),
+        .metrics = ops_metrics(ops),
     };
     deliver = deliver_new(&deliver_cfg);
     if (!deliver)
@@ -310,6 +314,7 @@ int main(void)
         if (!fanouts[n_fanouts])
             goto out;
         n_fanouts++;
+        ops_watch_consumer(ops, s, NOTIFY_GROUP);
     }
 
     digest_config_t digest_cfg = {
@@ -323,6 +328,7 @@ int main(void)
     digest = digest_new(&digest_cfg);
     if (!digest)
         goto out;
+    ops_watch_consumer(ops, digest_cfg.stream, DIGEST_GROUP);
 
     const char *seed = config_str("PASSERELLE_NOTIFY_CORRESPONDENTS", "");
     if (*seed) {
@@ -338,11 +344,21 @@ int main(void)
     log_info("notifications running", "{s:s, s:s, s:i}", "endpoint", server_endpoint(server),
              "feed", feed_endpoint(feed), "streams", (int)n_fanouts);
     server_wait_for_signal(server);
+    ops_stopping(ops);
+    /* One grace period for the whole stop: the requests first (answered or
+     * refused), then the readers, each finishing and acknowledging the
+     * batch in hand, then the webhooks in flight, with what is left. */
+    stop_by_ms = zclock_mono() + server_cfg.shutdown_grace_ms;
+    server_drain(server, server_cfg.shutdown_grace_ms);
     rc = 0;
 out:
     for (size_t i = n_fanouts; i-- > 0;)
         fanout_destroy(&fanouts[i]);
     digest_destroy(&digest);
+    if (stop_by_ms >= 0) {
+        int64_t left_ms = stop_by_ms - zclock_mono();
+        deliver_drain(deliver, left_ms > 0 ? (int)left_ms : 0);
+    }
     deliver_destroy(&deliver);
     feed_destroy(&feed);
     server_destroy(&server);

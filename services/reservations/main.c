@@ -93,7 +93,11 @@ int main(void)
         store_destroy(&store);
         return 1;
     }
+    ops_keys_loaded(ops, server_cfg.keys_dir, server_cfg.insecure);
     server_wait_for_signal(server);
+    ops_stopping(ops);
+    /* Answer what is in flight, refuse what comes, within the grace. */
+    server_drain(server, server_cfg.shutdown_grace_ms);
     server_destroy(&server);
     ops_destroy(&ops);
     store_destroy(&store);
