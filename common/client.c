@@ -5,9 +5,21 @@
  * and anything that is not the reply to the current call is dropped. The
  * socket is still closed and reopened after a timeout, so that requests
  * queued for a peer that went away are thrown out (linger 0) instead of
- * being delivered late. */
+ * being delivered late.
+ *
+ * Two server keys (a rotation of the services' key, see client.h): the
+ * service drops a HELLO it cannot decrypt and closes the connection, which
+ * libzmq 4.3 reports to a socket monitor as HANDSHAKE_FAILED_NO_DETAIL within
+ * a round trip, and again at every reconnection. So with two keys the
+ * socket gets a monitor, and a failed handshake sends the request again at
+ * once on a socket with the other key: the switch costs a round trip, not a
+ * timeout. An attempt that times out without any handshake having
+ * succeeded switches too, for whatever the monitor cannot see. A failure of
+ * ZAP (HANDSHAKE_FAILED_AUTH) says the server key was right and our own is
+ * refused: no switch. With one key nothing of this runs: no monitor. */
 #include "client.h"
 #include "envelope.h"
+#include "identity.h"
 #include "ids.h"
 #include "log.h"
 #include "status.h"
@@ -18,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CLIENT_DEFAULT_TIMEOUT_MS 3000
 #define CLIENT_DEFAULT_RETRIES    2
@@ -31,29 +44,131 @@ struct client_t {
     int timeout_ms;
     int retries;
     zcert_t *cert;
-    char server_key[41];
+    /* [0] server.key's, [1] server.next.key's during a rotation */
+    char server_keys[2][KEY_Z85_LEN + 1];
+    int key_count;
+    int key_index; /* the key in use: the one that last worked */
     zsock_t *dealer;
+    zsock_t *monitor;  /* the dealer's handshake events; with two keys only */
+    bool handshake_ok; /* the dealer's last handshake succeeded */
+    int last_attempts;
 };
+
+/* ------------------------------------------------------------------------
+ * The socket and its monitor */
+
+static const char *client_key_name(int index)
+{
+    return index == 0 ? "server.key" : "server.next.key";
+}
+
+static void client_close(client_t *self)
+{
+    if (self->monitor) {
+        if (self->dealer)
+            zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+        zsock_destroy(&self->monitor);
+    }
+    zsock_destroy(&self->dealer);
+    self->handshake_ok = false;
+}
+
+/* Watches the dealer's handshakes on an inproc PAIR, connected before the
+ * dealer connects so that no event is lost. Each monitor has an endpoint
+ * of its own: libzmq lets go of an inproc name some time after the socket
+ * bound to it is closed, and clients may live in several threads. */
+static int client_monitor_start(client_t *self)
+{
+    static unsigned long monitors;
+    unsigned long number = __atomic_add_fetch(&monitors, 1, __ATOMIC_RELAXED);
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://passerelle-client-monitor-%lu", number);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor(zsock_resolve(self->dealer), endpoint, events) != 0)
+        return -1;
+    self->monitor = zsock_new(ZMQ_PAIR);
+    if (!self->monitor || zsock_connect(self->monitor, "%s", endpoint) != 0) {
+        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
+        zsock_destroy(&self->monitor);
+        return -1;
+    }
+    return 0;
+}
 
 static int client_open(client_t *self)
 {
-    zsock_destroy(&self->dealer);
+    client_close(self);
     self->dealer = zsock_new(ZMQ_DEALER);
     if (!self->dealer)
         return -1;
     zsock_set_linger(self->dealer, 0);
     if (!self->insecure) {
         zcert_apply(self->cert, self->dealer);
-        zsock_set_curve_serverkey(self->dealer, self->server_key);
+        zsock_set_curve_serverkey(self->dealer, self->server_keys[self->key_index]);
+        if (self->key_count > 1 && client_monitor_start(self) != 0)
+            /* the timeouts still switch keys, one attempt later */
+            log_warn("cannot watch the handshakes; a server key not taken is seen at a timeout",
+                     "{s:s, s:s}", "endpoint", self->endpoint, "error", zmq_strerror(zmq_errno()));
     }
     if (zsock_connect(self->dealer, "%s", self->endpoint) != 0) {
         log_error("cannot connect", "{s:s, s:s}", "endpoint", self->endpoint, "error",
                   zmq_strerror(zmq_errno()));
-        zsock_destroy(&self->dealer);
+        client_close(self);
         return -1;
     }
     return 0;
 }
+
+/* Moves to the other server key; the caller reopens the socket. */
+static void client_switch_key(client_t *self, const char *reason)
+{
+    int from = self->key_index;
+    self->key_index = 1 - from;
+    log_info("server key not taken, trying the other", "{s:s, s:s, s:s, s:s}", "endpoint",
+             self->endpoint, "from", client_key_name(from), "to", client_key_name(self->key_index),
+             "reason", reason);
+}
+
+/* Reads one monitor event: true if it says the server refused our server
+ * key (a failed handshake that is not a ZAP refusal). Keeps handshake_ok. */
+static bool client_monitor_read(client_t *self)
+{
+    zmsg_t *msg = zmsg_recv(self->monitor);
+    if (!msg)
+        return false;
+    zframe_t *frame = zmsg_first(msg);
+    uint16_t event = 0;
+    uint32_t value = 0;
+    if (frame && zframe_size(frame) == 6) {
+        memcpy(&event, zframe_data(frame), sizeof event);
+        memcpy(&value, zframe_data(frame) + 2, sizeof value);
+    }
+    zmsg_destroy(&msg);
+    switch (event) {
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        self->handshake_ok = true;
+        return false;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        self->handshake_ok = false;
+        log_debug("handshake failed", "{s:s, s:s, s:i}", "endpoint", self->endpoint, "key",
+                  client_key_name(self->key_index), "detail", (int)value);
+        return true;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        /* the service read our HELLO, so its key is right; ours is not
+         * authorized, which the other server key would not change */
+        self->handshake_ok = false;
+        log_debug("the service refused our key", "{s:s, s:i}", "endpoint", self->endpoint, "status",
+                  (int)value);
+        return false;
+    default:
+        return false;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Making one */
 
 client_t *client_new(const client_config_t *cfg, char *err, size_t err_size)
 {
@@ -91,15 +206,24 @@ client_t *client_new(const client_config_t *cfg, char *err, size_t err_size)
             client_destroy(&self);
             return NULL;
         }
-        zcert_t *server = zcert_load(cfg->server_public_path);
-        if (!server) {
+        if (!identity_cert_public_key(cfg->server_public_path, self->server_keys[0])) {
             snprintf(err, err_size, "cannot read the server certificate %s",
                      cfg->server_public_path);
             client_destroy(&self);
             return NULL;
         }
-        snprintf(self->server_key, sizeof self->server_key, "%s", zcert_public_txt(server));
-        zcert_destroy(&server);
+        self->key_count = 1;
+        const char *next = cfg->server_next_public_path;
+        if (next && access(next, F_OK) == 0) {
+            /* there but unreadable: say so rather than miss the rotation */
+            if (!identity_cert_public_key(next, self->server_keys[1])) {
+                snprintf(err, err_size, "cannot read the server's next certificate %s", next);
+                client_destroy(&self);
+                return NULL;
+            }
+            if (strcmp(self->server_keys[0], self->server_keys[1]) != 0)
+                self->key_count = 2;
+        }
     }
     if (client_open(self) != 0) {
         snprintf(err, err_size, "cannot connect to %s", cfg->endpoint);
@@ -114,12 +238,25 @@ void client_destroy(client_t **self_p)
     if (!self_p || !*self_p)
         return;
     client_t *self = *self_p;
-    zsock_destroy(&self->dealer);
+    client_close(self);
     zcert_destroy(&self->cert);
     free(self->endpoint);
     free(self);
     *self_p = NULL;
 }
+
+bool client_uses_next_key(const client_t *self)
+{
+    return self && self->key_index == 1;
+}
+
+int client_last_attempts(const client_t *self)
+{
+    return self ? self->last_attempts : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Calls */
 
 /* [empty][payload], as a REQ socket would frame it. */
 static int client_send(client_t *self, const void *frame, size_t len)
@@ -133,17 +270,20 @@ static int client_send(client_t *self, const void *frame, size_t len)
 }
 
 /* Receives one reply until deadline_ms (absolute, zclock_mono). Returns the
- * unpacked reply, or NULL on timeout. A message that is not a reply
- * envelope is dropped and the wait goes on. */
-static Passerelle__Reply *client_receive(client_t *self, int64_t deadline_ms)
+ * unpacked reply, or NULL on timeout, or NULL with *key_refused set when the
+ * monitor saw the service refuse the server key. A message that is not a
+ * reply envelope is dropped and the wait goes on. */
+static Passerelle__Reply *client_receive(client_t *self, int64_t deadline_ms, bool *key_refused)
 {
-    void *socket = zsock_resolve(self->dealer);
+    *key_refused = false;
     while (true) {
         int64_t left = deadline_ms - zclock_mono();
         if (left <= 0)
             return NULL;
-        zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&item, 1, (long)left);
+        zmq_pollitem_t items[2] = {
+            {zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
+            {self->monitor ? zsock_resolve(self->monitor) : NULL, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, self->monitor ? 2 : 1, (long)left);
         if (rc < 0) {
             if (zmq_errno() == EINTR && !zsys_interrupted)
                 continue;
@@ -151,6 +291,15 @@ static Passerelle__Reply *client_receive(client_t *self, int64_t deadline_ms)
         }
         if (rc == 0)
             continue;
+        if (!(items[0].revents & ZMQ_POLLIN)) {
+            /* the monitor's turn only when no reply waits: a reply is the
+             * better news */
+            if (self->monitor && (items[1].revents & ZMQ_POLLIN) && client_monitor_read(self)) {
+                *key_refused = true;
+                return NULL;
+            }
+            continue;
+        }
         zmsg_t *msg = zmsg_recv(self->dealer);
         if (!msg)
             return NULL;
@@ -167,10 +316,57 @@ static Passerelle__Reply *client_receive(client_t *self, int64_t deadline_ms)
     }
 }
 
+/* One attempt: sends frame and waits until deadline_ms for the reply to
+ * request_id (NULL: the first reply). A server key the service refuses
+ * moves to the other key once, and the frame goes again on a new socket
+ * within the same deadline. Returns the reply, or NULL on timeout;
+ * *sent false when the frame could not even be queued. */
+static Passerelle__Reply *client_attempt(client_t *self, const void *frame, size_t len,
+                                         const char *request_id, int64_t deadline_ms, bool *sent)
+{
+    *sent = client_send(self, frame, len) == 0;
+    if (!*sent)
+        return NULL;
+    bool switched = false;
+    while (true) {
+        bool key_refused = false;
+        Passerelle__Reply *reply = client_receive(self, deadline_ms, &key_refused);
+        if (reply) {
+            if (!request_id || (reply->request_id && strcmp(reply->request_id, request_id) == 0))
+                return reply;
+            log_debug("dropping a reply to an earlier request", "{s:s}", "request_id",
+                      reply->request_id ? reply->request_id : "");
+            passerelle__reply__free_unpacked(reply, NULL);
+            continue;
+        }
+        if (!key_refused)
+            return NULL;
+        /* Once per attempt: when neither key is taken, the wait goes on
+         * (the service may be mid-restart) rather than flip between them. */
+        if (switched || self->key_count < 2)
+            continue;
+        switched = true;
+        client_switch_key(self, "handshake failed");
+        if (client_open(self) != 0 || client_send(self, frame, len) != 0)
+            return NULL;
+    }
+}
+
+/* After an attempt without a reply: a socket whose handshake never
+ * succeeded may hold the wrong server key (the handshake failed unseen),
+ * so the next attempt tries the other. */
+static void client_after_timeout(client_t *self)
+{
+    if (self->key_count > 1 && !self->handshake_ok)
+        client_switch_key(self, "no handshake before the timeout");
+    client_open(self);
+}
+
 int client_call(client_t *self, const char *type, const ProtobufCMessage *body,
                 const char *idempotency_key, Passerelle__Reply **reply_p)
 {
     *reply_p = NULL;
+    self->last_attempts = 0;
     char request_id[ID_LEN], fresh_key[ID_LEN];
     id_new('Q', request_id);
     if (!idempotency_key || !*idempotency_key) {
@@ -187,26 +383,21 @@ int client_call(client_t *self, const char *type, const ProtobufCMessage *body,
     for (int attempt = 1; attempt <= attempts && !answer; attempt++) {
         if (zsys_interrupted)
             break;
+        self->last_attempts = attempt;
         int64_t deadline = zclock_mono() + self->timeout_ms;
-        if (client_send(self, frame, len) != 0) {
+        bool sent = false;
+        Passerelle__Reply *reply = client_attempt(self, frame, len, request_id, deadline, &sent);
+        if (!sent) {
             /* could not even queue it: wait out the attempt so the retry
              * schedule stays the same as for a lost reply */
             zclock_sleep((int)(deadline - zclock_mono()));
             client_open(self);
             continue;
         }
-        Passerelle__Reply *reply = NULL;
-        while ((reply = client_receive(self, deadline))) {
-            if (reply->request_id && strcmp(reply->request_id, request_id) == 0)
-                break;
-            log_debug("dropping a reply to an earlier request", "{s:s}", "request_id",
-                      reply->request_id ? reply->request_id : "");
-            passerelle__reply__free_unpacked(reply, NULL);
-        }
         if (!reply) {
             log_debug("no reply, reconnecting", "{s:s, s:s, s:i, s:i}", "type", type, "endpoint",
                       self->endpoint, "attempt", attempt, "timeout_ms", self->timeout_ms);
-            client_open(self);
+            client_after_timeout(self);
             continue;
         }
         if (reply->has_status && reply->status == PASSERELLE__STATUS__STATUS_UNAVAILABLE &&
@@ -233,13 +424,13 @@ int client_call_raw(client_t *self, const void *frame, size_t len, Passerelle__R
 {
     *reply_p = NULL;
     int64_t deadline = zclock_mono() + self->timeout_ms;
-    if (client_send(self, frame, len) != 0) {
-        client_open(self);
-        return -1;
-    }
-    Passerelle__Reply *reply = client_receive(self, deadline);
+    bool sent = false;
+    Passerelle__Reply *reply = client_attempt(self, frame, len, NULL, deadline, &sent);
     if (!reply) {
-        client_open(self);
+        if (sent)
+            client_after_timeout(self);
+        else
+            client_open(self);
         return -1;
     }
     *reply_p = reply;

@@ -4,7 +4,17 @@
  * the same request id and idempotency key, is sent again, at most retries
  * times. A reply saying UNAVAILABLE is retried the same way after a short
  * pause. This is safe because every write is idempotent. Replies to earlier
- * attempts are recognised by request id and dropped. */
+ * attempts are recognised by request id and dropped.
+ *
+ * While the services' key is rotated, a client may know two server keys
+ * (server.key and server.next.key): it uses the one that last worked, and
+ * moves to the other when the service does not take it. A CURVE handshake
+ * with the wrong server key is dropped by the service, so this is seen as
+ * a failed handshake (a socket monitor reports it at once) or, failing
+ * that, as an attempt that times out without a handshake: the same request
+ * is then sent with the other key, inside the same attempt in the first
+ * case, at the next attempt in the second. The key that answers is kept
+ * for the rest of the client's life. */
 #ifndef PASSERELLE_CLIENT_H
 #define PASSERELLE_CLIENT_H
 
@@ -17,10 +27,14 @@
 typedef struct {
     const char *endpoint;           /* "tcp://127.0.0.1:7401" */
     const char *server_public_path; /* server.key (public certificate) */
-    const char *client_cert_path;   /* the caller's .key_secret */
-    bool insecure;                  /* plain text, no certificates */
-    int timeout_ms;                 /* per attempt; <=0 default 3000 */
-    int retries;                    /* after the first attempt: 0 none, <0 default 2 */
+    /* server.next.key during a rotation of the services' key: tried when
+     * server_public_path's is not taken. NULL, or a file that does not
+     * exist: none. */
+    const char *server_next_public_path;
+    const char *client_cert_path; /* the caller's .key_secret */
+    bool insecure;                /* plain text, no certificates */
+    int timeout_ms;               /* per attempt; <=0 default 3000 */
+    int retries;                  /* after the first attempt: 0 none, <0 default 2 */
 } client_config_t;
 
 typedef struct client_t client_t;
@@ -37,6 +51,14 @@ void client_destroy(client_t **self_p);
  * after all attempts (unreachable). */
 int client_call(client_t *self, const char *type, const ProtobufCMessage *body,
                 const char *idempotency_key, Passerelle__Reply **reply_p);
+
+/* Which server key the client uses now: false server_public_path's,
+ * true server_next_public_path's. */
+bool client_uses_next_key(const client_t *self);
+
+/* How many attempts the last client_call made (1: answered at the first;
+ * 0 before any call). */
+int client_last_attempts(const client_t *self);
 
 /* Sends raw bytes as a request frame and waits for one reply frame, without
  * retries (tests of malformed and oversized frames). Returns 0 with *reply_p,

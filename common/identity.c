@@ -13,6 +13,7 @@
 #include <czmq.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,16 @@ void keydir_client_cert_path(const char *dir, const char *name, char *out, size_
     snprintf(out, out_size, "%s/clients/%s.key_secret", dir, name);
 }
 
+void keydir_server_next_cert_path(const char *dir, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s/server.next.key_secret", dir);
+}
+
+void keydir_server_next_public_path(const char *dir, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s/server.next.key", dir);
+}
+
 /* ------------------------------------------------------------------------
  * The key directory cache */
 
@@ -181,21 +192,27 @@ static bool keydir_signature_equal(const keydir_signature_t *a, const keydir_sig
            (a->files == b->files && a->bytes == b->bytes && a->newest_ns == b->newest_ns);
 }
 
-/* Reads a public certificate. Not zcert_load: CZMQ 4.2.1 leaks the file
+/* Parses a certificate file. Not zcert_load: CZMQ 4.2.1 leaks the file
  * object whenever zconfig_load meets a file that does not parse, and this
- * runs at every reload, on whatever someone dropped in the folder. */
-static bool keydir_read_public_cert(const char *path, keydir_entry_t *out)
+ * runs at every reload, on whatever someone dropped in the folder. NULL if
+ * the file cannot be read or does not parse; the caller destroys. */
+static zconfig_t *identity_cert_parse(const char *path)
 {
     FILE *file = fopen(path, "r");
     if (!file)
-        return false;
+        return NULL;
     char text[KEYDIR_CERT_MAX + 1];
     size_t len = fread(text, 1, KEYDIR_CERT_MAX + 1, file);
     fclose(file);
     if (len == 0 || len > KEYDIR_CERT_MAX)
-        return false;
+        return NULL;
     text[len] = '\0';
-    zconfig_t *root = zconfig_str_load(text);
+    return zconfig_str_load(text);
+}
+
+static bool keydir_read_public_cert(const char *path, keydir_entry_t *out)
+{
+    zconfig_t *root = identity_cert_parse(path);
     if (!root)
         return false;
     const char *key = zconfig_get(root, "/curve/public-key", NULL);
@@ -450,6 +467,145 @@ int identity_keygen_client(const char *dir, const char *name, party_t party, cha
     return rc;
 }
 
+/* ------------------------------------------------------------------------
+ * The services' certificate and its rotation
+ *
+ * A rotation has the services' key folder hold three certificates at most:
+ * server.key (in use), server.next.key (made ahead, handed to clients) and
+ * server.previous.key (what the last promotion replaced, kept to roll
+ * back). Every file appears by rename, so a reader finds the old file or
+ * the new one, never half of one. */
+
+/* fsync of the folder, so that the renames in it survive a crash of the
+ * machine; best effort (the files themselves were synced). */
+static void identity_sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+static int identity_sync_file(const char *path, char *err, size_t err_size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        snprintf(err, err_size, "cannot sync %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static int identity_rename(const char *from, const char *to, char *err, size_t err_size)
+{
+    if (rename(from, to) == 0)
+        return 0;
+    snprintf(err, err_size, "cannot rename %s to %s: %s", from, to, strerror(errno));
+    return -1;
+}
+
+/* Writes the pair of cert as dir/<base> (public, 0644) and dir/<base>_secret
+ * (0600): both written under temporary names, synced, then renamed, the
+ * secret first, so that whoever sees the public file finds the secret one
+ * complete beside it. */
+static int identity_save_pair_atomic(zcert_t *cert, const char *dir, const char *base, char *err,
+                                     size_t err_size)
+{
+    char tmp[PATH_MAX], tmp_secret[PATH_MAX + 8], final[PATH_MAX], final_secret[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, base, (int)getpid());
+    snprintf(tmp_secret, sizeof tmp_secret, "%s_secret", tmp);
+    snprintf(final, sizeof final, "%s/%s", dir, base);
+    snprintf(final_secret, sizeof final_secret, "%s_secret", final);
+    int rc = -1;
+    if (zcert_save(cert, tmp) != 0)
+        snprintf(err, err_size, "cannot write %s", tmp);
+    else if (chmod(tmp_secret, 0600) != 0 || chmod(tmp, 0644) != 0)
+        snprintf(err, err_size, "cannot set the mode of %s: %s", tmp, strerror(errno));
+    else if (identity_sync_file(tmp_secret, err, err_size) == 0 &&
+             identity_sync_file(tmp, err, err_size) == 0 &&
+             identity_rename(tmp_secret, final_secret, err, err_size) == 0 &&
+             identity_rename(tmp, final, err, err_size) == 0)
+        rc = 0;
+    if (rc != 0) {
+        unlink(tmp);
+        unlink(tmp_secret);
+    }
+    identity_sync_dir(dir);
+    return rc;
+}
+
+/* Copies dir/<from> to dir/<to> with mode, replacing it in one rename. */
+static int identity_copy_atomic(const char *dir, const char *from, const char *to, mode_t mode,
+                                char *err, size_t err_size)
+{
+    char source[PATH_MAX], target[PATH_MAX], tmp[PATH_MAX];
+    snprintf(source, sizeof source, "%s/%s", dir, from);
+    snprintf(target, sizeof target, "%s/%s", dir, to);
+    snprintf(tmp, sizeof tmp, "%s/.%s.%d.tmp", dir, to, (int)getpid());
+    char data[KEYDIR_CERT_MAX + 1];
+    FILE *file = fopen(source, "r");
+    if (!file) {
+        snprintf(err, err_size, "cannot read %s: %s", source, strerror(errno));
+        return -1;
+    }
+    size_t len = fread(data, 1, sizeof data, file);
+    bool read_ok = !ferror(file);
+    fclose(file);
+    if (!read_ok || len > KEYDIR_CERT_MAX) {
+        snprintf(err, err_size, "%s is not a certificate", source);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        snprintf(err, err_size, "cannot write %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    /* the umask may have taken bits away, never add any: set it whole */
+    bool ok = fchmod(fd, mode) == 0 && write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
+    int saved_errno = errno;
+    if (close(fd) != 0)
+        ok = false;
+    if (!ok) {
+        snprintf(err, err_size, "cannot write %s: %s", tmp, strerror(saved_errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (identity_rename(tmp, target, err, err_size) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* The public key of the certificate at path into key (KEY_Z85_LEN + 1),
+ * and whether the file holds its secret key too. False if it does not read
+ * as a certificate. */
+static bool identity_cert_keys(const char *path, char *key, bool *has_secret)
+{
+    zconfig_t *root = identity_cert_parse(path);
+    if (!root)
+        return false;
+    const char *public_key = zconfig_get(root, "/curve/public-key", NULL);
+    const char *secret_key = zconfig_get(root, "/curve/secret-key", NULL);
+    bool ok = public_key && strlen(public_key) == KEY_Z85_LEN;
+    if (ok)
+        snprintf(key, KEY_Z85_LEN + 1, "%s", public_key);
+    *has_secret = secret_key && strlen(secret_key) == KEY_Z85_LEN &&
+                  strcmp(secret_key, "0000000000000000000000000000000000000000") != 0;
+    zconfig_destroy(&root);
+    return ok;
+}
+
+bool identity_cert_public_key(const char *path, char *key)
+{
+    bool has_secret = false;
+    return path && identity_cert_keys(path, key, &has_secret);
+}
+
 int identity_keygen_server(const char *dir, char *err, size_t err_size)
 {
     char secret[PATH_MAX], public_path[PATH_MAX];
@@ -471,20 +627,161 @@ int identity_keygen_server(const char *dir, char *err, size_t err_size)
             snprintf(err, err_size, "%s is not a certificate", secret);
             return -1;
         }
-        int rc = zcert_save_public(cert, public_path);
+        int rc = identity_save_public_atomic(cert, dir, "server", public_path, err, err_size);
         zcert_destroy(&cert);
-        if (rc != 0) {
-            snprintf(err, err_size, "cannot write %s", public_path);
-            return -1;
-        }
-        return 0;
+        return rc;
     }
     zcert_t *cert = identity_cert_new("server", PARTY_SERVICE);
     if (!cert) {
         snprintf(err, err_size, "cannot make a key pair");
         return -1;
     }
-    int rc = identity_save_pair(cert, public_path, err, err_size);
+    int rc = identity_save_pair_atomic(cert, dir, "server.key", err, err_size);
     zcert_destroy(&cert);
     return rc;
+}
+
+int identity_keygen_server_next(const char *dir, char *err, size_t err_size)
+{
+    char secret[PATH_MAX], next_secret[PATH_MAX], next_public[PATH_MAX];
+    if (strlen(dir) > 120) {
+        snprintf(err, err_size, "key folder path too long: %s", dir);
+        return -1;
+    }
+    keydir_server_cert_path(dir, secret, sizeof secret);
+    keydir_server_next_cert_path(dir, next_secret, sizeof next_secret);
+    keydir_server_next_public_path(dir, next_public, sizeof next_public);
+    if (!identity_exists(secret)) {
+        snprintf(err, err_size,
+                 "no server certificate in %s (server.key_secret): make it with keygen --server; "
+                 "--next makes the one that replaces it, in the services' key folder",
+                 dir);
+        return -1;
+    }
+    if (identity_exists(next_secret) || identity_exists(next_public)) {
+        snprintf(err, err_size,
+                 "%s already holds a next server certificate (server.next.key): hand it out and "
+                 "promote it, or remove both of its files to start over",
+                 dir);
+        return -1;
+    }
+    zcert_t *cert = identity_cert_new("server", PARTY_SERVICE);
+    if (!cert) {
+        snprintf(err, err_size, "cannot make a key pair");
+        return -1;
+    }
+    int rc = identity_save_pair_atomic(cert, dir, "server.next.key", err, err_size);
+    zcert_destroy(&cert);
+    return rc;
+}
+
+/* Keeps dir/server.key[_secret], those that exist, as
+ * server.previous.key[_secret]: copies, so that server.key never goes
+ * missing. */
+static int identity_keep_previous(const char *dir, char *err, size_t err_size)
+{
+    char path[PATH_MAX];
+    keydir_server_cert_path(dir, path, sizeof path);
+    if (identity_exists(path) &&
+        identity_copy_atomic(dir, "server.key_secret", "server.previous.key_secret", 0600, err,
+                             err_size) != 0)
+        return -1;
+    keydir_server_public_path(dir, path, sizeof path);
+    if (identity_exists(path) &&
+        identity_copy_atomic(dir, "server.key", "server.previous.key", 0644, err, err_size) != 0)
+        return -1;
+    return 0;
+}
+
+int identity_promote_server_next(const char *dir, bool *with_secret, char *err, size_t err_size)
+{
+    char secret[PATH_MAX], public_path[PATH_MAX], next_secret[PATH_MAX], next_public[PATH_MAX];
+    char next_key[KEY_Z85_LEN + 1] = "", key[KEY_Z85_LEN + 1] = "";
+    bool has_secret = false;
+    if (with_secret)
+        *with_secret = false;
+    if (strlen(dir) > 120) {
+        snprintf(err, err_size, "key folder path too long: %s", dir);
+        return -1;
+    }
+    keydir_server_cert_path(dir, secret, sizeof secret);
+    keydir_server_public_path(dir, public_path, sizeof public_path);
+    keydir_server_next_cert_path(dir, next_secret, sizeof next_secret);
+    keydir_server_next_public_path(dir, next_public, sizeof next_public);
+    bool next_secret_there = identity_exists(next_secret);
+    bool next_public_there = identity_exists(next_public);
+    if (!next_secret_there && !next_public_there) {
+        snprintf(err, err_size,
+                 "no next server certificate in %s (server.next.key): nothing to "
+                 "promote",
+                 dir);
+        return -1;
+    }
+
+    if (next_secret_there) {
+        /* The services' folder. */
+        if (!identity_cert_keys(next_secret, next_key, &has_secret) || !has_secret) {
+            snprintf(err, err_size, "%s is not a secret certificate", next_secret);
+            return -1;
+        }
+        if (next_public_there &&
+            (!identity_cert_keys(next_public, key, &has_secret) || strcmp(key, next_key) != 0)) {
+            snprintf(err, err_size, "%s and %s are not the two halves of one certificate",
+                     next_public, next_secret);
+            return -1;
+        }
+        if (identity_keep_previous(dir, err, err_size) != 0 ||
+            identity_rename(next_secret, secret, err, err_size) != 0)
+            return -1;
+        if (next_public_there) {
+            if (identity_rename(next_public, public_path, err, err_size) != 0)
+                return -1;
+        } else {
+            /* only the secret half was copied here: derive the public one */
+            zcert_t *cert = zcert_load(public_path); /* reads the _secret */
+            int rc =
+                cert ? identity_save_public_atomic(cert, dir, "server", public_path, err, err_size)
+                     : -1;
+            if (!cert)
+                snprintf(err, err_size, "%s is not a certificate", secret);
+            zcert_destroy(&cert);
+            if (rc != 0)
+                return -1;
+        }
+        identity_sync_dir(dir);
+        if (with_secret)
+            *with_secret = true;
+        return 0;
+    }
+
+    /* Only the public half of the next certificate. */
+    if (!identity_cert_keys(next_public, next_key, &has_secret)) {
+        snprintf(err, err_size, "%s is not a certificate", next_public);
+        return -1;
+    }
+    if (identity_exists(secret)) {
+        bool current_has_secret = false;
+        if (identity_cert_keys(secret, key, &current_has_secret) && strcmp(key, next_key) == 0) {
+            /* A promotion stopped between its two renames: the secret is
+             * the next one already, only the public half is left to move
+             * (server.previous.key was kept before either). */
+            if (identity_rename(next_public, public_path, err, err_size) != 0)
+                return -1;
+            identity_sync_dir(dir);
+            if (with_secret)
+                *with_secret = true;
+            return 0;
+        }
+        snprintf(err, err_size,
+                 "%s holds the services' secret certificate but not the next one's "
+                 "(server.next.key_secret): copy it here from the folder where keygen --server "
+                 "--next made it, then promote",
+                 dir);
+        return -1;
+    }
+    if (identity_keep_previous(dir, err, err_size) != 0 ||
+        identity_rename(next_public, public_path, err, err_size) != 0)
+        return -1;
+    identity_sync_dir(dir);
+    return 0;
 }

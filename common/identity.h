@@ -2,6 +2,10 @@
  *
  * The key directory (PASSERELLE_KEYS_DIR, default ./var/keys):
  *   server.key, server.key_secret   the services' certificate
+ *   server.next.key[_secret]        during a rotation, the certificate the
+ *                                   services move to next (clients that hold
+ *                                   server.next.key accept either)
+ *   server.previous.key[_secret]    the certificate a promotion replaced
  *   authorized/<name>.key           public certificates of every allowed
  *                                   caller, with metadata "party" and "name";
  *                                   zauth accepts exactly these keys
@@ -67,6 +71,14 @@ void keydir_server_cert_path(const char *dir, char *out, size_t out_size); /* se
 void keydir_server_public_path(const char *dir, char *out, size_t out_size);
 void keydir_authorized_dir(const char *dir, char *out, size_t out_size);
 void keydir_client_cert_path(const char *dir, const char *name, char *out, size_t out_size);
+void keydir_server_next_cert_path(const char *dir, char *out, size_t out_size); /* secret */
+void keydir_server_next_public_path(const char *dir, char *out, size_t out_size);
+
+/* The public key (Z85, KEY_Z85_LEN + 1 bytes) of the certificate file at
+ * path, public or secret, into key. False if the file cannot be read or is
+ * not a certificate; unlike CZMQ 4.2.1's zcert_load, a file that does not
+ * parse leaks nothing. */
+bool identity_cert_public_key(const char *path, char *key);
 
 /* Makes a client key pair: clients/<name>.key_secret (+ .key) and
  * authorized/<name>.key, with metadata name and party. Refuses to overwrite
@@ -77,6 +89,28 @@ int identity_keygen_client(const char *dir, const char *name, party_t party, cha
 /* Makes the server certificate if there is none. Returns 0 (made or already
  * there), or -1 with a message in err. */
 int identity_keygen_server(const char *dir, char *err, size_t err_size);
+
+/* Makes the services' next certificate, server.next.key and
+ * server.next.key_secret, beside the current one (which must be there: this
+ * is the services' key folder). Refuses if either file exists. The files
+ * appear whole (written beside, then renamed), the public one last, so a
+ * client that sees server.next.key can read it. Returns 0, or -1 with a
+ * message in err. */
+int identity_keygen_server_next(const char *dir, char *err, size_t err_size);
+
+/* Promotes the next certificate: the current server.key[_secret] is kept as
+ * server.previous.key[_secret], then server.next.key[_secret] replace
+ * server.key[_secret], each by one rename, the secret first. A service
+ * reads only server.key_secret, which holds both halves, so one starting
+ * meanwhile finds a whole certificate, the old or the new; a client sees
+ * server.key and server.next.key as {old, new} until the last rename, then
+ * {new}. Works on the services' folder (the next secret is there) and on a
+ * client's (public halves only); *with_secret (may be NULL) says which it
+ * was. Running it again after an interruption finishes the job. Returns 0,
+ * or -1 with a message in err (nothing to promote, a folder holding the
+ * services' secret but not the next one's, a file that is not a
+ * certificate). */
+int identity_promote_server_next(const char *dir, bool *with_secret, char *err, size_t err_size);
 
 /* True if name is usable as a key name: [A-Za-z0-9._-]{1,63}, not starting
  * with '.'. */

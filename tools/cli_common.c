@@ -55,12 +55,16 @@ int cli_service_connect(cli_service_t *svc, const char *topic)
     const cli_options_t *opts = svc->opts;
     if (!opts->insecure && !identity_name_valid(opts->as))
         return cli_usage_error(topic, "--as: '%s' is not a key name", opts->as);
-    char server_public[1024], client_cert[1024], err[512] = "";
+    char server_public[1024], server_next[1024], client_cert[1024], err[512] = "";
     keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
+    /* During a rotation of the services' key: the client tries it when the
+     * service does not take server.key (absent: none). */
+    keydir_server_next_public_path(opts->keys_dir, server_next, sizeof server_next);
     keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
     client_config_t cfg = {
         .endpoint = svc->endpoint,
         .server_public_path = server_public,
+        .server_next_public_path = server_next,
         .client_cert_path = client_cert,
         .insecure = opts->insecure,
         .timeout_ms = (int)opts->timeout_ms,

@@ -15,6 +15,15 @@
  * because a gap can only be seen in the whole chain; --types filters what
  * is printed.
  *
+ * During a rotation of the services' key (<keys>/server.next.key beside
+ * server.key), the feed socket and the replay client each use the key that
+ * last worked and move to the other when the service does not take it: a
+ * socket monitor sees the failed CURVE handshake at once (the service drops
+ * a HELLO it cannot decrypt and closes the connection); a socket that has
+ * neither completed a handshake nor received anything for SUB_KEY_WAIT_MS
+ * moves too, for whatever the monitor cannot see. A new socket may miss
+ * messages, which the chain of positions finds as for any gap.
+ *
  * Each event is printed, then its position saved (temporary file, fsync,
  * rename): a crash between the two prints that event again after a
  * restart, the only way to never lose one. Exit codes: 0 after --count
@@ -61,6 +70,9 @@ enum {
 /* The largest message taken from the publisher: an event is one record. */
 #define RECEIVE_MAX_BYTES (16 * 1024 * 1024)
 #define PREFIX_MAX        32
+/* With two server keys: how long a feed socket may go without a handshake
+ * or a message before it tries the other key (several heartbeats). */
+#define SUB_KEY_WAIT_MS 5000
 
 /* ==========================================================================
  * Options
@@ -90,7 +102,9 @@ static void usage(FILE *out)
           "                      (default $PASSERELLE_FEED_ENDPOINT or tcp://127.0.0.1:7406)\n"
           "  --endpoint ENDPOINT the notifications service, for feed.replay (default\n"
           "                      $PASSERELLE_NOTIFICATIONS_ENDPOINT or tcp://127.0.0.1:7402)\n"
-          "  --keys DIR          the key directory (default $PASSERELLE_KEYS_DIR or ./var/keys)\n"
+          "  --keys DIR          the key directory (default $PASSERELLE_KEYS_DIR or ./var/keys);\n"
+          "                      while the services' key is rotated, its server.next.key\n"
+          "                      is tried when server.key is not taken\n"
           "  --as NAME           whose key to use: <keys>/clients/NAME.key_secret\n"
           "                      (default $PASSERELLE_CLIENT or admin)\n"
           "  --insecure          plain text, no keys (a service run with PASSERELLE_INSECURE=1)\n"
@@ -311,6 +325,16 @@ typedef struct {
     const options_t *opts;
     zsock_t *sub;
     client_t *client;
+    /* The feed socket's keys: ours, and the services' ([1] during a
+     * rotation), the one in use being the one that last worked. */
+    zcert_t *cert;
+    char server_keys[2][KEY_Z85_LEN + 1];
+    int key_count;
+    int key_index;
+    zsock_t *monitor;           /* the feed socket's handshakes; with two keys only */
+    bool sub_heard;             /* a handshake or a message since the socket opened */
+    int64_t sub_opened;         /* zclock_mono */
+    int64_t switched_at;        /* the last switch no handshake has confirmed; 0 none */
     char *prefixes[PREFIX_MAX]; /* --types, split */
     size_t prefix_count;
     bool known; /* last holds a position */
@@ -528,15 +552,118 @@ static int subscriber_event(subscriber_t *self, zmsg_t *msg)
  * Setting up
  * ======================================================================== */
 
+static void subscriber_close_sub(subscriber_t *self)
+{
+    if (self->monitor) {
+        if (self->sub)
+            zmq_socket_monitor(zsock_resolve(self->sub), NULL, 0);
+        zsock_destroy(&self->monitor);
+    }
+    zsock_destroy(&self->sub);
+}
+
+/* The feed socket's handshakes on an inproc PAIR connected before the
+ * socket connects; a failure leaves the time limit to switch keys. */
+static void subscriber_monitor_start(subscriber_t *self)
+{
+    static unsigned monitors;
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "inproc://passerelle-feed-monitor-%u", ++monitors);
+    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+    if (zmq_socket_monitor(zsock_resolve(self->sub), endpoint, events) == 0) {
+        self->monitor = zsock_new(ZMQ_PAIR);
+        if (self->monitor && zsock_connect(self->monitor, "%s", endpoint) == 0)
+            return;
+        zmq_socket_monitor(zsock_resolve(self->sub), NULL, 0);
+        zsock_destroy(&self->monitor);
+    }
+    log_warn("cannot watch the feed's handshakes; a server key not taken is seen later", "{s:s}",
+             "error", zmq_strerror(zmq_errno()));
+}
+
+/* (Re)opens the feed socket with the server key in use. 0, or an exit
+ * code after saying why. */
+static int subscriber_open_sub(subscriber_t *self)
+{
+    const options_t *opts = self->opts;
+    subscriber_close_sub(self);
+    self->sub = zsock_new(ZMQ_SUB);
+    if (!self->sub) {
+        fprintf(stderr, "error: cannot make a socket\n");
+        return EXIT_FAILED;
+    }
+    zsock_set_rcvhwm(self->sub, RECEIVE_HWM);
+    zsock_set_maxmsgsize(self->sub, RECEIVE_MAX_BYTES);
+    zsock_set_linger(self->sub, 0);
+    if (!opts->insecure) {
+        zcert_apply(self->cert, self->sub);
+        zsock_set_curve_serverkey(self->sub, self->server_keys[self->key_index]);
+        if (self->key_count > 1)
+            subscriber_monitor_start(self);
+    }
+    /* Everything: gap detection needs every position (see the top). */
+    zsock_set_subscribe(self->sub, "");
+    self->sub_heard = false;
+    self->sub_opened = zclock_mono();
+    if (zsock_connect(self->sub, "%s", opts->feed) != 0) {
+        fprintf(stderr, "error: cannot connect to %s: %s\n", opts->feed, zmq_strerror(zmq_errno()));
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+/* Moves the feed socket to the other server key. */
+static int subscriber_switch_key(subscriber_t *self, const char *reason)
+{
+    int from = self->key_index;
+    self->key_index = 1 - from;
+    self->switched_at = zclock_mono();
+    log_info("feed: server key not taken, trying the other", "{s:s, s:s, s:s, s:s}", "feed",
+             self->opts->feed, "from", from == 0 ? "server.key" : "server.next.key", "to",
+             from == 0 ? "server.next.key" : "server.key", "reason", reason);
+    return subscriber_open_sub(self);
+}
+
+/* Reads one event of the feed socket's monitor; a failed handshake moves
+ * to the other key. 0, or an exit code. */
+static int subscriber_monitor_event(subscriber_t *self)
+{
+    zmsg_t *msg = zmsg_recv(self->monitor);
+    if (!msg)
+        return 0;
+    zframe_t *frame = zmsg_first(msg);
+    uint16_t event = 0;
+    if (frame && zframe_size(frame) == 6)
+        memcpy(&event, zframe_data(frame), sizeof event);
+    zmsg_destroy(&msg);
+    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        self->sub_heard = true;
+        self->switched_at = 0;
+        return 0;
+    }
+    if (event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL &&
+        event != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        return 0;
+    /* The other key failed as well just after a switch: neither is taken
+     * (the service may be mid-restart). Rather than flip at every
+     * reconnection, leave the next switch to the time limit. */
+    if (self->switched_at && zclock_mono() - self->switched_at < SUB_KEY_WAIT_MS)
+        return 0;
+    return subscriber_switch_key(self, "handshake failed");
+}
+
 static int subscriber_connect(subscriber_t *self)
 {
     const options_t *opts = self->opts;
-    char server_public[PATH_MAX], client_cert[PATH_MAX], err[512] = "";
+    char server_public[PATH_MAX], server_next[PATH_MAX], client_cert[PATH_MAX], err[512] = "";
     keydir_server_public_path(opts->keys_dir, server_public, sizeof server_public);
+    keydir_server_next_public_path(opts->keys_dir, server_next, sizeof server_next);
     keydir_client_cert_path(opts->keys_dir, opts->as, client_cert, sizeof client_cert);
     client_config_t cfg = {
         .endpoint = opts->endpoint,
         .server_public_path = server_public,
+        .server_next_public_path = server_next,
         .client_cert_path = client_cert,
         .insecure = opts->insecure,
         .timeout_ms = 0,
@@ -549,36 +676,20 @@ static int subscriber_connect(subscriber_t *self)
         return EXIT_USAGE;
     }
 
-    self->sub = zsock_new(ZMQ_SUB);
-    if (!self->sub) {
-        fprintf(stderr, "error: cannot make a socket\n");
-        return EXIT_FAILED;
-    }
-    zsock_set_rcvhwm(self->sub, RECEIVE_HWM);
-    zsock_set_maxmsgsize(self->sub, RECEIVE_MAX_BYTES);
-    zsock_set_linger(self->sub, 0);
     if (!opts->insecure) {
         /* client_new read these already: they are there. */
-        zcert_t *mine = zcert_load(client_cert);
-        zcert_t *server = zcert_load(server_public);
-        if (!mine || !server) {
-            zcert_destroy(&mine);
-            zcert_destroy(&server);
+        self->cert = zcert_load(client_cert);
+        if (!self->cert || !identity_cert_public_key(server_public, self->server_keys[0])) {
             fprintf(stderr, "error: cannot read the certificates in %s\n", opts->keys_dir);
             return EXIT_USAGE;
         }
-        zcert_apply(mine, self->sub);
-        zsock_set_curve_serverkey(self->sub, zcert_public_txt(server));
-        zcert_destroy(&mine);
-        zcert_destroy(&server);
+        self->key_count = 1;
+        if (access(server_next, F_OK) == 0 &&
+            identity_cert_public_key(server_next, self->server_keys[1]) &&
+            strcmp(self->server_keys[0], self->server_keys[1]) != 0)
+            self->key_count = 2;
     }
-    /* Everything: gap detection needs every position (see the top). */
-    zsock_set_subscribe(self->sub, "");
-    if (zsock_connect(self->sub, "%s", opts->feed) != 0) {
-        fprintf(stderr, "error: cannot connect to %s: %s\n", opts->feed, zmq_strerror(zmq_errno()));
-        return EXIT_USAGE;
-    }
-    return 0;
+    return subscriber_open_sub(self);
 }
 
 static int subscriber_split_types(subscriber_t *self, const char *types)
@@ -602,7 +713,8 @@ static int subscriber_split_types(subscriber_t *self, const char *types)
 
 static void subscriber_close(subscriber_t *self)
 {
-    zsock_destroy(&self->sub);
+    subscriber_close_sub(self);
+    zcert_destroy(&self->cert);
     client_destroy(&self->client);
     for (size_t i = 0; i < self->prefix_count; i++)
         free(self->prefixes[i]);
@@ -638,16 +750,36 @@ static int subscriber_run(subscriber_t *self)
 {
     if (self->known && subscriber_replay(self) != 0)
         return self->failure;
-    zpoller_t *poller = zpoller_new(self->sub, NULL);
-    if (!poller)
-        return EXIT_FAILED;
     while (!self->finished && !zsys_interrupted && !self->failure) {
-        void *which = zpoller_wait(poller, RECEIVE_WAIT_MS);
-        if (which != self->sub)
+        /* The sockets change when the server key does: polled afresh each
+         * turn. */
+        zmq_pollitem_t items[2] = {
+            {zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0},
+            {self->monitor ? zsock_resolve(self->monitor) : NULL, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, self->monitor ? 2 : 1, RECEIVE_WAIT_MS);
+        if (rc < 0 && zmq_errno() != EINTR)
+            return EXIT_FAILED;
+        bool message = rc > 0 && (items[0].revents & ZMQ_POLLIN);
+        if (!message && rc > 0 && self->monitor && (items[1].revents & ZMQ_POLLIN)) {
+            /* after the messages: a new socket would lose those queued */
+            int failed = subscriber_monitor_event(self);
+            if (failed)
+                return failed;
             continue;
+        }
+        if (!message) {
+            if (self->key_count > 1 && !self->sub_heard &&
+                zclock_mono() - self->sub_opened >= SUB_KEY_WAIT_MS) {
+                int failed = subscriber_switch_key(self, "no handshake or message in time");
+                if (failed)
+                    return failed;
+            }
+            continue;
+        }
         zmsg_t *msg = zmsg_recv(self->sub);
         if (!msg)
             continue;
+        self->sub_heard = true;
         char topic[128];
         frame_text(msg, 0, topic, sizeof topic);
         if (strcmp(topic, FEED_HEARTBEAT_TOPIC) == 0)
@@ -656,7 +788,6 @@ static int subscriber_run(subscriber_t *self)
             subscriber_event(self, msg);
         zmsg_destroy(&msg);
     }
-    zpoller_destroy(&poller);
     return self->failure;
 }
 

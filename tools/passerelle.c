@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* ==========================================================================
  * The command table
@@ -100,7 +101,12 @@ static const command_t commands[] = {
      NULL},
     {"keygen", NULL, NULL, NULL, NULL, NULL, 0, NULL, 0,
      "Make a client key pair (--name NAME --party PARTY), authorized at once,\n"
-     "or the services' certificate if there is none (--server).",
+     "or the services' certificate if there is none (--server). To rotate the\n"
+     "services' certificate: --server --next makes server.next.key[_secret]\n"
+     "beside it, to hand server.next.key to every client; --server --promote\n"
+     "then makes the next certificate the current one (the old one is kept as\n"
+     "server.previous.key), in the services' folder before a rolling restart,\n"
+     "and in each client's folder once every service runs on it.",
      NULL, SERVICE_RESERVATIONS, NULL},
     {"unit register", "unit.register", &passerelle__unit_register_request__descriptor,
      &passerelle__unit__descriptor, NULL, NULL, 0, NULL, 0,
@@ -655,7 +661,7 @@ static void print_command_help(FILE *out, const command_t *cmd)
     if (!cmd->type) {
         fprintf(out, "      --name NAME  --party "
                      "metropole|action_logement|operator|partner|admin|service\n"
-                     "      --server\n");
+                     "      --server  [--next | --promote]\n");
         return;
     }
     for (unsigned i = 0; i < cmd->request->n_fields; i++) {
@@ -1115,14 +1121,63 @@ static void print_public_key(const char *public_path)
     }
 }
 
+/* keygen --server --next: the services' next certificate. */
+static int run_keygen_next(const cli_options_t *opts)
+{
+    char err[512] = "", path[1024];
+    if (identity_keygen_server_next(opts->keys_dir, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    keydir_server_next_cert_path(opts->keys_dir, path, sizeof path);
+    printf("next server certificate: %s\n", path);
+    keydir_server_next_public_path(opts->keys_dir, path, sizeof path);
+    printf("next server public certificate: %s\n", path);
+    print_public_key(path);
+    printf("next: copy server.next.key into every client's key folder (and the secret\n"
+           "beside server.key_secret on every service host), then run\n"
+           "'passerelle keygen --server --promote' there and restart the services one\n"
+           "at a time\n");
+    return 0;
+}
+
+/* keygen --server --promote: the next certificate becomes the current one. */
+static int run_keygen_promote(const cli_options_t *opts)
+{
+    char err[512] = "", path[1024];
+    bool with_secret = false;
+    if (identity_promote_server_next(opts->keys_dir, &with_secret, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    keydir_server_public_path(opts->keys_dir, path, sizeof path);
+    printf("promoted: %s is the next certificate now%s\n", path,
+           with_secret ? " (with its secret)" : "");
+    print_public_key(path);
+    snprintf(path, sizeof path, "%s/server.previous.key", opts->keys_dir);
+    if (access(path, F_OK) == 0)
+        printf("previous: %s%s\n", path, with_secret ? " (and _secret)" : "");
+    if (with_secret)
+        printf("next: restart the services, one replica at a time\n");
+    return 0;
+}
+
 static int run_keygen(const cli_options_t *opts, char **args, int count)
 {
     const char *name = NULL, *party_text = NULL;
-    bool server = false;
+    bool server = false, next = false, promote = false;
     for (int i = 0; i < count; i++) {
         const char **target = NULL;
         if (strcmp(args[i], "--server") == 0) {
             server = true;
+            continue;
+        }
+        if (strcmp(args[i], "--next") == 0) {
+            next = true;
+            continue;
+        }
+        if (strcmp(args[i], "--promote") == 0) {
+            promote = true;
             continue;
         }
         if (strcmp(args[i], "--name") == 0)
@@ -1139,9 +1194,17 @@ static int run_keygen(const cli_options_t *opts, char **args, int count)
     }
 
     char err[512] = "", path[1024];
+    if ((next || promote) && !server)
+        return usage_error("%s goes with --server", next ? "--next" : "--promote");
+    if (next && promote)
+        return usage_error("--next and --promote are two steps: one at a time");
+    if (server && (name || party_text))
+        return usage_error("keygen --server takes neither --name nor --party");
+    if (next)
+        return run_keygen_next(opts);
+    if (promote)
+        return run_keygen_promote(opts);
     if (server) {
-        if (name || party_text)
-            return usage_error("keygen --server takes neither --name nor --party");
         if (identity_keygen_server(opts->keys_dir, err, sizeof err) != 0) {
             fprintf(stderr, "error: %s\n", err);
             return CLI_EXIT_REPLY_ERROR;
