@@ -184,6 +184,23 @@ static server_t *inproc_server(void)
     return server;
 }
 
+/* Starts a pinger on server and waits until min_ok of its requests were
+ * answered (polled: the thread runs freely), so that a stop comes with
+ * some work done before it. */
+static pthread_t pinger_start(pinger_t *p, server_t *server, int min_ok)
+{
+    memset(p, 0, sizeof *p);
+    snprintf(p->endpoint, sizeof p->endpoint, "%s", server_endpoint(server));
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, pinger_run, p), 0);
+    for (int64_t until = zclock_mono() + 5000; zclock_mono() < until;) {
+        if (atomic_load(&p->ok) >= min_ok)
+            break;
+        zclock_sleep(1);
+    }
+    return thread;
+}
+
 /* Drains while a caller sends requests back to back: the caller gets OK
  * until the drain, then one "stopping", and the drain returns once the
  * socket is quiet, long before its grace period. */
@@ -192,16 +209,7 @@ static void test_drain_in_process(void **state)
     (void)state;
     server_t *server = inproc_server();
     pinger_t p;
-    memset(&p, 0, sizeof p);
-    snprintf(p.endpoint, sizeof p.endpoint, "%s", server_endpoint(server));
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, pinger_run, &p), 0);
-    /* Some answered before the stop (polled: the thread runs freely). */
-    for (int64_t until = zclock_mono() + 5000; zclock_mono() < until;) {
-        if (atomic_load(&p.ok) >= 20)
-            break;
-        zclock_sleep(1);
-    }
+    pthread_t thread = pinger_start(&p, server, 20);
     int64_t start = zclock_mono();
     server_drain(server, 5000);
     int64_t took_ms = zclock_mono() - start;
@@ -226,15 +234,7 @@ static void test_drain_grace_zero(void **state)
     (void)state;
     server_t *server = inproc_server();
     pinger_t p;
-    memset(&p, 0, sizeof p);
-    snprintf(p.endpoint, sizeof p.endpoint, "%s", server_endpoint(server));
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, pinger_run, &p), 0);
-    for (int64_t until = zclock_mono() + 5000; zclock_mono() < until;) {
-        if (atomic_load(&p.ok) >= 5)
-            break;
-        zclock_sleep(1);
-    }
+    pthread_t thread = pinger_start(&p, server, 5);
     int64_t start = zclock_mono();
     server_drain(server, 0);
     int64_t took_ms = zclock_mono() - start;
