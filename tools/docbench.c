@@ -39,6 +39,7 @@
 #define _GNU_SOURCE
 #include "bench_util.h"
 #include "harness.h"
+#include "memtune.h"
 
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
@@ -746,6 +747,8 @@ int main(int argc, char *argv[])
         return 2;
     }
     bench_init("passerelle-docbench", "docbench");
+    /* The client side as `passerelle docs` runs it. */
+    memtune_for_chunks();
     if (sodium_init() < 0) {
         fprintf(stderr, "passerelle-docbench: libsodium cannot start\n");
         return 1;

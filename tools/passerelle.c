@@ -25,6 +25,7 @@
 #include "indicators.h"
 #include "indicators.pb-c.h"
 #include "log.h"
+#include "memtune.h"
 #include "notifications.pb-c.h"
 #include "pbjson.h"
 #include "reservations.pb-c.h"
@@ -1250,6 +1251,9 @@ int main(int argc, char **argv)
     /* A command-line tool should die on Ctrl-C, not finish its retries. */
     zsys_handler_set(NULL);
     log_init("passerelle");
+    /* docs put and get move megabyte chunks (memtune.h); the other commands
+     * lose nothing by it. */
+    memtune_for_chunks();
     if (!getenv("PASSERELLE_LOG_LEVEL"))
         log_set_level(LOG_LEVEL_WARN);
 

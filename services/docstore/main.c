@@ -25,6 +25,7 @@
 #include "docs.h"
 #include "httpd.h"
 #include "log.h"
+#include "memtune.h"
 #include "metrics.h"
 #include "server.h"
 #include "store.h"
@@ -39,6 +40,9 @@
 int main(void)
 {
     log_init("docstore");
+    /* Chunks of a megabyte come and go all day: keep their pages. */
+    if (!memtune_for_chunks())
+        log_warn("the C library refused the chunk memory policy: running on its defaults", NULL);
 
     long max_bytes = 0, quota_bytes = 0, max_uploads = 0, ttl_s = 0, tick_ms = 0, grace_s = 0;
     if (!config_int("PASSERELLE_DOCSTORE_MAX_BYTES", (long)DOCSTORE_MAX_BYTES_DEFAULT, 0,
