@@ -489,6 +489,7 @@ typedef struct {
     const char *type;
     caller_t caller;
     bool caller_known;
+    bool type_known; /* a route answers the type: counted under its name */
     reply_t reply;
 } outcome_t;
 
@@ -609,6 +610,9 @@ static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, si
     slot->req = req;
     out->request_id = req->request_id;
     out->type = req->type;
+    void *ctx = NULL;
+    const route_t *route = server_route_find(self, req->type, &ctx);
+    out->type_known = route != NULL;
 
     if (!server_identify(self, user_id, &out->caller)) {
         outcome_error(out, ST_UNAUTHENTICATED, NULL, "this key is not known to the service");
@@ -616,8 +620,6 @@ static bool server_process(server_t *self, slot_t *slot, const uint8_t *data, si
     }
     out->caller_known = true;
 
-    void *ctx = NULL;
-    const route_t *route = server_route_find(self, req->type, &ctx);
     if (!route) {
         outcome_error(out, ST_INVALID_ARGUMENT, "type", "unknown request type \"%s\"", req->type);
         return false;
@@ -755,12 +757,13 @@ static status_t outcome_status(const outcome_t *out)
 
 static void server_log(const server_t *self, const outcome_t *out, int64_t duration_us)
 {
-    status_t status = out->reply.stored ? ST_OK : out->reply.status;
-    if (out->reply.stored && log_enabled(LOG_LEVEL_DEBUG))
-        status = outcome_status(out);
+    /* A replayed reply's status is inside it: decoding it is the cost of a
+     * repeat only, paid when the debug line or the metrics need it. */
+    status_t status = out->reply.status;
+    if (out->reply.stored)
+        status = self->requests_total || log_enabled(LOG_LEVEL_DEBUG) ? outcome_status(out) : ST_OK;
     const char *party = out->caller_known ? party_name(out->caller.party) : "NONE";
     const char *type = out->type ? out->type : "";
-    (void)self;
     if (status != ST_OK && !out->reply.stored)
         log_info("request failed", "{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "status",
                  status_name(status), "message", out->reply.message, "field", out->reply.field,
@@ -770,13 +773,9 @@ static void server_log(const server_t *self, const outcome_t *out, int64_t durat
               "duration_us", (json_int_t)duration_us, "party", party, "replayed",
               out->reply.stored != NULL);
     if (self->requests_total) {
-        /* A replayed reply's status is inside it: decoding it is the cost
-         * of a repeat only. A type no route knows is counted as "unknown",
-         * so that callers cannot grow the series without bound. */
-        if (out->reply.stored && !log_enabled(LOG_LEVEL_DEBUG))
-            status = outcome_status(out);
-        void *ctx = NULL;
-        const char *known = server_route_find(self, type, &ctx) ? type : "unknown";
+        /* A type no route knows is counted as "unknown", so that callers
+         * cannot grow the series without bound. */
+        const char *known = out->type_known ? type : "unknown";
         metric_add(self->requests_total, (const char *[]){known, status_name(status)}, 1);
         metric_observe(self->request_duration, (const char *[]){known}, (double)duration_us / 1e6);
     }
