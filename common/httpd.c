@@ -16,7 +16,6 @@
 #include "log.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <limits.h>
 #include <math.h>
 #include <microhttpd.h>
@@ -26,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 struct _httpd_t {
@@ -228,6 +228,10 @@ struct ops_t {
     bool keys_insecure;
     char keys_dir[PATH_MAX];
     bool stopping; /* ops_stopping: not ready any more, whatever else says */
+    /* The HTTP thread's own view of the key directory (keys_ready), for
+     * the folder named by keys_dir when it was made. */
+    keydir_t *keydir;
+    char keydir_for[PATH_MAX];
 
     /* Declared at the start (the Redis families) or at the first watch;
      * the registry keeps them, these are handles. */
@@ -260,29 +264,30 @@ static void why_append(char *why, size_t why_size, const char *format, ...)
 }
 
 /* The keys check: loaded, and in CURVE mode at least one authorized
- * certificate in the folder (read at each probe: a few directory
- * entries, and a folder emptied by mistake shows at once). */
-static bool keys_ready(const char *keys_dir, bool insecure, char *why, size_t why_size)
+ * certificate that parses and names a party, as the service itself reads
+ * them (identity.h; the folder is checked again at each probe, cheaply, so
+ * a folder emptied or spoilt by mistake shows at once). On the HTTP
+ * thread: self->keydir is its own. */
+static bool keys_ready(ops_t *self, const char *keys_dir, bool insecure, char *why, size_t why_size)
 {
     if (insecure)
         return true;
     char authorized[PATH_MAX];
     keydir_authorized_dir(keys_dir, authorized, sizeof authorized);
-    DIR *dir = opendir(authorized);
-    if (!dir) {
+    if (access(authorized, R_OK | X_OK) != 0) {
         snprintf(why, why_size, "cannot read %.200s", authorized);
         return false;
     }
-    bool found = false;
-    struct dirent *entry;
-    while (!found && (entry = readdir(dir)) != NULL) {
-        size_t len = strlen(entry->d_name);
-        found = entry->d_name[0] != '.' && len > 4 && strcmp(entry->d_name + len - 4, ".key") == 0;
+    if (!self->keydir || strcmp(self->keydir_for, keys_dir) != 0) {
+        keydir_destroy(&self->keydir);
+        self->keydir = keydir_new(keys_dir);
+        snprintf(self->keydir_for, sizeof self->keydir_for, "%s", keys_dir);
     }
-    closedir(dir);
-    if (!found)
+    if (keydir_count(self->keydir) == 0) {
         snprintf(why, why_size, "no authorized key in %.200s", authorized);
-    return found;
+        return false;
+    }
+    return true;
 }
 
 /* /readyz: every check, each failure named; see httpd.h. */
@@ -321,7 +326,7 @@ static bool ops_ready(void *arg, char *why, size_t why_size)
     if (!keys_loaded) {
         why_append(why, why_size, "keys: not loaded yet");
         ready = false;
-    } else if (!keys_ready(keys_dir, insecure, reason, sizeof reason)) {
+    } else if (!keys_ready(self, keys_dir, insecure, reason, sizeof reason)) {
         why_append(why, why_size, "keys: %s", reason);
         ready = false;
     }
@@ -397,16 +402,23 @@ static void collect_group(ops_t *self, const ops_watch_t *watch)
 {
     const char *labels[] = {watch->stream, watch->group};
     double lag = NAN, pending = NAN;
+    /* Asked first rather than read from XINFO's "no such key" refusal,
+     * which the store would count among Redis's errors. */
     redisReply *reply = NULL;
-    store_result_t result = store_command(self->store, &reply, "XINFO GROUPS %s", watch->stream);
-    if (result == STORE_OK) {
+    store_result_t result = store_command(self->store, &reply, "EXISTS %s", watch->stream);
+    bool exists = result == STORE_OK && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0;
+    if (result == STORE_OK && !exists)
+        lag = pending = 0;
+    if (reply)
+        freeReplyObject(reply);
+    reply = NULL;
+    if (exists &&
+        store_command(self->store, &reply, "XINFO GROUPS %s", watch->stream) == STORE_OK) {
         const redisReply *fields = group_info(reply, watch->group);
         if (fields) {
             lag = group_number(fields, "lag");
             pending = group_number(fields, "pending");
         }
-    } else if (result == STORE_REFUSED && reply && strstr(reply->str, "no such key")) {
-        lag = pending = 0;
     }
     if (reply)
         freeReplyObject(reply);
@@ -618,6 +630,7 @@ void ops_destroy(ops_t **self_p)
     ops_t *self = *self_p;
     /* The HTTP thread reads the registry and the store: it stops first. */
     httpd_destroy(&self->httpd);
+    keydir_destroy(&self->keydir);
     store_destroy(&self->store);
     metrics_destroy(&self->metrics);
     pthread_mutex_destroy(&self->lock);

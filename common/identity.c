@@ -315,6 +315,14 @@ void keydir_refresh(keydir_t *self)
     }
 }
 
+size_t keydir_count(keydir_t *self)
+{
+    if (!self)
+        return 0;
+    keydir_refresh(self);
+    return self->count;
+}
+
 static const keydir_entry_t *keydir_find(const keydir_t *self, const char *key)
 {
     for (size_t i = 0; i < self->count; i++)

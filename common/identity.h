@@ -64,6 +64,10 @@ bool keydir_lookup(keydir_t *self, const char *public_key_z85, caller_t *out);
  * reloads the directory (rate-limited) as keydir_lookup does. A key removed
  * from the directory stops being named at the next refresh. */
 void keydir_refresh(keydir_t *self);
+
+/* How many authorized certificates the folder holds that parse and name a
+ * party: the callers who can be named (refreshed first, as keydir_lookup). */
+size_t keydir_count(keydir_t *self);
 bool keydir_lookup_fresh(keydir_t *self, const char *public_key_z85, caller_t *out);
 
 /* Paths inside the directory, written into out. */
