@@ -437,11 +437,18 @@ static int service_spawn(harness_service_t *service, const char *log_dir, char *
      * so that a restart on it would find it gone. */
     char fallback[64];
     snprintf(fallback, sizeof fallback, "tcp://127.0.0.1:%d", harness_free_port());
+    /* The operations port on one the kernel picks too (the service logs
+     * it): at its default, every service of a parallel test, or of a
+     * running ./dev up, would want the same one. extra_env may set it. */
+    char http_variable[80];
+    snprintf(http_variable, sizeof http_variable, "%.*s_HTTP_ENDPOINT",
+             (int)(strlen(variable) - strlen("_ENDPOINT")), variable);
     pid_t pid = fork_child();
     if (pid == -1)
         return -1;
     if (pid == 0) {
         setenv(variable, fallback, 1);
+        setenv(http_variable, "127.0.0.1:0", 1);
         for (size_t i = 0; extra_env && extra_env[i]; i++)
             putenv(extra_env[i]);
         if (endpoint)
