@@ -97,9 +97,11 @@ static bool is_leap(int year)
     return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
 }
 
-static int days_in_month(int year, int month)
+int date_days_in_month(int year, int month)
 {
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (month < 1 || month > 12)
+        return 0;
     return month == 2 && is_leap(year) ? 29 : days[month - 1];
 }
 
@@ -166,7 +168,7 @@ bool date_parse(const char *s, date_t *out)
     d.month = (s[5] - '0') * 10 + (s[6] - '0');
     d.day = (s[8] - '0') * 10 + (s[9] - '0');
     if (d.year < 1900 || d.month < 1 || d.month > 12 || d.day < 1 ||
-        d.day > days_in_month(d.year, d.month))
+        d.day > date_days_in_month(d.year, d.month))
         return false;
     *out = d;
     return true;
@@ -256,7 +258,7 @@ bool time_parse_rfc3339(const char *text, int64_t *epoch_ms)
     /* A real calendar day; second 60 is a leap second, the next minute's
      * first, as timegm reads it. */
     if (strcmp(rest, "Z") != 0 || month < 1 || month > 12 || day < 1 ||
-        day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60)
+        day > date_days_in_month(year, month) || hour > 23 || minute > 59 || second > 60)
         return false;
     int64_t seconds =
         date_to_days((date_t){year, month, day}) * 86400 + hour * 3600 + minute * 60 + second;

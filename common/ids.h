@@ -50,6 +50,9 @@ void date_format(date_t d, char out[DATE_LEN]);
 date_t date_today_paris(void);
 /* The same day n years later; 29 February becomes 28 February. */
 date_t date_add_years(date_t d, int years);
+/* How many days month (1-12) of year has, leap years counted; 0 for a
+ * month out of range. */
+int date_days_in_month(int year, int month);
 /* <0, 0, >0 as a is before, equal to, after b. */
 int date_compare(date_t a, date_t b);
 /* Days from 1970-01-01 to d (proleptic Gregorian; negative before), and

@@ -392,30 +392,6 @@ static int echo_round_trips(echo_client_t *ec, int count, double *us, double *wa
 /* The bare Redis limits                                                  */
 /* ====================================================================== */
 
-static redisContext *redis_open(const harness_redis_t *redis)
-{
-    struct timeval timeout = {BENCH_CALL_TIMEOUT_MS / 1000, 0};
-    redisContext *ctx = redisConnectWithTimeout("127.0.0.1", redis->port, timeout);
-    if (!ctx || ctx->err) {
-        fprintf(stderr, "passerelle-bench: cannot connect to redis: %s\n",
-                ctx ? ctx->errstr : "out of memory");
-        if (ctx)
-            redisFree(ctx);
-        return NULL;
-    }
-    redisSetTimeout(ctx, timeout);
-    redisReply *auth = redisCommand(ctx, "AUTH %s", redis->password);
-    bool ok = auth && auth->type == REDIS_REPLY_STATUS;
-    if (auth)
-        freeReplyObject(auth);
-    if (!ok) {
-        fprintf(stderr, "passerelle-bench: redis refused the password\n");
-        redisFree(ctx);
-        return NULL;
-    }
-    return ctx;
-}
-
 typedef enum {
     REDIS_OP_HSET,  /* a record write, shaped like the store's: v and pb */
     REDIS_OP_HMGET, /* the store's record read */
@@ -1069,7 +1045,7 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
         goto done;
     echo_open = echo_client_open(&echo, keys_dir, echo_port) == 0;
     client = target_client(target);
-    ctx = redis_open(redis);
+    ctx = bench_redis_open(redis, BENCH_CALL_TIMEOUT_MS);
     store_config_t scfg;
     harness_redis_config(redis, &scfg);
     scfg.command_timeout_ms = BENCH_CALL_TIMEOUT_MS;

@@ -152,6 +152,34 @@ void bench_print_json(json_t *root)
 }
 
 /* ====================================================================== */
+/* Redis, bare                                                            */
+/* ====================================================================== */
+
+redisContext *bench_redis_open(const harness_redis_t *redis, int timeout_ms)
+{
+    struct timeval timeout = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    redisContext *ctx = redisConnectWithTimeout("127.0.0.1", redis->port, timeout);
+    if (!ctx || ctx->err) {
+        fprintf(stderr, "%s: cannot connect to redis: %s\n", program_name,
+                ctx ? ctx->errstr : "out of memory");
+        if (ctx)
+            redisFree(ctx);
+        return NULL;
+    }
+    redisSetTimeout(ctx, timeout);
+    redisReply *auth = redisCommand(ctx, "AUTH %s", redis->password);
+    bool ok = auth && auth->type == REDIS_REPLY_STATUS;
+    if (auth)
+        freeReplyObject(auth);
+    if (!ok) {
+        fprintf(stderr, "%s: redis refused the password\n", program_name);
+        redisFree(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* ====================================================================== */
 /* The stack                                                              */
 /* ====================================================================== */
 

@@ -1,10 +1,12 @@
-/* bench_util: what passerelle-bench and passerelle-docbench share.
+/* bench_util: what passerelle-bench, passerelle-docbench and
+ * passerelle-indbench share.
  *
  * Option parsing helpers, vCPU pinning, a monotonic clock, the summary of
  * latency samples (median, nearest-rank p99), the ratio and verdict of the
- * report, the JSON line that ends a bench's output, and the stack a bench
- * measures: a temporary folder with client keys, a redis-server and one
- * service binary, each started on its own vCPU.
+ * report, the JSON line that ends a bench's output, a bare Redis
+ * connection, and the stack a bench measures: a temporary folder with
+ * client keys, a redis-server and one service binary, each started on its
+ * own vCPU.
  *
  * Every message goes to stderr, prefixed with the program name given to
  * bench_init (for example "passerelle-bench: cannot pin to vCPU 3"). */
@@ -13,6 +15,7 @@
 
 #include "harness.h"
 
+#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -71,6 +74,14 @@ const char *bench_verdict(bool met);
  * flushes stdout; takes root over (NULL is allowed: a packing failure)
  * and says so on stderr if it cannot be formatted. */
 void bench_print_json(json_t *root);
+
+/* --- Redis, bare --------------------------------------------------------- */
+
+/* A connection of the bench's own to redis (on 127.0.0.1), authenticated,
+ * with timeout_ms for the connect and for every command; the caller frees
+ * it with redisFree. NULL, with a message, when it cannot connect or the
+ * password is refused. */
+redisContext *bench_redis_open(const harness_redis_t *redis, int timeout_ms);
 
 /* --- the stack: keys, redis-server, one service -------------------------- */
 

@@ -66,6 +66,12 @@
 #define CALL_TIMEOUT 10000
 #define CLIENTS_MAX  16
 #define SAMPLES_MAX  100000
+/* How long the rebuild may take before the bench gives up on it: a floor,
+ * plus this many times the bare read of the same stream. A rebuild that
+ * much slower than reading its input is stuck or broken, not slow, and a
+ * bench must end with a verdict either way. */
+#define REBUILD_DEADLINE_MIN_S 60
+#define REBUILD_DEADLINE_BARE  100
 
 typedef struct {
     int events;  /* rebuild: events appended */
@@ -137,28 +143,6 @@ static int parse_options(int argc, char *argv[], options_t *opt)
 /* ====================================================================== */
 /* Redis, bare                                                            */
 /* ====================================================================== */
-
-static redisContext *redis_open(const harness_redis_t *redis)
-{
-    struct timeval timeout = {CALL_TIMEOUT / 1000, 0};
-    redisContext *ctx = redisConnectWithTimeout("127.0.0.1", redis->port, timeout);
-    if (!ctx || ctx->err) {
-        fprintf(stderr, "%s: cannot connect to redis\n", bench_program());
-        if (ctx)
-            redisFree(ctx);
-        return NULL;
-    }
-    redisSetTimeout(ctx, timeout);
-    redisReply *auth = redisCommand(ctx, "AUTH %s", redis->password);
-    bool ok = auth && auth->type == REDIS_REPLY_STATUS;
-    if (auth)
-        freeReplyObject(auth);
-    if (!ok) {
-        redisFree(ctx);
-        return NULL;
-    }
-    return ctx;
-}
 
 /* The generation queries read (indicators:current; 0 when absent). */
 static uint64_t current_generation(redisContext *ctx)
@@ -272,7 +256,7 @@ static int keep_up(const options_t *opt, const harness_redis_t *redis, const cha
                    const char *endpoint, keepup_t *out)
 {
     memset(out, 0, sizeof *out);
-    redisContext *ctx = redis_open(redis);
+    redisContext *ctx = bench_redis_open(redis, CALL_TIMEOUT);
     if (!ctx)
         return -1;
     long long before = counter_read(ctx, "units.registered", "all", "all", "*");
@@ -357,7 +341,7 @@ static int query_measure(const options_t *opt, const harness_redis_t *redis, con
                          const char *endpoint, query_t *out)
 {
     memset(out, 0, sizeof *out);
-    redisContext *ctx = redis_open(redis);
+    redisContext *ctx = bench_redis_open(redis, CALL_TIMEOUT);
     if (!ctx)
         return -1;
     uint64_t gen = current_generation(ctx);
@@ -612,7 +596,7 @@ static int rebuild_measure(const options_t *opt, bench_stack_t *stack, rebuild_f
      * group then skips it: only the rebuild reads it. */
     if (harness_service_stop(&stack->service, SIGTERM) != 0)
         fprintf(stderr, "%s: the indicators service did not stop cleanly\n", bench_program());
-    redisContext *ctx = redis_open(&stack->redis);
+    redisContext *ctx = bench_redis_open(&stack->redis, CALL_TIMEOUT);
     if (!ctx)
         return -1;
     int rc = history_append(ctx, opt->events);
@@ -652,7 +636,14 @@ static int rebuild_measure(const options_t *opt, bench_stack_t *stack, rebuild_f
     else
         rc = -1;
     double last_report = t;
+    double deadline = t + REBUILD_DEADLINE_MIN_S + REBUILD_DEADLINE_BARE * out->bare_s;
     while (rc == 0) {
+        if (bench_now_s() > deadline) {
+            fprintf(stderr, "%s: the rebuild did not end within %.0f s; giving up\n",
+                    bench_program(), deadline - t);
+            rc = -1;
+            break;
+        }
         status = rebuild_call(client, "indicator.rebuild_status");
         if (!status) {
             rc = -1;

@@ -201,8 +201,11 @@ bool catalog_has_axis(const indicator_def_t *def, const char *axis)
  * period, the other records a year. A ratio takes its numerator's. */
 static const char *period_basis(const indicator_def_t *def)
 {
-    if (def->kind == RATIO)
-        def = catalog_find(def->numerator) ? catalog_find(def->numerator) : def;
+    if (def->kind == RATIO) {
+        const indicator_def_t *numerator = catalog_find(def->numerator);
+        if (numerator)
+            def = numerator;
+    }
     if (!def->stated_period)
         return "event time";
     return def->counter && strncmp(def->counter, "demand.", 7) == 0 ? "stated period"

@@ -87,6 +87,13 @@ extern const char indicators_switch_lua[];
 #define REBUILD_RENEW_MS 1000
 /* How long a read of the rebuild may keep failing before it gives up. */
 #define REBUILD_READ_RETRY_MS 10000
+/* Most catch-up passes before the switch. Each pass reads what was
+ * appended during the one before, so under a steady load passes shrink
+ * and the switch succeeds within a few; a stream appended to faster than
+ * the rebuild reads it would keep it catching up for ever (holding the
+ * lease, so no other rebuild may start): it fails instead, naming the
+ * stream, and can be started again when the load is lower. */
+#define REBUILD_SWITCH_PASSES_MAX 100
 /* Keys per SCAN slice when removing older generations. */
 #define CLEANUP_SCAN_COUNT "1000"
 /* Most worker threads counting beside the rebuild's own. */
@@ -438,8 +445,9 @@ static bool projector_load_generation(projector_t *self)
         log_error("indicators:current is not a generation number", NULL);
         return false;
     }
-    char key[64];
-    snprintf(key, sizeof key, "indicators:g%" PRIu64 ":cursor", gen);
+    char prefix[48], key[64];
+    indicators_generation_prefix(gen, prefix, sizeof prefix);
+    snprintf(key, sizeof key, "%scursor", prefix);
     reply = NULL;
     if (store_command(self->store, &reply, "HGET %s %s", key, self->stream) != STORE_OK) {
         if (reply)
@@ -1609,9 +1617,11 @@ static bool rebuild_switched(rebuild_t *self)
     return switched;
 }
 
-/* switch.lua: 1 switched, 0 a stream moved on, -1 failed (message set). */
-static int rebuild_switch(rebuild_t *self)
+/* switch.lua: 1 switched, 0 a stream moved on (*moved is its name, or
+ * "?"), -1 failed (message set). */
+static int rebuild_switch(rebuild_t *self, const char **moved)
 {
+    *moved = "?";
     size_t argc = 8 + 2 * self->stream_count;
     const char **argv = calloc(argc, sizeof *argv);
     if (!argv) {
@@ -1651,9 +1661,15 @@ static int rebuild_switch(rebuild_t *self)
         long long code = reply->element[0]->integer;
         if (code == 1)
             rc = 1;
-        else if (code == 0)
+        else if (code == 0) {
             rc = 0;
-        else if (code == -1)
+            /* The name switch.lua gives is matched to ours, so that it
+             * outlives the reply. */
+            if (reply->elements > 1 && reply->element[1]->type == REDIS_REPLY_STRING)
+                for (size_t s = 0; s < self->stream_count; s++)
+                    if (strcmp(self->streams[s], reply->element[1]->str) == 0)
+                        *moved = self->streams[s];
+        } else if (code == -1)
             rebuild_fail(self, "the rebuild lease was lost before the switch");
         else
             rebuild_fail(self, "a newer generation (%s) is already current",
@@ -1671,7 +1687,7 @@ static int rebuild_switch(rebuild_t *self)
 /* Counts every stream from its start, then reads on until a pass can
  * switch: each pass reads what was appended during the previous one, so
  * passes get short, and the switch, which checks that no stream moved
- * since its pass, succeeds. */
+ * since its pass, succeeds. At most REBUILD_SWITCH_PASSES_MAX passes. */
 static rebuild_outcome_t rebuild_work(rebuild_t *self)
 {
     rebuild_outcome_t outcome = REBUILD_FAILED;
@@ -1684,7 +1700,8 @@ static rebuild_outcome_t rebuild_work(rebuild_t *self)
             goto out;
         if (atomic_load(&self->stop))
             goto out;
-        int switched = rebuild_switch(self);
+        const char *moved;
+        int switched = rebuild_switch(self, &moved);
         if (switched < 0)
             goto out;
         if (switched == 1) {
@@ -1692,6 +1709,13 @@ static rebuild_outcome_t rebuild_work(rebuild_t *self)
                      (json_int_t)self->generation, "events", (json_int_t)self->events_read,
                      "passes", pass + 1);
             outcome = REBUILD_SWITCHED;
+            goto out;
+        }
+        if (pass + 1 >= REBUILD_SWITCH_PASSES_MAX) {
+            rebuild_fail(self,
+                         "stream %s kept moving: no switch after %d catch-up passes; "
+                         "start the rebuild again under a lower load",
+                         moved, REBUILD_SWITCH_PASSES_MAX);
             goto out;
         }
     }

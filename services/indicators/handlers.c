@@ -22,7 +22,11 @@ const route_t indicators_routes[] = {
     {"indicator.snapshot", &passerelle__snapshot_request__descriptor, handle_indicator_snapshot,
      false},
     {"indicator.export", &passerelle__export_request__descriptor, handle_indicator_export, false},
-    {"indicator.rebuild", &passerelle__rebuild_request__descriptor, handle_indicator_rebuild, true},
+    /* Not a write for the server: it commits no transaction (so no
+     * idempotency record would ever be stored), and a second start while
+     * one runs is refused by the lease anyway. The ACL keeps it ADMIN. */
+    {"indicator.rebuild", &passerelle__rebuild_request__descriptor, handle_indicator_rebuild,
+     false},
     {"indicator.rebuild_status", &passerelle__rebuild_status_request__descriptor,
      handle_indicator_rebuild_status, false},
 };

@@ -32,6 +32,7 @@
 #include "ids.h"
 #include "listing.h"
 #include "periods.h"
+#include "projection.h"
 #include "refdata.h"
 #include "txn.h"
 
@@ -463,19 +464,6 @@ static bool project_filter_match(const ProtobufCMessage *msg, void *arg)
 }
 
 /* --- demand figures --- */
-
-/* The kind of a period key of a demand row: a month, a quarter or a year
- * (a day is too fine for figures shared monthly at best). */
-static bool demand_period_kind(const char *key, period_kind_t *kind)
-{
-    static const period_kind_t kinds[] = {PERIOD_MONTH, PERIOD_QUARTER, PERIOD_YEAR};
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (period_key_valid(kinds[i], key)) {
-            *kind = kinds[i];
-            return true;
-        }
-    return false;
-}
 
 /* The line a row is reported under: the file's line when the client said,
  * else its position in the batch, from 1. */
@@ -1056,19 +1044,34 @@ INDICATORS_HANDLER(handle_demand_import)
         reply_error(reply, ST_INTERNAL, NULL, "out of memory");
         return;
     }
+    /* Every period is asked for before a deferred read is answered: inside
+     * the server's snapshot a key not read yet answers STORE_LOST at once
+     * and is noted as missed, so asking for them all lets one pipeline fill
+     * every period, where stopping at the first would cost a round trip per
+     * period. A failure the snapshot did not note (Redis refused, or is
+     * down outside a snapshot) stops the loop: going on would only try to
+     * reconnect once per period. */
     char key[NEED_KEY_MAX];
+    store_result_t failure = STORE_OK;
     for (size_t p = 0; p < batch.count; p++) {
         uint8_t *data = NULL;
         size_t len = 0;
         demand_key(batch.periods[p], key);
+        size_t misses = store_snapshot_misses(self->store);
         store_result_t result = store_record_get(self->store, key, &versions[p], &data, &len);
         free(data);
-        if (result != STORE_OK) {
-            reply_store_failure(reply, self->store, result);
-            free(versions);
-            demand_batch_free(&batch);
-            return;
-        }
+        if (result == STORE_OK)
+            continue;
+        if (failure == STORE_OK)
+            failure = result;
+        if (store_snapshot_misses(self->store) == misses)
+            break;
+    }
+    if (failure != STORE_OK) {
+        reply_store_failure(reply, self->store, failure);
+        free(versions);
+        demand_batch_free(&batch);
+        return;
     }
 
     char now[TIME_RFC3339_LEN], subject[NEED_KEY_MAX], first_subject[NEED_KEY_MAX] = "";

@@ -985,12 +985,11 @@ static bool project_economic_project(const Passerelle__Event *event, const Proto
     return true;
 }
 
-/* The kind of a demand period key: month, quarter or year. */
-static bool demand_period_kind(const char *period, period_kind_t *kind)
+bool demand_period_kind(const char *key, period_kind_t *kind)
 {
     static const period_kind_t kinds[] = {PERIOD_MONTH, PERIOD_QUARTER, PERIOD_YEAR};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (period_key_valid(kinds[i], period)) {
+        if (period_key_valid(kinds[i], key)) {
             *kind = kinds[i];
             return true;
         }

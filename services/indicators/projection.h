@@ -100,6 +100,12 @@ bool projection_expand(const increment_t *inc, triples_t *out);
 /* True if inc is well formed: what projection_expand takes. */
 bool projection_check(const increment_t *inc);
 
+/* The kind of a period key of demand figures: a month, a quarter or a
+ * year (a day is too fine for figures shared monthly at best). False, with
+ * *kind untouched, for any other key. The import checks its rows with it
+ * and the projection counts them with it, so both take the same keys. */
+bool demand_period_kind(const char *key, period_kind_t *kind);
+
 /* The same expansion one counter key at a time: fn gets each key of inc
  * with the fields inc moves there (each by inc->amount). The keys come in
  * the order projection_expand appends them. False when inc is malformed

@@ -367,42 +367,6 @@ static bool reads_fetch(reads_t *self, indicators_t *ind, reply_t *reply)
 /* Calendar                                                               */
 /* ====================================================================== */
 
-static bool is_leap(int year)
-{
-    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-}
-
-static int days_in_month(int year, int month)
-{
-    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return month == 2 && is_leap(year) ? 29 : days[(month - 1) % 12];
-}
-
-/* Days since 1970-01-01 of a civil date, and back (proleptic Gregorian;
- * H. Hinnant's algorithms). */
-static int64_t days_from_civil(int year, int month, int day)
-{
-    int64_t y = year - (month <= 2);
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static date_t civil_from_days(int64_t z)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int day = (int)(doy - (153 * mp + 2) / 5 + 1);
-    int month = (int)(mp < 10 ? mp + 3 : mp - 9);
-    return (date_t){(int)(yoe + era * 400 + (month <= 2)), month, day};
-}
-
 /* The year, and the month, quarter or day, of a valid key of its kind. */
 typedef struct {
     int year, quarter, month, day;
@@ -428,11 +392,9 @@ static void period_back(period_kind_t kind, const char *key, int n, char out[PER
     long at;
     switch (kind) {
     case PERIOD_DAY: {
-        int64_t days = days_from_civil(p.year, p.month, p.day) - n;
-        if (days < days_from_civil(1900, 1, 1))
-            days = days_from_civil(1900, 1, 1);
-        date_t d = civil_from_days(days);
-        date_format(d, out);
+        int64_t days = date_to_days((date_t){p.year, p.month, p.day}) - n;
+        int64_t earliest = date_to_days((date_t){1900, 1, 1});
+        date_format(date_from_days(days < earliest ? earliest : days), out);
         return;
     }
     case PERIOD_MONTH:
@@ -510,7 +472,7 @@ static int64_t counted_after(const eval_t *ev, const char *counter, const char *
             sum += counter_field(ev, counter, scope, period, field);
         }
     if (kind == PERIOD_DAY)
-        for (int d = p.day + 1; d <= days_in_month(p.year, p.month); d++) {
+        for (int d = p.day + 1; d <= date_days_in_month(p.year, p.month); d++) {
             snprintf(period, sizeof period, "%04d-%02d-%02d", p.year, p.month, d);
             sum += counter_field(ev, counter, scope, period, field);
         }
