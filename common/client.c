@@ -7,21 +7,20 @@
  * queued for a peer that went away are thrown out (linger 0) instead of
  * being delivered late.
  *
- * Two server keys (a rotation of the services' key, see client.h): the
- * service drops a HELLO it cannot decrypt and closes the connection, which
- * libzmq 4.3 reports to a socket monitor as HANDSHAKE_FAILED_NO_DETAIL within
- * a round trip, and again at every reconnection. So with two keys the
- * socket gets a monitor, and a failed handshake sends the request again at
- * once on a socket with the other key: the switch costs a round trip, not a
+ * Two server keys (a rotation of the services' key, see client.h and
+ * serverkeys.h): a socket monitor sees a failed handshake within a round
+ * trip, and again at every reconnection. So with two keys the socket gets
+ * a monitor, and a failed handshake sends the request again at once on a
+ * socket with the other key: the switch costs a round trip, not a
  * timeout. An attempt that times out without any handshake having
  * succeeded switches too, for whatever the monitor cannot see. A failure of
  * ZAP (HANDSHAKE_FAILED_AUTH) says the server key was right and our own is
  * refused: no switch. With one key nothing of this runs: no monitor. */
 #include "client.h"
 #include "envelope.h"
-#include "identity.h"
 #include "ids.h"
 #include "log.h"
+#include "serverkeys.h"
 #include "status.h"
 
 #include <czmq.h>
@@ -30,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define CLIENT_DEFAULT_TIMEOUT_MS 3000
 #define CLIENT_DEFAULT_RETRIES    2
@@ -44,12 +42,10 @@ struct client_t {
     int timeout_ms;
     int retries;
     zcert_t *cert;
-    /* [0] server.key's, [1] server.next.key's during a rotation */
-    char server_keys[2][KEY_Z85_LEN + 1];
-    int key_count;
-    int key_index; /* the key in use: the one that last worked */
+    /* the services' keys, the one in use being the one that last worked;
+     * with two, they watch the dealer's handshakes. NULL when insecure. */
+    serverkeys_t *keys;
     zsock_t *dealer;
-    zsock_t *monitor;  /* the dealer's handshake events; with two keys only */
     bool handshake_ok; /* the dealer's last handshake succeeded */
     int last_attempts;
 };
@@ -57,43 +53,18 @@ struct client_t {
 /* ------------------------------------------------------------------------
  * The socket and its monitor */
 
-static const char *client_key_name(int index)
+/* With two server keys: the dealer's handshakes are watched. */
+static bool client_rotating(const client_t *self)
 {
-    return index == 0 ? "server.key" : "server.next.key";
+    return self->keys && serverkeys_count(self->keys) > 1;
 }
 
 static void client_close(client_t *self)
 {
-    if (self->monitor) {
-        if (self->dealer)
-            zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
-        zsock_destroy(&self->monitor);
-    }
+    if (self->keys)
+        serverkeys_monitor_stop(self->keys);
     zsock_destroy(&self->dealer);
     self->handshake_ok = false;
-}
-
-/* Watches the dealer's handshakes on an inproc PAIR, connected before the
- * dealer connects so that no event is lost. Each monitor has an endpoint
- * of its own: libzmq lets go of an inproc name some time after the socket
- * bound to it is closed, and clients may live in several threads. */
-static int client_monitor_start(client_t *self)
-{
-    static unsigned long monitors;
-    unsigned long number = __atomic_add_fetch(&monitors, 1, __ATOMIC_RELAXED);
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://passerelle-client-monitor-%lu", number);
-    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
-    if (zmq_socket_monitor(zsock_resolve(self->dealer), endpoint, events) != 0)
-        return -1;
-    self->monitor = zsock_new(ZMQ_PAIR);
-    if (!self->monitor || zsock_connect(self->monitor, "%s", endpoint) != 0) {
-        zmq_socket_monitor(zsock_resolve(self->dealer), NULL, 0);
-        zsock_destroy(&self->monitor);
-        return -1;
-    }
-    return 0;
 }
 
 static int client_open(client_t *self)
@@ -105,8 +76,8 @@ static int client_open(client_t *self)
     zsock_set_linger(self->dealer, 0);
     if (!self->insecure) {
         zcert_apply(self->cert, self->dealer);
-        zsock_set_curve_serverkey(self->dealer, self->server_keys[self->key_index]);
-        if (self->key_count > 1 && client_monitor_start(self) != 0)
+        zsock_set_curve_serverkey(self->dealer, serverkeys_current(self->keys));
+        if (client_rotating(self) && serverkeys_monitor_start(self->keys, self->dealer) != 0)
             /* the timeouts still switch keys, one attempt later */
             log_warn("cannot watch the handshakes; a server key not taken is seen at a timeout",
                      "{s:s, s:s}", "endpoint", self->endpoint, "error", zmq_strerror(zmq_errno()));
@@ -123,44 +94,33 @@ static int client_open(client_t *self)
 /* Moves to the other server key; the caller reopens the socket. */
 static void client_switch_key(client_t *self, const char *reason)
 {
-    int from = self->key_index;
-    self->key_index = 1 - from;
+    const char *from = serverkeys_current_name(self->keys);
+    serverkeys_switch(self->keys);
     log_info("server key not taken, trying the other", "{s:s, s:s, s:s, s:s}", "endpoint",
-             self->endpoint, "from", client_key_name(from), "to", client_key_name(self->key_index),
-             "reason", reason);
+             self->endpoint, "from", from, "to", serverkeys_current_name(self->keys), "reason",
+             reason);
 }
 
 /* Reads one monitor event: true if it says the server refused our server
  * key (a failed handshake that is not a ZAP refusal). Keeps handshake_ok. */
 static bool client_monitor_read(client_t *self)
 {
-    zmsg_t *msg = zmsg_recv(self->monitor);
-    if (!msg)
-        return false;
-    zframe_t *frame = zmsg_first(msg);
-    uint16_t event = 0;
-    uint32_t value = 0;
-    if (frame && zframe_size(frame) == 6) {
-        memcpy(&event, zframe_data(frame), sizeof event);
-        memcpy(&value, zframe_data(frame) + 2, sizeof value);
-    }
-    zmsg_destroy(&msg);
-    switch (event) {
-    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+    int detail = 0;
+    switch (serverkeys_monitor_read(self->keys, &detail)) {
+    case SERVERKEYS_SUCCEEDED:
         self->handshake_ok = true;
         return false;
-    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    case SERVERKEYS_WRONG_KEY:
         self->handshake_ok = false;
         log_debug("handshake failed", "{s:s, s:s, s:i}", "endpoint", self->endpoint, "key",
-                  client_key_name(self->key_index), "detail", (int)value);
+                  serverkeys_current_name(self->keys), "detail", detail);
         return true;
-    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+    case SERVERKEYS_AUTH_REFUSED:
         /* the service read our HELLO, so its key is right; ours is not
          * authorized, which the other server key would not change */
         self->handshake_ok = false;
         log_debug("the service refused our key", "{s:s, s:i}", "endpoint", self->endpoint, "status",
-                  (int)value);
+                  detail);
         return false;
     default:
         return false;
@@ -206,23 +166,11 @@ client_t *client_new(const client_config_t *cfg, char *err, size_t err_size)
             client_destroy(&self);
             return NULL;
         }
-        if (!identity_cert_public_key(cfg->server_public_path, self->server_keys[0])) {
-            snprintf(err, err_size, "cannot read the server certificate %s",
-                     cfg->server_public_path);
+        self->keys =
+            serverkeys_new(cfg->server_public_path, cfg->server_next_public_path, err, err_size);
+        if (!self->keys) {
             client_destroy(&self);
             return NULL;
-        }
-        self->key_count = 1;
-        const char *next = cfg->server_next_public_path;
-        if (next && access(next, F_OK) == 0) {
-            /* there but unreadable: say so rather than miss the rotation */
-            if (!identity_cert_public_key(next, self->server_keys[1])) {
-                snprintf(err, err_size, "cannot read the server's next certificate %s", next);
-                client_destroy(&self);
-                return NULL;
-            }
-            if (strcmp(self->server_keys[0], self->server_keys[1]) != 0)
-                self->key_count = 2;
         }
     }
     if (client_open(self) != 0) {
@@ -239,6 +187,7 @@ void client_destroy(client_t **self_p)
         return;
     client_t *self = *self_p;
     client_close(self);
+    serverkeys_destroy(&self->keys);
     zcert_destroy(&self->cert);
     free(self->endpoint);
     free(self);
@@ -247,7 +196,7 @@ void client_destroy(client_t **self_p)
 
 bool client_uses_next_key(const client_t *self)
 {
-    return self && self->key_index == 1;
+    return self && self->keys && serverkeys_uses_next(self->keys);
 }
 
 int client_last_attempts(const client_t *self)
@@ -280,10 +229,10 @@ static Passerelle__Reply *client_receive(client_t *self, int64_t deadline_ms, bo
         int64_t left = deadline_ms - zclock_mono();
         if (left <= 0)
             return NULL;
-        zmq_pollitem_t items[2] = {
-            {zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
-            {self->monitor ? zsock_resolve(self->monitor) : NULL, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, self->monitor ? 2 : 1, (long)left);
+        zsock_t *monitor = self->keys ? serverkeys_monitor(self->keys) : NULL;
+        zmq_pollitem_t items[2] = {{zsock_resolve(self->dealer), 0, ZMQ_POLLIN, 0},
+                                   {monitor ? zsock_resolve(monitor) : NULL, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, monitor ? 2 : 1, (long)left);
         if (rc < 0) {
             if (zmq_errno() == EINTR && !zsys_interrupted)
                 continue;
@@ -294,7 +243,7 @@ static Passerelle__Reply *client_receive(client_t *self, int64_t deadline_ms, bo
         if (!(items[0].revents & ZMQ_POLLIN)) {
             /* the monitor's turn only when no reply waits: a reply is the
              * better news */
-            if (self->monitor && (items[1].revents & ZMQ_POLLIN) && client_monitor_read(self)) {
+            if (monitor && (items[1].revents & ZMQ_POLLIN) && client_monitor_read(self)) {
                 *key_refused = true;
                 return NULL;
             }
@@ -343,7 +292,7 @@ static Passerelle__Reply *client_attempt(client_t *self, const void *frame, size
             return NULL;
         /* Once per attempt: when neither key is taken, the wait goes on
          * (the service may be mid-restart) rather than flip between them. */
-        if (switched || self->key_count < 2)
+        if (switched || !client_rotating(self))
             continue;
         switched = true;
         client_switch_key(self, "handshake failed");
@@ -357,7 +306,7 @@ static Passerelle__Reply *client_attempt(client_t *self, const void *frame, size
  * so the next attempt tries the other. */
 static void client_after_timeout(client_t *self)
 {
-    if (self->key_count > 1 && !self->handshake_ok)
+    if (client_rotating(self) && !self->handshake_ok)
         client_switch_key(self, "no handshake before the timeout");
     client_open(self);
 }

@@ -36,6 +36,7 @@
 #include "identity.h"
 #include "log.h"
 #include "notifications.pb-c.h"
+#include "serverkeys.h"
 #include "status.h"
 
 #include <czmq.h>
@@ -325,13 +326,11 @@ typedef struct {
     const options_t *opts;
     zsock_t *sub;
     client_t *client;
-    /* The feed socket's keys: ours, and the services' ([1] during a
-     * rotation), the one in use being the one that last worked. */
+    /* The feed socket's keys: ours, and the services' (two during a
+     * rotation, which then watch the socket's handshakes), the one in use
+     * being the one that last worked. NULL with --insecure. */
     zcert_t *cert;
-    char server_keys[2][KEY_Z85_LEN + 1];
-    int key_count;
-    int key_index;
-    zsock_t *monitor;           /* the feed socket's handshakes; with two keys only */
+    serverkeys_t *keys;
     bool sub_heard;             /* a handshake or a message since the socket opened */
     int64_t sub_opened;         /* zclock_mono */
     int64_t switched_at;        /* the last switch no handshake has confirmed; 0 none */
@@ -552,34 +551,17 @@ static int subscriber_event(subscriber_t *self, zmsg_t *msg)
  * Setting up
  * ======================================================================== */
 
-static void subscriber_close_sub(subscriber_t *self)
+/* With two server keys: the feed socket's handshakes are watched. */
+static bool subscriber_rotating(const subscriber_t *self)
 {
-    if (self->monitor) {
-        if (self->sub)
-            zmq_socket_monitor(zsock_resolve(self->sub), NULL, 0);
-        zsock_destroy(&self->monitor);
-    }
-    zsock_destroy(&self->sub);
+    return self->keys && serverkeys_count(self->keys) > 1;
 }
 
-/* The feed socket's handshakes on an inproc PAIR connected before the
- * socket connects; a failure leaves the time limit to switch keys. */
-static void subscriber_monitor_start(subscriber_t *self)
+static void subscriber_close_sub(subscriber_t *self)
 {
-    static unsigned monitors;
-    char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "inproc://passerelle-feed-monitor-%u", ++monitors);
-    int events = ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
-    if (zmq_socket_monitor(zsock_resolve(self->sub), endpoint, events) == 0) {
-        self->monitor = zsock_new(ZMQ_PAIR);
-        if (self->monitor && zsock_connect(self->monitor, "%s", endpoint) == 0)
-            return;
-        zmq_socket_monitor(zsock_resolve(self->sub), NULL, 0);
-        zsock_destroy(&self->monitor);
-    }
-    log_warn("cannot watch the feed's handshakes; a server key not taken is seen later", "{s:s}",
-             "error", zmq_strerror(zmq_errno()));
+    if (self->keys)
+        serverkeys_monitor_stop(self->keys);
+    zsock_destroy(&self->sub);
 }
 
 /* (Re)opens the feed socket with the server key in use. 0, or an exit
@@ -598,9 +580,11 @@ static int subscriber_open_sub(subscriber_t *self)
     zsock_set_linger(self->sub, 0);
     if (!opts->insecure) {
         zcert_apply(self->cert, self->sub);
-        zsock_set_curve_serverkey(self->sub, self->server_keys[self->key_index]);
-        if (self->key_count > 1)
-            subscriber_monitor_start(self);
+        zsock_set_curve_serverkey(self->sub, serverkeys_current(self->keys));
+        /* a failure leaves the time limit to switch keys */
+        if (subscriber_rotating(self) && serverkeys_monitor_start(self->keys, self->sub) != 0)
+            log_warn("cannot watch the feed's handshakes; a server key not taken is seen later",
+                     "{s:s}", "error", zmq_strerror(zmq_errno()));
     }
     /* Everything: gap detection needs every position (see the top). */
     zsock_set_subscribe(self->sub, "");
@@ -616,12 +600,12 @@ static int subscriber_open_sub(subscriber_t *self)
 /* Moves the feed socket to the other server key. */
 static int subscriber_switch_key(subscriber_t *self, const char *reason)
 {
-    int from = self->key_index;
-    self->key_index = 1 - from;
+    const char *from = serverkeys_current_name(self->keys);
+    serverkeys_switch(self->keys);
     self->switched_at = zclock_mono();
     log_info("feed: server key not taken, trying the other", "{s:s, s:s, s:s, s:s}", "feed",
-             self->opts->feed, "from", from == 0 ? "server.key" : "server.next.key", "to",
-             from == 0 ? "server.next.key" : "server.key", "reason", reason);
+             self->opts->feed, "from", from, "to", serverkeys_current_name(self->keys), "reason",
+             reason);
     return subscriber_open_sub(self);
 }
 
@@ -629,21 +613,14 @@ static int subscriber_switch_key(subscriber_t *self, const char *reason)
  * to the other key. 0, or an exit code. */
 static int subscriber_monitor_event(subscriber_t *self)
 {
-    zmsg_t *msg = zmsg_recv(self->monitor);
-    if (!msg)
-        return 0;
-    zframe_t *frame = zmsg_first(msg);
-    uint16_t event = 0;
-    if (frame && zframe_size(frame) == 6)
-        memcpy(&event, zframe_data(frame), sizeof event);
-    zmsg_destroy(&msg);
-    if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+    serverkeys_event_t event = serverkeys_monitor_read(self->keys, NULL);
+    if (event == SERVERKEYS_SUCCEEDED) {
         self->sub_heard = true;
         self->switched_at = 0;
         return 0;
     }
-    if (event != ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL &&
-        event != ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+    /* a ZAP refusal says the server key is right: no switch */
+    if (event != SERVERKEYS_WRONG_KEY)
         return 0;
     /* The other key failed as well just after a switch: neither is taken
      * (the service may be mid-restart). Rather than flip at every
@@ -679,15 +656,11 @@ static int subscriber_connect(subscriber_t *self)
     if (!opts->insecure) {
         /* client_new read these already: they are there. */
         self->cert = zcert_load(client_cert);
-        if (!self->cert || !identity_cert_public_key(server_public, self->server_keys[0])) {
+        self->keys = serverkeys_new(server_public, server_next, err, sizeof err);
+        if (!self->cert || !self->keys) {
             fprintf(stderr, "error: cannot read the certificates in %s\n", opts->keys_dir);
             return EXIT_USAGE;
         }
-        self->key_count = 1;
-        if (access(server_next, F_OK) == 0 &&
-            identity_cert_public_key(server_next, self->server_keys[1]) &&
-            strcmp(self->server_keys[0], self->server_keys[1]) != 0)
-            self->key_count = 2;
     }
     return subscriber_open_sub(self);
 }
@@ -714,6 +687,7 @@ static int subscriber_split_types(subscriber_t *self, const char *types)
 static void subscriber_close(subscriber_t *self)
 {
     subscriber_close_sub(self);
+    serverkeys_destroy(&self->keys);
     zcert_destroy(&self->cert);
     client_destroy(&self->client);
     for (size_t i = 0; i < self->prefix_count; i++)
@@ -753,14 +727,14 @@ static int subscriber_run(subscriber_t *self)
     while (!self->finished && !zsys_interrupted && !self->failure) {
         /* The sockets change when the server key does: polled afresh each
          * turn. */
-        zmq_pollitem_t items[2] = {
-            {zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0},
-            {self->monitor ? zsock_resolve(self->monitor) : NULL, 0, ZMQ_POLLIN, 0}};
-        int rc = zmq_poll(items, self->monitor ? 2 : 1, RECEIVE_WAIT_MS);
+        zsock_t *monitor = self->keys ? serverkeys_monitor(self->keys) : NULL;
+        zmq_pollitem_t items[2] = {{zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0},
+                                   {monitor ? zsock_resolve(monitor) : NULL, 0, ZMQ_POLLIN, 0}};
+        int rc = zmq_poll(items, monitor ? 2 : 1, RECEIVE_WAIT_MS);
         if (rc < 0 && zmq_errno() != EINTR)
             return EXIT_FAILED;
         bool message = rc > 0 && (items[0].revents & ZMQ_POLLIN);
-        if (!message && rc > 0 && self->monitor && (items[1].revents & ZMQ_POLLIN)) {
+        if (!message && rc > 0 && monitor && (items[1].revents & ZMQ_POLLIN)) {
             /* after the messages: a new socket would lose those queued */
             int failed = subscriber_monitor_event(self);
             if (failed)
@@ -768,7 +742,7 @@ static int subscriber_run(subscriber_t *self)
             continue;
         }
         if (!message) {
-            if (self->key_count > 1 && !self->sub_heard &&
+            if (subscriber_rotating(self) && !self->sub_heard &&
                 zclock_mono() - self->sub_opened >= SUB_KEY_WAIT_MS) {
                 int failed = subscriber_switch_key(self, "no handshake or message in time");
                 if (failed)
