@@ -37,9 +37,13 @@ const int64_t notify_retry_schedule_s[NOTIFY_RETRY_COUNT] = {
 /* Keys                                                                   */
 /* ====================================================================== */
 
+/* A subscription's record: the prefix and its id (the listing reads them
+ * by the prefix). */
+#define NOTIFY_SUB_KEY_PREFIX "notifications:sub:"
+
 void notify_key_sub(const char *sub_id, char *out)
 {
-    snprintf(out, NOTIFY_KEY_MAX, "notifications:sub:%s", sub_id);
+    snprintf(out, NOTIFY_KEY_MAX, NOTIFY_SUB_KEY_PREFIX "%s", sub_id);
 }
 
 void notify_key_queue(const char *sub_id, const char *subject, char *out)
@@ -111,38 +115,23 @@ static Passerelle__Subscription public_view(const Passerelle__Subscription *sub)
     return view;
 }
 
-typedef enum { SUB_FOUND, SUB_ABSENT, SUB_FAILED } sub_read_t;
-
-/* Reads a subscription by the id in `field`, whoever owns it. SUB_FAILED
+/* Reads a subscription by the id in `field`, whoever owns it: READ_FAILED
  * with the reply saying why (INVALID_ARGUMENT naming the field, the store's
- * failure); on SUB_FOUND the caller frees *sub_p. */
-static sub_read_t sub_read(notify_t *self, const char *id, const char *field,
-                           Passerelle__Subscription **sub_p, uint64_t *version, reply_t *reply)
+ * failure, a record that does not decode); on READ_FOUND the caller frees
+ * *sub_p. */
+static read_result_t sub_read(notify_t *self, const char *id, const char *field,
+                              Passerelle__Subscription **sub_p, uint64_t *version, reply_t *reply)
 {
     *sub_p = NULL;
     if (!id || !id_valid('S', id)) {
         reply_error(reply, ST_INVALID_ARGUMENT, field, "%s must be a subscription id (S...)",
                     field);
-        return SUB_FAILED;
+        return READ_FAILED;
     }
     char key[NOTIFY_KEY_MAX];
     notify_key_sub(id, key);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    store_result_t res = store_record_get(self->store, key, version, &data, &len);
-    if (res != STORE_OK) {
-        reply_store_failure(reply, self->store, res);
-        return SUB_FAILED;
-    }
-    if (*version == 0)
-        return SUB_ABSENT;
-    *sub_p = passerelle__subscription__unpack(NULL, len, data);
-    free(data);
-    if (!*sub_p) {
-        reply_error(reply, ST_INTERNAL, NULL, "subscription %s does not decode", id);
-        return SUB_FAILED;
-    }
-    return SUB_FOUND;
+    return record_read(self->store, key, &passerelle__subscription__descriptor,
+                       (ProtobufCMessage **)sub_p, version, reply);
 }
 
 /* PERMISSION_DENIED naming the field unless the caller owns sub. */
@@ -163,10 +152,10 @@ static bool sub_owned(const call_t *call, const Passerelle__Subscription *sub, c
 static bool sub_get(notify_t *self, const call_t *call, const char *id, const char *field,
                     Passerelle__Subscription **sub_p, uint64_t *version, reply_t *reply)
 {
-    sub_read_t read = sub_read(self, id, field, sub_p, version, reply);
-    if (read == SUB_ABSENT)
+    read_result_t read = sub_read(self, id, field, sub_p, version, reply);
+    if (read == READ_ABSENT)
         reply_error(reply, ST_NOT_FOUND, field, "subscription %s not found", id);
-    if (read != SUB_FOUND)
+    if (read != READ_FOUND)
         return false;
     if (sub_owned(call, *sub_p, field, reply))
         return true;
@@ -315,19 +304,12 @@ static void ref_key_of(const char *owner, const char *ref, char out[NOTIFY_KEY_M
 static bool answer_existing_ref(notify_t *self, const call_t *call, const char *ref_key,
                                 reply_t *reply)
 {
-    uint64_t version = 0;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    store_result_t res = store_record_get(self->store, ref_key, &version, &data, &len);
-    if (res != STORE_OK) {
-        reply_store_failure(reply, self->store, res);
-        return true;
-    }
-    if (version == 0)
-        return false;
     char id[ID_LEN];
-    snprintf(id, sizeof id, "%.*s", (int)len, (const char *)data);
-    free(data);
+    read_result_t read = record_read_ref(self->store, ref_key, 'S', "subscription", id, reply);
+    if (read == READ_ABSENT)
+        return false;
+    if (read == READ_FAILED)
+        return true;
     Passerelle__Subscription *sub = NULL;
     uint64_t sub_version = 0;
     if (sub_get(self, call, id, "ref", &sub, &sub_version, reply)) {
@@ -424,31 +406,11 @@ void handle_subscription_get(void *ctx, const call_t *call, const ProtobufCMessa
     protobuf_c_message_free_unpacked(&sub->base, NULL);
 }
 
+/* What subscription.list keeps: the caller's filters. */
 typedef struct {
-    notify_t *self;
-    reply_t *reply;
     const char *owner; /* NULL: every owner (ADMIN) */
     const Passerelle__SubscriptionListRequest *req;
 } list_ctx_t;
-
-static listing_result_t list_read(void *arg, const char *id, ProtobufCMessage **msg_p)
-{
-    list_ctx_t *lc = arg;
-    char key[NOTIFY_KEY_MAX];
-    notify_key_sub(id, key);
-    uint64_t version = 0;
-    uint8_t *data = NULL;
-    size_t len = 0;
-    store_result_t res = store_record_get(lc->self->store, key, &version, &data, &len);
-    if (res != STORE_OK)
-        return (listing_result_t)res;
-    *msg_p = NULL;
-    if (version == 0)
-        return LISTING_OK;
-    *msg_p = (ProtobufCMessage *)passerelle__subscription__unpack(NULL, len, data);
-    free(data);
-    return *msg_p ? LISTING_OK : LISTING_NO_MEMORY;
-}
 
 static bool list_match(const ProtobufCMessage *msg, void *arg)
 {
@@ -469,7 +431,7 @@ void handle_subscription_list(void *ctx, const call_t *call, const ProtobufCMess
     notify_t *self = ctx;
     const Passerelle__SubscriptionListRequest *req =
         (const Passerelle__SubscriptionListRequest *)request;
-    list_ctx_t lc = {self, reply, NULL, req};
+    list_ctx_t lc = {NULL, req};
     if (req->owner_party && *req->owner_party) {
         party_t party = party_parse(req->owner_party);
         if (party == PARTY_NONE) {
@@ -495,16 +457,14 @@ void handle_subscription_list(void *ctx, const call_t *call, const ProtobufCMess
         reply_error(reply, ST_INVALID_ARGUMENT, "page_token", "not a page token of this listing");
         return;
     }
-    listing_t listing = {NOTIFY_SUBS_INDEX, 'S', list_read, &lc, list_match, &lc};
+    record_lister_t lister = {self->store, NOTIFY_SUB_KEY_PREFIX,
+                              &passerelle__subscription__descriptor, reply};
+    listing_t listing = {NOTIFY_SUBS_INDEX, 'S', record_list_read, &lister, list_match, &lc};
     listing_page_t page;
-    listing_result_t res = listing_page(self->store, &listing, req->page_token, page_size, &page);
-    if (res != LISTING_OK) {
-        if (res == LISTING_LOST || res == LISTING_REFUSED)
-            reply_store_failure(reply, self->store, (store_result_t)res);
-        else
-            reply_error(reply, ST_INTERNAL, NULL, "listing failed");
+    if (!reply_listing_result(
+            reply, self->store,
+            listing_page(self->store, &listing, req->page_token, page_size, &page)))
         return;
-    }
     Passerelle__SubscriptionList list = PASSERELLE__SUBSCRIPTION_LIST__INIT;
     Passerelle__Subscription *views = calloc(page.count ? page.count : 1, sizeof *views);
     Passerelle__Subscription **ptrs = calloc(page.count ? page.count : 1, sizeof *ptrs);
@@ -687,12 +647,12 @@ static bool delivery_owner_check(notify_t *self, const call_t *call, const char 
     Passerelle__Subscription *sub = NULL;
     uint64_t version = 0;
     switch (sub_read(self, sub_id, "subscription_id", &sub, &version, reply)) {
-    case SUB_ABSENT:
+    case READ_ABSENT:
         if (is_admin(call))
             return true;
         reply_error(reply, ST_NOT_FOUND, "subscription_id", "subscription %s not found", sub_id);
         return false;
-    case SUB_FOUND: {
+    case READ_FOUND: {
         bool owned = sub_owned(call, sub, "subscription_id", reply);
         protobuf_c_message_free_unpacked(&sub->base, NULL);
         return owned;
