@@ -1,8 +1,8 @@
 /* passerelle-notifications: turns the event streams into deliveries that
  * people and systems can rely on (notify.h says how the pieces fit).
- * Reads its configuration from the environment, starts the request server,
- * the partner feed, the delivery worker, one fan-out reader per stream and
- * the digest, seeds the correspondents' subscriptions, serves until
+ * Reads its configuration from the environment, seeds the correspondents'
+ * subscriptions, starts the request server, the partner feed, the delivery
+ * worker, one fan-out reader per stream and the digest, serves until
  * SIGINT/SIGTERM, and stops in reverse order.
  *
  * Configuration (besides the store's and the server's common variables):
@@ -257,6 +257,20 @@ int main(void)
     if (!ops)
         goto out;
     server_cfg.metrics = ops_metrics(ops);
+
+    /* The seed before the server: once the service says it is listening,
+     * a listing finds every correspondent's subscription. It writes
+     * through the request handler, on a connection of its own (the
+     * server's is the server thread's once it runs). */
+    const char *seed = config_str("PASSERELLE_NOTIFY_CORRESPONDENTS", "");
+    if (*seed) {
+        seed_store = store_new(&store_cfg);
+        notify_t seeder = notify;
+        seeder.store = seed_store;
+        if (!seed_store || !seed_correspondents(&seeder, seed))
+            goto out;
+    }
+
     server = server_new(&server_cfg);
     if (!server) {
         log_error("cannot start the server", "{s:s}", "endpoint", server_cfg.endpoint);
@@ -329,17 +343,6 @@ int main(void)
     if (!digest)
         goto out;
     ops_watch_consumer(ops, digest_cfg.stream, DIGEST_GROUP);
-
-    const char *seed = config_str("PASSERELLE_NOTIFY_CORRESPONDENTS", "");
-    if (*seed) {
-        /* The seed writes through the request handler, on a connection of
-         * its own (the server's belongs to its thread). */
-        seed_store = store_new(&store_cfg);
-        notify_t seeder = notify;
-        seeder.store = seed_store;
-        if (!seed_store || !seed_correspondents(&seeder, seed))
-            goto out;
-    }
 
     log_info("notifications running", "{s:s, s:s, s:i}", "endpoint", server_endpoint(server),
              "feed", feed_endpoint(feed), "streams", (int)n_fanouts);
