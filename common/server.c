@@ -23,6 +23,7 @@
 #define _GNU_SOURCE /* ppoll */
 #include "server.h"
 #include "acl.h"
+#include "actor.h"
 #include "config.h"
 #include "envelope.h"
 #include "eventlog.h"
@@ -1272,18 +1273,8 @@ static void server_actor(zsock_t *pipe, void *args)
     if (draining) {
         server_drain_requests(self, &router, drain_deadline_ms);
         zsock_signal(pipe, 0);
-        /* Drained: wait for $TERM (server_destroy), telling a second
-         * server_drain that it is done. */
-        for (;;) {
-            zmsg_t *msg = zmsg_recv(pipe);
-            char *command = msg ? zmsg_popstr(msg) : NULL;
-            bool again = command && streq(command, "DRAIN");
-            zstr_free(&command);
-            zmsg_destroy(&msg);
-            if (!again)
-                break;
-            zsock_signal(pipe, 0);
-        }
+        /* Drained: wait for $TERM (server_destroy). */
+        actor_await_term(pipe);
         return;
     }
     /* Answer what already arrived before closing, then let linger flush. */
@@ -1421,18 +1412,8 @@ server_t *server_new(const server_config_t *cfg)
 
 void server_drain(server_t *self, int grace_ms)
 {
-    if (!self || !self->actor)
-        return;
-    /* The deadline counts from now, not from when the actor reads this:
-     * the batch in hand is part of the grace period. */
-    int64_t deadline_ms = zclock_mono() + (grace_ms > 0 ? grace_ms : 0);
-    char deadline[24];
-    snprintf(deadline, sizeof deadline, "%lld", (long long)deadline_ms);
-    if (zstr_sendx(self->actor, "DRAIN", deadline, NULL) != 0)
-        return;
-    /* A second signal to the process interrupts the wait, not the drain. */
-    while (zsock_wait(self->actor) < 0 && zmq_errno() == EINTR)
-        ;
+    if (self)
+        actor_drain(self->actor, grace_ms);
 }
 
 void server_destroy(server_t **self_p)

@@ -1,6 +1,7 @@
 /* The delivery worker (deliver.h): an actor around the outbox. */
 #include "deliver.h"
 
+#include "actor.h"
 #include "cloudevent.h"
 #include "digest.h"
 #include "ids.h"
@@ -952,20 +953,6 @@ static size_t deliver_drain_begin(deliver_t *self)
     return released;
 }
 
-/* After a drain: waits for $TERM (deliver_destroy), telling a second
- * deliver_drain that it is done. */
-static void deliver_await_term(zsock_t *pipe)
-{
-    for (;;) {
-        char *command = zstr_recv(pipe);
-        bool again = command && streq(command, "DRAIN");
-        zstr_free(&command);
-        if (!again)
-            return;
-        zsock_signal(pipe, 0);
-    }
-}
-
 static void deliver_actor(zsock_t *pipe, void *arg)
 {
     deliver_t *self = arg;
@@ -1012,7 +999,7 @@ static void deliver_actor(zsock_t *pipe, void *arg)
                      "released", (int)drain_released, "abandoned", (int)outbox_total(self->outbox),
                      "took_ms", (int)(zclock_mono() - drain_began_ms));
             zsock_signal(pipe, 0);
-            deliver_await_term(pipe);
+            actor_await_term(pipe); /* deliver_destroy */
             break;
         }
         if (drain_until_ms >= 0) {
@@ -1133,16 +1120,8 @@ deliver_t *deliver_new(const deliver_config_t *cfg)
 
 void deliver_drain(deliver_t *self, int grace_ms)
 {
-    if (!self || !self->actor)
-        return;
-    int64_t until_ms = zclock_mono() + (grace_ms > 0 ? grace_ms : 0);
-    char until[24];
-    snprintf(until, sizeof until, "%lld", (long long)until_ms);
-    if (zstr_sendx(self->actor, "DRAIN", until, NULL) != 0)
-        return;
-    /* A second signal to the process interrupts the wait, not the drain. */
-    while (zsock_wait(self->actor) < 0 && zmq_errno() == EINTR)
-        ;
+    if (self)
+        actor_drain(self->actor, grace_ms);
 }
 
 void deliver_destroy(deliver_t **self_p)
