@@ -68,6 +68,21 @@ const char *pbjson_enum_name(const ProtobufCEnumDescriptor *desc, int value)
     return v->name + enum_prefix_length(desc);
 }
 
+bool pbjson_enum_value(const ProtobufCEnumDescriptor *desc, const char *text, int *out)
+{
+    if (!desc || !text)
+        return false;
+    size_t prefix = enum_prefix_length(desc);
+    for (unsigned i = 0; i < desc->n_values; i++) {
+        const char *name = desc->values[i].name;
+        if (strcasecmp(text, name) == 0 || strcasecmp(text, name + prefix) == 0) {
+            *out = desc->values[i].value;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* --------------------------------------------------------------------------
  * Message -> JSON
  * -------------------------------------------------------------------------- */
@@ -512,14 +527,8 @@ static parse_result_t parse_enum(const ProtobufCEnumDescriptor *desc, const json
         char text[128];
         if (!scalar_text(value, text, sizeof text))
             return PARSE_TYPE;
-        size_t prefix = enum_prefix_length(desc);
-        for (unsigned i = 0; i < desc->n_values; i++) {
-            const char *name = desc->values[i].name;
-            if (strcasecmp(text, name) == 0 || strcasecmp(text, name + prefix) == 0) {
-                *out = desc->values[i].value;
-                return PARSE_OK;
-            }
-        }
+        if (pbjson_enum_value(desc, text, out))
+            return PARSE_OK;
         if (strspn(text, "-0123456789") != strlen(text))
             return PARSE_TYPE;
     } else if (!json_is_integer(value) && !json_is_real(value))

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* A new JSON object for msg; caller owns it (json_decref). NULL only if
@@ -33,5 +34,12 @@ ProtobufCMessage *pbjson_to_message(const ProtobufCMessageDescriptor *desc, cons
 /* The short name of an enum value (without the shared prefix), or NULL if
  * the value is not in the enum. Static string. */
 const char *pbjson_enum_name(const ProtobufCEnumDescriptor *desc, int value);
+
+/* The enum value text names: its short name ("private") or its full name
+ * ("STOCK_PRIVATE"), in any case, as the JSON mapping reads enums (numbers
+ * aside). Returns true with *out set, false (*out untouched) when no value
+ * has that name. The unspecified value (0) is a name like any other: a
+ * caller that refuses it checks *out. */
+bool pbjson_enum_value(const ProtobufCEnumDescriptor *desc, const char *text, int *out);
 
 #endif

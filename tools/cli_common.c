@@ -6,7 +6,11 @@
 #include "pbjson.h"
 #include "status.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* ==========================================================================
  * Words on stderr
@@ -147,6 +151,105 @@ void cli_print_indented(FILE *out, const char *text)
         if (*line == '\n')
             line++;
     }
+}
+
+/* ==========================================================================
+ * A file written whole
+ * ======================================================================== */
+
+int cli_file_begin(cli_file_t *file, const char *target)
+{
+    file->out = NULL;
+    file->target = target;
+    file->temp_path[0] = '\0';
+    const char *slash = strrchr(target, '/');
+    const char *name = slash ? slash + 1 : target;
+    /* The folder as written: "" for a file at the root, "." for none. */
+    int dir_len = slash ? (int)(slash - target) : 1;
+    const char *dir = slash ? target : ".";
+    int n = snprintf(file->temp_path, sizeof file->temp_path, "%.*s/.%s.part-XXXXXX", dir_len, dir,
+                     name);
+    if (n < 0 || (size_t)n >= sizeof file->temp_path) {
+        file->temp_path[0] = '\0';
+        fprintf(stderr, "error: the path '%s' is too long\n", target);
+        return CLI_EXIT_USAGE;
+    }
+    int fd = mkstemp(file->temp_path);
+    if (fd < 0) {
+        fprintf(stderr, "error: cannot create a file beside '%s': %s\n", target, strerror(errno));
+        file->temp_path[0] = '\0';
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    /* mkstemp makes it 0600; the file gets the mode any new file gets */
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0 || !(file->out = fdopen(fd, "wb"))) {
+        fprintf(stderr, "error: cannot create a file beside '%s': %s\n", target, strerror(errno));
+        close(fd);
+        unlink(file->temp_path);
+        file->temp_path[0] = '\0';
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    return 0;
+}
+
+/* Makes the rename itself durable: without it a crash may bring back the
+ * old target (or none) although the command said it was written. Best
+ * effort: a folder that cannot be opened for reading is still written. */
+static void sync_folder_of(const char *target)
+{
+    const char *slash = strrchr(target, '/');
+    char dir[PATH_MAX];
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if ((size_t)(slash - target) >= sizeof dir)
+        return;
+    else
+        snprintf(dir, sizeof dir, "%.*s", slash == target ? 1 : (int)(slash - target), target);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+}
+
+int cli_file_commit(cli_file_t *file)
+{
+    if (!file->out)
+        return CLI_EXIT_REPLY_ERROR;
+    FILE *out = file->out;
+    file->out = NULL;
+    bool ok = !ferror(out) && fflush(out) == 0 && fsync(fileno(out)) == 0;
+    int saved = errno;
+    if (fclose(out) != 0 && ok) {
+        ok = false;
+        saved = errno;
+    }
+    if (ok && rename(file->temp_path, file->target) != 0) {
+        saved = errno;
+        fprintf(stderr, "error: cannot rename %s to %s: %s\n", file->temp_path, file->target,
+                strerror(saved));
+        unlink(file->temp_path);
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    if (!ok) {
+        /* ferror without a failing call leaves no errno of its own */
+        fprintf(stderr, "error: cannot write %s: %s\n", file->target,
+                saved ? strerror(saved) : "write error");
+        unlink(file->temp_path);
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    sync_folder_of(file->target);
+    return 0;
+}
+
+void cli_file_discard(cli_file_t *file)
+{
+    if (!file->out)
+        return;
+    fclose(file->out);
+    file->out = NULL;
+    unlink(file->temp_path);
 }
 
 /* ==========================================================================

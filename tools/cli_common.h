@@ -19,6 +19,7 @@
 #include "envelope.pb-c.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -108,6 +109,35 @@ void cli_print_message_json(const ProtobufCMessage *msg);
 /* Each line of text (lines end with '\n' or the end) indented by six
  * spaces: a command's description under its usage line in the help. */
 void cli_print_indented(FILE *out, const char *text);
+
+/* ---- a file written whole ------------------------------------------------ */
+
+/* A file the CLI writes (a download, an export, the report): its bytes go
+ * to a temporary file beside the target, which is synced and renamed onto
+ * it only when complete, so a reader never sees half a file and a failure
+ * leaves the target as it was. */
+typedef struct {
+    FILE *out;                /* the temporary file; NULL when none is open */
+    const char *target;       /* borrowed from the caller */
+    char temp_path[PATH_MAX]; /* ".<name>.part-XXXXXX" in target's folder */
+} cli_file_t;
+
+/* Creates the temporary file in target's folder (one file system, so the
+ * rename is atomic) with the mode any new file gets (0666 & ~umask).
+ * Returns 0 with file->out open for writing, or an exit code after saying
+ * why on stderr: CLI_EXIT_USAGE for a path too long, CLI_EXIT_REPLY_ERROR
+ * for a file that cannot be made. */
+int cli_file_begin(cli_file_t *file, const char *target);
+
+/* Flushes and fsyncs the temporary file, closes it and renames it onto the
+ * target (then syncs the folder). Returns 0, or CLI_EXIT_REPLY_ERROR after
+ * saying why on stderr and removing the temporary file. The file is closed
+ * either way. */
+int cli_file_commit(cli_file_t *file);
+
+/* Closes and removes the temporary file of a write that failed; nothing
+ * when none is open. */
+void cli_file_discard(cli_file_t *file);
 
 /* ---- the flags of a module's commands --------------------------------- */
 

@@ -240,21 +240,15 @@ static bool parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *ou
     return true;
 }
 
-/* An enum value by its short name ("study") or full name, any case; false
- * for the unspecified one or an unknown word. */
+/* An enum value by its short name ("study") or full name, any case
+ * (pbjson_enum_value); false for the unspecified one or an unknown word. */
 static bool enum_parse(const ProtobufCEnumDescriptor *desc, const char *text, int *out)
 {
-    for (unsigned i = 0; i < desc->n_values; i++) {
-        const ProtobufCEnumValue *v = &desc->values[i];
-        if (v->value == 0)
-            continue;
-        const char *short_name = pbjson_enum_name(desc, v->value);
-        if (strcasecmp(text, v->name) == 0 || (short_name && strcasecmp(text, short_name) == 0)) {
-            *out = v->value;
-            return true;
-        }
-    }
-    return false;
+    int value = 0;
+    if (!pbjson_enum_value(desc, text, &value) || value == 0)
+        return false;
+    *out = value;
+    return true;
 }
 
 /* The short enum name in lower case, into out. */
@@ -721,8 +715,8 @@ static bool filename_safe(const char *name)
 
 /* The download under way: where the bytes go and what they must hash to. */
 typedef struct {
-    FILE *out; /* the temporary file, or stdout */
-    char temp_path[PATH_MAX];
+    FILE *out;       /* file.out, or stdout */
+    cli_file_t file; /* the temporary file beside the target */
     bool to_stdout;
     sha256_t *hash; /* of the bytes written so far */
     uint64_t written;
@@ -732,59 +726,12 @@ static int download_write(download_t *d, const ProtobufCBinaryData *data)
 {
     if (data->len && fwrite(data->data, 1, data->len, d->out) != data->len) {
         fprintf(stderr, "error: cannot write %s: %s\n",
-                d->to_stdout ? "standard output" : d->temp_path, strerror(errno));
+                d->to_stdout ? "standard output" : d->file.temp_path, strerror(errno));
         return CLI_EXIT_REPLY_ERROR;
     }
     sha256_update(d->hash, data->data, data->len);
     d->written += data->len;
     return 0;
-}
-
-/* Opens a temporary file in target's folder, so the final rename stays on
- * one file system. Returns 0 or the exit code. */
-static int download_open(download_t *d, const char *target)
-{
-    char *copy = strdup(target);
-    if (!copy)
-        return CLI_EXIT_REPLY_ERROR;
-    const char *base = basename(copy);
-    char *dir_copy = strdup(target);
-    const char *dir = dir_copy ? dirname(dir_copy) : ".";
-    int n = snprintf(d->temp_path, sizeof d->temp_path, "%s/.%s.part-XXXXXX", dir, base);
-    free(copy);
-    free(dir_copy);
-    if (n < 0 || (size_t)n >= sizeof d->temp_path) {
-        fprintf(stderr, "error: -o: the path '%s' is too long\n", target);
-        return CLI_EXIT_USAGE;
-    }
-    int fd = mkstemp(d->temp_path);
-    if (fd < 0) {
-        fprintf(stderr, "error: cannot create a file beside '%s': %s\n", target, strerror(errno));
-        d->temp_path[0] = '\0';
-        return CLI_EXIT_REPLY_ERROR;
-    }
-    /* mkstemp makes it 0600; a download gets the mode any new file gets */
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    d->out = fdopen(fd, "wb");
-    if (!d->out) {
-        close(fd);
-        unlink(d->temp_path);
-        d->temp_path[0] = '\0';
-        return CLI_EXIT_REPLY_ERROR;
-    }
-    return 0;
-}
-
-/* Closes and removes the temporary file of a download that failed. */
-static void download_discard(download_t *d)
-{
-    if (d->to_stdout || !d->out)
-        return;
-    fclose(d->out);
-    d->out = NULL;
-    unlink(d->temp_path);
 }
 
 /* The file name of version number of doc id, for the default target:
@@ -868,7 +815,8 @@ static int run_get(docs_ctx_t *ctx)
             default_name = version_filename(ctx, id, number);
             target = default_name ? default_name : id;
         }
-        rc = download_open(&d, target);
+        rc = cli_file_begin(&d.file, target);
+        d.out = d.file.out;
     }
     progress_t progress;
     progress_start(&progress, "get", size);
@@ -919,30 +867,13 @@ static int run_get(docs_ctx_t *ctx)
         }
     }
     if (rc == 0 && !d.to_stdout) {
-        int fd = fileno(d.out);
-        if (fflush(d.out) != 0 || fsync(fd) != 0) {
-            fprintf(stderr, "error: cannot write %s: %s\n", d.temp_path, strerror(errno));
-            rc = CLI_EXIT_REPLY_ERROR;
-        } else if (fclose(d.out) != 0) {
-            d.out = NULL;
-            unlink(d.temp_path);
-            fprintf(stderr, "error: cannot write %s: %s\n", d.temp_path, strerror(errno));
-            rc = CLI_EXIT_REPLY_ERROR;
-        } else {
-            d.out = NULL;
-            if (rename(d.temp_path, target) != 0) {
-                fprintf(stderr, "error: cannot rename %s to %s: %s\n", d.temp_path, target,
-                        strerror(errno));
-                unlink(d.temp_path);
-                rc = CLI_EXIT_REPLY_ERROR;
-            }
-        }
+        rc = cli_file_commit(&d.file);
     } else if (d.to_stdout && fflush(stdout) != 0) {
         fprintf(stderr, "error: cannot write standard output: %s\n", strerror(errno));
         rc = CLI_EXIT_REPLY_ERROR;
     }
     if (rc)
-        download_discard(&d);
+        cli_file_discard(&d.file);
     else if (!d.to_stdout)
         fprintf(stderr, "%s: version %u, %llu bytes, sha256 %s\n", target, number,
                 (unsigned long long)size, expected);

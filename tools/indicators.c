@@ -385,32 +385,21 @@ static int run_series(ind_ctx_t *ctx)
     return 0;
 }
 
-/* Writes len bytes to path whole: into a temporary file beside it, then
- * renamed, so that a reader never sees half an export. */
-static bool write_file(const char *path, const void *data, size_t len)
+/* Writes len bytes to path whole (cli_file_t: beside it, synced, then
+ * renamed), so that a reader never sees half an export. 0 or the exit
+ * code, said on stderr. */
+static int write_file(const char *path, const void *data, size_t len)
 {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) >= sizeof tmp) {
-        fprintf(stderr, "error: %s: the path is too long\n", path);
-        return false;
+    cli_file_t file;
+    int rc = cli_file_begin(&file, path);
+    if (rc)
+        return rc;
+    if (len && fwrite(data, 1, len, file.out) != len) {
+        fprintf(stderr, "error: cannot write %s: %s\n", file.temp_path, strerror(errno));
+        cli_file_discard(&file);
+        return CLI_EXIT_REPLY_ERROR;
     }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        fprintf(stderr, "error: %s: %s\n", tmp, strerror(errno));
-        return false;
-    }
-    bool ok = fwrite(data, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    if (ok && rename(tmp, path) != 0) {
-        fprintf(stderr, "error: %s: %s\n", path, strerror(errno));
-        unlink(tmp);
-        return false;
-    }
-    if (!ok) {
-        fprintf(stderr, "error: %s: cannot write: %s\n", tmp, strerror(errno));
-        unlink(tmp);
-    }
-    return ok;
+    return cli_file_commit(&file);
 }
 
 static int run_export(ind_ctx_t *ctx)
@@ -449,9 +438,8 @@ static int run_export(ind_ctx_t *ctx)
     const void *content = exported->has_content ? exported->content.data : NULL;
     size_t len = exported->has_content ? exported->content.len : 0;
     if (output && strcmp(output, "-") != 0) {
-        if (!write_file(output, content ? content : "", len))
-            rc = CLI_EXIT_REPLY_ERROR;
-        else
+        rc = write_file(output, content ? content : "", len);
+        if (rc == 0)
             printf("exported %" PRIu32 " rows (%s) to %s\n", exported->rows,
                    exported->media_type ? exported->media_type : "?", output);
     } else if (len && fwrite(content, 1, len, stdout) != len) {
@@ -766,19 +754,12 @@ static bool parse_public(const char *text, int *out, bool *has)
     *out = 0;
     if (!*text)
         return true;
-    const ProtobufCEnumDescriptor *desc = &passerelle__priority_public__descriptor;
-    for (unsigned i = 0; i < desc->n_values; i++) {
-        const ProtobufCEnumValue *v = &desc->values[i];
-        const char *short_name = pbjson_enum_name(desc, v->value);
-        if (v->value == 0)
-            continue;
-        if (strcasecmp(text, v->name) == 0 || (short_name && strcasecmp(text, short_name) == 0)) {
-            *out = v->value;
-            *has = true;
-            return true;
-        }
-    }
-    return false;
+    int value = 0;
+    if (!pbjson_enum_value(&passerelle__priority_public__descriptor, text, &value) || value == 0)
+        return false;
+    *out = value;
+    *has = true;
+    return true;
 }
 
 /* The rows of the request, pointing into csv's fields. */

@@ -35,7 +35,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <inttypes.h>
+#include <math.h> /* isfinite: a macro, no libm */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -350,7 +352,9 @@ static int read_series(report_t *r, const char *scope, const line_t *line, const
             break;
         }
         out[i].value = found->value;
-        out[i].defined = found->has_defined ? found->defined : true;
+        /* An infinity or a NaN is no figure to print or plot: shown as
+         * undefined, like a figure the service could not compute. */
+        out[i].defined = (found->has_defined ? found->defined : true) && isfinite(found->value);
         out[i].observations = found->observations;
     }
     if (rc == 0) {
@@ -376,8 +380,10 @@ static int collect_scope(report_t *r, size_t s)
     char first[PERIOD_KEY_LEN], last[PERIOD_KEY_LEN];
     snprintf(first, sizeof first, "%04d-01", r->year % 10000);
     snprintf(last, sizeof last, "%04d-12", r->year % 10000);
-    if (period_series(PERIOD_MONTH, first, last, months, MONTHS) != MONTHS)
+    if (period_series(PERIOD_MONTH, first, last, months, MONTHS) != MONTHS) {
+        fprintf(stderr, "error: --year: cannot list the months of %d\n", r->year);
         return CLI_EXIT_USAGE;
+    }
     for (int y = 0; y < TREND_YEARS; y++)
         snprintf(years[y], sizeof years[y], "%04d", (r->year - (TREND_YEARS - 1) + y) % 10000);
 
@@ -460,6 +466,13 @@ static void put_escaped(FILE *out, const char *text)
     }
 }
 
+/* Whether v prints as an integer: in range before the cast (a cast of a
+ * value long long cannot hold is undefined), and without a fraction. */
+static bool whole_number(double v)
+{
+    return v > -1e15 && v < 1e15 && v == (double)(long long)v;
+}
+
 static void format_value(const figure_t *f, format_t format, char *out, size_t out_size)
 {
     if (!f->defined) {
@@ -467,7 +480,7 @@ static void format_value(const figure_t *f, format_t format, char *out, size_t o
         return;
     }
     double v = f->value;
-    bool whole = v == (double)(long long)v && v > -1e15 && v < 1e15;
+    bool whole = whole_number(v);
     if (format == FMT_RATIO)
         snprintf(out, out_size, "%.2f", v);
     else if (whole)
@@ -612,10 +625,13 @@ static void chart_months(const report_t *r, chart_t *chart, size_t s, block_id_t
     }
 }
 
-/* A step of 1, 2 or 5 times a power of ten that splits max into at most
- * five intervals. */
+/* A step of 1, 2 or 5 times a power of ten that splits max (finite, > 0:
+ * an infinite one would never end the first loop) into at most five
+ * intervals. */
 static double nice_step(double max, bool whole_numbers)
 {
+    if (!isfinite(max) || max <= 0)
+        return 1;
     double raw = max / 5;
     double magnitude = 1;
     while (magnitude * 10 <= raw)
@@ -636,7 +652,7 @@ static double nice_step(double max, bool whole_numbers)
 
 static void put_number(FILE *out, double v)
 {
-    if (v == (double)(long long)v && v > -1e15 && v < 1e15)
+    if (whole_number(v))
         fprintf(out, "%lld", (long long)v);
     else
         fprintf(out, "%.2g", v);
@@ -686,6 +702,8 @@ static void put_chart(FILE *out, const chart_t *chart)
     }
     if (max <= 0)
         max = 1;
+    else if (!isfinite(max)) /* a stack of finite values may overflow */
+        max = DBL_MAX;
     double step = nice_step(max, chart->whole_numbers);
     long ticks = (long)(max / step);
     if ((double)ticks * step < max)
@@ -1245,44 +1263,16 @@ static void put_report(const report_t *r, FILE *out)
                  "percentile over the year for delays.</p></footer>\n</body>\n</html>\n");
 }
 
-/* Writes the report beside path, then renames it there. 0 or an exit
- * code. */
+/* Writes the report whole (cli_file_t: beside path, synced, then renamed
+ * there). 0 or an exit code, said on stderr. */
 static int write_report(const report_t *r)
 {
-    size_t len = strlen(r->path);
-    char *temp = malloc(len + 16);
-    if (!temp)
-        return CLI_EXIT_REPLY_ERROR;
-    memcpy(temp, r->path, len);
-    memcpy(temp + len, ".tmp-XXXXXX", 12);
-    int fd = mkstemp(temp);
-    if (fd < 0) {
-        fprintf(stderr, "error: cannot write beside %s: %s\n", r->path, strerror(errno));
-        free(temp);
-        return CLI_EXIT_REPLY_ERROR;
-    }
-    FILE *out = fdopen(fd, "w");
-    if (!out) {
-        close(fd);
-        unlink(temp);
-        free(temp);
-        return CLI_EXIT_REPLY_ERROR;
-    }
-    put_report(r, out);
-    bool ok = !ferror(out);
-    ok = fflush(out) == 0 && ok;
-    ok = fchmod(fd, 0644) == 0 && ok;
-    ok = fclose(out) == 0 && ok;
-    if (ok && rename(temp, r->path) != 0)
-        ok = false;
-    if (!ok) {
-        fprintf(stderr, "error: cannot write %s: %s\n", r->path, strerror(errno));
-        unlink(temp);
-        free(temp);
-        return CLI_EXIT_REPLY_ERROR;
-    }
-    free(temp);
-    return 0;
+    cli_file_t file;
+    int rc = cli_file_begin(&file, r->path);
+    if (rc)
+        return rc;
+    put_report(r, file.out);
+    return cli_file_commit(&file); /* its ferror check sees a write put_report lost */
 }
 
 /* ==========================================================================
@@ -1412,8 +1402,10 @@ int report_main(const cli_options_t *opts, char **args, int count)
     }
 
     r.figures = calloc((size_t)SCOPES_MAX * BLOCK_COUNT * LINES_MAX * COLUMNS, sizeof *r.figures);
-    if (!r.figures)
+    if (!r.figures) {
+        fprintf(stderr, "error: out of memory for the report's figures\n");
         return CLI_EXIT_REPLY_ERROR;
+    }
     rc = cli_service_connect(&r.service, "report");
     if (rc == 0)
         rc = collect(&r);

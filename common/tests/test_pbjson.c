@@ -544,6 +544,32 @@ static void test_enum_names(void **state)
     json_decref(json);
 }
 
+/* By name only, as the CLI's flags and CSV columns give enums. */
+static void test_enum_values(void **state)
+{
+    (void)state;
+    const ProtobufCEnumDescriptor *stock = &passerelle__stock__descriptor;
+    const char *privates[] = {"private", "PRIVATE", "Private", "STOCK_PRIVATE", "stock_private"};
+    for (size_t i = 0; i < sizeof privates / sizeof privates[0]; i++) {
+        int value = -1;
+        assert_true(pbjson_enum_value(stock, privates[i], &value));
+        assert_int_equal(value, PASSERELLE__STOCK__STOCK_PRIVATE);
+    }
+    int value = -1;
+    assert_true(pbjson_enum_value(stock, "unspecified", &value));
+    assert_int_equal(value, 0);
+    assert_true(pbjson_enum_value(&passerelle__status__descriptor, "not_found", &value));
+    assert_int_equal(value, PASSERELLE__STATUS__STATUS_NOT_FOUND);
+    /* Neither numbers, nor padding, nor a part of a name; *out untouched. */
+    value = -1;
+    assert_false(pbjson_enum_value(stock, "1", &value));
+    assert_false(pbjson_enum_value(stock, " private", &value));
+    assert_false(pbjson_enum_value(stock, "priv", &value));
+    assert_false(pbjson_enum_value(stock, "", &value));
+    assert_false(pbjson_enum_value(NULL, "private", &value));
+    assert_int_equal(value, -1);
+}
+
 static void test_lenient_scalars(void **state)
 {
     (void)state;
@@ -797,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_event_bytes),
         cmocka_unit_test(test_all_types_round_trip),
         cmocka_unit_test(test_enum_names),
+        cmocka_unit_test(test_enum_values),
         cmocka_unit_test(test_lenient_scalars),
         cmocka_unit_test(test_invalid_utf8_out),
         cmocka_unit_test(test_refuses_bad_shapes),
