@@ -92,6 +92,10 @@
 #define WIDE_SUBS 8
 /* Throughput rounds, bare and service alternating. */
 #define ROUNDS 2
+/* The stream the service reads, and one nobody reads (the producer's
+ * ceiling). */
+#define SERVICE_STREAM "reservations:events"
+#define UNREAD_STREAM  "notifybench:unread:events"
 /* Events committed per pipeline by the producer in the throughput runs. */
 #define PRODUCER_BATCH 64
 /* Warm-up events: connections opened, caches filled, before any figure. */
@@ -431,7 +435,8 @@ typedef struct {
     int64_t *commit_ns; /* when txn_commit returned, per event (latency run) */
     double *commit_ms;  /* how long it took, per event (latency run) */
     uint64_t committed;
-    double commit_s; /* time spent committing, throughput runs */
+    double commit_s;    /* time spent committing, throughput runs */
+    const char *stream; /* where the events go: the one the service reads */
 } producer_t;
 
 /* One event's transaction, built as convention.envisage builds its own:
@@ -505,8 +510,7 @@ static txn_t *event_txn(producer_t *p, const commune_t *commune, uint8_t **reply
     txn_put_message(txn, key, 1, &unit.base);
     conv.unit = &unit;
     snprintf(subject, sizeof subject, "units/%s", unit_id);
-    txn_event(txn, "reservations:events", "/passerelle/reservations", EVENT_TYPE, subject,
-              &conv.base);
+    txn_event(txn, p->stream, "/passerelle/reservations", EVENT_TYPE, subject, &conv.base);
 
     *reply_len = passerelle__convention__get_packed_size(&conv);
     *reply_p = malloc(*reply_len ? *reply_len : 1);
@@ -969,6 +973,30 @@ static int measure_service(run_t *run, const commune_t *commune, int events, int
     return 0;
 }
 
+/* The producer alone: count events of the same shape, committed the same
+ * way, to a stream nobody reads, then deleted. No delivery path can carry
+ * events faster than they can be committed, so this rate over the bare
+ * POST rate is a ceiling for the end-to-end ratio on this machine. Its
+ * phase is never waited for. Events per second, or -1. */
+static double measure_producer_alone(run_t *run, const commune_t *commune, int count)
+{
+    producer_t *p = run->producer;
+    next_phase(run);
+    double spent = p->commit_s;
+    uint64_t committed = p->committed;
+    p->stream = UNREAD_STREAM;
+    int rc = produce_batch(p, commune, count);
+    p->stream = SERVICE_STREAM;
+    double seconds = p->commit_s - spent;
+    uint64_t made = p->committed - committed;
+    p->commit_s = spent;
+    p->committed = committed;
+    redisReply *r = NULL;
+    if (store_command(p->store, &r, "DEL %s", UNREAD_STREAM) == STORE_OK)
+        freeReplyObject(r);
+    return rc == 0 && seconds > 0 ? (double)made / seconds : -1;
+}
+
 /* Warm-up: events through every subscription, one at a time, each waited
  * for: connections open and caches filled without a burst, which is what
  * the measured rounds are for. */
@@ -1100,6 +1128,7 @@ typedef struct {
     rate_t bare_narrow, service_narrow, bare_wide, service_wide;
     int narrow_concurrency, wide_concurrency;
     double producer_rate;
+    double producer_alone_rate; /* no consumer: the ceiling */
     latency_t latency;
     cmdstats_t cmdstats; /* over the 1-subscription service rounds */
     uint64_t cmdstats_deliveries;
@@ -1141,8 +1170,14 @@ static void report(const options_t *opt, const run_t *run, results_t *res)
     snprintf(label, sizeof label, "bare libcurl, %d in flight", res->wide_concurrency);
     print_rate(label, &res->bare_wide);
     print_rate("passerelle, 8 subscriptions (8 per event)", &res->service_wide);
+    printf("  %-44s %12.0f %10d\n", "producer alone, commits only (no consumer)",
+           res->producer_alone_rate, opt->events);
     printf("1 subscription / bare:   %.2f  (aim >= %.2f: %s)\n", narrow, AIM_RATIO,
            bench_verdict(narrow >= AIM_RATIO && res->service_narrow.missing == 0));
+    double ceiling = bench_ratio(res->producer_alone_rate, rate_per_s(&res->bare_narrow));
+    printf("ceiling, producer alone / bare: %.2f  (no delivery path can beat its events' "
+           "commits)\n",
+           ceiling);
     printf("8 subscriptions / bare:  %.2f\n", wide);
     printf("latency, commit to receipt: %d events at %d/s, 1 subscription%s\n", lat->events,
            opt->rate, lat->behind ? " (the producer fell behind its schedule)" : "");
@@ -1191,18 +1226,18 @@ static void report(const options_t *opt, const run_t *run, results_t *res)
                                  "max_ms", lat->service->max_ms)
                      : json_null();
     json_t *root = json_pack(
-        "{s:s, s:b, s:i, s:i, s:{s:f, s:f, s:f, s:f, s:I, s:I}, s:{s:f, s:f}, "
+        "{s:s, s:b, s:i, s:i, s:{s:f, s:f, s:f, s:f, s:I, s:I}, s:{s:f, s:f, s:f}, "
         "s:{s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:o}, s:{s:I, s:I, s:I, s:I}, s:I}",
         "bench", "notifications", "pinned", opt->pin, "per_endpoint", opt->per_endpoint,
         "body_bytes", (int)run->body_len, "throughput", "bare_1", rate_per_s(&res->bare_narrow),
         "service_1", rate_per_s(&res->service_narrow), "bare_8", rate_per_s(&res->bare_wide),
         "service_8", rate_per_s(&res->service_wide), "missing_1",
         (json_int_t)res->service_narrow.missing, "missing_8", (json_int_t)res->service_wide.missing,
-        "ratios", "subs_1", narrow, "subs_8", wide, "latency", "events", lat->events, "rate",
-        opt->rate, "p50_ms", lat->p50_ms, "p99_ms", lat->p99_ms, "max_ms", lat->max_ms,
-        "commit_p99_ms", lat->commit_p99_ms, "missing", (json_int_t)lat->missing, "service",
-        service, "attempts", "total", (json_int_t)a->attempts, "delivered",
-        (json_int_t)a->delivered, "retried", (json_int_t)a->retried, "refused",
+        "ratios", "subs_1", narrow, "subs_8", wide, "producer_alone_ceiling", ceiling, "latency",
+        "events", lat->events, "rate", opt->rate, "p50_ms", lat->p50_ms, "p99_ms", lat->p99_ms,
+        "max_ms", lat->max_ms, "commit_p99_ms", lat->commit_p99_ms, "missing",
+        (json_int_t)lat->missing, "service", service, "attempts", "total", (json_int_t)a->attempts,
+        "delivered", (json_int_t)a->delivered, "retried", (json_int_t)a->retried, "refused",
         (json_int_t)a->refused, "repeated", (json_int_t)res->repeated);
     bench_print_json(root);
 }
@@ -1224,7 +1259,7 @@ static int run_all(const options_t *opt, bench_stack_t *stack, sink_t *sink, res
     client_t *client =
         harness_client(stack->service.endpoint, stack->keys, "admin", CALL_TIMEOUT_MS, 0);
     int wide_events = opt->events / 4 > ROUNDS ? opt->events / 4 : ROUNDS;
-    producer_t producer = {.store = store, .sink = sink};
+    producer_t producer = {.store = store, .sink = sink, .stream = SERVICE_STREAM};
     producer.commit_ns = calloc(sink->capacity, sizeof *producer.commit_ns);
     producer.commit_ms = calloc(sink->capacity, sizeof *producer.commit_ms);
     run_t run = {.opt = opt, .sink = sink, .producer = &producer, .client = client};
@@ -1251,6 +1286,9 @@ static int run_all(const options_t *opt, bench_stack_t *stack, sink_t *sink, res
     snprintf(run.webhook_id, sizeof run.webhook_id, "bare_%s", sink->ids[0] + 1);
     res->narrow_concurrency =
         opt->per_endpoint < opt->max_in_flight ? opt->per_endpoint : opt->max_in_flight;
+    res->producer_alone_rate = measure_producer_alone(&run, &COMMUNE_NARROW, opt->events);
+    if (res->producer_alone_rate < 0)
+        goto done;
     producer.commit_s = 0;
     uint64_t committed = producer.committed;
     size_t mark = producer.next;
@@ -1320,10 +1358,10 @@ int main(int argc, char *argv[])
         return 1;
     }
 
-    /* Every event the run commits: warm-ups, the latency run, and the
-     * throughput rounds. */
+    /* Every event the run commits: warm-ups, the latency run, the
+     * producer alone, and the throughput rounds. */
     size_t capacity = (size_t)WARMUP_EVENTS + 8 + (size_t)opt.rate * (size_t)opt.seconds +
-                      (size_t)opt.events + (size_t)opt.events / 4 + 2 + 16;
+                      2 * (size_t)opt.events + (size_t)opt.events / 4 + 2 + 16;
     int rc = 1;
     sink_t sink;
     memset(&sink, 0, sizeof sink);
