@@ -46,6 +46,7 @@ struct store_t {
     char *password; /* NULL for none */
     int connect_timeout_ms;
     int command_timeout_ms;
+    bool plain_pipelines;
 
     redisContext *ctx;   /* NULL while disconnected */
     bool ever_connected; /* a later connect counts as a reconnect */
@@ -92,6 +93,7 @@ store_t *store_new(const store_config_t *cfg)
     self->password = cfg->password && *cfg->password ? strdup(cfg->password) : NULL;
     self->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 500;
     self->command_timeout_ms = cfg->command_timeout_ms > 0 ? cfg->command_timeout_ms : 2000;
+    self->plain_pipelines = cfg->plain_pipelines;
     if (!self->host || (cfg->password && *cfg->password && !self->password)) {
         store_destroy(&self);
         return NULL;
@@ -397,48 +399,142 @@ store_result_t store_script_run(store_t *self, int script, redisReply **reply_p,
     return finish(self, reply, reply_p);
 }
 
+/* What one call's reply says, once read: NOSCRIPT puts the call back in
+ * todo (at *noscript), anything else is its result. Takes reply. */
+static void pipeline_answer(store_t *self, redisReply *reply, size_t i, size_t *todo,
+                            size_t *noscript, redisReply **replies, store_result_t *results)
+{
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+        freeReplyObject(reply);
+        todo[(*noscript)++] = i;
+        return;
+    }
+    results[i] = finish(self, reply, &replies[i]);
+}
+
+/* Reads one reply of a pipeline; NULL when the connection is lost (it is
+ * then dropped). */
+static redisReply *pipeline_reply(store_t *self)
+{
+    void *answer = NULL;
+    if (redisGetReply(self->ctx, &answer) != REDIS_OK || !answer) {
+        if (answer)
+            freeReplyObject(answer);
+        drop_connection(self);
+        return NULL;
+    }
+    return answer;
+}
+
 /* One pass of a pipeline: appends the calls listed in todo, reads their
  * replies, and leaves in todo (count in *todo_count) those that answered
  * NOSCRIPT. False if the connection was lost (the unanswered calls are
- * STORE_LOST, the connection dropped). */
+ * STORE_LOST, the connection dropped).
+ *
+ * Several calls go between MULTI and EXEC. Redis reads a pipeline only as
+ * far as its query buffer holds at a time (about 20 KB was seen), runs the
+ * calls that buffer holds whole, and writes and fsyncs the AOF before it
+ * reads on: a batch of a few kilobytes per call paid one fsync per read,
+ * and a batch cut in two paid two. Queued calls run only at EXEC, in the
+ * pass that reads it, so a batch pays one fsync whatever its size. If the
+ * connection is lost before EXEC is answered, either every call ran or
+ * none did; all are STORE_LOST, which callers already retry safely. */
 static bool pipeline_pass(store_t *self, store_script_t *entry, const store_call_t *calls,
                           size_t *todo, size_t *todo_count, redisReply **replies,
                           store_result_t *results)
 {
+    bool multi = *todo_count > 1 && !self->plain_pipelines;
+    bool queued = !multi || redisAppendCommand(self->ctx, "MULTI") == REDIS_OK;
     size_t appended = 0;
-    for (; appended < *todo_count; appended++) {
+    for (; queued && appended < *todo_count; appended++) {
         const store_call_t *call = &calls[todo[appended]];
         if (evalsha_append(self, entry, call->nkeys, call->argc, call->argv, call->argv_len,
                            NULL) != REDIS_OK)
             break;
+    }
+    if (multi && queued && appended == *todo_count)
+        queued = redisAppendCommand(self->ctx, "EXEC") == REDIS_OK;
+    if (multi && (!queued || appended < *todo_count)) {
+        /* A MULTI that would not end: nothing has been sent yet, and the
+         * connection, with what hiredis buffered, goes. */
+        for (size_t j = 0; j < *todo_count; j++)
+            results[todo[j]] = STORE_REFUSED;
+        set_error(self, "out of memory queueing a pipeline", NULL);
+        drop_connection(self);
+        *todo_count = 0;
+        return false;
     }
     /* A call hiredis could not queue (out of memory) was never sent. */
     for (size_t j = appended; j < *todo_count; j++) {
         results[todo[j]] = STORE_REFUSED;
         set_error(self, "out of memory queueing a pipeline", NULL);
     }
+
     size_t noscript = 0;
-    for (size_t j = 0; j < appended; j++) {
-        size_t i = todo[j];
-        void *answer = NULL;
-        if (redisGetReply(self->ctx, &answer) != REDIS_OK || !answer) {
-            /* Every reply from here on is lost with the connection. */
-            for (size_t rest = j; rest < appended; rest++)
-                results[todo[rest]] = STORE_LOST;
-            drop_connection(self);
-            *todo_count = 0;
-            return false;
-        }
-        redisReply *reply = answer;
-        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
-            freeReplyObject(reply);
-            todo[noscript++] = i;
-            continue;
-        }
-        results[i] = finish(self, reply, &replies[i]);
+    bool in_multi = false;
+    if (multi) {
+        redisReply *ok = pipeline_reply(self);
+        if (!ok)
+            goto lost;
+        /* Not OK: the calls were not queued but run, and answer for
+         * themselves; EXEC then fails and is passed over. */
+        in_multi = ok->type == REDIS_REPLY_STATUS && strcmp(ok->str, "OK") == 0;
+        freeReplyObject(ok);
     }
+    if (!in_multi) {
+        for (size_t j = 0; j < appended; j++) {
+            redisReply *reply = pipeline_reply(self);
+            if (!reply)
+                goto lost;
+            pipeline_answer(self, reply, todo[j], todo, &noscript, replies, results);
+        }
+        if (multi) {
+            redisReply *exec = pipeline_reply(self);
+            if (!exec)
+                goto lost;
+            freeReplyObject(exec);
+        }
+        *todo_count = noscript;
+        return true;
+    }
+    /* +QUEUED for each call, or an error that makes EXEC refuse them all. */
+    char refused[256] = "";
+    for (size_t j = 0; j < appended; j++) {
+        redisReply *reply = pipeline_reply(self);
+        if (!reply)
+            goto lost;
+        if (reply->type == REDIS_REPLY_ERROR && !refused[0])
+            snprintf(refused, sizeof refused, "%s", reply->str);
+        freeReplyObject(reply);
+    }
+    redisReply *exec = pipeline_reply(self);
+    if (!exec)
+        goto lost;
+    if (exec->type == REDIS_REPLY_ARRAY && exec->elements == appended) {
+        for (size_t j = 0; j < appended; j++) {
+            redisReply *reply = exec->element[j];
+            exec->element[j] = NULL; /* now ours: freeReplyObject skips NULL */
+            pipeline_answer(self, reply, todo[j], todo, &noscript, replies, results);
+        }
+    } else {
+        /* EXECABORT, or an answer of another shape: nothing ran. Why a
+         * call was refused when queued says more than EXECABORT. */
+        const char *why = refused[0]                        ? refused
+                          : exec->type == REDIS_REPLY_ERROR ? exec->str
+                                                            : "EXEC answered unexpectedly";
+        set_error(self, "", why);
+        tally(&counted_refused);
+        for (size_t j = 0; j < appended; j++)
+            results[todo[j]] = STORE_REFUSED;
+    }
+    freeReplyObject(exec);
     *todo_count = noscript;
     return true;
+
+lost:
+    /* The calls whose replies were not read keep STORE_LOST. */
+    *todo_count = 0;
+    return false;
 }
 
 void store_script_run_many(store_t *self, int script, const store_call_t *calls, size_t count,

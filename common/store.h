@@ -29,6 +29,10 @@ typedef struct {
     const char *password;   /* NULL or "" for none */
     int connect_timeout_ms; /* default 500 */
     int command_timeout_ms; /* default 2000; XREADGROUP BLOCK must be shorter */
+    /* store_script_run_many without MULTI/EXEC: a plain pipeline, which
+     * Redis may run over several passes and fsyncs. For measuring that
+     * difference only. */
+    bool plain_pipelines;
 } store_config_t;
 
 typedef struct store_t store_t;
@@ -71,17 +75,20 @@ typedef struct {
     const size_t *argv_len; /* NULL: every argument is a C string */
 } store_call_t;
 
-/* Group commit: runs count calls of a registered script as one pipeline.
- * Every EVALSHA is written before the first reply is read, so Redis runs
- * them in one pass of its event loop and, with appendfsync always, one
- * fsync makes all of them durable before any reply is sent.
+/* Group commit: runs count calls of a registered script as one pipeline,
+ * between MULTI and EXEC, so that Redis runs them in one pass of its event
+ * loop and, with appendfsync always, one fsync makes all of them durable
+ * before any reply is sent. (A plain pipeline does not promise that: Redis
+ * reads it a buffer at a time and fsyncs between reads.) The calls run
+ * one after the other, each all or nothing as a script is, with nothing
+ * of other clients in between.
  *
  * results[i] and replies[i] are per call, as for store_script_run (the
  * caller frees each non-NULL replies[i] with freeReplyObject). A NOSCRIPT
  * answer means that call did not run: the script is loaded again and those
- * calls are sent again, once. If the connection is lost partway, the calls
- * whose replies arrived keep them and the others are STORE_LOST (their
- * outcome is unknown; a retry with the same idempotency key is safe). */
+ * calls are sent again, once. If the connection is lost before the
+ * replies arrive, the calls are STORE_LOST (they all ran or none did; a
+ * retry with the same idempotency key is safe). */
 void store_script_run_many(store_t *self, int script, const store_call_t *calls, size_t count,
                            redisReply **replies, store_result_t *results);
 

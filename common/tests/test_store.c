@@ -1,7 +1,7 @@
 /* The Redis store against a real redis-server: the REFUSED/LOST split,
  * reconnection after a crash, the process-wide counts of both and of
- * reconnects, authentication, timeouts, scripts surviving SCRIPT FLUSH, and
- * records. */
+ * reconnects, authentication, timeouts, scripts surviving SCRIPT FLUSH,
+ * batches of script calls, and records. */
 #include "harness.h"
 #include "log.h"
 #include "store.h"
@@ -249,6 +249,101 @@ static void test_bad_script_is_contained(void **state)
     assert_int_equal(store_script_run(store, bad, &reply, 0, 0, NULL, NULL), STORE_REFUSED);
     assert_null(reply);
     assert_non_null(strstr(store_last_error(store), "SCRIPT LOAD"));
+    store_destroy(&store);
+}
+
+/* Batches of script calls (store_script_run_many), between MULTI and EXEC
+ * or as a plain pipeline: per-call results in order, a failing call kept
+ * to itself, NOSCRIPT reloaded, and a batch far larger than Redis reads at
+ * once (12 x 8 KB). */
+static void check_batches(bool plain)
+{
+    store_config_t cfg;
+    harness_redis_config(&redis, &cfg);
+    cfg.plain_pipelines = plain;
+    store_t *store = store_new(&cfg);
+    assert_non_null(store);
+    int push = store_script_add(store, "if ARGV[1] == 'fail' then "
+                                       "return redis.error_reply('REFUSED on purpose') end "
+                                       "return redis.call('RPUSH', KEYS[1], ARGV[1])");
+    assert_true(push >= 0);
+    const char *key = plain ? "batch:plain" : "batch:multi";
+    assert_int_equal(store_command(store, NULL, "DEL %s", key), STORE_OK);
+
+    enum { CALLS = 12, VALUE_BYTES = 8192 };
+    static char values[CALLS][VALUE_BYTES + 1];
+    const char *argv[CALLS][2];
+    store_call_t calls[CALLS];
+    redisReply *replies[CALLS];
+    store_result_t results[CALLS];
+    for (int flushed = 0; flushed < 2; flushed++) {
+        for (int i = 0; i < CALLS; i++) {
+            memset(values[i], 'a' + i, VALUE_BYTES);
+            values[i][VALUE_BYTES] = '\0';
+            argv[i][0] = key;
+            argv[i][1] = i == 5 ? "fail" : values[i];
+            calls[i] = (store_call_t){.nkeys = 1, .argc = 2, .argv = argv[i]};
+        }
+        if (flushed)
+            assert_int_equal(store_command(store, NULL, "SCRIPT FLUSH"), STORE_OK);
+        store_script_run_many(store, push, calls, CALLS, replies, results);
+        for (int i = 0; i < CALLS; i++) {
+            int pushed = flushed * (CALLS - 1) + (i < 5 ? i + 1 : i);
+            if (i == 5) {
+                assert_int_equal(results[i], STORE_REFUSED);
+                assert_non_null(strstr(replies[i]->str, "REFUSED on purpose"));
+            } else {
+                assert_int_equal(results[i], STORE_OK);
+                assert_int_equal(replies[i]->type, REDIS_REPLY_INTEGER);
+                assert_int_equal(replies[i]->integer, pushed);
+            }
+            freeReplyObject(replies[i]);
+        }
+    }
+    redisReply *length = NULL;
+    assert_int_equal(store_command(store, &length, "LLEN %s", key), STORE_OK);
+    assert_int_equal(length->integer, 2 * (CALLS - 1));
+    freeReplyObject(length);
+    assert_int_equal(store_reconnects(store), 0);
+    store_destroy(&store);
+}
+
+static void test_script_batches(void **state)
+{
+    (void)state;
+    check_batches(false);
+    check_batches(true);
+}
+
+/* A batch Redis refuses as a whole at EXEC (out of memory when the calls
+ * are queued): every call REFUSED with the reason, none ran, and the
+ * connection still serves. */
+static void test_script_batch_refused_whole(void **state)
+{
+    (void)state;
+    store_t *store = new_store();
+    int push = store_script_add(store, "return redis.call('RPUSH', KEYS[1], ARGV[1])");
+    assert_true(push >= 0);
+    assert_int_equal(store_command(store, NULL, "DEL batch:oom"), STORE_OK);
+    assert_int_equal(store_command(store, NULL, "CONFIG SET maxmemory 1"), STORE_OK);
+    const char *argv[] = {"batch:oom", "x"};
+    store_call_t calls[3];
+    for (int i = 0; i < 3; i++)
+        calls[i] = (store_call_t){.nkeys = 1, .argc = 2, .argv = argv};
+    redisReply *replies[3];
+    store_result_t results[3];
+    store_script_run_many(store, push, calls, 3, replies, results);
+    assert_int_equal(store_command(store, NULL, "CONFIG SET maxmemory 0"), STORE_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(results[i], STORE_REFUSED);
+        assert_null(replies[i]);
+    }
+    assert_non_null(strstr(store_last_error(store), "OOM"));
+    redisReply *length = NULL;
+    assert_int_equal(store_command(store, &length, "LLEN batch:oom"), STORE_OK);
+    assert_int_equal(length->integer, 0);
+    freeReplyObject(length);
+    assert_int_equal(store_reconnects(store), 0);
     store_destroy(&store);
 }
 
@@ -500,6 +595,8 @@ int main(void)
         cmocka_unit_test(test_command_timeout_is_lost),
         cmocka_unit_test(test_scripts_survive_flush),
         cmocka_unit_test(test_bad_script_is_contained),
+        cmocka_unit_test(test_script_batches),
+        cmocka_unit_test(test_script_batch_refused_whole),
         cmocka_unit_test(test_records),
         cmocka_unit_test(test_command_pipeline),
         cmocka_unit_test(test_snapshot),
