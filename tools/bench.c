@@ -3,12 +3,16 @@
  * Absolute times on a small shared machine are noise, so every figure is
  * set against limits measured in the same run, on the same processes:
  *   - the bare ZeroMQ round trip: a DEALER and a ROUTER echo server with
- *     CURVE, the service's own certificates, the client's framing;
+ *     CURVE, the service's own certificates, the client's framing; and the
+ *     same with K clients at once;
  *   - bare Redis calls on the redis-server the service uses (AOF,
  *     appendfsync always): a read shaped like the service's record read;
  *     one commit.lua call with a transaction shaped like the measured write
  *     (same numbers of keys and arguments, similar bytes), which pays one
- *     fsync; and the same calls pipelined 16 deep, which share one;
+ *     fsync; the same calls pipelined 16 deep, a plain pipeline, which
+ *     Redis reads a buffer at a time (about 20 KB), fsyncing after each
+ *     read; the same 16 between MULTI and EXEC, as the service commits a
+ *     batch (store.h), which share one fsync; and K of them so;
  *   - through the real service binary: unit.get, and reservation.create
  *     (STOCK, on private units registered, envisaged and signed in the
  *     setup, each reserved once), each from 1 client and from K at once.
@@ -931,6 +935,7 @@ enum {
     FIG_REDIS_READ,
     FIG_SCRIPT,
     FIG_SCRIPT_PIPELINED,
+    FIG_SCRIPT_MULTI,
     FIG_SCRIPT_K,
     FIG_GET,
     FIG_GET_K,
@@ -945,6 +950,8 @@ static void report(const options_t *opt, figure_t figs[FIG_COUNT])
     /* K-client writes against the pipelined script rate: aim >= 0.5 */
     double writes_k =
         bench_ratio(figs[FIG_WRITE_K].ops_per_s, figs[FIG_SCRIPT_PIPELINED].ops_per_s);
+    double writes_k_multi =
+        bench_ratio(figs[FIG_WRITE_K].ops_per_s, figs[FIG_SCRIPT_MULTI].ops_per_s);
     /* 1-client write against one round trip + one script call: aim <= 1.3 */
     double write_1 = bench_ratio(figs[FIG_WRITE].median_us,
                                  figs[FIG_ZMQ].median_us + figs[FIG_SCRIPT].median_us);
@@ -987,6 +994,7 @@ static void report(const options_t *opt, figure_t figs[FIG_COUNT])
     printf(
         "  ceiling: %d-client round trips and %d-deep scripts, back to back: %.0f ops/s = %.2f\n",
         opt->clients, opt->clients, bare_k_ops, ceiling_k);
+    printf("  against the 16 calls in MULTI/EXEC instead:    %.2f\n", writes_k_multi);
     printf("write, 1 client / (zmq rtt + script call):       %.2f  (aim <= 1.30: %s; p99 %.2f)\n",
            write_1, bench_verdict(write_1 <= 1.3), write_1_p99);
     printf("reads, 1 client / (1 / (zmq rtt + redis read)):  %.2f  (aim >= 0.70: %s)\n", reads,
@@ -1007,6 +1015,7 @@ static void report(const options_t *opt, figure_t figs[FIG_COUNT])
     json_object_set_new(ratios, "write_vs_rtt_plus_script_p99", json_real(write_1_p99));
     json_object_set_new(ratios, "reads_vs_rtt_plus_read", json_real(reads));
     json_object_set_new(ratios, "writes_concurrent_ceiling", json_real(ceiling_k));
+    json_object_set_new(ratios, "writes_concurrent_vs_multi_script", json_real(writes_k_multi));
     /* "o" hands results and ratios over to root, even if packing fails. */
     json_t *root =
         json_pack("{s:s, s:s, s:i, s:i, s:b, s:{s:i, s:i, s:i}, s:o, s:o}", "bench", "passerelle",
@@ -1075,7 +1084,7 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
     bool echo_open = false;
     client_t *client = NULL;
     redisContext *ctx = NULL;
-    store_t *store = NULL;
+    store_t *store = NULL, *plain = NULL;
     if (bench_pin(opt->pin, opt->cpu_bench) != 0)
         goto done;
     char echo_endpoint[64];
@@ -1088,7 +1097,9 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
     harness_redis_config(redis, &scfg);
     scfg.command_timeout_ms = BENCH_CALL_TIMEOUT_MS;
     store = store_new(&scfg);
-    if (!echo_open || !client || !ctx || !store || pool_make(opt, target, client) != 0)
+    scfg.plain_pipelines = true;
+    plain = store_new(&scfg);
+    if (!echo_open || !client || !ctx || !store || !plain || pool_make(opt, target, client) != 0)
         goto done;
 
     /* Bare Redis from the service's vCPU, where the service calls it; the
@@ -1104,7 +1115,8 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
         goto done;
     shape_measure(store);
     if (bench_pin(opt->pin, opt->cpu_service) != 0 ||
-        script_calls(store, "warm", 0, opt->warmup, 1, NULL, NULL) != 0)
+        script_calls(store, "warm", 0, opt->warmup, 1, NULL, NULL) != 0 ||
+        script_calls(plain, "warmp", 0, opt->warmup, 1, NULL, NULL) != 0)
         goto done;
 
     int rounds = n < BENCH_ROUNDS ? n : BENCH_ROUNDS;
@@ -1122,10 +1134,12 @@ static int measure(const options_t *opt, const harness_redis_t *redis, const cha
             redis_ops(ctx, REDIS_OP_HMGET, "record", from, count, f[FIG_REDIS_READ].us + from,
                       &f[FIG_REDIS_READ].wall_s) != 0 ||
             bench_pin(opt->pin, opt->cpu_bench) != 0 ||
-            script_calls(store, tag, from, count, 1, f[FIG_SCRIPT].us + from,
+            script_calls(plain, tag, from, count, 1, f[FIG_SCRIPT].us + from,
                          &f[FIG_SCRIPT].wall_s) != 0 ||
-            script_calls(store, "p", from, count, BENCH_PIPELINE_DEPTH,
+            script_calls(plain, "p", from, count, BENCH_PIPELINE_DEPTH,
                          f[FIG_SCRIPT_PIPELINED].us + from, &f[FIG_SCRIPT_PIPELINED].wall_s) != 0 ||
+            script_calls(store, "m", from, count, BENCH_PIPELINE_DEPTH,
+                         f[FIG_SCRIPT_MULTI].us + from, &f[FIG_SCRIPT_MULTI].wall_s) != 0 ||
             script_calls(store, "k", from, count, k, f[FIG_SCRIPT_K].us + from,
                          &f[FIG_SCRIPT_K].wall_s) != 0)
             goto done;
@@ -1148,6 +1162,7 @@ done:
     if (ctx)
         redisFree(ctx);
     store_destroy(&store);
+    store_destroy(&plain);
     client_destroy(&client);
     if (echo_open)
         echo_client_close(&echo);
@@ -1199,7 +1214,8 @@ int main(int argc, char *argv[])
         [FIG_REDIS_READ] = {"redis_read", "redis read (HMGET)"},
         [FIG_SCRIPT] = {"script", "commit.lua, one call (fsync)"},
         [FIG_SCRIPT_PIPELINED] = {"script_pipelined", "commit.lua, pipelined 16 deep"},
-        [FIG_SCRIPT_K] = {"script_k_deep", "commit.lua, pipelined K deep"},
+        [FIG_SCRIPT_MULTI] = {"script_multi", "commit.lua, 16 deep in MULTI/EXEC"},
+        [FIG_SCRIPT_K] = {"script_k_deep", "commit.lua, K deep in MULTI/EXEC"},
         [FIG_GET] = {"unit_get", "passerelle unit.get, 1 client"},
         [FIG_GET_K] = {"unit_get_concurrent", "passerelle unit.get, K clients"},
         [FIG_WRITE] = {"write", "passerelle write, 1 client"},
