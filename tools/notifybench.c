@@ -476,6 +476,8 @@ static txn_t *event_txn(producer_t *p, const commune_t *commune, uint8_t **reply
     unit.convention_id = conv_id;
     unit.has_convention_state = true;
     unit.convention_state = PASSERELLE__CONVENTION_STATE__CONVENTION_ENVISAGED;
+    unit.has_convention_level = true;
+    unit.convention_level = PASSERELLE__CONVENTION_LEVEL__LEVEL_LOC2;
     unit.created_at = now;
     unit.updated_at = now;
     unit.has_version = true;

@@ -247,6 +247,9 @@ void handle_convention_envisage(void *ctx, const call_t *call, const ProtobufCMe
     changed.convention_id = id;
     changed.has_convention_state = true;
     changed.convention_state = PASSERELLE__CONVENTION_STATE__CONVENTION_ENVISAGED;
+    changed.has_convention_level = true;
+    changed.convention_level = conv.level;
+    changed.convention_end_date = NULL;
     changed.updated_at = now;
     changed.has_version = true;
     changed.version = unit_version + 1;
@@ -375,6 +378,9 @@ static void convention_step(reservations_t *self, const call_t *call,
         Passerelle__Unit changed_unit = *unit;
         changed_unit.has_convention_state = true;
         changed_unit.convention_state = decided.state;
+        changed_unit.has_convention_level = changed_conv.has_level;
+        changed_unit.convention_level = changed_conv.level;
+        changed_unit.convention_end_date = changed_conv.end_date;
         changed_unit.updated_at = now;
         changed_unit.has_version = true;
         changed_unit.version = unit_version + 1;

@@ -3,8 +3,9 @@
  * and by Action Logement. Goes through every lifecycle (STOCK released,
  * STOCK cancelled then reserved again, vacancies, FLOW of a programme and of
  * a landlord), every refusal with its code and field, the one active STOCK
- * reservation per unit, the listing filters and pages, and an idempotent
- * retry; after every write exactly one event of the right type on the right
+ * reservation per unit, the listing filters and pages, an idempotent
+ * retry, and a unit's copies of its convention (with the read of the
+ * convention for a unit written without them); after every write exactly one event of the right type on the right
  * subject, and none after a refusal. */
 #include "harness.h"
 
@@ -439,6 +440,82 @@ static void test_stock_refusals(void **state)
     client_destroy(&partner);
 }
 
+/* The record at key, as stored; fails the test if it is not there. */
+static ProtobufCMessage *stored_record(store_t *store, const char *key,
+                                       const ProtobufCMessageDescriptor *desc)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    uint64_t version = 0;
+    assert_int_equal(store_record_get(store, key, &version, &data, &len), STORE_OK);
+    assert_true(version > 0);
+    ProtobufCMessage *msg = protobuf_c_message_unpack(desc, NULL, len, data);
+    free(data);
+    assert_non_null(msg);
+    return msg;
+}
+
+/* A unit carries its convention's level and end date, so that a
+ * reservation need not read the convention; a unit record written before
+ * it carried them (rewritten here without them) has the convention read,
+ * with the same rules and the same level on the reservation. */
+static void test_stock_unit_copies_of_convention(void **state)
+{
+    fixture_t *f = *state;
+    char unit_id[ID_LEN];
+    register_unit(f, "ANAH-84089-0104", PASSERELLE__STOCK__STOCK_PRIVATE, unit_id);
+    envisage(f, unit_id);
+    Passerelle__ConventionStepRequest sign = PASSERELLE__CONVENTION_STEP_REQUEST__INIT;
+    sign.unit = unit_id;
+    convention_call(f, "convention.sign", &sign.base);
+    harness_events_t events; /* registered, envisaged, signed */
+    harness_events_read(f->stack.client, f->last_position, &events);
+    assert_int_equal(events.count, 3);
+    snprintf(f->last_position, sizeof f->last_position, "%s", events.last_position);
+    harness_events_free(&events);
+
+    store_config_t cfg;
+    harness_redis_config(&f->stack.redis, &cfg);
+    store_t *store = store_new(&cfg);
+    assert_non_null(store);
+    char unit_key[96], conv_key[96];
+    snprintf(unit_key, sizeof unit_key, "reservations:unit:%s", unit_id);
+    Passerelle__Unit *unit =
+        (Passerelle__Unit *)stored_record(store, unit_key, &passerelle__unit__descriptor);
+    snprintf(conv_key, sizeof conv_key, "reservations:convention:%s", unit->convention_id);
+    Passerelle__Convention *conv = (Passerelle__Convention *)stored_record(
+        store, conv_key, &passerelle__convention__descriptor);
+    assert_true(unit->has_convention_level);
+    assert_int_equal(unit->convention_level, conv->level);
+    assert_non_null(conv->end_date);
+    assert_string_equal(unit->convention_end_date, conv->end_date);
+
+    /* As a unit written before: without the copies, at the same version. */
+    unit->has_convention_level = false;
+    unit->convention_end_date = NULL;
+    size_t len = passerelle__unit__get_packed_size(unit);
+    uint8_t *packed = malloc(len);
+    assert_non_null(packed);
+    passerelle__unit__pack(unit, packed);
+    assert_int_equal(store_command(store, NULL, "HSET %s pb %b", unit_key, packed, len), STORE_OK);
+    free(packed);
+
+    Passerelle__ReservationCreateRequest req = stock_request(unit_id, f->in_seven_years);
+    refused(f, f->al, "reservation.create", &req.base, FP, "end_date", conv->end_date);
+    req.end_date = f->in_two_years;
+    Passerelle__Reservation *r = create(f->al, &req);
+    assert_true(r->has_level);
+    assert_int_equal(r->level, conv->level);
+    passerelle__reservation__free_unpacked(r, NULL);
+    char subject[64];
+    subject_unit(unit_id, subject);
+    expect_event(f, "reservation.created", subject, ACTIVE);
+
+    passerelle__convention__free_unpacked(conv, NULL);
+    passerelle__unit__free_unpacked(unit, NULL);
+    store_destroy(&store);
+}
+
 static void test_social_other_reservataire(void **state)
 {
     fixture_t *f = *state;
@@ -662,6 +739,8 @@ int main(void)
         cmocka_unit_test(test_flow),
         cmocka_unit_test(test_retry_is_idempotent),
         cmocka_unit_test(test_list),
+        /* Last: its reservation would change the counts of test_list. */
+        cmocka_unit_test(test_stock_unit_copies_of_convention),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
