@@ -491,12 +491,13 @@ static void test_stock_unit_copies_of_convention(void **state)
     assert_string_equal(unit->convention_end_date, conv->end_date);
 
     /* As a unit written before: without the copies, at the same version. */
-    unit->has_convention_level = false;
-    unit->convention_end_date = NULL;
-    size_t len = passerelle__unit__get_packed_size(unit);
+    Passerelle__Unit before = *unit;
+    before.has_convention_level = false;
+    before.convention_end_date = NULL;
+    size_t len = passerelle__unit__get_packed_size(&before);
     uint8_t *packed = malloc(len);
     assert_non_null(packed);
-    passerelle__unit__pack(unit, packed);
+    passerelle__unit__pack(&before, packed);
     assert_int_equal(store_command(store, NULL, "HSET %s pb %b", unit_key, packed, len), STORE_OK);
     free(packed);
 
