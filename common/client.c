@@ -385,3 +385,36 @@ int client_call_raw(client_t *self, const void *frame, size_t len, Passerelle__R
     *reply_p = reply;
     return 0;
 }
+
+/* ------------------------------------------------------------------------
+ * Several requests in flight (client.h) */
+
+int client_send_request(client_t *self, const char *request_id, const char *type,
+                        const ProtobufCMessage *body, const char *idempotency_key)
+{
+    size_t len = 0;
+    uint8_t *frame = envelope_encode_request(request_id, type, idempotency_key, body, &len);
+    if (!frame)
+        return -1;
+    int rc = client_send(self, frame, len);
+    free(frame);
+    return rc;
+}
+
+int client_receive_reply(client_t *self, int timeout_ms, Passerelle__Reply **reply_p)
+{
+    *reply_p = NULL;
+    if (!self->dealer)
+        return -1;
+    int64_t deadline = zclock_mono() + (timeout_ms > 0 ? timeout_ms : self->timeout_ms);
+    bool key_refused = false;
+    /* A refused server key shows here as a wait that ends without a reply:
+     * the caller's client_reopen then moves to the other key. */
+    *reply_p = client_receive(self, deadline, &key_refused);
+    return *reply_p ? 0 : -1;
+}
+
+void client_reopen(client_t *self)
+{
+    client_after_timeout(self);
+}

@@ -65,4 +65,30 @@ int client_last_attempts(const client_t *self);
  * or -1 on timeout. */
 int client_call_raw(client_t *self, const void *frame, size_t len, Passerelle__Reply **reply_p);
 
+/* ---- several requests in flight ----
+ * For a transfer that keeps a window of requests outstanding (a document's
+ * chunks or ranges: the zguide's credit-based flow control). A request is
+ * sent without waiting for its reply; replies are taken as they come, the
+ * caller matching each to its request by request id. Nothing is retried
+ * here: when a reply is overdue, the caller reopens the socket
+ * (client_reopen drops whatever is still queued on it) and sends again,
+ * with the same request ids and idempotency keys, what it still waits for,
+ * as client_call does for one request. Send one request with client_call
+ * first, so that a rotation of the server key is settled there. */
+
+/* Sends one request under request_id (an id the caller made, ids.h 'Q');
+ * idempotency_key NULL for none (a request idempotent by itself). Returns
+ * 0, or -1 if it could not be queued. */
+int client_send_request(client_t *self, const char *request_id, const char *type,
+                        const ProtobufCMessage *body, const char *idempotency_key);
+
+/* Waits up to timeout_ms (<= 0: the client's own timeout) for the next
+ * reply, whichever request it answers. Returns 0 with *reply_p (free with
+ * passerelle__reply__free_unpacked), or -1 on timeout. */
+int client_receive_reply(client_t *self, int timeout_ms, Passerelle__Reply **reply_p);
+
+/* Closes and reopens the socket after a reply did not come in time (the
+ * server key switches as after a timeout of client_call). */
+void client_reopen(client_t *self);
+
 #endif
