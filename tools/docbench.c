@@ -9,13 +9,19 @@
  *     pass, then fsync, close, rename to its SHA-256 name and fsync of the
  *     destination folder: the least a durable, content-addressed write
  *     costs. Passerelle's put is what `passerelle docs put` does: SHA-256
- *     of the file on the client, upload.begin, one upload.chunk at a time
- *     of chunk_max bytes, upload.commit.
+ *     of the file on the client, then for a file of at most one chunk an
+ *     upload.begin that carries the bytes (one request), otherwise
+ *     upload.begin, upload.chunk of chunk_max bytes with the session's
+ *     window of them in flight, upload.commit. The small files are also put
+ *     a second time, other bytes of the same size, with the window of
+ *     upload.begins in flight (a client sending several documents at once;
+ *     the same bare limit).
  *   - get: the bare limit is a plain read(2), in chunks of the same size, of
  *     the blob file the service itself stored for those bytes. Passerelle's
  *     get is what `passerelle docs get` does, document.read by 1 MiB ranges,
- *     hashed as they come and checked against the reply's SHA-256 and size,
- *     except that the bytes are not written to a local file.
+ *     the first alone, then the window of them in flight, hashed in order
+ *     as they come and checked against the reply's SHA-256 and size, except
+ *     that the bytes are not written to a local file.
  * Page cache: both reads of a file find it in the same state. By default it
  * is warm (the file was just written and fsynced, so its pages are clean and
  * cached); with --cold, every blob file (and its block list) is dropped from
@@ -24,8 +30,9 @@
  * The sizes: one large file (64 MiB by default, one new file per round) and
  * many small ones (1,000 x 50 KiB), every file with bytes of its own so that
  * nothing is deduplicated. The figures are measured in interleaved rounds
- * (bare put, service put, bare get, service get), so that a drift of this
- * shared machine's disk weighs on the limits and on Passerelle alike.
+ * (bare put, service put, for small files the service put with a window
+ * of files, bare get, service get), so that a drift of this shared
+ * machine's disk weighs on the limits and on Passerelle alike.
  *
  * Pinning, as passerelle-bench does: the bench (the client) on the first
  * allowed vCPU; redis-server and the service on the second, where the bare
@@ -43,6 +50,7 @@
 
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
+#include "ids.h"
 #include "sha256.h"
 
 #include <errno.h>
@@ -63,6 +71,9 @@
  * tools/docs.c). */
 #define CHUNK_BYTES (1024u * 1024u)
 #define READ_LENGTH (1024u * 1024u)
+/* What `passerelle docs put` sends whole in its upload.begin (WHOLE_MAX in
+ * tools/docs.c): one chunk. */
+#define WHOLE_MAX CHUNK_BYTES
 
 #define DEFAULT_LARGE_MIB   64
 #define DEFAULT_LARGE_ROUND 3
@@ -171,6 +182,7 @@ enum {
     FIG_SMALL_PUT,
     FIG_SMALL_GET_BARE,
     FIG_SMALL_GET,
+    FIG_SMALL_PUT_MANY, /* the small files again, several in flight */
     FIG_COUNT,
 };
 
@@ -391,11 +403,135 @@ typedef struct {
     uint64_t size;
 } stored_t;
 
+/* The most requests kept in flight, whatever the service says (as
+ * tools/docs.c). */
+#define WINDOW_MAX 64
+
+/* A request in flight: its id, and where its bytes are. */
+typedef struct {
+    bool used;
+    char request_id[ID_LEN];
+    uint64_t offset;
+    size_t len;
+    Passerelle__DocumentReadReply *range; /* get: kept until its turn */
+} flight_t;
+
+static unsigned window_of(bool has_window, uint32_t window)
+{
+    if (!has_window || window == 0)
+        return 1;
+    return window < WINDOW_MAX ? window : WINDOW_MAX;
+}
+
+static flight_t *flight_find(flight_t *slots, unsigned count, const char *request_id)
+{
+    for (unsigned i = 0; i < count; i++)
+        if (slots[i].used && request_id && strcmp(slots[i].request_id, request_id) == 0)
+            return &slots[i];
+    return NULL;
+}
+
+static flight_t *flight_free_slot(flight_t *slots, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        if (!slots[i].used)
+            return &slots[i];
+    return NULL;
+}
+
+static void flight_clear(flight_t *slot)
+{
+    if (slot->range)
+        protobuf_c_message_free_unpacked(&slot->range->base, NULL);
+    memset(slot, 0, sizeof *slot);
+}
+
+/* The next reply of a transfer, which must be OK: its body unpacked as
+ * desc (caller frees) and its slot, or NULL after saying why. A reply to
+ * no slot is a failure too: nothing here is ever given up on. */
+static ProtobufCMessage *flight_reply(client_t *client, const char *type, flight_t *slots,
+                                      unsigned window, const ProtobufCMessageDescriptor *desc,
+                                      flight_t **slot_p)
+{
+    Passerelle__Reply *reply = NULL;
+    if (client_receive_reply(client, CALL_TIMEOUT_MS, &reply) != 0) {
+        fprintf(stderr, "passerelle-docbench: %s: no reply\n", type);
+        return NULL;
+    }
+    *slot_p = flight_find(slots, window, reply->request_id);
+    if (!*slot_p || reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        fprintf(stderr, "passerelle-docbench: %s: status %d: %s (field: %s)%s\n", type,
+                reply->status, reply->message ? reply->message : "",
+                reply->field ? reply->field : "", *slot_p ? "" : ", to no request in flight");
+        passerelle__reply__free_unpacked(reply, NULL);
+        return NULL;
+    }
+    ProtobufCMessage *body = protobuf_c_message_unpack(
+        desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    if (!body)
+        fprintf(stderr, "passerelle-docbench: %s: the reply does not decode as %s\n", type,
+                desc->name);
+    return body;
+}
+
+/* Sends size bytes of data from session->received on, up to the session's
+ * window of chunks in flight, each reply the credit for the next. 0 or
+ * -1. */
+static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
+                          const Passerelle__UploadSession *session)
+{
+    unsigned window = window_of(session->has_window, session->window);
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    uint64_t next = session->received, acked = session->received;
+    int rc = 0;
+    while (rc == 0 && acked < size) {
+        flight_t *slot;
+        while (next < size && (slot = flight_free_slot(slots, window))) {
+            slot->used = true;
+            id_new('Q', slot->request_id);
+            slot->offset = next;
+            slot->len = size - next < session->chunk_max ? (size_t)(size - next)
+                                                         : (size_t)session->chunk_max;
+            next += slot->len;
+            Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+            chunk.upload_id = session->upload_id;
+            chunk.has_offset = chunk.has_data = true;
+            chunk.offset = slot->offset;
+            chunk.data.data = (uint8_t *)data + slot->offset;
+            chunk.data.len = slot->len;
+            if (client_send_request(client, slot->request_id, "upload.chunk", &chunk.base, NULL) !=
+                0) {
+                fprintf(stderr, "passerelle-docbench: upload.chunk: cannot send\n");
+                return -1;
+            }
+        }
+        Passerelle__UploadSession *ack = (Passerelle__UploadSession *)flight_reply(
+            client, "upload.chunk", slots, window, &passerelle__upload_session__descriptor, &slot);
+        if (!ack)
+            return -1;
+        if (ack->received != slot->offset + slot->len) {
+            fprintf(stderr,
+                    "passerelle-docbench: upload.chunk at offset %llu: received %llu of %llu\n",
+                    (unsigned long long)slot->offset, (unsigned long long)ack->received,
+                    (unsigned long long)size);
+            rc = -1;
+        }
+        if (ack->received > acked)
+            acked = ack->received;
+        flight_clear(slot);
+        protobuf_c_message_free_unpacked(&ack->base, NULL);
+    }
+    return rc;
+}
+
 /* Puts data as a new document, as `passerelle docs put` does: SHA-256 on
- * the client, upload.begin, one chunk in flight (the reply is the credit
- * for the next), upload.commit. 0 or -1. */
+ * the client, then for at most one chunk an upload.begin that carries the
+ * bytes (one request stores and commits them), otherwise upload.begin, the
+ * chunks with the session's window in flight, upload.commit. 0 or -1. */
 static int service_put(client_t *client, const char *name, const uint8_t *data, size_t size,
-                       stored_t *out)
+                       stored_t *out, unsigned *window_out)
 {
     char sha[65];
     sha_hex(data, size, sha);
@@ -411,113 +547,206 @@ static int service_put(client_t *client, const char *name, const uint8_t *data, 
     begin.sha256 = sha;
     begin.filename = (char *)name;
     begin.media_type = "application/octet-stream";
+    if (size <= WHOLE_MAX) {
+        begin.has_data = true;
+        begin.data.data = (uint8_t *)data;
+        begin.data.len = size;
+    }
     Passerelle__UploadSession *session = (Passerelle__UploadSession *)call_ok(
         client, "upload.begin", &begin.base, &passerelle__upload_session__descriptor);
     if (!session)
         return -1;
+    if (window_out)
+        *window_out = window_of(session->has_window, session->window);
     int rc = 0;
-    if (!session->upload_id || (size > 0 && session->chunk_max == 0)) {
-        fprintf(stderr, "passerelle-docbench: upload.begin: no upload_id or chunk_max\n");
+    const char *document = session->document;
+    Passerelle__UploadSession *done = NULL;
+    if (!document || !*document) {
+        if (!session->upload_id || (size > 0 && session->chunk_max == 0)) {
+            fprintf(stderr, "passerelle-docbench: upload.begin: no upload_id or chunk_max\n");
+            rc = -1;
+        }
+        if (rc == 0 && size > 0)
+            rc = service_chunks(client, data, size, session);
+        if (rc == 0) {
+            Passerelle__UploadCommitRequest commit = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+            commit.upload_id = session->upload_id;
+            done = (Passerelle__UploadSession *)call_ok(client, "upload.commit", &commit.base,
+                                                        &passerelle__upload_session__descriptor);
+            document = done ? done->document : NULL;
+        }
+    }
+    if (rc == 0 && (!document || !*document)) {
+        fprintf(stderr, "passerelle-docbench: %s: no document\n",
+                session->document ? "upload.begin" : "upload.commit");
         rc = -1;
+    } else if (rc == 0) {
+        snprintf(out->id, sizeof out->id, "%s", document);
+        memcpy(out->sha, sha, sizeof out->sha);
+        out->size = size;
     }
-    uint64_t offset = session->received;
-    while (rc == 0 && offset < size) {
-        size_t len = size - offset < session->chunk_max ? (size_t)(size - offset)
-                                                        : (size_t)session->chunk_max;
-        Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
-        chunk.upload_id = session->upload_id;
-        chunk.has_offset = true;
-        chunk.offset = offset;
-        chunk.has_data = true;
-        chunk.data.data = (uint8_t *)data + offset;
-        chunk.data.len = len;
-        Passerelle__UploadSession *ack = (Passerelle__UploadSession *)call_ok(
-            client, "upload.chunk", &chunk.base, &passerelle__upload_session__descriptor);
-        if (!ack) {
-            rc = -1;
-            break;
-        }
-        if (ack->received <= offset || ack->received > size) {
-            fprintf(stderr,
-                    "passerelle-docbench: upload.chunk at offset %llu: received %llu of %llu\n",
-                    (unsigned long long)offset, (unsigned long long)ack->received,
-                    (unsigned long long)size);
-            rc = -1;
-        }
-        offset = ack->received;
-        protobuf_c_message_free_unpacked(&ack->base, NULL);
-    }
-    if (rc == 0) {
-        Passerelle__UploadCommitRequest commit = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
-        commit.upload_id = session->upload_id;
-        Passerelle__UploadSession *done = (Passerelle__UploadSession *)call_ok(
-            client, "upload.commit", &commit.base, &passerelle__upload_session__descriptor);
-        if (!done || !done->document || !*done->document) {
-            fprintf(stderr, "passerelle-docbench: upload.commit: no document\n");
-            rc = -1;
-        } else {
-            snprintf(out->id, sizeof out->id, "%s", done->document);
-            memcpy(out->sha, sha, sizeof out->sha);
-            out->size = size;
-        }
-        if (done)
-            protobuf_c_message_free_unpacked(&done->base, NULL);
-    }
+    if (done)
+        protobuf_c_message_free_unpacked(&done->base, NULL);
     protobuf_c_message_free_unpacked(&session->base, NULL);
     return rc;
 }
 
+/* Puts count files of size bytes (at most one chunk each) as new
+ * documents, each whole in its upload.begin, with up to window of them in
+ * flight on the one connection: a client sending several documents at
+ * once, whose writes the service then commits together (one Redis fsync
+ * for the group, server.h). Each begin carries its own idempotency key. 0
+ * or -1. */
+static int service_put_many(client_t *client, const char *tag, const uint8_t *data, int count,
+                            size_t size, unsigned window)
+{
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    char(*shas)[65] = calloc((size_t)window, sizeof *shas);
+    char(*names)[64] = calloc((size_t)window, sizeof *names);
+    if (!shas || !names) {
+        free(shas);
+        free(names);
+        return -1;
+    }
+    int next = 0, done = 0, rc = 0;
+    while (rc == 0 && done < count) {
+        flight_t *slot;
+        while (next < count && (slot = flight_free_slot(slots, window))) {
+            size_t at = (size_t)(slot - slots);
+            const uint8_t *bytes = data + (size_t)next * size;
+            sha_hex(bytes, size, shas[at]);
+            snprintf(names[at], sizeof names[at], "%s-%d.many", tag, next);
+            Passerelle__UploadBeginRequest begin = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+            begin.title = names[at];
+            begin.has_kind = begin.has_theme = begin.has_size = begin.has_data = true;
+            begin.kind = PASSERELLE__DOCUMENT_KIND__DOCUMENT_STUDY;
+            begin.theme = 1;
+            begin.size = size;
+            begin.sha256 = shas[at];
+            begin.filename = names[at];
+            begin.media_type = "application/octet-stream";
+            begin.data.data = (uint8_t *)bytes;
+            begin.data.len = size;
+            char key[ID_LEN];
+            id_new('K', key);
+            slot->used = true;
+            id_new('Q', slot->request_id);
+            slot->offset = (uint64_t)next++;
+            if (client_send_request(client, slot->request_id, "upload.begin", &begin.base, key) !=
+                0) {
+                fprintf(stderr, "passerelle-docbench: upload.begin: cannot send\n");
+                rc = -1;
+                break;
+            }
+        }
+        if (rc)
+            break;
+        Passerelle__UploadSession *made = (Passerelle__UploadSession *)flight_reply(
+            client, "upload.begin", slots, window, &passerelle__upload_session__descriptor, &slot);
+        if (!made)
+            break;
+        if (!made->document || !*made->document) {
+            fprintf(stderr, "passerelle-docbench: upload.begin of file %llu: no document\n",
+                    (unsigned long long)slot->offset);
+            rc = -1;
+        }
+        protobuf_c_message_free_unpacked(&made->base, NULL);
+        flight_clear(slot);
+        done++;
+    }
+    free(shas);
+    free(names);
+    return rc == 0 && done == count ? 0 : -1;
+}
+
 /* Gets the latest version of a document, as `passerelle docs get` does:
- * document.read by ranges, the first one saying which version and its
- * SHA-256, the bytes hashed as they come and checked at the end. The bytes
- * are not kept. 0 or -1. */
+ * document.read by ranges, the first one alone (it says which version, its
+ * size, its SHA-256 and the window), then up to the window in flight, the
+ * bytes hashed in order as they come and checked at the end. The bytes are
+ * not kept. 0 or -1. */
 static int service_get(client_t *client, const stored_t *doc)
 {
+    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    req.id = (char *)doc->id;
+    req.has_offset = req.has_length = true;
+    req.offset = 0;
+    req.length = READ_LENGTH;
+    Passerelle__DocumentReadReply *first = (Passerelle__DocumentReadReply *)call_ok(
+        client, "document.read", &req.base, &passerelle__document_read_reply__descriptor);
+    if (!first)
+        return -1;
     sha256_t *hash = sha256_new();
     if (!hash) {
         fprintf(stderr, "passerelle-docbench: document.read %s: SHA-256 unavailable\n", doc->id);
+        protobuf_c_message_free_unpacked(&first->base, NULL);
         return -1;
     }
-    uint64_t done = 0, size = 0;
-    uint32_t version = 0;
-    char expected[65] = "";
-    int rc = 0;
-    for (bool first = true; rc == 0 && (first || done < size); first = false) {
-        Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
-        req.id = (char *)doc->id;
-        if (!first) {
+    uint32_t version = first->version;
+    uint64_t size = first->size, done = first->data.len;
+    unsigned window = window_of(first->has_window, first->window);
+    char expected[65];
+    snprintf(expected, sizeof expected, "%s", first->sha256 ? first->sha256 : "");
+    sha256_update(hash, first->data.data, first->data.len);
+    int rc = first->offset == 0 && (done > 0 || size == 0) ? 0 : -1;
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    uint64_t next = done;
+    while (rc == 0 && done < size) {
+        flight_t *slot;
+        while (next < size && (slot = flight_free_slot(slots, window))) {
+            slot->used = true;
+            id_new('Q', slot->request_id);
+            slot->offset = next;
+            slot->len = size - next < READ_LENGTH ? (size_t)(size - next) : READ_LENGTH;
+            next += slot->len;
             req.has_version = true;
             req.version = version;
+            req.offset = slot->offset;
+            req.length = (uint32_t)slot->len;
+            if (client_send_request(client, slot->request_id, "document.read", &req.base, NULL) !=
+                0) {
+                fprintf(stderr, "passerelle-docbench: document.read: cannot send\n");
+                rc = -1;
+                break;
+            }
         }
-        req.has_offset = true;
-        req.offset = done;
-        req.has_length = true;
-        req.length = READ_LENGTH;
-        Passerelle__DocumentReadReply *reply = (Passerelle__DocumentReadReply *)call_ok(
-            client, "document.read", &req.base, &passerelle__document_read_reply__descriptor);
-        if (!reply) {
+        if (rc)
+            break;
+        Passerelle__DocumentReadReply *range = (Passerelle__DocumentReadReply *)flight_reply(
+            client, "document.read", slots, window, &passerelle__document_read_reply__descriptor,
+            &slot);
+        if (!range) {
             rc = -1;
             break;
         }
-        if (first) {
-            version = reply->version;
-            size = reply->size;
-            snprintf(expected, sizeof expected, "%s", reply->sha256 ? reply->sha256 : "");
-        }
-        if (reply->offset != done || reply->version != version ||
-            (done + reply->data.len < size && reply->data.len == 0)) {
+        if (range->offset != slot->offset || range->version != version ||
+            range->data.len != slot->len) {
             fprintf(stderr,
-                    "passerelle-docbench: document.read %s: asked for offset %llu of "
-                    "version %u, got %zu bytes at %llu of %u\n",
-                    doc->id, (unsigned long long)done, version, reply->data.len,
-                    (unsigned long long)reply->offset, reply->version);
+                    "passerelle-docbench: document.read %s: asked for %zu bytes at %llu of "
+                    "version %u, got %zu at %llu of %u\n",
+                    doc->id, slot->len, (unsigned long long)slot->offset, version, range->data.len,
+                    (unsigned long long)range->offset, range->version);
+            protobuf_c_message_free_unpacked(&range->base, NULL);
             rc = -1;
-        } else {
-            sha256_update(hash, reply->data.data, reply->data.len);
-            done += reply->data.len;
+            break;
         }
-        protobuf_c_message_free_unpacked(&reply->base, NULL);
+        slot->range = range;
+        for (bool hashed = true; hashed;) {
+            hashed = false;
+            for (unsigned i = 0; i < window; i++)
+                if (slots[i].used && slots[i].range && slots[i].offset == done) {
+                    sha256_update(hash, slots[i].range->data.data, slots[i].range->data.len);
+                    done += slots[i].range->data.len;
+                    flight_clear(&slots[i]);
+                    hashed = true;
+                }
+        }
     }
+    for (unsigned i = 0; i < window; i++)
+        flight_clear(&slots[i]);
     char got[SHA256_HEX_LEN];
     if (rc == 0 && sha256_final_hex(hash, got) < 0)
         snprintf(got, sizeof got, "(SHA-256 failed)");
@@ -546,6 +775,7 @@ typedef struct {
     const char *volume; /* the service's PASSERELLE_DOCSTORE_DIR */
     figure_t figs[FIG_COUNT];
     uint64_t next_seed;
+    unsigned window; /* the service's, as its upload.begin replies say */
 } run_t;
 
 /* Where the service keeps the blob of this SHA-256 (blobs.h's layout). */
@@ -565,9 +795,11 @@ static void blob_drop(const run_t *run, const char *sha)
 
 /* One round over count files of size bytes each, all in data (count *
  * size bytes, freshly filled): the four figures from `fig` on (bare put,
- * put, bare get, get). 0 or -1. */
+ * put, bare get, get), and when many is not NULL (count other files of the
+ * same size), FIG_SMALL_PUT_MANY: those put with the service's window of
+ * them in flight. 0 or -1. */
 static int measure_round(run_t *run, int fig, const char *tag, const uint8_t *data, int count,
-                         size_t size)
+                         size_t size, const uint8_t *many)
 {
     const options_t *opt = run->opt;
     stored_t *docs = calloc((size_t)count, sizeof *docs);
@@ -594,10 +826,17 @@ static int measure_round(run_t *run, int fig, const char *tag, const uint8_t *da
     start = bench_now_s();
     for (int i = 0; i < count; i++) {
         snprintf(name, sizeof name, "%s-%d.bin", tag, i);
-        if (service_put(run->client, name, data + (size_t)i * size, size, &docs[i]) != 0)
+        if (service_put(run->client, name, data + (size_t)i * size, size, &docs[i], &run->window) !=
+            0)
             goto done;
     }
     figure_add(&run->figs[fig + 1], bytes, (uint64_t)count, bench_now_s() - start);
+    if (many) {
+        start = bench_now_s();
+        if (service_put_many(run->client, tag, many, count, size, run->window) != 0)
+            goto done;
+        figure_add(&run->figs[FIG_SMALL_PUT_MANY], bytes, (uint64_t)count, bench_now_s() - start);
+    }
 
     /* bare get of the service's own blob files */
     if (bench_pin(opt->pin, opt->cpu_service) != 0)
@@ -647,8 +886,11 @@ static int measure(run_t *run)
     int per_round = (opt->small_files + small_rounds - 1) / small_rounds;
     size_t buffer = large > (size_t)per_round * small ? large : (size_t)per_round * small;
     uint8_t *data = malloc(buffer);
-    if (!data) {
+    uint8_t *many = malloc((size_t)per_round * small);
+    if (!data || !many) {
         fprintf(stderr, "passerelle-docbench: out of memory for %zu bytes\n", buffer);
+        free(data);
+        free(many);
         return -1;
     }
     int rc = 0;
@@ -657,23 +899,26 @@ static int measure(run_t *run)
      * handshake, the service's first Redis calls and folders. */
     fill_files(run, data, 1, small);
     run_t warm = *run;
-    if (measure_round(&warm, 0, "warm", data, 1, small) != 0)
+    if (measure_round(&warm, 0, "warm", data, 1, small, NULL) != 0)
         rc = -1;
     run->next_seed = warm.next_seed;
+    run->window = warm.window;
 
     for (int r = 0; rc == 0 && r < opt->large_rounds; r++) {
         fill_files(run, data, 1, large);
         snprintf(tag, sizeof tag, "large%d", r);
-        rc = measure_round(run, FIG_LARGE_PUT_BARE, tag, data, 1, large);
+        rc = measure_round(run, FIG_LARGE_PUT_BARE, tag, data, 1, large, NULL);
     }
     for (int r = 0, done = 0; rc == 0 && r < small_rounds; r++) {
         int count = (int)((int64_t)opt->small_files * (r + 1) / small_rounds) - done;
         fill_files(run, data, count, small);
+        fill_files(run, many, count, small);
         snprintf(tag, sizeof tag, "small%d", r);
-        rc = measure_round(run, FIG_SMALL_PUT_BARE, tag, data, count, small);
+        rc = measure_round(run, FIG_SMALL_PUT_BARE, tag, data, count, small, many);
         done += count;
     }
     free(data);
+    free(many);
     return rc;
 }
 
@@ -687,18 +932,20 @@ static void report(const run_t *run)
     const figure_t *f = run->figs;
     struct {
         const char *name, *what;
-        int fig;
+        int fig, bare;
         double aim;
     } ratios[] = {
-        {"large_put", "put, large", FIG_LARGE_PUT, AIM_PUT},
-        {"large_get", "get, large", FIG_LARGE_GET, AIM_GET},
-        {"small_put", "put, small", FIG_SMALL_PUT, AIM_PUT},
-        {"small_get", "get, small", FIG_SMALL_GET, AIM_GET},
+        {"large_put", "put, large", FIG_LARGE_PUT, FIG_LARGE_PUT_BARE, AIM_PUT},
+        {"large_get", "get, large", FIG_LARGE_GET, FIG_LARGE_GET_BARE, AIM_GET},
+        {"small_put", "put, small", FIG_SMALL_PUT, FIG_SMALL_PUT_BARE, AIM_PUT},
+        {"small_get", "get, small", FIG_SMALL_GET, FIG_SMALL_GET_BARE, AIM_GET},
+        {"small_put_many", "put, small, window in flight", FIG_SMALL_PUT_MANY, FIG_SMALL_PUT_BARE,
+         AIM_PUT},
     };
     const size_t n_ratios = sizeof ratios / sizeof ratios[0];
 
-    printf("passerelle-docbench: %d x %d MiB, %d x %d KiB; page cache %s", opt->large_rounds,
-           opt->large_mib, opt->small_files, opt->small_kib,
+    printf("passerelle-docbench: %d x %d MiB, %d x %d KiB; window %u; page cache %s",
+           opt->large_rounds, opt->large_mib, opt->small_files, opt->small_kib, run->window,
            opt->cold ? "cold (dropped before each read)" : "warm (files just written)");
     if (opt->pin)
         printf("; vCPUs: bench %d, service, redis-server and bare limits %d\n", opt->cpu_bench,
@@ -712,8 +959,8 @@ static void report(const run_t *run)
                files_per_s(&f[i]));
     json_t *json_ratios = json_object();
     for (size_t i = 0; i < n_ratios; i++) {
-        double value = bench_ratio(mib_per_s(&f[ratios[i].fig]), mib_per_s(&f[ratios[i].fig - 1]));
-        printf("%-10s passerelle / bare limit: %5.2f  (aim >= %.2f: %s)\n", ratios[i].what, value,
+        double value = bench_ratio(mib_per_s(&f[ratios[i].fig]), mib_per_s(&f[ratios[i].bare]));
+        printf("%-29s passerelle / bare limit: %5.2f  (aim >= %.2f: %s)\n", ratios[i].what, value,
                ratios[i].aim, bench_verdict(value >= ratios[i].aim));
         json_object_set_new(json_ratios, ratios[i].name, json_real(value));
     }
@@ -726,12 +973,13 @@ static void report(const run_t *run)
                                       "bytes", (json_int_t)f[i].bytes, "files",
                                       (json_int_t)f[i].files));
     /* "o" hands results and ratios over to root, even if packing fails. */
-    json_t *root = json_pack(
-        "{s:s, s:i, s:i, s:i, s:i, s:s, s:b, s:{s:i, s:i}, s:{s:f, s:f}, s:o, s:o}", "bench",
-        "docstore", "large_mib", opt->large_mib, "large_rounds", opt->large_rounds, "small_files",
-        opt->small_files, "small_kib", opt->small_kib, "page_cache", opt->cold ? "cold" : "warm",
-        "pinned", opt->pin, "cpus", "bench", opt->cpu_bench, "service", opt->cpu_service, "aims",
-        "put", AIM_PUT, "get", AIM_GET, "results", results, "ratios", json_ratios);
+    json_t *root =
+        json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:{s:i, s:i}, s:{s:f, s:f}, s:o, s:o}",
+                  "bench", "docstore", "large_mib", opt->large_mib, "large_rounds",
+                  opt->large_rounds, "small_files", opt->small_files, "small_kib", opt->small_kib,
+                  "window", (int)run->window, "page_cache", opt->cold ? "cold" : "warm", "pinned",
+                  opt->pin, "cpus", "bench", opt->cpu_bench, "service", opt->cpu_service, "aims",
+                  "put", AIM_PUT, "get", AIM_GET, "results", results, "ratios", json_ratios);
     bench_print_json(root);
 }
 
@@ -762,13 +1010,14 @@ int main(int argc, char *argv[])
         const char *name, *label;
     } names[FIG_COUNT] = {
         [FIG_LARGE_PUT_BARE] = {"large_put_bare", "large put, bare (write+sha+fsync+rename)"},
-        [FIG_LARGE_PUT] = {"large_put", "large put, passerelle (begin/chunk/commit)"},
+        [FIG_LARGE_PUT] = {"large_put", "large put, passerelle (chunks in flight)"},
         [FIG_LARGE_GET_BARE] = {"large_get_bare", "large get, bare (read of the blob)"},
-        [FIG_LARGE_GET] = {"large_get", "large get, passerelle (document.read)"},
+        [FIG_LARGE_GET] = {"large_get", "large get, passerelle (ranges in flight)"},
         [FIG_SMALL_PUT_BARE] = {"small_put_bare", "small put, bare (write+sha+fsync+rename)"},
-        [FIG_SMALL_PUT] = {"small_put", "small put, passerelle (begin/chunk/commit)"},
+        [FIG_SMALL_PUT] = {"small_put", "small put, passerelle (whole in begin)"},
         [FIG_SMALL_GET_BARE] = {"small_get_bare", "small get, bare (read of the blob)"},
         [FIG_SMALL_GET] = {"small_get", "small get, passerelle (document.read)"},
+        [FIG_SMALL_PUT_MANY] = {"small_put_many", "small put, passerelle, window of files"},
     };
     for (int i = 0; i < FIG_COUNT; i++) {
         run.figs[i].name = names[i].name;

@@ -3,25 +3,31 @@
  * Unlike the table-driven commands of passerelle.c, a transfer is a loop of
  * requests, so each sub-command here is a function of its own:
  *
- *   put   hashes the file (SHA-256, streaming), upload.begin, then one
- *         upload.chunk at a time of the session's chunk_max bytes read from
- *         the file, then upload.commit. The service keeps at most one chunk
- *         per client: waiting for each reply before the next chunk is the
- *         credit. Each reply says how far the service got (received), and
- *         the next chunk starts there, so a chunk repeated after a lost
- *         reply costs nothing.
- *   get   document.read by ranges into a temporary file beside the target,
- *         hashed as it comes, renamed only when size and SHA-256 match. A
- *         refusal (DATA_LOSS from a corrupt blob, a withdrawn version) leaves
- *         no file behind.
+ *   put   hashes the file (SHA-256, streaming), upload.begin, then
+ *         upload.chunk of the session's chunk_max bytes read from the file,
+ *         as many in flight as the session's window (the service's credit:
+ *         each reply allows one more), then upload.commit. The service takes
+ *         chunks in order; each reply says how far it got (received). A file
+ *         of at most one chunk goes whole in its upload.begin instead: one
+ *         request, stored and committed by it.
+ *   get   document.read by ranges, the first alone (it says the version,
+ *         its size, its SHA-256 and the window), then up to the window in
+ *         flight, into a temporary file beside the target, written and
+ *         hashed in order as they come, renamed only when size and SHA-256
+ *         match. A refusal (DATA_LOSS from a corrupt blob, a withdrawn
+ *         version) leaves no file behind.
+ * A reply overdue sends again, on a new socket, everything in flight (the
+ * same request ids: Lazy Pirate, client.h), at most --retries times.
  *
- * Memory: one chunk buffer per transfer; nothing holds a whole file. */
+ * Memory: a window of chunks per transfer (a put reads each chunk from the
+ * file again when it must resend it); nothing holds a whole file. */
 #define _GNU_SOURCE
 #include "docs.h"
 
 #include "cli_common.h"
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
+#include "ids.h"
 #include "pbjson.h"
 #include "sha256.h"
 #include "status.h"
@@ -48,7 +54,12 @@
 #define PROGRESS_MIN_BYTES    (4ull * 1024 * 1024)
 #define PROGRESS_INTERVAL_S   0.1
 #define MAX_TAGS              64
-#define MAX_STALLS            3 /* chunk replies in a row that bring no progress */
+#define MAX_STALLS            3 /* resyncs in a row that bring no progress */
+/* The most requests a transfer keeps in flight, whatever the service says. */
+#define WINDOW_MAX 64
+/* A file this size or smaller goes whole in its upload.begin: the service's
+ * chunk size (chunk_max), which a begin's reply would tell too late. */
+#define WHOLE_MAX (1024u * 1024u)
 
 /* ==========================================================================
  * Sub-commands and their flags
@@ -423,6 +434,65 @@ static void progress_end(progress_t *p, uint64_t done)
 }
 
 /* ==========================================================================
+ * Several requests in flight
+ * ======================================================================== */
+
+/* A request of a transfer whose reply has not come yet. */
+typedef struct {
+    bool used;
+    char request_id[ID_LEN];
+    uint64_t offset;
+    size_t len;
+    Passerelle__DocumentReadReply *range; /* get: the reply, kept until its turn */
+} inflight_t;
+
+/* The credit a reply gives: its window, at most WINDOW_MAX; one when the
+ * service does not say (it predates windows). */
+static unsigned window_of(bool has_window, uint32_t window)
+{
+    if (!has_window || window == 0)
+        return 1;
+    return window < WINDOW_MAX ? window : WINDOW_MAX;
+}
+
+static inflight_t *inflight_find(inflight_t *slots, unsigned count, const char *request_id)
+{
+    for (unsigned i = 0; i < count; i++)
+        if (slots[i].used && request_id && strcmp(slots[i].request_id, request_id) == 0)
+            return &slots[i];
+    return NULL;
+}
+
+static inflight_t *inflight_free_slot(inflight_t *slots, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        if (!slots[i].used)
+            return &slots[i];
+    return NULL;
+}
+
+static void inflight_clear(inflight_t *slot)
+{
+    if (slot->range)
+        protobuf_c_message_free_unpacked(&slot->range->base, NULL);
+    memset(slot, 0, sizeof *slot);
+}
+
+/* After a wait that brought no reply: one more attempt, on a new socket,
+ * unless the retries are spent (then says so and returns the exit code). */
+static int transfer_timeout(docs_ctx_t *ctx, int *attempts)
+{
+    if (++*attempts > ctx->opts->retries) {
+        long tries = ctx->opts->retries + 1;
+        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n",
+                ctx->service.endpoint, tries, tries > 1 ? "s" : "");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    client_reopen(ctx->service.client);
+    return 0;
+}
+
+/* ==========================================================================
  * put
  * ======================================================================== */
 
@@ -542,9 +612,67 @@ static int put_request(docs_ctx_t *ctx, Passerelle__UploadBeginRequest *req)
     return 0;
 }
 
-/* Sends the file from session->received to its end, one chunk in flight.
- * Returns 0 or the exit code. */
-static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__UploadSession *s)
+/* Sends one chunk [offset, offset + len) of the file under the slot's
+ * request id (kept for a resend). 0, or the exit code. */
+static int chunk_send(docs_ctx_t *ctx, int fd, const char *upload_id, unsigned char *buf,
+                      const inflight_t *slot)
+{
+    ssize_t got = pread(fd, buf, slot->len, (off_t)slot->offset);
+    if (got != (ssize_t)slot->len) {
+        fprintf(stderr, "error: cannot read the file at offset %llu: %s\n",
+                (unsigned long long)slot->offset, got < 0 ? strerror(errno) : "it shrank");
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    chunk.upload_id = (char *)upload_id;
+    chunk.has_offset = true;
+    chunk.offset = slot->offset;
+    chunk.has_data = true;
+    chunk.data.data = buf;
+    chunk.data.len = slot->len;
+    /* Not queued: the socket is down; the wait for the reply times out and
+     * sends it again. */
+    (void)client_send_request(ctx->service.client, slot->request_id, "upload.chunk", &chunk.base,
+                              NULL);
+    return 0;
+}
+
+/* Where the upload stands, asked the one way that is always accepted: its
+ * first byte again (a repeat, or the first write). 0 with *received, or the
+ * exit code. */
+static int chunk_resync(docs_ctx_t *ctx, int fd, const char *upload_id, uint64_t *received)
+{
+    unsigned char first;
+    if (pread(fd, &first, 1, 0) != 1) {
+        fprintf(stderr, "error: cannot read the file: %s\n", strerror(errno));
+        return CLI_EXIT_REPLY_ERROR;
+    }
+    Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    chunk.upload_id = (char *)upload_id;
+    chunk.has_offset = chunk.has_data = true;
+    chunk.offset = 0;
+    chunk.data.data = &first;
+    chunk.data.len = 1;
+    ProtobufCMessage *result = NULL;
+    int rc = docs_call(ctx, "upload.chunk", &chunk.base, &passerelle__upload_session__descriptor,
+                       &result, NULL);
+    if (rc)
+        return rc;
+    *received = ((Passerelle__UploadSession *)result)->received;
+    protobuf_c_message_free_unpacked(result, NULL);
+    return 0;
+}
+
+/* Sends the file from session->received (with ask_first, from where the
+ * service says the upload stands) to its end, up to the session's window
+ * of chunks in flight: each reply is the credit for one more. The service
+ * takes chunks in order only, so when one is refused as not the next (the
+ * service restarted and holds less than it acknowledged, or a chunk before
+ * it failed), or the service is stopping, the chunks in flight are given
+ * up and the upload goes on from where the service says it stands
+ * (chunk_resync). Returns 0 or the exit code. */
+static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__UploadSession *s,
+                      bool ask_first)
 {
     if (size == 0)
         return 0;
@@ -557,92 +685,186 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
         fprintf(stderr, "error: out of memory for a chunk of %u bytes\n", s->chunk_max);
         return CLI_EXIT_REPLY_ERROR;
     }
+    unsigned window = window_of(s->has_window, s->window);
+    inflight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
     progress_t progress;
     progress_start(&progress, "put", size);
-    uint64_t offset = s->received;
-    int rc = 0, stalls = 0;
-    while (offset < size) {
-        size_t len = size - offset < s->chunk_max ? (size_t)(size - offset) : s->chunk_max;
-        ssize_t got = pread(fd, buf, len, (off_t)offset);
-        if (got != (ssize_t)len) {
-            fprintf(stderr, "error: cannot read the file at offset %llu: %s\n",
-                    (unsigned long long)offset, got < 0 ? strerror(errno) : "it shrank");
-            rc = CLI_EXIT_REPLY_ERROR;
-            break;
+    uint64_t next = s->received, acked = s->received;
+    int rc = 0, stalls = 0, attempts = 0;
+    if (ask_first) {
+        rc = chunk_resync(ctx, fd, s->upload_id, &acked);
+        next = acked;
+    }
+    while (rc == 0 && acked < size) {
+        inflight_t *slot;
+        while (rc == 0 && next < size && (slot = inflight_free_slot(slots, window))) {
+            slot->used = true;
+            id_new('Q', slot->request_id);
+            slot->offset = next;
+            slot->len = size - next < s->chunk_max ? (size_t)(size - next) : s->chunk_max;
+            next += slot->len;
+            rc = chunk_send(ctx, fd, s->upload_id, buf, slot);
         }
-        Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
-        chunk.upload_id = s->upload_id;
-        chunk.has_offset = true;
-        chunk.offset = offset;
-        chunk.has_data = true;
-        chunk.data.data = buf;
-        chunk.data.len = len;
-        ProtobufCMessage *result = NULL;
-        rc = docs_call(ctx, "upload.chunk", &chunk.base, &passerelle__upload_session__descriptor,
-                       &result, NULL);
         if (rc)
             break;
-        uint64_t received = ((Passerelle__UploadSession *)result)->received;
-        protobuf_c_message_free_unpacked(result, NULL);
-        /* The service says where it is: after a retry it may be ahead of
-         * what this loop thinks, never beyond the file. */
-        if (received > size) {
-            fprintf(stderr, "error: INTERNAL: the service says it received %llu bytes of %llu\n",
-                    (unsigned long long)received, (unsigned long long)size);
-            rc = CLI_EXIT_REPLY_ERROR;
-            break;
+        Passerelle__Reply *reply = NULL;
+        if (client_receive_reply(ctx->service.client, 0, &reply) != 0) {
+            /* Overdue: a new socket, and everything in flight again. */
+            rc = transfer_timeout(ctx, &attempts);
+            for (unsigned i = 0; rc == 0 && i < window; i++)
+                if (slots[i].used)
+                    rc = chunk_send(ctx, fd, s->upload_id, buf, &slots[i]);
+            continue;
         }
-        if (received <= offset) {
-            if (++stalls >= MAX_STALLS) {
-                fprintf(stderr, "error: the upload makes no progress at offset %llu\n",
-                        (unsigned long long)offset);
+        slot = inflight_find(slots, window, reply->request_id);
+        if (!slot) { /* the answer to a chunk given up on */
+            passerelle__reply__free_unpacked(reply, NULL);
+            continue;
+        }
+        inflight_clear(slot);
+        attempts = 0;
+        bool resync = false;
+        if (reply->status == PASSERELLE__STATUS__STATUS_OK) {
+            Passerelle__UploadSession *ack =
+                passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+            if (!ack || ack->received > size) {
+                fprintf(stderr, "error: INTERNAL: %s\n",
+                        ack ? "the service says it received more than the file holds"
+                            : "a chunk's reply does not decode");
                 rc = CLI_EXIT_REPLY_ERROR;
-                break;
+            } else if (ack->received > acked) {
+                acked = ack->received;
+                stalls = 0;
             }
+            if (ack)
+                passerelle__upload_session__free_unpacked(ack, NULL);
+        } else if (reply->status == PASSERELLE__STATUS__STATUS_UNAVAILABLE ||
+                   (reply->status == PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT && reply->field &&
+                    strcmp(reply->field, "offset") == 0)) {
+            resync = true;
         } else {
-            stalls = 0;
+            cli_print_reply_error(reply);
+            rc = CLI_EXIT_REPLY_ERROR;
         }
-        offset = received;
-        progress_draw(&progress, offset, false);
+        passerelle__reply__free_unpacked(reply, NULL);
+        if (resync) {
+            for (unsigned i = 0; i < window; i++)
+                inflight_clear(&slots[i]);
+            uint64_t received = 0;
+            rc = chunk_resync(ctx, fd, s->upload_id, &received);
+            if (rc == 0 && received > size) {
+                fprintf(stderr,
+                        "error: INTERNAL: the service says it received %llu bytes of "
+                        "%llu\n",
+                        (unsigned long long)received, (unsigned long long)size);
+                rc = CLI_EXIT_REPLY_ERROR;
+            }
+            if (rc == 0 && received <= acked && ++stalls >= MAX_STALLS) {
+                fprintf(stderr, "error: the upload makes no progress at offset %llu\n",
+                        (unsigned long long)received);
+                rc = CLI_EXIT_REPLY_ERROR;
+            } else if (received > acked) {
+                stalls = 0;
+            }
+            next = acked = received;
+        }
+        progress_draw(&progress, acked, false);
     }
     if (rc == 0)
-        progress_end(&progress, offset);
+        progress_end(&progress, acked);
     else if (progress.on)
         fputc('\n', stderr);
+    for (unsigned i = 0; i < window; i++)
+        inflight_clear(&slots[i]);
     free(buf);
     return rc;
 }
 
-/* Commits the upload, then prints the document it made or extended (the
- * commit answers with the session, which names it). */
-static int put_commit(docs_ctx_t *ctx, const char *upload_id)
+/* Prints the document a put made or extended. */
+static int put_show(docs_ctx_t *ctx, const char *document)
 {
+    if (ctx->opts->id_only) {
+        printf("%s\n", document);
+        return 0;
+    }
+    Passerelle__DocumentGetRequest get = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+    get.id = (char *)document;
+    ProtobufCMessage *doc = NULL;
+    int rc =
+        docs_call(ctx, "document.get", &get.base, &passerelle__document__descriptor, &doc, NULL);
+    if (rc == 0) {
+        output_document(ctx, (Passerelle__Document *)doc);
+        protobuf_c_message_free_unpacked(doc, NULL);
+    }
+    return rc;
+}
+
+/* Commits the upload, then prints the document it made or extended (the
+ * commit answers with the session, which names it). A commit refused
+ * because the service holds less than the whole file (it restarted after a
+ * reboot of its machine, and lost the chunks since it last recorded them)
+ * is said in *short_out instead of as an error: the caller sends the rest
+ * and commits again. Returns 0 or the exit code. */
+static int put_commit(docs_ctx_t *ctx, const char *upload_id, bool *short_out)
+{
+    *short_out = false;
     Passerelle__UploadCommitRequest commit = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
     commit.upload_id = (char *)upload_id;
-    ProtobufCMessage *result = NULL;
-    int rc = docs_call(ctx, "upload.commit", &commit.base, &passerelle__upload_session__descriptor,
-                       &result, NULL);
-    if (rc)
-        return rc;
-    const Passerelle__UploadSession *done = (const Passerelle__UploadSession *)result;
-    if (!done->document || !*done->document) {
+    Passerelle__Reply *reply = NULL;
+    if (client_call(ctx->service.client, "upload.commit", &commit.base, NULL, &reply) != 0) {
+        long tries = ctx->opts->retries + 1;
+        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n",
+                ctx->service.endpoint, tries, tries > 1 ? "s" : "");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    int rc = 0;
+    Passerelle__UploadSession *done = NULL;
+    /* FAILED_PRECONDITION on upload_id: the bytes are not all there (or
+     * not there at all any more, which the chunks sent next are told). */
+    if (reply->status == PASSERELLE__STATUS__STATUS_FAILED_PRECONDITION && reply->field &&
+        strcmp(reply->field, "upload_id") == 0) {
+        *short_out = true;
+    } else if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        cli_print_reply_error(reply);
+        rc = CLI_EXIT_REPLY_ERROR;
+    } else if (!(done =
+                     passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data)) ||
+               !done->document || !*done->document) {
         fprintf(stderr, "error: INTERNAL: upload %s committed without a document\n", upload_id);
         rc = CLI_EXIT_REPLY_ERROR;
-    } else if (ctx->opts->id_only) {
-        printf("%s\n", done->document);
     } else {
-        Passerelle__DocumentGetRequest get = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
-        get.id = done->document;
-        ProtobufCMessage *doc = NULL;
-        rc = docs_call(ctx, "document.get", &get.base, &passerelle__document__descriptor, &doc,
-                       NULL);
-        if (rc == 0) {
-            output_document(ctx, (Passerelle__Document *)doc);
-            protobuf_c_message_free_unpacked(doc, NULL);
-        }
+        rc = put_show(ctx, done->document);
     }
-    protobuf_c_message_free_unpacked(result, NULL);
+    if (done)
+        passerelle__upload_session__free_unpacked(done, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
     return rc;
+}
+
+/* A file of at most WHOLE_MAX bytes, read whole and hashed in one pass,
+ * for its upload.begin to carry. NULL (errno set) if it cannot be read. */
+static unsigned char *read_whole(int fd, uint64_t size, char sha[65])
+{
+    unsigned char *buf = malloc(size ? (size_t)size : 1);
+    if (!buf)
+        return NULL;
+    for (uint64_t done = 0; done < size;) {
+        ssize_t got = pread(fd, buf + done, (size_t)(size - done), (off_t)done);
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO; /* the file shrank under us */
+            free(buf);
+            return NULL;
+        }
+        done += (uint64_t)got;
+    }
+    if (sha256_hex(buf, (size_t)size, sha) != 0) {
+        free(buf);
+        errno = EIO;
+        return NULL;
+    }
+    return buf;
 }
 
 static int run_put(docs_ctx_t *ctx)
@@ -663,7 +885,8 @@ static int run_put(docs_ctx_t *ctx)
     }
     uint64_t size = (uint64_t)st.st_size;
     char sha[65];
-    if (hash_file(fd, size, sha) != 0) {
+    unsigned char *whole = NULL;
+    if (size <= WHOLE_MAX ? !(whole = read_whole(fd, size, sha)) : hash_file(fd, size, sha) != 0) {
         fprintf(stderr, "error: cannot read '%s': %s\n", path, strerror(errno));
         close(fd);
         return CLI_EXIT_REPLY_ERROR;
@@ -679,20 +902,44 @@ static int run_put(docs_ctx_t *ctx)
     begin.sha256 = sha;
     begin.filename = (char *)filename;
     begin.media_type = (char *)(media_type ? media_type : media_type_guess(filename));
+    if (whole) {
+        begin.has_data = true;
+        begin.data.data = whole;
+        begin.data.len = (size_t)size;
+    }
 
     ProtobufCMessage *result = NULL;
     rc = docs_call(ctx, "upload.begin", &begin.base, &passerelle__upload_session__descriptor,
                    &result, NULL);
     free(path_copy);
+    free(whole);
     if (rc) {
         close(fd);
         return rc;
     }
     Passerelle__UploadSession *session = (Passerelle__UploadSession *)result;
-    rc = put_chunks(ctx, fd, size, session);
+    if (session->document && *session->document) {
+        /* Stored and committed by the begin itself. */
+        rc = put_show(ctx, session->document);
+    } else {
+        /* An upload to send (or a service that predates whole documents:
+         * the same, from its first byte). */
+        bool short_of_bytes = false;
+        rc = put_chunks(ctx, fd, size, session, false);
+        for (int commits = 0; rc == 0; commits++) {
+            rc = put_commit(ctx, session->upload_id, &short_of_bytes);
+            if (rc || !short_of_bytes)
+                break;
+            if (commits >= MAX_STALLS) {
+                fprintf(stderr, "error: the service keeps losing the bytes of upload %s\n",
+                        session->upload_id);
+                rc = CLI_EXIT_REPLY_ERROR;
+                break;
+            }
+            rc = put_chunks(ctx, fd, size, session, true);
+        }
+    }
     close(fd);
-    if (rc == 0)
-        rc = put_commit(ctx, session->upload_id);
     protobuf_c_message_free_unpacked(result, NULL);
     return rc;
 }
@@ -776,6 +1023,105 @@ static int read_range(docs_ctx_t *ctx, const char *id, uint32_t version, uint64_
     return rc;
 }
 
+/* Asks for the slot's range of the version, under its request id. */
+static void range_send(docs_ctx_t *ctx, const char *id, uint32_t version, const inflight_t *slot)
+{
+    Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+    req.id = (char *)id;
+    req.has_version = true;
+    req.version = version;
+    req.has_offset = true;
+    req.offset = slot->offset;
+    req.has_length = true;
+    req.length = (uint32_t)slot->len;
+    /* Not queued: the socket is down; the wait times out and asks again. */
+    (void)client_send_request(ctx->service.client, slot->request_id, "document.read", &req.base,
+                              NULL);
+}
+
+/* The ranges after the first, up to window of them in flight (the credit
+ * the first reply gave); each reply is kept until the bytes before it are
+ * written, so the file and its hash take them in order. Returns 0 or the
+ * exit code. */
+static int get_ranges(docs_ctx_t *ctx, download_t *d, const char *id, uint32_t number,
+                      uint64_t size, unsigned window, progress_t *progress)
+{
+    inflight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    uint64_t next = d->written;
+    int rc = 0, attempts = 0;
+    while (rc == 0 && d->written < size) {
+        inflight_t *slot;
+        while (next < size && (slot = inflight_free_slot(slots, window))) {
+            slot->used = true;
+            id_new('Q', slot->request_id);
+            slot->offset = next;
+            slot->len = size - next < READ_LENGTH ? (size_t)(size - next) : READ_LENGTH;
+            next += slot->len;
+            range_send(ctx, id, number, slot);
+        }
+        Passerelle__Reply *reply = NULL;
+        if (client_receive_reply(ctx->service.client, 0, &reply) != 0) {
+            rc = transfer_timeout(ctx, &attempts);
+            for (unsigned i = 0; rc == 0 && i < window; i++)
+                if (slots[i].used && !slots[i].range)
+                    range_send(ctx, id, number, &slots[i]);
+            continue;
+        }
+        slot = inflight_find(slots, window, reply->request_id);
+        if (!slot || slot->range) { /* given up on, or answered twice */
+            passerelle__reply__free_unpacked(reply, NULL);
+            continue;
+        }
+        attempts = 0;
+        if (reply->status == PASSERELLE__STATUS__STATUS_OK) {
+            Passerelle__DocumentReadReply *range =
+                passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
+            if (!range || range->offset != slot->offset || range->version != number ||
+                range->data.len != slot->len) {
+                fprintf(stderr,
+                        "error: INTERNAL: asked for %zu bytes at offset %llu of version %u, "
+                        "got something else\n",
+                        slot->len, (unsigned long long)slot->offset, number);
+                if (range)
+                    protobuf_c_message_free_unpacked(&range->base, NULL);
+                rc = CLI_EXIT_REPLY_ERROR;
+            } else {
+                slot->range = range;
+            }
+        } else if (reply->status == PASSERELLE__STATUS__STATUS_UNAVAILABLE) {
+            /* The service is stopping, or its store is down: ask again in a
+             * moment, as client_call would. */
+            struct timespec pause = {0, 200 * 1000000L};
+            nanosleep(&pause, NULL);
+            id_new('Q', slot->request_id);
+            range_send(ctx, id, number, slot);
+        } else {
+            if (reply->status == PASSERELLE__STATUS__STATUS_DATA_LOSS)
+                fprintf(stderr, "error: the stored copy of %s is damaged; nothing was written\n",
+                        id);
+            cli_print_reply_error(reply);
+            rc = CLI_EXIT_REPLY_ERROR;
+        }
+        passerelle__reply__free_unpacked(reply, NULL);
+        /* Whatever is next in the file and has come, in order. */
+        for (bool wrote = true; rc == 0 && wrote;) {
+            wrote = false;
+            for (unsigned i = 0; rc == 0 && i < window; i++) {
+                if (!slots[i].used || !slots[i].range || slots[i].offset != d->written)
+                    continue;
+                rc = download_write(d, &slots[i].range->data);
+                inflight_clear(&slots[i]);
+                progress_draw(progress, d->written, false);
+                wrote = true;
+            }
+        }
+    }
+    for (unsigned i = 0; i < window; i++)
+        inflight_clear(&slots[i]);
+    return rc;
+}
+
 static int run_get(docs_ctx_t *ctx)
 {
     const char *id = ctx->positional[0];
@@ -820,34 +1166,18 @@ static int run_get(docs_ctx_t *ctx)
     }
     progress_t progress;
     progress_start(&progress, "get", size);
-    Passerelle__DocumentReadReply *reply = first;
-    while (rc == 0) {
-        if (reply->offset != d.written || reply->version != number) {
-            fprintf(stderr,
-                    "error: INTERNAL: asked for offset %llu of version %u, got %llu of %u\n",
-                    (unsigned long long)d.written, number, (unsigned long long)reply->offset,
-                    reply->version);
-            rc = CLI_EXIT_REPLY_ERROR;
-            break;
-        }
-        rc = download_write(&d, &reply->data);
-        if (rc)
-            break;
-        progress_draw(&progress, d.written, false);
-        if (d.written >= size)
-            break;
-        if (reply->data.len == 0) {
-            fprintf(stderr, "error: INTERNAL: an empty range at offset %llu of %llu\n",
-                    (unsigned long long)d.written, (unsigned long long)size);
-            rc = CLI_EXIT_REPLY_ERROR;
-            break;
-        }
-        protobuf_c_message_free_unpacked(&reply->base, NULL);
-        reply = NULL;
-        rc = read_range(ctx, id, number, d.written, &reply);
+    unsigned window = window_of(first->has_window, first->window);
+    if (rc == 0 && (first->offset != 0 || first->version != number ||
+                    (first->data.len == 0 && size > 0) || first->data.len > size)) {
+        fprintf(stderr, "error: INTERNAL: asked for offset 0, got %zu bytes at %llu of %u\n",
+                first->data.len, (unsigned long long)first->offset, first->version);
+        rc = CLI_EXIT_REPLY_ERROR;
     }
-    if (reply)
-        protobuf_c_message_free_unpacked(&reply->base, NULL);
+    if (rc == 0)
+        rc = download_write(&d, &first->data);
+    protobuf_c_message_free_unpacked(&first->base, NULL);
+    if (rc == 0)
+        rc = get_ranges(ctx, &d, id, number, size, window, &progress);
     if (rc == 0)
         progress_end(&progress, d.written);
     else if (progress.on)

@@ -18,7 +18,23 @@
  *
  * used_bytes is a running total (blob sizes + reserved upload sizes),
  * computed by scanning the volume at open. Another process writing to the
- * same folder is not seen until the next open: the quota is per process. */
+ * same folder is not seen until the next open: the quota is per process.
+ *
+ * An upload's hashes can be made as its bytes arrive (blob_hasher_t): the
+ * whole SHA-256 and each block's in one pass (blobhash.h), each block's
+ * line written to tmp/<id>.blocks once the block is complete, and the bytes
+ * handed to the disk as they come (sync_file_range, not waited for), so
+ * that the commit only fsyncs what is left and renames. The hasher
+ * remembers the file's inode, change time and size after its last write:
+ * a file changed by anything else since (or a hasher that missed bytes) is
+ * read and hashed at commit, as an upload without a hasher is.
+ *
+ * tmp/<id>.progress says how many bytes of the upload were written, and the
+ * boot of the machine they were written in (/proc's boot_id), rewritten at
+ * each append and never fsynced: within one boot the page cache holds
+ * whatever a killed process wrote, so the count is exact for a service
+ * that restarts; after a reboot it is ignored. */
+#define _GNU_SOURCE /* sync_file_range */
 #include "blobs.h"
 
 #include <dirent.h>
@@ -34,10 +50,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blobhash.h"
 #include "sha256.h"
 
 #define BLOCK_LINE    65 /* 64 hex digits + '\n' */
 #define UPLOAD_ID_MAX 40
+#define BOOT_ID_LEN   36 /* a UUID, as /proc/sys/kernel/random/boot_id says it */
+/* tmp/<id>.progress: "<boot id> <bytes, 20 digits>\n", one fixed-size
+ * record rewritten in place. */
+#define PROGRESS_LEN (BOOT_ID_LEN + 1 + 20 + 1)
 
 struct blobstore_t {
     char *dir;
@@ -46,8 +67,22 @@ struct blobstore_t {
     uint64_t quota_bytes;
     uint64_t used_bytes;
     unsigned char *scratch; /* BLOB_BLOCK_SIZE bytes */
-    sha256_t *whole_hash;   /* a whole blob's, during commit and verify */
-    sha256_t *block_hash;   /* one block's */
+    sha256_t *whole_hash;   /* a whole blob's, for one that is one block */
+    sha256_t *block_hash;   /* one block's, on a read */
+    blobhash_t *pass_hash;  /* a whole blob's and its blocks', in one pass */
+    /* This boot of the machine ("" when /proc does not say: progress
+     * records are then neither written nor trusted). */
+    char boot_id[BOOT_ID_LEN + 1];
+};
+
+struct blob_hasher_t {
+    blobhash_t *hash; /* of the bytes fed, and of their blocks */
+    bool valid;       /* fed from the first byte, in order, without a gap */
+    bool file_known;  /* the fields below describe the upload's file */
+    dev_t dev;        /* ... after the last write fed */
+    ino_t ino;
+    struct timespec ctime;
+    off_t size;
 };
 
 /* =========================================================================
@@ -199,6 +234,25 @@ static void add_blob_size(void *arg, const char *sha256, uint64_t size)
     *(uint64_t *)arg += size;
 }
 
+/* The machine's boot id into out ("" if it cannot be read). */
+static void read_boot_id(char out[BOOT_ID_LEN + 1])
+{
+    out[0] = '\0';
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char buf[BOOT_ID_LEN + 8];
+    ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    if (n < BOOT_ID_LEN)
+        return;
+    for (int i = 0; i < BOOT_ID_LEN; i++)
+        if (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\0')
+            return;
+    memcpy(out, buf, BOOT_ID_LEN);
+    out[BOOT_ID_LEN] = '\0';
+}
+
 /* Sum of the sizes of the uploads in tmp/ (their reservations). */
 static int scan_uploads(blobstore_t *self, uint64_t *total)
 {
@@ -238,7 +292,8 @@ blobstore_t *blobstore_new(const char *dir, uint64_t quota_bytes, char *err, siz
     }
     self->whole_hash = sha256_new();
     self->block_hash = sha256_new();
-    if (!self->whole_hash || !self->block_hash) {
+    self->pass_hash = blobhash_new();
+    if (!self->whole_hash || !self->block_hash || !self->pass_hash) {
         set_err(err, err_size, "SHA-256 unavailable: out of memory or no OpenSSL provider");
         goto fail;
     }
@@ -265,6 +320,7 @@ blobstore_t *blobstore_new(const char *dir, uint64_t quota_bytes, char *err, siz
         goto fail;
     }
     self->used_bytes = used;
+    read_boot_id(self->boot_id);
     return self;
 
 fail:
@@ -283,6 +339,7 @@ void blobstore_destroy(blobstore_t **self_p)
     free(self->scratch);
     sha256_destroy(&self->whole_hash);
     sha256_destroy(&self->block_hash);
+    blobhash_destroy(&self->pass_hash);
     free(self);
     *self_p = NULL;
 }
@@ -376,9 +433,13 @@ blob_result_t blobstore_upload_create(blobstore_t *self, const char *upload_id, 
     return BLOB_OK;
 }
 
-blob_result_t blobstore_upload_write(blobstore_t *self, const char *upload_id, uint64_t offset,
-                                     const void *data, size_t len, char *err, size_t err_size)
+/* Opens the upload's file for writing, checking that [offset, offset + len)
+ * lies within its reservation (its size: writing past it would grow the
+ * file beyond what the quota counted). */
+static blob_result_t upload_open_range(blobstore_t *self, const char *upload_id, uint64_t offset,
+                                       size_t len, int *fd_out, char *err, size_t err_size)
 {
+    *fd_out = -1;
     char path[PATH_MAX];
     blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
     if (rc != BLOB_OK)
@@ -397,8 +458,6 @@ blob_result_t blobstore_upload_write(blobstore_t *self, const char *upload_id, u
         close(fd);
         return rc;
     }
-    /* The reservation is the upload's size: writing past it would grow the
-     * file beyond what the quota counted. */
     uint64_t size = (uint64_t)st.st_size;
     if (offset > size || len > size - offset) {
         set_err(err, err_size,
@@ -407,16 +466,221 @@ blob_result_t blobstore_upload_write(blobstore_t *self, const char *upload_id, u
         close(fd);
         return BLOB_MISMATCH;
     }
-    if (len > 0 && pwrite_full(fd, data, len, offset) < 0) {
-        int saved = errno;
-        close(fd);
-        rc = sys_fail(saved, err, err_size, "write upload", upload_id);
-        if (rc == BLOB_NO_SPACE)
-            blobstore_upload_remove(self, upload_id);
+    *fd_out = fd;
+    return BLOB_OK;
+}
+
+/* Writes the bytes; a full volume removes the whole upload. */
+static blob_result_t upload_pwrite(blobstore_t *self, const char *upload_id, int fd,
+                                   uint64_t offset, const void *data, size_t len, char *err,
+                                   size_t err_size)
+{
+    if (len == 0 || pwrite_full(fd, data, len, offset) == 0)
+        return BLOB_OK;
+    blob_result_t rc = sys_fail(errno, err, err_size, "write upload", upload_id);
+    if (rc == BLOB_NO_SPACE)
+        blobstore_upload_remove(self, upload_id);
+    return rc;
+}
+
+blob_result_t blobstore_upload_write(blobstore_t *self, const char *upload_id, uint64_t offset,
+                                     const void *data, size_t len, char *err, size_t err_size)
+{
+    int fd = -1;
+    blob_result_t rc = upload_open_range(self, upload_id, offset, len, &fd, err, err_size);
+    if (rc != BLOB_OK)
         return rc;
+    rc = upload_pwrite(self, upload_id, fd, offset, data, len, err, err_size);
+    close(fd);
+    return rc;
+}
+
+/* --- running hashes ------------------------------------------------------- */
+
+blob_hasher_t *blob_hasher_new(void)
+{
+    blob_hasher_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->hash = blobhash_new();
+    if (!self->hash) {
+        blob_hasher_destroy(&self);
+        return NULL;
+    }
+    self->valid = true;
+    return self;
+}
+
+void blob_hasher_destroy(blob_hasher_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    blob_hasher_t *self = *self_p;
+    blobhash_destroy(&self->hash);
+    free(self);
+    *self_p = NULL;
+}
+
+bool blob_hasher_valid(const blob_hasher_t *self)
+{
+    return self && self->valid;
+}
+
+uint64_t blob_hasher_length(const blob_hasher_t *self)
+{
+    return self ? blobhash_length(self->hash) : 0;
+}
+
+/* Where the block lines of a pass go: the block list being made, opened on
+ * the first line when fd is -1. */
+typedef struct {
+    const char *path;
+    int fd;
+    bool ok;
+} block_lines_t;
+
+static void block_line_write(void *arg, uint64_t block, const uint8_t digest[BLOBHASH_BYTES])
+{
+    block_lines_t *lines = arg;
+    char line[BLOCK_LINE + 1];
+    sha256_to_hex(digest, line);
+    line[64] = '\n';
+    if (lines->fd < 0)
+        lines->fd = open(lines->path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (lines->fd < 0 || pwrite_full(lines->fd, line, BLOCK_LINE, block * BLOCK_LINE) != 0)
+        lines->ok = false;
+}
+
+/* Feeds the bytes that follow those fed so far, each block's line going to
+ * the upload's block list once the block is complete. False on a failure
+ * (the caller then makes the hasher invalid). */
+static bool hasher_feed(blobstore_t *self, blob_hasher_t *hasher, const char *upload_id,
+                        const unsigned char *data, size_t len)
+{
+    char blocks_path[PATH_MAX];
+    if (upload_path(self, upload_id, ".blocks", blocks_path, NULL, 0) != BLOB_OK)
+        return false;
+    block_lines_t lines = {blocks_path, -1, true};
+    blobhash_update(hasher->hash, data, len, block_line_write, &lines);
+    if (lines.fd >= 0 && close(lines.fd) != 0)
+        lines.ok = false;
+    return lines.ok;
+}
+
+/* Remembers what the upload's file looks like after a write fed to the
+ * hasher: anything that changes it afterwards changes its change time. */
+static bool hasher_note_file(blob_hasher_t *hasher, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return false;
+    hasher->dev = st.st_dev;
+    hasher->ino = st.st_ino;
+    hasher->ctime = st.st_ctim;
+    hasher->size = st.st_size;
+    hasher->file_known = true;
+    return true;
+}
+
+static bool hasher_file_unchanged(const blob_hasher_t *hasher, const struct stat *st)
+{
+    return hasher->file_known && st->st_dev == hasher->dev && st->st_ino == hasher->ino &&
+           st->st_size == hasher->size && st->st_ctim.tv_sec == hasher->ctime.tv_sec &&
+           st->st_ctim.tv_nsec == hasher->ctime.tv_nsec;
+}
+
+/* --- progress --------------------------------------------------------------- */
+
+static void progress_write(blobstore_t *self, const char *upload_id, uint64_t received)
+{
+    char path[PATH_MAX], record[PROGRESS_LEN + 1];
+    if (!self->boot_id[0] || upload_path(self, upload_id, ".progress", path, NULL, 0) != BLOB_OK)
+        return;
+    snprintf(record, sizeof record, "%s %020llu\n", self->boot_id, (unsigned long long)received);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return; /* the count stays behind: a restart resumes earlier, no harm */
+    (void)pwrite_full(fd, record, PROGRESS_LEN, 0);
+    close(fd);
+}
+
+blob_result_t blobstore_upload_append(blobstore_t *self, const char *upload_id,
+                                      blob_hasher_t *hasher, uint64_t offset, const void *data,
+                                      size_t len, char *err, size_t err_size)
+{
+    int fd = -1;
+    blob_result_t rc = upload_open_range(self, upload_id, offset, len, &fd, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    rc = upload_pwrite(self, upload_id, fd, offset, data, len, err, err_size);
+    /* Write-behind: the disk starts on these bytes now, while the next
+     * chunks travel, instead of all of them at the commit's fsync. Only
+     * started, not waited for; a failure here is the fsync's to report. */
+    if (rc == BLOB_OK && len > 0)
+        (void)sync_file_range(fd, (off_t)offset, (off_t)len, SYNC_FILE_RANGE_WRITE);
+    if (hasher) {
+        bool fed = rc == BLOB_OK && hasher->valid && blobhash_length(hasher->hash) == offset &&
+                   hasher_feed(self, hasher, upload_id, data, len) && hasher_note_file(hasher, fd);
+        if (!fed)
+            hasher->valid = false;
     }
     close(fd);
+    if (rc == BLOB_OK)
+        progress_write(self, upload_id, offset + len);
+    return rc;
+}
+
+blob_result_t blobstore_upload_progress(blobstore_t *self, const char *upload_id,
+                                        uint64_t *received)
+{
+    *received = 0;
+    char path[PATH_MAX];
+    if (upload_path(self, upload_id, NULL, path, NULL, 0) != BLOB_OK)
+        return BLOB_IO;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
+    if (!self->boot_id[0] || upload_path(self, upload_id, ".progress", path, NULL, 0) != BLOB_OK)
+        return BLOB_OK;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return BLOB_OK;
+    char record[PROGRESS_LEN + 1];
+    ssize_t got = pread_full(fd, record, PROGRESS_LEN, 0);
+    close(fd);
+    /* Another boot's count, or a record cut short: nothing known. */
+    if (got != PROGRESS_LEN || memcmp(record, self->boot_id, BOOT_ID_LEN) != 0 ||
+        record[BOOT_ID_LEN] != ' ' || record[PROGRESS_LEN - 1] != '\n')
+        return BLOB_OK;
+    uint64_t value = 0;
+    for (int i = BOOT_ID_LEN + 1; i < PROGRESS_LEN - 1; i++) {
+        if (record[i] < '0' || record[i] > '9')
+            return BLOB_OK;
+        value = value * 10 + (uint64_t)(record[i] - '0');
+    }
+    if (value <= (uint64_t)st.st_size)
+        *received = value;
     return BLOB_OK;
+}
+
+blob_result_t blobstore_upload_sync(blobstore_t *self, const char *upload_id, char *err,
+                                    size_t err_size)
+{
+    char path[PATH_MAX];
+    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            set_err(err, err_size, "upload %s not found", upload_id);
+            return BLOB_MISSING;
+        }
+        return sys_fail(errno, err, err_size, "open upload", upload_id);
+    }
+    rc = fdatasync(fd) == 0 ? BLOB_OK : sys_fail(errno, err, err_size, "sync upload", upload_id);
+    close(fd);
+    return rc;
 }
 
 void blobstore_upload_remove(blobstore_t *self, const char *upload_id)
@@ -429,7 +693,11 @@ void blobstore_upload_remove(blobstore_t *self, const char *upload_id)
         used_sub(self, (uint64_t)st.st_size);
     if (join_path(path, self->tmp_dir, upload_id, ".blocks"))
         unlink(path);
+    if (join_path(path, self->tmp_dir, upload_id, ".progress"))
+        unlink(path);
 }
+
+/* --- commit ----------------------------------------------------------------- */
 
 /* Drops a refused or failed commit's files. */
 static void commit_abort(blobstore_t *self, const char *upload_id, int fd, int blocks_fd)
@@ -461,12 +729,76 @@ static blob_result_t commit_done_before(blobstore_t *self, const char *upload_id
     return BLOB_MISSING;
 }
 
-blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
-                                      uint64_t expected_size, const char *expected_sha256,
-                                      char sha_out[BLOB_SHA_HEX], bool *deduplicated, char *err,
-                                      size_t err_size)
+/* Installs an upload of size bytes whose file (fd, fsynced, at path) and
+ * block list (blocks_tmp, complete, fsynced and closed) were checked to hash
+ * to sha: the list, then the blob, renamed into blobs/ and their folder
+ * fsynced. Closes fd; on a failure the upload's files go. */
+static blob_result_t commit_install(blobstore_t *self, const char *upload_id, int fd,
+                                    const char *path, const char *blocks_tmp, const char *sha,
+                                    uint64_t size, char sha_out[BLOB_SHA_HEX], bool *deduplicated,
+                                    char *err, size_t err_size)
 {
-    char path[PATH_MAX], blocks_tmp[PATH_MAX];
+    blob_result_t rc;
+    char sub[PATH_MAX], final_path[PATH_MAX], final_blocks[PATH_MAX];
+    if (!blob_dir_path(self, sha, sub) || !blob_path(self, sha, NULL, final_path) ||
+        !blob_path(self, sha, ".blocks", final_blocks)) {
+        set_err(err, err_size, "blob %s: path too long", sha);
+        commit_abort(self, upload_id, fd, -1);
+        return BLOB_IO;
+    }
+    if (make_dir(sub) < 0) {
+        rc = sys_fail(errno, err, err_size, "create blob folder for", sha);
+        commit_abort(self, upload_id, fd, -1);
+        return rc;
+    }
+
+    /* These bytes were just verified against their SHA-256; a blob of that
+     * name already there was not (it may have been damaged on disk since,
+     * even at its right size). So they always take its place, by rename:
+     * still one copy of the content (deduplicated: it was there already),
+     * and a damaged one is repaired rather than handed to a new version.
+     * The block list is rewritten from this pass likewise. */
+    struct stat existing;
+    bool exists = stat(final_path, &existing) == 0 && S_ISREG(existing.st_mode);
+    if (rename(blocks_tmp, final_blocks) < 0) {
+        rc = sys_fail(errno, err, err_size, "install block list of", sha);
+        commit_abort(self, upload_id, fd, -1);
+        return rc;
+    }
+    if (fchmod(fd, 0444) < 0 || rename(path, final_path) < 0) {
+        rc = sys_fail(errno, err, err_size, "install blob", sha);
+        commit_abort(self, upload_id, fd, -1);
+        return rc;
+    }
+    close(fd);
+    if (exists)
+        used_sub(self, (uint64_t)existing.st_size);
+    /* Its progress record goes with the upload; left behind (a crash right
+     * here), the sweep takes it. */
+    char progress[PATH_MAX];
+    if (join_path(progress, self->tmp_dir, upload_id, ".progress"))
+        unlink(progress);
+    /* The destination folder only: a journaling file system (ext4, XFS)
+     * writes a rename as one transaction, which this fsync commits, so the
+     * names' leaving tmp/ is durable with it. Elsewhere a crash could at
+     * worst leave a name in tmp/ as well, which the sweep removes. An fsync
+     * is a journal commit: one per small document saved is a tenth of its
+     * cost. */
+    if (fsync_dir(sub) < 0) {
+        set_err(err, err_size, "sync folders of blob %s: %s", sha, strerror(errno));
+        return is_no_space(errno) ? BLOB_NO_SPACE : BLOB_IO;
+    }
+    memcpy(sha_out, sha, BLOB_SHA_HEX);
+    if (deduplicated)
+        *deduplicated = exists && (uint64_t)existing.st_size == size;
+    return BLOB_OK;
+}
+
+/* The paths of an upload's file and of its block list in the making. */
+static blob_result_t commit_paths(blobstore_t *self, const char *upload_id,
+                                  const char *expected_sha256, char path[PATH_MAX],
+                                  char blocks_tmp[PATH_MAX], char *err, size_t err_size)
+{
     blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
     if (rc != BLOB_OK)
         return rc;
@@ -478,6 +810,19 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
         set_err(err, err_size, "expected_sha256 must be 64 lower-case hex digits");
         return BLOB_IO;
     }
+    return BLOB_OK;
+}
+
+blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
+                                      uint64_t expected_size, const char *expected_sha256,
+                                      char sha_out[BLOB_SHA_HEX], bool *deduplicated, char *err,
+                                      size_t err_size)
+{
+    char path[PATH_MAX], blocks_tmp[PATH_MAX];
+    blob_result_t rc =
+        commit_paths(self, upload_id, expected_sha256, path, blocks_tmp, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
     if (deduplicated)
         *deduplicated = false;
 
@@ -511,9 +856,10 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
     }
 
     /* One pass: the whole file's hash and each block's, side by side. */
-    sha256_reset(self->whole_hash);
-    uint64_t offset = 0, block = 0;
-    while (offset < size) {
+    blobhash_reset(self->pass_hash);
+    block_lines_t lines = {blocks_tmp, blocks_fd, true};
+    uint64_t offset = 0;
+    while (offset < size && lines.ok) {
         size_t want = size - offset < BLOB_BLOCK_SIZE ? (size_t)(size - offset) : BLOB_BLOCK_SIZE;
         ssize_t got = pread_full(fd, self->scratch, want, offset);
         if (got != (ssize_t)want) {
@@ -523,30 +869,18 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
             commit_abort(self, upload_id, fd, blocks_fd);
             return rc;
         }
-        sha256_update(self->whole_hash, self->scratch, want);
-        sha256_update(self->block_hash, self->scratch, want);
-        char line[BLOCK_LINE + 1];
-        if (sha256_final_hex(self->block_hash, line) < 0) {
-            set_err(err, err_size, "upload %s: SHA-256 of block %llu failed", upload_id,
-                    (unsigned long long)block);
-            commit_abort(self, upload_id, fd, blocks_fd);
-            return BLOB_IO;
-        }
-        line[64] = '\n';
-        if (pwrite_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE) < 0) {
-            rc = sys_fail(errno, err, err_size, "write block list for upload", upload_id);
-            commit_abort(self, upload_id, fd, blocks_fd);
-            return rc;
-        }
+        blobhash_update(self->pass_hash, self->scratch, want, block_line_write, &lines);
         offset += want;
-        block++;
+    }
+    uint8_t digest[BLOBHASH_BYTES];
+    blobhash_final(self->pass_hash, digest, block_line_write, &lines);
+    if (!lines.ok) {
+        rc = sys_fail(errno, err, err_size, "write block list for upload", upload_id);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
     }
     char sha[BLOB_SHA_HEX];
-    if (sha256_final_hex(self->whole_hash, sha) < 0) {
-        set_err(err, err_size, "upload %s: SHA-256 failed", upload_id);
-        commit_abort(self, upload_id, fd, blocks_fd);
-        return BLOB_IO;
-    }
+    sha256_to_hex(digest, sha);
     if (strcmp(sha, expected_sha256) != 0) {
         set_err(err, err_size, "upload %s has SHA-256 %s, expected %s", upload_id, sha,
                 expected_sha256);
@@ -559,51 +893,163 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
         return rc;
     }
     close(blocks_fd);
-    blocks_fd = -1;
+    return commit_install(self, upload_id, fd, path, blocks_tmp, sha, size, sha_out, deduplicated,
+                          err, err_size);
+}
 
-    char sub[PATH_MAX], final_path[PATH_MAX], final_blocks[PATH_MAX];
-    if (!blob_dir_path(self, sha, sub) || !blob_path(self, sha, NULL, final_path) ||
-        !blob_path(self, sha, ".blocks", final_blocks)) {
-        set_err(err, err_size, "blob %s: path too long", sha);
+/* The hashed commit's own part: the last block's line, the digest, the
+ * block list cut to its length. BLOB_OK with *fd_out and *blocks_fd_out
+ * open and *whole set; BLOB_MISSING for an upload whose file is gone;
+ * otherwise (the file changed, a list that cannot be completed) -1 cast:
+ * the caller reads the file instead. */
+static int commit_from_hasher(blob_hasher_t *hasher, const char *path, const char *blocks_tmp,
+                              uint64_t expected_size, int *fd_out, int *blocks_fd_out,
+                              char whole[BLOB_SHA_HEX])
+{
+    *fd_out = *blocks_fd_out = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? BLOB_MISSING : -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !hasher_file_unchanged(hasher, &st) ||
+        (uint64_t)st.st_size != expected_size) {
+        close(fd);
+        return -1;
+    }
+    int blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (blocks_fd < 0) {
+        close(fd);
+        return -1;
+    }
+    uint64_t blocks = (expected_size + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE;
+    block_lines_t lines = {blocks_tmp, blocks_fd, true};
+    uint8_t digest[BLOBHASH_BYTES];
+    blobhash_final(hasher->hash, digest, block_line_write, &lines);
+    sha256_to_hex(digest, whole);
+    bool ok = lines.ok;
+    /* Lines past the end would be an earlier attempt's: the list is cut to
+     * the blocks there are, each of which this hasher wrote. */
+    struct stat bst;
+    ok = ok && ftruncate(blocks_fd, (off_t)(blocks * BLOCK_LINE)) == 0 &&
+         fstat(blocks_fd, &bst) == 0 && (uint64_t)bst.st_size == blocks * BLOCK_LINE;
+    if (!ok) {
+        close(fd);
+        close(blocks_fd);
+        return -1;
+    }
+    *fd_out = fd;
+    *blocks_fd_out = blocks_fd;
+    return BLOB_OK;
+}
+
+blob_result_t blobstore_upload_commit_hashed(blobstore_t *self, const char *upload_id,
+                                             blob_hasher_t *hasher, uint64_t expected_size,
+                                             const char *expected_sha256,
+                                             char sha_out[BLOB_SHA_HEX], bool *deduplicated,
+                                             bool *hashed, char *err, size_t err_size)
+{
+    if (hashed)
+        *hashed = false;
+    bool usable = hasher && hasher->valid && blobhash_length(hasher->hash) == expected_size;
+    if (hasher)
+        hasher->valid = false; /* spent, whatever comes */
+    if (!usable)
+        return blobstore_upload_commit(self, upload_id, expected_size, expected_sha256, sha_out,
+                                       deduplicated, err, err_size);
+    char path[PATH_MAX], blocks_tmp[PATH_MAX];
+    blob_result_t rc =
+        commit_paths(self, upload_id, expected_sha256, path, blocks_tmp, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    if (deduplicated)
+        *deduplicated = false;
+    int fd = -1, blocks_fd = -1;
+    char sha[BLOB_SHA_HEX];
+    int prepared =
+        commit_from_hasher(hasher, path, blocks_tmp, expected_size, &fd, &blocks_fd, sha);
+    if (prepared == BLOB_MISSING)
+        return commit_done_before(self, upload_id, expected_size, expected_sha256, sha_out,
+                                  deduplicated, err, err_size);
+    if (prepared != BLOB_OK)
+        return blobstore_upload_commit(self, upload_id, expected_size, expected_sha256, sha_out,
+                                       deduplicated, err, err_size);
+    if (strcmp(sha, expected_sha256) != 0) {
+        set_err(err, err_size, "upload %s has SHA-256 %s, expected %s", upload_id, sha,
+                expected_sha256);
         commit_abort(self, upload_id, fd, blocks_fd);
+        return BLOB_MISMATCH;
+    }
+    if (fsync(fd) < 0 || fsync(blocks_fd) < 0) {
+        rc = sys_fail(errno, err, err_size, "sync upload", upload_id);
+        commit_abort(self, upload_id, fd, blocks_fd);
+        return rc;
+    }
+    close(blocks_fd);
+    if (hashed)
+        *hashed = true;
+    return commit_install(self, upload_id, fd, path, blocks_tmp, sha, expected_size, sha_out,
+                          deduplicated, err, err_size);
+}
+
+blob_result_t blobstore_put(blobstore_t *self, const char *name, const void *data, size_t len,
+                            const char *expected_sha256, char sha_out[BLOB_SHA_HEX],
+                            bool *deduplicated, char *err, size_t err_size)
+{
+    if (len > BLOB_BLOCK_SIZE) {
+        set_err(err, err_size, "%zu bytes is more than one block (%d): upload in chunks", len,
+                BLOB_BLOCK_SIZE);
         return BLOB_IO;
     }
-    if (make_dir(sub) < 0) {
-        rc = sys_fail(errno, err, err_size, "create blob folder for", sha);
-        commit_abort(self, upload_id, fd, blocks_fd);
+    char path[PATH_MAX], blocks_tmp[PATH_MAX];
+    blob_result_t rc = commit_paths(self, name, expected_sha256, path, blocks_tmp, err, err_size);
+    if (rc != BLOB_OK)
         return rc;
-    }
-
-    /* These bytes were just verified against their SHA-256; a blob of that
-     * name already there was not (it may have been damaged on disk since,
-     * even at its right size). So they always take its place, by rename:
-     * still one copy of the content (deduplicated: it was there already),
-     * and a damaged one is repaired rather than handed to a new version.
-     * The block list is rewritten from this pass likewise. */
-    struct stat existing;
-    bool exists = stat(final_path, &existing) == 0 && S_ISREG(existing.st_mode);
-    if (rename(blocks_tmp, final_blocks) < 0) {
-        rc = sys_fail(errno, err, err_size, "install block list of", sha);
-        commit_abort(self, upload_id, fd, blocks_fd);
-        return rc;
-    }
-    if (fchmod(fd, 0444) < 0 || rename(path, final_path) < 0) {
-        rc = sys_fail(errno, err, err_size, "install blob", sha);
-        commit_abort(self, upload_id, fd, blocks_fd);
-        return rc;
-    }
-    close(fd);
-    fd = -1;
-    if (exists)
-        used_sub(self, (uint64_t)existing.st_size);
-    if (fsync_dir(sub) < 0 || fsync_dir(self->tmp_dir) < 0) {
-        set_err(err, err_size, "sync folders of blob %s: %s", sha, strerror(errno));
-        return is_no_space(errno) ? BLOB_NO_SPACE : BLOB_IO;
-    }
-    memcpy(sha_out, sha, BLOB_SHA_HEX);
     if (deduplicated)
-        *deduplicated = exists && (uint64_t)existing.st_size == size;
-    return BLOB_OK;
+        *deduplicated = false;
+    /* Checked before anything is written: a mismatch leaves no trace. */
+    char sha[BLOB_SHA_HEX];
+    sha256_reset(self->whole_hash);
+    sha256_update(self->whole_hash, data, len);
+    if (sha256_final_hex(self->whole_hash, sha) < 0) {
+        set_err(err, err_size, "%s: SHA-256 failed", name);
+        return BLOB_IO;
+    }
+    if (strcmp(sha, expected_sha256) != 0) {
+        set_err(err, err_size, "%zu bytes with SHA-256 %s, expected %s", len, sha, expected_sha256);
+        return BLOB_MISMATCH;
+    }
+    /* Whatever an earlier run left under this name goes first, so that the
+     * space it held is counted once. */
+    blobstore_upload_remove(self, name);
+    if (self->quota_bytes > 0 && self->used_bytes + len > self->quota_bytes) {
+        set_err(err, err_size, "%zu bytes would exceed the quota (%llu of %llu bytes used)", len,
+                (unsigned long long)self->used_bytes, (unsigned long long)self->quota_bytes);
+        return BLOB_NO_SPACE;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return sys_fail(errno, err, err_size, "create upload", name);
+    if (len > 0 && pwrite_full(fd, data, len, 0) < 0) {
+        rc = sys_fail(errno, err, err_size, "write upload", name);
+        close(fd);
+        unlink(path);
+        return rc;
+    }
+    self->used_bytes += len;
+    /* One block at most: its hash is the whole one. */
+    int blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char line[BLOCK_LINE + 1];
+    memcpy(line, sha, 64);
+    line[64] = '\n';
+    if (blocks_fd < 0 || (len > 0 && pwrite_full(blocks_fd, line, BLOCK_LINE, 0) < 0) ||
+        fsync(fd) < 0 || fsync(blocks_fd) < 0) {
+        rc = sys_fail(errno, err, err_size, "store", name);
+        commit_abort(self, name, fd, blocks_fd);
+        return rc;
+    }
+    close(blocks_fd);
+    return commit_install(self, name, fd, path, blocks_tmp, sha, len, sha_out, deduplicated, err,
+                          err_size);
 }
 
 unsigned blobstore_sweep_uploads(blobstore_t *self, unsigned max_age_s,
@@ -616,12 +1062,14 @@ unsigned blobstore_sweep_uploads(blobstore_t *self, unsigned max_age_s,
     unsigned removed = 0;
     struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
-        /* Uploads and their block-list temps (<id>.blocks) are judged by
-         * the upload id; anything else in tmp/ is not ours to remove. */
+        /* Uploads and their companions (<id>.blocks, <id>.progress) are
+         * judged by the upload id; anything else in tmp/ is not ours to
+         * remove. */
         char id[UPLOAD_ID_MAX + 1];
         const char *dot = strchr(entry->d_name, '.');
         size_t id_len = dot ? (size_t)(dot - entry->d_name) : strlen(entry->d_name);
-        if (id_len == 0 || id_len > UPLOAD_ID_MAX || (dot && strcmp(dot, ".blocks") != 0))
+        if (id_len == 0 || id_len > UPLOAD_ID_MAX ||
+            (dot && strcmp(dot, ".blocks") != 0 && strcmp(dot, ".progress") != 0))
             continue;
         memcpy(id, entry->d_name, id_len);
         id[id_len] = '\0';
@@ -798,6 +1246,42 @@ blob_result_t blobstore_size(blobstore_t *self, const char *sha256, uint64_t *si
  * Integrity and space
  * ========================================================================= */
 
+/* A verify's pass: each block's digest as it completes, against its line
+ * in the block list. */
+typedef struct {
+    int blocks_fd;
+    const char *sha256;
+    uint64_t size;
+    blob_result_t rc;
+    char *err;
+    size_t err_size;
+} block_check_t;
+
+static void block_line_check(void *arg, uint64_t block, const uint8_t digest[BLOBHASH_BYTES])
+{
+    block_check_t *check = arg;
+    if (check->rc != BLOB_OK)
+        return;
+    char line[BLOCK_LINE + 1], hex[BLOB_SHA_HEX];
+    ssize_t got = pread_full(check->blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE);
+    if (got < 0) {
+        check->rc =
+            sys_fail(errno, check->err, check->err_size, "read block list of blob", check->sha256);
+        return;
+    }
+    sha256_to_hex(digest, hex);
+    if (got != BLOCK_LINE || memcmp(line, hex, 64) != 0) {
+        uint64_t start = block * BLOB_BLOCK_SIZE;
+        uint64_t end =
+            check->size - start < BLOB_BLOCK_SIZE ? check->size : start + BLOB_BLOCK_SIZE;
+        set_err(check->err, check->err_size,
+                "blob %s: block %llu (bytes %llu-%llu) does not match its hash", check->sha256,
+                (unsigned long long)block, (unsigned long long)start,
+                (unsigned long long)(end - 1));
+        check->rc = BLOB_CORRUPT;
+    }
+}
+
 blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *size, char *err,
                                size_t err_size)
 {
@@ -810,35 +1294,34 @@ blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *
     blob_result_t rc = open_blob(self, sha256, &fd, &blocks_fd, &blob_size, err, err_size);
     if (rc != BLOB_OK)
         return rc;
-    sha256_reset(self->whole_hash);
-    for (uint64_t offset = 0, block = 0; offset < blob_size; offset += BLOB_BLOCK_SIZE, block++) {
+    /* The whole hash and the blocks' in one pass (blobhash.h). */
+    block_check_t check = {blocks_fd, sha256, blob_size, BLOB_OK, err, err_size};
+    blobhash_reset(self->pass_hash);
+    for (uint64_t offset = 0, block = 0; offset < blob_size && check.rc == BLOB_OK;
+         offset += BLOB_BLOCK_SIZE, block++) {
         size_t want =
             blob_size - offset < BLOB_BLOCK_SIZE ? (size_t)(blob_size - offset) : BLOB_BLOCK_SIZE;
         ssize_t n = pread_full(fd, self->scratch, want, offset);
         if (n < 0) {
-            rc = sys_fail(errno, err, err_size, "read blob", sha256);
+            check.rc = sys_fail(errno, err, err_size, "read blob", sha256);
             break;
         }
         if ((size_t)n != want) {
             set_err(err, err_size, "blob %s: block %llu is short", sha256,
                     (unsigned long long)block);
-            rc = BLOB_CORRUPT;
+            check.rc = BLOB_CORRUPT;
             break;
         }
-        sha256_update(self->whole_hash, self->scratch, want);
-        rc = check_block(self, blocks_fd, sha256, block, self->scratch, want, err, err_size);
-        if (rc != BLOB_OK)
-            break;
+        blobhash_update(self->pass_hash, self->scratch, want, block_line_check, &check);
     }
+    uint8_t digest[BLOBHASH_BYTES];
+    blobhash_final(self->pass_hash, digest, block_line_check, &check);
     close(fd);
     close(blocks_fd);
-    if (rc != BLOB_OK)
-        return rc;
+    if (check.rc != BLOB_OK)
+        return check.rc;
     char hex[BLOB_SHA_HEX];
-    if (sha256_final_hex(self->whole_hash, hex) < 0) {
-        set_err(err, err_size, "blob %s: SHA-256 failed", sha256);
-        return BLOB_IO;
-    }
+    sha256_to_hex(digest, hex);
     if (strcmp(hex, sha256) != 0) {
         set_err(err, err_size, "blob %s: content hashes to %s", sha256, hex);
         return BLOB_CORRUPT;

@@ -8,10 +8,17 @@
  *                                so a range can be verified without reading
  *                                the whole blob
  *   tmp/<upload id>              an upload in progress
+ *   tmp/<upload id>.blocks       its block list, as it is made
+ *   tmp/<upload id>.progress     how many bytes of it were written, and in
+ *                                which boot of the machine (see
+ *                                blobstore_upload_progress)
  * A blob is written to tmp/, fsynced, hashed, its block list written and
  * fsynced, then renamed into blobs/ and the folder fsynced: only then may
  * its metadata be recorded (in Redis, by the caller). Identical content is
  * stored once: committing bytes whose blob exists just drops the upload.
+ * The hashes are made as the bytes are written when they come in order
+ * (blob_hasher_t), so a commit need not read the file back; otherwise (a
+ * restart of the service in the middle) the commit reads it.
  *
  * Memory: every operation streams through a buffer of at most one block;
  * no call holds a whole blob. */
@@ -55,17 +62,76 @@ blob_result_t blobstore_upload_create(blobstore_t *self, const char *upload_id, 
 blob_result_t blobstore_upload_write(blobstore_t *self, const char *upload_id, uint64_t offset,
                                      const void *data, size_t len, char *err, size_t err_size);
 
+/* The running hash of an upload (one per upload in progress, owned by the
+ * caller): the SHA-256 of its bytes in order and of each block, whose line
+ * goes to tmp/<id>.blocks as soon as the block is complete. It stays valid
+ * while every byte it is fed is written right after the previous one and
+ * nothing else touches the file; otherwise the commit reads the file. */
+typedef struct blob_hasher_t blob_hasher_t;
+
+/* A hasher at offset 0. NULL if out of memory (or no SHA-256). */
+blob_hasher_t *blob_hasher_new(void);
+void blob_hasher_destroy(blob_hasher_t **self_p);
+
+/* Whether it still describes the upload from its first byte, and up to
+ * where. */
+bool blob_hasher_valid(const blob_hasher_t *self);
+uint64_t blob_hasher_length(const blob_hasher_t *self);
+
+/* Writes data at offset of the upload, as blobstore_upload_write, then
+ * records offset + len as the bytes received (tmp/<id>.progress) and, when
+ * hasher (may be NULL) stands at offset, feeds it; a hasher elsewhere is
+ * made invalid. The caller writes in order: offset is the bytes received
+ * so far. */
+blob_result_t blobstore_upload_append(blobstore_t *self, const char *upload_id,
+                                      blob_hasher_t *hasher, uint64_t offset, const void *data,
+                                      size_t len, char *err, size_t err_size);
+
+/* The bytes an upload is known to hold, for a service that lost its own
+ * count (a restart): what its last append recorded, if that was in this
+ * boot of the machine (the kernel still holds what was written, whatever
+ * became of the process), else 0. BLOB_MISSING if the upload's file is
+ * gone. */
+blob_result_t blobstore_upload_progress(blobstore_t *self, const char *upload_id,
+                                        uint64_t *received);
+
+/* Makes the bytes written so far durable (fdatasync), for a caller about to
+ * record how many there are where they must survive a crash. */
+blob_result_t blobstore_upload_sync(blobstore_t *self, const char *upload_id, char *err,
+                                    size_t err_size);
+
 /* Finishes an upload: fsync, hash (streaming), compare with the expected
  * size and SHA-256 (BLOB_MISMATCH: the upload is removed), write the block
  * list, rename into blobs/ (or drop it if that blob exists: dedup), fsync
- * the folders. sha_out gets the hex SHA-256; *deduplicated says whether the
+ * the blob's folder. sha_out gets the hex SHA-256; *deduplicated says whether the
  * blob was there already. */
 blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
                                       uint64_t expected_size, const char *expected_sha256,
                                       char sha_out[BLOB_SHA_HEX], bool *deduplicated, char *err,
                                       size_t err_size);
 
-/* Removes an upload's temporary file (abandoned, refused). Idempotent. */
+/* The same, without reading the file when hasher (may be NULL) is valid,
+ * covers expected_size and the file was not changed since its last append
+ * (same inode, change time and size): its digest is compared instead, and
+ * the block list it wrote is installed. Otherwise exactly
+ * blobstore_upload_commit. *hashed (may be NULL) says which was done. The
+ * hasher is spent either way (invalid after). */
+blob_result_t blobstore_upload_commit_hashed(blobstore_t *self, const char *upload_id,
+                                             blob_hasher_t *hasher, uint64_t expected_size,
+                                             const char *expected_sha256,
+                                             char sha_out[BLOB_SHA_HEX], bool *deduplicated,
+                                             bool *hashed, char *err, size_t err_size);
+
+/* A whole blob of len bytes (at most BLOB_BLOCK_SIZE) in one call: checked
+ * against expected_sha256 first (BLOB_MISMATCH, nothing written), then
+ * written under tmp/<name>, fsynced with its block list and renamed into
+ * blobs/ as a commit does (the same dedup, the same quota: BLOB_NO_SPACE,
+ * nothing left behind). Running it again is harmless. */
+blob_result_t blobstore_put(blobstore_t *self, const char *name, const void *data, size_t len,
+                            const char *expected_sha256, char sha_out[BLOB_SHA_HEX],
+                            bool *deduplicated, char *err, size_t err_size);
+
+/* Removes an upload's temporary files (abandoned, refused). Idempotent. */
 void blobstore_upload_remove(blobstore_t *self, const char *upload_id);
 
 /* Removes temporary files older than max_age_s whose upload id keep() does

@@ -86,8 +86,112 @@ static bool document_get(docstore_t *self, const call_t *call, const char *id, c
     return true;
 }
 
+/* ====================================================================== */
+/* Uploads in progress, in memory                                         */
+/* ====================================================================== */
+
+/* What the service keeps of an upload between its chunks (docs.h): enough
+ * to take the next chunk without asking Redis. */
+struct upload_state_t {
+    upload_state_t *next;
+    char id[ID_LEN];
+    char added_by[64]; /* the key name of the caller that began it */
+    uint64_t size;
+    uint64_t received;          /* bytes written in order: the next offset */
+    uint64_t recorded;          /* bytes the session record says */
+    int64_t active_ms;          /* the last chunk, or when this was made */
+    int64_t recorded_active_ms; /* what the session's expiry counts from */
+    blob_hasher_t *hasher;      /* NULL when it cannot describe the upload */
+};
+
+static int64_t ttl_ms(const docstore_t *self)
+{
+    return (int64_t)self->upload_ttl_s * 1000;
+}
+
+static upload_state_t *upload_find(docstore_t *self, const char *id)
+{
+    for (upload_state_t *u = self->uploads; u; u = u->next)
+        if (strcmp(u->id, id) == 0)
+            return u;
+    return NULL;
+}
+
+static void upload_free(upload_state_t *u)
+{
+    blob_hasher_destroy(&u->hasher);
+    free(u);
+}
+
+/* Drops what memory holds of an upload (committed, refused or swept). */
+static void upload_forget(docstore_t *self, const char *id)
+{
+    for (upload_state_t **at = &self->uploads; *at; at = &(*at)->next)
+        if (strcmp((*at)->id, id) == 0) {
+            upload_state_t *gone = *at;
+            *at = gone->next;
+            upload_free(gone);
+            return;
+        }
+}
+
+/* Whether an upload had a chunk within its time to live. */
+static bool upload_alive(const docstore_t *self, const upload_state_t *u, int64_t now_ms)
+{
+    return now_ms < u->active_ms + ttl_ms(self);
+}
+
+void docstore_release(docstore_t *self)
+{
+    while (self->uploads) {
+        upload_state_t *u = self->uploads;
+        self->uploads = u->next;
+        upload_free(u);
+    }
+}
+
+/* Makes the memory of an upload from its session record s (just read) and
+ * its progress record on the volume: the bytes received are the more of
+ * the two (the session's are durable; the progress record's are exact
+ * within a boot). The hashes start only from byte 0: an upload that holds
+ * bytes already is read at its commit. NULL with the reply set when the
+ * upload's file is gone or memory is short. */
+static upload_state_t *upload_adopt(docstore_t *self, const char *id, const Passerelle__Document *s,
+                                    reply_t *reply)
+{
+    uint64_t progress = 0;
+    if (blobstore_upload_progress(self->blobs, id, &progress) == BLOB_MISSING) {
+        reply_error(reply, ST_NOT_FOUND, "upload_id",
+                    "upload %s has no temporary file any more: begin again", id);
+        return NULL;
+    }
+    upload_state_t *u = calloc(1, sizeof *u);
+    if (!u) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
+        return NULL;
+    }
+    snprintf(u->id, sizeof u->id, "%s", id);
+    snprintf(u->added_by, sizeof u->added_by, "%s", s->versions[0]->added_by);
+    u->size = s->versions[0]->size;
+    u->recorded = s->version;
+    u->received = progress > s->version ? progress : s->version;
+    if (u->received > u->size)
+        u->received = u->size;
+    u->active_ms = time_now_ms();
+    u->hasher = u->received == 0 ? blob_hasher_new() : NULL;
+    u->next = self->uploads;
+    self->uploads = u;
+    return u;
+}
+
+/* ====================================================================== */
+/* Sessions                                                               */
+/* ====================================================================== */
+
 /* An upload session of this caller that is still open: INVALID_ARGUMENT
- * for a malformed id, NOT_FOUND when unknown, another caller's, or expired. */
+ * for a malformed id, NOT_FOUND when unknown, another caller's, or expired
+ * (by its record, unless a chunk came within the time to live: the record's
+ * expiry is pushed on only at each housekeeping tick). */
 static bool session_get(docstore_t *self, const call_t *call, const char *id,
                         Passerelle__Document **session_p, uint64_t *version, reply_t *reply)
 {
@@ -111,7 +215,9 @@ static bool session_get(docstore_t *self, const call_t *call, const char *id,
     } else if (s->versions[0]->number == 0) {
         char now[TIME_RFC3339_LEN];
         time_now_rfc3339(now);
-        if (s->updated_at && strcmp(s->updated_at, now) < 0) {
+        const upload_state_t *u = upload_find(self, id);
+        bool alive = u && upload_alive(self, u, time_now_ms());
+        if (!alive && s->updated_at && strcmp(s->updated_at, now) < 0) {
             reply_error(reply, ST_NOT_FOUND, "upload_id",
                         "upload %s expired at %s (abandoned): begin again", id, s->updated_at);
             visible = false;
@@ -125,18 +231,30 @@ static bool session_get(docstore_t *self, const call_t *call, const char *id,
     return visible;
 }
 
-static void session_reply(reply_t *reply, const char *upload_id, const Passerelle__Document *s)
+/* The UploadSession a reply carries; expires_at and document may be NULL. */
+static void session_reply(const docstore_t *self, reply_t *reply, const char *upload_id,
+                          uint64_t size, uint64_t received, const char *expires_at,
+                          const char *document)
 {
     Passerelle__UploadSession out = PASSERELLE__UPLOAD_SESSION__INIT;
     out.upload_id = (char *)upload_id;
     out.has_size = out.has_received = out.has_chunk_max = true;
-    out.size = s->versions[0]->size;
-    out.received = s->version;
+    out.size = size;
+    out.received = received;
     out.chunk_max = BLOB_BLOCK_SIZE;
-    out.expires_at = s->updated_at;
-    if (s->versions[0]->number != 0)
-        out.document = s->id;
+    out.has_window = self->window > 0;
+    out.window = self->window;
+    out.expires_at = (char *)expires_at;
+    out.document = (char *)document;
     reply_set_body(reply, &out.base);
+}
+
+/* Where an upload in memory stands. */
+static void upload_reply(const docstore_t *self, reply_t *reply, const upload_state_t *u)
+{
+    char expires[TIME_RFC3339_LEN];
+    time_rfc3339(u->active_ms + ttl_ms(self), expires);
+    session_reply(self, reply, u->id, u->size, u->received, expires, NULL);
 }
 
 static void expiry_after(unsigned ttl_s, char out[TIME_RFC3339_LEN])
@@ -229,35 +347,100 @@ static void upload_id_for(const call_t *call, char out[ID_LEN])
     out[ID_LEN - 1] = '\0';
 }
 
-void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
-                         reply_t *reply)
+/* Records a new version of bytes stored as blob sha: the document (new,
+ * from the session's metadata, or existing at doc_version with the version
+ * appended), its indexes, the blob's reference and the event, added to txn
+ * (which may hold more: the session's removal), then commits it with the
+ * reply, the session as it ends naming the document. s is the session
+ * (versions[0] the version to come), left as it was. */
+static void version_commit(docstore_t *self, const call_t *call, reply_t *reply, txn_t *txn,
+                           Passerelle__Document *s, Passerelle__Document *existing,
+                           uint64_t doc_version, const char *sha, const char *upload_id,
+                           const char *expires_at)
 {
-    docstore_t *self = ctx;
-    const Passerelle__UploadBeginRequest *req = (const Passerelle__UploadBeginRequest *)request;
-    doc_error_t err;
-    bool new_document = !req->document || !req->document[0];
-    if ((new_document && !doc_metadata_valid(req, &err)) ||
-        !doc_upload_valid(req, self->max_bytes, &err)) {
-        reply_doc_error(reply, &err);
+    const Passerelle__DocumentVersion *next = s->versions[0];
+    bool new_document = existing == NULL;
+    char now[TIME_RFC3339_LEN], id[ID_LEN];
+    time_now_rfc3339(now);
+    Passerelle__DocumentVersion added = PASSERELLE__DOCUMENT_VERSION__INIT;
+    added.has_number = added.has_size = true;
+    added.sha256 = (char *)sha;
+    added.size = next->size;
+    added.media_type = next->media_type;
+    added.filename = next->filename;
+    added.added_at = now;
+    added.added_by = next->added_by;
+
+    Passerelle__Document fresh = PASSERELLE__DOCUMENT__INIT;
+    Passerelle__Document *doc = existing;
+    Passerelle__DocumentVersion **versions = NULL;
+    Passerelle__DocumentVersion **old_versions = NULL;
+    size_t old_n = 0;
+    char *old_updated = NULL;
+    uint64_t old_version = 0;
+    bool old_has_version = false;
+    if (new_document) {
+        id_new('F', id);
+        fresh = *s;
+        fresh.id = id;
+        fresh.created_at = now;
+        fresh.updated_at = now;
+        fresh.has_version = true;
+        fresh.version = 1;
+        added.number = 1;
+        doc = &fresh;
+        versions = calloc(1, sizeof *versions);
+    } else {
+        versions = calloc(existing->n_versions + 1, sizeof *versions);
+        if (versions)
+            memcpy(versions, existing->versions, existing->n_versions * sizeof *versions);
+        added.number =
+            existing->n_versions ? existing->versions[existing->n_versions - 1]->number + 1 : 1;
+        old_versions = existing->versions;
+        old_n = existing->n_versions;
+        old_updated = existing->updated_at;
+        old_version = existing->version;
+        old_has_version = existing->has_version;
+        existing->has_version = true;
+        existing->version = doc_version + 1;
+        existing->updated_at = now;
+    }
+    if (!versions) {
+        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
         return;
     }
-    char sha[BLOB_SHA_HEX];
-    doc_sha_normalize(req->sha256, sha);
+    versions[new_document ? 0 : old_n] = &added;
+    doc->versions = versions;
+    doc->n_versions = new_document ? 1 : old_n + 1;
 
-    /* Reads first: the document a new version goes to, the uploads open. */
-    if (!new_document) {
-        Passerelle__Document *doc = NULL;
-        uint64_t version = 0;
-        if (!document_get(self, call, req->document, "document", &doc, &version, reply))
-            return;
-        bool allowed = doc_may_change(doc, caller_party(call));
-        passerelle__document__free_unpacked(doc, NULL);
-        if (!allowed) {
-            reply_error(reply, ST_PERMISSION_DENIED, "document",
-                        "only the owner party adds versions to document %s", req->document);
-            return;
-        }
+    char doc_key[KEY_MAX], subject[KEY_MAX];
+    document_key(doc_key, doc->id);
+    snprintf(subject, sizeof subject, "documents/%s", doc->id);
+    txn_put_message(txn, doc_key, doc->version, &doc->base);
+    if (new_document)
+        document_index(txn, doc);
+    txn_index_add(txn, "docstore:blobs", sha);
+    const char *event = new_document ? "document.published" : "document.version_added";
+    txn_event(txn, DOCSTORE_STREAM, DOCSTORE_SOURCE, event, subject, &doc->base);
+    session_reply(self, reply, upload_id, next->size, next->size, expires_at, doc->id);
+    reply_log_commit(reply, event, subject);
+    reply_commit(reply, call, self->store, txn);
+
+    if (existing) {
+        existing->versions = old_versions;
+        existing->n_versions = old_n;
+        existing->updated_at = old_updated;
+        existing->version = old_version;
+        existing->has_version = old_has_version;
     }
+    free(versions);
+}
+
+/* Opens an upload: the temporary file with its room reserved, the session
+ * and its entry in the index of uploads in progress. */
+static void upload_open(docstore_t *self, const call_t *call, reply_t *reply,
+                        Passerelle__Document *session, const char *upload_id)
+{
     redisReply *r = NULL;
     store_result_t result = store_command(self->store, &r, "ZCARD docstore:uploads");
     if (result != STORE_OK || r->type != REDIS_REPLY_INTEGER) {
@@ -278,15 +461,14 @@ void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *
      * now, before any byte travels. A run thrown away made the same file
      * (upload_id_for), so creating it again is harmless; a file no session
      * claims (a retry after the upload ended) is left to the sweep. */
-    char upload_id[ID_LEN];
-    upload_id_for(call, upload_id);
+    uint64_t size = session->versions[0]->size;
     char blob_err[256] = "";
     blob_result_t created =
-        blobstore_upload_create(self->blobs, upload_id, req->size, blob_err, sizeof blob_err);
+        blobstore_upload_create(self->blobs, upload_id, size, blob_err, sizeof blob_err);
     if (created == BLOB_NO_SPACE) {
         reply_error(reply, ST_RESOURCE_EXHAUSTED, "size",
                     "no space left for %llu bytes on the document volume (%s)",
-                    (unsigned long long)req->size, blob_err);
+                    (unsigned long long)size, blob_err);
         return;
     }
     if (created != BLOB_OK) {
@@ -294,7 +476,101 @@ void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *
         reply_error(reply, ST_INTERNAL, NULL, "cannot create the upload: %s", blob_err);
         return;
     }
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    char key[KEY_MAX];
+    upload_key(key, upload_id);
+    txn_put_message(txn, key, 1, &session->base);
+    txn_index_add(txn, "docstore:uploads", upload_id);
+    session_reply(self, reply, upload_id, size, 0, session->updated_at, NULL);
+    reply_log_commit(reply, "upload.begun", upload_id);
+    reply_commit(reply, call, self->store, txn);
+    txn_destroy(&txn);
+}
 
+/* A whole document in its upload.begin: its blob stored (blobstore_put,
+ * under the upload's id in tmp/ until renamed) and its version recorded in
+ * one transaction, no session ever made. Run again (a re-run of the
+ * handler, or its duplicate answered from the idempotency record), it
+ * stores the same bytes again, which replaces the blob by itself. */
+static void upload_put_whole(docstore_t *self, const call_t *call, reply_t *reply,
+                             Passerelle__Document *session, Passerelle__Document *existing,
+                             uint64_t doc_version, const char *upload_id,
+                             const ProtobufCBinaryData *data)
+{
+    char sha[BLOB_SHA_HEX] = "", blob_err[256] = "";
+    bool dedup = false;
+    blob_result_t stored =
+        blobstore_put(self->blobs, upload_id, data->data, data->len, session->versions[0]->sha256,
+                      sha, &dedup, blob_err, sizeof blob_err);
+    if (stored == BLOB_MISMATCH) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "sha256",
+                    "the bytes sent do not match the sha256 announced (%s): nothing was stored",
+                    blob_err);
+        return;
+    }
+    if (stored == BLOB_NO_SPACE) {
+        reply_error(reply, ST_RESOURCE_EXHAUSTED, "size",
+                    "no space left for %zu bytes on the document volume (%s)", data->len, blob_err);
+        return;
+    }
+    if (stored != BLOB_OK) {
+        log_error("cannot store a document", "{s:s, s:s}", "upload", upload_id, "error", blob_err);
+        reply_error(reply, ST_INTERNAL, NULL, "cannot store the document: %s", blob_err);
+        return;
+    }
+    metric_add(self->bytes_total, (const char *[]){"in"}, data->len);
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    version_commit(self, call, reply, txn, session, existing, doc_version, sha, upload_id, NULL);
+    txn_destroy(&txn);
+    log_debug("document stored whole", "{s:s, s:s, s:b}", "upload", upload_id, "sha256", sha,
+              "deduplicated", dedup);
+}
+
+void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                         reply_t *reply)
+{
+    docstore_t *self = ctx;
+    const Passerelle__UploadBeginRequest *req = (const Passerelle__UploadBeginRequest *)request;
+    doc_error_t err;
+    bool new_document = !req->document || !req->document[0];
+    if ((new_document && !doc_metadata_valid(req, &err)) ||
+        !doc_upload_valid(req, self->max_bytes, &err)) {
+        reply_doc_error(reply, &err);
+        return;
+    }
+    if (req->has_data && req->data.len != req->size) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "data",
+                    "data holds %zu bytes, size says %llu: a whole document in upload.begin is "
+                    "all of it",
+                    req->data.len, (unsigned long long)req->size);
+        return;
+    }
+    if (req->has_data && req->data.len > BLOB_BLOCK_SIZE) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "data",
+                    "%zu bytes is more than one chunk (%d): send them with upload.chunk",
+                    req->data.len, BLOB_BLOCK_SIZE);
+        return;
+    }
+    char sha[BLOB_SHA_HEX];
+    doc_sha_normalize(req->sha256, sha);
+
+    /* Reads first: the document a new version goes to (and, to open an
+     * upload, the uploads in progress). */
+    Passerelle__Document *existing = NULL;
+    uint64_t doc_version = 0;
+    if (!new_document) {
+        if (!document_get(self, call, req->document, "document", &existing, &doc_version, reply))
+            return;
+        if (!doc_may_change(existing, caller_party(call))) {
+            reply_error(reply, ST_PERMISSION_DENIED, "document",
+                        "only the owner party adds versions to document %s", req->document);
+            passerelle__document__free_unpacked(existing, NULL);
+            return;
+        }
+    }
+
+    char upload_id[ID_LEN];
+    upload_id_for(call, upload_id);
     char now[TIME_RFC3339_LEN], expires[TIME_RFC3339_LEN];
     time_now_rfc3339(now);
     expiry_after(self->upload_ttl_s, expires);
@@ -328,85 +604,98 @@ void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *
     session.has_version = true;
     session.version = 0;
 
-    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
-    char key[KEY_MAX];
-    upload_key(key, upload_id);
-    txn_put_message(txn, key, 1, &session.base);
-    txn_index_add(txn, "docstore:uploads", upload_id);
-    session_reply(reply, upload_id, &session);
-    reply_log_commit(reply, "upload.begun", upload_id);
-    reply_commit(reply, call, self->store, txn);
-    txn_destroy(&txn);
+    if (req->has_data)
+        upload_put_whole(self, call, reply, &session, existing, doc_version, upload_id, &req->data);
+    else
+        upload_open(self, call, reply, &session, upload_id);
+    if (existing)
+        passerelle__document__free_unpacked(existing, NULL);
 }
 
+/* A chunk: checked against, and written after, what memory holds of the
+ * upload; a Redis read only for an upload this process does not hold yet
+ * (its first chunk, or the first after a restart: upload_adopt). Not a
+ * write of the server's kind: under group commit it runs through at once
+ * when the upload is in memory, and when it is not, a run that gives up on
+ * the session record (not in the snapshot yet) does so before touching
+ * anything, so what it changes it changes once. */
 void handle_upload_chunk(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply)
 {
     docstore_t *self = ctx;
     const Passerelle__UploadChunkRequest *req = (const Passerelle__UploadChunkRequest *)request;
-    Passerelle__Document *s = NULL;
-    uint64_t version = 0;
-    if (!session_get(self, call, req->upload_id, &s, &version, reply))
+    if (!req->upload_id || !id_valid('L', req->upload_id)) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "upload_id",
+                    "upload_id '%.40s' is not an upload id", req->upload_id ? req->upload_id : "");
         return;
-    if (s->versions[0]->number != 0) {
-        reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
-                    "upload %s is committed already (document %s)", req->upload_id, s->id);
+    }
+    int64_t now_ms = time_now_ms();
+    upload_state_t *u = upload_find(self, req->upload_id);
+    if (u && strcmp(u->added_by, caller_name(call)) != 0) {
+        reply_error(reply, ST_NOT_FOUND, "upload_id",
+                    "upload %s not found (never begun, committed or abandoned)", req->upload_id);
+        return;
+    }
+    if (u && !upload_alive(self, u, now_ms)) {
+        reply_error(reply, ST_NOT_FOUND, "upload_id",
+                    "upload %s was idle for more than %u s (abandoned): begin again",
+                    req->upload_id, self->upload_ttl_s);
+        return;
+    }
+    if (!u) {
+        Passerelle__Document *s = NULL;
+        uint64_t version = 0;
+        if (!session_get(self, call, req->upload_id, &s, &version, reply))
+            return;
+        u = upload_adopt(self, req->upload_id, s, reply);
         passerelle__document__free_unpacked(s, NULL);
-        return;
+        if (!u)
+            return;
     }
     doc_error_t err;
-    chunk_verdict_t verdict = doc_chunk_check(s->versions[0]->size, s->version, req->offset,
-                                              req->data.len, BLOB_BLOCK_SIZE, &err);
+    chunk_verdict_t verdict =
+        doc_chunk_check(u->size, u->received, req->offset, req->data.len, BLOB_BLOCK_SIZE, &err);
     if (verdict == CHUNK_REFUSED) {
         reply_doc_error(reply, &err);
-    } else if (verdict == CHUNK_REPEAT) {
-        session_reply(reply, req->upload_id, s);
-    } else {
-        char blob_err[256] = "";
-        blob_result_t written =
-            req->data.len == 0
-                ? BLOB_OK
-                : blobstore_upload_write(self->blobs, req->upload_id, req->offset, req->data.data,
-                                         req->data.len, blob_err, sizeof blob_err);
-        if (written == BLOB_MISSING) {
-            reply_error(reply, ST_NOT_FOUND, "upload_id",
-                        "upload %s has no temporary file any more: begin again", req->upload_id);
-        } else if (written == BLOB_NO_SPACE) {
-            reply_error(reply, ST_RESOURCE_EXHAUSTED, "data",
-                        "no space left on the document volume (%s)", blob_err);
-        } else if (written != BLOB_OK) {
-            log_error("cannot write a chunk", "{s:s, s:s}", "upload", req->upload_id, "error",
-                      blob_err);
-            reply_error(reply, ST_INTERNAL, NULL, "cannot write the chunk: %s", blob_err);
-        } else {
-            /* Accepted: on the volume. Counted here, in the run that wrote
-             * it (a run that gave up earlier, on a record not read yet,
-             * wrote nothing). */
-            metric_add(self->bytes_total, (const char *[]){"in"}, req->data.len);
-            char expires[TIME_RFC3339_LEN];
-            expiry_after(self->upload_ttl_s, expires);
-            s->version += req->data.len;
-            char *old_expiry = s->updated_at;
-            s->updated_at = expires;
-            txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
-            char key[KEY_MAX];
-            upload_key(key, req->upload_id);
-            txn_put_message(txn, key, version + 1, &s->base);
-            session_reply(reply, req->upload_id, s);
-            reply_commit(reply, call, self->store, txn);
-            txn_destroy(&txn);
-            s->updated_at = old_expiry;
-        }
+        return;
     }
-    passerelle__document__free_unpacked(s, NULL);
+    if (verdict == CHUNK_REPEAT) {
+        u->active_ms = now_ms;
+        upload_reply(self, reply, u);
+        return;
+    }
+    char blob_err[256] = "";
+    blob_result_t written =
+        blobstore_upload_append(self->blobs, req->upload_id, u->hasher, req->offset, req->data.data,
+                                req->data.len, blob_err, sizeof blob_err);
+    if (written == BLOB_MISSING) {
+        reply_error(reply, ST_NOT_FOUND, "upload_id",
+                    "upload %s has no temporary file any more: begin again", req->upload_id);
+        upload_forget(self, req->upload_id);
+    } else if (written == BLOB_NO_SPACE) {
+        /* The upload's file went with the room it held (blobs.h). */
+        reply_error(reply, ST_RESOURCE_EXHAUSTED, "data",
+                    "no space left on the document volume (%s)", blob_err);
+        upload_forget(self, req->upload_id);
+    } else if (written != BLOB_OK) {
+        log_error("cannot write a chunk", "{s:s, s:s}", "upload", req->upload_id, "error",
+                  blob_err);
+        reply_error(reply, ST_INTERNAL, NULL, "cannot write the chunk: %s", blob_err);
+    } else {
+        metric_add(self->bytes_total, (const char *[]){"in"}, req->data.len);
+        u->received += req->data.len;
+        u->active_ms = now_ms;
+        upload_reply(self, reply, u);
+    }
 }
 
-/* Commits an upload: the blob into place, then in one transaction the
- * document (new, or the existing one with the version appended), its
- * indexes, the session deleted (with its index entry), and the event. The
- * reply still names the document made (session_reply of the session as it
- * would have been); the same request sent again is answered from its
- * idempotency record, another one finds no upload any more (NOT_FOUND). */
+/* Commits an upload: the blob into place (from the running hashes when
+ * memory holds them whole, else by reading the file), then in one
+ * transaction the document (new, or the existing one with the version
+ * appended), its indexes, the session deleted (with its index entry), and
+ * the event. The reply still names the document made; the same request
+ * sent again is answered from its idempotency record, another one finds no
+ * upload any more (NOT_FOUND). */
 void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage *request,
                           reply_t *reply)
 {
@@ -417,10 +706,25 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     if (!session_get(self, call, req->upload_id, &s, &session_version, reply))
         return;
     Passerelle__DocumentVersion *next = s->versions[0];
-    if (s->version != next->size) {
+    /* How many bytes there are: memory's count, else (a restart) what the
+     * upload's records say. A file gone is the blob's business below: a
+     * commit run again after its blob went into place finds it so. */
+    upload_state_t *u = upload_find(self, req->upload_id);
+    uint64_t received = s->version;
+    bool file_gone = false;
+    if (u) {
+        received = u->received;
+    } else {
+        uint64_t progress = 0;
+        file_gone =
+            blobstore_upload_progress(self->blobs, req->upload_id, &progress) == BLOB_MISSING;
+        if (progress > received)
+            received = progress;
+    }
+    if (!file_gone && received != next->size) {
         reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
                     "upload %s has %llu of its %llu bytes: send the rest first", req->upload_id,
-                    (unsigned long long)s->version, (unsigned long long)next->size);
+                    (unsigned long long)received, (unsigned long long)next->size);
         goto done;
     }
     bool new_document = !s->id || !s->id[0];
@@ -435,12 +739,14 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     }
 
     /* The bytes into their blob. Run again after it succeeded, the upload
-     * file is gone but the blob is there: the same outcome. */
+     * file is gone but the blob is there: the same outcome. Whatever comes
+     * of it, what memory held of the upload is spent. */
     char sha[BLOB_SHA_HEX] = "", blob_err[256] = "";
-    bool dedup = false;
-    blob_result_t committed =
-        blobstore_upload_commit(self->blobs, req->upload_id, next->size, next->sha256, sha, &dedup,
-                                blob_err, sizeof blob_err);
+    bool dedup = false, hashed = false;
+    blob_result_t committed = blobstore_upload_commit_hashed(
+        self->blobs, req->upload_id, u ? u->hasher : NULL, next->size, next->sha256, sha, &dedup,
+        &hashed, blob_err, sizeof blob_err);
+    upload_forget(self, req->upload_id);
     uint64_t present_size = 0;
     if (committed == BLOB_MISSING &&
         blobstore_size(self->blobs, next->sha256, &present_size) == BLOB_OK &&
@@ -479,86 +785,14 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
         txn_destroy(&txn);
         goto done;
     }
-
-    char now[TIME_RFC3339_LEN], id[ID_LEN];
-    time_now_rfc3339(now);
-    Passerelle__DocumentVersion added = PASSERELLE__DOCUMENT_VERSION__INIT;
-    added.has_number = added.has_size = true;
-    added.sha256 = sha;
-    added.size = next->size;
-    added.media_type = next->media_type;
-    added.filename = next->filename;
-    added.added_at = now;
-    added.added_by = next->added_by;
-
-    Passerelle__Document fresh = PASSERELLE__DOCUMENT__INIT;
-    Passerelle__Document *doc = existing;
-    Passerelle__DocumentVersion **versions = NULL;
-    Passerelle__DocumentVersion **old_versions = NULL;
-    size_t old_n = 0;
-    char *old_updated = NULL;
-    if (new_document) {
-        id_new('F', id);
-        fresh = *s;
-        fresh.id = id;
-        fresh.created_at = now;
-        fresh.updated_at = now;
-        fresh.has_version = true;
-        fresh.version = 1;
-        added.number = 1;
-        doc = &fresh;
-        versions = calloc(1, sizeof *versions);
-    } else {
-        versions = calloc(existing->n_versions + 1, sizeof *versions);
-        if (versions)
-            memcpy(versions, existing->versions, existing->n_versions * sizeof *versions);
-        added.number =
-            existing->n_versions ? existing->versions[existing->n_versions - 1]->number + 1 : 1;
-        old_versions = existing->versions;
-        old_n = existing->n_versions;
-        old_updated = existing->updated_at;
-        existing->has_version = true;
-        existing->version = doc_version + 1;
-        existing->updated_at = now;
-    }
-    if (!versions) {
-        reply_error(reply, ST_INTERNAL, NULL, "out of memory");
-        txn_destroy(&txn);
-        goto done;
-    }
-    versions[new_document ? 0 : old_n] = &added;
-    doc->versions = versions;
-    doc->n_versions = new_document ? 1 : old_n + 1;
-
-    char doc_key[KEY_MAX], subject[KEY_MAX];
-    document_key(doc_key, doc->id);
-    snprintf(subject, sizeof subject, "documents/%s", doc->id);
-    txn_put_message(txn, doc_key, doc->version, &doc->base);
-    if (new_document)
-        document_index(txn, doc);
-    txn_index_add(txn, "docstore:blobs", sha);
-    /* The session goes; the reply says what became of it. */
-    char *session_id = s->id;
-    s->id = doc->id;
-    next->number = added.number;
+    /* The session goes with the version it made. */
     txn_delete(txn, key, session_version);
     txn_index_remove(txn, "docstore:uploads", req->upload_id);
-    const char *event = new_document ? "document.published" : "document.version_added";
-    txn_event(txn, DOCSTORE_STREAM, DOCSTORE_SOURCE, event, subject, &doc->base);
-    session_reply(reply, req->upload_id, s);
-    reply_log_commit(reply, event, subject);
-    reply_commit(reply, call, self->store, txn);
+    version_commit(self, call, reply, txn, s, existing, doc_version, sha, req->upload_id,
+                   s->updated_at);
     txn_destroy(&txn);
-    log_debug("upload committed", "{s:s, s:s, s:b}", "upload", req->upload_id, "sha256", sha,
-              "deduplicated", dedup);
-
-    s->id = session_id;
-    if (existing) {
-        existing->versions = old_versions;
-        existing->n_versions = old_n;
-        existing->updated_at = old_updated;
-    }
-    free(versions);
+    log_debug("upload committed", "{s:s, s:s, s:b, s:b}", "upload", req->upload_id, "sha256", sha,
+              "deduplicated", dedup, "hashed_as_received", hashed);
 done:
     if (existing)
         passerelle__document__free_unpacked(existing, NULL);
@@ -655,6 +889,8 @@ void handle_document_read(void *ctx, const call_t *call, const ProtobufCMessage 
         out.data.len = got;
         out.size = v->size;
         out.sha256 = v->sha256;
+        out.has_window = self->window > 0;
+        out.window = self->window;
         reply_set_body(reply, &out.base);
         metric_add(self->bytes_total, (const char *[]){"out"}, got);
     }
@@ -1030,11 +1266,57 @@ typedef struct {
     size_t live;      /* sessions still open */
 } sweep_counts_t;
 
+/* Records in its session (read just now, at version) what memory knows of
+ * a live upload: the bytes received, once made durable (an fdatasync: the
+ * count is what a reboot resumes from), and the expiry counted from its
+ * last chunk. Nothing to do when neither moved since the last time. False
+ * if Redis could not be written (tried again next tick). */
+static bool upload_record(docstore_t *self, upload_state_t *u, const char *key,
+                          Passerelle__Document *s, uint64_t version)
+{
+    if (u->received == u->recorded && u->active_ms == u->recorded_active_ms)
+        return true;
+    uint64_t received = s->version;
+    if (u->received > s->version) {
+        char err[256] = "";
+        if (blobstore_upload_sync(self->blobs, u->id, err, sizeof err) == BLOB_OK)
+            received = u->received;
+        else
+            log_warn("cannot sync an upload's bytes: its recorded progress waits", "{s:s, s:s}",
+                     "upload", u->id, "error", err);
+    }
+    char expires[TIME_RFC3339_LEN];
+    time_rfc3339(u->active_ms + ttl_ms(self), expires);
+    char *old_expiry = s->updated_at;
+    uint64_t old_received = s->version;
+    s->updated_at = expires;
+    s->version = received;
+    txn_t *txn = txn_new(NULL, NULL, 0);
+    txn_result_t result = TXN_LOST;
+    if (txn) {
+        txn_put_message(txn, key, version + 1, &s->base);
+        result = txn_commit(txn, self->store, NULL, 0, NULL, NULL, NULL);
+        txn_destroy(&txn);
+    }
+    s->updated_at = old_expiry;
+    s->version = old_received;
+    if (result == TXN_COMMITTED) {
+        u->recorded = received;
+        u->recorded_active_ms = u->active_ms;
+    }
+    /* Stale: the session changed under us (its commit is on its way);
+     * the next tick sees. */
+    return result == TXN_COMMITTED || result == TXN_STALE;
+}
+
 /* The sweep: every session of docstore:uploads is read; an expired one
- * goes (record, index entry, temporary file), and the temporary files older
- * than the time to live that no open session claims go too. uploading
- * (sorted, may be NULL) gets the SHA-256 each open session announced.
- * False if Redis could not be read or written (nothing more is removed). */
+ * whose upload memory does not hold as live goes (record, index entry,
+ * temporary files, memory), a live one held in memory gets its progress
+ * recorded (upload_record), and the temporary files older than the time
+ * to live that no open session claims go too, as does memory of uploads
+ * whose session is gone. uploading (sorted, may be NULL) gets the SHA-256
+ * each open session announced. False if Redis could not be read or written
+ * (nothing more is removed). */
 static bool sweep_uploads(docstore_t *self, sweep_counts_t *counts, sha_list_t *uploading)
 {
     memset(counts, 0, sizeof *counts);
@@ -1048,6 +1330,7 @@ static bool sweep_uploads(docstore_t *self, sweep_counts_t *counts, sha_list_t *
     sha_list_t live = {0};
     char now[TIME_RFC3339_LEN];
     time_now_rfc3339(now);
+    int64_t now_ms = time_now_ms();
     bool failed = false;
     for (size_t i = 0; i < r->elements && !failed; i++) {
         const char *id = r->element[i]->str;
@@ -1060,15 +1343,21 @@ static bool sweep_uploads(docstore_t *self, sweep_counts_t *counts, sha_list_t *
         reply_t scratch;
         memset(&scratch, 0, sizeof scratch);
         read_result_t found = document_at(self->store, key, &s, &version, &scratch);
+        upload_state_t *u = upload_find(self, id);
+        bool held_alive = u && upload_alive(self, u, now_ms);
         if (found == READ_FAILED) {
             failed = true;
-        } else if (found == READ_FOUND && s->updated_at && strcmp(s->updated_at, now) >= 0) {
+        } else if (found == READ_FOUND &&
+                   (held_alive || (s->updated_at && strcmp(s->updated_at, now) >= 0))) {
             sha_list_add(&live, id, 0);
             if (uploading && s->n_versions == 1 && blob_sha_valid(s->versions[0]->sha256))
                 sha_list_add(uploading, s->versions[0]->sha256, 0);
+            if (u && s->n_versions == 1 && !upload_record(self, u, key, s, version))
+                failed = true;
         } else if (session_drop(self, key, version, id)) {
             /* Its bytes go with it: no one can send the rest any more. */
             blobstore_upload_remove(self->blobs, id);
+            upload_forget(self, id);
             counts->expired++;
             log_info("abandoned upload removed", "{s:s, s:s}", "upload", id, "expired_at",
                      s && s->updated_at ? s->updated_at : "");
@@ -1086,6 +1375,13 @@ static bool sweep_uploads(docstore_t *self, sweep_counts_t *counts, sha_list_t *
         counts->files =
             (int)blobstore_sweep_uploads(self->blobs, self->upload_ttl_s, upload_live, &live);
         counts->live = live.count;
+        /* Memory of an upload whose session is gone (removed by hand, or
+         * by another process) would only refuse its chunks wrongly. */
+        for (upload_state_t *u = self->uploads, *next; u; u = next) {
+            next = u->next;
+            if (!sha_listed(&live, u->id))
+                upload_forget(self, u->id);
+        }
     } else {
         failed = true;
     }
@@ -1323,7 +1619,8 @@ void docstore_collect(void *ctx, store_t *store, metrics_t *metrics)
 
 const route_t docstore_routes[] = {
     {"upload.begin", &passerelle__upload_begin_request__descriptor, handle_upload_begin, true},
-    {"upload.chunk", &passerelle__upload_chunk_request__descriptor, handle_upload_chunk, true},
+    /* Idempotent by its offset, not by a key: no record, no transaction. */
+    {"upload.chunk", &passerelle__upload_chunk_request__descriptor, handle_upload_chunk, false},
     {"upload.commit", &passerelle__upload_commit_request__descriptor, handle_upload_commit, true},
     {"document.get", &passerelle__document_get_request__descriptor, handle_document_get, false},
     {"document.read", &passerelle__document_read_request__descriptor, handle_document_read, false},

@@ -6,6 +6,20 @@
  * (a pwrite of the same bytes at the same offset; a commit of an upload
  * whose blob is already in place), and commits one transaction.
  *
+ * upload.chunk is the exception that makes transfers fast: it is not a
+ * write of the server's kind (no idempotency record, no transaction), being
+ * idempotent by its offset instead. The service keeps in memory, per upload
+ * in progress, the bytes received (the next offset), the running hashes of
+ * those bytes (blobs.h) and the time of the last chunk, so a chunk costs a
+ * pwrite and its hashing, and no Redis round trip. What is in memory is
+ * rebuilt from the session record and the upload's progress record on the
+ * volume by the first chunk or commit that finds it missing (a restart):
+ * the count is exact within a boot of the machine, the hashes are not
+ * (that commit reads the file). The housekeeping tick records each live
+ * upload's progress in its session (after an fdatasync of the bytes) and
+ * pushes its expiry on, so a session is swept only once its upload has
+ * been idle for the time to live, and a reboot resumes from the last tick.
+ *
  * Redis keys, each written only through commit.lua except the last two:
  *   docstore:document:<F id>          Document (record version = its version)
  *   docstore:upload:<L id>            an upload session, kept as a Document
@@ -14,7 +28,9 @@
  *            title, kind, theme, territory,
  *            visibility, tags = a new document's metadata, owner = the
  *            caller's party, created_at = begin time, updated_at = when it
- *            expires, version = bytes received; versions[0] = the version
+ *            expires, version = bytes received as last recorded (at begin,
+ *            then by the housekeeping tick: the service's own count, in
+ *            memory, is ahead of it); versions[0] = the version
  *            to come (sha256 expected, size, media_type, filename, added_by
  *            = the caller's key name, number = 0)
  *       Deleted (txn_delete) with its docstore:uploads entry by the
@@ -60,6 +76,12 @@
 #define DOCSTORE_TICK_MS_DEFAULT     10000
 #define DOCSTORE_GC_GRACE_DEFAULT    86400
 #define DOCSTORE_GC_SLICE            256 /* blobs examined per tick */
+/* Chunks (or ranges) a client may have in flight: its credit. */
+#define DOCSTORE_WINDOW_DEFAULT 4
+#define DOCSTORE_WINDOW_MAX     64
+
+/* An upload in progress as this process knows it (docs.c). */
+typedef struct upload_state_t upload_state_t;
 
 /* What every handler is handed as ctx; store and blobs are borrowed. */
 typedef struct {
@@ -69,9 +91,14 @@ typedef struct {
     unsigned max_uploads;  /* uploads in progress at once */
     unsigned upload_ttl_s; /* an upload idle that long is abandoned */
     unsigned gc_grace_s;   /* a blob unreferred to that long is removed */
+    unsigned window;       /* chunks or ranges a client may have in flight */
     /* The housekeeping's own state (docstore_tick); zero to start. */
     blob_cursor_t gc_cursor;
     bool tick_failing; /* the last tick could not reach Redis (logged once) */
+    /* The uploads in progress this process has seen a chunk of: at most
+     * one per session (so max_uploads of them), dropped by their commit or
+     * by the sweep. Owned; docstore_release frees them. */
+    upload_state_t *uploads;
     /* Set by docstore_count_into, NULL for no counting. */
     metric_t *bytes_total;
     metric_t *uploads_open;
@@ -80,11 +107,14 @@ typedef struct {
 extern const route_t docstore_routes[];
 extern const size_t docstore_route_count;
 
+/* Frees what the store holds in memory (the uploads in progress). */
+void docstore_release(docstore_t *self);
+
 /* Declares the document store's metrics in metrics and counts into them:
- *   passerelle_docstore_bytes_total{direction="in"}  chunk bytes written
- *       into uploads (a chunk sent again after it was acknowledged is not
- *       counted again; one whose commit went stale and ran again would be,
- *       but a client sends one chunk of an upload at a time);
+ *   passerelle_docstore_bytes_total{direction="in"}  bytes written into
+ *       uploads, by chunks and by the upload.begin that carries a whole
+ *       document (a chunk sent again after it was acknowledged is not
+ *       counted again; a whole document sent again is);
  *   passerelle_docstore_bytes_total{direction="out"} bytes read out to
  *       clients by document.read (fsck reads are not transfers);
  *   passerelle_docstore_uploads_in_progress (gauge) the uploads begun and
@@ -98,16 +128,20 @@ void docstore_count_into(docstore_t *self, metrics_t *metrics);
  * store the operations port's own connection, on the HTTP thread. */
 void docstore_collect(void *ctx, store_t *store, metrics_t *metrics);
 
-/* Removes abandoned uploads: sessions expired are taken out of the index of
- * uploads in progress, and temporary files older than the time to live
- * that no live session claims are deleted. Returns how many files were
- * removed, or -1 if Redis could not be read (nothing is removed then). */
+/* Removes abandoned uploads: sessions expired (and not live in this
+ * process's memory) are taken out of the index of uploads in progress, and
+ * temporary files older than the time to live that no live session claims
+ * are deleted. Returns how many files were removed, or -1 if Redis could
+ * not be read (nothing is removed then). */
 int docstore_sweep(docstore_t *self);
 
 /* Housekeeping, for server_config_t.tick (so in the server's thread,
- * between batches: no handler runs meanwhile). Sweeps the abandoned uploads
- * as docstore_sweep does (an expired session, its index entry and its
- * temporary file go), then runs the garbage collector one slice:
+ * between batches: no handler runs meanwhile). Records the progress of the
+ * uploads that received chunks since the last tick in their sessions
+ * (bytes fdatasynced first; the expiry pushed on from their last chunk),
+ * sweeps the abandoned uploads as docstore_sweep does (an expired session,
+ * its index entry, its temporary files and what memory held of it go),
+ * then runs the garbage collector one slice:
  *   - the next DOCSTORE_GC_SLICE blobs of the volume (blobstore_walk) are
  *     looked up in docstore:blobs; one no version refers to enters
  *     docstore:gc:candidates with the time it was first seen so, one

@@ -19,7 +19,9 @@
  *                                    abandoned uploads, one slice of
  *                                    garbage collection (10000)
  *   PASSERELLE_DOCSTORE_GC_GRACE_S   a blob no version refers to is removed
- *                                    that long after first seen so (86400) */
+ *                                    that long after first seen so (86400)
+ *   PASSERELLE_DOCSTORE_WINDOW       chunks (or ranges) a client may have in
+ *                                    flight (4) */
 #include "blobs.h"
 #include "config.h"
 #include "docs.h"
@@ -30,12 +32,28 @@
 #include "server.h"
 #include "store.h"
 
+#include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A chunk and the envelope around it (ids, type, key, body framing). */
+/* A chunk and the envelope around it (ids, type, key, body framing); an
+ * upload.begin carrying a whole document adds its metadata, well within. */
 #define DOCSTORE_REQUEST_BYTES ((size_t)BLOB_BLOCK_SIZE + 64 * 1024)
+
+/* Messages ZeroMQ may queue per connection, each way, beyond which it
+ * stops reading that client's socket (TCP then holds the client back) and
+ * drops replies to a client that does not read them. A client keeping to
+ * its window never has more than the window outstanding; one that ignores
+ * it holds at most this many chunks (a megabyte each) of the service's
+ * memory, and the batch the server drains from them, rather than ZeroMQ's
+ * default thousand (measured by tests/integration/test_docstore.c: 96 MB
+ * sent at once grow the service by about 16 MB with this, 150 MB
+ * without). */
+static int docstore_hwm(long window)
+{
+    return (int)(window + 4);
+}
 
 int main(void)
 {
@@ -44,7 +62,8 @@ int main(void)
     if (!memtune_for_chunks())
         log_warn("the C library refused the chunk memory policy: running on its defaults", NULL);
 
-    long max_bytes = 0, quota_bytes = 0, max_uploads = 0, ttl_s = 0, tick_ms = 0, grace_s = 0;
+    long max_bytes = 0, quota_bytes = 0, max_uploads = 0, ttl_s = 0, tick_ms = 0, grace_s = 0,
+         window = 0;
     if (!config_int("PASSERELLE_DOCSTORE_MAX_BYTES", (long)DOCSTORE_MAX_BYTES_DEFAULT, 0,
                     (long)1 << 50, &max_bytes) ||
         !config_int("PASSERELLE_DOCSTORE_QUOTA_BYTES", 0, 0, (long)1 << 60, &quota_bytes) ||
@@ -55,8 +74,13 @@ int main(void)
         !config_int("PASSERELLE_DOCSTORE_TICK_MS", DOCSTORE_TICK_MS_DEFAULT, 10, 3600L * 1000,
                     &tick_ms) ||
         !config_int("PASSERELLE_DOCSTORE_GC_GRACE_S", DOCSTORE_GC_GRACE_DEFAULT, 0, 365L * 86400,
-                    &grace_s))
+                    &grace_s) ||
+        !config_int("PASSERELLE_DOCSTORE_WINDOW", DOCSTORE_WINDOW_DEFAULT, 1, DOCSTORE_WINDOW_MAX,
+                    &window))
         return 1;
+    /* Before any socket is made: the server's ROUTER takes these. */
+    zsys_set_rcvhwm((size_t)docstore_hwm(window));
+    zsys_set_sndhwm((size_t)docstore_hwm(window));
     const char *dir = config_str("PASSERELLE_DOCSTORE_DIR", "./var/docstore");
 
     store_config_t store_cfg;
@@ -89,6 +113,7 @@ int main(void)
         .max_uploads = (unsigned)max_uploads,
         .upload_ttl_s = (unsigned)ttl_s,
         .gc_grace_s = (unsigned)grace_s,
+        .window = (unsigned)window,
     };
     /* Uploads a crash or a client left behind; if Redis is down now, they
      * wait for the next start (they only cost space meanwhile). */
@@ -124,9 +149,9 @@ int main(void)
         return 1;
     }
     ops_keys_loaded(ops, server_cfg.keys_dir, server_cfg.insecure);
-    log_info("document volume", "{s:s, s:I, s:I, s:i, s:i}", "dir", dir, "max_bytes",
+    log_info("document volume", "{s:s, s:I, s:I, s:i, s:i, s:i}", "dir", dir, "max_bytes",
              (json_int_t)max_bytes, "quota_bytes", (json_int_t)quota_bytes, "tick_ms", (int)tick_ms,
-             "gc_grace_s", (int)grace_s);
+             "gc_grace_s", (int)grace_s, "window", (int)window);
     server_wait_for_signal(server);
     ops_stopping(ops);
     /* Answer what is in flight, refuse what comes, within the grace: an
@@ -134,6 +159,7 @@ int main(void)
     server_drain(server, server_cfg.shutdown_grace_ms);
     server_destroy(&server);
     ops_destroy(&ops);
+    docstore_release(&docstore);
     store_destroy(&store);
     blobstore_destroy(&blobs);
     log_info("stopped", NULL);

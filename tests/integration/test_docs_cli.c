@@ -2,8 +2,9 @@
  * document store, judged by its exit code, its output and the files it
  * leaves. The tests without a service (help, usage errors, an unreachable
  * endpoint) come first; then round trips of a small and a ~20 MB file, the
- * listings, a withdrawal, fsck, and last a blob damaged on disk (which
- * leaves the store dirty, so nothing runs after it). */
+ * listings, a withdrawal, files around the size sent whole in one request,
+ * fsck, and last a blob damaged on disk (which leaves the store dirty, so
+ * nothing runs after it). */
 #define _GNU_SOURCE
 #include "harness.h"
 
@@ -474,6 +475,37 @@ static void test_withdraw_then_get_fails(void **state)
     assert_int_equal(downloads_count(), 0);
 }
 
+/* Around the size that goes whole in upload.begin (one chunk, 1 MiB): an
+ * empty file and one of exactly a chunk go in one request, one byte more
+ * goes in chunks; all come back byte for byte. */
+static void test_put_whole_and_chunked_sizes(void **state)
+{
+    (void)state;
+    need_service();
+    const size_t sizes[] = {0, 1024 * 1024, 1024 * 1024 + 1};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        char name[32], path[1024], back[1024];
+        snprintf(name, sizeof name, "taille-%zu.bin", sizes[i]);
+        path_in(path, sizeof path, fx.files, name);
+        assert_int_equal(write_file(path, sizes[i], 0x51ed27 + i), 0);
+        harness_run_t run = run_as("operator", "docs", "put", path, "--title", name, "--kind",
+                                   "other", "--theme", "3", "--id-only");
+        harness_assert_exit(&run, 0);
+        char id[64];
+        size_t id_len = strcspn(run.out, "\n");
+        assert_true(id_len > 1 && id_len < sizeof id && run.out[0] == 'F');
+        memcpy(id, run.out, id_len);
+        id[id_len] = '\0';
+        harness_run_free(&run);
+        path_in(back, sizeof back, fx.downs, name);
+        run = run_as("partner", "docs", "get", id, "-o", back);
+        harness_assert_exit(&run, 0);
+        harness_run_free(&run);
+        assert_same_file(path, back);
+    }
+    downloads_clear();
+}
+
 static void test_fsck_clean(void **state)
 {
     (void)state;
@@ -543,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_put_and_get_round_trips),
         cmocka_unit_test(test_list_show_versions),
         cmocka_unit_test(test_withdraw_then_get_fails),
+        cmocka_unit_test(test_put_whole_and_chunked_sizes),
         cmocka_unit_test(test_fsck_clean),
         cmocka_unit_test(test_corrupt_blob_refused_and_reported),
     };

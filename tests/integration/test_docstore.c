@@ -6,7 +6,12 @@
  * sampled during the transfer; dedup; versions by the owner only; every
  * access rule; withdrawal; listing filters and title words; every chunk
  * refusal; a commit with the wrong SHA-256; one event per write; the
- * upload session deleted by its commit. */
+ * upload session deleted by its commit. Then several requests in flight:
+ * an upload and a download with the window the service grants, chunks
+ * sent again (or too far) among others in flight, a client that ignores
+ * its credit (the service's memory stays bounded), and a whole document in
+ * its upload.begin (dedup, a retry with its key, versions and access, one
+ * event each, the refusals). */
 #include "harness.h"
 
 #include "docstore.pb-c.h"
@@ -35,7 +40,11 @@
 #define CHUNK        (1024 * 1024)
 #define LARGE_BYTES  (200ULL * 1024 * 1024)
 #define RSS_BOUND_KB (64 * 1024)
-#define KIND(k)      PASSERELLE__DOCUMENT_KIND__DOCUMENT_##k
+/* A client sending 96 MB of chunks at once: what may wait in the service
+ * (a window's worth per connection in ZeroMQ's queue, and the requests of
+ * a batch) is a few dozen megabytes, not the 96. */
+#define FLOOD_RSS_BOUND_KB (48 * 1024)
+#define KIND(k)            PASSERELLE__DOCUMENT_KIND__DOCUMENT_##k
 
 enum { METROPOLE, ACTION_LOGEMENT, PARTNER, ADMIN, N_CLIENTS };
 static const char *const CLIENT_NAMES[N_CLIENTS] = {"metropole", "action_logement", "partner",
@@ -735,6 +744,408 @@ static void test_events(void **state)
     free(id);
 }
 
+/* --- several requests in flight ------------------------------------------- */
+
+#define WINDOW_MAX 16
+
+typedef struct {
+    bool used;
+    char request_id[ID_LEN];
+    uint64_t offset;
+    size_t len;
+} flight_t;
+
+static flight_t *flight_take(flight_t *slots, unsigned window)
+{
+    for (unsigned i = 0; i < window; i++)
+        if (!slots[i].used) {
+            slots[i].used = true;
+            id_new('Q', slots[i].request_id);
+            return &slots[i];
+        }
+    return NULL;
+}
+
+static flight_t *flight_of(flight_t *slots, unsigned window, const Passerelle__Reply *reply)
+{
+    for (unsigned i = 0; i < window; i++)
+        if (slots[i].used && reply->request_id &&
+            strcmp(slots[i].request_id, reply->request_id) == 0)
+            return &slots[i];
+    fail_msg("a reply to no request in flight");
+    return NULL;
+}
+
+static void chunk_post(client_t *c, const char *upload, const uint8_t *data, const flight_t *slot)
+{
+    Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    req.upload_id = (char *)upload;
+    req.has_offset = req.has_data = true;
+    req.offset = slot->offset;
+    req.data.data = (uint8_t *)data + slot->offset;
+    req.data.len = slot->len;
+    /* No idempotency key: a chunk is idempotent by its offset. */
+    assert_int_equal(client_send_request(c, slot->request_id, "upload.chunk", &req.base, NULL), 0);
+}
+
+/* The next reply of a transfer, expected OK: its slot, its body in *body. */
+static flight_t *flight_next(client_t *c, flight_t *slots, unsigned window,
+                             const ProtobufCMessageDescriptor *desc, ProtobufCMessage **body)
+{
+    Passerelle__Reply *reply = NULL;
+    assert_int_equal(client_receive_reply(c, 0, &reply), 0);
+    harness_expect_status(reply, OK, NULL);
+    flight_t *slot = flight_of(slots, window, reply);
+    *body = protobuf_c_message_unpack(desc, NULL, reply->body.len, reply->body.data);
+    assert_non_null(*body);
+    passerelle__reply__free_unpacked(reply, NULL);
+    return slot;
+}
+
+/* Sends bytes [from, end) of data in chunks of CHUNK, window of them in
+ * flight: each reply, in order, says the upload holds up to its chunk's
+ * end. */
+static void send_windowed(client_t *c, const char *upload, const uint8_t *data, uint64_t from,
+                          uint64_t end, unsigned window)
+{
+    assert_true(window > 0 && window <= WINDOW_MAX);
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    uint64_t next = from, acked = from;
+    while (acked < end) {
+        flight_t *slot;
+        while (next < end && (slot = flight_take(slots, window))) {
+            slot->offset = next;
+            slot->len = end - next < CHUNK ? (size_t)(end - next) : CHUNK;
+            next += slot->len;
+            chunk_post(c, upload, data, slot);
+        }
+        ProtobufCMessage *body = NULL;
+        slot = flight_next(c, slots, window, &passerelle__upload_session__descriptor, &body);
+        Passerelle__UploadSession *s = (Passerelle__UploadSession *)body;
+        assert_int_equal(slot->offset, acked);
+        assert_int_equal(s->received, slot->offset + slot->len);
+        acked = s->received;
+        slot->used = false;
+        passerelle__upload_session__free_unpacked(s, NULL);
+    }
+}
+
+/* Reads a version whole with window ranges in flight after the first,
+ * into a buffer of its size (malloc'd, its size in *size). */
+static uint8_t *read_windowed(client_t *c, const char *id, uint64_t *size)
+{
+    Passerelle__DocumentReadReply *first = read_range(c, id, 0, 0, CHUNK);
+    assert_true(first->has_window);
+    unsigned window = first->window;
+    assert_true(window > 1 && window <= WINDOW_MAX);
+    uint32_t version = first->version;
+    *size = first->size;
+    uint8_t *out = malloc(first->size ? first->size : 1);
+    memcpy(out, first->data.data, first->data.len);
+    uint64_t next = first->data.len, done = first->data.len;
+    passerelle__document_read_reply__free_unpacked(first, NULL);
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    while (done < *size) {
+        flight_t *slot;
+        while (next < *size && (slot = flight_take(slots, window))) {
+            slot->offset = next;
+            slot->len = *size - next < CHUNK ? (size_t)(*size - next) : CHUNK;
+            next += slot->len;
+            Passerelle__DocumentReadRequest req = PASSERELLE__DOCUMENT_READ_REQUEST__INIT;
+            req.id = (char *)id;
+            req.has_version = req.has_offset = req.has_length = true;
+            req.version = version;
+            req.offset = slot->offset;
+            req.length = (uint32_t)slot->len;
+            assert_int_equal(
+                client_send_request(c, slot->request_id, "document.read", &req.base, NULL), 0);
+        }
+        ProtobufCMessage *body = NULL;
+        slot = flight_next(c, slots, window, &passerelle__document_read_reply__descriptor, &body);
+        Passerelle__DocumentReadReply *r = (Passerelle__DocumentReadReply *)body;
+        assert_int_equal(r->offset, slot->offset);
+        assert_int_equal(r->data.len, slot->len);
+        memcpy(out + r->offset, r->data.data, r->data.len);
+        done += r->data.len;
+        slot->used = false;
+        passerelle__document_read_reply__free_unpacked(r, NULL);
+    }
+    return out;
+}
+
+/* begin, and the window the session grants. */
+static char *begin_windowed(client_t *c, Passerelle__UploadBeginRequest *req, unsigned *window)
+{
+    Passerelle__UploadSession *s = harness_doc_session_call(c, "upload.begin", &req->base);
+    assert_true(id_valid('L', s->upload_id));
+    assert_int_equal(s->received, 0);
+    assert_true(s->has_window);
+    *window = s->window;
+    char *id = strdup(s->upload_id);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    return id;
+}
+
+static void test_windowed_round_trip(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[METROPOLE];
+    const size_t size = 9 * CHUNK + 54321;
+    uint8_t *data = harness_pattern(size, 17, 9);
+    char sha[65];
+    harness_sha256_hex(data, size, sha);
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude envoyée à plusieurs morceaux", size, sha);
+    unsigned window = 0;
+    char *upload = begin_windowed(c, &req, &window);
+    assert_int_equal(window, 4); /* the default credit */
+    send_windowed(c, upload, data, 0, size, window);
+    char *id = commit(c, upload);
+    uint64_t got_size = 0;
+    uint8_t *back = read_windowed(F->clients[PARTNER], id, &got_size);
+    assert_int_equal(got_size, size);
+    assert_memory_equal(back, data, size);
+    free(back);
+    free(id);
+    free(upload);
+    free(data);
+}
+
+/* A chunk sent again after its reply was lost is answered with where the
+ * upload stands and changes nothing, even with later chunks in flight; a
+ * chunk past the next offset is refused and changes nothing either. */
+static void test_chunk_repeated_in_window(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[ACTION_LOGEMENT];
+    const size_t size = 6 * CHUNK + 99;
+    uint8_t *data = harness_pattern(size, 23, 7);
+    char sha[65];
+    harness_sha256_hex(data, size, sha);
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude aux morceaux répétés", size, sha);
+    unsigned window = 0;
+    char *upload = begin_windowed(c, &req, &window);
+    send_windowed(c, upload, data, 0, 3 * CHUNK, window);
+    /* Chunks 0 and 1 again, and chunk 4 (one too far), in flight with 3. */
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    const uint64_t offsets[] = {0, CHUNK, 4 * CHUNK, 3 * CHUNK};
+    for (int i = 0; i < 4; i++) {
+        flight_t *slot = flight_take(slots, WINDOW_MAX);
+        slot->offset = offsets[i];
+        slot->len = CHUNK;
+        chunk_post(c, upload, data, slot);
+    }
+    for (int i = 0; i < 4; i++) {
+        Passerelle__Reply *reply = NULL;
+        assert_int_equal(client_receive_reply(c, 0, &reply), 0);
+        flight_t *slot = flight_of(slots, WINDOW_MAX, reply);
+        if (slot->offset == 4 * CHUNK) {
+            harness_expect_status(reply, INVALID, "offset");
+        } else {
+            harness_expect_status(reply, OK, NULL);
+            Passerelle__UploadSession *s =
+                passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+            assert_int_equal(s->received, slot->offset == 3 * CHUNK ? 4 * CHUNK : 3 * CHUNK);
+            passerelle__upload_session__free_unpacked(s, NULL);
+        }
+        slot->used = false;
+        passerelle__reply__free_unpacked(reply, NULL);
+    }
+    send_windowed(c, upload, data, 4 * CHUNK, size, window);
+    char *id = commit(c, upload);
+    char got[65];
+    assert_int_equal(read_all(c, id, 0, got, 0, NULL), size);
+    assert_string_equal(got, sha);
+    free(id);
+    free(upload);
+    free(data);
+}
+
+/* A client that ignores its credit and sends a whole file of chunks at
+ * once: each is still taken in order, and what waits for the service sits
+ * in bounded queues (the ROUTER's high-water mark per connection), not in
+ * the service's memory. */
+static void test_credit_ignored_memory_bounded(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[PARTNER];
+    const unsigned chunks = 96;
+    const size_t size = (size_t)chunks * CHUNK;
+    uint8_t *data = harness_pattern(size, 31, 5);
+    char sha[65];
+    harness_sha256_hex(data, size, sha);
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude envoyée sans attendre", size, sha);
+    unsigned window = 0;
+    char *upload = begin_windowed(c, &req, &window);
+    long start_kb = rss_kb(F->service.pid), max_kb = start_kb;
+    flight_t *slots = calloc(chunks, sizeof *slots);
+    for (unsigned i = 0; i < chunks; i++) {
+        flight_t *slot = flight_take(slots, chunks);
+        slot->offset = (uint64_t)i * CHUNK;
+        slot->len = CHUNK;
+        chunk_post(c, upload, data, slot);
+    }
+    uint64_t acked = 0;
+    for (unsigned i = 0; i < chunks; i++) {
+        ProtobufCMessage *body = NULL;
+        flight_t *slot =
+            flight_next(c, slots, chunks, &passerelle__upload_session__descriptor, &body);
+        Passerelle__UploadSession *s = (Passerelle__UploadSession *)body;
+        assert_int_equal(s->received, slot->offset + CHUNK);
+        assert_int_equal(slot->offset, acked);
+        acked = s->received;
+        slot->used = false;
+        passerelle__upload_session__free_unpacked(s, NULL);
+        long kb = rss_kb(F->service.pid);
+        if (kb > max_kb)
+            max_kb = kb;
+    }
+    char *id = commit(c, upload);
+    char got[65];
+    assert_int_equal(read_all(c, id, 0, got, 0, NULL), size);
+    assert_string_equal(got, sha);
+    printf("docstore RSS: %ld kB at start, %ld kB at most while %u MB came at once\n", start_kb,
+           max_kb, chunks);
+    assert_true(max_kb - start_kb < FLOOD_RSS_BOUND_KB);
+    free(slots);
+    free(id);
+    free(upload);
+    free(data);
+}
+
+/* --- a whole document in its upload.begin ----------------------------------- */
+
+static size_t uploads_open(void)
+{
+    redisReply *r = NULL;
+    assert_int_equal(store_command(F->store, &r, "ZCARD docstore:uploads"), STORE_OK);
+    size_t n = (size_t)r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* upload.begin carrying all of data under key; returns the session. */
+static Passerelle__UploadSession *put_whole(client_t *c, Passerelle__UploadBeginRequest *req,
+                                            const void *data, size_t len, const char *key,
+                                            int status, const char *field)
+{
+    char sha[65];
+    harness_sha256_hex(data, len, sha);
+    req->has_size = req->has_data = true;
+    req->size = len;
+    if (!req->sha256)
+        req->sha256 = sha;
+    req->data.data = (uint8_t *)data;
+    req->data.len = len;
+    Passerelle__Reply *reply =
+        harness_call_keyed(c, "upload.begin", &req->base, key, status, field);
+    req->sha256 = req->sha256 == sha ? NULL : req->sha256;
+    Passerelle__UploadSession *s =
+        status == OK ? passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data)
+                     : NULL;
+    passerelle__reply__free_unpacked(reply, NULL);
+    if (status == OK) {
+        assert_non_null(s);
+        assert_true(id_valid('F', s->document));
+        assert_int_equal(s->received, len);
+    }
+    return s;
+}
+
+static void test_whole_document_in_begin(void **state)
+{
+    (void)state;
+    client_t *owner = F->clients[METROPOLE], *other = F->clients[ACTION_LOGEMENT];
+    char blobs[700], tmp[700];
+    snprintf(blobs, sizeof blobs, "%s/blobs", F->volume);
+    snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
+    harness_events_t before;
+    harness_events_read(F->clients[ADMIN], NULL, &before);
+    int blobs_before = count_blobs(blobs);
+    size_t open_before = uploads_open();
+    const size_t len = 50 * 1024;
+    uint8_t *data = harness_pattern(len, 41, 3);
+
+    /* One request: stored, recorded, no session left behind. */
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Compte rendu en une fois", 0, NULL);
+    req.kind = KIND(MINUTES);
+    Passerelle__UploadSession *first = put_whole(owner, &req, data, len, "whole-1", OK, NULL);
+    assert_int_equal(count_blobs(blobs), blobs_before + 1);
+    assert_int_equal(uploads_open(), open_before);
+    assert_int_equal(count_blobs(tmp), 0);
+    char got[65], sha[65];
+    harness_sha256_hex(data, len, sha);
+    assert_int_equal(read_all(other, first->document, 0, got, 0, NULL), len);
+    assert_string_equal(got, sha);
+
+    /* Sent again with its key (a lost reply): the same document, nothing
+     * new. */
+    Passerelle__UploadSession *again = put_whole(owner, &req, data, len, "whole-1", OK, NULL);
+    assert_string_equal(again->document, first->document);
+    passerelle__upload_session__free_unpacked(again, NULL);
+
+    /* The same bytes as another document: stored once. */
+    begin_request(&req, "Compte rendu en une fois (copie)", 0, NULL);
+    Passerelle__UploadSession *copy = put_whole(other, &req, data, len, "whole-2", OK, NULL);
+    assert_string_not_equal(copy->document, first->document);
+    assert_int_equal(count_blobs(blobs), blobs_before + 1);
+
+    /* A new version: the owner party's only; a private document is not
+     * even seen by another party. */
+    Passerelle__UploadBeginRequest next = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    next.document = first->document;
+    put_whole(other, &next, "v2", 2, "whole-3", DENIED, "document");
+    Passerelle__UploadSession *v2 = put_whole(owner, &next, "v2", 2, "whole-4", OK, NULL);
+    assert_string_equal(v2->document, first->document);
+    Passerelle__Document *doc = get_document(other, first->document);
+    assert_int_equal(doc->n_versions, 2);
+    assert_int_equal(doc->versions[1]->size, 2);
+    passerelle__document__free_unpacked(doc, NULL);
+    begin_request(&req, "Note privée en une fois", 0, NULL);
+    req.has_visibility = true;
+    req.visibility = PASSERELLE__VISIBILITY__VISIBILITY_PRIVATE;
+    Passerelle__UploadSession *hidden = put_whole(other, &req, "prive", 5, "whole-5", OK, NULL);
+    next.document = hidden->document;
+    put_whole(owner, &next, "x", 1, "whole-6", NOT_FOUND, "document");
+
+    /* Refusals, nothing stored: bytes that are not the size announced, nor
+     * the SHA-256 announced, or more than one chunk. */
+    begin_request(&req, "Compte rendu refusé", 0, NULL);
+    req.has_size = req.has_data = true;
+    req.size = 10;
+    req.sha256 = sha;
+    req.data.data = data;
+    req.data.len = 9;
+    harness_call_refused(owner, "upload.begin", &req.base, INVALID, "data");
+    put_whole(owner, &req, data, 100, NULL, INVALID, "sha256");
+    req.sha256 = NULL;
+    uint8_t *big = calloc(1, CHUNK + 1);
+    put_whole(owner, &req, big, CHUNK + 1, NULL, INVALID, "data");
+    free(big);
+    assert_int_equal(count_blobs(tmp), 0);
+    assert_int_equal(uploads_open(), open_before);
+
+    /* Exactly one event per document made or extended. */
+    harness_events_t after;
+    harness_events_read(F->clients[ADMIN], before.last_position, &after);
+    assert_int_equal(after.count, 4);
+    assert_int_equal(count_type(&after, "document.published"), 3);
+    assert_int_equal(count_type(&after, "document.version_added"), 1);
+    harness_events_free(&before);
+    harness_events_free(&after);
+    passerelle__upload_session__free_unpacked(first, NULL);
+    passerelle__upload_session__free_unpacked(copy, NULL);
+    passerelle__upload_session__free_unpacked(v2, NULL);
+    passerelle__upload_session__free_unpacked(hidden, NULL);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -746,6 +1157,10 @@ int main(void)
         cmocka_unit_test(test_list_filters),
         cmocka_unit_test(test_upload_refusals),
         cmocka_unit_test(test_events),
+        cmocka_unit_test(test_windowed_round_trip),
+        cmocka_unit_test(test_chunk_repeated_in_window),
+        cmocka_unit_test(test_credit_ignored_memory_bounded),
+        cmocka_unit_test(test_whole_document_in_begin),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,14 +1,18 @@
 /* The document store under faults, with the real binary: the service
  * SIGKILLed during an upload (restarted, the upload resumed from the
- * session's `received` and committed whole) and during a download (read
- * again after the restart); a blob corrupted on disk (refused with
- * DATA_LOSS, listed corrupt by docs.fsck), a blob removed (missing), a file
- * no version refers to (orphaned); and a quota too small (RESOURCE_EXHAUSTED
- * at begin, nothing left in tmp/). */
+ * session's `received` and committed whole), during an upload with chunks
+ * in flight (resumed from where the service says it stands, committed by
+ * reading the file) and during a download (read again after the restart);
+ * an upload's file changed behind the service's back (refused at commit,
+ * with the running hashes or after a restart); a blob corrupted on disk
+ * (refused with DATA_LOSS, listed corrupt by docs.fsck), a blob removed
+ * (missing), a file no version refers to (orphaned); and a quota too small
+ * (RESOURCE_EXHAUSTED at begin, nothing left in tmp/). */
 #include "harness.h"
 
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
+#include "ids.h"
 
 #include <dirent.h>
 #include <setjmp.h>
@@ -20,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -329,6 +334,184 @@ static void test_begin_retried_reserves_once(void **state)
     free(data);
 }
 
+/* --- several chunks in flight ------------------------------------------------ */
+
+#define WINDOW_MAX 16
+
+typedef struct {
+    bool used;
+    char request_id[ID_LEN];
+    uint64_t offset;
+    size_t len;
+} flight_t;
+
+/* Posts chunk [offset, offset + len) of data without waiting. */
+static void chunk_post(const char *upload, const uint8_t *data, flight_t *slot, uint64_t offset,
+                       size_t len)
+{
+    slot->used = true;
+    id_new('Q', slot->request_id);
+    slot->offset = offset;
+    slot->len = len;
+    Passerelle__UploadChunkRequest req = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+    req.upload_id = (char *)upload;
+    req.has_offset = req.has_data = true;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data + offset;
+    req.data.len = len;
+    assert_int_equal(
+        client_send_request(F->owner, slot->request_id, "upload.chunk", &req.base, NULL), 0);
+}
+
+/* Sends [from, end) of data with window chunks in flight, each reply OK
+ * and in order. */
+static void send_windowed(const char *upload, const uint8_t *data, uint64_t from, uint64_t end,
+                          unsigned window)
+{
+    flight_t slots[WINDOW_MAX];
+    memset(slots, 0, sizeof slots);
+    uint64_t next = from, acked = from;
+    while (acked < end) {
+        for (unsigned i = 0; i < window && next < end; i++)
+            if (!slots[i].used) {
+                size_t len = end - next < CHUNK ? (size_t)(end - next) : CHUNK;
+                chunk_post(upload, data, &slots[i], next, len);
+                next += len;
+            }
+        Passerelle__Reply *reply = NULL;
+        assert_int_equal(client_receive_reply(F->owner, 0, &reply), 0);
+        harness_expect_status(reply, OK, NULL);
+        flight_t *slot = NULL;
+        for (unsigned i = 0; i < window; i++)
+            if (slots[i].used && strcmp(slots[i].request_id, reply->request_id) == 0)
+                slot = &slots[i];
+        assert_non_null(slot);
+        Passerelle__UploadSession *s =
+            passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+        assert_int_equal(slot->offset, acked);
+        assert_int_equal(s->received, slot->offset + slot->len);
+        acked = s->received;
+        slot->used = false;
+        passerelle__upload_session__free_unpacked(s, NULL);
+        passerelle__reply__free_unpacked(reply, NULL);
+    }
+}
+
+/* Where the upload stands, asked the way a client that lost track asks:
+ * its first byte again. */
+static uint64_t where_it_stands(const char *upload, const uint8_t *data)
+{
+    return harness_doc_chunk(F->owner, upload, 0, data, 1);
+}
+
+/* Changes one byte of an upload's file on the volume, making sure its
+ * change time moves (file times tick a few milliseconds at a time). */
+static void tamper(const char *upload, off_t offset)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tmp/%s", F->volume, upload);
+    struct stat before, after;
+    assert_int_equal(stat(path, &before), 0);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, offset, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, offset, SEEK_SET);
+    fputc(c ^ 0x40, f);
+    fclose(f);
+    for (int tries = 0; tries < 2000; tries++) {
+        assert_int_equal(stat(path, &after), 0);
+        if (after.st_ctim.tv_sec != before.st_ctim.tv_sec ||
+            after.st_ctim.tv_nsec != before.st_ctim.tv_nsec)
+            return;
+        struct timespec pause = {0, 1000000L};
+        nanosleep(&pause, NULL);
+        assert_int_equal(chmod(path, 0600), 0);
+    }
+    fail_msg("the change time of %s does not move", path);
+}
+
+/* SIGKILL with chunks in flight: the service comes back knowing every
+ * chunk it acknowledged (and those it wrote without a reply getting out),
+ * the client asks where the upload stands and goes on from there, and the
+ * commit, whose running hashes died with the process, reads the file: the
+ * same bytes come back. */
+static void test_kill_during_windowed_upload_then_resume(void **state)
+{
+    (void)state;
+    const size_t size = 12 * CHUNK + 777;
+    uint8_t *data = pattern(size, 5);
+    char sha[65];
+    harness_sha256_hex(data, size, sha);
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, "Etude interrompue en vol", size, sha, 2);
+    Passerelle__UploadSession *s = harness_doc_session_call(F->owner, "upload.begin", &req.base);
+    assert_true(s->has_window && s->window >= 2);
+    unsigned window = s->window;
+    char *upload = strdup(s->upload_id);
+    passerelle__upload_session__free_unpacked(s, NULL);
+
+    send_windowed(upload, data, 0, 5 * CHUNK, window);
+    flight_t slots[WINDOW_MAX];
+    for (unsigned i = 0; i < window; i++)
+        chunk_post(upload, data, &slots[i], (5 + i) * (uint64_t)CHUNK, CHUNK);
+    char *env[] = {F->volume_env, NULL};
+    restart(env);
+
+    uint64_t received = where_it_stands(upload, data);
+    assert_true(received >= 5 * CHUNK);
+    assert_true(received <= (5 + window) * (uint64_t)CHUNK);
+    assert_int_equal(received % CHUNK, 0);
+    send_windowed(upload, data, received, size, window);
+    char *id = commit(upload);
+    uint8_t *back = calloc(1, size);
+    read_into(id, back, size, size);
+    assert_memory_equal(back, data, size);
+    free(back);
+    free(id);
+    free(upload);
+    free(data);
+}
+
+/* An upload whose file is changed on the volume after its bytes came (by
+ * anything but the service) is refused at its commit, whether the service
+ * still holds the running hashes (the file's change time tells them
+ * stale) or restarted since (the commit reads the file anyway). */
+static void test_tampered_upload_refused_at_commit(void **state)
+{
+    (void)state;
+    const size_t size = 4 * CHUNK + 10;
+    uint8_t *data = pattern(size, 9);
+    char sha[65];
+    harness_sha256_hex(data, size, sha);
+    char *env[] = {F->volume_env, NULL};
+    for (int restarted = 0; restarted < 2; restarted++) {
+        char *upload =
+            begin(restarted ? "Etude modifiée, redémarrée" : "Etude modifiée", size, sha);
+        send_windowed(upload, data, 0, size, 4);
+        if (restarted)
+            restart(env);
+        tamper(upload, 2 * CHUNK + 3);
+        Passerelle__UploadCommitRequest cr = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+        cr.upload_id = upload;
+        Passerelle__Reply *reply =
+            harness_call(F->owner, "upload.commit", &cr.base,
+                         PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "sha256");
+        passerelle__reply__free_unpacked(reply, NULL);
+        /* Over for good: begin again. */
+        Passerelle__UploadChunkRequest again = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
+        again.upload_id = upload;
+        again.has_offset = again.has_data = true;
+        again.data.data = data;
+        again.data.len = 1;
+        reply = harness_call(F->owner, "upload.chunk", &again.base,
+                             PASSERELLE__STATUS__STATUS_NOT_FOUND, "upload_id");
+        passerelle__reply__free_unpacked(reply, NULL);
+        free(upload);
+    }
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +519,8 @@ int main(void)
         cmocka_unit_test(test_corrupt_missing_orphaned),
         cmocka_unit_test(test_quota),
         cmocka_unit_test(test_begin_retried_reserves_once),
+        cmocka_unit_test(test_kill_during_windowed_upload_then_resume),
+        cmocka_unit_test(test_tampered_upload_refused_at_commit),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

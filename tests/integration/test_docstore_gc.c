@@ -5,7 +5,8 @@
  * removes the blob of a withdrawn version. The sweep removes an abandoned
  * upload (session, index entry, temporary file) once its time to live has
  * passed, while the service runs, and leaves alone an upload that keeps
- * sending.
+ * sending. The tick records a live upload's progress in its session, which
+ * is where the upload resumes after a reboot.
  *
  * Waits are bounded polls, never assertions on durations: "kept before the
  * grace" is checked against the first-seen time the collector recorded. */
@@ -16,6 +17,7 @@
 #include "store.h"
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -338,12 +340,96 @@ static void test_abandoned_upload_swept_live_one_kept(void **state)
     free(data);
 }
 
+/* The bytes an upload's session records as received (what a service
+ * restarted after a reboot resumes from). */
+static uint64_t recorded_received(const char *upload)
+{
+    char key[128];
+    snprintf(key, sizeof key, "docstore:upload:%s", upload);
+    uint64_t version = 0;
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    assert_int_equal(store_record_get(F->store, key, &version, &bytes, &len), STORE_OK);
+    assert_true(version > 0);
+    Passerelle__Document *s = passerelle__document__unpack(NULL, len, bytes);
+    free(bytes);
+    assert_non_null(s);
+    uint64_t received = s->version;
+    passerelle__document__free_unpacked(s, NULL);
+    return received;
+}
+
+/* Makes an upload's progress record look written in another boot of the
+ * machine: after a reboot, the page cache that held its bytes is gone. */
+static void as_if_rebooted(const char *upload)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tmp/%s.progress", F->volume, upload);
+    FILE *f = fopen(path, "r+");
+    assert_non_null(f);
+    int c = fgetc(f);
+    rewind(f);
+    fputc(c == '0' ? '1' : '0', f);
+    fclose(f);
+}
+
+/* The housekeeping tick records what memory knows of a live upload in its
+ * session (chunks themselves touch no Redis): after a reboot, where the
+ * progress record on the volume means nothing any more, the upload resumes
+ * from that record, not from its start, and comes out whole. */
+static void test_progress_recorded_by_tick(void **state)
+{
+    (void)state;
+    enum { SIZE = 3 * 1024 * 1024 + 5, PIECE = 256 * 1024 };
+    uint8_t *data = pattern(SIZE, 7);
+    char sha[65];
+    harness_sha256_hex(data, SIZE, sha);
+    char *upload = begin("Etude suivie", SIZE, sha);
+    assert_int_equal(recorded_received(upload), 0);
+    size_t sent = 0;
+    for (; sent < 2 * 1024 * 1024; sent += PIECE)
+        chunk(upload, data, sent, PIECE);
+    for (int waited = 0; recorded_received(upload) != sent; waited += POLL_MS) {
+        assert_true(waited < WAIT_MS);
+        sleep_ms(POLL_MS);
+    }
+    chunk(upload, data, sent, PIECE);
+    sent += PIECE;
+
+    harness_service_stop(&F->service, SIGKILL);
+    uint64_t recorded = recorded_received(upload);
+    assert_true(recorded >= 2 * 1024 * 1024 && recorded <= sent);
+    as_if_rebooted(upload);
+    char grace[64], ttl[64];
+    snprintf(grace, sizeof grace, "PASSERELLE_DOCSTORE_GC_GRACE_S=%d", GRACE_S);
+    snprintf(ttl, sizeof ttl, "PASSERELLE_DOCSTORE_UPLOAD_TTL_S=%d", TTL_S);
+    char *env[] = {F->volume_env, "PASSERELLE_DOCSTORE_TICK_MS=100", grace, ttl, NULL};
+    assert_int_equal(harness_service_restart(&F->service, F->dir, env), 0);
+    client_destroy(&F->owner);
+    F->owner = harness_client(F->service.endpoint, F->keys, "metropole", 20000, 2);
+    assert_non_null(F->owner);
+
+    /* Where it stands: the recorded count (its first byte again tells). */
+    assert_int_equal(harness_doc_chunk(F->owner, upload, 0, data, 1), recorded);
+    for (sent = recorded; sent < SIZE; sent += PIECE)
+        chunk(upload, data, sent, SIZE - sent < PIECE ? SIZE - sent : PIECE);
+    char *id = commit(upload);
+    Passerelle__DocumentReadReply *r = harness_doc_read(F->owner, id, 0, 0, 0);
+    assert_int_equal(r->size, SIZE);
+    assert_string_equal(r->sha256, sha);
+    passerelle__document_read_reply__free_unpacked(r, NULL);
+    free(id);
+    free(upload);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orphans_removed_after_grace),
         cmocka_unit_test(test_withdrawn_version_kept),
         cmocka_unit_test(test_abandoned_upload_swept_live_one_kept),
+        cmocka_unit_test(test_progress_recorded_by_tick),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

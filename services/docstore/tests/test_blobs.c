@@ -1,7 +1,12 @@
 /* The blob store on a real folder: round trips across block boundaries,
  * dedup, refused uploads, corruption found on read and by verify, the
  * quota and a really full filesystem, the sweep of abandoned uploads, and
- * memory that does not grow with a blob's size. */
+ * memory that does not grow with a blob's size. The hashes made in one pass
+ * (blobhash.h) against libsodium's, both ways; commits from the hashes made
+ * as the bytes came, and the commits that must read the file instead (a
+ * hasher that missed bytes, none, a file changed behind the store's back);
+ * the progress record; whole small blobs in one call. */
+#include "blobhash.h"
 #include "blobs.h"
 #include "harness.h"
 
@@ -901,6 +906,366 @@ static void test_sha_valid(void **state)
     assert_null(blobstore_new("", 0, err, sizeof err));
 }
 
+/* --- hashes made as the bytes come ----------------------------------------- */
+
+typedef struct {
+    unsigned char (*digests)[32];
+    uint64_t count;
+} block_digests_t;
+
+static void note_block(void *arg, uint64_t block, const uint8_t digest[BLOBHASH_BYTES])
+{
+    block_digests_t *seen = arg;
+    assert_true(block == seen->count);
+    memcpy(seen->digests[block], digest, 32);
+    seen->count++;
+}
+
+/* The whole digest and each block's, fed in pieces of `piece` bytes,
+ * against libsodium's SHA-256 of the same bytes. */
+static void blobhash_check(blobhash_t *hash, const unsigned char *data, size_t len, size_t piece)
+{
+    uint64_t blocks = (len + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE;
+    block_digests_t seen = {calloc(blocks + 1, 32), 0};
+    assert_non_null(seen.digests);
+    for (size_t at = 0; at < len; at += piece)
+        blobhash_update(hash, data + at, len - at < piece ? len - at : piece, note_block, &seen);
+    assert_int_equal(blobhash_length(hash), len);
+    unsigned char whole[32], want[32];
+    blobhash_final(hash, whole, note_block, &seen);
+    crypto_hash_sha256(want, data, len);
+    if (memcmp(whole, want, 32) != 0)
+        fail_msg("whole digest of %zu bytes fed %zu at a time", len, piece);
+    assert_int_equal(seen.count, blocks);
+    for (uint64_t b = 0; b < blocks; b++) {
+        size_t start = (size_t)b * BLOB_BLOCK_SIZE;
+        size_t n = len - start < BLOB_BLOCK_SIZE ? len - start : BLOB_BLOCK_SIZE;
+        crypto_hash_sha256(want, data + start, n);
+        if (memcmp(seen.digests[b], want, 32) != 0)
+            fail_msg("digest of block %llu of %zu bytes fed %zu at a time", (unsigned long long)b,
+                     len, piece);
+    }
+    assert_int_equal(blobhash_length(hash), 0);
+    free(seen.digests);
+}
+
+/* Both ways (SHA instructions where the CPU has them, and OpenSSL's two
+ * digests), at the lengths where SHA-256's padding and the blocks
+ * change. */
+static void test_blobhash(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0,
+                            1,
+                            55,
+                            56,
+                            63,
+                            64,
+                            65,
+                            119,
+                            120,
+                            128,
+                            1000,
+                            4096,
+                            BLOB_BLOCK_SIZE - 1,
+                            BLOB_BLOCK_SIZE,
+                            BLOB_BLOCK_SIZE + 1,
+                            3 * BLOB_BLOCK_SIZE + 12345};
+    const size_t pieces[] = {7, 64, 1000, 65536, BLOB_BLOCK_SIZE, BLOB_BLOCK_SIZE + 3};
+    size_t max = 3 * BLOB_BLOCK_SIZE + 12345;
+    unsigned char *data = malloc(max);
+    assert_non_null(data);
+    randombytes_buf(data, max);
+    blobhash_t *hash = blobhash_new();
+    assert_non_null(hash);
+    printf("blobhash: SHA instructions %s\n", blobhash_accelerated() ? "used" : "absent");
+    for (int accelerated = 1; accelerated >= 0; accelerated--) {
+        blobhash_allow_accelerated(accelerated);
+        blobhash_reset(hash); /* the way is chosen here */
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+            for (size_t j = 0; j < sizeof pieces / sizeof pieces[0]; j++)
+                if (pieces[j] >= 64 || sizes[i] < 200000)
+                    blobhash_check(hash, data, sizes[i], pieces[j]);
+    }
+    blobhash_allow_accelerated(true);
+    /* A reset forgets what was fed. */
+    blobhash_update(hash, data, 100, NULL, NULL);
+    blobhash_reset(hash);
+    blobhash_check(hash, data, 5000, 1000);
+    blobhash_destroy(&hash);
+    assert_null(hash);
+    free(data);
+}
+
+/* Appends data in pieces of `piece` bytes from `from` on, with hasher. */
+static void append_all(blobstore_t *store, const char *id, blob_hasher_t *hasher,
+                       const unsigned char *data, size_t from, size_t len, size_t piece)
+{
+    char err[256] = "";
+    for (size_t at = from; at < len; at += piece) {
+        size_t n = len - at < piece ? len - at : piece;
+        assert_int_equal(
+            blobstore_upload_append(store, id, hasher, at, data + at, n, err, sizeof err), BLOB_OK);
+    }
+}
+
+/* Changes one byte of a file, and makes sure its change time moves (the
+ * clock of file times ticks a few milliseconds at a time): what anything
+ * writing to an upload behind the service's back does. */
+static void tamper(const char *path, off_t offset)
+{
+    struct stat before, after;
+    assert_int_equal(stat(path, &before), 0);
+    flip_byte(path, offset);
+    for (int tries = 0; tries < 2000; tries++) {
+        assert_int_equal(stat(path, &after), 0);
+        if (after.st_ctim.tv_sec != before.st_ctim.tv_sec ||
+            after.st_ctim.tv_nsec != before.st_ctim.tv_nsec)
+            return;
+        struct timespec pause = {0, 1000000L};
+        nanosleep(&pause, NULL);
+        assert_int_equal(chmod(path, 0600), 0); /* a change of its own */
+    }
+    fail_msg("the change time of %s does not move", path);
+}
+
+static void test_hashed_commit(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX], err[256] = "";
+    blobstore_t *store = new_store("hashed", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    const size_t len = 5 * BLOB_BLOCK_SIZE + 12345;
+    unsigned char *data = malloc(len);
+    assert_non_null(data);
+    randombytes_buf(data, len);
+    char expected[BLOB_SHA_HEX], sha[BLOB_SHA_HEX];
+    sha_hex(data, len, expected);
+    bool dedup = true, hashed = false;
+
+    /* In order, in pieces that do not fall on blocks: the commit reads
+     * nothing back (hashed) and the blob is whole, its block list right. */
+    const size_t pieces[] = {BLOB_BLOCK_SIZE, 300 * 1024 + 7};
+    for (size_t i = 0; i < 2; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "Lhashed%zu", i);
+        blob_hasher_t *hasher = blob_hasher_new();
+        assert_non_null(hasher);
+        assert_int_equal(blobstore_upload_create(store, id, len, err, sizeof err), BLOB_OK);
+        append_all(store, id, hasher, data, 0, len, pieces[i]);
+        assert_true(blob_hasher_valid(hasher));
+        assert_int_equal(blob_hasher_length(hasher), len);
+        uint64_t progress = 0;
+        assert_int_equal(blobstore_upload_progress(store, id, &progress), BLOB_OK);
+        assert_int_equal(progress, len);
+        assert_int_equal(blobstore_upload_commit_hashed(store, id, hasher, len, expected, sha,
+                                                        &dedup, &hashed, err, sizeof err),
+                         BLOB_OK);
+        assert_true(hashed);
+        assert_false(blob_hasher_valid(hasher)); /* spent */
+        assert_string_equal(sha, expected);
+        assert_int_equal(dedup, i == 1);
+        blob_hasher_destroy(&hasher);
+        uint64_t size = 0;
+        assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_OK);
+        assert_int_equal(size, len);
+        read_back(store, sha, data, len, 700 * 1024 + 3);
+        assert_int_equal(count_entries(tmp), 0); /* no progress, no block list left */
+    }
+    assert_int_equal(blobstore_remove(store, sha), BLOB_OK);
+
+    /* A hasher that missed bytes (a piece written twice out of order, as
+     * after a restart): the commit reads the file, and is right. */
+    blob_hasher_t *hasher = blob_hasher_new();
+    assert_int_equal(blobstore_upload_create(store, "Lgap", len, err, sizeof err), BLOB_OK);
+    append_all(store, "Lgap", NULL, data, 0, BLOB_BLOCK_SIZE, BLOB_BLOCK_SIZE);
+    append_all(store, "Lgap", hasher, data, BLOB_BLOCK_SIZE, len, BLOB_BLOCK_SIZE);
+    assert_false(blob_hasher_valid(hasher));
+    assert_int_equal(blobstore_upload_commit_hashed(store, "Lgap", hasher, len, expected, sha,
+                                                    &dedup, &hashed, err, sizeof err),
+                     BLOB_OK);
+    assert_false(hashed);
+    assert_string_equal(sha, expected);
+    assert_int_equal(blobstore_verify(store, sha, NULL, err, sizeof err), BLOB_OK);
+    blob_hasher_destroy(&hasher);
+    assert_int_equal(blobstore_remove(store, sha), BLOB_OK);
+
+    /* Without a hasher at all: the same, by reading. */
+    assert_int_equal(blobstore_upload_create(store, "Lnohash", len, err, sizeof err), BLOB_OK);
+    append_all(store, "Lnohash", NULL, data, 0, len, BLOB_BLOCK_SIZE);
+    assert_int_equal(blobstore_upload_commit_hashed(store, "Lnohash", NULL, len, expected, sha,
+                                                    &dedup, &hashed, err, sizeof err),
+                     BLOB_OK);
+    assert_false(hashed);
+    assert_int_equal(blobstore_remove(store, sha), BLOB_OK);
+
+    /* Bytes that are not the ones announced: refused from the running
+     * hash, without a read, and the upload goes. */
+    data[len / 2] ^= 1;
+    hasher = blob_hasher_new();
+    assert_int_equal(blobstore_upload_create(store, "Lwrong", len, err, sizeof err), BLOB_OK);
+    append_all(store, "Lwrong", hasher, data, 0, len, BLOB_BLOCK_SIZE);
+    assert_int_equal(blobstore_upload_commit_hashed(store, "Lwrong", hasher, len, expected, sha,
+                                                    &dedup, &hashed, err, sizeof err),
+                     BLOB_MISMATCH);
+    assert_non_null(strstr(err, "SHA-256"));
+    blob_hasher_destroy(&hasher);
+    data[len / 2] ^= 1;
+    assert_int_equal(count_entries(tmp), 0);
+
+    /* The right bytes, changed on the volume after they were written: the
+     * file is not what the hasher saw, so the commit reads it, and finds
+     * it wrong. */
+    hasher = blob_hasher_new();
+    assert_int_equal(blobstore_upload_create(store, "Ltampered", len, err, sizeof err), BLOB_OK);
+    append_all(store, "Ltampered", hasher, data, 0, len, BLOB_BLOCK_SIZE);
+    assert_true(blob_hasher_valid(hasher));
+    pathf(path, "%s/tmp/Ltampered", dir);
+    tamper(path, 2 * BLOB_BLOCK_SIZE + 77);
+    assert_int_equal(blobstore_upload_commit_hashed(store, "Ltampered", hasher, len, expected, sha,
+                                                    &dedup, &hashed, err, sizeof err),
+                     BLOB_MISMATCH);
+    assert_false(hashed);
+    blob_hasher_destroy(&hasher);
+    assert_int_equal(count_entries(tmp), 0);
+
+    /* Empty: a hasher of nothing, an empty block list. */
+    char empty[BLOB_SHA_HEX];
+    sha_hex("", 0, empty);
+    hasher = blob_hasher_new();
+    assert_int_equal(blobstore_upload_create(store, "Lempty", 0, err, sizeof err), BLOB_OK);
+    assert_int_equal(blobstore_upload_append(store, "Lempty", hasher, 0, "", 0, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_upload_commit_hashed(store, "Lempty", hasher, 0, empty, sha, &dedup,
+                                                    &hashed, err, sizeof err),
+                     BLOB_OK);
+    assert_true(hashed);
+    assert_int_equal(blobstore_verify(store, empty, NULL, err, sizeof err), BLOB_OK);
+    blob_hasher_destroy(&hasher);
+    assert_int_equal(blobstore_used_bytes(store), 0);
+    free(data);
+    blobstore_destroy(&store);
+}
+
+/* Rewrites an upload's progress record as if written in another boot of
+ * the machine. */
+static void progress_from_another_boot(const char *dir, const char *id)
+{
+    char path[PATH_MAX];
+    pathf(path, "%s/tmp/%s.progress", dir, id);
+    FILE *f = fopen(path, "r+");
+    assert_non_null(f);
+    int c = fgetc(f);
+    assert_true(c != EOF);
+    rewind(f);
+    fputc(c == '0' ? '1' : '0', f);
+    fclose(f);
+}
+
+static void test_progress(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX], err[256] = "";
+    blobstore_t *store = new_store("progress", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    unsigned char data[10000];
+    randombytes_buf(data, sizeof data);
+    uint64_t received = 99;
+    assert_int_equal(blobstore_upload_progress(store, "Lprog", &received), BLOB_MISSING);
+    assert_int_equal(received, 0);
+    assert_int_equal(blobstore_upload_create(store, "Lprog", sizeof data, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_upload_progress(store, "Lprog", &received), BLOB_OK);
+    assert_int_equal(received, 0);
+    append_all(store, "Lprog", NULL, data, 0, 6000, 1500);
+    assert_int_equal(blobstore_upload_progress(store, "Lprog", &received), BLOB_OK);
+    assert_int_equal(received, 6000);
+    /* A store opened again (a restart of the service) reads the same. */
+    blobstore_destroy(&store);
+    store = new_store("progress", 0, NULL);
+    assert_int_equal(blobstore_upload_progress(store, "Lprog", &received), BLOB_OK);
+    assert_int_equal(received, 6000);
+    assert_int_equal(blobstore_upload_sync(store, "Lprog", err, sizeof err), BLOB_OK);
+    /* Written in another boot: the page cache that held those bytes is
+     * gone with it, so nothing is known. */
+    progress_from_another_boot(dir, "Lprog");
+    assert_int_equal(blobstore_upload_progress(store, "Lprog", &received), BLOB_OK);
+    assert_int_equal(received, 0);
+    /* The record goes with its upload, and an old one is swept with it. */
+    assert_int_equal(count_entries(tmp), 2);
+    blobstore_upload_remove(store, "Lprog");
+    assert_int_equal(count_entries(tmp), 0);
+    assert_int_equal(blobstore_upload_create(store, "Lswept", 10, err, sizeof err), BLOB_OK);
+    append_all(store, "Lswept", NULL, data, 0, 10, 10);
+    assert_int_equal(count_entries(tmp), 2);
+    assert_int_equal(blobstore_sweep_uploads(store, 0, NULL, NULL), 1);
+    assert_int_equal(count_entries(tmp), 0);
+    assert_int_equal(blobstore_upload_sync(store, "Lswept", err, sizeof err), BLOB_MISSING);
+    blobstore_destroy(&store);
+}
+
+static void test_put_whole(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX], err[256] = "";
+    blobstore_t *store = new_store("whole", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    unsigned char data[50 * 1024];
+    randombytes_buf(data, sizeof data);
+    char expected[BLOB_SHA_HEX], sha[BLOB_SHA_HEX];
+    sha_hex(data, sizeof data, expected);
+    bool dedup = true;
+    assert_int_equal(
+        blobstore_put(store, "Lwhole", data, sizeof data, expected, sha, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_string_equal(sha, expected);
+    assert_false(dedup);
+    assert_int_equal(blobstore_verify(store, sha, NULL, err, sizeof err), BLOB_OK);
+    read_back(store, sha, data, sizeof data, 4096);
+    path_in(path, dir, "blobs", sha, ".blocks");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 65);
+    assert_int_equal(count_entries(tmp), 0);
+    assert_int_equal(blobstore_used_bytes(store), sizeof data);
+    /* Again (a retry, or the same bytes in another document): one copy. */
+    assert_int_equal(
+        blobstore_put(store, "Lwhole", data, sizeof data, expected, sha, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_true(dedup);
+    assert_int_equal(blobstore_used_bytes(store), sizeof data);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 1);
+
+    /* Not the bytes announced: nothing written. */
+    data[0] ^= 1;
+    assert_int_equal(
+        blobstore_put(store, "Lbad", data, sizeof data, expected, sha, &dedup, err, sizeof err),
+        BLOB_MISMATCH);
+    assert_int_equal(count_entries(tmp), 0);
+    /* More than a block, or a quota too small: refused, nothing left. */
+    unsigned char *big = calloc(1, BLOB_BLOCK_SIZE + 1);
+    char big_sha[BLOB_SHA_HEX];
+    sha_hex(big, BLOB_BLOCK_SIZE + 1, big_sha);
+    assert_int_equal(blobstore_put(store, "Lbig", big, BLOB_BLOCK_SIZE + 1, big_sha, sha, &dedup,
+                                   err, sizeof err),
+                     BLOB_IO);
+    free(big);
+    blobstore_destroy(&store);
+    store = new_store("whole-quota", 1000, NULL);
+    sha_hex(data, sizeof data, expected);
+    assert_int_equal(
+        blobstore_put(store, "Lquota", data, sizeof data, expected, sha, &dedup, err, sizeof err),
+        BLOB_NO_SPACE);
+    assert_int_equal(blobstore_used_bytes(store), 0);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 0);
+    char empty[BLOB_SHA_HEX];
+    sha_hex("", 0, empty);
+    assert_int_equal(blobstore_put(store, "Lnothing", "", 0, empty, sha, &dedup, err, sizeof err),
+                     BLOB_OK);
+    assert_int_equal(blobstore_verify(store, empty, NULL, err, sizeof err), BLOB_OK);
+    blobstore_destroy(&store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -911,6 +1276,8 @@ int main(void)
         cmocka_unit_test(test_full_filesystem),    cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_each_and_remove),    cmocka_unit_test(test_walk),
         cmocka_unit_test(test_stray_block_lists),  cmocka_unit_test(test_sha_valid),
+        cmocka_unit_test(test_blobhash),           cmocka_unit_test(test_hashed_commit),
+        cmocka_unit_test(test_progress),           cmocka_unit_test(test_put_whole),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
