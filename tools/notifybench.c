@@ -868,6 +868,10 @@ static void cmdstats_add(store_t *store, cmdstats_t *stats, double sign)
         double calls = 0, usec = 0;
         if (sscanf(line, "cmdstat_%47[^:]:calls=%lf,usec=%lf", name, &calls, &usec) != 3)
             continue;
+        /* EXEC's time is that of the calls it runs, counted under their
+         * own names already (a batch of script calls, store.h). */
+        if (strcmp(name, "exec") == 0 || strcmp(name, "multi") == 0)
+            continue;
         cmdstat_t *slot = cmdstats_slot(stats, name);
         if (slot) {
             slot->calls += sign * calls;
