@@ -5,8 +5,9 @@
  * a landlord), every refusal with its code and field, the one active STOCK
  * reservation per unit, the listing filters and pages, an idempotent
  * retry, and a unit's copies of its convention (with the read of the
- * convention for a unit written without them); after every write exactly one event of the right type on the right
- * subject, and none after a refusal. */
+ * convention for a unit written without them); after every write exactly
+ * one event of the right type on the right subject, and none after a
+ * refusal. */
 #include "harness.h"
 
 #include "envelope.pb-c.h"
