@@ -370,6 +370,29 @@ static int bare_get(bare_t *bare, const char *path, uint64_t size)
 /* Passerelle: the calls `passerelle docs put` and `get` make             */
 /* ====================================================================== */
 
+/* A reply that must be OK (and, expected false, answer a request in
+ * flight): its body unpacked as desc (caller frees with
+ * protobuf_c_message_free_unpacked), or NULL after saying why. Takes
+ * reply. */
+static ProtobufCMessage *reply_body(const char *type, Passerelle__Reply *reply,
+                                    const ProtobufCMessageDescriptor *desc, bool expected)
+{
+    if (!expected || reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        fprintf(stderr, "passerelle-docbench: %s: status %d: %s (field: %s)%s\n", type,
+                reply->status, reply->message ? reply->message : "",
+                reply->field ? reply->field : "", expected ? "" : ", to no request in flight");
+        passerelle__reply__free_unpacked(reply, NULL);
+        return NULL;
+    }
+    ProtobufCMessage *body = protobuf_c_message_unpack(
+        desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    if (!body)
+        fprintf(stderr, "passerelle-docbench: %s: the reply does not decode as %s\n", type,
+                desc->name);
+    return body;
+}
+
 /* One request that must succeed: the reply's body unpacked as desc (caller
  * frees with protobuf_c_message_free_unpacked), or NULL after saying why. */
 static ProtobufCMessage *call_ok(client_t *client, const char *type,
@@ -381,19 +404,7 @@ static ProtobufCMessage *call_ok(client_t *client, const char *type,
         fprintf(stderr, "passerelle-docbench: %s: no reply\n", type);
         return NULL;
     }
-    if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
-        fprintf(stderr, "passerelle-docbench: %s: status %d: %s (field: %s)\n", type, reply->status,
-                reply->message ? reply->message : "", reply->field ? reply->field : "");
-        passerelle__reply__free_unpacked(reply, NULL);
-        return NULL;
-    }
-    ProtobufCMessage *body = protobuf_c_message_unpack(
-        desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    if (!body)
-        fprintf(stderr, "passerelle-docbench: %s: the reply does not decode as %s\n", type,
-                desc->name);
-    return body;
+    return reply_body(type, reply, desc, true);
 }
 
 /* A stored version: the document that holds it and its SHA-256. */
@@ -459,20 +470,7 @@ static ProtobufCMessage *flight_reply(client_t *client, const char *type, flight
         return NULL;
     }
     *slot_p = flight_find(slots, window, reply->request_id);
-    if (!*slot_p || reply->status != PASSERELLE__STATUS__STATUS_OK) {
-        fprintf(stderr, "passerelle-docbench: %s: status %d: %s (field: %s)%s\n", type,
-                reply->status, reply->message ? reply->message : "",
-                reply->field ? reply->field : "", *slot_p ? "" : ", to no request in flight");
-        passerelle__reply__free_unpacked(reply, NULL);
-        return NULL;
-    }
-    ProtobufCMessage *body = protobuf_c_message_unpack(
-        desc, NULL, reply->has_body ? reply->body.len : 0, reply->body.data);
-    passerelle__reply__free_unpacked(reply, NULL);
-    if (!body)
-        fprintf(stderr, "passerelle-docbench: %s: the reply does not decode as %s\n", type,
-                desc->name);
-    return body;
+    return reply_body(type, reply, desc, *slot_p != NULL);
 }
 
 /* Sends size bytes of data from session->received on, up to the session's

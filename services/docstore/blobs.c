@@ -367,6 +367,26 @@ static blob_result_t upload_path(blobstore_t *self, const char *upload_id, const
     return BLOB_OK;
 }
 
+/* Opens upload_id's temporary file with flags into *fd_out. BLOB_MISSING
+ * when there is no such upload (any more). */
+static blob_result_t upload_open(blobstore_t *self, const char *upload_id, int flags, int *fd_out,
+                                 char *err, size_t err_size)
+{
+    *fd_out = -1;
+    char path[PATH_MAX];
+    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    if (rc != BLOB_OK)
+        return rc;
+    *fd_out = open(path, flags | O_CLOEXEC);
+    if (*fd_out >= 0)
+        return BLOB_OK;
+    if (errno == ENOENT) {
+        set_err(err, err_size, "upload %s not found", upload_id);
+        return BLOB_MISSING;
+    }
+    return sys_fail(errno, err, err_size, "open upload", upload_id);
+}
+
 blob_result_t blobstore_upload_create(blobstore_t *self, const char *upload_id, uint64_t size,
                                       char *err, size_t err_size)
 {
@@ -440,18 +460,10 @@ static blob_result_t upload_open_range(blobstore_t *self, const char *upload_id,
                                        size_t len, int *fd_out, char *err, size_t err_size)
 {
     *fd_out = -1;
-    char path[PATH_MAX];
-    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    int fd = -1;
+    blob_result_t rc = upload_open(self, upload_id, O_WRONLY, &fd, err, err_size);
     if (rc != BLOB_OK)
         return rc;
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            set_err(err, err_size, "upload %s not found", upload_id);
-            return BLOB_MISSING;
-        }
-        return sys_fail(errno, err, err_size, "open upload", upload_id);
-    }
     struct stat st;
     if (fstat(fd, &st) < 0) {
         rc = sys_fail(errno, err, err_size, "stat upload", upload_id);
@@ -666,18 +678,10 @@ blob_result_t blobstore_upload_progress(blobstore_t *self, const char *upload_id
 blob_result_t blobstore_upload_sync(blobstore_t *self, const char *upload_id, char *err,
                                     size_t err_size)
 {
-    char path[PATH_MAX];
-    blob_result_t rc = upload_path(self, upload_id, NULL, path, err, err_size);
+    int fd = -1;
+    blob_result_t rc = upload_open(self, upload_id, O_RDONLY, &fd, err, err_size);
     if (rc != BLOB_OK)
         return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            set_err(err, err_size, "upload %s not found", upload_id);
-            return BLOB_MISSING;
-        }
-        return sys_fail(errno, err, err_size, "open upload", upload_id);
-    }
     rc = fdatasync(fd) == 0 ? BLOB_OK : sys_fail(errno, err, err_size, "sync upload", upload_id);
     close(fd);
     return rc;
