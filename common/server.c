@@ -813,11 +813,9 @@ static bool server_begin(server_t *self, slot_t *slot, zmsg_t *msg)
     return server_process(self, slot, zframe_data(payload), zframe_size(payload), user_id);
 }
 
-/* Sends the slot's reply, logs it, and frees the slot. */
-static void server_finish(server_t *self, zsock_t *router, slot_t *slot)
+/* Sends the slot's reply (server_finish's first half). */
+static void server_send(zsock_t *router, slot_t *slot)
 {
-    if (!slot->routing)
-        return;
     size_t len = 0;
     uint8_t *bytes = server_encode(&slot->out, &len);
     if (bytes) {
@@ -830,6 +828,12 @@ static void server_finish(server_t *self, zsock_t *router, slot_t *slot)
         /* ROUTER drops what it cannot route (peer gone): never blocks */
         zmsg_send(&reply, router);
     }
+}
+
+/* Logs and counts the slot's request, and frees the slot (server_finish's
+ * second half, once its reply is sent). */
+static void server_retire(server_t *self, slot_t *slot)
+{
     server_log(self, &slot->out, zclock_usecs() - slot->start_us);
     reply_reset(&slot->out.reply);
     zframe_destroy(&slot->routing);
@@ -840,10 +844,24 @@ static void server_finish(server_t *self, zsock_t *router, slot_t *slot)
     memset(slot, 0, sizeof *slot);
 }
 
+/* Sends the slot's reply, logs it, and frees the slot. */
+static void server_finish(server_t *self, zsock_t *router, slot_t *slot)
+{
+    if (!slot->routing)
+        return;
+    server_send(router, slot);
+    server_retire(self, slot);
+}
+
 /* Commits the transactions of the pending slots in rounds, one pipeline
  * each (see server.h), sending every reply once its outcome is known. */
 static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pending, size_t count)
 {
+    typedef struct {
+        slot_t *slot;
+        bool committed;
+    } finished_t;
+    finished_t finished[SERVER_BATCH_MAX];
     txn_batch_item_t *items = self->items;
     while (count > 0) {
         for (size_t i = 0; i < count; i++) {
@@ -854,8 +872,10 @@ static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pendi
         }
         txn_commit_batch(items, count, self->cfg.store);
 
-        /* Outcomes first: what is final leaves now, being durable. */
-        size_t stale = 0;
+        /* Outcomes first: what is final leaves now, being durable; the
+         * log lines and the freeing wait until every reply is on its way,
+         * so that no client's next request waits for them. */
+        size_t stale = 0, done = 0;
         for (size_t i = 0; i < count; i++) {
             slot_t *slot = pending[i];
             reply_t *reply = &slot->out.reply;
@@ -867,11 +887,16 @@ static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pendi
                     continue;
                 }
             } else {
-                if (item->result == TXN_COMMITTED)
-                    reply_log_committed(reply, &slot->call, reply->txn);
                 reply_apply(reply, item->result, item->stored, item->stored_len, self->cfg.store);
             }
-            server_finish(self, router, slot);
+            server_send(router, slot);
+            finished[done++] = (finished_t){slot, item->result == TXN_COMMITTED};
+        }
+        for (size_t i = 0; i < done; i++) {
+            slot_t *slot = finished[i].slot;
+            if (finished[i].committed)
+                reply_log_committed(&slot->out.reply, &slot->call, slot->out.reply.txn);
+            server_retire(self, slot);
         }
         /* Then the stale ones run again, on what this round wrote. */
         count = 0;
