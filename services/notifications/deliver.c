@@ -941,16 +941,41 @@ static size_t start_ready(deliver_t *self)
 
 /* The start of a drain (deliver_drain): what was taken and not started
  * goes back to the due set at once, rather than when its lease runs out,
- * so that the restarted worker or a replica sends it without waiting.
- * Returns how many went back. */
+ * so that the restarted worker or a replica sends it without waiting. All
+ * of it in one pipeline (one round trip, one fsync), as outcomes are: the
+ * grace period is for the transfers in flight. What could not go back
+ * (memory, Redis) is left to its lease. Returns how many were sent back. */
 static size_t deliver_drain_begin(deliver_t *self)
 {
-    size_t released = 0;
-    while (self->ready_head) {
-        release_flight(self, self->ready_head, "release");
-        released++;
+    size_t n = self->ready_count, made = 0;
+    outcome_args_t *args = calloc(n ? n : 1, sizeof *args);
+    store_call_t *calls = calloc(n ? n : 1, sizeof *calls);
+    redisReply **replies = calloc(n ? n : 1, sizeof *replies);
+    store_result_t *results = calloc(n ? n : 1, sizeof *results);
+    if (args && calls && replies && results) {
+        int64_t now = time_now_ms();
+        for (flight_t *f = self->ready_head; f && made < n; f = f->ready_next) {
+            if (!outcome_args(&args[made], "release", f->delivery, now, 0, self->cfg.attempts_kept,
+                              NULL, 0, -1))
+                break;
+            calls[made] = (store_call_t){OUTCOME_KEYS, 18, args[made].argv, args[made].lens};
+            made++;
+        }
+        if (made > 0)
+            store_script_run_many(self->store, self->outcome_script, calls, made, replies, results);
     }
-    return released;
+    for (size_t i = 0; i < made; i++) {
+        if (replies[i])
+            freeReplyObject(replies[i]);
+        free(args[i].packed);
+    }
+    while (self->ready_head)
+        flight_free(self, self->ready_head);
+    free(args);
+    free(calls);
+    free(replies);
+    free(results);
+    return made;
 }
 
 static void deliver_actor(zsock_t *pipe, void *arg)
