@@ -738,24 +738,25 @@ int identity_promote_server_next(const char *dir, bool *with_secret, char *err, 
                      next_public, next_secret);
             return -1;
         }
-        if (identity_keep_previous(dir, err, err_size) != 0 ||
-            identity_rename(next_secret, secret, err, err_size) != 0)
-            return -1;
-        if (next_public_there) {
-            if (identity_rename(next_public, public_path, err, err_size) != 0)
-                return -1;
-        } else {
-            /* only the secret half was copied here: derive the public one */
-            zcert_t *cert = zcert_load(public_path); /* reads the _secret */
-            int rc =
-                cert ? identity_save_public_atomic(cert, dir, "server", public_path, err, err_size)
-                     : -1;
+        if (!next_public_there) {
+            /* Only the secret half was copied here: its public half is
+             * written beside it first, so that the two renames below, and
+             * their resumption if they are interrupted, are the same as
+             * when both halves were copied. */
+            zcert_t *cert = zcert_load(next_public); /* reads the _secret */
+            int rc = cert ? identity_save_public_atomic(cert, dir, "server.next", next_public, err,
+                                                        err_size)
+                          : -1;
             if (!cert)
-                snprintf(err, err_size, "%s is not a certificate", secret);
+                snprintf(err, err_size, "%s is not a certificate", next_secret);
             zcert_destroy(&cert);
             if (rc != 0)
                 return -1;
         }
+        if (identity_keep_previous(dir, err, err_size) != 0 ||
+            identity_rename(next_secret, secret, err, err_size) != 0 ||
+            identity_rename(next_public, public_path, err, err_size) != 0)
+            return -1;
         identity_sync_dir(dir);
         if (with_secret)
             *with_secret = true;
