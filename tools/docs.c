@@ -444,6 +444,7 @@ typedef struct {
     uint64_t offset;
     size_t len;
     Passerelle__DocumentReadReply *range; /* get: the reply, kept until its turn */
+    long unavailable;                     /* get: UNAVAILABLE answers to this range so far */
 } inflight_t;
 
 /* The credit a reply gives: its window, at most WINDOW_MAX; one when the
@@ -1073,8 +1074,8 @@ static int get_ranges(docs_ctx_t *ctx, download_t *d, const char *id, uint32_t n
             passerelle__reply__free_unpacked(reply, NULL);
             continue;
         }
-        attempts = 0;
         if (reply->status == PASSERELLE__STATUS__STATUS_OK) {
+            attempts = 0;
             Passerelle__DocumentReadReply *range =
                 passerelle__document_read_reply__unpack(NULL, reply->body.len, reply->body.data);
             if (!range || range->offset != slot->offset || range->version != number ||
@@ -1089,6 +1090,12 @@ static int get_ranges(docs_ctx_t *ctx, download_t *d, const char *id, uint32_t n
             } else {
                 slot->range = range;
             }
+        } else if (reply->status == PASSERELLE__STATUS__STATUS_UNAVAILABLE &&
+                   ++slot->unavailable > ctx->opts->retries) {
+            /* Its store down for longer than the retries: say so, as
+             * client_call would, rather than ask for ever. */
+            cli_print_reply_error(reply);
+            rc = CLI_EXIT_UNREACHABLE;
         } else if (reply->status == PASSERELLE__STATUS__STATUS_UNAVAILABLE) {
             /* The service is stopping, or its store is down: ask again in a
              * moment, as client_call would. */
