@@ -821,8 +821,7 @@ static int put_commit(docs_ctx_t *ctx, const char *upload_id, bool *short_out)
     }
     int rc = 0;
     Passerelle__UploadSession *done = NULL;
-    /* FAILED_PRECONDITION on upload_id: the bytes are not all there (or
-     * not there at all any more, which the chunks sent next are told). */
+    /* FAILED_PRECONDITION on upload_id: the bytes are not all there. */
     if (reply->status == PASSERELLE__STATUS__STATUS_FAILED_PRECONDITION && reply->field &&
         strcmp(reply->field, "upload_id") == 0) {
         *short_out = true;

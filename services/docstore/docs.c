@@ -764,7 +764,10 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
                         "is removed, begin again",
                         blob_err);
         else if (committed == BLOB_MISSING)
-            reply_error(reply, ST_FAILED_PRECONDITION, "upload_id",
+            /* As a chunk is told when its upload's file is gone: not the
+             * "send the rest first" of a short upload, which a client
+             * answers by sending more. */
+            reply_error(reply, ST_NOT_FOUND, "upload_id",
                         "upload %s has no bytes any more: begin again", req->upload_id);
         else if (committed == BLOB_NO_SPACE)
             reply_error(reply, ST_RESOURCE_EXHAUSTED, NULL,
