@@ -489,14 +489,29 @@ static void upload_open(docstore_t *self, const call_t *call, reply_t *reply,
 
 /* A whole document in its upload.begin: its blob stored (blobstore_put,
  * under the upload's id in tmp/ until renamed) and its version recorded in
- * one transaction, no session ever made. Run again (a re-run of the
- * handler, or its duplicate answered from the idempotency record), it
- * stores the same bytes again, which replaces the blob by itself. */
+ * one transaction, no session ever made. Run again, it stores the same
+ * bytes again, which replaces the blob by itself.
+ *
+ * Under group commit (server.c) the bytes are written only in a run that
+ * goes through: the upload's record is read first (whatever it holds), so
+ * a first pass gives up on it before touching the disk, and by the next
+ * the request's idempotency record is known, a duplicate answered from it
+ * without storing anything. */
 static void upload_put_whole(docstore_t *self, const call_t *call, reply_t *reply,
                              Passerelle__Document *session, Passerelle__Document *existing,
                              uint64_t doc_version, const char *upload_id,
                              const ProtobufCBinaryData *data)
 {
+    char key[KEY_MAX];
+    upload_key(key, upload_id);
+    Passerelle__Document *earlier = NULL;
+    uint64_t earlier_version = 0;
+    read_result_t read = document_at(self->store, key, &earlier, &earlier_version, reply);
+    if (earlier)
+        passerelle__document__free_unpacked(earlier, NULL);
+    if (read == READ_FAILED)
+        return;
+
     char sha[BLOB_SHA_HEX] = "", blob_err[256] = "";
     bool dedup = false;
     blob_result_t stored =
