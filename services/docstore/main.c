@@ -159,6 +159,11 @@ int main(void)
     server_drain(server, server_cfg.shutdown_grace_ms);
     server_destroy(&server);
     ops_destroy(&ops);
+    /* The sweep also records, as each tick does, the progress memory
+     * holds of the uploads in progress (their bytes synced first): a
+     * client resumes from there even if the service comes back on another
+     * machine, where the progress files beside them do not count. */
+    docstore_sweep(&docstore);
     docstore_release(&docstore);
     store_destroy(&store);
     blobstore_destroy(&blobs);
