@@ -1218,6 +1218,10 @@ static zsock_t *server_bind(server_t *self)
     size_t hard = self->cfg.max_request_bytes * 4 + 4096;
     zsock_set_maxmsgsize(router, hard > INT_MAX ? INT_MAX : (int)hard);
     zsock_set_linger(router, SERVER_LINGER_MS);
+    if (self->cfg.queue_per_peer > 0) {
+        zsock_set_rcvhwm(router, self->cfg.queue_per_peer);
+        zsock_set_sndhwm(router, self->cfg.queue_per_peer);
+    }
     if (!self->cfg.insecure) {
         zcert_apply(self->cert, router);
         zsock_set_curve_server(router, 1);

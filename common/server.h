@@ -211,11 +211,15 @@ typedef struct {
 } route_t;
 
 typedef struct {
-    const char *service;        /* "reservations": logs, health, key scoping */
-    const char *endpoint;       /* "tcp://127.0.0.1:7401"; ":*" picks a port */
-    const char *keys_dir;       /* key directory (identity.h) */
-    bool insecure;              /* no CURVE: every caller is PARTY_ADMIN "insecure" */
-    size_t max_request_bytes;   /* default 1 MiB; socket hard limit is 4x */
+    const char *service;      /* "reservations": logs, health, key scoping */
+    const char *endpoint;     /* "tcp://127.0.0.1:7401"; ":*" picks a port */
+    const char *keys_dir;     /* key directory (identity.h) */
+    bool insecure;            /* no CURVE: every caller is PARTY_ADMIN "insecure" */
+    size_t max_request_bytes; /* default 1 MiB; socket hard limit is 4x */
+    /* Messages ZeroMQ queues per connection each way (ROUTER high-water
+     * marks): past it a client is held back by TCP, and replies to one
+     * that does not read them are dropped. 0: ZeroMQ's default (1000). */
+    int queue_per_peer;
     uint32_t idempotency_ttl_s; /* default 86400 */
     const route_t *routes;
     size_t route_count;

@@ -32,7 +32,6 @@
 #include "server.h"
 #include "store.h"
 
-#include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,9 +40,10 @@
  * upload.begin carrying a whole document adds its metadata, well within. */
 #define DOCSTORE_REQUEST_BYTES ((size_t)BLOB_BLOCK_SIZE + 64 * 1024)
 
-/* Messages ZeroMQ may queue per connection, each way, beyond which it
- * stops reading that client's socket (TCP then holds the client back) and
- * drops replies to a client that does not read them. A client keeping to
+/* Messages ZeroMQ may queue per connection, each way (queue_per_peer,
+ * server.h), beyond which it stops reading that client's socket (TCP then
+ * holds the client back) and drops replies to a client that does not read
+ * them. A client keeping to
  * its window never has more than the window outstanding; one that ignores
  * it holds at most this many chunks (a megabyte each) of the service's
  * memory, and the batch the server drains from them, rather than ZeroMQ's
@@ -78,9 +78,6 @@ int main(void)
         !config_int("PASSERELLE_DOCSTORE_WINDOW", DOCSTORE_WINDOW_DEFAULT, 1, DOCSTORE_WINDOW_MAX,
                     &window))
         return 1;
-    /* Before any socket is made: the server's ROUTER takes these. */
-    zsys_set_rcvhwm((size_t)docstore_hwm(window));
-    zsys_set_sndhwm((size_t)docstore_hwm(window));
     const char *dir = config_str("PASSERELLE_DOCSTORE_DIR", "./var/docstore");
 
     store_config_t store_cfg;
@@ -128,6 +125,7 @@ int main(void)
     server_cfg.stream = DOCSTORE_STREAM;
     server_cfg.tick = docstore_tick;
     server_cfg.tick_ms = (int)tick_ms;
+    server_cfg.queue_per_peer = docstore_hwm(window);
 
     /* The operations port: health, readiness and metrics. */
     ops_t *ops = ops_start("PASSERELLE_DOCSTORE_HTTP_ENDPOINT", "127.0.0.1:9404", &store_cfg);
