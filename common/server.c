@@ -155,7 +155,20 @@ static void reply_reset(reply_t *reply)
     free(reply->stored);
     free(reply->envelope);
     txn_destroy(&reply->txn);
+    if (reply->deferred_release)
+        reply->deferred_release(reply->deferred);
     memset(reply, 0, sizeof *reply);
+}
+
+bool reply_defer(reply_t *reply, void *work, void (*release)(void *work))
+{
+    if (!reply->defer_ok)
+        return false;
+    if (reply->deferred_release)
+        reply->deferred_release(reply->deferred);
+    reply->deferred = work;
+    reply->deferred_release = release;
+    return true;
 }
 
 void reply_error(reply_t *reply, status_t status, const char *field, const char *format, ...)
@@ -584,6 +597,7 @@ static bool server_run(server_t *self, slot_t *slot)
     for (;;) {
         reply_reset(&slot->out.reply);
         slot->out.reply.group_store = self->cfg.store;
+        slot->out.reply.defer_ok = self->cfg.prepare_commit != NULL;
         slot->route->handler(slot->ctx, &slot->call, slot->request, &slot->out.reply);
         if (slot->out.reply.txn)
             return true;
@@ -853,6 +867,36 @@ static void server_finish(server_t *self, zsock_t *router, slot_t *slot)
     server_retire(self, slot);
 }
 
+/* The round's deferred work (reply_defer), done by the service's
+ * prepare_commit for all the pending replies that carry some; those it
+ * fails are answered now, their transactions dropped. Returns how many
+ * slots stay pending (compacted in order). */
+static size_t server_prepare_round(server_t *self, zsock_t *router, slot_t **pending, size_t count)
+{
+    if (!self->cfg.prepare_commit)
+        return count;
+    reply_t *with_work[SERVER_BATCH_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++)
+        if (pending[i]->out.reply.deferred)
+            with_work[n++] = &pending[i]->out.reply;
+    if (n == 0)
+        return count;
+    self->cfg.prepare_commit(self->cfg.ctx, with_work, n);
+    /* A handler defers work only on its way to an OK reply (a refusal
+     * committed with its transaction has none): an error now is the
+     * hook's. */
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++) {
+        const reply_t *reply = &pending[i]->out.reply;
+        if (!reply->deferred || reply->status == ST_OK)
+            pending[kept++] = pending[i];
+        else
+            server_finish(self, router, pending[i]); /* drops the transaction */
+    }
+    return kept;
+}
+
 /* Commits the transactions of the pending slots in rounds, one pipeline
  * each (see server.h), sending every reply once its outcome is known. */
 static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pending, size_t count)
@@ -863,7 +907,7 @@ static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pendi
     } finished_t;
     finished_t finished[SERVER_BATCH_MAX];
     txn_batch_item_t *items = self->items;
-    while (count > 0) {
+    while ((count = server_prepare_round(self, router, pending, count)) > 0) {
         for (size_t i = 0; i < count; i++) {
             memset(&items[i], 0, sizeof items[i]);
             items[i].txn = pending[i]->out.reply.txn;
@@ -917,6 +961,7 @@ static bool server_run_snapshot(server_t *self, slot_t *slot)
     size_t misses = store_snapshot_misses(self->cfg.store);
     reply_reset(&slot->out.reply);
     slot->out.reply.group_store = self->cfg.store;
+    slot->out.reply.defer_ok = self->cfg.prepare_commit != NULL;
     slot->route->handler(slot->ctx, &slot->call, slot->request, &slot->out.reply);
     if (store_snapshot_misses(self->cfg.store) == misses)
         return true;

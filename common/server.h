@@ -27,7 +27,11 @@
  *      a transaction (a read, a refusal, a repeat answered from state) is
  *      answered at once;
  *   2. it commits every pending transaction as one Redis pipeline
- *      (txn_commit_batch): one event-loop pass, one fsync for all;
+ *      (txn_commit_batch): one event-loop pass, one fsync for all; just
+ *      before, the service's prepare_commit does, once for all, the work
+ *      handlers deferred (reply_defer: the docstore's blob fsyncs, which
+ *      the batch's blobs then share), failing the requests whose work
+ *      failed, their transactions not committed;
  *   3. it maps each outcome onto its reply (committed, duplicate -> the
  *      stored reply, key reused, lost -> UNAVAILABLE, refused -> INTERNAL),
  *      sends the replies whose write is now durable, and runs again the
@@ -113,6 +117,11 @@ typedef struct {
     size_t envelope_len;
     char log_what[64];
     char log_subject[192];
+    /* Work deferred to the batch's prepare_commit (reply_defer): whether
+     * the server takes any, the work and how to release it. */
+    bool defer_ok;
+    void *deferred;
+    void (*deferred_release)(void *work);
 } reply_t;
 
 /* Sets an error status with the field at fault (NULL if none) and a
@@ -188,6 +197,22 @@ void reply_set_body(reply_t *reply, const ProtobufCMessage *msg);
  * (committed or duplicate). */
 bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn);
 
+/* Hands work over to the service's prepare_commit (server_config_t), to be
+ * done for the whole batch at once just before its transactions are
+ * committed, instead of by this run of the handler: the docstore's blob
+ * fsyncs, which the blobs of a batch share. The reply owns work from now
+ * on: release(work) (may be NULL) is called whenever the reply is reset,
+ * i.e. when this run of the handler is thrown away (a pass that missed a
+ * record, a request its idempotency record answers, a run again after a
+ * stale commit) or once the reply is sent; so a run thrown away leaves
+ * nothing done. One piece of work per run (a second call releases the
+ * first). Defer only on the way to an OK reply and its reply_commit. The
+ * request the handler was given stays valid until then, so work may point
+ * into it. False, nothing taken, when the server has no
+ * prepare_commit or outside a server (reply_commit commits at once): then
+ * do the work now. */
+bool reply_defer(reply_t *reply, void *work, void (*release)(void *work));
+
 /* What to log (at info, with the subject, the event id and the request id)
  * once this request's write is committed: the log line of a write says it
  * is durable. Call before reply_commit; strings are copied. */
@@ -232,6 +257,15 @@ typedef struct {
      * short and do long work a slice at a time. */
     void (*tick)(void *ctx);
     int tick_ms;
+    /* Deferred work (reply_defer), done once per round of group commit:
+     * called with ctx and the replies of the round that carry work (each
+     * with its transaction taken, in commit order), before any of their
+     * transactions goes to Redis. It does the work of all of them at once;
+     * a reply it sets an error on (reply_error, any status but OK) is not
+     * committed: its transaction is dropped and that error sent, the
+     * others going on as ever. So a reply never says OK before its work is
+     * done. NULL: reply_defer refuses, handlers do their work themselves. */
+    void (*prepare_commit)(void *ctx, reply_t *const *replies, size_t count);
     /* Where to count requests (passerelle_requests_total by type and
      * status, passerelle_request_duration_seconds by type); NULL for
      * nowhere. Borrowed: it must outlive the server. */

@@ -24,8 +24,9 @@
  *     that the bytes are not written to a local file.
  * Page cache: both reads of a file find it in the same state. By default it
  * is warm (the file was just written and fsynced, so its pages are clean and
- * cached); with --cold, every blob file (and its block list) is dropped from
- * the cache (posix_fadvise DONTNEED) before each of the two reads.
+ * cached); with --cold, every blob file (and its block list, for a blob of
+ * more than one block) is dropped from the cache (posix_fadvise DONTNEED)
+ * before each of the two reads.
  *
  * The sizes: one large file (64 MiB by default, one new file per round) and
  * many small ones (1,000 x 50 KiB), every file with bytes of its own so that

@@ -39,6 +39,14 @@ typedef struct {
     /* Calls of the housekeeping tick (server thread), read by the test. */
     int ticks;
     int blind_runs;
+    /* Deferred work (handle_deferred, prepare_deferred): pieces handed
+     * over and released, calls of the hook, the replies it was given in
+     * all and at most at once, the work it did, and whether it fails the
+     * subjects beginning with "fail-". Server thread, read by the test
+     * between calls. */
+    int deferred_made, deferred_released, prepare_calls, prepare_replies, prepare_most,
+        deferred_done;
+    bool fail_marked;
 } handlers_t;
 
 typedef struct {
@@ -214,7 +222,74 @@ static void handle_killer(void *ctx, const call_t *call, const ProtobufCMessage 
     txn_destroy(&txn);
 }
 
+/* Deferred work: the subject to "do" once the batch is prepared. */
+typedef struct {
+    handlers_t *h;
+    char subject[64];
+} deferred_t;
+
+static void deferred_release(void *work)
+{
+    deferred_t *d = work;
+    d->h->deferred_released++;
+    free(d);
+}
+
+/* handle_put, whose work (here only counted) is deferred to the batch's
+ * prepare_deferred. */
+static void handle_deferred(void *ctx, const call_t *call, const ProtobufCMessage *request,
+                            reply_t *reply)
+{
+    handlers_t *h = ctx;
+    const Passerelle__Event *ev = (const Passerelle__Event *)request;
+    /* Handed over before the read, so that the runs thrown away (a first
+     * pass missing the record) hold work too: theirs must be released,
+     * never done. */
+    deferred_t *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    d->h = h;
+    snprintf(d->subject, sizeof d->subject, "%s", ev->subject ? ev->subject : "");
+    h->deferred_made++;
+    if (!reply_defer(reply, d, deferred_release)) {
+        reply_error(reply, ST_INTERNAL, NULL, "this server takes no deferred work");
+        deferred_release(d);
+        return;
+    }
+    char key[256];
+    record_key(ev->subject ? ev->subject : "", key, sizeof key);
+    uint64_t version = 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (store_record_get(h->store, key, &version, &data, &len) != STORE_OK) {
+        reply_error(reply, ST_UNAVAILABLE, NULL, "store unavailable");
+        return;
+    }
+    free(data);
+    txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+    txn_put(txn, key, version + 1, "d", 1);
+    reply_commit(reply, call, h->store, txn);
+    txn_destroy(&txn);
+}
+
+static void prepare_deferred(void *ctx, reply_t *const *replies, size_t count)
+{
+    handlers_t *h = ctx;
+    h->prepare_calls++;
+    h->prepare_replies += (int)count;
+    if ((int)count > h->prepare_most)
+        h->prepare_most = (int)count;
+    for (size_t i = 0; i < count; i++) {
+        const deferred_t *d = replies[i]->deferred;
+        assert_non_null(d);
+        if (h->fail_marked && strncmp(d->subject, "fail-", 5) == 0)
+            reply_error(replies[i], ST_INTERNAL, NULL, "the work for %s failed", d->subject);
+        else
+            h->deferred_done++;
+    }
+}
+
 static const route_t routes[] = {
+    {"upload.begin", &passerelle__event__descriptor, handle_deferred, true},
     {"unit.list", &passerelle__health_request__descriptor, handle_gate, false},
     {"convention.envisage", &passerelle__health_request__descriptor, handle_killer, true},
     {"unit.register", &passerelle__event__descriptor, handle_put, true},
@@ -240,6 +315,7 @@ static server_config_t server_config(bool insecure, store_t *store)
         .ctx = &fx.handlers,
         .store = store,
         .stream = "svctest:events",
+        .prepare_commit = prepare_deferred,
     };
     return cfg;
 }
@@ -1141,6 +1217,61 @@ static void test_redis_lost_mid_batch(void **state)
     assert_int_equal(record_version("lost-2"), 0);
 }
 
+/* Work deferred by the handlers of one batch is done in one call of the
+ * hook, before the commit; what it fails is not committed and gets the
+ * hook's error; runs thrown away leave their work undone and released. */
+static void test_deferred_work(void **state)
+{
+    (void)state;
+    handlers_t *h = &fx.handlers;
+    h->deferred_made = h->deferred_released = h->prepare_calls = h->prepare_replies = 0;
+    h->prepare_most = h->deferred_done = 0;
+    h->fail_marked = true;
+    async_call_t gate, first, second, failing, dup;
+    gate_hold(&gate);
+    async_call_start(&first, "upload.begin", "deferred-1", NULL);
+    async_call_start(&second, "upload.begin", "deferred-2", "deferred-key");
+    async_call_start(&failing, "upload.begin", "fail-deferred", "fail-key");
+    async_call_start(&dup, "upload.begin", "deferred-2", "deferred-key");
+    gate_release(&gate);
+    Passerelle__Reply *replies[4] = {async_call_join(&first), async_call_join(&second),
+                                     async_call_join(&failing), async_call_join(&dup)};
+    assert_status(replies[0], ST_OK, NULL);
+    assert_status(replies[1], ST_OK, NULL);
+    assert_status(replies[2], ST_INTERNAL, NULL);
+    assert_non_null(strstr(replies[2]->message, "the work for fail-deferred failed"));
+    assert_status(replies[3], ST_OK, NULL);
+    for (int i = 0; i < 4; i++)
+        passerelle__reply__free_unpacked(replies[i], NULL);
+    /* One call for the batch, with the four runs kept (the two of one key
+     * included: the second commit answers it with the first's reply). */
+    assert_int_equal(h->prepare_calls, 1);
+    assert_int_equal(h->prepare_replies, 4);
+    assert_int_equal(h->prepare_most, 4);
+    assert_int_equal(h->deferred_done, 3);
+    /* Each handler's first run missed its record in the snapshot and was
+     * thrown away: more work made than done, all of it released by now
+     * (a request answered after these means they are retired). */
+    assert_true(h->deferred_made > 4);
+    client_t *client = client_as("admin", TIMEOUT_MS, 0);
+    Passerelle__Reply *reply = call_ok(client, "health", NULL, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_int_equal(h->deferred_released, h->deferred_made);
+    assert_int_equal(record_version("deferred-1"), 1);
+    assert_int_equal(record_version("deferred-2"), 1);
+    /* The failed one left no record and no idempotency record: sent again
+     * with its key once the work can be done, it goes through. */
+    assert_int_equal(record_version("fail-deferred"), 0);
+    h->fail_marked = false;
+    Passerelle__Event body = PASSERELLE__EVENT__INIT;
+    body.subject = "fail-deferred";
+    reply = call_ok(client, "upload.begin", &body.base, "fail-key");
+    assert_status(reply, ST_OK, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_int_equal(record_version("fail-deferred"), 1);
+    client_destroy(&client);
+}
+
 /* ------------------------------------------------------------------------
  * Housekeeping tick */
 
@@ -1379,6 +1510,7 @@ int main(void)
         cmocka_unit_test(test_redis_down),
         cmocka_unit_test(test_concurrent_writers),
         cmocka_unit_test(test_batch_same_record_and_duplicates),
+        cmocka_unit_test(test_deferred_work),
         cmocka_unit_test(test_redis_lost_mid_batch),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

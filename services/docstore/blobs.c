@@ -11,6 +11,12 @@
  * other way round: the blob, then its list. A list left without its blob
  * (a commit or a removal cut short between its two steps) is garbage: the
  * walk removes it, and a commit of those bytes run again writes a new one.
+ * A blob of one block (at most BLOB_BLOCK_SIZE bytes) has no list: its one
+ * line would be its own name (blob_one_block).
+ *
+ * Several whole blobs can be stored together (blobstore_put_many): all
+ * written, then all fsynced, renamed, and each folder fsynced once, so that
+ * they share their journal commits instead of paying them one by one.
  *
  * The store keeps one block-sized scratch buffer: every operation streams
  * through it, so memory does not grow with a blob's size. It is not
@@ -130,6 +136,18 @@ bool blob_sha_valid(const char *text)
     return text[64] == '\0';
 }
 
+/* Whether a blob of size bytes is one block at most (none at 0 bytes). Its
+ * block list would then be one line, its own SHA-256, which its name
+ * already says: none is written for it (one file created and fsynced per
+ * small blob, not two: the larger part of a small document's cost), the
+ * line being derived from the name where a range or fsck needs it. A list
+ * an earlier version of the service wrote for one is ignored, and dropped
+ * when the blob is stored again. */
+static bool blob_one_block(uint64_t size)
+{
+    return size <= BLOB_BLOCK_SIZE;
+}
+
 static bool upload_id_valid(const char *id)
 {
     if (!id || !id[0])
@@ -164,6 +182,17 @@ static bool blob_path(blobstore_t *self, const char *sha, const char *suffix, ch
     if (!blob_dir_path(self, sha, sub))
         return false;
     return join_path(path, sub, sha, suffix);
+}
+
+/* The number of a blob's folder blobs/<aa>: its first two hex digits. */
+static unsigned sha_folder(const char *sha)
+{
+    unsigned value = 0;
+    for (int i = 0; i < 2; i++) {
+        char c = sha[i];
+        value = value * 16 + (unsigned)(c >= 'a' ? c - 'a' + 10 : c - '0');
+    }
+    return value & 0xffu;
 }
 
 static int make_dir(const char *path)
@@ -723,7 +752,8 @@ static blob_result_t commit_done_before(blobstore_t *self, const char *upload_id
     uint64_t size = 0;
     char path[PATH_MAX];
     if (blobstore_size(self, expected_sha256, &size) == BLOB_OK && size == expected_size &&
-        blob_path(self, expected_sha256, ".blocks", path) && access(path, F_OK) == 0) {
+        (blob_one_block(size) ||
+         (blob_path(self, expected_sha256, ".blocks", path) && access(path, F_OK) == 0))) {
         memcpy(sha_out, expected_sha256, BLOB_SHA_HEX);
         if (deduplicated)
             *deduplicated = true;
@@ -734,13 +764,14 @@ static blob_result_t commit_done_before(blobstore_t *self, const char *upload_id
 }
 
 /* Installs an upload of size bytes whose file (fd, fsynced, at path) and
- * block list (blocks_tmp, complete, fsynced and closed) were checked to hash
- * to sha: the list, then the blob, renamed into blobs/ and their folder
- * fsynced. Closes fd; on a failure the upload's files go. */
-static blob_result_t commit_install(blobstore_t *self, const char *upload_id, int fd,
+ * block list (blocks_tmp, complete, fsynced and closed; for a blob of one
+ * block, none is needed: whatever is there is dropped) were checked to
+ * hash to sha: the list, then the blob, renamed into blobs/, but their
+ * folder not fsynced (the caller's, once for all the blobs it installs).
+ * Closes fd; on a failure the upload's files go. */
+static blob_result_t install_rename(blobstore_t *self, const char *upload_id, int fd,
                                     const char *path, const char *blocks_tmp, const char *sha,
-                                    uint64_t size, char sha_out[BLOB_SHA_HEX], bool *deduplicated,
-                                    char *err, size_t err_size)
+                                    uint64_t size, bool *deduplicated, char *err, size_t err_size)
 {
     blob_result_t rc;
     char sub[PATH_MAX], final_path[PATH_MAX], final_blocks[PATH_MAX];
@@ -764,7 +795,10 @@ static blob_result_t commit_install(blobstore_t *self, const char *upload_id, in
      * The block list is rewritten from this pass likewise. */
     struct stat existing;
     bool exists = stat(final_path, &existing) == 0 && S_ISREG(existing.st_mode);
-    if (rename(blocks_tmp, final_blocks) < 0) {
+    bool one_block = blob_one_block(size);
+    if (one_block) {
+        unlink(blocks_tmp); /* a line the running hash wrote: not kept */
+    } else if (rename(blocks_tmp, final_blocks) < 0) {
         rc = sys_fail(errno, err, err_size, "install block list of", sha);
         commit_abort(self, upload_id, fd, -1);
         return rc;
@@ -777,25 +811,54 @@ static blob_result_t commit_install(blobstore_t *self, const char *upload_id, in
     close(fd);
     if (exists)
         used_sub(self, (uint64_t)existing.st_size);
+    /* A list an earlier version of the service wrote for this small blob
+     * says nothing its name does not: it goes, after the blob (a crash in
+     * between leaves it, still harmless). */
+    if (one_block)
+        unlink(final_blocks);
     /* Its progress record goes with the upload; left behind (a crash right
      * here), the sweep takes it. */
     char progress[PATH_MAX];
     if (join_path(progress, self->tmp_dir, upload_id, ".progress"))
         unlink(progress);
-    /* The destination folder only: a journaling file system (ext4, XFS)
-     * writes a rename as one transaction, which this fsync commits, so the
-     * names' leaving tmp/ is durable with it. Elsewhere a crash could at
-     * worst leave a name in tmp/ as well, which the sweep removes. An fsync
-     * is a journal commit: one per small document saved is a tenth of its
-     * cost. */
-    if (fsync_dir(sub) < 0) {
-        set_err(err, err_size, "sync folders of blob %s: %s", sha, strerror(errno));
-        return is_no_space(errno) ? BLOB_NO_SPACE : BLOB_IO;
-    }
-    memcpy(sha_out, sha, BLOB_SHA_HEX);
     if (deduplicated)
         *deduplicated = exists && (uint64_t)existing.st_size == size;
     return BLOB_OK;
+}
+
+/* Makes the blobs renamed into blobs/<aa> durable: the destination folder
+ * only. A journaling file system (ext4, XFS) writes a rename as one
+ * transaction, which this fsync commits, so the names' leaving tmp/ is
+ * durable with it. Elsewhere a crash could at worst leave a name in tmp/ as
+ * well, which the sweep removes. */
+static blob_result_t install_sync(blobstore_t *self, const char *sha, char *err, size_t err_size)
+{
+    char sub[PATH_MAX];
+    if (!blob_dir_path(self, sha, sub)) {
+        set_err(err, err_size, "blob %s: path too long", sha);
+        return BLOB_IO;
+    }
+    if (fsync_dir(sub) < 0) {
+        int saved = errno;
+        set_err(err, err_size, "sync the folder of blob %s: %s", sha, strerror(saved));
+        return is_no_space(saved) ? BLOB_NO_SPACE : BLOB_IO;
+    }
+    return BLOB_OK;
+}
+
+/* install_rename, then install_sync: one blob installed on its own. */
+static blob_result_t commit_install(blobstore_t *self, const char *upload_id, int fd,
+                                    const char *path, const char *blocks_tmp, const char *sha,
+                                    uint64_t size, char sha_out[BLOB_SHA_HEX], bool *deduplicated,
+                                    char *err, size_t err_size)
+{
+    blob_result_t rc = install_rename(self, upload_id, fd, path, blocks_tmp, sha, size,
+                                      deduplicated, err, err_size);
+    if (rc == BLOB_OK)
+        rc = install_sync(self, sha, err, err_size);
+    if (rc == BLOB_OK)
+        memcpy(sha_out, sha, BLOB_SHA_HEX);
+    return rc;
 }
 
 /* The paths of an upload's file and of its block list in the making. */
@@ -852,16 +915,21 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
         return BLOB_MISMATCH;
     }
 
-    blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (blocks_fd < 0) {
-        rc = sys_fail(errno, err, err_size, "create block list for upload", upload_id);
-        commit_abort(self, upload_id, fd, blocks_fd);
-        return rc;
+    /* A blob of one block gets no list (blob_one_block). */
+    bool listed = !blob_one_block(size);
+    if (listed) {
+        blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (blocks_fd < 0) {
+            rc = sys_fail(errno, err, err_size, "create block list for upload", upload_id);
+            commit_abort(self, upload_id, fd, blocks_fd);
+            return rc;
+        }
     }
 
     /* One pass: the whole file's hash and each block's, side by side. */
     blobhash_reset(self->pass_hash);
     block_lines_t lines = {blocks_tmp, blocks_fd, true};
+    blobhash_block_fn *on_block = listed ? block_line_write : NULL;
     uint64_t offset = 0;
     while (offset < size && lines.ok) {
         size_t want = size - offset < BLOB_BLOCK_SIZE ? (size_t)(size - offset) : BLOB_BLOCK_SIZE;
@@ -873,11 +941,11 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
             commit_abort(self, upload_id, fd, blocks_fd);
             return rc;
         }
-        blobhash_update(self->pass_hash, self->scratch, want, block_line_write, &lines);
+        blobhash_update(self->pass_hash, self->scratch, want, on_block, &lines);
         offset += want;
     }
     uint8_t digest[BLOBHASH_BYTES];
-    blobhash_final(self->pass_hash, digest, block_line_write, &lines);
+    blobhash_final(self->pass_hash, digest, on_block, &lines);
     if (!lines.ok) {
         rc = sys_fail(errno, err, err_size, "write block list for upload", upload_id);
         commit_abort(self, upload_id, fd, blocks_fd);
@@ -891,21 +959,22 @@ blob_result_t blobstore_upload_commit(blobstore_t *self, const char *upload_id,
         commit_abort(self, upload_id, fd, blocks_fd);
         return BLOB_MISMATCH;
     }
-    if (fsync(blocks_fd) < 0) {
+    if (listed && fsync(blocks_fd) < 0) {
         rc = sys_fail(errno, err, err_size, "sync block list for upload", upload_id);
         commit_abort(self, upload_id, fd, blocks_fd);
         return rc;
     }
-    close(blocks_fd);
+    if (blocks_fd >= 0)
+        close(blocks_fd);
     return commit_install(self, upload_id, fd, path, blocks_tmp, sha, size, sha_out, deduplicated,
                           err, err_size);
 }
 
 /* The hashed commit's own part: the last block's line, the digest, the
  * block list cut to its length. BLOB_OK with *fd_out and *blocks_fd_out
- * open and *whole set; BLOB_MISSING for an upload whose file is gone;
- * otherwise (the file changed, a list that cannot be completed) -1 cast:
- * the caller reads the file instead. */
+ * open (the latter -1 for a blob of one block: no list) and *whole set; BLOB_MISSING for an upload
+ * whose file is gone; otherwise (the file changed, a list that cannot be completed) -1 cast: the
+ * caller reads the file instead. */
 static int commit_from_hasher(blob_hasher_t *hasher, const char *path, const char *blocks_tmp,
                               uint64_t expected_size, int *fd_out, int *blocks_fd_out,
                               char whole[BLOB_SHA_HEX])
@@ -920,6 +989,14 @@ static int commit_from_hasher(blob_hasher_t *hasher, const char *path, const cha
         close(fd);
         return -1;
     }
+    uint8_t digest[BLOBHASH_BYTES];
+    if (blob_one_block(expected_size)) {
+        /* No list to complete (blob_one_block): the digest is all. */
+        blobhash_final(hasher->hash, digest, NULL, NULL);
+        sha256_to_hex(digest, whole);
+        *fd_out = fd;
+        return BLOB_OK;
+    }
     int blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (blocks_fd < 0) {
         close(fd);
@@ -927,7 +1004,6 @@ static int commit_from_hasher(blob_hasher_t *hasher, const char *path, const cha
     }
     uint64_t blocks = (expected_size + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE;
     block_lines_t lines = {blocks_tmp, blocks_fd, true};
-    uint8_t digest[BLOBHASH_BYTES];
     blobhash_final(hasher->hash, digest, block_line_write, &lines);
     sha256_to_hex(digest, whole);
     bool ok = lines.ok;
@@ -983,12 +1059,13 @@ blob_result_t blobstore_upload_commit_hashed(blobstore_t *self, const char *uplo
         commit_abort(self, upload_id, fd, blocks_fd);
         return BLOB_MISMATCH;
     }
-    if (fsync(fd) < 0 || fsync(blocks_fd) < 0) {
+    if (fsync(fd) < 0 || (blocks_fd >= 0 && fsync(blocks_fd) < 0)) {
         rc = sys_fail(errno, err, err_size, "sync upload", upload_id);
         commit_abort(self, upload_id, fd, blocks_fd);
         return rc;
     }
-    close(blocks_fd);
+    if (blocks_fd >= 0)
+        close(blocks_fd);
     if (hashed)
         *hashed = true;
     return commit_install(self, upload_id, fd, path, blocks_tmp, sha, expected_size, sha_out,
@@ -999,61 +1076,154 @@ blob_result_t blobstore_put(blobstore_t *self, const char *name, const void *dat
                             const char *expected_sha256, char sha_out[BLOB_SHA_HEX],
                             bool *deduplicated, char *err, size_t err_size)
 {
-    if (len > BLOB_BLOCK_SIZE) {
-        set_err(err, err_size, "%zu bytes is more than one block (%d): upload in chunks", len,
+    blob_put_t put = {.name = name, .data = data, .len = len, .expected_sha256 = expected_sha256};
+    blobstore_put_many(self, &put, 1);
+    if (put.result == BLOB_OK)
+        memcpy(sha_out, put.sha, BLOB_SHA_HEX);
+    if (deduplicated)
+        *deduplicated = put.deduplicated;
+    set_err(err, err_size, "%s", put.err);
+    return put.result;
+}
+
+/* A put's first steps: checked (a mismatch leaves no trace), then written
+ * to its temporary file, whose fd is returned (-1 with put->result set on a
+ * failure, nothing left behind). */
+static int put_write(blobstore_t *self, blob_put_t *put)
+{
+    char *err = put->err;
+    size_t err_size = sizeof put->err;
+    if (put->len > BLOB_BLOCK_SIZE) {
+        set_err(err, err_size, "%zu bytes is more than one block (%d): upload in chunks", put->len,
                 BLOB_BLOCK_SIZE);
-        return BLOB_IO;
+        put->result = BLOB_IO;
+        return -1;
     }
     char path[PATH_MAX], blocks_tmp[PATH_MAX];
-    blob_result_t rc = commit_paths(self, name, expected_sha256, path, blocks_tmp, err, err_size);
-    if (rc != BLOB_OK)
-        return rc;
-    if (deduplicated)
-        *deduplicated = false;
-    /* Checked before anything is written: a mismatch leaves no trace. */
-    char sha[BLOB_SHA_HEX];
+    put->result =
+        commit_paths(self, put->name, put->expected_sha256, path, blocks_tmp, err, err_size);
+    if (put->result != BLOB_OK)
+        return -1;
     sha256_reset(self->whole_hash);
-    sha256_update(self->whole_hash, data, len);
-    if (sha256_final_hex(self->whole_hash, sha) < 0) {
-        set_err(err, err_size, "%s: SHA-256 failed", name);
-        return BLOB_IO;
+    sha256_update(self->whole_hash, put->data, put->len);
+    if (sha256_final_hex(self->whole_hash, put->sha) < 0) {
+        set_err(err, err_size, "%s: SHA-256 failed", put->name);
+        put->result = BLOB_IO;
+        return -1;
     }
-    if (strcmp(sha, expected_sha256) != 0) {
-        set_err(err, err_size, "%zu bytes with SHA-256 %s, expected %s", len, sha, expected_sha256);
-        return BLOB_MISMATCH;
+    if (strcmp(put->sha, put->expected_sha256) != 0) {
+        set_err(err, err_size, "%zu bytes with SHA-256 %s, expected %s", put->len, put->sha,
+                put->expected_sha256);
+        put->result = BLOB_MISMATCH;
+        return -1;
     }
     /* Whatever an earlier run left under this name goes first, so that the
      * space it held is counted once. */
-    blobstore_upload_remove(self, name);
-    if (self->quota_bytes > 0 && self->used_bytes + len > self->quota_bytes) {
-        set_err(err, err_size, "%zu bytes would exceed the quota (%llu of %llu bytes used)", len,
-                (unsigned long long)self->used_bytes, (unsigned long long)self->quota_bytes);
-        return BLOB_NO_SPACE;
+    blobstore_upload_remove(self, put->name);
+    if (self->quota_bytes > 0 && self->used_bytes + put->len > self->quota_bytes) {
+        set_err(err, err_size, "%zu bytes would exceed the quota (%llu of %llu bytes used)",
+                put->len, (unsigned long long)self->used_bytes,
+                (unsigned long long)self->quota_bytes);
+        put->result = BLOB_NO_SPACE;
+        return -1;
     }
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return sys_fail(errno, err, err_size, "create upload", name);
-    if (len > 0 && pwrite_full(fd, data, len, 0) < 0) {
-        rc = sys_fail(errno, err, err_size, "write upload", name);
+    if (fd < 0) {
+        put->result = sys_fail(errno, err, err_size, "create upload", put->name);
+        return -1;
+    }
+    if (put->len > 0 && pwrite_full(fd, put->data, put->len, 0) < 0) {
+        put->result = sys_fail(errno, err, err_size, "write upload", put->name);
         close(fd);
         unlink(path);
-        return rc;
+        return -1;
     }
-    self->used_bytes += len;
-    /* One block at most: its hash is the whole one. */
-    int blocks_fd = open(blocks_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    char line[BLOCK_LINE + 1];
-    memcpy(line, sha, 64);
-    line[64] = '\n';
-    if (blocks_fd < 0 || (len > 0 && pwrite_full(blocks_fd, line, BLOCK_LINE, 0) < 0) ||
-        fsync(fd) < 0 || fsync(blocks_fd) < 0) {
-        rc = sys_fail(errno, err, err_size, "store", name);
-        commit_abort(self, name, fd, blocks_fd);
-        return rc;
+    self->used_bytes += put->len;
+    /* The disk starts on these bytes now (the file's blocks allocated and
+     * its pages sent), so that the first put's fsync, whose journal commit
+     * carries every allocation made before it, leaves little for the
+     * others' to do. Without it (ext4's delayed allocation) each fsync
+     * allocates its own file's blocks and commits the journal again.
+     * Measured on this machine's ext4 (50 KiB files, 4 written, then each
+     * fsynced): the first fsync 180-250 us, each later one 175 us without
+     * this, 38 us with it. Only started; a failure is the fsync's to
+     * report. */
+    if (put->len > 0)
+        (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    return fd;
+}
+
+void blobstore_put_many(blobstore_t *self, blob_put_t *puts, size_t count)
+{
+    if (count == 0)
+        return;
+    int *fds = malloc(count * sizeof *fds);
+    for (size_t i = 0; i < count; i++) {
+        blob_put_t *put = &puts[i];
+        put->result = BLOB_OK;
+        put->sha[0] = put->err[0] = '\0';
+        put->deduplicated = false;
+        if (!fds) {
+            set_err(put->err, sizeof put->err, "out of memory");
+            put->result = BLOB_IO;
+        }
     }
-    close(blocks_fd);
-    return commit_install(self, name, fd, path, blocks_tmp, sha, len, sha_out, deduplicated, err,
-                          err_size);
+    if (!fds)
+        return;
+
+    /* Every blob written first, then every fsync: one journal commit for
+     * the batch rather than one each (see put_write). */
+    for (size_t i = 0; i < count; i++)
+        fds[i] = put_write(self, &puts[i]);
+    for (size_t i = 0; i < count; i++) {
+        if (fds[i] >= 0 && fsync(fds[i]) < 0) {
+            puts[i].result =
+                sys_fail(errno, puts[i].err, sizeof puts[i].err, "sync upload", puts[i].name);
+            commit_abort(self, puts[i].name, fds[i], -1);
+            fds[i] = -1;
+        }
+    }
+
+    /* Then into blobs/ (install_rename closes each fd), and each folder
+     * renamed into fsynced once, for all the blobs it received. */
+    bool renamed_into[256] = {false};
+    for (size_t i = 0; i < count; i++) {
+        blob_put_t *put = &puts[i];
+        if (fds[i] < 0)
+            continue;
+        char path[PATH_MAX], blocks_tmp[PATH_MAX];
+        if (commit_paths(self, put->name, put->sha, path, blocks_tmp, put->err, sizeof put->err) !=
+            BLOB_OK) {
+            put->result = BLOB_IO;
+            commit_abort(self, put->name, fds[i], -1);
+            continue;
+        }
+        put->result = install_rename(self, put->name, fds[i], path, blocks_tmp, put->sha, put->len,
+                                     &put->deduplicated, put->err, sizeof put->err);
+        if (put->result == BLOB_OK)
+            renamed_into[sha_folder(put->sha)] = true;
+    }
+    /* One fsync per folder; its failure fails every blob renamed into it
+     * (left in place, they are garbage no version names: the collector's). */
+    for (unsigned folder = 0; folder < 256; folder++) {
+        if (!renamed_into[folder])
+            continue;
+        size_t first = 0;
+        while (puts[first].result != BLOB_OK || sha_folder(puts[first].sha) != folder)
+            first++;
+        char why[256] = "";
+        blob_result_t synced = install_sync(self, puts[first].sha, why, sizeof why);
+        for (size_t i = first; i < count && synced != BLOB_OK; i++) {
+            if (puts[i].result == BLOB_OK && sha_folder(puts[i].sha) == folder) {
+                puts[i].result = synced;
+                set_err(puts[i].err, sizeof puts[i].err, "%s", why);
+            }
+        }
+    }
+    for (size_t i = 0; i < count; i++)
+        if (puts[i].result != BLOB_OK)
+            puts[i].sha[0] = '\0';
+    free(fds);
 }
 
 unsigned blobstore_sweep_uploads(blobstore_t *self, unsigned max_age_s,
@@ -1099,7 +1269,10 @@ unsigned blobstore_sweep_uploads(blobstore_t *self, unsigned max_age_s,
  * Reading
  * ========================================================================= */
 
-/* Opens a blob and its block list; checks the list covers the blob. */
+/* Opens a blob and its block list; checks the list covers the blob. A blob
+ * of one block has none (blob_one_block): *blocks_fd_out is then -1, its
+ * one line being its name, and a list left there by an earlier version of
+ * the service is not read. */
 static blob_result_t open_blob(blobstore_t *self, const char *sha256, int *fd_out,
                                int *blocks_fd_out, uint64_t *size_out, char *err, size_t err_size)
 {
@@ -1127,6 +1300,12 @@ static blob_result_t open_blob(blobstore_t *self, const char *sha256, int *fd_ou
         close(fd);
         return rc;
     }
+    uint64_t size = (uint64_t)st.st_size;
+    if (blob_one_block(size)) {
+        *fd_out = fd;
+        *size_out = size;
+        return BLOB_OK;
+    }
     int blocks_fd = open(blocks, O_RDONLY | O_CLOEXEC);
     if (blocks_fd < 0) {
         int saved = errno;
@@ -1137,7 +1316,6 @@ static blob_result_t open_blob(blobstore_t *self, const char *sha256, int *fd_ou
         }
         return sys_fail(saved, err, err_size, "open block list of blob", sha256);
     }
-    uint64_t size = (uint64_t)st.st_size;
     uint64_t nblocks = (size + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE;
     if (fstat(blocks_fd, &bst) < 0 || (uint64_t)bst.st_size != nblocks * BLOCK_LINE) {
         set_err(err, err_size, "blob %s: block list does not match its size of %llu bytes", sha256,
@@ -1152,13 +1330,28 @@ static blob_result_t open_blob(blobstore_t *self, const char *sha256, int *fd_ou
     return BLOB_OK;
 }
 
+/* Block `block`'s line of a blob's block list into line (BLOCK_LINE
+ * bytes): read from the list, or for a blob without one (blocks_fd -1, one
+ * block) its name. The count of bytes had, or -1 (errno set). */
+static ssize_t block_line_read(int blocks_fd, const char *sha256, uint64_t block,
+                               char line[BLOCK_LINE + 1])
+{
+    if (blocks_fd >= 0)
+        return pread_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE);
+    if (block > 0)
+        return 0;
+    memcpy(line, sha256, 64);
+    line[64] = '\n';
+    return BLOCK_LINE;
+}
+
 /* Checks len bytes of block `block` (in data) against the block list. */
 static blob_result_t check_block(blobstore_t *self, int blocks_fd, const char *sha256,
                                  uint64_t block, const unsigned char *data, size_t len, char *err,
                                  size_t err_size)
 {
     char line[BLOCK_LINE + 1];
-    ssize_t got = pread_full(blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE);
+    ssize_t got = block_line_read(blocks_fd, sha256, block, line);
     if (got < 0)
         return sys_fail(errno, err, err_size, "read block list of blob", sha256);
     char hex[BLOB_SHA_HEX];
@@ -1192,7 +1385,8 @@ blob_result_t blobstore_read(blobstore_t *self, const char *sha256, uint64_t off
         return rc;
     if (offset >= size || len == 0) {
         close(fd);
-        close(blocks_fd);
+        if (blocks_fd >= 0)
+            close(blocks_fd);
         return BLOB_OK;
     }
     uint64_t end = size - offset < len ? size : offset + len;
@@ -1227,7 +1421,8 @@ blob_result_t blobstore_read(blobstore_t *self, const char *sha256, uint64_t off
         copied += (size_t)(to - from);
     }
     close(fd);
-    close(blocks_fd);
+    if (blocks_fd >= 0)
+        close(blocks_fd);
     if (rc == BLOB_OK)
         *got = copied;
     return rc;
@@ -1267,7 +1462,7 @@ static void block_line_check(void *arg, uint64_t block, const uint8_t digest[BLO
     if (check->rc != BLOB_OK)
         return;
     char line[BLOCK_LINE + 1], hex[BLOB_SHA_HEX];
-    ssize_t got = pread_full(check->blocks_fd, line, BLOCK_LINE, block * BLOCK_LINE);
+    ssize_t got = block_line_read(check->blocks_fd, check->sha256, block, line);
     if (got < 0) {
         check->rc =
             sys_fail(errno, check->err, check->err_size, "read block list of blob", check->sha256);
@@ -1321,7 +1516,8 @@ blob_result_t blobstore_verify(blobstore_t *self, const char *sha256, uint64_t *
     uint8_t digest[BLOBHASH_BYTES];
     blobhash_final(self->pass_hash, digest, block_line_check, &check);
     close(fd);
-    close(blocks_fd);
+    if (blocks_fd >= 0)
+        close(blocks_fd);
     if (check.rc != BLOB_OK)
         return check.rc;
     char hex[BLOB_SHA_HEX];

@@ -6,14 +6,18 @@
  *                                hex digits, so no folder grows too large
  *   blobs/<aa>/<sha256>.blocks   the SHA-256 of each BLOB_BLOCK_SIZE block,
  *                                so a range can be verified without reading
- *                                the whole blob
+ *                                the whole blob; none for a blob of one
+ *                                block (at most BLOB_BLOCK_SIZE bytes), whose
+ *                                one line would be its name (one left by an
+ *                                earlier version is ignored)
  *   tmp/<upload id>              an upload in progress
  *   tmp/<upload id>.blocks       its block list, as it is made
  *   tmp/<upload id>.progress     how many bytes of it were written, and in
  *                                which boot of the machine (see
  *                                blobstore_upload_progress)
- * A blob is written to tmp/, fsynced, hashed, its block list written and
- * fsynced, then renamed into blobs/ and the folder fsynced: only then may
+ * A blob is written to tmp/, fsynced, hashed, its block list (if it has
+ * one) written and fsynced, then renamed into blobs/ and the folder
+ * fsynced: only then may
  * its metadata be recorded (in Redis, by the caller). Identical content is
  * stored once: committing bytes whose blob exists just drops the upload.
  * The hashes are made as the bytes are written when they come in order
@@ -124,12 +128,42 @@ blob_result_t blobstore_upload_commit_hashed(blobstore_t *self, const char *uplo
 
 /* A whole blob of len bytes (at most BLOB_BLOCK_SIZE) in one call: checked
  * against expected_sha256 first (BLOB_MISMATCH, nothing written), then
- * written under tmp/<name>, fsynced with its block list and renamed into
- * blobs/ as a commit does (the same dedup, the same quota: BLOB_NO_SPACE,
- * nothing left behind). Running it again is harmless. */
+ * written under tmp/<name> (whatever an earlier run left there goes
+ * first), fsynced and renamed into blobs/ as a commit does (the same
+ * dedup, the same quota: BLOB_NO_SPACE, nothing left behind). Running it
+ * again is harmless. blobstore_put_many of one. */
 blob_result_t blobstore_put(blobstore_t *self, const char *name, const void *data, size_t len,
                             const char *expected_sha256, char sha_out[BLOB_SHA_HEX],
                             bool *deduplicated, char *err, size_t err_size);
+
+/* One whole blob of a blobstore_put_many call. */
+typedef struct {
+    /* In: the temporary name under tmp/ (an upload id: 1 to 40 letters or
+     * digits, each distinct within the call), the bytes (at most
+     * BLOB_BLOCK_SIZE, borrowed for the call) and their SHA-256. */
+    const char *name;
+    const void *data;
+    size_t len;
+    const char *expected_sha256;
+    /* Out: as blobstore_put says, each put on its own. */
+    blob_result_t result;
+    char sha[BLOB_SHA_HEX]; /* "" unless BLOB_OK */
+    bool deduplicated;
+    char err[256]; /* why, unless BLOB_OK */
+} blob_put_t;
+
+/* Stores count whole blobs, each as blobstore_put would, but together:
+ * every one checked and written first (with its write-back started), then
+ * every one fsynced, then renamed into blobs/, then each folder that
+ * received one fsynced once. On a journaling file system the first fsync
+ * commits the journal for all of them, so the batch costs about two
+ * journal commits instead of two per blob. Each put's outcome is its own:
+ * a failure (mismatch, quota, a write, fsync or rename refused) fails that
+ * put alone, nothing of it left in tmp/, except that a folder whose fsync
+ * fails fails every put renamed into it (their blobs stay in place, no
+ * version naming them: garbage for the collector). Two puts of the same
+ * bytes store them once (the second deduplicated). */
+void blobstore_put_many(blobstore_t *self, blob_put_t *puts, size_t count);
 
 /* Removes an upload's temporary files (abandoned, refused). Idempotent. */
 void blobstore_upload_remove(blobstore_t *self, const char *upload_id);

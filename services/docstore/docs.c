@@ -487,21 +487,74 @@ static void upload_open(docstore_t *self, const call_t *call, reply_t *reply,
     txn_destroy(&txn);
 }
 
-/* A whole document in its upload.begin: its blob stored (blobstore_put,
- * under the upload's id in tmp/ until renamed) and its version recorded in
- * one transaction, no session ever made. Run again, it stores the same
- * bytes again, which replaces the blob by itself.
+/* A whole document's blob, deferred to docstore_prepare_commit (reply_defer)
+ * to be stored with the other whole documents of the server's batch. The
+ * bytes are the request's (valid until the reply is reset). */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+    char sha[BLOB_SHA_HEX]; /* expected */
+    char upload_id[ID_LEN]; /* for the log */
+} whole_blob_t;
+
+/* A whole blob's outcome as the reply: the refusals blobstore_put makes. */
+static bool whole_blob_reply(reply_t *reply, blob_result_t stored, size_t len,
+                             const char *upload_id, const char *blob_err)
+{
+    if (stored == BLOB_OK)
+        return true;
+    if (stored == BLOB_MISMATCH) {
+        reply_error(reply, ST_INVALID_ARGUMENT, "sha256",
+                    "the bytes sent do not match the sha256 announced (%s): nothing was stored",
+                    blob_err);
+    } else if (stored == BLOB_NO_SPACE) {
+        reply_error(reply, ST_RESOURCE_EXHAUSTED, "size",
+                    "no space left for %zu bytes on the document volume (%s)", len, blob_err);
+    } else {
+        log_error("cannot store a document", "{s:s, s:s}", "upload", upload_id, "error", blob_err);
+        reply_error(reply, ST_INTERNAL, NULL, "cannot store the document: %s", blob_err);
+    }
+    return false;
+}
+
+/* A whole document in its upload.begin: its version recorded in one
+ * transaction, no session ever made, and its blob stored before that
+ * transaction is committed.
  *
- * Under group commit (server.c) the bytes are written only in a run that
- * goes through: the upload's record is read first (whatever it holds), so
- * a first pass gives up on it before touching the disk, and by the next
- * the request's idempotency record is known, a duplicate answered from it
- * without storing anything. */
+ * In the server, the blob is not stored here but handed to
+ * docstore_prepare_commit (reply_defer), which stores the blobs of all the
+ * whole documents of a batch at once, sharing their fsyncs, before the
+ * batch's transactions go to Redis; a blob it fails to store fails its
+ * request alone, its transaction dropped. A run of this handler thrown
+ * away (a pass that missed a record, a duplicate answered from its
+ * idempotency record) therefore touches nothing on the volume.
+ *
+ * Elsewhere (no server to defer to) the blob is stored right here
+ * (blobstore_put, under the upload's id in tmp/ until renamed): run again,
+ * it stores the same bytes again, which replaces the blob by itself. The
+ * upload's record is read first then (whatever it holds), so that under a
+ * snapshot a first pass gives up before touching the disk. */
 static void upload_put_whole(docstore_t *self, const call_t *call, reply_t *reply,
                              Passerelle__Document *session, Passerelle__Document *existing,
                              uint64_t doc_version, const char *upload_id,
                              const ProtobufCBinaryData *data)
 {
+    whole_blob_t *work = malloc(sizeof *work);
+    if (work) {
+        work->data = data->data;
+        work->len = data->len;
+        snprintf(work->sha, sizeof work->sha, "%s", session->versions[0]->sha256);
+        snprintf(work->upload_id, sizeof work->upload_id, "%s", upload_id);
+    }
+    if (work && reply_defer(reply, work, free)) {
+        txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
+        version_commit(self, call, reply, txn, session, existing, doc_version, work->sha, upload_id,
+                       NULL);
+        txn_destroy(&txn);
+        return;
+    }
+    free(work);
+
     char key[KEY_MAX];
     upload_key(key, upload_id);
     Passerelle__Document *earlier = NULL;
@@ -517,28 +570,51 @@ static void upload_put_whole(docstore_t *self, const call_t *call, reply_t *repl
     blob_result_t stored =
         blobstore_put(self->blobs, upload_id, data->data, data->len, session->versions[0]->sha256,
                       sha, &dedup, blob_err, sizeof blob_err);
-    if (stored == BLOB_MISMATCH) {
-        reply_error(reply, ST_INVALID_ARGUMENT, "sha256",
-                    "the bytes sent do not match the sha256 announced (%s): nothing was stored",
-                    blob_err);
+    if (!whole_blob_reply(reply, stored, data->len, upload_id, blob_err))
         return;
-    }
-    if (stored == BLOB_NO_SPACE) {
-        reply_error(reply, ST_RESOURCE_EXHAUSTED, "size",
-                    "no space left for %zu bytes on the document volume (%s)", data->len, blob_err);
-        return;
-    }
-    if (stored != BLOB_OK) {
-        log_error("cannot store a document", "{s:s, s:s}", "upload", upload_id, "error", blob_err);
-        reply_error(reply, ST_INTERNAL, NULL, "cannot store the document: %s", blob_err);
-        return;
-    }
     metric_add(self->bytes_total, (const char *[]){"in"}, data->len);
     txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
     version_commit(self, call, reply, txn, session, existing, doc_version, sha, upload_id, NULL);
     txn_destroy(&txn);
     log_debug("document stored whole", "{s:s, s:s, s:b}", "upload", upload_id, "sha256", sha,
               "deduplicated", dedup);
+}
+
+void docstore_prepare_commit(void *ctx, reply_t *const *replies, size_t count)
+{
+    docstore_t *self = ctx;
+    blob_put_t *puts = calloc(count, sizeof *puts);
+    char(*names)[ID_LEN] = calloc(count, sizeof *names);
+    if (!puts || !names) {
+        for (size_t i = 0; i < count; i++)
+            reply_error(replies[i], ST_INTERNAL, NULL, "out of memory storing the document");
+        free(puts);
+        free(names);
+        return;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const whole_blob_t *work = replies[i]->deferred;
+        /* A temporary name of its own, not the upload's id: two requests
+         * of one batch may carry one idempotency key (so one upload id),
+         * and the names of one call must differ. One a crash leaves
+         * behind is swept as any abandoned upload. */
+        id_new('L', names[i]);
+        puts[i].name = names[i];
+        puts[i].data = work->data;
+        puts[i].len = work->len;
+        puts[i].expected_sha256 = work->sha;
+    }
+    blobstore_put_many(self->blobs, puts, count);
+    for (size_t i = 0; i < count; i++) {
+        const whole_blob_t *work = replies[i]->deferred;
+        if (!whole_blob_reply(replies[i], puts[i].result, work->len, work->upload_id, puts[i].err))
+            continue;
+        metric_add(self->bytes_total, (const char *[]){"in"}, work->len);
+        log_debug("document stored whole", "{s:s, s:s, s:b, s:i}", "upload", work->upload_id,
+                  "sha256", puts[i].sha, "deduplicated", puts[i].deduplicated, "batch", (int)count);
+    }
+    free(puts);
+    free(names);
 }
 
 void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,

@@ -4,7 +4,10 @@
  * first: under group commit a handler may run more than once, server.h)
  * does its one side effect on the volume, which is harmless if repeated
  * (a pwrite of the same bytes at the same offset; a commit of an upload
- * whose blob is already in place), and commits one transaction.
+ * whose blob is already in place), and commits one transaction. An
+ * upload.begin carrying a whole document does not store its blob itself:
+ * it hands it to docstore_prepare_commit, which stores the blobs of a
+ * batch together before the batch's transactions are committed.
  *
  * upload.chunk is the exception that makes transfers fast: it is not a
  * write of the server's kind (no idempotency record, no transaction), being
@@ -153,6 +156,16 @@ int docstore_sweep(docstore_t *self);
  * A version's blob is never removed, withdrawn or not: docstore:blobs only
  * grows. Does nothing (logged once) while Redis is unreachable. */
 void docstore_tick(void *ctx);
+
+/* The server's prepare_commit (server_config_t): stores the blobs of the
+ * whole documents (upload.begin carrying the bytes) of one round of the
+ * batch together (blobstore_put_many: written, fsynced, renamed, each
+ * folder fsynced once), before their versions are committed; a request
+ * whose blob cannot be stored is failed as blobstore_put would have it
+ * (INVALID_ARGUMENT on sha256, RESOURCE_EXHAUSTED, INTERNAL naming the
+ * system error), its version not recorded. replies carry whole_blob_t
+ * work (docs.c), the only work the docstore defers. */
+void docstore_prepare_commit(void *ctx, reply_t *const *replies, size_t count);
 
 void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *request,
                          reply_t *reply);

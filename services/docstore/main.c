@@ -124,6 +124,7 @@ int main(void)
     server_cfg.store = store;
     server_cfg.stream = DOCSTORE_STREAM;
     server_cfg.tick = docstore_tick;
+    server_cfg.prepare_commit = docstore_prepare_commit;
     server_cfg.tick_ms = (int)tick_ms;
     server_cfg.queue_per_peer = docstore_hwm(window);
 

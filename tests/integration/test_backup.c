@@ -516,15 +516,20 @@ static void test_backup(void **state)
     harness_run_free(&run);
 
     /* The blobs from a command's tar, as from another container, with an
-     * orphan the collector is removing (its block list gone already): the
-     * same three blobs, the orphan left out. */
+     * orphan the collector is removing (its block list gone already; a
+     * blob of more than one block, 1 MiB, since one of one block has no
+     * list): the same three blobs, the orphan left out. */
     static const char orphan_name[] =
         "ff00000000000000000000000000000000000000000000000000000000000000";
     char orphan_dir[700], orphan[800], from[800], second[700];
     snprintf(orphan_dir, sizeof orphan_dir, "%s/blobs/ff", docstore);
     assert_true(mkdir(orphan_dir, 0755) == 0 || errno == EEXIST);
     snprintf(orphan, sizeof orphan, "%s/%s", orphan_dir, orphan_name);
-    write_text(orphan_dir, orphan_name, "orphan bytes");
+    FILE *orphan_file = fopen(orphan, "w");
+    assert_non_null(orphan_file);
+    for (int i = 0; i <= 1024 * 1024; i++)
+        fputc('o', orphan_file);
+    assert_int_equal(fclose(orphan_file), 0);
     snprintf(from, sizeof from, "tar -C '%s' -cf - blobs", docstore);
     snprintf(second, sizeof second, "%s-tar", fx.backup);
     run = run_script("backup", env, "--blobs-from", from, second);

@@ -6,8 +6,10 @@
  * an upload's file changed behind the service's back (refused at commit,
  * with the running hashes or after a restart); a blob corrupted on disk
  * (refused with DATA_LOSS, listed corrupt by docs.fsck), a blob removed
- * (missing), a file no version refers to (orphaned); and a quota too small
- * (RESOURCE_EXHAUSTED at begin, nothing left in tmp/). */
+ * (missing), a file no version refers to (orphaned); a quota too small
+ * (RESOURCE_EXHAUSTED at begin, nothing left in tmp/); and whole documents
+ * stored together in one batch, one of whose blobs cannot be put in place
+ * (it fails alone). */
 #include "harness.h"
 
 #include "docstore.pb-c.h"
@@ -512,6 +514,147 @@ static void test_tampered_upload_refused_at_commit(void **state)
     free(data);
 }
 
+/* --- whole documents in one batch ---------------------------------------------- */
+
+#define WHOLE_DOCS  6
+#define WHOLE_BYTES (20 * 1024)
+#define WHOLE_FAILS 3 /* the one whose blob folder is blocked */
+
+/* Whole documents (each in its upload.begin) sent together, so that the
+ * service drains them in one batch and stores their blobs together: each
+ * stored as one file (no block list), readable, checked by fsck; the one
+ * whose blob cannot be renamed into place (its folder blocked by a file)
+ * fails alone, with the reason, recording nothing and leaving nothing in
+ * tmp/, and goes through when sent again with its key once the folder is
+ * free. A block list beside a small blob, as an earlier version wrote
+ * them, is still read past. */
+static void test_whole_documents_in_one_batch(void **state)
+{
+    (void)state;
+    uint8_t *data[WHOLE_DOCS];
+    char shas[WHOLE_DOCS][65], keys[WHOLE_DOCS][32], titles[WHOLE_DOCS][48];
+    char request_ids[WHOLE_DOCS][ID_LEN], tmp[700], path[1024];
+    snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
+    int tmp_before = count_files(tmp);
+    /* Bytes of their own, each blob in a folder of its own. */
+    for (int i = 0; i < WHOLE_DOCS; i++) {
+        bool clash = true;
+        for (unsigned seed = 100 + 50 * (unsigned)i; clash; seed++) {
+            data[i] = pattern(WHOLE_BYTES, seed);
+            harness_sha256_hex(data[i], WHOLE_BYTES, shas[i]);
+            clash = false;
+            for (int j = 0; j < i; j++)
+                clash = clash || memcmp(shas[i], shas[j], 2) == 0;
+            if (clash)
+                free(data[i]);
+        }
+        snprintf(keys[i], sizeof keys[i], "whole-batch-%d", i);
+        snprintf(titles[i], sizeof titles[i], "Etude en lot %d", i);
+    }
+    char blocked[1024];
+    snprintf(blocked, sizeof blocked, "%s/blobs/%.2s", F->volume, shas[WHOLE_FAILS]);
+    FILE *f = fopen(blocked, "w");
+    assert_non_null(f);
+    fclose(f);
+
+    /* A call first (client.h), then all of them without waiting. */
+    Passerelle__FsckReply *r = fsck();
+    passerelle__fsck_reply__free_unpacked(r, NULL);
+    for (int i = 0; i < WHOLE_DOCS; i++) {
+        Passerelle__UploadBeginRequest req;
+        harness_doc_begin_request(&req, titles[i], WHOLE_BYTES, shas[i], 2);
+        req.has_data = true;
+        req.data.data = data[i];
+        req.data.len = WHOLE_BYTES;
+        id_new('Q', request_ids[i]);
+        assert_int_equal(
+            client_send_request(F->owner, request_ids[i], "upload.begin", &req.base, keys[i]), 0);
+    }
+    char *docs[WHOLE_DOCS] = {NULL};
+    for (int n = 0; n < WHOLE_DOCS; n++) {
+        Passerelle__Reply *reply = NULL;
+        assert_int_equal(client_receive_reply(F->owner, 0, &reply), 0);
+        int i = 0;
+        while (i < WHOLE_DOCS && strcmp(request_ids[i], reply->request_id) != 0)
+            i++;
+        assert_true(i < WHOLE_DOCS);
+        if (i == WHOLE_FAILS) {
+            harness_expect_status(reply, PASSERELLE__STATUS__STATUS_INTERNAL, NULL);
+            assert_non_null(strstr(reply->message, "cannot store the document"));
+            assert_non_null(strstr(reply->message, "install blob"));
+        } else {
+            harness_expect_status(reply, OK, NULL);
+            Passerelle__UploadSession *s =
+                passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+            assert_non_null(s);
+            assert_non_null(s->document);
+            docs[i] = strdup(s->document);
+            passerelle__upload_session__free_unpacked(s, NULL);
+        }
+        passerelle__reply__free_unpacked(reply, NULL);
+    }
+
+    /* Stored: one file each, read back whole. */
+    for (int i = 0; i < WHOLE_DOCS; i++) {
+        if (i == WHOLE_FAILS)
+            continue;
+        blob_path(shas[i], "", path, sizeof path);
+        assert_int_equal(access(path, F_OK), 0);
+        blob_path(shas[i], ".blocks", path, sizeof path);
+        assert_int_not_equal(access(path, F_OK), 0);
+        char got[65];
+        assert_int_equal(harness_doc_read_all(F->owner, docs[i], 0, got, NULL, NULL), WHOLE_BYTES);
+        assert_string_equal(got, shas[i]);
+    }
+    /* The failed one left nothing: no blob, nothing in tmp/. */
+    assert_int_equal(count_files(tmp), tmp_before);
+    r = fsck();
+    for (int i = 0; i < WHOLE_DOCS; i++) {
+        assert_false(listed(r->corrupt, r->n_corrupt, shas[i]));
+        assert_false(listed(r->missing, r->n_missing, shas[i]));
+    }
+    passerelle__fsck_reply__free_unpacked(r, NULL);
+
+    /* Its key was not used up: sent again once its folder is free, it is
+     * stored. */
+    assert_int_equal(unlink(blocked), 0);
+    Passerelle__UploadBeginRequest req;
+    harness_doc_begin_request(&req, titles[WHOLE_FAILS], WHOLE_BYTES, shas[WHOLE_FAILS], 2);
+    req.has_data = true;
+    req.data.data = data[WHOLE_FAILS];
+    req.data.len = WHOLE_BYTES;
+    Passerelle__Reply *reply =
+        harness_call_keyed(F->owner, "upload.begin", &req.base, keys[WHOLE_FAILS], OK, NULL);
+    Passerelle__UploadSession *s =
+        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+    assert_non_null(s);
+    assert_non_null(s->document);
+    docs[WHOLE_FAILS] = strdup(s->document);
+    passerelle__upload_session__free_unpacked(s, NULL);
+    passerelle__reply__free_unpacked(reply, NULL);
+    char got[65];
+    assert_int_equal(harness_doc_read_all(F->owner, docs[WHOLE_FAILS], 0, got, NULL, NULL),
+                     WHOLE_BYTES);
+    assert_string_equal(got, shas[WHOLE_FAILS]);
+
+    /* A block list an earlier version wrote beside a small blob. */
+    blob_path(shas[0], ".blocks", path, sizeof path);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", shas[0]);
+    fclose(f);
+    assert_int_equal(harness_doc_read_all(F->owner, docs[0], 0, got, NULL, NULL), WHOLE_BYTES);
+    assert_string_equal(got, shas[0]);
+    r = fsck();
+    assert_false(listed(r->corrupt, r->n_corrupt, shas[0]));
+    passerelle__fsck_reply__free_unpacked(r, NULL);
+
+    for (int i = 0; i < WHOLE_DOCS; i++) {
+        free(docs[i]);
+        free(data[i]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_begin_retried_reserves_once),
         cmocka_unit_test(test_kill_during_windowed_upload_then_resume),
         cmocka_unit_test(test_tampered_upload_refused_at_commit),
+        cmocka_unit_test(test_whole_documents_in_one_batch),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

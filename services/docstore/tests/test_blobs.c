@@ -271,9 +271,16 @@ static void test_round_trips(void **state)
         path_in(path, dir, "blobs", sha, "");
         assert_int_equal(stat(path, &st), 0);
         assert_int_equal(st.st_mode & 0777, 0444);
+        /* A block list for a blob of more than one block only: that of
+         * one block would be its name. */
         path_in(path, dir, "blobs", sha, ".blocks");
-        assert_int_equal(stat(path, &st), 0);
-        assert_int_equal(st.st_size, ((len + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE) * 65);
+        if (len <= BLOB_BLOCK_SIZE) {
+            assert_int_equal(stat(path, &st), -1);
+            assert_int_equal(errno, ENOENT);
+        } else {
+            assert_int_equal(stat(path, &st), 0);
+            assert_int_equal(st.st_size, ((len + BLOB_BLOCK_SIZE - 1) / BLOB_BLOCK_SIZE) * 65);
+        }
         free(data);
     }
     char tmp[PATH_MAX];
@@ -509,11 +516,14 @@ static void test_missing_block_list(void **state)
     (void)state;
     char dir[PATH_MAX], path[PATH_MAX];
     blobstore_t *store = new_store("noblocks", 0, dir);
-    unsigned char data[70000];
-    randombytes_buf(data, sizeof data);
+    /* More than one block: a blob of one has no list to miss. */
+    const size_t len = BLOB_BLOCK_SIZE + 70000;
+    unsigned char *data = malloc(len);
+    assert_non_null(data);
+    randombytes_buf(data, len);
     char sha[BLOB_SHA_HEX], err[256] = "";
     bool dedup;
-    assert_int_equal(put(store, "Lnoblocks", data, sizeof data, sha, &dedup), BLOB_OK);
+    assert_int_equal(put(store, "Lnoblocks", data, len, sha, &dedup), BLOB_OK);
     path_in(path, dir, "blobs", sha, ".blocks");
     assert_int_equal(unlink(path), 0);
 
@@ -524,19 +534,20 @@ static void test_missing_block_list(void **state)
                      BLOB_CORRUPT);
     assert_non_null(strstr(err, "block list"));
     assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_CORRUPT);
-    assert_int_equal(size, sizeof data);
+    assert_int_equal(size, len);
     /* The blob still counts as stored; committing it again rewrites the list. */
     assert_int_equal(blobstore_each(store, NULL, NULL), 1);
-    assert_int_equal(put(store, "Lrelist", data, sizeof data, sha, &dedup), BLOB_OK);
+    assert_int_equal(put(store, "Lrelist", data, len, sha, &dedup), BLOB_OK);
     assert_true(dedup);
     assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_OK);
-    read_back(store, sha, data, sizeof data, 4096);
+    read_back(store, sha, data, len, 4096);
 
     /* A damaged list is corruption as well. */
     flip_byte(path, 3);
     assert_int_equal(blobstore_read(store, sha, 0, buf, sizeof buf, &got, err, sizeof err),
                      BLOB_CORRUPT);
     assert_non_null(strstr(err, "block 0"));
+    free(data);
     blobstore_destroy(&store);
 }
 
@@ -823,7 +834,10 @@ static void test_stray_block_lists(void **state)
     (void)state;
     char dir[PATH_MAX], blob[3][PATH_MAX], blocks[3][PATH_MAX], shas[3][BLOB_SHA_HEX];
     blobstore_t *store = new_store("stray", 0, dir);
-    unsigned char data[3][5000];
+    /* Blobs of two blocks: one of one block has no list (test_small_blobs). */
+    enum { STRAY_LEN = BLOB_BLOCK_SIZE + 5000 };
+    unsigned char(*data)[STRAY_LEN] = malloc(3 * sizeof *data);
+    assert_non_null(data);
     for (int i = 0; i < 3; i++) {
         randombytes_buf(data[i], sizeof data[i]);
         char id[16];
@@ -866,7 +880,7 @@ static void test_stray_block_lists(void **state)
     assert_false(file_exists(keep_blocks));
     assert_true(file_exists(blob[0]));
     assert_true(file_exists(blocks[0]));
-    read_back(store, shas[0], data[0], sizeof data[0], 1000);
+    read_back(store, shas[0], data[0], sizeof data[0], 300 * 1024);
 
     /* Those bytes committed again: a new block list, read back whole. */
     assert_int_equal(put(store, "Lstray4", data[2], sizeof data[2], sha, &dedup), BLOB_OK);
@@ -877,6 +891,7 @@ static void test_stray_block_lists(void **state)
     uint64_t size = 0;
     assert_int_equal(blobstore_verify(store, shas[2], &size, err, sizeof err), BLOB_OK);
     assert_int_equal(size, sizeof data[2]);
+    free(data);
     blobstore_destroy(&store);
 }
 
@@ -1222,10 +1237,10 @@ static void test_put_whole(void **state)
     assert_false(dedup);
     assert_int_equal(blobstore_verify(store, sha, NULL, err, sizeof err), BLOB_OK);
     read_back(store, sha, data, sizeof data, 4096);
+    /* One block: one file, no block list. */
     path_in(path, dir, "blobs", sha, ".blocks");
     struct stat st;
-    assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_size, 65);
+    assert_int_equal(stat(path, &st), -1);
     assert_int_equal(count_entries(tmp), 0);
     assert_int_equal(blobstore_used_bytes(store), sizeof data);
     /* Again (a retry, or the same bytes in another document): one copy. */
@@ -1266,6 +1281,198 @@ static void test_put_whole(void **state)
     blobstore_destroy(&store);
 }
 
+/* --- blobs of one block --------------------------------------------------- */
+
+/* Writes a block list as an earlier version of the service did for a blob
+ * of one block: one line, its name. */
+static void plant_old_list(const char *dir, const char *sha, const char *line)
+{
+    char path[PATH_MAX];
+    path_in(path, dir, "blobs", sha, ".blocks");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s\n", line);
+    fclose(f);
+}
+
+static void test_small_blobs(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX], err[256] = "";
+    blobstore_t *store = new_store("small", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    unsigned char *data = malloc(BLOB_BLOCK_SIZE);
+    assert_non_null(data);
+    randombytes_buf(data, BLOB_BLOCK_SIZE);
+
+    /* Uploaded in chunks and committed by reading: one file. */
+    char sha[BLOB_SHA_HEX], expected[BLOB_SHA_HEX];
+    bool dedup = true;
+    assert_int_equal(put(store, "Lsmall", data, 70000, sha, &dedup), BLOB_OK);
+    path_in(path, dir, "blobs", sha, ".blocks");
+    assert_false(access(path, F_OK) == 0);
+    assert_int_equal(count_entries(tmp), 0);
+    read_back(store, sha, data, 70000, 4096);
+    uint64_t size = 0;
+    assert_int_equal(blobstore_verify(store, sha, &size, err, sizeof err), BLOB_OK);
+    assert_int_equal(size, 70000);
+    /* The commit run again once its file is gone: done before. */
+    assert_int_equal(
+        blobstore_upload_commit(store, "Lsmall", 70000, sha, expected, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_true(dedup);
+
+    /* Exactly one block, hashed as it came: its line, written when the
+     * block completed, is not kept. */
+    sha_hex(data, BLOB_BLOCK_SIZE, expected);
+    blob_hasher_t *hasher = blob_hasher_new();
+    assert_non_null(hasher);
+    assert_int_equal(blobstore_upload_create(store, "Lexact", BLOB_BLOCK_SIZE, err, sizeof err),
+                     BLOB_OK);
+    append_all(store, "Lexact", hasher, data, 0, BLOB_BLOCK_SIZE, CHUNK);
+    bool hashed = false;
+    assert_int_equal(blobstore_upload_commit_hashed(store, "Lexact", hasher, BLOB_BLOCK_SIZE,
+                                                    expected, sha, &dedup, &hashed, err,
+                                                    sizeof err),
+                     BLOB_OK);
+    assert_true(hashed);
+    blob_hasher_destroy(&hasher);
+    path_in(path, dir, "blobs", expected, ".blocks");
+    assert_false(access(path, F_OK) == 0);
+    assert_int_equal(count_entries(tmp), 0);
+    read_back(store, expected, data, BLOB_BLOCK_SIZE, 300 * 1024);
+    assert_int_equal(blobstore_verify(store, expected, &size, err, sizeof err), BLOB_OK);
+
+    /* A damaged small blob is still found out, by read and by fsck. */
+    char small_sha[BLOB_SHA_HEX];
+    sha_hex(data, 70000, small_sha);
+    path_in(path, dir, "blobs", small_sha, "");
+    flip_byte(path, 69999);
+    unsigned char buf[100];
+    size_t got = 0;
+    assert_int_equal(blobstore_read(store, small_sha, 0, buf, sizeof buf, &got, err, sizeof err),
+                     BLOB_CORRUPT);
+    assert_non_null(strstr(err, "block 0"));
+    assert_int_equal(blobstore_verify(store, small_sha, &size, err, sizeof err), BLOB_CORRUPT);
+    flip_byte(path, 69999);
+
+    /* An old store's list beside a small blob: read, verified and walked
+     * as ever; a wrong one is not believed over the blob's name; the blob
+     * stored again drops it; removal takes it too. */
+    plant_old_list(dir, small_sha, small_sha);
+    read_back(store, small_sha, data, 70000, 4096);
+    assert_int_equal(blobstore_verify(store, small_sha, &size, err, sizeof err), BLOB_OK);
+    plant_old_list(dir, small_sha, expected);
+    read_back(store, small_sha, data, 70000, 4096);
+    assert_int_equal(blobstore_verify(store, small_sha, &size, err, sizeof err), BLOB_OK);
+    blob_cursor_t cursor;
+    memset(&cursor, 0, sizeof cursor);
+    walk_t walk = {0};
+    while (cursor.passes == 0)
+        assert_true(blobstore_walk(store, &cursor, 100, walked_any, &walk) >= 0);
+    assert_int_equal(walk.count, 2);
+    path_in(path, dir, "blobs", small_sha, ".blocks");
+    assert_true(access(path, F_OK) == 0);
+    assert_int_equal(
+        blobstore_put(store, "Lagain", data, 70000, small_sha, sha, &dedup, err, sizeof err),
+        BLOB_OK);
+    assert_true(dedup);
+    assert_false(access(path, F_OK) == 0);
+    plant_old_list(dir, small_sha, small_sha);
+    assert_int_equal(blobstore_remove(store, small_sha), BLOB_OK);
+    assert_false(access(path, F_OK) == 0);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 1);
+    free(data);
+    blobstore_destroy(&store);
+}
+
+/* --- several whole blobs at once ------------------------------------------ */
+
+static void test_put_many(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], tmp[PATH_MAX], path[PATH_MAX], err[256] = "";
+    blobstore_t *store = new_store("many", 0, dir);
+    path_in(tmp, dir, "tmp", NULL, NULL);
+    enum { N = 6, LEN = 50 * 1024 };
+    unsigned char(*data)[LEN] = malloc(N * sizeof *data);
+    assert_non_null(data);
+    char expected[N][BLOB_SHA_HEX], names[N][16];
+    blob_put_t puts[N];
+    memset(puts, 0, sizeof puts);
+    /* Bytes of their own, each in a folder of its own (the folder of the
+     * last is blocked below). */
+    for (int i = 0; i < N; i++) {
+        bool clash;
+        do {
+            randombytes_buf(data[i], LEN);
+            sha_hex(data[i], LEN, expected[i]);
+            clash = false;
+            for (int j = 0; j < i; j++)
+                clash = clash || memcmp(expected[i], expected[j], 2) == 0;
+        } while (clash);
+        snprintf(names[i], sizeof names[i], "Lmany%d", i);
+        puts[i] = (blob_put_t){
+            .name = names[i], .data = data[i], .len = LEN, .expected_sha256 = expected[i]};
+    }
+    /* 1 carries the same bytes as 0; 2 is not what it announces; 5 cannot
+     * be renamed into place (its folder is a file). */
+    puts[1].data = data[0];
+    puts[1].expected_sha256 = expected[0];
+    puts[2].expected_sha256 = expected[3];
+    pathf(path, "%s/blobs/%.2s", dir, expected[5]);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+
+    blobstore_put_many(store, puts, N);
+    assert_int_equal(puts[0].result, BLOB_OK);
+    assert_string_equal(puts[0].sha, expected[0]);
+    assert_false(puts[0].deduplicated);
+    assert_int_equal(puts[1].result, BLOB_OK);
+    assert_true(puts[1].deduplicated);
+    assert_int_equal(puts[2].result, BLOB_MISMATCH);
+    assert_string_equal(puts[2].sha, "");
+    assert_non_null(strstr(puts[2].err, expected[3]));
+    assert_int_equal(puts[3].result, BLOB_OK);
+    assert_int_equal(puts[4].result, BLOB_OK);
+    assert_int_equal(puts[5].result, BLOB_IO);
+    assert_non_null(strstr(puts[5].err, "install blob"));
+    assert_non_null(strstr(puts[5].err, expected[5]));
+    /* The stored ones read back; nothing is left in tmp/; the space
+     * counted is theirs. */
+    for (int i = 0; i < 5; i++) {
+        if (i == 1 || i == 2)
+            continue;
+        read_back(store, expected[i], data[i], LEN, 4096);
+        assert_int_equal(blobstore_verify(store, expected[i], NULL, err, sizeof err), BLOB_OK);
+    }
+    assert_int_equal(count_entries(tmp), 0);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 3);
+    assert_int_equal(blobstore_used_bytes(store), 3 * LEN);
+
+    /* The folder unblocked, the same put goes through. */
+    pathf(path, "%s/blobs/%.2s", dir, expected[5]);
+    assert_int_equal(unlink(path), 0);
+    blobstore_put_many(store, &puts[5], 1);
+    assert_int_equal(puts[5].result, BLOB_OK);
+    read_back(store, expected[5], data[5], LEN, LEN);
+    assert_int_equal(blobstore_used_bytes(store), 4 * LEN);
+    blobstore_destroy(&store);
+
+    /* A quota that holds two of three: the third alone is refused. */
+    store = new_store("many-quota", 2 * LEN, NULL);
+    blobstore_put_many(store, &puts[3], 3);
+    assert_int_equal(puts[3].result, BLOB_OK);
+    assert_int_equal(puts[4].result, BLOB_OK);
+    assert_int_equal(puts[5].result, BLOB_NO_SPACE);
+    assert_non_null(strstr(puts[5].err, "quota"));
+    assert_int_equal(blobstore_used_bytes(store), 2 * LEN);
+    assert_int_equal(blobstore_each(store, NULL, NULL), 2);
+    free(data);
+    blobstore_destroy(&store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1278,6 +1485,7 @@ int main(void)
         cmocka_unit_test(test_stray_block_lists),  cmocka_unit_test(test_sha_valid),
         cmocka_unit_test(test_blobhash),           cmocka_unit_test(test_hashed_commit),
         cmocka_unit_test(test_progress),           cmocka_unit_test(test_put_whole),
+        cmocka_unit_test(test_small_blobs),        cmocka_unit_test(test_put_many),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
