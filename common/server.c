@@ -37,6 +37,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -936,6 +937,14 @@ static void server_commit_rounds(server_t *self, zsock_t *router, slot_t **pendi
             server_send(router, slot);
             finished[done++] = (finished_t){slot, item->result == TXN_COMMITTED};
         }
+        /* The replies are queued for the ZeroMQ I/O thread, which sends
+         * them. Sharing a vCPU with it, this thread would keep it waiting
+         * through the log lines below: the clients would get their replies,
+         * and send their next requests, that much later (measured with
+         * eight writers on one vCPU: about 5% more writes per second when
+         * it goes first). Elsewhere this costs a system call. */
+        if (done > 0)
+            sched_yield();
         for (size_t i = 0; i < done; i++) {
             slot_t *slot = finished[i].slot;
             if (finished[i].committed)
