@@ -77,6 +77,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -887,6 +888,94 @@ static int cmdstat_by_usec(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
+/* INFO commandstats counts the commands a script calls under their own
+ * names as well as the script's EVALSHA, whose time includes theirs: it
+ * tells which commands the scripts spend on, not a total. The total, and
+ * which script it goes to, come from SLOWLOG with a threshold of 0 over a
+ * round of its own (logging costs Redis a little, so that round is not one
+ * of the timed ones): it logs the commands clients sent, each with its
+ * execution time, and the scripts' inner commands not at all. A script is
+ * told from the others by its first key. */
+static const char *slowlog_label(const redisReply *args)
+{
+    if (args->type != REDIS_REPLY_ARRAY || args->elements < 1 ||
+        args->element[0]->type != REDIS_REPLY_STRING)
+        return "?";
+    const char *cmd = args->element[0]->str;
+    if (strcasecmp(cmd, "evalsha") != 0 && strcasecmp(cmd, "eval") != 0)
+        return cmd;
+    const char *key = args->elements >= 4 && args->element[3]->type == REDIS_REPLY_STRING
+                          ? args->element[3]->str
+                          : "";
+    long nkeys = args->elements >= 3 ? strtol(args->element[2]->str, NULL, 10) : 0;
+    if (strstr(key, ":done:notifications:"))
+        return "script fanout (route)";
+    if (strncmp(key, "notifications:fanout:", 21) == 0)
+        return "script routing lease";
+    if (strcmp(key, "notifications:duesubs") == 0)
+        return "script deliver (pass)";
+    /* The scripts of versions before one per pass. */
+    if (strcmp(key, "notifications:due") == 0)
+        return nkeys == 3 ? "script claim" : "script outcome";
+    if (strncmp(key, "notifications:", 14) == 0)
+        return strncmp(key, "notifications:digest:", 21) == 0 ? "script digest"
+                                                              : "script (notifications, other)";
+    return "script commit (producer)";
+}
+
+/* Switches the log on (threshold 0 us, room for what a round logs). */
+static void slowlog_start(store_t *store)
+{
+    const char *cmds[] = {"CONFIG SET slowlog-max-len 200000",
+                          "CONFIG SET slowlog-log-slower-than 0", "SLOWLOG RESET"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        redisReply *r = NULL;
+        if (store_command(store, &r, cmds[i]) == STORE_OK)
+            freeReplyObject(r);
+    }
+}
+
+/* Adds what the log holds into stats (calls, usec per label), leaving out
+ * the bench's own commands on this connection, and switches it back to
+ * Redis's defaults. */
+static void slowlog_collect(store_t *store, cmdstats_t *stats)
+{
+    redisReply *r = NULL;
+    if (store_command(store, &r, "CONFIG SET slowlog-log-slower-than 10000") == STORE_OK)
+        freeReplyObject(r);
+    r = NULL;
+    if (store_command(store, &r, "SLOWLOG GET -1") == STORE_OK && r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            /* [id, unix time, duration us, [args], client addr, client name] */
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 4)
+                continue;
+            /* A script's own commands are logged too (Redis 7), from
+             * its fake client, "?:0": they are in the script's time. */
+            if (e->elements >= 5 && e->element[4]->type == REDIS_REPLY_STRING &&
+                strcmp(e->element[4]->str, "?:0") == 0)
+                continue;
+            const redisReply *args = e->element[3];
+            const char *label = slowlog_label(args);
+            if (strcasecmp(label, "slowlog") == 0 || strcasecmp(label, "config") == 0)
+                continue;
+            cmdstat_t *slot = cmdstats_slot(stats, label);
+            if (slot) {
+                slot->calls += 1;
+                slot->usec += (double)e->element[2]->integer;
+            }
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    const char *cmds[] = {"SLOWLOG RESET", "CONFIG SET slowlog-max-len 128"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        r = NULL;
+        if (store_command(store, &r, cmds[i]) == STORE_OK)
+            freeReplyObject(r);
+    }
+}
+
 /* ====================================================================== */
 /* Measuring                                                              */
 /* ====================================================================== */
@@ -1138,6 +1227,8 @@ typedef struct {
     latency_t latency;
     cmdstats_t cmdstats; /* over the 1-subscription service rounds */
     uint64_t cmdstats_deliveries;
+    cmdstats_t slowlog; /* the commands clients sent, over a round of its own */
+    uint64_t slowlog_deliveries;
     uint64_t repeated;
     attempts_t attempts;
 } results_t;
@@ -1207,21 +1298,35 @@ static void report(const options_t *opt, const run_t *run, results_t *res)
            (unsigned long long)a->attempts, (unsigned long long)a->delivered,
            (unsigned long long)a->retried, (unsigned long long)a->refused);
 
-    /* The Redis commands of the 1-subscription service rounds, per
-     * delivery; the producer's commit (one EVALSHA per event) included. */
+    /* Redis's time per delivery, 1 subscription, by command sent (the
+     * producer's commit, one script call per event, included), from the
+     * logged round; then what the scripts call, from the timed rounds. */
+    cmdstats_t *sl = &res->slowlog;
+    qsort(sl->cmds, (size_t)sl->count, sizeof sl->cmds[0], cmdstat_by_usec);
+    double per = res->slowlog_deliveries ? (double)res->slowlog_deliveries : 1;
+    double total_usec = 0;
+    for (int i = 0; i < sl->count; i++)
+        total_usec += sl->cmds[i].usec;
+    printf("redis per delivery, 1 subscription (the producer's commit included): %.1f us in "
+           "commands (SLOWLOG, a round of %llu)\n",
+           total_usec / per, (unsigned long long)res->slowlog_deliveries);
+    double total_usec_sent = total_usec / per;
+    for (int i = 0; i < sl->count && i < 10; i++)
+        if (sl->cmds[i].calls > 0)
+            printf("  %-30s %6.2f calls %8.1f us  (%.1f us a call)\n", sl->cmds[i].name,
+                   sl->cmds[i].calls / per, sl->cmds[i].usec / per,
+                   sl->cmds[i].usec / sl->cmds[i].calls);
     cmdstats_t *cs = &res->cmdstats;
     qsort(cs->cmds, (size_t)cs->count, sizeof cs->cmds[0], cmdstat_by_usec);
-    double per = res->cmdstats_deliveries ? (double)res->cmdstats_deliveries : 1;
-    double total_usec = 0;
-    for (int i = 0; i < cs->count; i++)
-        total_usec += cs->cmds[i].usec;
-    printf("redis per delivery, 1 subscription (the producer's commit included): %.1f us in "
-           "commands\n",
-           total_usec / per);
-    for (int i = 0; i < cs->count && i < 6; i++)
-        if (cs->cmds[i].calls > 0)
-            printf("  %-14s %6.2f calls %8.1f us\n", cs->cmds[i].name, cs->cmds[i].calls / per,
+    per = res->cmdstats_deliveries ? (double)res->cmdstats_deliveries : 1;
+    printf("inside them, per delivery (INFO commandstats over the timed rounds):\n");
+    int shown = 0;
+    for (int i = 0; i < cs->count && shown < 8; i++)
+        if (cs->cmds[i].calls > 0 && strcmp(cs->cmds[i].name, "evalsha") != 0) {
+            printf("  %-30s %6.2f calls %8.1f us\n", cs->cmds[i].name, cs->cmds[i].calls / per,
                    cs->cmds[i].usec / per);
+            shown++;
+        }
     if (res->repeated)
         printf("NOTE: %llu deliveries came more than once (at least once, by design)\n",
                (unsigned long long)res->repeated);
@@ -1245,6 +1350,7 @@ static void report(const options_t *opt, const run_t *run, results_t *res)
         (json_int_t)lat->missing, "service", service, "attempts", "total", (json_int_t)a->attempts,
         "delivered", (json_int_t)a->delivered, "retried", (json_int_t)a->retried, "refused",
         (json_int_t)a->refused, "repeated", (json_int_t)res->repeated);
+    json_object_set_new(root, "redis_us_per_delivery", json_real(total_usec_sent));
     bench_print_json(root);
 }
 
@@ -1310,6 +1416,17 @@ static int run_all(const options_t *opt, bench_stack_t *stack, sink_t *sink, res
     }
     res->producer_rate =
         producer.commit_s > 0 ? (double)(producer.committed - committed) / producer.commit_s : 0;
+    /* Where Redis's time goes, per command sent, over one more round of
+     * the same size: logged, so not timed. */
+    {
+        rate_t untimed = {0};
+        int events = opt->events / ROUNDS;
+        slowlog_start(stats_store);
+        if (measure_service(&run, &COMMUNE_NARROW, events, 1, &untimed) != 0)
+            goto done;
+        slowlog_collect(stats_store, &res->slowlog);
+        res->slowlog_deliveries = untimed.deliveries;
+    }
     res->repeated += repeats(sink, mark, producer.next, 1);
 
     /* 1. Throughput, 8 subscriptions matching every event. */
@@ -1367,7 +1484,8 @@ int main(int argc, char *argv[])
     /* Every event the run commits: warm-ups, the latency run, the
      * producer alone, and the throughput rounds. */
     size_t capacity = (size_t)WARMUP_EVENTS + 8 + (size_t)opt.rate * (size_t)opt.seconds +
-                      2 * (size_t)opt.events + (size_t)opt.events / 4 + 2 + 16;
+                      2 * (size_t)opt.events + (size_t)opt.events / ROUNDS +
+                      (size_t)opt.events / 4 + 2 + 16;
     int rc = 1;
     sink_t sink;
     memset(&sink, 0, sizeof sink);

@@ -14,17 +14,16 @@
 
 #include <czmq.h>
 #include <math.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-extern const char notify_claim_lua[];
-extern const char notify_outcome_lua[];
+extern const char notify_deliver_lua[];
 
-#define DUE_KEY "notifications:due"
-/* How many due members one claim looks at, for each it may take. */
-#define CLAIM_SCAN_FACTOR 4
 /* The longest wait between two looks at the due set. */
 #define IDLE_WAIT_MS 1000
 /* The worker takes up to this many times what it may have in flight, so
@@ -32,7 +31,7 @@ extern const char notify_outcome_lua[];
  * Redis round trip in between. What waits has waited at most one
  * transfer's time before it starts, hence the lease: two transfers'
  * time and a margin. */
-#define CLAIM_AHEAD     2
+#define CLAIM_AHEAD     4
 #define LEASE_MARGIN_MS 5000
 /* The most that Retry-After may put off an attempt. */
 #define RETRY_AFTER_MAX_S (24 * 3600)
@@ -60,12 +59,13 @@ struct deliver_t {
     store_config_t store_cfg;
     char smtp_url[256];
     char smtp_from[256];
-    outbox_t *outbox; /* made before the actor, so deliver_wake works at once */
+    outbox_t *outbox;  /* made before the actor, so deliver_wake works at once */
+    atomic_bool woken; /* deliver_wake: something was queued, claim at once */
     bool started;
     /* owned by the actor thread */
     store_t *store;
-    int claim_script;
-    int outcome_script;
+    int script;            /* deliver.lua */
+    int64_t next_claim_ms; /* zclock_mono: when to look at the due sets unasked */
     subcache_t *subs;
     flight_t *flights;
     flight_t *ready_head, *ready_tail; /* taken, waiting for room, oldest first */
@@ -147,7 +147,7 @@ store_result_t deliver_latency_read(store_t *store, const char *event_type, cons
 
 int deliver_scripts_add(store_t *store)
 {
-    return store_script_add(store, notify_outcome_lua);
+    return store_script_add(store, notify_deliver_lua);
 }
 
 void deliver_list_free(Passerelle__Delivery **items, size_t count)
@@ -207,79 +207,157 @@ static const char *delivery_subject(const Passerelle__Delivery *d)
     return d->event && d->event->id ? d->event->id : "";
 }
 
-/* The arguments of one call of outcome.lua (keys: due, queue, delivery,
- * dead letters, attempts, health, latency x2, built from the delivery),
- * in buffers of their own so that many calls can wait in one pipeline. */
+/* One outcome's fields among deliver.lua's arguments. The strings are
+ * borrowed from the delivery, which must outlive the call, but for the
+ * delivery packed again (retry, dead, replay), which is owned. */
+#define OUTCOME_FIELDS 11
 typedef struct {
-    char queue[NOTIFY_KEY_MAX], dlv[NOTIFY_KEY_MAX], dead[NOTIFY_KEY_MAX], attempts[NOTIFY_KEY_MAX],
-        health[NOTIFY_KEY_MAX], lat1[NOTIFY_KEY_MAX], lat2[NOTIFY_KEY_MAX], member[NOTIFY_KEY_MAX];
-    char now[24], next[24], kept[16], bucket[16], latency[24];
-    uint8_t *packed; /* the delivery, owned */
-    const char *argv[18];
-    size_t lens[18];
+    const char *op, *sub, *subject, *id, *type, *territory;
+    char next[24], bucket[16], latency[24];
+    uint8_t *packed; /* owned; NULL when the op does not store the delivery */
+    size_t packed_len;
+    const uint8_t *attempt; /* borrowed; NULL for none */
+    size_t attempt_len;
 } outcome_args_t;
-
-#define OUTCOME_KEYS 8
 
 /* Fills a; false if out of memory. attempt (packed, may be NULL) is
  * borrowed and must outlive the call. */
 static bool outcome_args(outcome_args_t *a, const char *op, const Passerelle__Delivery *d,
-                         int64_t now_ms, int64_t next_ms, uint32_t attempts_kept,
-                         const uint8_t *attempt, size_t attempt_len, int64_t latency_ms)
+                         int64_t next_ms, const uint8_t *attempt, size_t attempt_len,
+                         int64_t latency_ms)
 {
-    const char *sub = d->subscription_id;
-    const char *subject = delivery_subject(d);
-    const char *type = d->event && d->event->type ? d->event->type : "";
-    notify_key_queue(sub, subject, a->queue);
-    notify_key_delivery(d->id, sub, a->dlv);
-    notify_key_dead(sub, a->dead);
-    notify_key_attempts(sub, a->attempts);
-    notify_key_health(sub, a->health);
-    notify_key_latency(type, d->territory, a->lat1);
-    notify_key_latency(type, NULL, a->lat2);
-    snprintf(a->member, sizeof a->member, "%s %s", sub, subject);
-
-    size_t packed_len = passerelle__delivery__get_packed_size(d);
-    a->packed = malloc(packed_len ? packed_len : 1);
-    if (!a->packed)
-        return false;
-    passerelle__delivery__pack(d, a->packed);
-    snprintf(a->now, sizeof a->now, "%lld", (long long)now_ms);
+    memset(a, 0, sizeof *a);
+    a->op = op;
+    a->sub = d->subscription_id;
+    a->subject = delivery_subject(d);
+    a->id = d->id;
+    a->type = d->event && d->event->type ? d->event->type : "";
+    a->territory = d->territory ? d->territory : "";
     snprintf(a->next, sizeof a->next, "%lld", (long long)next_ms);
-    snprintf(a->kept, sizeof a->kept, "%u", attempts_kept);
-    a->bucket[0] = '\0';
     if (latency_ms >= 0)
         snprintf(a->bucket, sizeof a->bucket, "b%d", latency_bucket((double)latency_ms));
     snprintf(a->latency, sizeof a->latency, "%lld", (long long)latency_ms);
-    const char *argv[18] = {DUE_KEY,     a->queue,
-                            a->dlv,      a->dead,
-                            a->attempts, a->health,
-                            a->lat1,     a->lat2,
-                            op,          a->member,
-                            d->id,       a->now,
-                            a->next,     (const char *)a->packed,
-                            a->kept,     attempt ? (const char *)attempt : "",
-                            a->bucket,   a->latency};
-    for (size_t i = 0; i < 18; i++) {
-        a->argv[i] = argv[i];
-        /* 13 and 15 are packed messages, not strings */
-        a->lens[i] = i == 13 ? packed_len : i == 15 ? (attempt ? attempt_len : 0) : strlen(argv[i]);
+    a->attempt = attempt;
+    a->attempt_len = attempt ? attempt_len : 0;
+    /* Only a delivery that stays (a retry, a dead letter, a replay) is
+     * written back: the others would copy it for nothing. */
+    if (strcmp(op, "retry") == 0 || strcmp(op, "dead") == 0 || strcmp(op, "replay") == 0) {
+        a->packed_len = passerelle__delivery__get_packed_size(d);
+        a->packed = malloc(a->packed_len ? a->packed_len : 1);
+        if (!a->packed)
+            return false;
+        passerelle__delivery__pack(d, a->packed);
     }
     return true;
 }
 
-/* One call of outcome.lua, on its own. */
-static store_result_t outcome_run(store_t *store, int script, const char *op,
-                                  const Passerelle__Delivery *d, int64_t now_ms, int64_t next_ms,
-                                  uint32_t attempts_kept, const uint8_t *attempt,
-                                  size_t attempt_len, int64_t latency_ms, redisReply **reply_p)
+/* The arguments of one call of deliver.lua: outcomes, then a claim. */
+typedef struct {
+    const char **argv;
+    size_t *lens;
+    int argc;
+    char now[24], kept[16], count[16], lease[24], most[16], room[16];
+} call_args_t;
+
+#define CALL_KEYS 4
+
+/* Builds c; most 0 for no claim. The room of some subscriptions (subs,
+ * rooms: n_rooms each) is given, the others have default_room. Everything
+ * given is borrowed and must outlive the call. False if out of memory. */
+static bool call_args_make(call_args_t *c, int64_t now_ms, uint32_t kept,
+                           const outcome_args_t *outs, size_t n, long lease_ms, unsigned most,
+                           unsigned default_room, const char *const *subs, char (*rooms)[12],
+                           size_t n_rooms)
 {
-    outcome_args_t a;
-    if (!outcome_args(&a, op, d, now_ms, next_ms, attempts_kept, attempt, attempt_len, latency_ms))
+    memset(c, 0, sizeof *c);
+    size_t max = CALL_KEYS + 3 + OUTCOME_FIELDS * n + 3 + 2 * n_rooms;
+    c->argv = calloc(max, sizeof *c->argv);
+    c->lens = calloc(max, sizeof *c->lens);
+    if (!c->argv || !c->lens) {
+        free(c->argv);
+        free(c->lens);
+        return false;
+    }
+    snprintf(c->now, sizeof c->now, "%lld", (long long)now_ms);
+    snprintf(c->kept, sizeof c->kept, "%u", kept);
+    snprintf(c->count, sizeof c->count, "%zu", n);
+    snprintf(c->lease, sizeof c->lease, "%ld", lease_ms);
+    snprintf(c->most, sizeof c->most, "%u", most);
+    snprintf(c->room, sizeof c->room, "%u", default_room);
+    size_t k = 0;
+#define ARG(s)     (c->argv[k] = (s), c->lens[k] = strlen(c->argv[k]), k++)
+#define ARGB(p, l) (c->argv[k] = (const char *)(p), c->lens[k] = (l), k++)
+    ARG(NOTIFY_DUE_SUBS);
+    ARG(NOTIFY_INACTIVE);
+    ARG(NOTIFY_META_KEY);
+    ARG(NOTIFY_DUE_LEGACY);
+    ARG(c->now);
+    ARG(c->kept);
+    ARG(c->count);
+    for (size_t i = 0; i < n; i++) {
+        const outcome_args_t *a = &outs[i];
+        ARG(a->op);
+        ARG(a->sub);
+        ARG(a->subject);
+        ARG(a->id);
+        ARG(a->type);
+        ARG(a->territory);
+        ARG(a->next);
+        ARGB(a->packed ? (const char *)a->packed : "", a->packed ? a->packed_len : 0);
+        ARGB(a->attempt ? (const char *)a->attempt : "", a->attempt_len);
+        ARG(a->bucket);
+        ARG(a->latency);
+    }
+    ARG(c->lease);
+    ARG(c->most);
+    ARG(c->room);
+    for (size_t i = 0; i < n_rooms; i++) {
+        ARG(subs[i]);
+        ARG(rooms[i]);
+    }
+#undef ARG
+#undef ARGB
+    c->argc = (int)k;
+    return true;
+}
+
+static void call_args_free(call_args_t *c)
+{
+    free(c->argv);
+    free(c->lens);
+    c->argv = NULL;
+    c->lens = NULL;
+}
+
+/* The fields of a deliver.lua answer: its header, and outcome i's. */
+static bool call_reply_ok(const redisReply *r, size_t n_outcomes)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 + 2 * n_outcomes &&
+           r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER;
+}
+
+static long long call_reply_int(const redisReply *r, size_t i)
+{
+    return r->element[i]->type == REDIS_REPLY_INTEGER ? r->element[i]->integer : 0;
+}
+
+/* Outcomes alone (no claim), in one call: a replay, releases. *applied
+ * (may be NULL) counts those applied. */
+static store_result_t outcomes_run(store_t *store, int script, const outcome_args_t *outs, size_t n,
+                                   uint32_t kept, unsigned *applied)
+{
+    call_args_t c;
+    if (!call_args_make(&c, time_now_ms(), kept, outs, n, 0, 0, 0, NULL, NULL, 0))
         return STORE_REFUSED;
-    store_result_t res = store_script_run(store, script, reply_p, OUTCOME_KEYS, 18, a.argv, a.lens);
-    free(a.packed);
-    return res;
+    redisReply *r = NULL;
+    store_result_t res = store_script_run(store, script, &r, CALL_KEYS, c.argc, c.argv, c.lens);
+    call_args_free(&c);
+    if (res != STORE_OK)
+        return res;
+    for (size_t i = 0; applied && call_reply_ok(r, n) && i < n; i++)
+        *applied += call_reply_int(r, 3 + 2 * i) == 1;
+    freeReplyObject(r);
+    return STORE_OK;
 }
 
 store_result_t deliver_replay(store_t *store, int script, const char *sub_id,
@@ -309,26 +387,38 @@ store_result_t deliver_replay(store_t *store, int script, const char *sub_id,
         if (res != STORE_OK)
             return res;
     }
-    int64_t now = time_now_ms();
-    for (size_t i = 0; i < count; i++) {
-        Passerelle__Delivery copy = *items[i];
-        Passerelle__Delivery *d = &copy;
-        d->has_state = true;
-        d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_PENDING;
-        d->has_attempts = true;
-        d->attempts = 0;
-        d->dead_at = NULL;
-        d->next_attempt_at = NULL;
-        redisReply *r = NULL;
-        res = outcome_run(store, script, "replay", d, now, now, 0, NULL, 0, -1, &r);
-        if (res != STORE_OK)
-            break;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->integer == 1) {
-            (*replayed)++;
-            *found = true;
+    /* In calls of up to REPLAY_BATCH: one round trip for many, and no
+     * call long enough to hold Redis up. */
+    enum { REPLAY_BATCH = 256 };
+    Passerelle__Delivery *copies = calloc(REPLAY_BATCH, sizeof *copies);
+    outcome_args_t *args = calloc(REPLAY_BATCH, sizeof *args);
+    if (!copies || !args)
+        res = STORE_REFUSED;
+    for (size_t from = 0; res == STORE_OK && from < count; from += REPLAY_BATCH) {
+        size_t n = 0;
+        for (size_t i = from; i < count && n < REPLAY_BATCH; i++) {
+            Passerelle__Delivery *d = &copies[n];
+            *d = *items[i];
+            d->has_state = true;
+            d->state = PASSERELLE__DELIVERY_STATE__DELIVERY_PENDING;
+            d->has_attempts = true;
+            d->attempts = 0;
+            d->dead_at = NULL;
+            d->next_attempt_at = NULL;
+            if (!outcome_args(&args[n], "replay", d, 0, NULL, 0, -1)) {
+                res = STORE_REFUSED;
+                break;
+            }
+            n++;
         }
-        freeReplyObject(r);
+        if (res == STORE_OK)
+            res = outcomes_run(store, script, args, n, 0, replayed);
+        for (size_t i = 0; i < n; i++)
+            free(args[i].packed);
     }
+    *found = *replayed > 0;
+    free(copies);
+    free(args);
     deliver_list_free(items, count);
     return res;
 }
@@ -573,7 +663,7 @@ typedef struct {
     int64_t latency_ms;
 } outcome_t;
 
-/* Decides what the attempt means and packs what outcome.lua records.
+/* Decides what the attempt means and packs what deliver.lua records.
  * result may be NULL with why set: the attempt could not even start.
  * False (nothing to free) if out of memory: the lease brings it back. */
 static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
@@ -653,8 +743,7 @@ static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
     if (o->ok && d->event && time_parse_rfc3339(d->event->time, &committed))
         latency = now - committed < 0 ? 0 : now - committed;
     o->latency_ms = latency;
-    if (!outcome_args(&o->args, o->op, d, now, next_ms, self->cfg.attempts_kept, o->attempt,
-                      o->attempt_len, latency)) {
+    if (!outcome_args(&o->args, o->op, d, next_ms, o->attempt, o->attempt_len, latency)) {
         free(o->attempt);
         return false;
     }
@@ -663,7 +752,7 @@ static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
 
 /* After the outcome is recorded (or not): the log line, and disabling an
  * endpoint that is gone or has failed too long. */
-static void outcome_finish(deliver_t *self, outcome_t *o, store_result_t res, redisReply *r)
+static void outcome_finish(deliver_t *self, outcome_t *o, bool recorded, int64_t failing_since)
 {
     const Passerelle__Delivery *d = &o->updated;
     const char *sub_id = o->flight->sub_id;
@@ -671,7 +760,7 @@ static void outcome_finish(deliver_t *self, outcome_t *o, store_result_t res, re
              "subscription", sub_id, "type", d->event && d->event->type ? d->event->type : "",
              "attempt", (int)d->attempts, "status", (int)o->status, "duration_ms",
              (int)o->duration_ms, "outcome", o->gone ? "disabled" : o->op, "error", o->error);
-    if (res != STORE_OK || !r) {
+    if (!recorded) {
         /* The lease brings it back: sent again, same webhook-id. */
         log_warn("outcome not recorded: the store failed", "{s:s, s:s}", "delivery", d->id, "error",
                  store_last_error(self->store));
@@ -688,9 +777,6 @@ static void outcome_finish(deliver_t *self, outcome_t *o, store_result_t res, re
     if (o->latency_ms >= 0 && d->event && d->event->type &&
         strcmp(d->event->type, "convention.envisaged") == 0)
         metric_observe(self->envisaged_seconds, NULL, (double)o->latency_ms / 1000);
-    int64_t failing_since = 0;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2)
-        failing_since = r->element[1]->integer;
     const Passerelle__Subscription *sub = subcache_find(self->subs, sub_id);
     if (o->gone) {
         subscription_disable(self, sub_id, "the endpoint answered 410 Gone");
@@ -717,58 +803,6 @@ static void outcome_free(outcome_t *o)
     free(o->args.packed);
 }
 
-/* Records count outcomes as one pipeline: one pass of Redis's loop and one
- * fsync for all of them, however many transfers ended together. Frees the
- * flights. */
-static void outcomes_record(deliver_t *self, outcome_t *outcomes, size_t count)
-{
-    store_call_t *calls = calloc(count ? count : 1, sizeof *calls);
-    redisReply **replies = calloc(count ? count : 1, sizeof *replies);
-    store_result_t *results = calloc(count ? count : 1, sizeof *results);
-    if (calls && replies && results) {
-        for (size_t i = 0; i < count; i++)
-            calls[i] =
-                (store_call_t){OUTCOME_KEYS, 18, outcomes[i].args.argv, outcomes[i].args.lens};
-        store_script_run_many(self->store, self->outcome_script, calls, count, replies, results);
-    } else {
-        for (size_t i = 0; results && i < count; i++)
-            results[i] = STORE_REFUSED;
-    }
-    for (size_t i = 0; i < count; i++) {
-        outcome_finish(self, &outcomes[i], results ? results[i] : STORE_REFUSED,
-                       replies ? replies[i] : NULL);
-        if (replies && replies[i])
-            freeReplyObject(replies[i]);
-        outcome_free(&outcomes[i]);
-        flight_free(self, outcomes[i].flight);
-    }
-    free(calls);
-    free(replies);
-    free(results);
-}
-
-/* One attempt that could not start, recorded on its own. */
-static void record_unstarted(deliver_t *self, flight_t *flight, const char *why)
-{
-    outcome_t o;
-    if (outcome_prepare(self, &o, flight, NULL, why))
-        outcomes_record(self, &o, 1);
-    else
-        flight_free(self, flight);
-}
-
-/* A delivery taken but not sent, and no attempt made (no room, a deleted
- * subscription): op "release" (due again) or "drop" (gone with its
- * subscription). Frees the flight. */
-static void release_flight(deliver_t *self, flight_t *flight, const char *op)
-{
-    redisReply *r = NULL;
-    if (outcome_run(self->store, self->outcome_script, op, flight->delivery, time_now_ms(), 0,
-                    self->cfg.attempts_kept, NULL, 0, -1, &r) == STORE_OK)
-        freeReplyObject(r);
-    flight_free(self, flight);
-}
-
 /* ====================================================================== */
 /* The loop                                                               */
 /* ====================================================================== */
@@ -792,83 +826,15 @@ static bool held_member(const deliver_t *self, const char *member)
     return false;
 }
 
-/* Takes what is due into the ready list. Returns the ms until the next
- * member is due (0: look again soon), at most IDLE_WAIT_MS. */
-static int claim_due(deliver_t *self)
+/* The deliveries a claim answered (from element first on, in threes) into
+ * the ready list. Returns how many. */
+static size_t claimed_take(deliver_t *self, const redisReply *r, size_t first)
 {
-    unsigned held = outbox_total(self->outbox) + (unsigned)self->ready_count;
-    unsigned capacity = CLAIM_AHEAD * self->cfg.total_max;
-    unsigned room = capacity > held ? capacity - held : 0;
-    if (room == 0)
-        return IDLE_WAIT_MS;
-
-    /* The room of each subscription with transfers in flight; the others
-     * have the whole bound. */
-    size_t n_subs = subcache_count(self->subs);
-    const char **argv = calloc(8 + 2 * n_subs, sizeof *argv);
-    char(*rooms)[12] = calloc(n_subs ? n_subs : 1, sizeof *rooms);
-    if (!argv || !rooms) {
-        free(argv);
-        free(rooms);
-        return IDLE_WAIT_MS;
-    }
-    char now_s[24], lease_s[24], room_s[16], scan_s[16], per_s[16];
-    int64_t now = time_now_ms();
-    snprintf(now_s, sizeof now_s, "%lld", (long long)now);
-    snprintf(lease_s, sizeof lease_s, "%ld", 2 * self->cfg.timeout_ms + LEASE_MARGIN_MS);
-    snprintf(room_s, sizeof room_s, "%u", room);
-    snprintf(scan_s, sizeof scan_s, "%u", room * CLAIM_SCAN_FACTOR + 16);
-    snprintf(per_s, sizeof per_s, "%u", CLAIM_AHEAD * self->cfg.per_endpoint);
-    int argc = 0;
-    argv[argc++] = DUE_KEY;
-    argv[argc++] = NOTIFY_INACTIVE;
-    argv[argc++] = NOTIFY_META_KEY;
-    argv[argc++] = now_s;
-    argv[argc++] = lease_s;
-    argv[argc++] = room_s;
-    argv[argc++] = scan_s;
-    argv[argc++] = per_s;
-    for (size_t i = 0; i < n_subs; i++) {
-        const Passerelle__Subscription *sub = subcache_at(self->subs, i);
-        unsigned held_sub = outbox_in_flight(self->outbox, sub->id) + ready_of(self, sub->id);
-        if (held_sub == 0)
-            continue;
-        unsigned cap = CLAIM_AHEAD * self->cfg.per_endpoint;
-        snprintf(rooms[i], sizeof rooms[i], "%u", held_sub < cap ? cap - held_sub : 0);
-        argv[argc++] = sub->id;
-        argv[argc++] = rooms[i];
-    }
-    redisReply *r = NULL;
-    store_result_t res = store_script_run(self->store, self->claim_script, &r, 3, argc, argv, NULL);
-    free(argv);
-    free(rooms);
-    if (res != STORE_OK) {
-        log_warn("cannot take due deliveries: the store failed", "{s:s}", "error",
-                 store_last_error(self->store));
-        return IDLE_WAIT_MS;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
-        freeReplyObject(r);
-        return IDLE_WAIT_MS;
-    }
-    int wait = IDLE_WAIT_MS;
-    if (r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0) {
-        long long until = r->element[0]->integer - time_now_ms();
-        wait = until <= 0 ? 0 : until < IDLE_WAIT_MS ? (int)until : IDLE_WAIT_MS;
-    }
-    /* The claim says whether the subscriptions changed: the cache is
-     * reloaded then, and only then, before anything taken is looked up in
-     * it, so a subscription made a moment ago is known. */
-    if (r->element[1]->type == REDIS_REPLY_INTEGER &&
-        subcache_sync(self->subs, self->store, r->element[1]->integer) != STORE_OK) {
-        /* Unknown subscriptions cannot be told from deleted ones: leave
-         * what was taken to its lease. */
-        freeReplyObject(r);
-        return IDLE_WAIT_MS;
-    }
     size_t taken = 0;
-    for (size_t i = 2; i + 2 < r->elements; i += 3) {
+    for (size_t i = first; i + 2 < r->elements; i += 3) {
         const redisReply *member = r->element[i], *packed = r->element[i + 2];
+        if (member->type != REDIS_REPLY_STRING || packed->type != REDIS_REPLY_STRING)
+            continue;
         /* Its lease ran out while it was still ours (a very slow
          * endpoint): it is held already, once is enough. */
         if (held_member(self, member->str))
@@ -895,8 +861,279 @@ static int claim_due(deliver_t *self)
         self->ready_tail = flight;
         self->ready_count++;
     }
-    freeReplyObject(r);
-    return taken > 0 ? 0 : wait;
+    return taken;
+}
+
+/* One pass's call of deliver.lua and what it needs until it is answered:
+ * the count outcomes of the transfers that ended (recorded together: one
+ * fsync for all, however many ended), then, if room > 0, a claim of what
+ * is due. */
+typedef struct {
+    outcome_t *outcomes; /* owned, count */
+    size_t count;
+    unsigned room;
+    outcome_args_t *args;
+    /* Copies, since the call may run on another thread (the recorder). */
+    char (*sub_ids)[ID_LEN];
+    const char **subs; /* into sub_ids */
+    char (*rooms)[12];
+    call_args_t call;
+} pass_t;
+
+static void pass_free(pass_t *p)
+{
+    call_args_free(&p->call);
+    free(p->outcomes);
+    free(p->args);
+    free(p->sub_ids);
+    free(p->subs);
+    free(p->rooms);
+    memset(p, 0, sizeof *p);
+}
+
+/* Builds the call; takes outcomes (count, malloc'd or NULL). False if out
+ * of memory: the outcomes are then finished as not recorded. */
+static bool pass_begin(deliver_t *self, pass_t *p, outcome_t *outcomes, size_t count, bool claim)
+{
+    memset(p, 0, sizeof *p);
+    p->outcomes = outcomes;
+    p->count = count;
+    unsigned held = outbox_total(self->outbox) + (unsigned)self->ready_count;
+    unsigned capacity = CLAIM_AHEAD * self->cfg.total_max;
+    p->room = claim && capacity > held ? capacity - held : 0;
+    unsigned per_sub = CLAIM_AHEAD * self->cfg.per_endpoint;
+
+    /* The room of each subscription with deliveries held; the others
+     * have the whole bound. */
+    size_t n_subs = p->room > 0 ? subcache_count(self->subs) : 0, n_rooms = 0;
+    p->sub_ids = calloc(n_subs ? n_subs : 1, sizeof *p->sub_ids);
+    p->subs = calloc(n_subs ? n_subs : 1, sizeof *p->subs);
+    p->rooms = calloc(n_subs ? n_subs : 1, sizeof *p->rooms);
+    p->args = calloc(count ? count : 1, sizeof *p->args);
+    if (!p->sub_ids || !p->subs || !p->rooms || !p->args)
+        return false;
+    for (size_t i = 0; i < n_subs; i++) {
+        const Passerelle__Subscription *sub = subcache_at(self->subs, i);
+        unsigned held_sub = outbox_in_flight(self->outbox, sub->id) + ready_of(self, sub->id);
+        if (held_sub == 0)
+            continue;
+        snprintf(p->rooms[n_rooms], sizeof p->rooms[n_rooms], "%u",
+                 held_sub < per_sub ? per_sub - held_sub : 0);
+        snprintf(p->sub_ids[n_rooms], sizeof p->sub_ids[n_rooms], "%s", sub->id);
+        p->subs[n_rooms] = p->sub_ids[n_rooms];
+        n_rooms++;
+    }
+    for (size_t i = 0; i < count; i++)
+        p->args[i] = outcomes[i].args;
+    return call_args_make(&p->call, time_now_ms(), self->cfg.attempts_kept, p->args, count,
+                          CLAIM_AHEAD * self->cfg.timeout_ms + LEASE_MARGIN_MS, p->room, per_sub,
+                          p->subs, p->rooms, n_rooms);
+}
+
+/* What the call's answer (r, owned, may be NULL; res) means: the outcomes
+ * finished (their flights freed), what was claimed in the ready list.
+ * Frees p. Returns the ms until something is due that this worker could
+ * take (0: claim again soon), at most IDLE_WAIT_MS. */
+static int pass_end(deliver_t *self, pass_t *p, store_result_t res, redisReply *r)
+{
+    if (res == STORE_OK && !call_reply_ok(r, p->count)) {
+        log_error("the delivery script answered out of shape", NULL);
+        res = STORE_REFUSED;
+    }
+    if (res != STORE_OK && p->room > 0)
+        log_warn("cannot take due deliveries: the store failed", "{s:s}", "error",
+                 res == STORE_LOST ? "no answer" : "refused");
+    for (size_t i = 0; i < p->count; i++) {
+        outcome_finish(self, &p->outcomes[i], res == STORE_OK,
+                       res == STORE_OK ? call_reply_int(r, 4 + 2 * i) : 0);
+        outcome_free(&p->outcomes[i]);
+        flight_free(self, p->outcomes[i].flight);
+    }
+    int wait = IDLE_WAIT_MS;
+    if (res == STORE_OK) {
+        long long earliest = call_reply_int(r, 0);
+        if (earliest >= 0) {
+            long long until = earliest - time_now_ms();
+            wait = until <= 0 ? 0 : until < IDLE_WAIT_MS ? (int)until : IDLE_WAIT_MS;
+        }
+        /* The answer says whether the subscriptions changed: the cache is
+         * reloaded then, and only then, before anything taken is looked up
+         * in it, so a subscription made a moment ago is known. Unknown
+         * subscriptions cannot be told from deleted ones: if the reload
+         * fails, what was taken is left to its lease. */
+        if (p->room > 0) {
+            if (subcache_sync(self->subs, self->store, call_reply_int(r, 1)) == STORE_OK)
+                claimed_take(self, r, 3 + 2 * p->count);
+            else
+                wait = IDLE_WAIT_MS;
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    pass_free(p);
+    return wait;
+}
+
+/* A pass run at once on the worker's own connection. */
+static int pass_run(deliver_t *self, outcome_t *outcomes, size_t count, bool claim)
+{
+    pass_t p;
+    redisReply *r = NULL;
+    store_result_t res = STORE_REFUSED;
+    if (pass_begin(self, &p, outcomes, count, claim))
+        res = store_script_run(self->store, self->script, &r, CALL_KEYS, p.call.argc, p.call.argv,
+                               p.call.lens);
+    return pass_end(self, &p, res, r);
+}
+
+/* ====================================================================== */
+/* The recorder                                                           */
+/* ====================================================================== */
+
+/* The passes of the loop are run by a thread of their own, on a connection
+ * of its own, so that the transfers go on while Redis answers (a pass
+ * costs a round trip and an fsync, several times a transfer to a nearby
+ * endpoint): what was claimed ahead starts as soon as a slot frees. One
+ * pass at a time is handed over; the outcomes that end meanwhile go in the
+ * next, so a pass records as many as ended during the one before. */
+typedef struct {
+    pthread_t thread;
+    bool running;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool stop;     /* under lock */
+    bool pending;  /* a pass handed over and not yet answered (under lock) */
+    bool answered; /* its answer is in reply/result (under lock) */
+    pass_t *pass;  /* the pass handed over, owned by the worker */
+    redisReply *reply;
+    store_result_t result;
+    store_t *store; /* the recorder's own, used by its thread only */
+    int script;
+    outbox_t *outbox; /* woken when a pass is answered */
+} recorder_t;
+
+static void *recorder_run(void *arg)
+{
+    recorder_t *rec = arg;
+    pthread_mutex_lock(&rec->lock);
+    while (true) {
+        while (!rec->stop && !(rec->pending && !rec->answered))
+            pthread_cond_wait(&rec->cond, &rec->lock);
+        if (!(rec->pending && !rec->answered))
+            break; /* stopping, nothing handed over */
+        pass_t *p = rec->pass;
+        pthread_mutex_unlock(&rec->lock);
+        redisReply *r = NULL;
+        store_result_t res = store_script_run(rec->store, rec->script, &r, CALL_KEYS, p->call.argc,
+                                              p->call.argv, p->call.lens);
+        pthread_mutex_lock(&rec->lock);
+        rec->reply = r;
+        rec->result = res;
+        rec->answered = true;
+        outbox_wakeup(rec->outbox);
+    }
+    pthread_mutex_unlock(&rec->lock);
+    return NULL;
+}
+
+static bool recorder_start(recorder_t *rec, const store_config_t *cfg, outbox_t *outbox)
+{
+    memset(rec, 0, sizeof *rec);
+    rec->outbox = outbox;
+    rec->store = store_new(cfg);
+    rec->script = rec->store ? store_script_add(rec->store, notify_deliver_lua) : -1;
+    if (rec->script < 0) {
+        store_destroy(&rec->store);
+        return false;
+    }
+    pthread_mutex_init(&rec->lock, NULL);
+    pthread_cond_init(&rec->cond, NULL);
+    rec->running = pthread_create(&rec->thread, NULL, recorder_run, rec) == 0;
+    if (!rec->running) {
+        pthread_mutex_destroy(&rec->lock);
+        pthread_cond_destroy(&rec->cond);
+        store_destroy(&rec->store);
+    }
+    return rec->running;
+}
+
+/* Hands p over (the recorder must have none pending). */
+static void recorder_submit(recorder_t *rec, pass_t *p)
+{
+    pthread_mutex_lock(&rec->lock);
+    rec->pass = p;
+    rec->pending = true;
+    rec->answered = false;
+    pthread_cond_signal(&rec->cond);
+    pthread_mutex_unlock(&rec->lock);
+}
+
+/* The pending pass's answer if it is there (or, with wait, once it is):
+ * true, with *res and *r (owned by the caller); the recorder has nothing
+ * pending then. */
+static bool recorder_take(recorder_t *rec, bool wait, store_result_t *res, redisReply **r)
+{
+    pthread_mutex_lock(&rec->lock);
+    while (wait && rec->pending && !rec->answered) {
+        /* The thread signals nothing back: poll, briefly (a round trip). */
+        pthread_mutex_unlock(&rec->lock);
+        usleep(200);
+        pthread_mutex_lock(&rec->lock);
+    }
+    bool got = rec->pending && rec->answered;
+    if (got) {
+        *res = rec->result;
+        *r = rec->reply;
+        rec->reply = NULL;
+        rec->pending = rec->answered = false;
+        rec->pass = NULL;
+    }
+    pthread_mutex_unlock(&rec->lock);
+    return got;
+}
+
+/* Stops the thread after the call it runs, if any; an answer not taken is
+ * dropped (its outcomes were not recorded as far as the worker knows: the
+ * leases bring the deliveries back). */
+static void recorder_stop(recorder_t *rec)
+{
+    if (!rec->running)
+        return;
+    pthread_mutex_lock(&rec->lock);
+    rec->stop = true;
+    pthread_cond_signal(&rec->cond);
+    pthread_mutex_unlock(&rec->lock);
+    pthread_join(rec->thread, NULL);
+    if (rec->reply)
+        freeReplyObject(rec->reply);
+    rec->reply = NULL;
+    pthread_mutex_destroy(&rec->lock);
+    pthread_cond_destroy(&rec->cond);
+    store_destroy(&rec->store);
+    rec->running = false;
+}
+
+/* One attempt that could not start, recorded on its own. */
+static void record_unstarted(deliver_t *self, flight_t *flight, const char *why)
+{
+    outcome_t o;
+    if (outcome_prepare(self, &o, flight, NULL, why))
+        pass_run(self, &o, 1, false);
+    else
+        flight_free(self, flight);
+}
+
+/* A delivery taken but not sent, and no attempt made (no room, a deleted
+ * subscription): op "release" (due again) or "drop" (gone with its
+ * subscription). Frees the flight. */
+static void release_flight(deliver_t *self, flight_t *flight, const char *op)
+{
+    outcome_args_t a;
+    if (outcome_args(&a, op, flight->delivery, 0, NULL, 0, -1)) {
+        outcomes_run(self->store, self->script, &a, 1, self->cfg.attempts_kept, NULL);
+        free(a.packed);
+    }
+    flight_free(self, flight);
 }
 
 /* Starts what was taken, oldest first, as far as the bounds allow. Returns
@@ -942,53 +1179,80 @@ static size_t start_ready(deliver_t *self)
 /* The start of a drain (deliver_drain): what was taken and not started
  * goes back to the due set at once, rather than when its lease runs out,
  * so that the restarted worker or a replica sends it without waiting. All
- * of it in one pipeline (one round trip, one fsync), as outcomes are: the
+ * of it in one call (one round trip, one fsync), as outcomes are: the
  * grace period is for the transfers in flight. What could not go back
  * (memory, Redis) is left to its lease. Returns how many were sent back. */
 static size_t deliver_drain_begin(deliver_t *self)
 {
     size_t n = self->ready_count, made = 0;
     outcome_args_t *args = calloc(n ? n : 1, sizeof *args);
-    store_call_t *calls = calloc(n ? n : 1, sizeof *calls);
-    redisReply **replies = calloc(n ? n : 1, sizeof *replies);
-    store_result_t *results = calloc(n ? n : 1, sizeof *results);
-    if (args && calls && replies && results) {
-        int64_t now = time_now_ms();
+    if (args) {
         for (flight_t *f = self->ready_head; f && made < n; f = f->ready_next) {
-            if (!outcome_args(&args[made], "release", f->delivery, now, 0, self->cfg.attempts_kept,
-                              NULL, 0, -1))
+            if (!outcome_args(&args[made], "release", f->delivery, 0, NULL, 0, -1))
                 break;
-            calls[made] = (store_call_t){OUTCOME_KEYS, 18, args[made].argv, args[made].lens};
             made++;
         }
-        if (made > 0)
-            store_script_run_many(self->store, self->outcome_script, calls, made, replies, results);
+        if (made > 0 && outcomes_run(self->store, self->script, args, made, self->cfg.attempts_kept,
+                                     NULL) != STORE_OK)
+            made = 0;
     }
-    for (size_t i = 0; i < made; i++) {
-        if (replies[i])
-            freeReplyObject(replies[i]);
+    for (size_t i = 0; args && i < n; i++)
         free(args[i].packed);
-    }
     while (self->ready_head)
         flight_free(self, self->ready_head);
     free(args);
-    free(calls);
-    free(replies);
-    free(results);
     return made;
+}
+
+/* The outcomes of the transfers that ended in this pass, prepared for
+ * pass_run; *count is how many (the others' flights are freed: the lease
+ * brings them back). NULL (count 0) if none ended. */
+static outcome_t *finished_prepare(deliver_t *self, size_t *count)
+{
+    *count = 0;
+    if (self->finished_count == 0)
+        return NULL;
+    outcome_t *outcomes = calloc(self->finished_count, sizeof *outcomes);
+    for (size_t i = 0; i < self->finished_count; i++) {
+        flight_t *flight = self->finished[i].flight;
+        if (outcomes &&
+            outcome_prepare(self, &outcomes[*count], flight, &self->finished[i].result, NULL))
+            (*count)++;
+        else
+            flight_free(self, flight); /* the lease brings it back */
+    }
+    self->finished_count = 0;
+    return outcomes;
+}
+
+/* The answer of the pass handed to the recorder, if it is there (or, with
+ * wait, once it is): the pass ended. */
+static void pass_collect(deliver_t *self, recorder_t *rec, pass_t *pass, bool *outstanding,
+                         bool wait)
+{
+    store_result_t res = STORE_LOST;
+    redisReply *r = NULL;
+    if (!*outstanding || !recorder_take(rec, wait, &res, &r))
+        return;
+    bool claimed = pass->room > 0;
+    int until = pass_end(self, pass, res, r);
+    if (claimed)
+        self->next_claim_ms = zclock_mono() + until;
+    *outstanding = false;
 }
 
 static void deliver_actor(zsock_t *pipe, void *arg)
 {
     deliver_t *self = arg;
+    recorder_t rec;
+    pass_t pass;
+    bool outstanding = false; /* pass is with the recorder */
+    memset(&rec, 0, sizeof rec);
     self->store = store_new(&self->store_cfg);
     self->subs = subcache_new();
-    if (self->store) {
-        self->claim_script = store_script_add(self->store, notify_claim_lua);
-        self->outcome_script = store_script_add(self->store, notify_outcome_lua);
-    }
-    self->started =
-        self->store && self->subs && self->claim_script >= 0 && self->outcome_script >= 0;
+    self->script = self->store ? store_script_add(self->store, notify_deliver_lua) : -1;
+    self->started = self->store && self->subs && self->script >= 0 &&
+                    recorder_start(&rec, &self->store_cfg, self->outbox);
     zsock_signal(pipe, 0);
     if (!self->started)
         goto out;
@@ -1000,6 +1264,7 @@ static void deliver_actor(zsock_t *pipe, void *arg)
     /* Draining (deliver_drain): until when, on zclock_mono; -1 when not. */
     int64_t drain_until_ms = -1, drain_began_ms = 0;
     size_t drain_released = 0, drain_finished = 0;
+    self->next_claim_ms = 0;
     while (true) {
         if (zpoller_wait(poller, 0) == pipe) {
             zmsg_t *msg = zmsg_recv(pipe);
@@ -1011,6 +1276,8 @@ static void deliver_actor(zsock_t *pipe, void *arg)
                 drain_began_ms = zclock_mono();
                 drain_until_ms = until ? strtoll(until, NULL, 10) : drain_began_ms;
                 zstr_free(&until);
+                /* What the pass under way claims goes back with the rest. */
+                pass_collect(self, &rec, &pass, &outstanding, true);
                 drain_released = deliver_drain_begin(self);
             }
             zstr_free(&command);
@@ -1019,7 +1286,9 @@ static void deliver_actor(zsock_t *pipe, void *arg)
                 break;
         }
         if (drain_until_ms >= 0 &&
-            (outbox_total(self->outbox) == 0 || zclock_mono() >= drain_until_ms)) {
+            ((outbox_total(self->outbox) == 0 && self->finished_count == 0 && !outstanding) ||
+             zclock_mono() >= drain_until_ms)) {
+            pass_collect(self, &rec, &pass, &outstanding, true);
             log_info("deliveries drained", "{s:i, s:i, s:i, s:i}", "finished", (int)drain_finished,
                      "released", (int)drain_released, "abandoned", (int)outbox_total(self->outbox),
                      "took_ms", (int)(zclock_mono() - drain_began_ms));
@@ -1033,39 +1302,57 @@ static void deliver_actor(zsock_t *pipe, void *arg)
         }
         /* Cap the wait so that $TERM is seen within a tenth of a second. */
         outbox_run(self->outbox, wait > 100 ? 100 : wait, on_finished, self);
-        drain_finished += drain_until_ms >= 0 ? self->finished_count : 0;
-        /* Every transfer that ended in this pass, recorded together. */
-        if (self->finished_count > 0) {
-            outcome_t *outcomes = calloc(self->finished_count, sizeof *outcomes);
+        /* Whatever else has ended by now goes in the same pass. */
+        while (self->finished_count > 0 && outbox_total(self->outbox) > 0 &&
+               outbox_run(self->outbox, 0, on_finished, self) > 0)
+            ;
+        pass_collect(self, &rec, &pass, &outstanding, false);
+        if (!outstanding) {
+            drain_finished += drain_until_ms >= 0 ? self->finished_count : 0;
             size_t n = 0;
-            for (size_t i = 0; i < self->finished_count; i++) {
-                flight_t *flight = self->finished[i].flight;
-                if (outcomes &&
-                    outcome_prepare(self, &outcomes[n], flight, &self->finished[i].result, NULL))
-                    n++;
-                else
-                    flight_free(self, flight); /* the lease brings it back */
+            outcome_t *outcomes = finished_prepare(self, &n);
+            /* Look at the due sets when something may have become
+             * takeable: a transfer ended (room), something was queued
+             * (deliver_wake), or the time the last look gave has come (a
+             * retry due, at least every IDLE_WAIT_MS). Draining, nothing
+             * more is taken. */
+            bool woken = atomic_exchange(&self->woken, false);
+            bool claim = drain_until_ms < 0 &&
+                         (n > 0 || woken || zclock_mono() >= self->next_claim_ms) &&
+                         self->ready_count < self->cfg.total_max;
+            if (n > 0 || claim) {
+                if (pass_begin(self, &pass, outcomes, n, claim)) {
+                    recorder_submit(&rec, &pass);
+                    outstanding = true;
+                } else {
+                    pass_end(self, &pass, STORE_REFUSED, NULL);
+                }
+            } else {
+                free(outcomes);
             }
-            if (n > 0)
-                outcomes_record(self, outcomes, n);
-            free(outcomes);
-            self->finished_count = 0;
+            /* No look now with the ready list full: the next is when a
+             * transfer ends, which also ends outbox_run's wait. */
+            if (!claim && zclock_mono() >= self->next_claim_ms)
+                self->next_claim_ms = zclock_mono() + IDLE_WAIT_MS;
         }
         if (drain_until_ms >= 0) {
-            /* Draining: no transfer starts, nothing more is taken. */
-            wait = IDLE_WAIT_MS;
+            /* Draining: no transfer starts. */
+            wait = outstanding ? 1 : IDLE_WAIT_MS;
             continue;
         }
         start_ready(self);
-        /* Take more while what waits would not keep the slots busy. */
-        wait = IDLE_WAIT_MS;
-        if (self->ready_count < self->cfg.total_max) {
-            wait = claim_due(self);
-            start_ready(self);
-        }
+        /* With a pass under way, its answer wakes outbox_run. */
+        int64_t left_ms = self->next_claim_ms - zclock_mono();
+        wait = outstanding              ? IDLE_WAIT_MS
+               : left_ms <= 0           ? 0
+               : left_ms < IDLE_WAIT_MS ? (int)left_ms
+                                        : IDLE_WAIT_MS;
     }
     zpoller_destroy(&poller);
+    /* The pass under way ends first: the recorder runs it to its end. */
+    pass_collect(self, &rec, &pass, &outstanding, true);
 out:
+    recorder_stop(&rec);
     /* Transfers still in the air are abandoned: their leases bring them
      * back, to this process after a restart or to another replica. */
     while (self->flights)
@@ -1079,8 +1366,10 @@ out:
 void deliver_wake(void *arg)
 {
     deliver_t *self = arg;
-    if (self && self->outbox)
+    if (self && self->outbox) {
+        atomic_store(&self->woken, true);
         outbox_wakeup(self->outbox);
+    }
 }
 
 deliver_t *deliver_new(const deliver_config_t *cfg)

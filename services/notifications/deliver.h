@@ -7,13 +7,20 @@
  * in the order they happened, retries included, while different subjects
  * go concurrently (up to the outbox's bound per endpoint).
  *
- * Claims. The due set holds one member per queue whose head is due; taking
- * it (claim.lua) pushes its score to the end of a lease longer than the
- * transfer timeout, so another replica, or this one after a crash, sends
- * it again only if no outcome was recorded in time: at least once, never
- * lost. The same delivery keeps its webhook-id on every attempt.
+ * Claims. Each subscription's due set holds one member per queue whose
+ * head is due, and an index lists the subscriptions with something due, so
+ * that a claim looks at as many entries as it takes (and one per
+ * subscription), not at everything due. Taking a member pushes its score to
+ * the end of a lease longer than the transfer timeout, so another replica,
+ * or this one after a crash, sends it again only if no outcome was recorded
+ * in time: at least once, never lost. The same delivery keeps its
+ * webhook-id on every attempt.
  *
- * Outcomes (outcome.lua, one per finished transfer, pipelined): delivered
+ * One call of one script (deliver.lua) per pass of the worker records the
+ * outcomes of every transfer that ended and then claims what is due, as
+ * far as there is room: one round trip and one fsync per pass, made by a
+ * thread of the worker's own (its own connection) while the transfers go
+ * on; what ends meanwhile goes in the next pass. Outcomes: delivered
  * (2xx): dequeued, the next head due at once, latency recorded; failed: the
  * attempt counted and the next one scheduled after the retry schedule
  * (with +-10% jitter, or Retry-After when the endpoint sent one), or, after

@@ -227,11 +227,35 @@ static uint8_t *pack_message(const ProtobufCMessage *msg, size_t *len_out)
     return bytes;
 }
 
-/* Applies one convention event (digest.lua). 0 when applied or nothing to
- * do, -1 to leave the entry pending. */
-static int project_convention(digest_t *self, const char *position, const Passerelle__Event *event,
-                              const Passerelle__Convention *conv, const char *done_key)
+/* One convention event's call of digest.lua, with the buffers its
+ * arguments point into, so that the calls of a batch can wait in one
+ * pipeline. The event, its done key and its Convention must outlive the
+ * call (the unit and convention ids are theirs). */
+typedef struct {
+    char envisaged_key[DIGEST_KEY_MAX], conventions_key[DIGEST_KEY_MAX];
+    char changes_key[DIGEST_KEY_MAX], closed_key[DIGEST_KEY_MAX];
+    char score[24], ttl[24];
+    uint8_t *unit_bytes, *change_bytes;
+    char *member;
+    const char *argv[12];
+    size_t lens[12];
+} projection_t;
+
+static void projection_free(projection_t *p)
 {
+    free(p->unit_bytes);
+    free(p->change_bytes);
+    free(p->member);
+    memset(p, 0, sizeof *p);
+}
+
+/* Prepares the call that applies one convention event. 1 when prepared,
+ * 0 when there is nothing to do, -1 (out of memory) to leave the entry
+ * pending. */
+static int project_convention(const Passerelle__Event *event, const Passerelle__Convention *conv,
+                              const char *position, const char *done_key, projection_t *p)
+{
+    memset(p, 0, sizeof *p);
     const Passerelle__Unit *unit = conv->unit;
     char territory[TERRITORY_MAX];
     if (!conv->id || !unit || !unit->id || !territory_code(unit->territory, territory)) {
@@ -265,71 +289,119 @@ static int project_convention(digest_t *self, const char *position, const Passer
     change.commune_name = (char *)commune;
 
     size_t unit_len = 0, change_len = 0;
-    uint8_t *unit_bytes = pack_message(&listed.base, &unit_len);
-    uint8_t *change_bytes = pack_message(&change.base, &change_len);
+    p->unit_bytes = pack_message(&listed.base, &unit_len);
+    p->change_bytes = pack_message(&change.base, &change_len);
     size_t id_len = strlen(event->id);
-    char *member = malloc(id_len + 1 + change_len + 1);
-    if (!unit_bytes || !change_bytes || !member) {
-        free(unit_bytes);
-        free(change_bytes);
-        free(member);
+    p->member = malloc(id_len + 1 + change_len + 1);
+    if (!p->unit_bytes || !p->change_bytes || !p->member) {
+        projection_free(p);
         return -1;
     }
-    memcpy(member, event->id, id_len);
-    member[id_len] = ':';
+    memcpy(p->member, event->id, id_len);
+    p->member[id_len] = ':';
     if (change_len)
-        memcpy(member + id_len + 1, change_bytes, change_len);
+        memcpy(p->member + id_len + 1, p->change_bytes, change_len);
 
-    char envisaged_key[DIGEST_KEY_MAX], conventions_key[DIGEST_KEY_MAX];
-    char changes_key[DIGEST_KEY_MAX], closed_key[DIGEST_KEY_MAX];
-    key_of(envisaged_key, "envisaged", territory);
-    key_of(conventions_key, "conventions", territory);
-    key_of(changes_key, "changes", territory);
-    key_of(closed_key, "closed", conv->id);
-    char score[24], ttl[24];
-    snprintf(score, sizeof score, "%" PRId64, stream_id_ms(position));
-    snprintf(ttl, sizeof ttl, "%d", DIGEST_MARKER_TTL_S);
+    key_of(p->envisaged_key, "envisaged", territory);
+    key_of(p->conventions_key, "conventions", territory);
+    key_of(p->changes_key, "changes", territory);
+    key_of(p->closed_key, "closed", conv->id);
+    snprintf(p->score, sizeof p->score, "%" PRId64, stream_id_ms(position));
+    snprintf(p->ttl, sizeof p->ttl, "%d", DIGEST_MARKER_TTL_S);
 
-    const char *argv[] = {envisaged_key, conventions_key, changes_key,
-                          done_key,      closed_key,      action,
-                          unit->id,      conv->id,        (const char *)unit_bytes,
-                          score,         member,          ttl};
-    size_t lens[] = {strlen(envisaged_key), strlen(conventions_key), strlen(changes_key),
-                     strlen(done_key),      strlen(closed_key),      strlen(action),
-                     strlen(unit->id),      strlen(conv->id),        unit_len,
-                     strlen(score),         id_len + 1 + change_len, strlen(ttl)};
-    redisReply *reply = NULL;
-    store_result_t result =
-        store_script_run(self->read_store, self->script, &reply, 5, 12, argv, lens);
-    if (result == STORE_REFUSED)
-        log_error("redis refused the digest projection", "{s:s, s:s}", "event", event->id, "error",
-                  store_last_error(self->read_store));
-    if (reply)
-        freeReplyObject(reply);
-    free(unit_bytes);
-    free(change_bytes);
-    free(member);
-    return result == STORE_OK ? 0 : -1;
+    const char *argv[] = {p->envisaged_key, p->conventions_key, p->changes_key,
+                          done_key,         p->closed_key,      action,
+                          unit->id,         conv->id,           (const char *)p->unit_bytes,
+                          p->score,         p->member,          p->ttl};
+    size_t lens[] = {strlen(p->envisaged_key), strlen(p->conventions_key), strlen(p->changes_key),
+                     strlen(done_key),         strlen(p->closed_key),      strlen(action),
+                     strlen(unit->id),         strlen(conv->id),           unit_len,
+                     strlen(p->score),         id_len + 1 + change_len,    strlen(p->ttl)};
+    memcpy(p->argv, argv, sizeof argv);
+    memcpy(p->lens, lens, sizeof lens);
+    return 1;
 }
 
-/* The consumer's handler (eventlog.h). Other events than conventions' are
- * not the digest's business: done at once. */
-static int project_event(void *arg, const char *position, const Passerelle__Event *event,
-                         const char *done_key)
+/* Prepares the call that only sets an event's done marker: an event that
+ * is not the digest's business, or that can never be applied, is marked
+ * done like those applied. */
+static void project_skip(const char *done_key, projection_t *p)
 {
-    if (!event->type || strncmp(event->type, "convention.", 11) != 0)
-        return 0;
-    Passerelle__Convention *conv =
-        event->has_data ? passerelle__convention__unpack(NULL, event->data.len, event->data.data)
-                        : NULL;
-    if (!conv) {
-        log_error("convention event whose data is not a Convention", "{s:s, s:s, s:i}", "event",
-                  event->id, "position", position, "length", (int)event->data.len);
-        return 0;
+    memset(p, 0, sizeof *p);
+    snprintf(p->ttl, sizeof p->ttl, "%d", DIGEST_MARKER_TTL_S);
+    for (int i = 0; i < 5; i++)
+        p->argv[i] = done_key;
+    p->argv[5] = "skip";
+    for (int i = 6; i < 11; i++)
+        p->argv[i] = "";
+    p->argv[11] = p->ttl;
+    for (int i = 0; i < 12; i++)
+        p->lens[i] = strlen(p->argv[i]);
+}
+
+/* The consumer's batch handler (eventlog.h): the convention events read
+ * together applied in one pipeline (one round trip, one fsync for all),
+ * each call all or nothing with its done marker. Other events than
+ * conventions' are not the digest's business: only marked done. */
+static void project_batch(void *arg, const consumer_entry_t *entries, size_t count, int *results)
+{
+    digest_t *self = arg;
+    Passerelle__Convention **convs = calloc(count, sizeof *convs);
+    projection_t *calls = calloc(count, sizeof *calls);
+    store_call_t *run = calloc(count, sizeof *run);
+    size_t *which = calloc(count, sizeof *which);
+    redisReply **replies = calloc(count, sizeof *replies);
+    store_result_t *got = calloc(count, sizeof *got);
+    size_t n = 0;
+    if (!convs || !calls || !run || !which || !replies || !got)
+        goto out;
+    for (size_t i = 0; i < count; i++) {
+        const Passerelle__Event *event = entries[i].event;
+        int prepared = 0;
+        if (event->type && strncmp(event->type, "convention.", 11) == 0) {
+            convs[i] = event->has_data
+                           ? passerelle__convention__unpack(NULL, event->data.len, event->data.data)
+                           : NULL;
+            if (convs[i])
+                prepared = project_convention(event, convs[i], entries[i].position,
+                                              entries[i].done_key, &calls[i]);
+            else
+                log_error("convention event whose data is not a Convention", "{s:s, s:s, s:i}",
+                          "event", event->id, "position", entries[i].position, "length",
+                          (int)event->data.len);
+        }
+        if (prepared == 0) {
+            project_skip(entries[i].done_key, &calls[i]);
+            prepared = 1;
+        }
+        if (prepared == 1) {
+            run[n] = (store_call_t){5, 12, calls[i].argv, calls[i].lens};
+            which[n++] = i;
+        }
     }
-    int handled = project_convention(arg, position, event, conv, done_key);
-    passerelle__convention__free_unpacked(conv, NULL);
-    return handled;
+    if (n > 0)
+        store_script_run_many(self->read_store, self->script, run, n, replies, got);
+    for (size_t j = 0; j < n; j++) {
+        if (got[j] == STORE_OK)
+            results[which[j]] = 0;
+        else if (got[j] == STORE_REFUSED)
+            log_error("redis refused the digest projection", "{s:s, s:s}", "event",
+                      entries[which[j]].event->id, "error", store_last_error(self->read_store));
+        if (replies[j])
+            freeReplyObject(replies[j]);
+    }
+out:
+    for (size_t i = 0; convs && i < count; i++)
+        if (convs[i])
+            passerelle__convention__free_unpacked(convs[i], NULL);
+    for (size_t i = 0; calls && i < count; i++)
+        projection_free(&calls[i]);
+    free(convs);
+    free(calls);
+    free(run);
+    free(which);
+    free(replies);
+    free(got);
 }
 
 /* ======================== reading a digest ============================== */
@@ -721,7 +793,7 @@ static void digest_pay(digest_t *self, owed_t *owed, int64_t now_ms)
     /* What this consumer already holds is applied before the cut, so that
      * the watermark does not hold the cut back for our own work. */
     for (int i = 0; i < DIGEST_DRAIN_POLLS; i++)
-        if (consumer_poll(self->consumer, 0, project_event, self) <= 0)
+        if (consumer_poll_batch(self->consumer, 0, project_batch, self) <= 0)
             break;
     for (int i = 0; i < TERRITORY_COUNT; i++) {
         if (!owed[i].cut_ms || owed[i].retry_at_ms > now_ms)
@@ -749,7 +821,7 @@ static bool pipe_says_stop(zsock_t *pipe)
     return stop;
 }
 
-/* The actor: the projection (consumer_poll, blocking briefly so that
+/* The actor: the projection (consumer_poll_batch, blocking briefly so that
  * $TERM and the clock are seen promptly) and the cuts. */
 static void digest_actor(zsock_t *pipe, void *args)
 {
@@ -786,7 +858,7 @@ static void digest_actor(zsock_t *pipe, void *args)
             wait_ms = self->block_ms;
         if (wait_ms < 1)
             wait_ms = 1;
-        if (consumer_poll(self->consumer, (int)wait_ms, project_event, self) < 0) {
+        if (consumer_poll_batch(self->consumer, (int)wait_ms, project_batch, self) < 0) {
             /* Redis is away: wait for it, or for $TERM. */
             zpoller_wait(poller, DIGEST_RETRY_MS);
         }

@@ -21,7 +21,9 @@
 --   5 notifications:digest:closed:<convention id>
 -- ARGV:
 --   1 "add" (convention.envisaged, still ENVISAGED), "remove" (any other
---     state), or "none" (a change that leaves the list alone)
+--     state), "none" (a change that leaves the list alone), or "skip" (an
+--     event the digest does not apply: only the done marker is set; every
+--     key is the done marker then)
 --   2 unit id   3 convention id
 --   4 packed DigestUnit ("add"; else ignored)
 --   5 the change's score (ms)   6 the change's member
@@ -30,6 +32,11 @@
 
 if redis.call("EXISTS", KEYS[4]) == 1 then
   return "DONE"
+end
+if ARGV[1] == "skip" then
+  -- Not the digest's business: only marked done, like the others.
+  redis.call("SET", KEYS[4], "1", "EX", tonumber(ARGV[7]))
+  return "APPLIED"
 end
 
 local action = ARGV[1]

@@ -40,9 +40,10 @@ struct fanout_t {
 };
 
 typedef struct {
-    char member[NOTIFY_KEY_MAX];
+    const char *sub_id; /* borrowed from the cache, which does not change meanwhile */
     char dlv_key[NOTIFY_KEY_MAX];
     char queue_key[NOTIFY_KEY_MAX];
+    char due_key[NOTIFY_KEY_MAX];
     uint8_t *packed;
     size_t packed_len;
 } target_t;
@@ -116,17 +117,18 @@ static bool routing_prepare(fanout_t *self, routing_t *r, const consumer_entry_t
         if (!t->packed)
             return false;
         passerelle__delivery__pack(&dlv, t->packed);
-        snprintf(t->member, sizeof t->member, "%s %s", sub->id, subject);
+        t->sub_id = sub->id;
         notify_key_delivery(r->delivery_id, sub->id, t->dlv_key);
         notify_key_queue(sub->id, subject, t->queue_key);
+        notify_key_due(sub->id, t->due_key);
         r->n_targets++;
     }
 
     size_t n = r->n_targets;
     size_t event_len = passerelle__event__get_packed_size(event);
     r->event_packed = malloc(event_len ? event_len : 1);
-    r->argv = calloc(4 + 2 * n + 8 + 3 * n, sizeof *r->argv);
-    r->lens = calloc(4 + 2 * n + 8 + 3 * n, sizeof *r->lens);
+    r->argv = calloc(4 + 3 * n + 10 + 2 * n, sizeof *r->argv);
+    r->lens = calloc(4 + 3 * n + 10 + 2 * n, sizeof *r->lens);
     if (!r->event_packed || !r->argv || !r->lens)
         return false;
     passerelle__event__pack(event, r->event_packed);
@@ -138,12 +140,13 @@ static bool routing_prepare(fanout_t *self, routing_t *r, const consumer_entry_t
 #define ARG(s)     (r->argv[k] = (s), r->lens[k] = strlen(s), k++)
 #define ARGB(p, l) (r->argv[k] = (const char *)(p), r->lens[k] = (l), k++)
     ARG(entry->done_key);
-    ARG("notifications:due");
+    ARG(NOTIFY_DUE_SUBS);
     ARG(NOTIFY_FEED_STREAM);
     ARG(NOTIFY_META_KEY);
     for (size_t i = 0; i < n; i++) {
         ARG(r->targets[i].dlv_key);
         ARG(r->targets[i].queue_key);
+        ARG(r->targets[i].due_key);
     }
     r->nkeys = k;
     ARG(r->ttl);
@@ -154,9 +157,10 @@ static bool routing_prepare(fanout_t *self, routing_t *r, const consumer_entry_t
     ARG(r->origin);
     ARG(r->count);
     ARG(r->counter);
+    ARG(subject);
+    ARG(r->delivery_id);
     for (size_t i = 0; i < n; i++) {
-        ARG(r->targets[i].member);
-        ARG(r->delivery_id);
+        ARG(r->targets[i].sub_id);
         ARGB(r->targets[i].packed, r->targets[i].packed_len);
     }
 #undef ARG

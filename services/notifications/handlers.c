@@ -51,6 +51,11 @@ void notify_key_queue(const char *sub_id, const char *subject, char *out)
     snprintf(out, NOTIFY_KEY_MAX, "notifications:q:%s:%s", sub_id, subject);
 }
 
+void notify_key_due(const char *sub_id, char *out)
+{
+    snprintf(out, NOTIFY_KEY_MAX, "notifications:due:%s", sub_id);
+}
+
 void notify_key_delivery(const char *delivery_id, const char *sub_id, char *out)
 {
     snprintf(out, NOTIFY_KEY_MAX, "notifications:dlv:%s:%s", delivery_id, sub_id);

@@ -7,7 +7,9 @@
  *   - one fan-out reader per event stream (fanout.h): a consumer group
  *     blocked on XREADGROUP, which turns each event into one delivery per
  *     matching subscription, atomically with its done marker;
- *   - the delivery worker (deliver.h): libcurl multi, waiting on sockets;
+ *   - the delivery worker (deliver.h): libcurl multi, waiting on sockets,
+ *     its Redis calls made by a thread of its own so that the transfers go
+ *     on while Redis answers;
  *   - the partner feed (feed.h): a PUB socket tailing the feed stream;
  *   - the digest (digest.h): its own consumer group and a clock.
  *
@@ -23,9 +25,14 @@
  *   notifications:dlv:<delivery id>:<sub> a Delivery (packed)
  *   notifications:q:<sub>:<subject>      the queue of one subject (list of
  *                                        delivery ids); only its head is in flight
- *   notifications:due                    zset "<sub> <subject>" -> when its head
- *                                        is due (ms); a claim pushes it to the
- *                                        end of the lease
+ *   notifications:due:<sub>              zset subject -> when the head of the
+ *                                        subject's queue is due (ms); a claim
+ *                                        pushes it to the end of the lease
+ *   notifications:duesubs                zset sub -> no later than the first of
+ *                                        its due set (deliver.lua); a claim
+ *                                        looks at the subscriptions due only
+ *   (notifications:due, the single due set "<sub> <subject>" -> ms of
+ *   earlier versions, is moved into these by the first claim that finds it)
  *   notifications:dead:<sub>             dead deliveries (zset, ms)
  *   notifications:attempts:<sub>         the attempts log (stream, capped)
  *   notifications:health:<sub>           hash: failing_since, last_success, ...
@@ -49,6 +56,11 @@
 #define NOTIFY_GROUP       "notifications"
 
 #define NOTIFY_KEY_MAX 320
+
+/* The index of the subscriptions with something due (deliver.lua), and
+ * the single due set it replaced, moved over when found. */
+#define NOTIFY_DUE_SUBS   "notifications:duesubs"
+#define NOTIFY_DUE_LEGACY "notifications:due"
 
 /* The retry schedule of the issue: after 5 s, 5 min, 30 min, 2 h, 5 h,
  * 10 h, 14 h, 20 h and 24 h; then the delivery is dead. */
@@ -84,6 +96,7 @@ NOTIFY_HANDLER(handle_latency_get);
 /* Keys, written into out (NOTIFY_KEY_MAX). */
 void notify_key_sub(const char *sub_id, char *out);
 void notify_key_queue(const char *sub_id, const char *subject, char *out);
+void notify_key_due(const char *sub_id, char *out);
 void notify_key_delivery(const char *delivery_id, const char *sub_id, char *out);
 void notify_key_dead(const char *sub_id, char *out);
 void notify_key_attempts(const char *sub_id, char *out);

@@ -8,11 +8,14 @@
  * the allowlist and the owner-only rule refuse what they must; a paused
  * subscription holds its deliveries until resumed; a rotated secret keeps
  * the old one signing; an endpoint that does not answer in time is tried
- * again. */
+ * again; a crash between a claim and its outcome sends the delivery again,
+ * same webhook-id, still ahead of the unit's next event; the due set of
+ * earlier versions is taken over. */
 #include "harness.h"
 
 #include "ids.h"
 #include "notifications.pb-c.h"
+#include "store.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,7 +28,8 @@
 
 #include <cmocka.h>
 
-#define WAIT_MS 20000
+#define WAIT_MS             20000
+#define NOTIFY_KEY_MAX_TEST 320
 
 typedef struct {
     harness_stack_t stack; /* Redis + reservations, client "operator" */
@@ -536,6 +540,129 @@ static void test_timeout_then_delivered(void **state)
     assert_true(delivered);
 }
 
+/* Every request of the sink for the events of one unit, in arrival order:
+ * type and webhook-id, and whether it was answered 2xx. */
+typedef struct {
+    char type[64], webhook_id[96];
+    bool ok;
+} seen_t;
+
+static size_t seen_for_unit(fixture_t *f, int sink_i, const char *unit, seen_t *out, size_t max)
+{
+    json_t *lines = harness_jsonl_read(f->out[sink_i]);
+    size_t i, n = 0;
+    json_t *line;
+    json_array_foreach(lines, i, line)
+    {
+        if (n == max || strcmp(str(line, "body.data.unit.id"), unit) != 0)
+            continue;
+        json_int_t answered = json_integer_value(json_object_get(line, "answered"));
+        snprintf(out[n].type, sizeof out[n].type, "%s", str(line, "type"));
+        snprintf(out[n].webhook_id, sizeof out[n].webhook_id, "%s", str(line, "webhook_id"));
+        out[n].ok = answered >= 200 && answered < 300;
+        n++;
+    }
+    json_decref(lines);
+    return n;
+}
+
+/* The service killed after it took a delivery and started sending it, and
+ * before it recorded what became of it: the claim's lease brings the
+ * delivery back after the restart, with the same webhook-id, and the next
+ * event of the same unit, queued behind it, is not sent before it. */
+static void test_crash_between_claim_and_outcome(void **state)
+{
+    fixture_t *f = *state;
+    /* The sink holds every request past the attempt timeout: the claim is
+     * recorded, the outcome is not (yet) when the service dies. */
+    sink(f, 0, NULL, "timeout");
+    char id[ID_LEN], unit[ID_LEN];
+    harness_notify_webhook(f->al, f->sinks[0].url, "convention.*", "", id, NULL);
+    harness_envisaged_unit(f->stack.client, "ANAH-13-0601", "Cassis", unit);
+    convention_step(f, "convention.sign", unit);
+    json_t *first = harness_jsonl_wait(f->out[0], 1, WAIT_MS);
+    assert_int_equal(json_array_size(first), 1);
+    json_decref(first);
+    harness_service_stop(&f->notify, SIGKILL);
+    sink_mode(f, 0, "ok");
+    assert_int_equal(harness_notify_restart(&f->stack, &f->notify, NULL), 0);
+
+    /* The lease is twice the attempt timeout (2 s here) and 5 s. */
+    seen_t seen[16];
+    size_t n = 0;
+    bool both = false;
+    for (int waited = 0; waited < 3 * WAIT_MS && !both; waited += 100) {
+        n = seen_for_unit(f, 0, unit, seen, 16);
+        bool signed_ok = false;
+        for (size_t i = 0; i < n; i++)
+            signed_ok |= seen[i].ok && strcmp(seen[i].type, "convention.signed") == 0;
+        both = signed_ok;
+        if (!both)
+            usleep(100 * 1000);
+    }
+    assert_true(both);
+    /* The envisaged event first, every time with one webhook-id, and
+     * delivered before the signed one was ever sent. */
+    assert_string_equal(seen[0].type, "convention.envisaged");
+    bool envisaged_ok = false;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(seen[i].type, "convention.envisaged") == 0) {
+            assert_string_equal(seen[i].webhook_id, seen[0].webhook_id);
+            envisaged_ok |= seen[i].ok;
+        } else {
+            assert_true(envisaged_ok);
+        }
+    }
+    assert_true(envisaged_ok);
+}
+
+/* A due set written by a version before per-subscription due sets (one
+ * zset of "<sub> <subject>") is moved over by the next claim, and what it
+ * held is delivered. */
+static void test_due_set_of_earlier_versions(void **state)
+{
+    fixture_t *f = *state;
+    sink(f, 0, NULL, "fail");
+    char id[ID_LEN], unit[ID_LEN];
+    harness_notify_webhook(f->al, f->sinks[0].url, "convention.envisaged", "", id, NULL);
+    harness_envisaged_unit(f->stack.client, "ANAH-13-0701", "Cassis", unit);
+    json_t *first = harness_jsonl_wait(f->out[0], 1, WAIT_MS);
+    assert_true(json_array_size(first) >= 1);
+    json_decref(first);
+    assert_true(harness_service_stop_clean(&f->notify));
+
+    /* The state as the earlier version kept it. */
+    store_config_t cfg;
+    harness_redis_config(&f->stack.redis, &cfg);
+    store_t *store = store_new(&cfg);
+    char due[NOTIFY_KEY_MAX_TEST];
+    snprintf(due, sizeof due, "notifications:due:%s", id);
+    redisReply *r = NULL;
+    assert_int_equal(store_command(store, &r, "ZRANGE %s 0 -1 WITHSCORES", due), STORE_OK);
+    assert_int_equal(r->elements, 2);
+    char member[NOTIFY_KEY_MAX_TEST];
+    snprintf(member, sizeof member, "%s %s", id, r->element[0]->str);
+    redisReply *z = NULL;
+    assert_int_equal(
+        store_command(store, &z, "ZADD notifications:due %s %s", r->element[1]->str, member),
+        STORE_OK);
+    freeReplyObject(z);
+    freeReplyObject(r);
+    assert_int_equal(store_command(store, &r, "DEL %s notifications:duesubs", due), STORE_OK);
+    freeReplyObject(r);
+
+    sink_mode(f, 0, "ok");
+    assert_int_equal(harness_notify_restart(&f->stack, &f->notify, NULL), 0);
+    json_t *got = wait_delivered(f, 0, 1);
+    assert_int_equal(json_array_size(got), 1);
+    assert_string_equal(str(json_array_get(got, 0), "body.data.unit.id"), unit);
+    json_decref(got);
+    assert_int_equal(store_command(store, &r, "EXISTS notifications:due"), STORE_OK);
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    store_destroy(&store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +674,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_allowlist_and_owner_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_and_rotation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_then_delivered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_between_claim_and_outcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_due_set_of_earlier_versions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
