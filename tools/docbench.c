@@ -8,11 +8,14 @@
  *     common/sha256.c, as the service and the client hash) in the same
  *     pass, then fsync, close, rename to its SHA-256 name and fsync of the
  *     destination folder: the least a durable, content-addressed write
- *     costs. Passerelle's put is what `passerelle docs put` does: SHA-256
- *     of the file on the client, then for a file of at most one chunk an
- *     upload.begin that carries the bytes (one request), otherwise
- *     upload.begin, upload.chunk of chunk_max bytes with the session's
- *     window of them in flight, upload.commit. The small files are also put
+ *     costs. Passerelle's put is what `passerelle docs put` does: for a
+ *     file of at most one chunk, its SHA-256 and an upload.begin that
+ *     carries the bytes and names it (one request); otherwise
+ *     upload.begin without a SHA-256, upload.chunk of chunk_max bytes with
+ *     the session's window of them in flight, each hashed as it is sent,
+ *     and upload.commit naming the SHA-256 (a trailing checksum; with
+ *     --hash-first, as `docs put --hash-first`: the SHA-256 of the whole
+ *     file first, named by the begin). The small files are also put
  *     a second time, other bytes of the same size, with the window of
  *     upload.begins in flight (a client sending several documents at once;
  *     the same bare limit).
@@ -101,6 +104,7 @@ typedef struct {
     int small_kib;
     bool cold;
     bool pin;
+    bool hash_first; /* large puts: SHA-256 before the begin, not trailing */
     int cpu_bench, cpu_service;
 } options_t;
 
@@ -108,13 +112,16 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: passerelle-docbench [--large-mib M] [--large-rounds R] [--small-files N]\n"
-            "                           [--small-kib K] [--cold] [--cpus B,S | --no-pin]\n"
+            "                           [--small-kib K] [--cold] [--hash-first]\n"
+            "                           [--cpus B,S | --no-pin]\n"
             "  --large-mib M     size of the large file, MiB (default %d)\n"
             "  --large-rounds R  large files put and got, each new (default %d)\n"
             "  --small-files N   small files put and got (default %d)\n"
             "  --small-kib K     size of a small file, KiB (default %d)\n"
             "  --cold            drop each file from the page cache before each read\n"
             "                    (default: warm, both reads find it cached)\n"
+            "  --hash-first      large puts hash the file before upload.begin names its\n"
+            "                    SHA-256 (default: hashed as it is sent, named by the commit)\n"
             "  --cpus B,S        vCPUs of the bench and of the service, redis-server and\n"
             "                    bare limits (default: first allowed vCPU, second)\n"
             "  --no-pin          leave scheduling to the kernel\n"
@@ -131,6 +138,7 @@ static int parse_options(int argc, char *argv[], options_t *opt)
     opt->small_kib = DEFAULT_SMALL_KIB;
     opt->cold = false;
     opt->pin = true;
+    opt->hash_first = false;
     bench_default_cpus(&opt->cpu_bench, &opt->cpu_service);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -142,6 +150,8 @@ static int parse_options(int argc, char *argv[], options_t *opt)
             opt->pin = false;
         } else if (strcmp(arg, "--cold") == 0) {
             opt->cold = true;
+        } else if (strcmp(arg, "--hash-first") == 0) {
+            opt->hash_first = true;
         } else if (strcmp(arg, "--large-mib") == 0 && value) {
             if (!bench_parse_int(value, 1, 4096, &opt->large_mib))
                 return -1;
@@ -475,10 +485,12 @@ static ProtobufCMessage *flight_reply(client_t *client, const char *type, flight
 }
 
 /* Sends size bytes of data from session->received on, up to the session's
- * window of chunks in flight, each reply the credit for the next. 0 or
+ * window of chunks in flight, each reply the credit for the next; each
+ * chunk is fed to trailing (may be NULL) as it is sent, in order, as the
+ * CLI hashes what it reads to send (nothing is ever sent twice here). 0 or
  * -1. */
 static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
-                          const Passerelle__UploadSession *session)
+                          const Passerelle__UploadSession *session, sha256_t *trailing)
 {
     unsigned window = window_of(session->has_window, session->window);
     flight_t slots[WINDOW_MAX];
@@ -500,6 +512,8 @@ static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
             chunk.offset = slot->offset;
             chunk.data.data = (uint8_t *)data + slot->offset;
             chunk.data.len = slot->len;
+            if (trailing)
+                sha256_update(trailing, chunk.data.data, chunk.data.len);
             if (client_send_request(client, slot->request_id, "upload.chunk", &chunk.base, NULL) !=
                 0) {
                 fprintf(stderr, "passerelle-docbench: upload.chunk: cannot send\n");
@@ -525,15 +539,19 @@ static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
     return rc;
 }
 
-/* Puts data as a new document, as `passerelle docs put` does: SHA-256 on
- * the client, then for at most one chunk an upload.begin that carries the
- * bytes (one request stores and commits them), otherwise upload.begin, the
- * chunks with the session's window in flight, upload.commit. 0 or -1. */
+/* Puts data as a new document, as `passerelle docs put` does: for at most
+ * one chunk, its SHA-256 and an upload.begin that carries the bytes (one
+ * request stores and commits them); otherwise upload.begin, the chunks
+ * with the session's window in flight, hashed as they go, upload.commit
+ * naming the SHA-256 (hash_first: the SHA-256 first, named by the begin).
+ * 0 or -1. */
 static int service_put(client_t *client, const char *name, const uint8_t *data, size_t size,
-                       stored_t *out, unsigned *window_out)
+                       bool hash_first, stored_t *out, unsigned *window_out)
 {
-    char sha[65];
-    sha_hex(data, size, sha);
+    char sha[65] = "";
+    bool trailing = size > WHOLE_MAX && !hash_first;
+    if (!trailing)
+        sha_hex(data, size, sha);
 
     Passerelle__UploadBeginRequest begin = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
     begin.title = (char *)name;
@@ -543,7 +561,7 @@ static int service_put(client_t *client, const char *name, const uint8_t *data, 
     begin.theme = 1;
     begin.has_size = true;
     begin.size = size;
-    begin.sha256 = sha;
+    begin.sha256 = trailing ? NULL : sha;
     begin.filename = (char *)name;
     begin.media_type = "application/octet-stream";
     if (size <= WHOLE_MAX) {
@@ -565,11 +583,22 @@ static int service_put(client_t *client, const char *name, const uint8_t *data, 
             fprintf(stderr, "passerelle-docbench: upload.begin: no upload_id or chunk_max\n");
             rc = -1;
         }
+        sha256_t *hash = NULL;
+        if (rc == 0 && trailing && !(hash = sha256_new())) {
+            fprintf(stderr, "passerelle-docbench: out of memory for a SHA-256\n");
+            rc = -1;
+        }
         if (rc == 0 && size > 0)
-            rc = service_chunks(client, data, size, session);
+            rc = service_chunks(client, data, size, session, hash);
+        if (rc == 0 && hash && sha256_final_hex(hash, sha) < 0) {
+            fprintf(stderr, "passerelle-docbench: SHA-256 of %s failed\n", name);
+            rc = -1;
+        }
+        sha256_destroy(&hash);
         if (rc == 0) {
             Passerelle__UploadCommitRequest commit = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
             commit.upload_id = session->upload_id;
+            commit.sha256 = trailing ? sha : NULL;
             done = (Passerelle__UploadSession *)call_ok(client, "upload.commit", &commit.base,
                                                         &passerelle__upload_session__descriptor);
             document = done ? done->document : NULL;
@@ -825,8 +854,8 @@ static int measure_round(run_t *run, int fig, const char *tag, const uint8_t *da
     start = bench_now_s();
     for (int i = 0; i < count; i++) {
         snprintf(name, sizeof name, "%s-%d.bin", tag, i);
-        if (service_put(run->client, name, data + (size_t)i * size, size, &docs[i], &run->window) !=
-            0)
+        if (service_put(run->client, name, data + (size_t)i * size, size, opt->hash_first, &docs[i],
+                        &run->window) != 0)
             goto done;
     }
     figure_add(&run->figs[fig + 1], bytes, (uint64_t)count, bench_now_s() - start);
@@ -943,8 +972,10 @@ static void report(const run_t *run)
     };
     const size_t n_ratios = sizeof ratios / sizeof ratios[0];
 
-    printf("passerelle-docbench: %d x %d MiB, %d x %d KiB; window %u; page cache %s",
+    printf("passerelle-docbench: %d x %d MiB, %d x %d KiB; window %u; large put's SHA-256 %s; "
+           "page cache %s",
            opt->large_rounds, opt->large_mib, opt->small_files, opt->small_kib, run->window,
+           opt->hash_first ? "first" : "trailing",
            opt->cold ? "cold (dropped before each read)" : "warm (files just written)");
     if (opt->pin)
         printf("; vCPUs: bench %d, service, redis-server and bare limits %d\n", opt->cpu_bench,
@@ -972,13 +1003,15 @@ static void report(const run_t *run)
                                       "bytes", (json_int_t)f[i].bytes, "files",
                                       (json_int_t)f[i].files));
     /* "o" hands results and ratios over to root, even if packing fails. */
-    json_t *root =
-        json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:{s:i, s:i}, s:{s:f, s:f}, s:o, s:o}",
-                  "bench", "docstore", "large_mib", opt->large_mib, "large_rounds",
-                  opt->large_rounds, "small_files", opt->small_files, "small_kib", opt->small_kib,
-                  "window", (int)run->window, "page_cache", opt->cold ? "cold" : "warm", "pinned",
-                  opt->pin, "cpus", "bench", opt->cpu_bench, "service", opt->cpu_service, "aims",
-                  "put", AIM_PUT, "get", AIM_GET, "results", results, "ratios", json_ratios);
+    json_t *root = json_pack(
+        "{s:s, s:i, s:i, s:i, s:i, s:i, s:s, s:s, s:b, s:{s:i, s:i}, s:{s:f, s:f}, s:o, "
+        "s:o}",
+        "bench", "docstore", "large_mib", opt->large_mib, "large_rounds", opt->large_rounds,
+        "small_files", opt->small_files, "small_kib", opt->small_kib, "window", (int)run->window,
+        "large_put_sha256", opt->hash_first ? "first" : "trailing", "page_cache",
+        opt->cold ? "cold" : "warm", "pinned", opt->pin, "cpus", "bench", opt->cpu_bench, "service",
+        opt->cpu_service, "aims", "put", AIM_PUT, "get", AIM_GET, "results", results, "ratios",
+        json_ratios);
     bench_print_json(root);
 }
 

@@ -3,13 +3,19 @@
  * Unlike the table-driven commands of passerelle.c, a transfer is a loop of
  * requests, so each sub-command here is a function of its own:
  *
- *   put   hashes the file (SHA-256, streaming), upload.begin, then
- *         upload.chunk of the session's chunk_max bytes read from the file,
- *         as many in flight as the session's window (the service's credit:
- *         each reply allows one more), then upload.commit. The service takes
- *         chunks in order; each reply says how far it got (received). A file
- *         of at most one chunk goes whole in its upload.begin instead: one
- *         request, stored and committed by it.
+ *   put   upload.begin (size, no SHA-256), then upload.chunk of the
+ *         session's chunk_max bytes read from the file, as many in flight as
+ *         the session's window (the service's credit: each reply allows one
+ *         more), hashing each chunk the first time it is read, then
+ *         upload.commit naming the SHA-256 (a trailing checksum, as S3's
+ *         x-amz-trailer: the file is read once, and its hashing overlaps
+ *         the transfer instead of delaying its start). The service takes
+ *         chunks in order; each reply says how far it got (received). With
+ *         --hash-first the file is hashed before the begin, which names
+ *         the SHA-256 (as before trailing checksums; so does the fallback
+ *         for a service that refuses a begin without one). A file of at
+ *         most one chunk goes whole in its upload.begin instead, with its
+ *         SHA-256: one request, stored and committed by it.
  *   get   document.read by ranges, the first alone (it says the version,
  *         its size, its SHA-256 and the window), then up to the window in
  *         flight, into a temporary file beside the target, written and
@@ -103,7 +109,8 @@ static const docs_command_t docs_commands[] = {
     {"put", "docs put FILE [flags]",
      "Publish FILE as a new document (--title, --kind, --theme required), or as\n"
      "a new version of one (--document F01..., owner party only).",
-     "title kind theme territory visibility tag* document media-type filename", 1, run_put},
+     "title kind theme territory visibility tag* document media-type filename hash-first", 1,
+     run_put},
     {"get", "docs get ID [--version N] [-o FILE]",
      "Download a version (default: the latest not withdrawn), checked against\n"
      "its SHA-256, to FILE (default: its file name; '-o -': standard output).",
@@ -173,7 +180,10 @@ void docs_print_help(FILE *out)
     }
     fprintf(out, "  put: --kind study|employment_housing_diagnostic|convention|amendment|\n"
                  "       minutes|annual_review|brochure|other; --theme 1|2|3; --territory\n"
-                 "       CT1..CT6; --visibility shared|private. A progress bar shows on\n"
+                 "       CT1..CT6; --visibility shared|private. A file over 1 MiB is\n"
+                 "       hashed as its chunks are sent, its SHA-256 sent with the commit;\n"
+                 "       --hash-first hashes it before the upload begins instead (one more\n"
+                 "       read of the file before any byte is sent). A progress bar shows on\n"
                  "       transfers above 4 MiB when standard error is a terminal.\n");
 }
 
@@ -196,9 +206,10 @@ static int parse_args(docs_ctx_t *ctx, char **args, int count)
         int index = cli_flag_index(cmd->flags, name, name_len, &repeated);
         if (index < 0 || index >= MAX_FLAGS)
             return usage_error(cmd, "unknown flag %s for 'docs %s'", arg, cmd->name);
-        if (name_len == 3 && strncmp(name, "all", 3) == 0) {
+        if ((name_len == 3 && strncmp(name, "all", 3) == 0) ||
+            (name_len == 10 && strncmp(name, "hash-first", 10) == 0)) {
             if (value)
-                return usage_error(cmd, "--all takes no value");
+                return usage_error(cmd, "--%.*s takes no value", (int)name_len, name);
             ctx->values[index] = "";
             continue;
         }
@@ -566,6 +577,47 @@ static int hash_file(int fd, uint64_t size, char hex[65])
     return rc;
 }
 
+/* The SHA-256 of the file as its chunks are read to be sent, for the
+ * commit to name (a trailing checksum). Bytes are hashed once, in order:
+ * a chunk read again (a resend, a resync that went back) is not fed again,
+ * and one read past what is hashed (the service said it held more than was
+ * sent in this run) first has the gap read and hashed, so the digest is the
+ * file's whatever the transfer went through. NULL hash: nothing to do (the
+ * begin named the SHA-256). */
+typedef struct {
+    sha256_t *hash;
+    uint64_t hashed; /* bytes [0, hashed) fed, in order */
+} trailing_hash_t;
+
+/* Reads and hashes [t->hashed, end) with buf (of buf_size bytes) as the
+ * scratch. Returns 0, or -1 with errno. */
+static int trailing_catch_up(trailing_hash_t *t, int fd, unsigned char *buf, size_t buf_size,
+                             uint64_t end)
+{
+    while (t->hash && t->hashed < end) {
+        size_t want = end - t->hashed < buf_size ? (size_t)(end - t->hashed) : buf_size;
+        ssize_t got = pread(fd, buf, want, (off_t)t->hashed);
+        if (got <= 0) {
+            if (got == 0)
+                errno = EIO; /* the file shrank under us */
+            return -1;
+        }
+        sha256_update(t->hash, buf, (size_t)got);
+        t->hashed += (uint64_t)got;
+    }
+    return 0;
+}
+
+/* Feeds the chunk [offset, offset + len) just read into buf if it is the
+ * next to hash. */
+static void trailing_feed(trailing_hash_t *t, const unsigned char *buf, uint64_t offset, size_t len)
+{
+    if (t->hash && offset == t->hashed) {
+        sha256_update(t->hash, buf, len);
+        t->hashed += len;
+    }
+}
+
 /* Fills the begin request from the flags. Returns 0 or CLI_EXIT_USAGE. */
 static int put_request(docs_ctx_t *ctx, Passerelle__UploadBeginRequest *req)
 {
@@ -614,16 +666,23 @@ static int put_request(docs_ctx_t *ctx, Passerelle__UploadBeginRequest *req)
 }
 
 /* Sends one chunk [offset, offset + len) of the file under the slot's
- * request id (kept for a resend). 0, or the exit code. */
+ * request id (kept for a resend), hashing it if it comes next (trailing,
+ * whose buffer buf is too: buf holds chunk_max bytes). 0, or the exit
+ * code. */
 static int chunk_send(docs_ctx_t *ctx, int fd, const char *upload_id, unsigned char *buf,
-                      const inflight_t *slot)
+                      size_t buf_size, trailing_hash_t *trailing, const inflight_t *slot)
 {
+    if (trailing_catch_up(trailing, fd, buf, buf_size, slot->offset) != 0) {
+        fprintf(stderr, "error: cannot read the file to hash it: %s\n", strerror(errno));
+        return CLI_EXIT_REPLY_ERROR;
+    }
     ssize_t got = pread(fd, buf, slot->len, (off_t)slot->offset);
     if (got != (ssize_t)slot->len) {
         fprintf(stderr, "error: cannot read the file at offset %llu: %s\n",
                 (unsigned long long)slot->offset, got < 0 ? strerror(errno) : "it shrank");
         return CLI_EXIT_REPLY_ERROR;
     }
+    trailing_feed(trailing, buf, slot->offset, slot->len);
     Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
     chunk.upload_id = (char *)upload_id;
     chunk.has_offset = true;
@@ -671,9 +730,10 @@ static int chunk_resync(docs_ctx_t *ctx, int fd, const char *upload_id, uint64_t
  * service restarted and holds less than it acknowledged, or a chunk before
  * it failed), or the service is stopping, the chunks in flight are given
  * up and the upload goes on from where the service says it stands
- * (chunk_resync). Returns 0 or the exit code. */
+ * (chunk_resync). Each chunk read the first time feeds trailing; at the
+ * end trailing has hashed the whole file. Returns 0 or the exit code. */
 static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__UploadSession *s,
-                      bool ask_first)
+                      bool ask_first, trailing_hash_t *trailing)
 {
     if (size == 0)
         return 0;
@@ -705,7 +765,7 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
             slot->offset = next;
             slot->len = size - next < s->chunk_max ? (size_t)(size - next) : s->chunk_max;
             next += slot->len;
-            rc = chunk_send(ctx, fd, s->upload_id, buf, slot);
+            rc = chunk_send(ctx, fd, s->upload_id, buf, s->chunk_max, trailing, slot);
         }
         if (rc)
             break;
@@ -715,7 +775,7 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
             rc = transfer_timeout(ctx, &attempts);
             for (unsigned i = 0; rc == 0 && i < window; i++)
                 if (slots[i].used)
-                    rc = chunk_send(ctx, fd, s->upload_id, buf, &slots[i]);
+                    rc = chunk_send(ctx, fd, s->upload_id, buf, s->chunk_max, trailing, &slots[i]);
             continue;
         }
         slot = inflight_find(slots, window, reply->request_id);
@@ -772,6 +832,12 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
         }
         progress_draw(&progress, acked, false);
     }
+    /* Bytes the service held without this run sending them (it said so
+     * at the start) are hashed here: the commit names the whole file's. */
+    if (rc == 0 && trailing_catch_up(trailing, fd, buf, s->chunk_max, size) != 0) {
+        fprintf(stderr, "error: cannot read the file to hash it: %s\n", strerror(errno));
+        rc = CLI_EXIT_REPLY_ERROR;
+    }
     if (rc == 0)
         progress_end(&progress, acked);
     else if (progress.on)
@@ -801,17 +867,19 @@ static int put_show(docs_ctx_t *ctx, const char *document)
     return rc;
 }
 
-/* Commits the upload, then prints the document it made or extended (the
- * commit answers with the session, which names it). A commit refused
- * because the service holds less than the whole file (it restarted after a
- * reboot of its machine, and lost the chunks since it last recorded them)
- * is said in *short_out instead of as an error: the caller sends the rest
- * and commits again. Returns 0 or the exit code. */
-static int put_commit(docs_ctx_t *ctx, const char *upload_id, bool *short_out)
+/* Commits the upload, naming sha (NULL: the begin named it), then prints
+ * the document it made or extended (the commit answers with the session,
+ * which names it). A commit refused because the service holds less than
+ * the whole file (it restarted after a reboot of its machine, and lost the
+ * chunks since it last recorded them) is said in *short_out instead of as
+ * an error: the caller sends the rest and commits again. Returns 0 or the
+ * exit code. */
+static int put_commit(docs_ctx_t *ctx, const char *upload_id, const char *sha, bool *short_out)
 {
     *short_out = false;
     Passerelle__UploadCommitRequest commit = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
     commit.upload_id = (char *)upload_id;
+    commit.sha256 = (char *)sha;
     Passerelle__Reply *reply = NULL;
     if (client_call(ctx->service.client, "upload.commit", &commit.base, NULL, &reply) != 0) {
         long tries = ctx->opts->retries + 1;
@@ -867,6 +935,38 @@ static unsigned char *read_whole(int fd, uint64_t size, char sha[65])
     return buf;
 }
 
+/* Sends the begin. A begin without a SHA-256 refused for lacking one (a
+ * service that predates trailing checksums) is said in *wants_sha instead
+ * of as an error: the caller hashes the file first and begins again.
+ * Returns 0 with *session_p (the caller frees it), or the exit code. */
+static int put_begin(docs_ctx_t *ctx, const Passerelle__UploadBeginRequest *begin,
+                     Passerelle__UploadSession **session_p, bool *wants_sha)
+{
+    *session_p = NULL;
+    *wants_sha = false;
+    Passerelle__Reply *reply = NULL;
+    if (client_call(ctx->service.client, "upload.begin", &begin->base, NULL, &reply) != 0) {
+        long tries = ctx->opts->retries + 1;
+        fprintf(stderr, "error: UNAVAILABLE: no reply from %s after %ld attempt%s\n",
+                ctx->service.endpoint, tries, tries > 1 ? "s" : "");
+        return CLI_EXIT_UNREACHABLE;
+    }
+    int rc = 0;
+    if (!begin->sha256 && reply->status == PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT &&
+        reply->field && strcmp(reply->field, "sha256") == 0) {
+        *wants_sha = true;
+    } else if (reply->status != PASSERELLE__STATUS__STATUS_OK) {
+        cli_print_reply_error(reply);
+        rc = CLI_EXIT_REPLY_ERROR;
+    } else if (!(*session_p = passerelle__upload_session__unpack(
+                     NULL, reply->has_body ? reply->body.len : 0, reply->body.data))) {
+        fprintf(stderr, "error: INTERNAL: the reply to upload.begin does not decode\n");
+        rc = CLI_EXIT_REPLY_ERROR;
+    }
+    passerelle__reply__free_unpacked(reply, NULL);
+    return rc;
+}
+
 static int run_put(docs_ctx_t *ctx)
 {
     const char *path = ctx->positional[0];
@@ -884,9 +984,14 @@ static int run_put(docs_ctx_t *ctx)
         return usage_error(ctx->cmd, "FILE: '%s' is not a regular file", path);
     }
     uint64_t size = (uint64_t)st.st_size;
-    char sha[65];
+    /* A small file is read and hashed whole for its begin; a larger one is
+     * hashed as it is sent (trailing), unless asked first. */
+    bool hash_first = flag(ctx, "hash-first") != NULL;
+    char sha[65] = "";
     unsigned char *whole = NULL;
-    if (size <= WHOLE_MAX ? !(whole = read_whole(fd, size, sha)) : hash_file(fd, size, sha) != 0) {
+    bool unreadable = size <= WHOLE_MAX ? !(whole = read_whole(fd, size, sha))
+                                        : hash_first && hash_file(fd, size, sha) != 0;
+    if (unreadable) {
         fprintf(stderr, "error: cannot read '%s': %s\n", path, strerror(errno));
         close(fd);
         return CLI_EXIT_REPLY_ERROR;
@@ -899,7 +1004,7 @@ static int run_put(docs_ctx_t *ctx)
     const char *media_type = flag(ctx, "media-type");
     begin.has_size = true;
     begin.size = size;
-    begin.sha256 = sha;
+    begin.sha256 = sha[0] ? sha : NULL;
     begin.filename = (char *)filename;
     begin.media_type = (char *)(media_type ? media_type : media_type_guess(filename));
     if (whole) {
@@ -908,26 +1013,46 @@ static int run_put(docs_ctx_t *ctx)
         begin.data.len = (size_t)size;
     }
 
-    ProtobufCMessage *result = NULL;
-    rc = docs_call(ctx, "upload.begin", &begin.base, &passerelle__upload_session__descriptor,
-                   &result, NULL);
+    Passerelle__UploadSession *session = NULL;
+    bool wants_sha = false;
+    rc = put_begin(ctx, &begin, &session, &wants_sha);
+    if (rc == 0 && wants_sha) {
+        /* The service wants the SHA-256 before the bytes: hashed first. */
+        if (hash_file(fd, size, sha) != 0) {
+            fprintf(stderr, "error: cannot read '%s': %s\n", path, strerror(errno));
+            rc = CLI_EXIT_REPLY_ERROR;
+        } else {
+            begin.sha256 = sha;
+            rc = put_begin(ctx, &begin, &session, &wants_sha);
+        }
+    }
     free(path_copy);
     free(whole);
     if (rc) {
         close(fd);
         return rc;
     }
-    Passerelle__UploadSession *session = (Passerelle__UploadSession *)result;
+    trailing_hash_t trailing = {NULL, 0};
     if (session->document && *session->document) {
         /* Stored and committed by the begin itself. */
         rc = put_show(ctx, session->document);
+    } else if (!begin.sha256 && !(trailing.hash = sha256_new())) {
+        fprintf(stderr, "error: out of memory for the SHA-256\n");
+        rc = CLI_EXIT_REPLY_ERROR;
     } else {
         /* An upload to send (or a service that predates whole documents:
          * the same, from its first byte). */
         bool short_of_bytes = false;
-        rc = put_chunks(ctx, fd, size, session, false);
+        rc = put_chunks(ctx, fd, size, session, false, &trailing);
+        if (rc == 0 && trailing.hash && sha256_final_hex(trailing.hash, sha) != 0) {
+            fprintf(stderr, "error: the SHA-256 of '%s' failed\n", path);
+            rc = CLI_EXIT_REPLY_ERROR;
+        }
+        /* The commit names the SHA-256 when the begin did not. */
+        const char *trailing_sha = trailing.hash ? sha : NULL;
+        sha256_destroy(&trailing.hash);
         for (int commits = 0; rc == 0; commits++) {
-            rc = put_commit(ctx, session->upload_id, &short_of_bytes);
+            rc = put_commit(ctx, session->upload_id, trailing_sha, &short_of_bytes);
             if (rc || !short_of_bytes)
                 break;
             if (commits >= MAX_STALLS) {
@@ -936,11 +1061,11 @@ static int run_put(docs_ctx_t *ctx)
                 rc = CLI_EXIT_REPLY_ERROR;
                 break;
             }
-            rc = put_chunks(ctx, fd, size, session, true);
+            rc = put_chunks(ctx, fd, size, session, true, &trailing);
         }
     }
     close(fd);
-    protobuf_c_message_free_unpacked(result, NULL);
+    passerelle__upload_session__free_unpacked(session, NULL);
     return rc;
 }
 

@@ -1,8 +1,9 @@
 /* passerelle docs: the document store's commands (put, get, list, show,
- * versions, withdraw, fsck). Transfers go in chunks with one request in
- * flight, so neither the CLI nor the service ever holds a whole file, and
- * every download is checked against its SHA-256 before it is given its
- * name. passerelle.c parses the global options and hands the rest here. */
+ * versions, withdraw, fsck). Transfers go in chunks, the service's window
+ * of them in flight, so neither the CLI nor the service ever holds a whole
+ * file, and every download is checked against its SHA-256 before it is
+ * given its name. passerelle.c parses the global options and hands the
+ * rest here. */
 #ifndef PASSERELLE_TOOLS_DOCS_H
 #define PASSERELLE_TOOLS_DOCS_H
 

@@ -118,13 +118,41 @@ bool doc_upload_valid(const Passerelle__UploadBeginRequest *req, uint64_t max_by
                         "size %llu bytes is over the largest document accepted, %llu bytes",
                         (unsigned long long)req->size, (unsigned long long)max_bytes);
     char sha[65];
-    if (text_blank(req->sha256))
-        return doc_fail(err, ST_INVALID_ARGUMENT, "sha256", "sha256 is required (64 hex digits)");
-    if (!doc_sha_normalize(req->sha256, sha))
+    if (text_blank(req->sha256)) {
+        /* An upload in chunks may name it in its commit instead; a whole
+         * document is stored by this request, so it names it here. */
+        if (req->has_data)
+            return doc_fail(err, ST_INVALID_ARGUMENT, "sha256",
+                            "sha256 is required (64 hex digits) with the document's data");
+    } else if (!doc_sha_normalize(req->sha256, sha)) {
         return doc_fail(err, ST_INVALID_ARGUMENT, "sha256", "sha256 is not 64 hex digits");
+    }
     if (!short_text_valid(req->media_type, "media_type", DOC_MEDIA_TYPE_MAX, err) ||
         !short_text_valid(req->filename, "filename", DOC_FILENAME_MAX, err))
         return false;
+    return true;
+}
+
+bool doc_commit_sha(const char *begun, const char *committed, char out[65], doc_error_t *err)
+{
+    char named[65];
+    bool has_named = !text_blank(committed);
+    if (has_named && !doc_sha_normalize(committed, named))
+        return doc_fail(err, ST_INVALID_ARGUMENT, "sha256", "sha256 is not 64 hex digits");
+    if (begun && begun[0]) {
+        if (has_named && strcmp(named, begun) != 0)
+            return doc_fail(err, ST_INVALID_ARGUMENT, "sha256",
+                            "sha256 %.12s... is not the one the upload began with (%.12s...): "
+                            "the commit may repeat it or leave it out",
+                            named, begun);
+        snprintf(out, 65, "%s", begun);
+        return true;
+    }
+    if (!has_named)
+        return doc_fail(err, ST_INVALID_ARGUMENT, "sha256",
+                        "sha256 is required (64 hex digits): the upload began without one, so "
+                        "its commit names it");
+    memcpy(out, named, 65);
     return true;
 }
 

@@ -41,14 +41,24 @@ bool doc_fail(doc_error_t *err, status_t status, const char *field, const char *
 bool doc_metadata_valid(const Passerelle__UploadBeginRequest *req, doc_error_t *err);
 
 /* What every upload.begin announces: size at most max_bytes
- * (RESOURCE_EXHAUSTED, field size), sha256 of 64 hex digits (either case),
- * media_type and filename short and clean. */
+ * (RESOURCE_EXHAUSTED, field size), sha256 of 64 hex digits (either case)
+ * when given, which it must be with data (a whole document: an upload in
+ * chunks may name it in its commit instead), media_type and filename short
+ * and clean. */
 bool doc_upload_valid(const Passerelle__UploadBeginRequest *req, uint64_t max_bytes,
                       doc_error_t *err);
 
 /* The hex SHA-256 in lower case into out (65 bytes); false if not 64 hex
  * digits. */
 bool doc_sha_normalize(const char *text, char out[65]);
+
+/* The SHA-256 an upload's bytes are checked against at its commit, into out
+ * (lower case hex): begun, the one its begin named (lower case, "" or NULL
+ * for none), or committed, the one its commit names (either case, NULL or
+ * blank for none: a trailing checksum). One named by both must be the same;
+ * one named by neither is refused. INVALID_ARGUMENT, field sha256, in
+ * every refusal (malformed, different, missing). */
+bool doc_commit_sha(const char *begun, const char *committed, char out[65], doc_error_t *err);
 
 /* The visibility a request means: unset is SHARED. */
 Passerelle__Visibility doc_visibility(Passerelle__Visibility requested);

@@ -642,8 +642,10 @@ void handle_upload_begin(void *ctx, const call_t *call, const ProtobufCMessage *
                     req->data.len, BLOB_BLOCK_SIZE);
         return;
     }
+    /* "" when the begin names none: its commit will (docs.h). */
     char sha[BLOB_SHA_HEX];
-    doc_sha_normalize(req->sha256, sha);
+    if (!req->sha256 || !doc_sha_normalize(req->sha256, sha))
+        sha[0] = '\0';
 
     /* Reads first: the document a new version goes to (and, to open an
      * upload, the uploads in progress). */
@@ -781,7 +783,10 @@ void handle_upload_chunk(void *ctx, const call_t *call, const ProtobufCMessage *
 }
 
 /* Commits an upload: the blob into place (from the running hashes when
- * memory holds them whole, else by reading the file), then in one
+ * memory holds them whole, else by reading the file), checked against the
+ * SHA-256 its begin named or, when that named none, the one this request
+ * names (doc_commit_sha: a trailing checksum, which the idempotency
+ * record's fingerprint covers with the rest of the request), then in one
  * transaction the document (new, or the existing one with the version
  * appended), its indexes, the session deleted (with its index entry), and
  * the event. The reply still names the document made; the same request
@@ -797,6 +802,15 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     if (!session_get(self, call, req->upload_id, &s, &session_version, reply))
         return;
     Passerelle__DocumentVersion *next = s->versions[0];
+    /* What the bytes must hash to: the begin's SHA-256 or this request's
+     * (a trailing checksum). Refused before anything is touched: the
+     * upload stays, to be committed again with the right one. */
+    char expected[BLOB_SHA_HEX];
+    doc_error_t err;
+    if (!doc_commit_sha(next->sha256, req->sha256, expected, &err)) {
+        reply_doc_error(reply, &err);
+        goto done;
+    }
     /* How many bytes there are: memory's count, else (a restart) what the
      * upload's records say. A file gone is the blob's business below: a
      * commit run again after its blob went into place finds it so. */
@@ -835,15 +849,15 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     char sha[BLOB_SHA_HEX] = "", blob_err[256] = "";
     bool dedup = false, hashed = false;
     blob_result_t committed = blobstore_upload_commit_hashed(
-        self->blobs, req->upload_id, u ? u->hasher : NULL, next->size, next->sha256, sha, &dedup,
+        self->blobs, req->upload_id, u ? u->hasher : NULL, next->size, expected, sha, &dedup,
         &hashed, blob_err, sizeof blob_err);
     upload_forget(self, req->upload_id);
     uint64_t present_size = 0;
     if (committed == BLOB_MISSING &&
-        blobstore_size(self->blobs, next->sha256, &present_size) == BLOB_OK &&
+        blobstore_size(self->blobs, expected, &present_size) == BLOB_OK &&
         present_size == next->size) {
         committed = BLOB_OK;
-        snprintf(sha, sizeof sha, "%s", next->sha256);
+        snprintf(sha, sizeof sha, "%s", expected);
     }
     txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
     char key[KEY_MAX];
@@ -851,7 +865,7 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     if (committed != BLOB_OK) {
         if (committed == BLOB_MISMATCH)
             reply_error(reply, ST_INVALID_ARGUMENT, "sha256",
-                        "the bytes received do not match the sha256 announced (%s): the upload "
+                        "the bytes received do not match the sha256 expected (%s): the upload "
                         "is removed, begin again",
                         blob_err);
         else if (committed == BLOB_MISSING)
@@ -885,8 +899,9 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
     version_commit(self, call, reply, txn, s, existing, doc_version, sha, req->upload_id,
                    s->updated_at);
     txn_destroy(&txn);
-    log_debug("upload committed", "{s:s, s:s, s:b, s:b}", "upload", req->upload_id, "sha256", sha,
-              "deduplicated", dedup, "hashed_as_received", hashed);
+    log_debug("upload committed", "{s:s, s:s, s:b, s:b, s:b}", "upload", req->upload_id, "sha256",
+              sha, "deduplicated", dedup, "hashed_as_received", hashed, "trailing_sha256",
+              !next->sha256 || !next->sha256[0]);
 done:
     if (existing)
         passerelle__document__free_unpacked(existing, NULL);

@@ -34,7 +34,8 @@
  *            expires, version = bytes received as last recorded (at begin,
  *            then by the housekeeping tick: the service's own count, in
  *            memory, is ahead of it); versions[0] = the version
- *            to come (sha256 expected, size, media_type, filename, added_by
+ *            to come (sha256 expected, "" when the begin named none and
+ *            the commit names it, size, media_type, filename, added_by
  *            = the caller's key name, number = 0)
  *       Deleted (txn_delete) with its docstore:uploads entry by the
  *       transaction of upload.commit that records the version (or refuses
@@ -152,7 +153,12 @@ int docstore_sweep(docstore_t *self);
  *   - candidates first seen more than gc_grace_s ago are removed from the
  *     volume (logged at info with their size), unless, checked right
  *     before, a version refers to them again or an upload in progress
- *     announced their SHA-256.
+ *     announced their SHA-256 in its begin. An upload whose begin named
+ *     none (its commit names it) holds nothing back: its commit finds the
+ *     blob, or puts its own, and records its version in one handler run,
+ *     between two ticks. Only a commit whose transaction failed after it
+ *     dropped its bytes as a duplicate of such a candidate, retried after
+ *     the collector removed it, is told to begin again.
  * A version's blob is never removed, withdrawn or not: docstore:blobs only
  * grows. Does nothing (logged once) while Redis is unreachable. */
 void docstore_tick(void *ctx);

@@ -57,6 +57,14 @@ static void validate_document(const ProtobufCMessage *msg)
         doc_upload_valid(req, 512u << 20, &err);
         if (req->title)
             doc_words(req->title, NULL, NULL);
+    } else if (msg->descriptor == &passerelle__upload_commit_request__descriptor) {
+        /* The SHA-256 it may name, against a begin that named none and one
+         * that named one. */
+        const Passerelle__UploadCommitRequest *req = (const Passerelle__UploadCommitRequest *)msg;
+        char sha[65];
+        doc_commit_sha("", req->sha256, sha, &err);
+        doc_commit_sha("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                       req->sha256, sha, &err);
     } else if (msg->descriptor == &passerelle__upload_chunk_request__descriptor) {
         const Passerelle__UploadChunkRequest *req = (const Passerelle__UploadChunkRequest *)msg;
         doc_chunk_check(1u << 20, 4096, req->offset, req->data.len, 1u << 20, &err);

@@ -3,7 +3,8 @@
  * leaves. The tests without a service (help, usage errors, an unreachable
  * endpoint) come first; then round trips of a small and a ~20 MB file, the
  * listings, a withdrawal, files around the size sent whole in one request,
- * fsck, and last a blob damaged on disk (which leaves the store dirty, so
+ * a file in chunks whose SHA-256 goes with the commit (by default) or with
+ * the begin (--hash-first), fsck, and last a blob damaged on disk (which leaves the store dirty, so
  * nothing runs after it). */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -184,7 +185,9 @@ static int group_setup(void **state)
     setenv("PASSERELLE_KEYS_DIR", fx.keys, 1);
     char store_env[600];
     snprintf(store_env, sizeof store_env, "PASSERELLE_DOCSTORE_DIR=%s", fx.store);
-    char *env[] = {store_env, NULL};
+    /* At debug, the service logs whether each commit named the SHA-256
+     * (a trailing checksum) or its begin did. */
+    char *env[] = {store_env, "PASSERELLE_LOG_LEVEL=debug", NULL};
     /* The tests without a service still run if it does not start; the
      * others then fail, saying so. */
     if (harness_service_start(&fx.service, "docstore", fx.dir, env) != 0)
@@ -506,6 +509,72 @@ static void test_put_whole_and_chunked_sizes(void **state)
     downloads_clear();
 }
 
+/* How many commits the service logged whose SHA-256 came with the commit
+ * (trailing) or, trailing false, with the begin. */
+static int commits_logged(bool trailing)
+{
+    char *log = harness_file_read(fx.service.log_path, NULL);
+    assert_non_null(log);
+    const char *needle = trailing ? "\"trailing_sha256\":true" : "\"trailing_sha256\":false";
+    int n = 0;
+    for (const char *at = log; (at = strstr(at, needle)); at++)
+        n++;
+    free(log);
+    return n;
+}
+
+/* A file of several chunks: by default hashed as it is sent, its SHA-256
+ * named by the commit; with --hash-first, hashed before and named by the
+ * begin. Either way the version's SHA-256 is the file's, its bytes come
+ * back, and the same bytes are one blob. --hash-first takes no value. */
+static void test_put_trailing_and_hash_first(void **state)
+{
+    (void)state;
+    need_service();
+    char path[1024], back[1024], sha[65];
+    path_in(path, sizeof path, fx.files, "plusieurs-morceaux.bin");
+    assert_int_equal(write_file(path, 3 * 1024 * 1024 + 4321, 0x7ab1e5), 0);
+    file_sha256(path, sha);
+    const char *modes[] = {NULL, "--hash-first"};
+    char ids[2][64];
+    for (int i = 0; i < 2; i++) {
+        int trailing_before = commits_logged(true), first_before = commits_logged(false);
+        harness_run_t run =
+            modes[i] ? run_as("metropole", "docs", "put", path, "--title", "Plusieurs morceaux",
+                              "--kind", "study", "--theme", "2", modes[i], "--json")
+                     : run_as("metropole", "docs", "put", path, "--title", "Plusieurs morceaux",
+                              "--kind", "study", "--theme", "2", "--json");
+        harness_assert_exit(&run, 0);
+        json_t *doc = harness_parse_json(run.out);
+        json_t *v1 = json_array_get(json_object_get(doc, "versions"), 0);
+        assert_non_null(v1);
+        assert_string_equal(json_string_value(json_object_get(v1, "sha256")), sha);
+        snprintf(ids[i], sizeof ids[i], "%s", json_string_value(json_object_get(doc, "id")));
+        json_decref(doc);
+        harness_run_free(&run);
+        assert_int_equal(commits_logged(true), trailing_before + (i == 0));
+        assert_int_equal(commits_logged(false), first_before + (i == 1));
+
+        path_in(back, sizeof back, fx.downs, "retour.bin");
+        run = run_as("partner", "docs", "get", ids[i], "-o", back);
+        harness_assert_exit(&run, 0);
+        harness_run_free(&run);
+        assert_same_file(path, back);
+        downloads_clear();
+    }
+    assert_string_not_equal(ids[0], ids[1]);
+    char blob[1024];
+    harness_doc_blob_path(fx.store, sha, "", blob, sizeof blob);
+    struct stat st;
+    assert_int_equal(stat(blob, &st), 0);
+
+    harness_run_t run = run_as("metropole", "docs", "put", path, "--title", "x", "--kind", "study",
+                               "--theme", "2", "--hash-first=yes");
+    harness_assert_exit(&run, 2);
+    harness_assert_contains(run.err, "--hash-first takes no value");
+    harness_run_free(&run);
+}
+
 static void test_fsck_clean(void **state)
 {
     (void)state;
@@ -576,6 +645,7 @@ int main(void)
         cmocka_unit_test(test_list_show_versions),
         cmocka_unit_test(test_withdraw_then_get_fails),
         cmocka_unit_test(test_put_whole_and_chunked_sizes),
+        cmocka_unit_test(test_put_trailing_and_hash_first),
         cmocka_unit_test(test_fsck_clean),
         cmocka_unit_test(test_corrupt_blob_refused_and_reported),
     };

@@ -19,6 +19,7 @@
 #include "ids.h"
 #include "store.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1146,6 +1147,256 @@ static void test_whole_document_in_begin(void **state)
     free(data);
 }
 
+/* --- a trailing SHA-256 ------------------------------------------------------ */
+
+/* upload.commit naming sha (NULL: none), under key (NULL: a fresh one);
+ * the reply, which must have this status and field. */
+static Passerelle__Reply *commit_naming(client_t *c, const char *upload, const char *sha,
+                                        const char *key, int status, const char *field)
+{
+    Passerelle__UploadCommitRequest cr = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+    cr.upload_id = (char *)upload;
+    cr.sha256 = (char *)sha;
+    return key ? harness_call_keyed(c, "upload.commit", &cr.base, key, status, field)
+               : harness_call(c, "upload.commit", &cr.base, status, field);
+}
+
+/* The document a commit naming sha made (malloc'd). */
+static char *commit_trailing(client_t *c, const char *upload, const char *sha)
+{
+    Passerelle__Reply *reply = commit_naming(c, upload, sha, NULL, OK, NULL);
+    Passerelle__UploadSession *done =
+        passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+    passerelle__reply__free_unpacked(reply, NULL);
+    assert_non_null(done);
+    assert_true(id_valid('F', done->document));
+    char *id = strdup(done->document);
+    passerelle__upload_session__free_unpacked(done, NULL);
+    return id;
+}
+
+/* A begin naming no SHA-256 (req's title, len bytes) and all of data sent
+ * in chunks; returns the upload id. */
+static char *begin_and_send(client_t *c, const char *title, const uint8_t *data, size_t len)
+{
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, title, len, NULL);
+    char *upload = begin(c, &req);
+    assert_int_equal(harness_doc_send_range(c, upload, data, 0, len, false), len);
+    return upload;
+}
+
+/* Reads the latest version of id whole (len bytes) and compares it. */
+static void expect_bytes(client_t *c, const char *id, const uint8_t *data, size_t len)
+{
+    uint8_t *back = calloc(1, len);
+    for (size_t offset = 0; offset < len;) {
+        Passerelle__DocumentReadReply *r = read_range(c, id, 0, offset, CHUNK);
+        assert_int_equal(r->size, len);
+        assert_true(r->data.len > 0 && offset + r->data.len <= len);
+        memcpy(back + offset, r->data.data, r->data.len);
+        offset += r->data.len;
+        passerelle__document_read_reply__free_unpacked(r, NULL);
+    }
+    assert_memory_equal(back, data, len);
+    free(back);
+}
+
+/* A begin that names no SHA-256, chunks, and a commit that names it: the
+ * version, its bytes and its event carry it; the commit sent again with
+ * its key gets the same answer, the key with another SHA-256 is a reused
+ * key (the idempotency record covers the commit's SHA-256). */
+static void test_trailing_sha256_round_trip(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[METROPOLE];
+    harness_events_t before;
+    harness_events_read(F->clients[ADMIN], NULL, &before);
+    const size_t len = 2 * CHUNK + 345;
+    uint8_t *data = harness_pattern(len, 61, 5);
+    char sha[65], other[65];
+    harness_sha256_hex(data, len, sha);
+    harness_sha256_hex("other", 5, other);
+
+    char *upload = begin_and_send(c, "Etude au hash en fin", data, len);
+    Passerelle__Reply *first = commit_naming(c, upload, sha, "trailing-commit-1", OK, NULL);
+    Passerelle__UploadSession *done =
+        passerelle__upload_session__unpack(NULL, first->body.len, first->body.data);
+    assert_non_null(done);
+    assert_true(id_valid('F', done->document));
+    assert_false(session_exists(upload));
+    Passerelle__Reply *again = commit_naming(c, upload, sha, "trailing-commit-1", OK, NULL);
+    assert_int_equal(again->body.len, first->body.len);
+    assert_memory_equal(again->body.data, first->body.data, first->body.len);
+    passerelle__reply__free_unpacked(again, NULL);
+    passerelle__reply__free_unpacked(
+        commit_naming(c, upload, other, "trailing-commit-1", INVALID, "idempotency_key"), NULL);
+
+    Passerelle__Document *doc = get_document(F->clients[PARTNER], done->document);
+    assert_int_equal(doc->n_versions, 1);
+    assert_string_equal(doc->versions[0]->sha256, sha);
+    assert_int_equal(doc->versions[0]->size, len);
+    passerelle__document__free_unpacked(doc, NULL);
+    char got[65];
+    assert_int_equal(read_all(F->clients[ACTION_LOGEMENT], done->document, 0, got, 0, NULL), len);
+    assert_string_equal(got, sha);
+    expect_bytes(c, done->document, data, len);
+
+    /* A new version the same way: document.version_added carries it. */
+    Passerelle__UploadBeginRequest next = PASSERELLE__UPLOAD_BEGIN_REQUEST__INIT;
+    next.document = done->document;
+    next.has_size = true;
+    next.size = CHUNK + 1;
+    char *upload2 = begin(c, &next);
+    assert_int_equal(harness_doc_send_range(c, upload2, data, 0, CHUNK + 1, false), CHUNK + 1);
+    char sha2[65];
+    harness_sha256_hex(data, CHUNK + 1, sha2);
+    char *same = commit_trailing(c, upload2, sha2);
+    assert_string_equal(same, done->document);
+
+    harness_events_t after;
+    harness_events_read(F->clients[ADMIN], before.last_position, &after);
+    assert_int_equal(after.count, 2);
+    for (size_t i = 0; i < after.count; i++) {
+        const Passerelle__Event *e = after.entries[i]->event;
+        assert_string_equal(e->type, i == 0 ? "document.published" : "document.version_added");
+        Passerelle__Document *d = passerelle__document__unpack(NULL, e->data.len, e->data.data);
+        assert_non_null(d);
+        assert_int_equal(d->n_versions, i + 1);
+        assert_string_equal(d->versions[i]->sha256, i == 0 ? sha : sha2);
+        passerelle__document__free_unpacked(d, NULL);
+    }
+    harness_events_free(&before);
+    harness_events_free(&after);
+    passerelle__upload_session__free_unpacked(done, NULL);
+    passerelle__reply__free_unpacked(first, NULL);
+    free(same);
+    free(upload2);
+    free(upload);
+    free(data);
+}
+
+/* Every refusal a trailing SHA-256 adds, with what each leaves: a commit
+ * naming none after a begin naming none, or a malformed one, or one that
+ * is not the begin's, is refused and leaves the upload to be committed
+ * again; bytes that do not match it end the upload, nothing visible, and
+ * the same bytes sent again in a new upload go through; a whole document
+ * still names its SHA-256 in its begin. */
+static void test_trailing_sha256_refusals(void **state)
+{
+    (void)state;
+    client_t *c = F->clients[ACTION_LOGEMENT];
+    char blobs[700], tmp[700];
+    snprintf(blobs, sizeof blobs, "%s/blobs", F->volume);
+    snprintf(tmp, sizeof tmp, "%s/tmp", F->volume);
+    harness_events_t before;
+    harness_events_read(F->clients[ADMIN], NULL, &before);
+    int blobs_before = count_blobs(blobs);
+    size_t open_before = uploads_open();
+    const size_t len = CHUNK + 4321;
+    uint8_t *data = harness_pattern(len, 62, 7);
+    char sha[65], wrong[65];
+    harness_sha256_hex(data, len, sha);
+    harness_sha256_hex(data, len - 1, wrong);
+
+    /* Named by neither, or malformed: refused, the upload stays. */
+    char *upload = begin_and_send(c, "Etude sans hash", data, len);
+    passerelle__reply__free_unpacked(commit_naming(c, upload, NULL, NULL, INVALID, "sha256"), NULL);
+    passerelle__reply__free_unpacked(commit_naming(c, upload, "", NULL, INVALID, "sha256"), NULL);
+    passerelle__reply__free_unpacked(commit_naming(c, upload, "12ab", NULL, INVALID, "sha256"),
+                                     NULL);
+    assert_true(session_exists(upload));
+
+    /* Not the bytes': refused, the upload is over, nothing visible. */
+    passerelle__reply__free_unpacked(commit_naming(c, upload, wrong, NULL, INVALID, "sha256"),
+                                     NULL);
+    assert_false(session_exists(upload));
+    assert_int_equal(count_blobs(tmp), 0);
+    assert_int_equal(count_blobs(blobs), blobs_before);
+    chunk_refused(c, upload, 0, data, 1, NOT_FOUND, "upload_id");
+    passerelle__reply__free_unpacked(commit_naming(c, upload, sha, NULL, NOT_FOUND, "upload_id"),
+                                     NULL);
+    harness_events_t after;
+    harness_events_read(F->clients[ADMIN], before.last_position, &after);
+    assert_int_equal(after.count, 0);
+    harness_events_free(&after);
+    free(upload);
+
+    /* Sent again, committed with the right one: through. */
+    upload = begin_and_send(c, "Etude sans hash, renvoyée", data, len);
+    char *id = commit_trailing(c, upload, sha);
+    expect_bytes(c, id, data, len);
+    assert_int_equal(count_blobs(blobs), blobs_before + 1);
+    free(id);
+    free(upload);
+
+    /* Named by the begin, another named by the commit: refused, the
+     * upload stays; the begin's repeated (any case) goes through. */
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude au hash double", len, sha);
+    upload = begin(c, &req);
+    send_chunk(c, upload, 0, data, CHUNK, CHUNK);
+    send_chunk(c, upload, CHUNK, data + CHUNK, len - CHUNK, len);
+    passerelle__reply__free_unpacked(commit_naming(c, upload, wrong, NULL, INVALID, "sha256"),
+                                     NULL);
+    assert_true(session_exists(upload));
+    char upper[65];
+    for (int i = 0; i < 65; i++)
+        upper[i] = (char)toupper((unsigned char)sha[i]);
+    id = commit_trailing(c, upload, upper);
+    Passerelle__Document *doc = get_document(c, id);
+    assert_string_equal(doc->versions[0]->sha256, sha);
+    passerelle__document__free_unpacked(doc, NULL);
+    free(id);
+    free(upload);
+
+    /* A whole document names its SHA-256 in its begin. */
+    begin_request(&req, "Note sans hash", 0, NULL);
+    req.has_size = req.has_data = true;
+    req.size = 10;
+    req.data.data = data;
+    req.data.len = 10;
+    harness_call_refused(c, "upload.begin", &req.base, INVALID, "sha256");
+    assert_int_equal(uploads_open(), open_before);
+    assert_int_equal(count_blobs(tmp), 0);
+    harness_events_free(&before);
+    free(data);
+}
+
+/* The same bytes uploaded with a trailing SHA-256 by two documents, then
+ * with the SHA-256 in the begin by a third: one blob. */
+static void test_trailing_sha256_dedup(void **state)
+{
+    (void)state;
+    char blobs[700];
+    snprintf(blobs, sizeof blobs, "%s/blobs", F->volume);
+    int before = count_blobs(blobs);
+    const size_t len = CHUNK + 77;
+    uint8_t *data = harness_pattern(len, 63, 11);
+    char sha[65];
+    harness_sha256_hex(data, len, sha);
+    char *ids[3];
+    for (int i = 0; i < 2; i++) {
+        char *upload =
+            begin_and_send(F->clients[i ? METROPOLE : PARTNER], "Etude en double", data, len);
+        ids[i] = commit_trailing(F->clients[i ? METROPOLE : PARTNER], upload, sha);
+        free(upload);
+        assert_int_equal(count_blobs(blobs), before + 1);
+    }
+    Passerelle__UploadBeginRequest req;
+    begin_request(&req, "Etude en triple", len, NULL);
+    ids[2] = put_bytes(F->clients[ACTION_LOGEMENT], &req, data, len);
+    assert_int_equal(count_blobs(blobs), before + 1);
+    for (int i = 0; i < 3; i++) {
+        Passerelle__Document *doc = get_document(F->clients[ADMIN], ids[i]);
+        assert_string_equal(doc->versions[0]->sha256, sha);
+        passerelle__document__free_unpacked(doc, NULL);
+        expect_bytes(F->clients[ADMIN], ids[i], data, len);
+        free(ids[i]);
+    }
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1161,6 +1412,9 @@ int main(void)
         cmocka_unit_test(test_chunk_repeated_in_window),
         cmocka_unit_test(test_credit_ignored_memory_bounded),
         cmocka_unit_test(test_whole_document_in_begin),
+        cmocka_unit_test(test_trailing_sha256_round_trip),
+        cmocka_unit_test(test_trailing_sha256_refusals),
+        cmocka_unit_test(test_trailing_sha256_dedup),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

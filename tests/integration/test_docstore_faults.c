@@ -7,7 +7,9 @@
  * with the running hashes or after a restart); a blob corrupted on disk
  * (refused with DATA_LOSS, listed corrupt by docs.fsck), a blob removed
  * (missing), a file no version refers to (orphaned); a quota too small
- * (RESOURCE_EXHAUSTED at begin, nothing left in tmp/); and whole documents
+ * (RESOURCE_EXHAUSTED at begin, nothing left in tmp/); an upload whose
+ * commit names its SHA-256 (a trailing checksum) killed in the middle and
+ * resumed by its begin sent again with its key; and whole documents
  * stored together in one batch, one of whose blobs cannot be put in place
  * (it fails alone). */
 #include "harness.h"
@@ -514,6 +516,83 @@ static void test_tampered_upload_refused_at_commit(void **state)
     free(data);
 }
 
+/* An upload whose begin named no SHA-256 (its commit names it), the
+ * service SIGKILLed in the middle: the begin sent again with its key
+ * (its fingerprint has no SHA-256) resumes the same upload, the rest is
+ * sent from where the service says it stands, and the commit, whose
+ * running hashes died with the process, reads the file and checks it
+ * against the SHA-256 the commit names. A wrong one would still be
+ * refused: tried first on a second upload killed the same way. */
+static void test_kill_during_trailing_upload_then_resume(void **state)
+{
+    (void)state;
+    const size_t size = 6 * CHUNK + 999;
+    uint8_t *data = pattern(size, 21);
+    char sha[65], wrong[65];
+    harness_sha256_hex(data, size, sha);
+    harness_sha256_hex(data, size - 1, wrong);
+    char *env[] = {F->volume_env, NULL};
+    for (int wrong_first = 0; wrong_first < 2; wrong_first++) {
+        Passerelle__UploadBeginRequest req;
+        harness_doc_begin_request(&req, "Etude au hash en fin, interrompue", size, NULL, 2);
+        const char *key = wrong_first ? "trailing-resume-2" : "trailing-resume-1";
+        Passerelle__Reply *reply =
+            harness_call_keyed(F->owner, "upload.begin", &req.base, key, OK, NULL);
+        Passerelle__UploadSession *s =
+            passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+        passerelle__reply__free_unpacked(reply, NULL);
+        assert_non_null(s);
+        char *upload = strdup(s->upload_id);
+        passerelle__upload_session__free_unpacked(s, NULL);
+        assert_int_equal(send_range(upload, data, 0, 3 * CHUNK), 3 * CHUNK);
+        restart(env);
+
+        reply = harness_call_keyed(F->owner, "upload.begin", &req.base, key, OK, NULL);
+        s = passerelle__upload_session__unpack(NULL, reply->body.len, reply->body.data);
+        passerelle__reply__free_unpacked(reply, NULL);
+        assert_non_null(s);
+        assert_string_equal(s->upload_id, upload);
+        passerelle__upload_session__free_unpacked(s, NULL);
+        uint64_t received = where_it_stands(upload, data);
+        assert_int_equal(received, 3 * CHUNK);
+        assert_int_equal(send_range(upload, data, received, size - received), size);
+
+        Passerelle__UploadCommitRequest cr = PASSERELLE__UPLOAD_COMMIT_REQUEST__INIT;
+        cr.upload_id = upload;
+        if (wrong_first) {
+            cr.sha256 = wrong;
+            reply = harness_call(F->owner, "upload.commit", &cr.base,
+                                 PASSERELLE__STATUS__STATUS_INVALID_ARGUMENT, "sha256");
+            passerelle__reply__free_unpacked(reply, NULL);
+            cr.sha256 = sha;
+            reply = harness_call(F->owner, "upload.commit", &cr.base,
+                                 PASSERELLE__STATUS__STATUS_NOT_FOUND, "upload_id");
+            passerelle__reply__free_unpacked(reply, NULL);
+        } else {
+            cr.sha256 = sha;
+            Passerelle__UploadSession *done =
+                harness_doc_session_call(F->owner, "upload.commit", &cr.base);
+            assert_true(id_valid('F', done->document));
+            uint8_t *back = calloc(1, size);
+            read_into(done->document, back, size, size);
+            assert_memory_equal(back, data, size);
+            free(back);
+            Passerelle__DocumentGetRequest get = PASSERELLE__DOCUMENT_GET_REQUEST__INIT;
+            get.id = done->document;
+            reply = harness_call(F->owner, "document.get", &get.base, OK, NULL);
+            Passerelle__Document *doc =
+                passerelle__document__unpack(NULL, reply->body.len, reply->body.data);
+            passerelle__reply__free_unpacked(reply, NULL);
+            assert_non_null(doc);
+            assert_string_equal(doc->versions[0]->sha256, sha);
+            passerelle__document__free_unpacked(doc, NULL);
+            passerelle__upload_session__free_unpacked(done, NULL);
+        }
+        free(upload);
+    }
+    free(data);
+}
+
 /* --- whole documents in one batch ---------------------------------------------- */
 
 #define WHOLE_DOCS  6
@@ -664,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_begin_retried_reserves_once),
         cmocka_unit_test(test_kill_during_windowed_upload_then_resume),
         cmocka_unit_test(test_tampered_upload_refused_at_commit),
+        cmocka_unit_test(test_kill_during_trailing_upload_then_resume),
         cmocka_unit_test(test_whole_documents_in_one_batch),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,5 +1,6 @@
 /* The document store's rules without sockets: every refusal of upload.begin
- * with the field it names, the next-chunk rule, who sees and who changes a
+ * with the field it names, the SHA-256 a commit checks (the begin's or a
+ * trailing one), the next-chunk rule, who sees and who changes a
  * document, which version a read means, and the words of a title. */
 #include "doc_rules.h"
 
@@ -136,9 +137,19 @@ static void test_upload(void **state)
     req.has_size = false;
     expect_upload_refused(&req, 1000, ST_INVALID_ARGUMENT, "size");
 
+    /* Without a SHA-256: an upload in chunks names it in its commit, a
+     * whole document cannot. */
     valid_request(&req);
     req.sha256 = NULL;
+    assert_true(doc_upload_valid(&req, 1000, &err));
+    req.sha256 = " ";
+    assert_true(doc_upload_valid(&req, 1000, &err));
+    req.has_data = true;
+    req.data.len = 0;
     expect_upload_refused(&req, 1000, ST_INVALID_ARGUMENT, "sha256");
+    req.sha256 = NULL;
+    expect_upload_refused(&req, 1000, ST_INVALID_ARGUMENT, "sha256");
+    req.has_data = false;
     req.sha256 = "abc";
     expect_upload_refused(&req, 1000, ST_INVALID_ARGUMENT, "sha256");
     req.sha256 = "zf86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -259,6 +270,43 @@ static void note_word(void *arg, const char *word)
         strcpy(seen_words[seen_count++], word);
 }
 
+/* The SHA-256 a commit checks the bytes against: the begin's, the
+ * commit's (a trailing checksum), both if the same, never neither. */
+static void test_commit_sha(void **state)
+{
+    (void)state;
+    static const char UPPER[] = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    static const char OTHER[] = "0000000000000000000000000000000000000000000000000000000000000001";
+    char sha[65];
+    doc_error_t err;
+    assert_true(doc_commit_sha(SHA_OK, NULL, sha, &err));
+    assert_string_equal(sha, SHA_OK);
+    assert_true(doc_commit_sha(SHA_OK, "", sha, &err));
+    assert_string_equal(sha, SHA_OK);
+    assert_true(doc_commit_sha(SHA_OK, UPPER, sha, &err));
+    assert_string_equal(sha, SHA_OK);
+    memset(sha, 0, sizeof sha);
+    assert_true(doc_commit_sha("", UPPER, sha, &err));
+    assert_string_equal(sha, SHA_OK);
+    assert_true(doc_commit_sha(NULL, SHA_OK, sha, &err));
+    assert_string_equal(sha, SHA_OK);
+
+    const char *refused[][2] = {
+        {SHA_OK, OTHER}, /* not the begin's */
+        {"", NULL},      /* named by neither */
+        {NULL, "  "},    /* the same */
+        {"", "abc"},     /* malformed */
+        {SHA_OK, "xyz"}, /* malformed, whatever the begin's */
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        memset(&err, 0, sizeof err);
+        assert_false(doc_commit_sha(refused[i][0], refused[i][1], sha, &err));
+        assert_int_equal(err.status, ST_INVALID_ARGUMENT);
+        assert_string_equal(err.field, "sha256");
+        assert_true(strstr(err.message, "sha256") != NULL);
+    }
+}
+
 static void test_words(void **state)
 {
     (void)state;
@@ -282,7 +330,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metadata), cmocka_unit_test(test_upload),
         cmocka_unit_test(test_chunks),   cmocka_unit_test(test_access_and_versions),
-        cmocka_unit_test(test_words),
+        cmocka_unit_test(test_words),    cmocka_unit_test(test_commit_sha),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
