@@ -24,6 +24,7 @@
 
 #include "ids.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -580,6 +581,19 @@ static void test_restore_refuses_a_damaged_rdb(void **state)
     assert_int_equal(access(target, F_OK), -1); /* nothing made */
 }
 
+/* Entries of dir whose names start with a dot. */
+static int hidden_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (e->d_name[0] == '.' && strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
 static void test_restore_refuses_folders_with_data(void **state)
 {
     (void)state;
@@ -621,6 +635,21 @@ static void test_restore_refuses_folders_with_data(void **state)
     assert_true(exists(redis_dir, "password"));
     assert_true(exists(store_dir, "notes"));
     assert_true(exists(store_dir, "blobs"));
+    /* The replaced data was set aside, then removed: nothing hidden left. */
+    assert_int_equal(hidden_entries(redis_dir), 0);
+    assert_int_equal(hidden_entries(store_dir), 0);
+
+    /* What a restore killed while replacing would leave: the next one
+     * refuses to run beside it, saying what it may hold. */
+    char aside[800];
+    path_in(aside, sizeof aside, store_dir, ".passerelle-restore.replaced.AbC123");
+    assert_int_equal(mkdir(aside, 0700), 0);
+    run = run_script("restore", NULL, fx.backup, "--docstore-dir", store_dir, "--force");
+    harness_assert_exit(&run, 1);
+    harness_assert_contains(run.err, "did not finish");
+    harness_assert_contains(run.err, "replacing");
+    harness_run_free(&run);
+    assert_int_equal(rmdir(aside), 0);
 }
 
 static void test_restore_into_fresh_folders(void **state)
