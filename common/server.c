@@ -283,6 +283,14 @@ bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn
         reply->envelope_len = env_len;
         return true;
     }
+    if (reply->deferred) {
+        /* Work handed to prepare_commit is done only for group commits:
+         * committing without it would answer OK with the work undone. */
+        free(env);
+        log_error("deferred work needs the server's group commit", "{s:s}", "type", call->type);
+        reply_error(reply, ST_INTERNAL, NULL, "the handler deferred work it then committed alone");
+        return false;
+    }
     uint8_t *stored = NULL;
     size_t stored_len = 0;
     char position[64] = "";

@@ -210,7 +210,9 @@ bool reply_commit(reply_t *reply, const call_t *call, store_t *store, txn_t *txn
  * request the handler was given stays valid until then, so work may point
  * into it. False, nothing taken, when the server has no
  * prepare_commit or outside a server (reply_commit commits at once): then
- * do the work now. */
+ * do the work now. Work deferred must be committed with the server's store
+ * (reply_commit refuses, INTERNAL, a transaction for another store that
+ * would go through with the work undone). */
 bool reply_defer(reply_t *reply, void *work, void (*release)(void *work));
 
 /* What to log (at info, with the subject, the event id and the request id)
