@@ -28,9 +28,9 @@ extern const char notify_deliver_lua[];
 #define IDLE_WAIT_MS 1000
 /* The worker takes up to this many times what it may have in flight, so
  * that a transfer that ends is followed at once by the next, without a
- * Redis round trip in between. What waits has waited at most one
- * transfer's time before it starts, hence the lease: two transfers'
- * time and a margin. */
+ * Redis round trip in between. What it takes waits at most CLAIM_AHEAD - 1
+ * transfers' time before it starts, then takes one: hence the lease,
+ * CLAIM_AHEAD transfers' time and a margin (65 s by default). */
 #define CLAIM_AHEAD     4
 #define LEASE_MARGIN_MS 5000
 /* The most that Retry-After may put off an attempt. */
@@ -752,8 +752,10 @@ static bool outcome_prepare(deliver_t *self, outcome_t *o, flight_t *flight,
 
 /* After the outcome is recorded (or not): the log line, and disabling an
  * endpoint that is gone or has failed too long. */
-static void outcome_finish(deliver_t *self, outcome_t *o, bool recorded, int64_t failing_since)
+static void outcome_finish(deliver_t *self, outcome_t *o, const char *store_error,
+                           int64_t failing_since)
 {
+    bool recorded = store_error == NULL;
     const Passerelle__Delivery *d = &o->updated;
     const char *sub_id = o->flight->sub_id;
     log_info("delivery attempt", "{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:s}", "delivery", d->id,
@@ -763,7 +765,7 @@ static void outcome_finish(deliver_t *self, outcome_t *o, bool recorded, int64_t
     if (!recorded) {
         /* The lease brings it back: sent again, same webhook-id. */
         log_warn("outcome not recorded: the store failed", "{s:s, s:s}", "delivery", d->id, "error",
-                 store_last_error(self->store));
+                 store_error);
         return;
     }
     /* Counted once recorded: an outcome the store lost is not one, the
@@ -940,11 +942,15 @@ static int pass_end(deliver_t *self, pass_t *p, store_result_t res, redisReply *
         log_error("the delivery script answered out of shape", NULL);
         res = STORE_REFUSED;
     }
+    /* The call may have run on the recorder's connection: say what
+     * happened, not that connection's last error (another thread's). */
+    const char *store_error = res == STORE_OK     ? NULL
+                              : res == STORE_LOST ? "no answer from Redis"
+                                                  : "Redis refused the call";
     if (res != STORE_OK && p->room > 0)
-        log_warn("cannot take due deliveries: the store failed", "{s:s}", "error",
-                 res == STORE_LOST ? "no answer" : "refused");
+        log_warn("cannot take due deliveries: the store failed", "{s:s}", "error", store_error);
     for (size_t i = 0; i < p->count; i++) {
-        outcome_finish(self, &p->outcomes[i], res == STORE_OK,
+        outcome_finish(self, &p->outcomes[i], store_error,
                        res == STORE_OK ? call_reply_int(r, 4 + 2 * i) : 0);
         outcome_free(&p->outcomes[i]);
         flight_free(self, p->outcomes[i].flight);
@@ -1241,6 +1247,19 @@ static void pass_collect(deliver_t *self, recorder_t *rec, pass_t *pass, bool *o
     *outstanding = false;
 }
 
+/* Records, at once, the outcomes of the transfers that have ended and not
+ * been recorded yet: on the way out, so that what was delivered is not
+ * sent again when its lease runs out. */
+static void deliver_settle(deliver_t *self)
+{
+    size_t n = 0;
+    outcome_t *outcomes = finished_prepare(self, &n);
+    if (n > 0)
+        pass_run(self, outcomes, n, false);
+    else
+        free(outcomes);
+}
+
 static void deliver_actor(zsock_t *pipe, void *arg)
 {
     deliver_t *self = arg;
@@ -1289,6 +1308,8 @@ static void deliver_actor(zsock_t *pipe, void *arg)
             ((outbox_total(self->outbox) == 0 && self->finished_count == 0 && !outstanding) ||
              zclock_mono() >= drain_until_ms)) {
             pass_collect(self, &rec, &pass, &outstanding, true);
+            drain_finished += self->finished_count;
+            deliver_settle(self);
             log_info("deliveries drained", "{s:i, s:i, s:i, s:i}", "finished", (int)drain_finished,
                      "released", (int)drain_released, "abandoned", (int)outbox_total(self->outbox),
                      "took_ms", (int)(zclock_mono() - drain_began_ms));
@@ -1349,8 +1370,12 @@ static void deliver_actor(zsock_t *pipe, void *arg)
                                         : IDLE_WAIT_MS;
     }
     zpoller_destroy(&poller);
-    /* The pass under way ends first: the recorder runs it to its end. */
+    /* The pass under way ends first: the recorder runs it to its end. Then
+     * what ended is recorded and what was taken but not started is put
+     * back, so that neither waits for its lease. */
     pass_collect(self, &rec, &pass, &outstanding, true);
+    deliver_settle(self);
+    deliver_drain_begin(self);
 out:
     recorder_stop(&rec);
     /* Transfers still in the air are abandoned: their leases bring them

@@ -55,16 +55,16 @@ local function undue(sub, subject)
   end
 end
 
--- The due set before per-subscription due sets: moved over once.
+-- The due set before per-subscription due sets: moved over, a thousand
+-- members a call, so that a large backlog does not hold Redis at once.
 if redis.call("EXISTS", legacy) == 1 then
-  local old = redis.call("ZRANGE", legacy, 0, -1, "WITHSCORES")
+  local old = redis.call("ZPOPMIN", legacy, 1000)
   for i = 1, #old, 2 do
     local sub, subject = string.match(old[i], "^(%S+) (.+)$")
     if sub then
       make_due(sub, subject, tonumber(old[i + 1]))
     end
   end
-  redis.call("DEL", legacy)
 end
 
 local out = { -1, tonumber(redis.call("HGET", meta, "subs") or "0"), n }
@@ -196,7 +196,11 @@ if most > 0 then
       out[1] = now -- more is due than this call could take
       break
     end
-    if left > 0 and not redis.call("ZSCORE", inactive_key, sub) then
+    if redis.call("ZSCORE", inactive_key, sub) then
+      -- Paused or disabled: out of the index, so that no claim looks at
+      -- it again; its next delivery queued, or its resume, puts it back.
+      redis.call("ZREM", index, sub)
+    elseif left > 0 then
       local key = due_key(sub)
       local want = math.min(left, most - taken)
       local due = redis.call("ZRANGEBYSCORE", key, "-inf", now, "LIMIT", 0, want)
