@@ -1430,6 +1430,12 @@ blob_result_t blobstore_read(blobstore_t *self, const char *sha256, uint64_t off
 
 blob_result_t blobstore_size(blobstore_t *self, const char *sha256, uint64_t *size)
 {
+    return blobstore_stat(self, sha256, size, NULL);
+}
+
+blob_result_t blobstore_stat(blobstore_t *self, const char *sha256, uint64_t *size,
+                             int64_t *changed_s)
+{
     char path[PATH_MAX];
     struct stat st;
     if (!blob_sha_valid(sha256) || !blob_path(self, sha256, NULL, path))
@@ -1438,6 +1444,8 @@ blob_result_t blobstore_size(blobstore_t *self, const char *sha256, uint64_t *si
         return errno == ENOENT ? BLOB_MISSING : BLOB_IO;
     if (size)
         *size = (uint64_t)st.st_size;
+    if (changed_s)
+        *changed_s = (int64_t)st.st_ctim.tv_sec;
     return BLOB_OK;
 }
 

@@ -186,6 +186,12 @@ blob_result_t blobstore_read(blobstore_t *self, const char *sha256, uint64_t off
 /* Size of a blob on disk; BLOB_MISSING if absent. */
 blob_result_t blobstore_size(blobstore_t *self, const char *sha256, uint64_t *size);
 
+/* Its size and when its file last changed (ctime, seconds since the
+ * epoch: an install, which renames new bytes in, sets it); either may be
+ * NULL. */
+blob_result_t blobstore_stat(blobstore_t *self, const char *sha256, uint64_t *size,
+                             int64_t *changed_s);
+
 /* --- integrity and space ------------------------------------------------ */
 
 /* Re-hashes a whole blob (streaming) against its name and its block list. */

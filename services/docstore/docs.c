@@ -1649,9 +1649,17 @@ static bool gc_collect_due(docstore_t *self, long long now, const sha_list_t *up
             continue; /* an upload of these bytes is open: wait for its end */
         if (!referred) {
             uint64_t size = 0;
-            blob_result_t present = blobstore_size(self->blobs, sha, &size);
+            int64_t changed_s = 0;
+            blob_result_t present = blobstore_stat(self->blobs, sha, &size, &changed_s);
             if (present != BLOB_OK && present != BLOB_MISSING)
                 continue; /* cannot tell: kept as a candidate */
+            /* Installed again lately (a commit renames its bytes in, even
+             * over the same content): its version may be on its way to
+             * Redis, or its commit lost and about to be sent again, which
+             * finds the blob if it is still there. It gets a whole grace
+             * from then, whatever its upload named in its begin. */
+            if (present == BLOB_OK && now - changed_s < (long long)self->gc_grace_s)
+                continue;
             if (present == BLOB_OK && blobstore_remove(self->blobs, sha) != BLOB_OK) {
                 log_warn("cannot remove an unreferred blob", "{s:s}", "sha256", sha);
                 continue; /* kept as a candidate: tried again next tick */

@@ -152,13 +152,12 @@ int docstore_sweep(docstore_t *self);
  *     referred to again (the same bytes uploaded anew) leaves it;
  *   - candidates first seen more than gc_grace_s ago are removed from the
  *     volume (logged at info with their size), unless, checked right
- *     before, a version refers to them again or an upload in progress
- *     announced their SHA-256 in its begin. An upload whose begin named
- *     none (its commit names it) holds nothing back: its commit finds the
- *     blob, or puts its own, and records its version in one handler run,
- *     between two ticks. Only a commit whose transaction failed after it
- *     dropped its bytes as a duplicate of such a candidate, retried after
- *     the collector removed it, is told to begin again.
+ *     before, a version refers to them again, an upload in progress
+ *     announced their SHA-256 in its begin, or the blob's file changed
+ *     less than gc_grace_s ago: a commit renames its bytes in, even over
+ *     the same content, and records its version in the same handler run;
+ *     if that transaction fails, the commit sent again finds the blob,
+ *     whatever its upload named in its begin.
  * A version's blob is never removed, withdrawn or not: docstore:blobs only
  * grows. Does nothing (logged once) while Redis is unreachable. */
 void docstore_tick(void *ctx);

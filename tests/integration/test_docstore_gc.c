@@ -257,6 +257,37 @@ static void test_orphans_removed_after_grace(void **state)
     free(data);
 }
 
+/* A candidate whose file was installed again lately (a commit renames its
+ * bytes in, even over the same content) gets a whole grace from then,
+ * however long ago it was first seen unreferred: its version may be on its
+ * way, or its commit about to be sent again. */
+static void test_recent_install_spared(void **state)
+{
+    (void)state;
+    char sha[65];
+    plant_blob("octets remis en place par un commit", sha);
+    for (int waited = 0; zscore("docstore:gc:candidates", sha) < 0; waited += POLL_MS) {
+        assert_true(waited < WAIT_MS);
+        sleep_ms(POLL_MS);
+    }
+    /* First seen long ago, installed again now (a chmod changes its ctime
+     * as a rename does). */
+    char path[1024];
+    blob_path(sha, "", path, sizeof path);
+    assert_int_equal(chmod(path, 0444), 0);
+    time_t installed = time(NULL);
+    redisReply *r = NULL;
+    assert_int_equal(store_command(F->store, &r, "ZADD docstore:gc:candidates %lld %s",
+                                   (long long)installed - 100 * GRACE_S, sha),
+                     STORE_OK);
+    freeReplyObject(r);
+    for (int waited = 0; blob_exists(sha); waited += POLL_MS) {
+        assert_true(waited < WAIT_MS);
+        sleep_ms(POLL_MS);
+    }
+    assert_true(time(NULL) >= installed + GRACE_S);
+}
+
 static void test_withdrawn_version_kept(void **state)
 {
     (void)state;
@@ -427,6 +458,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orphans_removed_after_grace),
+        cmocka_unit_test(test_recent_install_spared),
         cmocka_unit_test(test_withdrawn_version_kept),
         cmocka_unit_test(test_abandoned_upload_swept_live_one_kept),
         cmocka_unit_test(test_progress_recorded_by_tick),
