@@ -50,6 +50,7 @@
 #define _GNU_SOURCE
 #include "bench_util.h"
 #include "harness.h"
+#include "inflight.h"
 #include "memtune.h"
 
 #include "docstore.pb-c.h"
@@ -425,62 +426,19 @@ typedef struct {
     uint64_t size;
 } stored_t;
 
-/* The most requests kept in flight, whatever the service says (as
- * tools/docs.c). */
-#define WINDOW_MAX 64
-
-/* A request in flight: its id, and where its bytes are. */
-typedef struct {
-    bool used;
-    char request_id[ID_LEN];
-    uint64_t offset;
-    size_t len;
-    Passerelle__DocumentReadReply *range; /* get: kept until its turn */
-} flight_t;
-
-static unsigned window_of(bool has_window, uint32_t window)
-{
-    if (!has_window || window == 0)
-        return 1;
-    return window < WINDOW_MAX ? window : WINDOW_MAX;
-}
-
-static flight_t *flight_find(flight_t *slots, unsigned count, const char *request_id)
-{
-    for (unsigned i = 0; i < count; i++)
-        if (slots[i].used && request_id && strcmp(slots[i].request_id, request_id) == 0)
-            return &slots[i];
-    return NULL;
-}
-
-static flight_t *flight_free_slot(flight_t *slots, unsigned count)
-{
-    for (unsigned i = 0; i < count; i++)
-        if (!slots[i].used)
-            return &slots[i];
-    return NULL;
-}
-
-static void flight_clear(flight_t *slot)
-{
-    if (slot->range)
-        protobuf_c_message_free_unpacked(&slot->range->base, NULL);
-    memset(slot, 0, sizeof *slot);
-}
-
 /* The next reply of a transfer, which must be OK: its body unpacked as
  * desc (caller frees) and its slot, or NULL after saying why. A reply to
  * no slot is a failure too: nothing here is ever given up on. */
-static ProtobufCMessage *flight_reply(client_t *client, const char *type, flight_t *slots,
+static ProtobufCMessage *flight_reply(client_t *client, const char *type, inflight_t *slots,
                                       unsigned window, const ProtobufCMessageDescriptor *desc,
-                                      flight_t **slot_p)
+                                      inflight_t **slot_p)
 {
     Passerelle__Reply *reply = NULL;
     if (client_receive_reply(client, CALL_TIMEOUT_MS, &reply) != 0) {
         fprintf(stderr, "passerelle-docbench: %s: no reply\n", type);
         return NULL;
     }
-    *slot_p = flight_find(slots, window, reply->request_id);
+    *slot_p = inflight_find(slots, window, reply->request_id);
     return reply_body(type, reply, desc, *slot_p != NULL);
 }
 
@@ -492,14 +450,14 @@ static ProtobufCMessage *flight_reply(client_t *client, const char *type, flight
 static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
                           const Passerelle__UploadSession *session, sha256_t *trailing)
 {
-    unsigned window = window_of(session->has_window, session->window);
-    flight_t slots[WINDOW_MAX];
+    unsigned window = inflight_window(session->has_window, session->window);
+    inflight_t slots[INFLIGHT_MAX];
     memset(slots, 0, sizeof slots);
     uint64_t next = session->received, acked = session->received;
     int rc = 0;
     while (rc == 0 && acked < size) {
-        flight_t *slot;
-        while (next < size && (slot = flight_free_slot(slots, window))) {
+        inflight_t *slot;
+        while (next < size && (slot = inflight_free_slot(slots, window))) {
             slot->used = true;
             id_new('Q', slot->request_id);
             slot->offset = next;
@@ -533,7 +491,7 @@ static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
         }
         if (ack->received > acked)
             acked = ack->received;
-        flight_clear(slot);
+        inflight_clear(slot);
         protobuf_c_message_free_unpacked(&ack->base, NULL);
     }
     return rc;
@@ -574,7 +532,7 @@ static int service_put(client_t *client, const char *name, const uint8_t *data, 
     if (!session)
         return -1;
     if (window_out)
-        *window_out = window_of(session->has_window, session->window);
+        *window_out = inflight_window(session->has_window, session->window);
     int rc = 0;
     const char *document = session->document;
     Passerelle__UploadSession *done = NULL;
@@ -628,7 +586,7 @@ static int service_put(client_t *client, const char *name, const uint8_t *data, 
 static int service_put_many(client_t *client, const char *tag, const uint8_t *data, int count,
                             size_t size, unsigned window)
 {
-    flight_t slots[WINDOW_MAX];
+    inflight_t slots[INFLIGHT_MAX];
     memset(slots, 0, sizeof slots);
     char(*shas)[65] = calloc((size_t)window, sizeof *shas);
     char(*names)[64] = calloc((size_t)window, sizeof *names);
@@ -639,8 +597,8 @@ static int service_put_many(client_t *client, const char *tag, const uint8_t *da
     }
     int next = 0, done = 0, rc = 0;
     while (rc == 0 && done < count) {
-        flight_t *slot;
-        while (next < count && (slot = flight_free_slot(slots, window))) {
+        inflight_t *slot;
+        while (next < count && (slot = inflight_free_slot(slots, window))) {
             size_t at = (size_t)(slot - slots);
             const uint8_t *bytes = data + (size_t)next * size;
             sha_hex(bytes, size, shas[at]);
@@ -680,7 +638,7 @@ static int service_put_many(client_t *client, const char *tag, const uint8_t *da
             rc = -1;
         }
         protobuf_c_message_free_unpacked(&made->base, NULL);
-        flight_clear(slot);
+        inflight_clear(slot);
         done++;
     }
     free(shas);
@@ -712,19 +670,19 @@ static int service_get(client_t *client, const stored_t *doc)
     }
     uint32_t version = first->version;
     uint64_t size = first->size, done = first->data.len;
-    unsigned window = window_of(first->has_window, first->window);
+    unsigned window = inflight_window(first->has_window, first->window);
     char expected[65];
     snprintf(expected, sizeof expected, "%s", first->sha256 ? first->sha256 : "");
     sha256_update(hash, first->data.data, first->data.len);
     int rc = first->offset == 0 && (done > 0 || size == 0) ? 0 : -1;
     protobuf_c_message_free_unpacked(&first->base, NULL);
 
-    flight_t slots[WINDOW_MAX];
+    inflight_t slots[INFLIGHT_MAX];
     memset(slots, 0, sizeof slots);
     uint64_t next = done;
     while (rc == 0 && done < size) {
-        flight_t *slot;
-        while (next < size && (slot = flight_free_slot(slots, window))) {
+        inflight_t *slot;
+        while (next < size && (slot = inflight_free_slot(slots, window))) {
             slot->used = true;
             id_new('Q', slot->request_id);
             slot->offset = next;
@@ -768,13 +726,13 @@ static int service_get(client_t *client, const stored_t *doc)
                 if (slots[i].used && slots[i].range && slots[i].offset == done) {
                     sha256_update(hash, slots[i].range->data.data, slots[i].range->data.len);
                     done += slots[i].range->data.len;
-                    flight_clear(&slots[i]);
+                    inflight_clear(&slots[i]);
                     hashed = true;
                 }
         }
     }
     for (unsigned i = 0; i < window; i++)
-        flight_clear(&slots[i]);
+        inflight_clear(&slots[i]);
     char got[SHA256_HEX_LEN];
     if (rc == 0 && sha256_final_hex(hash, got) < 0)
         snprintf(got, sizeof got, "(SHA-256 failed)");

@@ -31,6 +31,7 @@
 #include "docs.h"
 
 #include "cli_common.h"
+#include "inflight.h"
 #include "docstore.pb-c.h"
 #include "envelope.pb-c.h"
 #include "ids.h"
@@ -61,8 +62,6 @@
 #define PROGRESS_INTERVAL_S   0.1
 #define MAX_TAGS              64
 #define MAX_STALLS            3 /* resyncs in a row that bring no progress */
-/* The most requests a transfer keeps in flight, whatever the service says. */
-#define WINDOW_MAX 64
 /* A file this size or smaller goes whole in its upload.begin: the service's
  * chunk size (chunk_max), which a begin's reply would tell too late. */
 #define WHOLE_MAX (1024u * 1024u)
@@ -448,48 +447,6 @@ static void progress_end(progress_t *p, uint64_t done)
  * Several requests in flight
  * ======================================================================== */
 
-/* A request of a transfer whose reply has not come yet. */
-typedef struct {
-    bool used;
-    char request_id[ID_LEN];
-    uint64_t offset;
-    size_t len;
-    Passerelle__DocumentReadReply *range; /* get: the reply, kept until its turn */
-    long unavailable;                     /* get: UNAVAILABLE answers to this range so far */
-} inflight_t;
-
-/* The credit a reply gives: its window, at most WINDOW_MAX; one when the
- * service does not say (it predates windows). */
-static unsigned window_of(bool has_window, uint32_t window)
-{
-    if (!has_window || window == 0)
-        return 1;
-    return window < WINDOW_MAX ? window : WINDOW_MAX;
-}
-
-static inflight_t *inflight_find(inflight_t *slots, unsigned count, const char *request_id)
-{
-    for (unsigned i = 0; i < count; i++)
-        if (slots[i].used && request_id && strcmp(slots[i].request_id, request_id) == 0)
-            return &slots[i];
-    return NULL;
-}
-
-static inflight_t *inflight_free_slot(inflight_t *slots, unsigned count)
-{
-    for (unsigned i = 0; i < count; i++)
-        if (!slots[i].used)
-            return &slots[i];
-    return NULL;
-}
-
-static void inflight_clear(inflight_t *slot)
-{
-    if (slot->range)
-        protobuf_c_message_free_unpacked(&slot->range->base, NULL);
-    memset(slot, 0, sizeof *slot);
-}
-
 /* After a wait that brought no reply: one more attempt, on a new socket,
  * unless the retries are spent (then says so and returns the exit code). */
 static int transfer_timeout(docs_ctx_t *ctx, int *attempts)
@@ -746,8 +703,8 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
         fprintf(stderr, "error: out of memory for a chunk of %u bytes\n", s->chunk_max);
         return CLI_EXIT_REPLY_ERROR;
     }
-    unsigned window = window_of(s->has_window, s->window);
-    inflight_t slots[WINDOW_MAX];
+    unsigned window = inflight_window(s->has_window, s->window);
+    inflight_t slots[INFLIGHT_MAX];
     memset(slots, 0, sizeof slots);
     progress_t progress;
     progress_start(&progress, "put", size);
@@ -1171,7 +1128,7 @@ static void range_send(docs_ctx_t *ctx, const char *id, uint32_t version, const 
 static int get_ranges(docs_ctx_t *ctx, download_t *d, const char *id, uint32_t number,
                       uint64_t size, unsigned window, progress_t *progress)
 {
-    inflight_t slots[WINDOW_MAX];
+    inflight_t slots[INFLIGHT_MAX];
     memset(slots, 0, sizeof slots);
     uint64_t next = d->written;
     int rc = 0, attempts = 0;
@@ -1297,7 +1254,7 @@ static int run_get(docs_ctx_t *ctx)
     }
     progress_t progress;
     progress_start(&progress, "get", size);
-    unsigned window = window_of(first->has_window, first->window);
+    unsigned window = inflight_window(first->has_window, first->window);
     if (rc == 0 && (first->offset != 0 || first->version != number ||
                     (first->data.len == 0 && size > 0) || first->data.len > size)) {
         fprintf(stderr, "error: INTERNAL: asked for offset 0, got %zu bytes at %llu of %u\n",
