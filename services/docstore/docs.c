@@ -852,13 +852,6 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
         self->blobs, req->upload_id, u ? u->hasher : NULL, next->size, expected, sha, &dedup,
         &hashed, blob_err, sizeof blob_err);
     upload_forget(self, req->upload_id);
-    uint64_t present_size = 0;
-    if (committed == BLOB_MISSING &&
-        blobstore_size(self->blobs, expected, &present_size) == BLOB_OK &&
-        present_size == next->size) {
-        committed = BLOB_OK;
-        snprintf(sha, sizeof sha, "%s", expected);
-    }
     txn_t *txn = txn_new(call->idempotency_key, call->fingerprint, call->idempotency_ttl_s);
     char key[KEY_MAX];
     upload_key(key, req->upload_id);
@@ -879,11 +872,14 @@ void handle_upload_commit(void *ctx, const call_t *call, const ProtobufCMessage 
                         "no space left on the document volume (%s): the upload is removed",
                         blob_err);
         else {
+            /* The blob store has dropped the upload's bytes on its way out
+             * (commit_abort): a commit sent again could only be told they
+             * are gone, so it is over now, and said so. */
             log_error("cannot commit an upload", "{s:s, s:s}", "upload", req->upload_id, "error",
                       blob_err);
-            reply_error(reply, ST_INTERNAL, NULL, "cannot store the upload: %s", blob_err);
-            txn_destroy(&txn);
-            goto done;
+            reply_error(reply, ST_INTERNAL, NULL,
+                        "cannot store the upload (%s): the upload is removed, begin again",
+                        blob_err);
         }
         /* Refused for good: the upload is over, its session goes. */
         blobstore_upload_remove(self->blobs, req->upload_id);
