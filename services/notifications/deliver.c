@@ -1006,11 +1006,12 @@ typedef struct {
     pthread_t thread;
     bool running;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
-    bool stop;     /* under lock */
-    bool pending;  /* a pass handed over and not yet answered (under lock) */
-    bool answered; /* its answer is in reply/result (under lock) */
-    pass_t *pass;  /* the pass handed over, owned by the worker */
+    pthread_cond_t cond;          /* to the thread: a pass handed over, or stop */
+    pthread_cond_t answered_cond; /* from the thread: the pass is answered */
+    bool stop;                    /* under lock */
+    bool pending;                 /* a pass handed over and not yet answered (under lock) */
+    bool answered;                /* its answer is in reply/result (under lock) */
+    pass_t *pass;                 /* the pass handed over, owned by the worker */
     redisReply *reply;
     store_result_t result;
     store_t *store; /* the recorder's own, used by its thread only */
@@ -1036,6 +1037,7 @@ static void *recorder_run(void *arg)
         rec->reply = r;
         rec->result = res;
         rec->answered = true;
+        pthread_cond_signal(&rec->answered_cond);
         outbox_wakeup(rec->outbox);
     }
     pthread_mutex_unlock(&rec->lock);
@@ -1054,10 +1056,12 @@ static bool recorder_start(recorder_t *rec, const store_config_t *cfg, outbox_t 
     }
     pthread_mutex_init(&rec->lock, NULL);
     pthread_cond_init(&rec->cond, NULL);
+    pthread_cond_init(&rec->answered_cond, NULL);
     rec->running = pthread_create(&rec->thread, NULL, recorder_run, rec) == 0;
     if (!rec->running) {
         pthread_mutex_destroy(&rec->lock);
         pthread_cond_destroy(&rec->cond);
+        pthread_cond_destroy(&rec->answered_cond);
         store_destroy(&rec->store);
     }
     return rec->running;
@@ -1080,12 +1084,8 @@ static void recorder_submit(recorder_t *rec, pass_t *p)
 static bool recorder_take(recorder_t *rec, bool wait, store_result_t *res, redisReply **r)
 {
     pthread_mutex_lock(&rec->lock);
-    while (wait && rec->pending && !rec->answered) {
-        /* The thread signals nothing back: poll, briefly (a round trip). */
-        pthread_mutex_unlock(&rec->lock);
-        usleep(200);
-        pthread_mutex_lock(&rec->lock);
-    }
+    while (wait && rec->pending && !rec->answered)
+        pthread_cond_wait(&rec->answered_cond, &rec->lock);
     bool got = rec->pending && rec->answered;
     if (got) {
         *res = rec->result;
@@ -1115,6 +1115,7 @@ static void recorder_stop(recorder_t *rec)
     rec->reply = NULL;
     pthread_mutex_destroy(&rec->lock);
     pthread_cond_destroy(&rec->cond);
+    pthread_cond_destroy(&rec->answered_cond);
     store_destroy(&rec->store);
     rec->running = false;
 }
