@@ -595,10 +595,12 @@ static void subscription_step(notify_t *self, const call_t *call, const Protobuf
         txn_put_message(txn, key, version + 1, &changed.base);
         if (changed.state == PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE) {
             txn_index_remove(txn, NOTIFY_INACTIVE, sub->id);
-            /* Back in the index of subscriptions with something due (a
-             * claim takes an inactive one out): the next claim looks at
-             * its due set, and takes it out again if that is empty. */
-            txn_index_add(txn, NOTIFY_DUE_SUBS, sub->id);
+            /* Active again: back in the index of subscriptions with
+             * something due (a claim takes an inactive one out), so that
+             * the next claim looks at its due set, and takes it out again
+             * if that is empty. */
+            if (sub->state != PASSERELLE__SUBSCRIPTION_STATE__SUBSCRIPTION_ACTIVE)
+                txn_index_add(txn, NOTIFY_DUE_SUBS, sub->id);
         } else
             txn_index_add(txn, NOTIFY_INACTIVE, sub->id);
     }
