@@ -587,7 +587,7 @@ static void test_crash_between_claim_and_outcome(void **state)
     sink_mode(f, 0, "ok");
     assert_int_equal(harness_notify_restart(&f->stack, &f->notify, NULL), 0);
 
-    /* The lease is twice the attempt timeout (2 s here) and 5 s. */
+    /* The lease is four attempt timeouts (2 s here) and 5 s. */
     seen_t seen[16];
     size_t n = 0;
     bool both = false;
