@@ -457,13 +457,7 @@ static int service_chunks(client_t *client, const uint8_t *data, uint64_t size,
     int rc = 0;
     while (rc == 0 && acked < size) {
         inflight_t *slot;
-        while (next < size && (slot = inflight_free_slot(slots, window))) {
-            slot->used = true;
-            id_new('Q', slot->request_id);
-            slot->offset = next;
-            slot->len = size - next < session->chunk_max ? (size_t)(size - next)
-                                                         : (size_t)session->chunk_max;
-            next += slot->len;
+        while ((slot = inflight_take(slots, window, &next, size, session->chunk_max))) {
             Passerelle__UploadChunkRequest chunk = PASSERELLE__UPLOAD_CHUNK_REQUEST__INIT;
             chunk.upload_id = session->upload_id;
             chunk.has_offset = chunk.has_data = true;
@@ -682,12 +676,7 @@ static int service_get(client_t *client, const stored_t *doc)
     uint64_t next = done;
     while (rc == 0 && done < size) {
         inflight_t *slot;
-        while (next < size && (slot = inflight_free_slot(slots, window))) {
-            slot->used = true;
-            id_new('Q', slot->request_id);
-            slot->offset = next;
-            slot->len = size - next < READ_LENGTH ? (size_t)(size - next) : READ_LENGTH;
-            next += slot->len;
+        while ((slot = inflight_take(slots, window, &next, size, READ_LENGTH))) {
             req.has_version = true;
             req.version = version;
             req.offset = slot->offset;

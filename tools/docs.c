@@ -716,14 +716,8 @@ static int put_chunks(docs_ctx_t *ctx, int fd, uint64_t size, const Passerelle__
     }
     while (rc == 0 && acked < size) {
         inflight_t *slot;
-        while (rc == 0 && next < size && (slot = inflight_free_slot(slots, window))) {
-            slot->used = true;
-            id_new('Q', slot->request_id);
-            slot->offset = next;
-            slot->len = size - next < s->chunk_max ? (size_t)(size - next) : s->chunk_max;
-            next += slot->len;
+        while (rc == 0 && (slot = inflight_take(slots, window, &next, size, s->chunk_max)))
             rc = chunk_send(ctx, fd, s->upload_id, buf, s->chunk_max, trailing, slot);
-        }
         if (rc)
             break;
         Passerelle__Reply *reply = NULL;
@@ -1134,14 +1128,8 @@ static int get_ranges(docs_ctx_t *ctx, download_t *d, const char *id, uint32_t n
     int rc = 0, attempts = 0;
     while (rc == 0 && d->written < size) {
         inflight_t *slot;
-        while (next < size && (slot = inflight_free_slot(slots, window))) {
-            slot->used = true;
-            id_new('Q', slot->request_id);
-            slot->offset = next;
-            slot->len = size - next < READ_LENGTH ? (size_t)(size - next) : READ_LENGTH;
-            next += slot->len;
+        while ((slot = inflight_take(slots, window, &next, size, READ_LENGTH)))
             range_send(ctx, id, number, slot);
-        }
         Passerelle__Reply *reply = NULL;
         if (client_receive_reply(ctx->service.client, 0, &reply) != 0) {
             rc = transfer_timeout(ctx, &attempts);

@@ -26,6 +26,20 @@ inflight_t *inflight_free_slot(inflight_t *slots, unsigned count)
     return NULL;
 }
 
+inflight_t *inflight_take(inflight_t *slots, unsigned window, uint64_t *next, uint64_t size,
+                          size_t piece)
+{
+    inflight_t *slot = *next < size ? inflight_free_slot(slots, window) : NULL;
+    if (!slot)
+        return NULL;
+    slot->used = true;
+    id_new('Q', slot->request_id);
+    slot->offset = *next;
+    slot->len = size - *next < piece ? (size_t)(size - *next) : piece;
+    *next += slot->len;
+    return slot;
+}
+
 void inflight_clear(inflight_t *slot)
 {
     if (slot->range)

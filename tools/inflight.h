@@ -36,6 +36,12 @@ inflight_t *inflight_find(inflight_t *slots, unsigned count, const char *request
 /* A free slot of the first count, or NULL if all are used. */
 inflight_t *inflight_free_slot(inflight_t *slots, unsigned count);
 
+/* The next piece of a transfer of size bytes: a free slot of the first
+ * window, given a new request id, the offset *next and at most piece
+ * bytes, *next moved past them. NULL when all is asked or no slot is free. */
+inflight_t *inflight_take(inflight_t *slots, unsigned window, uint64_t *next, uint64_t size,
+                          size_t piece);
+
 /* Frees what the slot holds and marks it free. */
 void inflight_clear(inflight_t *slot);
 
